@@ -1,0 +1,229 @@
+// Owns the WhatsApp socket: login (QR or pairing code), auth state on disk, reconnects, and the
+// connection state the HTTP API reports.
+//
+// Reconnect rules (research/whatsapp_crm.md §1.3–1.4):
+//   401 loggedOut / 403 forbidden → the session is dead: stop, delete the stale creds, report
+//                                   logged_out, and wait for a new login (POST /login or restart).
+//   515 restartRequired           → WhatsApp asks for this right after the first pairing:
+//                                   reconnect at once.
+//   anything else                 → reconnect with exponential backoff, reset once open.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { DisconnectReason } from '@whiskeysockets/baileys';
+import { backoffDelay } from './backoff.js';
+import { TtlCache } from './ttl-cache.js';
+import { phoneFromJid } from './wa-events.js';
+
+export class NotConnectedError extends Error {
+  constructor() {
+    super('WhatsApp is not connected');
+  }
+}
+
+const SESSION_ENDED_CODES = new Set([DisconnectReason.loggedOut, DisconnectReason.forbidden]);
+
+// Baileys' own default for its retry counter; the cache must outlive any single socket, or a
+// message that fails to decrypt can loop retries across reconnects.
+const RETRY_COUNTER_TTL_MS = 60 * 60 * 1000;
+const RETRY_COUNTER_MAX = 10000;
+
+async function ensurePrivateDir(dir) {
+  await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+  // The folder holds the account's Signal keys; tighten it even if someone else created it.
+  await fs.chmod(dir, 0o700);
+}
+
+// Only the auth-state files (all *.json at the top level) are removed, never the folder itself,
+// so a mistyped WA_SESSION_DIR cannot turn a logout into deleting something else.
+async function deleteAuthFiles(dir) {
+  const names = await fs.readdir(dir).catch(() => []);
+  await Promise.all(
+    names.filter((name) => name.endsWith('.json')).map((name) => fs.rm(path.join(dir, name), { force: true })),
+  );
+}
+
+export function createConnectionManager({
+  makeSocket,
+  authStateFactory,
+  config,
+  logger,
+  libraryLogger,
+  now = Date.now,
+  onConnectionChange,
+  onIncomingMessages,
+  onMessageUpdates,
+}) {
+  const msgRetryCounterCache = new TtlCache({ ttlMs: RETRY_COUNTER_TTL_MS, maxEntries: RETRY_COUNTER_MAX, now });
+  const sentMessages = new TtlCache({ ttlMs: config.sentStoreTtlMs, maxEntries: config.sentStoreMax, now });
+
+  let socket = null;
+  let state = 'close';
+  let meJid = null;
+  let qr = null;
+  let lastDisconnectCode = null;
+  let stopped = true;
+  let reconnectAttempt = 0;
+  let reconnectTimer = null;
+  // A pairing code pushes a notification to the phone; ask once per login attempt, not per
+  // reconnect, so an unattended bridge does not keep buzzing the owner's phone.
+  let pairingCodeRequested = false;
+  let lastReported = null;
+
+  function reportIfChanged() {
+    const report = { state, qr: qr !== null };
+    if (lastReported && lastReported.state === report.state && lastReported.qr === report.qr) return;
+    lastReported = report;
+    onConnectionChange(report);
+  }
+
+  function setState(next) {
+    state = next;
+    reportIfChanged();
+  }
+
+  async function getMessage(key) {
+    return sentMessages.get(key.id);
+  }
+
+  async function connect() {
+    reconnectTimer = null;
+    setState('connecting');
+    try {
+      await ensurePrivateDir(config.sessionDir);
+      const { state: auth, saveCreds } = await authStateFactory(config.sessionDir);
+      if (stopped) return;
+      const sock = await makeSocket({
+        auth,
+        logger: libraryLogger,
+        markOnlineOnConnect: false, // leave the owner's phone getting notifications
+        syncFullHistory: false, // the bridge forwards live messages only
+        msgRetryCounterCache,
+        getMessage,
+      });
+      socket = sock;
+      sock.ev.process(async (events) => {
+        try {
+          await handleEvents(sock, saveCreds, events);
+        } catch (error) {
+          logger.error({ err: error }, 'error handling WhatsApp events');
+        }
+      });
+    } catch (error) {
+      logger.error({ err: error }, 'could not start WhatsApp socket');
+      scheduleReconnect();
+    }
+  }
+
+  function scheduleReconnect() {
+    reconnectAttempt += 1;
+    const delayMs = backoffDelay(reconnectAttempt, config.reconnectBaseMs, config.reconnectMaxMs);
+    logger.info({ attempt: reconnectAttempt, delayMs, lastDisconnectCode }, 'reconnecting to WhatsApp');
+    reconnectTimer = setTimeout(connect, delayMs);
+  }
+
+  async function handleEvents(sock, saveCreds, events) {
+    if (sock !== socket) return; // late events from a socket we already replaced
+    if (events['creds.update']) await saveCreds();
+    if (events['connection.update']) await handleConnectionUpdate(sock, events['connection.update']);
+    if (events['messages.upsert']?.type === 'notify') onIncomingMessages(events['messages.upsert'].messages ?? []);
+    if (events['messages.update']) onMessageUpdates(events['messages.update']);
+  }
+
+  async function handleConnectionUpdate(sock, update) {
+    if ('qr' in update) {
+      qr = update.qr || null;
+      reportIfChanged();
+      if (qr && config.pairingNumber && !pairingCodeRequested && !sock.authState?.creds?.registered) {
+        pairingCodeRequested = true;
+        await requestPairingCode(sock);
+      }
+    }
+    if (update.connection === 'open') {
+      meJid = sock.user?.id ?? meJid;
+      qr = null;
+      reconnectAttempt = 0;
+      logger.info({ me: phoneFromJid(meJid) }, 'WhatsApp connected');
+      setState('open');
+    } else if (update.connection === 'connecting') {
+      setState('connecting');
+    } else if (update.connection === 'close') {
+      await handleClose(update.lastDisconnect?.error);
+    }
+  }
+
+  async function requestPairingCode(sock) {
+    try {
+      const code = await sock.requestPairingCode(config.pairingNumber);
+      logger.info({ pairingCode: code }, 'pairing code ready: on the phone open WhatsApp > Linked devices > Link with phone number');
+    } catch (error) {
+      logger.error({ err: error }, 'pairing code request failed');
+    }
+  }
+
+  async function handleClose(error) {
+    socket = null;
+    qr = null;
+    lastDisconnectCode = error?.output?.statusCode ?? null;
+    if (stopped) {
+      setState('close');
+      return;
+    }
+    if (SESSION_ENDED_CODES.has(lastDisconnectCode)) {
+      logger.warn({ lastDisconnectCode }, 'WhatsApp session ended; deleting stale creds, a new login is needed');
+      meJid = null;
+      sentMessages.flushAll();
+      msgRetryCounterCache.flushAll();
+      await deleteAuthFiles(config.sessionDir);
+      setState('logged_out');
+      return;
+    }
+    if (lastDisconnectCode === DisconnectReason.restartRequired) {
+      logger.info('WhatsApp asked for a restart (normal after pairing); reconnecting now');
+      await connect();
+      return;
+    }
+    setState('close');
+    scheduleReconnect();
+  }
+
+  return {
+    start() {
+      stopped = false;
+      pairingCodeRequested = false;
+      return connect();
+    },
+
+    /** Starts a fresh login after logged_out. Returns false when a connection is already live or pending. */
+    login() {
+      if (state !== 'logged_out') return false;
+      pairingCodeRequested = false;
+      connect();
+      return true;
+    },
+
+    async stop() {
+      stopped = true;
+      clearTimeout(reconnectTimer);
+      reconnectTimer = null;
+      const sock = socket;
+      if (sock) await sock.end(undefined);
+      socket = null;
+    },
+
+    status() {
+      return { state, me: phoneFromJid(meJid), qr, lastDisconnectCode };
+    },
+
+    ownJid() {
+      return meJid;
+    },
+
+    /** Sends through the live socket; throws NotConnectedError when there is none (certain not sent). */
+    async sendMessage(jid, content) {
+      if (state !== 'open' || !socket) throw new NotConnectedError();
+      const sent = await socket.sendMessage(jid, content);
+      if (sent?.key?.id && sent.message) sentMessages.set(sent.key.id, sent.message);
+      return sent;
+    },
+  };
+}

@@ -1,0 +1,88 @@
+"""`create_app()`: configuration → logging → database + migrations → blueprints → errors → CLI.
+
+Each step is one named function, so this file reads as the table of contents of the service.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from flask import Flask
+
+from server.config import PROJECT_ROOT, Settings
+from server.db import Database
+from server.db.migrate import run_migrations
+from server.lifecycle import Lifecycle
+from server.logs import configure_logging
+
+log = logging.getLogger("agentlocator.app")
+
+BLUEPRINT_MODULES = (
+    "health", "legacy_stripe", "auth_api",
+    "twilio_voice", "media_ws",
+    "whatsapp_webhooks", "whatsapp_api",
+    "crm_api", "payments_api",
+)
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level)
+    app = Flask(__name__, static_folder=str(PROJECT_ROOT / "static"), static_url_path="/static")
+    register_config(app, settings)
+    register_database(app, settings)
+    register_blueprints(app)
+    register_errors(app)
+    register_cli_commands(app)
+    log.info("app ready", extra={"event": "app_ready", "database": app.extensions["db"].engine.dialect.name,
+                                 "providers": settings.providers_configured()})
+    return app
+
+
+def register_config(app: Flask, settings: Settings) -> None:
+    app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_content_length,
+                      APP_SECRET=settings.app_secret or _local_app_secret(), JSON_SORT_KEYS=False)
+    app.json.ensure_ascii = False
+    app.extensions["lifecycle"] = Lifecycle()
+
+
+def _local_app_secret() -> str:
+    """A per-install secret kept in `instance/` when APP_SECRET is unset (one host; set it for several)."""
+    path = PROJECT_ROOT / "instance" / "app_secret"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return Path(path).read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+def register_database(app: Flask, settings: Settings) -> None:
+    database = Database(settings.sqlalchemy_url)
+    app.extensions["db"] = database
+    run_migrations(database.engine)
+
+
+def register_blueprints(app: Flask) -> None:
+    from server.routes import register_session_lifecycle
+
+    register_session_lifecycle(app)
+    for name in BLUEPRINT_MODULES:
+        app.register_blueprint(importlib.import_module(f"server.routes.{name}").bp)
+
+
+def register_errors(app: Flask) -> None:
+    from server.web import register_error_handlers
+
+    register_error_handlers(app)
+
+
+def register_cli_commands(app: Flask) -> None:
+    from server.cli import register_cli
+
+    register_cli(app)

@@ -1,0 +1,64 @@
+"""Admin CLI (`flask --app main …`); each command prints one JSON object on stdout."""
+from __future__ import annotations
+
+import json
+
+import click
+from flask import Flask, current_app
+
+from server.db.migrate import run_migrations
+from server.db.models import Business, BusinessNumber, User
+from server.phones import InvalidPhone, to_e164
+from server.security.auth import ROLES, issue_token
+from server.security.passwords import hash_password
+
+
+def _print(obj: dict) -> None:
+    click.echo(json.dumps(obj, ensure_ascii=False))
+
+
+def _e164(value: str) -> str:
+    try:
+        return to_e164(value)
+    except InvalidPhone as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def register_cli(app: Flask) -> None:
+    @app.cli.command("migrate")
+    def migrate() -> None:
+        """Apply pending migrations."""
+        applied = run_migrations(current_app.extensions["db"].engine)
+        _print({"applied": applied})
+
+    @app.cli.command("create-business")
+    @click.option("--name", required=True)
+    @click.option("--phone", "phones", multiple=True, help="a Twilio voice number, E.164")
+    @click.option("--whatsapp", "whatsapp_numbers", multiple=True, help="a WhatsApp number, E.164")
+    def create_business(name: str, phones: tuple[str, ...], whatsapp_numbers: tuple[str, ...]) -> None:
+        """Create a business with its numbers."""
+        with current_app.extensions["db"].scope() as session:
+            business = Business(name=name)
+            session.add(business)
+            session.flush()
+            for kind, numbers in (("voice", phones), ("whatsapp", whatsapp_numbers)):
+                for number in numbers:
+                    session.add(BusinessNumber(business_id=business.id, number=_e164(number), kind=kind))
+            session.flush()
+            _print({"id": business.id})
+
+    @app.cli.command("create-user")
+    @click.option("--business-id", required=True, type=int)
+    @click.option("--email", required=True)
+    @click.option("--password", required=True)
+    @click.option("--role", required=True, type=click.Choice(ROLES))
+    def create_user(business_id: int, email: str, password: str, role: str) -> None:
+        """Create a user and print a bearer token for it."""
+        with current_app.extensions["db"].scope() as session:
+            if session.get(Business, business_id) is None:
+                raise click.BadParameter(f"no business with id {business_id}", param_hint="--business-id")
+            user = User(business_id=business_id, email=email.strip().lower(), password_hash=hash_password(password),
+                        role=role)
+            session.add(user)
+            session.flush()
+            _print({"id": user.id, "token": issue_token(session, user, name="cli")})

@@ -1,0 +1,3 @@
+from server.db.engine import Database
+
+__all__ = ["Database"]

@@ -1,0 +1,294 @@
+"""The CRM's tables. Money is integer agorot, phone numbers E.164, time UTC.
+
+Schema changes go through additive files in `migrations/`; this module describes the result.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text,
+                        UniqueConstraint)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+def _created() -> Mapped[datetime]:
+    return mapped_column(default=utcnow, nullable=False)
+
+
+def _updated() -> Mapped[datetime]:
+    return mapped_column(default=utcnow, onupdate=utcnow, nullable=False)
+
+
+def _business_fk() -> Mapped[int]:
+    return mapped_column(ForeignKey("businesses.id"), nullable=False, index=True)
+
+
+class Business(Base):
+    __tablename__ = "businesses"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    ai_instructions: Mapped[str] = mapped_column(Text, default="")
+    opening_line: Mapped[str] = mapped_column(Text, default="")
+    greeting_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    payments_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    default_payment_provider: Mapped[Optional[str]] = mapped_column(String(20))
+    timezone: Mapped[str] = mapped_column(String(64), default="Asia/Jerusalem")
+    features: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = _created()
+
+    numbers: Mapped[list["BusinessNumber"]] = relationship(back_populates="business", lazy="selectin")
+
+    def numbers_of(self, kind: str) -> list[str]:
+        return [n.number for n in self.numbers if n.kind == kind]
+
+    def feature(self, name: str, default: bool = False) -> bool:
+        return bool((self.features or {}).get(name, default))
+
+
+class BusinessNumber(Base):
+    """A phone number the business answers on: `voice` (Twilio number) or `whatsapp`."""
+    __tablename__ = "business_numbers"
+    __table_args__ = (UniqueConstraint("number", "kind", name="uq_business_numbers_number_kind"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    business_id: Mapped[int] = _business_fk()
+    number: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))
+    business: Mapped[Business] = relationship(back_populates="numbers")
+
+
+class PaymentGateway(Base):
+    __tablename__ = "payment_gateways"
+    __table_args__ = (UniqueConstraint("business_id", "provider", name="uq_payment_gateways_business_provider"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    business_id: Mapped[int] = _business_fk()
+    provider: Mapped[str] = mapped_column(String(20))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = _created()
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    business_id: Mapped[int] = _business_fk()
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = _created()
+
+
+class ApiToken(Base):
+    """A bearer token; only its SHA-256 is stored, so a leaked table grants nothing."""
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = _created()
+    last_used_at: Mapped[Optional[datetime]]
+    revoked_at: Mapped[Optional[datetime]]
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+    __table_args__ = (
+        UniqueConstraint("business_id", "phone", name="uq_customers_business_phone"),
+        Index("ix_customers_business_lid", "business_id", "wa_lid"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    business_id: Mapped[int] = _business_fk()
+    phone: Mapped[Optional[str]] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    wa_lid: Mapped[Optional[str]] = mapped_column(String(64))
+    email: Mapped[Optional[str]] = mapped_column(String(254))
+    notes: Mapped[str] = mapped_column(Text, default="")
+    merged_into_id: Mapped[Optional[int]] = mapped_column(ForeignKey("customers.id"))
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class Thread(Base):
+    """One conversation per customer and channel (`whatsapp` or `voice`), like a Chatwoot conversation."""
+    __tablename__ = "threads"
+    __table_args__ = (
+        UniqueConstraint("business_id", "customer_id", "channel", name="uq_threads_customer_channel"),
+        Index("ix_threads_business_activity", "business_id", "last_activity_at", "id"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    business_id: Mapped[int] = _business_fk()
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    assignee_user_id: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id"))
+    labels: Mapped[list[Any]] = mapped_column(default=list)
+    unread_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_activity_at: Mapped[datetime] = _created()
+    last_inbound_at: Mapped[Optional[datetime]]
+    created_at: Mapped[datetime] = _created()
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("provider", "provider_message_id", name="uq_messages_provider_id"),
+        Index("ix_messages_thread_id", "thread_id", "id"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    business_id: Mapped[int] = _business_fk()
+    thread_id: Mapped[int] = mapped_column(ForeignKey("threads.id"))
+    direction: Mapped[str] = mapped_column(String(4))
+    kind: Mapped[str] = mapped_column(String(16), default="text")
+    body: Mapped[str] = mapped_column(Text, default="")
+    provider: Mapped[Optional[str]] = mapped_column(String(16))
+    provider_message_id: Mapped[Optional[str]] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16), default="received")
+    error_code: Mapped[Optional[str]] = mapped_column(String(32))
+    error_message: Mapped[Optional[str]] = mapped_column(Text)
+    media: Mapped[list[Any]] = mapped_column(default=list)
+    sender_user_id: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id"))
+    call_id: Mapped[Optional[int]] = mapped_column(ForeignKey("calls.id"))
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class Call(Base):
+    __tablename__ = "calls"
+    __table_args__ = (Index("ix_calls_business_created", "business_id", "created_at", "id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    business_id: Mapped[int] = _business_fk()
+    customer_id: Mapped[Optional[int]] = mapped_column(ForeignKey("customers.id"), index=True)
+    thread_id: Mapped[Optional[int]] = mapped_column(ForeignKey("threads.id"))
+    call_sid: Mapped[str] = mapped_column(String(64), unique=True)
+    stream_sid: Mapped[Optional[str]] = mapped_column(String(64))
+    from_number: Mapped[str] = mapped_column(String(32), default="")
+    to_number: Mapped[str] = mapped_column(String(32), default="")
+    status: Mapped[str] = mapped_column(String(24), default="ringing")
+    stream_status: Mapped[Optional[str]] = mapped_column(String(24))
+    stream_error: Mapped[Optional[str]] = mapped_column(Text)
+    outcome: Mapped[Optional[str]] = mapped_column(String(32))
+    started_at: Mapped[datetime] = _created()
+    stream_started_at: Mapped[Optional[datetime]]
+    ended_at: Mapped[Optional[datetime]]
+    duration_seconds: Mapped[Optional[int]] = mapped_column(Integer)
+    recording_url: Mapped[Optional[str]] = mapped_column(String(500))
+    recording_sid: Mapped[Optional[str]] = mapped_column(String(64))
+    transcript: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class CallTurn(Base):
+    __tablename__ = "call_turns"
+    __table_args__ = (UniqueConstraint("call_id", "turn_index", name="uq_call_turns_call_index"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id"))
+    turn_index: Mapped[int] = mapped_column(Integer)
+    user_text: Mapped[str] = mapped_column(Text, default="")
+    agent_text: Mapped[str] = mapped_column(Text, default="")
+    t_audio_ms: Mapped[Optional[int]] = mapped_column(Integer)
+    t_nlp_ms: Mapped[Optional[int]] = mapped_column(Integer)
+    t_tts_ms: Mapped[Optional[int]] = mapped_column(Integer)
+    t_total_ms: Mapped[Optional[int]] = mapped_column(Integer)
+    t_first_audio_ms: Mapped[Optional[int]] = mapped_column(Integer)
+    interrupted: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = _created()
+
+
+class _Document:
+    """Columns shared by deals, invoices and contracts."""
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[Optional[int]] = mapped_column(ForeignKey("customers.id"))
+    title: Mapped[str] = mapped_column(String(200), default="")
+    amount_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    currency: Mapped[str] = mapped_column(String(3), default="ILS")
+    status: Mapped[str] = mapped_column(String(16))
+    notes: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class Deal(_Document, Base):
+    __tablename__ = "deals"
+    business_id: Mapped[int] = _business_fk()
+
+
+class Invoice(_Document, Base):
+    __tablename__ = "invoices"
+    business_id: Mapped[int] = _business_fk()
+    deal_id: Mapped[Optional[int]] = mapped_column(ForeignKey("deals.id"))
+    number: Mapped[Optional[str]] = mapped_column(String(40))
+    due_date: Mapped[Optional[str]] = mapped_column(String(10))
+    payment_id: Mapped[Optional[int]] = mapped_column(Integer)  # no FK: payments also point here
+
+
+class Contract(_Document, Base):
+    __tablename__ = "contracts"
+    business_id: Mapped[int] = _business_fk()
+    deal_id: Mapped[Optional[int]] = mapped_column(ForeignKey("deals.id"))
+    body: Mapped[str] = mapped_column(Text, default="")
+
+
+class Payment(Base):
+    __tablename__ = "payments"
+    __table_args__ = (UniqueConstraint("business_id", "idempotency_key", name="uq_payments_idempotency"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    business_id: Mapped[int] = _business_fk()
+    customer_id: Mapped[Optional[int]] = mapped_column(ForeignKey("customers.id"))
+    invoice_id: Mapped[Optional[int]] = mapped_column(ForeignKey("invoices.id"))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3), default="ILS")
+    description: Mapped[str] = mapped_column(Text, default="")
+    provider: Mapped[str] = mapped_column(String(20))
+    provider_ref: Mapped[Optional[str]] = mapped_column(String(128), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="created")
+    idempotency_key: Mapped[Optional[str]] = mapped_column(String(128))
+    link_token: Mapped[str] = mapped_column(String(64), unique=True)
+    notify_nonce: Mapped[Optional[str]] = mapped_column(String(64), unique=True)
+    provider_data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    expires_at: Mapped[Optional[datetime]]
+    paid_at: Mapped[Optional[datetime]]
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class AuditLog(Base):
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_business_id", "business_id", "id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    business_id: Mapped[Optional[int]] = mapped_column(ForeignKey("businesses.id"))
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    entity_type: Mapped[str] = mapped_column(String(32))
+    entity_id: Mapped[Optional[str]] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = _created()
+
+
+class IdempotencyRecord(Base):
+    """The stored answer to a request made with an `Idempotency-Key`, shared by every worker."""
+    __tablename__ = "idempotency_records"
+    __table_args__ = (UniqueConstraint("business_id", "scope", "key", name="uq_idempotency_scope_key"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    business_id: Mapped[int] = _business_fk()
+    scope: Mapped[str] = mapped_column(String(40))
+    key: Mapped[str] = mapped_column(String(128))
+    status_code: Mapped[Optional[int]] = mapped_column(Integer)
+    response: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = _created()
+
+
+class ServiceState(Base):
+    """Small shared state that must hold across workers (e.g. the Baileys bridge's connection)."""
+    __tablename__ = "service_state"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[datetime] = _updated()

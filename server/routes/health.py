@@ -1,0 +1,57 @@
+"""Liveness, readiness and version: what load balancers and `smoke.sh` ask first."""
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, current_app, jsonify
+
+from server.db.migrate import pending_migrations
+from server.routes import settings
+
+bp = Blueprint("health", __name__)
+log = logging.getLogger("agentlocator.health")
+
+
+@bp.get("/")
+def index() -> Response:
+    return Response("ok", mimetype="text/plain")
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    cfg = settings()
+    body: dict = {"status": "ready", "providers": cfg.providers_configured(),
+                  "voice": "ai" if cfg.voice_ai_ready else "degraded"}
+    lifecycle = current_app.extensions["lifecycle"]
+    try:
+        database = current_app.extensions["db"]
+        database.ping()
+        pending = pending_migrations(database.engine)
+    except Exception as exc:  # the reason goes to the log, not to the caller
+        log.warning("readiness: database unreachable: %s", type(exc).__name__, extra={"event": "readyz_db_error"})
+        return _not_ready(body, "database_unreachable")
+    if pending:
+        return _not_ready(body, "migrations_pending", pending=pending)
+    if lifecycle.draining:
+        return _not_ready(body, "draining")
+    for probe in current_app.extensions.get("readiness_probes", []):
+        body.update(probe())
+    return jsonify(body)
+
+
+def _not_ready(body: dict, reason: str, **extra) -> Response:
+    response = jsonify({**body, "status": "not_ready", "reason": reason, **extra})
+    response.status_code = 503
+    return response
+
+
+@bp.get("/version")
+def version() -> Response:
+    cfg = settings()
+    return jsonify(git_commit=cfg.git_commit or None, build_time=cfg.build_time or None,
+                   deploy_id=cfg.deploy_id or None)

@@ -1,0 +1,92 @@
+"""HTTP plumbing shared by every blueprint: one JSON error shape, request ids, strict JSON bodies."""
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from server.logs import request_id_var
+
+log = logging.getLogger("agentlocator.web")
+
+_ERROR_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                405: "method_not_allowed", 409: "conflict", 410: "gone", 413: "payload_too_large",
+                415: "unsupported_media_type", 422: "unprocessable", 429: "too_many_requests",
+                501: "not_implemented", 502: "bad_gateway", 503: "unavailable"}
+
+
+class ApiError(Exception):
+    """Raise anywhere in a request to answer `{"error": code, "message": message}` with `status`."""
+
+    def __init__(self, status: int, code: str | None = None, message: str = "", **extra: Any):
+        super().__init__(message or code)
+        self.status = status
+        self.code = code or _ERROR_CODES.get(status, "error")
+        self.message = message
+        self.extra = extra
+
+
+def error_response(status: int, code: str | None = None, message: str = "", **extra: Any) -> Response:
+    body = {"error": code or _ERROR_CODES.get(status, "error"), "message": message, **extra}
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+def json_body(*, required: bool = True) -> dict[str, Any]:
+    """The request's JSON object, or a 400 that says what is wrong with it."""
+    if not request.data:
+        if required:
+            raise ApiError(400, "invalid_json", "a JSON object body is required")
+        return {}
+    body = request.get_json(silent=True, force=True)
+    if body is None:
+        raise ApiError(400, "invalid_json", "the body is not valid JSON")
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "the body must be a JSON object")
+    return body
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.before_request
+    def _assign_request_id() -> None:
+        incoming = request.headers.get("X-Request-Id", "")
+        g.request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else uuid.uuid4().hex[:16]
+        g.request_id_token = request_id_var.set(g.request_id)
+
+    @app.after_request
+    def _echo_request_id(response: Response) -> Response:
+        if "request_id" in g:
+            response.headers["X-Request-Id"] = g.request_id
+        return response
+
+    @app.teardown_request
+    def _clear_request_id(_exc: BaseException | None) -> None:
+        token = g.pop("request_id_token", None)
+        if token is not None:
+            request_id_var.reset(token)
+
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> Response:
+        return error_response(exc.status, exc.code, exc.message, **exc.extra)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        message = exc.description or ""
+        if status == 413:
+            message = f"the body is larger than {app.config.get('MAX_CONTENT_LENGTH')} bytes"
+        response = error_response(status, None, message)
+        if status == 405 and getattr(exc, "valid_methods", None):
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path,
+                      extra={"event": "unhandled_error", "path": request.path})
+        return error_response(500, "internal_error", "an internal error occurred; quote the request id",
+                              request_id=g.get("request_id"))

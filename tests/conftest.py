@@ -1,0 +1,167 @@
+"""Shared fixtures: `app`, `client` and `db`, parametrised over SQLite and the machine's PostgreSQL.
+
+Each test session gets its own PostgreSQL database (created from the `test` database and dropped
+at the end), so parallel runs never see each other's rows. PostgreSQL tests are skipped only when
+no server answers on 127.0.0.1:5432; CI starts it first.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+
+import pytest
+import sqlalchemy as sa
+
+from server.app_factory import create_app
+from server.config import Settings
+from server.db.migrate import run_migrations
+from server.db.models import Base, Business, BusinessNumber, User
+from server.security.auth import issue_token
+from server.security.passwords import hash_password
+
+PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql+psycopg2://127.0.0.1:5432/test")
+TEST_BASE_URL = "https://agent.example.test"
+TEST_TWILIO_TOKEN = "test-twilio-auth-token"
+
+BASE_TEST_ENV = {
+    "PUBLIC_BASE_URL": TEST_BASE_URL,
+    "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+    "TWILIO_AUTH_TOKEN": TEST_TWILIO_TOKEN,
+    "APP_SECRET": "test-app-secret",
+    "LOG_LEVEL": "INFO",
+}
+
+
+def _pg_admin_engine() -> sa.Engine | None:
+    engine = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect():
+            return engine
+    except sa.exc.OperationalError:
+        return None
+
+
+@pytest.fixture(scope="session")
+def pg_database():
+    """A fresh PostgreSQL database for this test session, migrated once."""
+    admin = _pg_admin_engine()
+    if admin is None:
+        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    name = f"agentlocator_test_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    engine = sa.create_engine(url)
+    run_migrations(engine)
+    yield url
+    engine.dispose()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def truncate_all(url: str) -> None:
+    engine = sa.create_engine(url)
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'agentlocator.db'}"
+    url = request.getfixturevalue("pg_database")
+    truncate_all(url)
+    return url
+
+
+def make_settings(**env: str) -> Settings:
+    """Settings from the test defaults plus `env` (environment-variable names → values)."""
+    return Settings.from_env({**BASE_TEST_ENV, **env})
+
+
+@pytest.fixture
+def make_app(database_url):
+    """Build an app on this test's database with extra environment variables."""
+    apps = []
+
+    def build(**env: str):
+        app = create_app(make_settings(DATABASE_URL=database_url, **env))
+        app.config["TESTING"] = True
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        app.extensions["db"].engine.dispose()
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def db(app):
+    return app.extensions["db"]
+
+
+@dataclass
+class Tenant:
+    business_id: int
+    user_id: int
+    token: str
+    phone: str
+    whatsapp: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def create_tenant(db, *, name: str = "Salon Dana", phone: str = "+97235550001", whatsapp: str = "+97235550002",
+                  role: str = "owner", email: str | None = None, **business_fields) -> Tenant:
+    with db.scope() as session:
+        business = Business(name=name, **business_fields)
+        session.add(business)
+        session.flush()
+        session.add_all([BusinessNumber(business_id=business.id, number=phone, kind="voice"),
+                         BusinessNumber(business_id=business.id, number=whatsapp, kind="whatsapp")])
+        user = User(business_id=business.id, email=email or f"{role}-{uuid.uuid4().hex[:6]}@example.test",
+                    password_hash=hash_password("correct horse"), role=role)
+        session.add(user)
+        session.flush()
+        token = issue_token(session, user)
+        return Tenant(business.id, user.id, token, phone, whatsapp)
+
+
+def add_user(db, business_id: int, role: str) -> Tenant:
+    """Another user (and token) in an existing business."""
+    with db.scope() as session:
+        user = User(business_id=business_id, email=f"{role}-{uuid.uuid4().hex[:6]}@example.test",
+                    password_hash=hash_password("correct horse"), role=role)
+        session.add(user)
+        session.flush()
+        business = session.get(Business, business_id)
+        return Tenant(business_id, user.id, issue_token(session, user), *(business.numbers_of("voice")[:1] or [""]),
+                      *(business.numbers_of("whatsapp")[:1] or [""]))
+
+
+@pytest.fixture
+def tenant(db) -> Tenant:
+    """Business A, with an owner token."""
+    return create_tenant(db)
+
+
+@pytest.fixture
+def other_tenant(db) -> Tenant:
+    """Business B: its data must stay invisible to business A."""
+    return create_tenant(db, name="Garage Moshe", phone="+97235550101", whatsapp="+97235550102")

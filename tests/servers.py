@@ -1,0 +1,73 @@
+"""Run the app as production does: real gunicorn with the gevent worker, on a free local port."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class GunicornServer:
+    """`with GunicornServer(env) as server:` serves the app at `server.url`; logs go to `server.log_path`."""
+
+    def __init__(self, env: dict[str, str], *, workers: int = 1, log_path: Path | None = None,
+                 extra_args: tuple[str, ...] = ()):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "PORT": str(self.port), **env}
+        self.workers = workers
+        self.log_path = log_path or Path(f"/tmp/agentlocator-gunicorn-{self.port}.log")
+        self.extra_args = extra_args
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30.0) -> "GunicornServer":
+        gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            [gunicorn, "-k", "gevent", "-w", str(self.workers), "--no-control-socket",
+             "-b", f"127.0.0.1:{self.port}", *self.extra_args, "main:app"],
+            cwd=PROJECT_ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.process.returncode}:\n{self.logs()[-3000:]}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"gunicorn did not become healthy:\n{self.logs()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def __enter__(self) -> "GunicornServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,2 @@
+def test_root(client):
+    assert client.get("/").data == b"ok"
