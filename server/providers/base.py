@@ -1,0 +1,63 @@
+"""The small interfaces every vendor sits behind (one module per vendor implements one of them).
+
+The live-call engine knows only these: STT is μ-law audio in, transcripts out; the LLM is chat
+messages in, text deltas out; TTS is text in, μ-law 8 kHz audio out. Implementations block
+cooperatively (gevent) and raise `ProviderError` (or a subclass) on failure.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Protocol
+
+
+class ProviderError(Exception):
+    """A vendor failed or timed out; the caller decides whether to apologise, retry or fall back."""
+
+
+class ProviderTimeout(ProviderError):
+    pass
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    is_final: bool
+    confidence: float = 0.0
+
+
+class SpeechStream(Protocol):
+    def send_audio(self, mulaw: bytes) -> None:
+        """Queue 8 kHz μ-law audio (any length); never blocks on the network."""
+
+    def transcripts(self) -> Iterator[Transcript]:
+        """Interim and final transcripts as they arrive; ends when the stream is closed or fails."""
+
+    def close(self) -> None:
+        """Stop the stream; pending audio is discarded."""
+
+
+class SpeechToText(Protocol):
+    def open_stream(self) -> SpeechStream: ...
+
+    def transcribe(self, audio: bytes, *, encoding: str, sample_rate_hz: int) -> str:
+        """One-shot recognition (voicemail recordings)."""
+
+
+class LanguageModel(Protocol):
+    def stream_reply(self, messages: list[dict[str, str]]) -> Iterator[str]:
+        """Text deltas of the assistant's reply to OpenAI-style `messages` (system prompt first).
+
+        Raises `ProviderTimeout` when the first token doesn't arrive in time.
+        """
+
+
+class TextToSpeech(Protocol):
+    def synthesize(self, text: str) -> bytes:
+        """Raw 8 kHz μ-law audio (no container header) speaking `text`."""
+
+
+@dataclass
+class VoiceProviders:
+    stt: SpeechToText
+    llm: LanguageModel
+    tts: TextToSpeech
