@@ -121,6 +121,7 @@ class Settings:
     twilio_account_sid: str = env("TWILIO_ACCOUNT_SID", "")
     twilio_auth_token: str = env("TWILIO_AUTH_TOKEN", "", secret=True)
     twilio_api_base_url: str = env("TWILIO_API_BASE_URL", "https://api.twilio.com", _http_url)
+    twilio_api_timeout_seconds: float = env("TWILIO_API_TIMEOUT_SECONDS", 10.0, _positive_float)
     watchdog_seconds: float = env("WATCHDOG_SECONDS", 6.0, _positive_float)
 
     # speech + language
