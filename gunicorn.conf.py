@@ -7,7 +7,7 @@ from server.config import ConfigError, Settings
 
 try:
     _settings = Settings.from_env()
-    graceful_timeout = _settings.shutdown_grace_seconds
+    graceful_timeout = int(_settings.shutdown_grace_seconds)
 except ConfigError:
     pass  # the app itself reports the bad variable in one line when it loads
 

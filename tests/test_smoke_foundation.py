@@ -1,2 +1,0 @@
-def test_root(client):
-    assert client.get("/").data == b"ok"
