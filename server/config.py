@@ -145,6 +145,8 @@ class Settings:
     wa_baileys_port: int = env("WA_BAILEYS_PORT", 8000, _port)
     wa_baileys_url: str = env("WA_BAILEYS_URL", "", _optional_http_url)
     wa_shared_secret: str = env("WA_SHARED_SECRET", "", secret=True)
+    wa_shared_secret_previous: str = env("WA_SHARED_SECRET_PREVIOUS", "", secret=True)
+    wa_baileys_timeout_seconds: float = env("WA_BAILEYS_TIMEOUT_SECONDS", 10.0, _positive_float)
     wa_session_dir: str = env("WA_SESSION_DIR", "")
     wa_provider_priority: tuple = env("WA_PROVIDER_PRIORITY", ("baileys", "twilio"), _provider_list)
 
