@@ -133,6 +133,9 @@ class Thread(Base):
     unread_count: Mapped[int] = mapped_column(Integer, default=0)
     last_activity_at: Mapped[datetime] = _created()
     last_inbound_at: Mapped[Optional[datetime]]
+    # Held by the worker writing an AI auto-reply for this thread (server/whatsapp/auto_reply.py).
+    ai_reply_lease_token: Mapped[Optional[str]] = mapped_column(String(32))
+    ai_reply_lease_until: Mapped[Optional[datetime]]
     created_at: Mapped[datetime] = _created()
 
 
