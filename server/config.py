@@ -162,6 +162,9 @@ class Settings:
     tranzila_secret: str = env("TRANZILA_API_SECRET", "", secret=True)
     tranzila_api_base_url: str = env("TRANZILA_API_BASE_URL", "https://api.tranzila.com", _http_url)
     tranzila_iframe_base_url: str = env("TRANZILA_IFRAME_BASE_URL", "https://direct.tranzila.com", _http_url)
+    tranzila_payment_mode: str = env("TRANZILA_PAYMENT_MODE", "iframe", _choice("iframe", "payment_request"))
+    payment_link_ttl_days: int = env("PAYMENT_LINK_TTL_DAYS", 30, _positive_int)
+    payments_http_timeout_seconds: float = env("PAYMENTS_HTTP_TIMEOUT_SECONDS", 15.0, _positive_float)
 
     # ---- derived values -------------------------------------------------------------------
     @property
