@@ -242,7 +242,8 @@ class Contract(_Document, Base):
 
 class Payment(Base):
     __tablename__ = "payments"
-    __table_args__ = (UniqueConstraint("business_id", "idempotency_key", name="uq_payments_idempotency"),)
+    __table_args__ = (UniqueConstraint("business_id", "idempotency_key", name="uq_payments_idempotency"),
+                      Index("uq_payments_provider_txn", "provider", "provider_txn_id", unique=True))
     id: Mapped[int] = mapped_column(primary_key=True)
     business_id: Mapped[int] = _business_fk()
     customer_id: Mapped[Optional[int]] = mapped_column(ForeignKey("customers.id"))
@@ -256,6 +257,8 @@ class Payment(Base):
     idempotency_key: Mapped[Optional[str]] = mapped_column(String(128))
     link_token: Mapped[str] = mapped_column(String(64), unique=True)
     notify_nonce: Mapped[Optional[str]] = mapped_column(String(64), unique=True)
+    notify_consumed_at: Mapped[Optional[datetime]]
+    provider_txn_id: Mapped[Optional[str]] = mapped_column(String(128))
     provider_data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     expires_at: Mapped[Optional[datetime]]
     paid_at: Mapped[Optional[datetime]]
