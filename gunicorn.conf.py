@@ -2,12 +2,15 @@
 
 The gevent worker serves WebSockets; after fork it makes psycopg2 and gRPC cooperative, before
 any database connection or gRPC channel exists (DESIGN.md: clients are created lazily after fork).
+
+Shutdown: on SIGTERM gunicorn stops accepting connections and gives open requests, including live
+calls' WebSockets, `graceful_timeout` (SHUTDOWN_GRACE_SECONDS) to finish. The worker also marks the
+app as draining, so `/readyz` answers 503 and new calls on kept-alive connections go to voicemail.
 """
 from server.config import ConfigError, Settings
 
 try:
-    _settings = Settings.from_env()
-    graceful_timeout = int(_settings.shutdown_grace_seconds)
+    graceful_timeout = int(Settings.from_env().shutdown_grace_seconds)
 except ConfigError:
     pass  # the app itself reports the bad variable in one line when it loads
 
@@ -25,4 +28,19 @@ def post_fork(server, worker):
         import grpc.experimental.gevent as grpc_gevent
 
         grpc_gevent.init_gevent()
+    _drain_on_exit(worker)
 
+
+def _drain_on_exit(worker):
+    """Wrap the worker's SIGTERM handler so the app knows it is draining."""
+    stop = worker.handle_exit
+
+    def handle_exit(sig, frame):
+        app = getattr(worker, "wsgi", None)
+        lifecycle = getattr(app, "extensions", {}).get("lifecycle")
+        if lifecycle is not None:
+            lifecycle.start_draining()
+        worker.log.info("draining: live calls may finish within %ss", worker.cfg.graceful_timeout)
+        stop(sig, frame)
+
+    worker.handle_exit = handle_exit
