@@ -137,6 +137,9 @@ class Settings:
     openai_model: str = env("OPENAI_MODEL", "gpt-4o-mini")
     openai_base_url: str = env("OPENAI_BASE_URL", "", _optional_http_url)
     llm_first_token_timeout_seconds: float = env("LLM_FIRST_TOKEN_TIMEOUT_SECONDS", 4.0, _positive_float)
+    voice_providers: str = env("VOICE_PROVIDERS", "server.providers.google_openai:build_voice_providers")
+    tts_timeout_seconds: float = env("TTS_TIMEOUT_SECONDS", 4.0, _positive_float)
+    barge_in_min_speech_ms: int = env("BARGE_IN_MIN_SPEECH_MS", 240, _positive_int)
 
     # WhatsApp
     enable_wa_twilio: bool = env("ENABLE_WA_TWILIO", False, _bool)
