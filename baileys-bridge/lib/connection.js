@@ -9,7 +9,7 @@
 //   anything else                 → reconnect with exponential backoff, reset once open.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { DisconnectReason } from '@whiskeysockets/baileys';
+import { DisconnectReason, makeCacheableSignalKeyStore } from '@whiskeysockets/baileys';
 import { backoffDelay } from './backoff.js';
 import { TtlCache } from './ttl-cache.js';
 import { phoneFromJid } from './wa-events.js';
@@ -26,6 +26,11 @@ const SESSION_ENDED_CODES = new Set([DisconnectReason.loggedOut, DisconnectReaso
 // message that fails to decrypt can loop retries across reconnects.
 const RETRY_COUNTER_TTL_MS = 60 * 60 * 1000;
 const RETRY_COUNTER_MAX = 10000;
+// Signal keys are read on every message; this cache in front of the files spares most reads.
+// One cache for the manager's lifetime (Baileys would otherwise start a new one, with its own
+// timer, on every reconnect).
+const SIGNAL_KEY_CACHE_TTL_MS = 5 * 60 * 1000;
+const SIGNAL_KEY_CACHE_MAX = 10000;
 
 async function ensurePrivateDir(dir) {
   await fs.mkdir(dir, { recursive: true, mode: 0o700 });
@@ -55,6 +60,7 @@ export function createConnectionManager({
 }) {
   const msgRetryCounterCache = new TtlCache({ ttlMs: RETRY_COUNTER_TTL_MS, maxEntries: RETRY_COUNTER_MAX, now });
   const sentMessages = new TtlCache({ ttlMs: config.sentStoreTtlMs, maxEntries: config.sentStoreMax, now });
+  const signalKeyCache = new TtlCache({ ttlMs: SIGNAL_KEY_CACHE_TTL_MS, maxEntries: SIGNAL_KEY_CACHE_MAX, now });
 
   let socket = null;
   let state = 'close';
@@ -93,13 +99,18 @@ export function createConnectionManager({
       const { state: auth, saveCreds } = await authStateFactory(config.sessionDir);
       if (stopped) return;
       const sock = await makeSocket({
-        auth,
+        auth: { creds: auth.creds, keys: makeCacheableSignalKeyStore(auth.keys, libraryLogger, signalKeyCache) },
         logger: libraryLogger,
         markOnlineOnConnect: false, // leave the owner's phone getting notifications
         syncFullHistory: false, // the bridge forwards live messages only
         msgRetryCounterCache,
         getMessage,
       });
+      if (stopped) {
+        // stop() ran while the socket was being made (the first one may wait for a version lookup).
+        await sock.end(undefined);
+        return;
+      }
       socket = sock;
       sock.ev.process(async (events) => {
         try {
@@ -110,14 +121,14 @@ export function createConnectionManager({
       });
     } catch (error) {
       logger.error({ err: error }, 'could not start WhatsApp socket');
-      scheduleReconnect();
+      scheduleReconnect(error.message);
     }
   }
 
-  function scheduleReconnect() {
+  function scheduleReconnect(reason) {
     reconnectAttempt += 1;
     const delayMs = backoffDelay(reconnectAttempt, config.reconnectBaseMs, config.reconnectMaxMs);
-    logger.info({ attempt: reconnectAttempt, delayMs, lastDisconnectCode }, 'reconnecting to WhatsApp');
+    logger.info({ attempt: reconnectAttempt, delayMs, lastDisconnectCode, reason }, 'reconnecting to WhatsApp');
     reconnectTimer = setTimeout(connect, delayMs);
   }
 
@@ -171,8 +182,8 @@ export function createConnectionManager({
     if (SESSION_ENDED_CODES.has(lastDisconnectCode)) {
       logger.warn({ lastDisconnectCode }, 'WhatsApp session ended; deleting stale creds, a new login is needed');
       meJid = null;
-      sentMessages.flushAll();
-      msgRetryCounterCache.flushAll();
+      // A new login reuses key ids (pre-key 1, 2…): nothing cached from the dead session may survive.
+      for (const cache of [sentMessages, msgRetryCounterCache, signalKeyCache]) cache.flushAll();
       await deleteAuthFiles(config.sessionDir);
       setState('logged_out');
       return;
@@ -183,7 +194,7 @@ export function createConnectionManager({
       return;
     }
     setState('close');
-    scheduleReconnect();
+    scheduleReconnect(error?.message);
   }
 
   return {

@@ -110,10 +110,6 @@ export function createForwarder({
       if (!running) drainQueue();
     },
 
-    get pending() {
-      return queue.length + (running ? 1 : 0);
-    },
-
     /** Resolves once everything queued so far has been delivered or dropped. */
     whenIdle() {
       if (!running && queue.length === 0) return Promise.resolve();

@@ -54,7 +54,8 @@ function parseJsonObject(rawBody) {
 }
 
 /**
- * routes: { "METHOD /path": { handler(ctx) → response, signed?: bool, json?: bool } }
+ * routes: { "METHOD /path": { handler({ body }) → response, signed?: bool, json?: bool } }
+ * Signed and json routes read the body (at most maxBodyBytes); json routes get it parsed.
  * A response is { status, contentType, body, headers? }; see jsonResponse().
  * verifySignature(header, rawBody) → { ok, reason } checks signed routes before parsing.
  */
@@ -73,7 +74,7 @@ export function createHttpServer({ routes, maxBodyBytes, verifySignature, logger
       if (allowed) return { ...errorResponse(405, 'method_not_allowed', `use ${allowed.join(', ')}`), headers: { allow: allowed.join(', ') } };
       return errorResponse(404, 'not_found', `no route ${req.method} ${path}`);
     }
-    const rawBody = req.method === 'GET' || req.method === 'HEAD' ? Buffer.alloc(0) : await readBody(req, maxBodyBytes);
+    const rawBody = route.signed || route.json ? await readBody(req, maxBodyBytes) : Buffer.alloc(0);
     if (route.signed) {
       const check = verifySignature(req.headers[SIGNATURE_HEADER], rawBody);
       if (!check.ok) {
@@ -82,7 +83,7 @@ export function createHttpServer({ routes, maxBodyBytes, verifySignature, logger
       }
     }
     const body = route.json ? parseJsonObject(rawBody) : undefined;
-    return route.handler({ body, rawBody });
+    return route.handler({ body });
   }
 
   return http.createServer(async (req, res) => {
@@ -105,7 +106,7 @@ export function createHttpServer({ routes, maxBodyBytes, verifySignature, logger
       ...response.headers,
     });
     res.end(response.body);
-    // Discard whatever the client is still sending (413, or a route that ignored its body).
+    // Discard whatever the client is still sending (after a 413, or to a route that reads no body).
     req.resume();
   });
 }

@@ -1,0 +1,71 @@
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { test } from 'node:test';
+import { ConfigError, DEFAULTS, describeConfig, loadConfig, signingSecrets } from '../lib/config.js';
+
+test('WA_SHARED_SECRET is required', () => {
+  assert.throws(() => loadConfig({}), ConfigError);
+  assert.throws(() => loadConfig({ WA_SHARED_SECRET: '   ' }), /WA_SHARED_SECRET is required/);
+});
+
+test('defaults', () => {
+  const config = loadConfig({ WA_SHARED_SECRET: 's' });
+  assert.equal(config.port, 8000);
+  assert.equal(config.host, '127.0.0.1');
+  assert.equal(config.appUrl, 'http://127.0.0.1:5000');
+  assert.equal(config.sessionDir, DEFAULTS.sessionDir);
+  assert.equal(path.basename(config.sessionDir), 'wa_session');
+  assert.equal(config.forwardGroups, false);
+  assert.equal(config.sendMinIntervalMs, 1000);
+  assert.equal(config.forwardMaxAttempts, 6);
+  assert.equal(config.pairingNumber, null);
+  assert.equal(config.logLevel, 'info');
+  assert.deepEqual(signingSecrets(config), ['s']);
+});
+
+test('environment overrides', () => {
+  const config = loadConfig({
+    WA_SHARED_SECRET: 'new',
+    WA_SHARED_SECRET_PREVIOUS: 'old',
+    WA_BAILEYS_PORT: '8100',
+    WA_BAILEYS_HOST: '0.0.0.0',
+    WA_SESSION_DIR: 'relative/session',
+    PORT: '5050',
+    WA_PAIRING_NUMBER: '+972 50-111-2222',
+    WA_FORWARD_GROUPS: 'true',
+    WA_SEND_MIN_INTERVAL_MS: '250',
+    WA_FORWARD_MAX_ATTEMPTS: '3',
+    LOG_LEVEL: 'WARNING',
+  });
+  assert.equal(config.port, 8100);
+  assert.equal(config.host, '0.0.0.0');
+  assert.equal(config.sessionDir, path.resolve('relative/session'));
+  assert.equal(config.appUrl, 'http://127.0.0.1:5050', 'follows the app PORT');
+  assert.equal(config.pairingNumber, '972501112222');
+  assert.equal(config.forwardGroups, true);
+  assert.equal(config.sendMinIntervalMs, 250);
+  assert.equal(config.forwardMaxAttempts, 3);
+  assert.equal(config.logLevel, 'warn', 'Python spellings are understood');
+  assert.deepEqual(signingSecrets(config), ['new', 'old']);
+  assert.equal(loadConfig({ WA_SHARED_SECRET: 's', APP_URL: 'http://app:5000/' }).appUrl, 'http://app:5000');
+});
+
+test('bad values are configuration errors', () => {
+  for (const [name, value] of [
+    ['WA_BAILEYS_PORT', 'eighty'],
+    ['WA_BAILEYS_PORT', '70000'],
+    ['WA_FORWARD_GROUPS', 'maybe'],
+    ['WA_SEND_MIN_INTERVAL_MS', '-1'],
+    ['WA_PAIRING_NUMBER', '050'],
+    ['LOG_LEVEL', 'loud'],
+  ]) {
+    assert.throws(() => loadConfig({ WA_SHARED_SECRET: 's', [name]: value }), ConfigError, `${name}=${value}`);
+  }
+});
+
+test('the loggable description has no secrets', () => {
+  const shown = JSON.stringify(describeConfig(loadConfig({ WA_SHARED_SECRET: 'top-secret', WA_SHARED_SECRET_PREVIOUS: 'old-secret' })));
+  assert.ok(!shown.includes('top-secret'));
+  assert.ok(!shown.includes('old-secret'));
+  assert.match(shown, /"keyRotation":true/);
+});
