@@ -10,6 +10,6 @@ status=0
 
 if [ -f baileys-bridge/package.json ] && [ $# -eq 0 ]; then
   (cd baileys-bridge && { [ -d node_modules ] && [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund; } \
-    && node --test test/) || status=$?
+    && npm test --silent) || status=$?
 fi
 exit $status

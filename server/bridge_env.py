@@ -8,7 +8,7 @@ from __future__ import annotations
 import shlex
 import sys
 
-from server.config import ConfigError, Settings
+from server.config import PROJECT_ROOT, ConfigError, Settings
 
 
 def bridge_environment(settings: Settings) -> dict[str, str]:
@@ -20,8 +20,11 @@ def bridge_environment(settings: Settings) -> dict[str, str]:
         "APP_URL": f"http://127.0.0.1:{settings.port}",
         "LOG_LEVEL": settings.log_level.lower(),
     }
+    if settings.wa_shared_secret_previous:
+        env["WA_SHARED_SECRET_PREVIOUS"] = settings.wa_shared_secret_previous
     if settings.wa_session_dir:
-        env["WA_SESSION_DIR"] = settings.wa_session_dir
+        # The bridge runs from baileys-bridge/; a relative path means relative to the project root.
+        env["WA_SESSION_DIR"] = str((PROJECT_ROOT / settings.wa_session_dir).resolve())
     return env
 
 
