@@ -1,0 +1,249 @@
+"""A fake Google Cloud Speech-to-Text v1 gRPC server (`GOOGLE_SPEECH_EMULATOR_HOST=<fake.address>`).
+
+It speaks the real wire protocol (`google.cloud.speech.v1.Speech/StreamingRecognize` and
+`/Recognize`) and behaves like Google where the app depends on it:
+- the first streaming request must carry `streaming_config` and the rest only audio, at most
+  25 600 bytes each; a stream may carry at most `max_stream_seconds` of audio (Google: ~305 s),
+  after which it fails with OUT_OF_RANGE;
+- transcripts follow the audio: each burst of non-silent 8 kHz audio becomes the next scripted
+  utterance (`fake.script("...")`; when the script is empty, `DEFAULT_UTTERANCES` cycle), with
+  interim results every `interim_every_ms` of speech and the final result after
+  `final_silence_ms` of silence, or when the client half-closes. Time is audio time (bytes
+  received), so results don't depend on pacing.
+
+Faults: `reject_models = {"phone_call"}` (INVALID_ARGUMENT "model not supported for language"),
+`stall = True` (read audio, never answer), `fail_next_stream(code, after_ms)` and
+`close_next_stream(after_ms)` (end a stream with an error, or with OK, after that much audio).
+
+Records: `streams` (per stream: config, audio bytes, how it ended), `audio_bytes_total`,
+`recognize_calls`.
+
+Run standalone: `python -m tests.fakes.google_speech --port 0`.
+"""
+from __future__ import annotations
+
+import array
+import collections
+import itertools
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import grpc
+from google.cloud.speech_v1.types import cloud_speech
+
+from tests.fakes.grpc_server import GrpcFake
+
+SAMPLE_RATE_HZ = 8000
+FRAME_MS = 20
+MAX_REQUEST_AUDIO_BYTES = 25600
+LOUD_MEAN_MAGNITUDE = 400  # of 32767: anything quieter is silence
+DEFAULT_UTTERANCES = ("שלום, אני רוצה לקבוע תור", "מחר בבוקר אם אפשר", "תודה רבה, להתראות")
+MODEL_REJECTION = "Invalid recognition 'config': The requested model is currently not supported for language : {}."
+
+
+def _mulaw_magnitude(byte: int) -> int:
+    inverted = ~byte & 0xFF
+    exponent, mantissa = (inverted >> 4) & 0x07, inverted & 0x0F
+    return (((mantissa << 3) + 0x84) << exponent) - 0x84
+
+
+MULAW_MAGNITUDE = tuple(_mulaw_magnitude(b) for b in range(256))
+
+
+def speech(ms: int) -> bytes:
+    """Loud 8 kHz μ-law test audio (a square wave), which the fake hears as speech."""
+    return bytes((0x80, 0x80, 0x00, 0x00)) * (ms * SAMPLE_RATE_HZ // 4000)
+
+
+def silence(ms: int) -> bytes:
+    return b"\xff" * (ms * SAMPLE_RATE_HZ // 1000)
+
+
+@dataclass
+class StreamRecord:
+    config: dict[str, Any]
+    audio_bytes: int = 0
+    requests: int = 0
+    ended: str = "open"
+    transcripts: list[tuple[str, bool]] = field(default_factory=list)
+
+
+class _Listener:
+    """Turns frames of audio into interim and final results for one stream or recording."""
+
+    def __init__(self, fake: "FakeSpeech"):
+        self.fake = fake
+        self.speech_ms = self.silence_ms = self.last_interim_ms = 0
+        self.words: list[str] | None = None
+        self.last_interim = ""
+
+    def hear(self, frame_is_loud: bool) -> list[tuple[str, bool]]:
+        results: list[tuple[str, bool]] = []
+        if frame_is_loud:
+            if self.words is None:
+                self.words = self.fake.next_utterance().split()
+                self.speech_ms = self.last_interim_ms = 0
+                self.last_interim = ""
+            self.speech_ms += FRAME_MS
+            self.silence_ms = 0
+            if self.speech_ms - self.last_interim_ms >= self.fake.interim_every_ms:
+                self.last_interim_ms = self.speech_ms
+                shown = max(1, min(len(self.words) - 1, self.speech_ms // self.fake.interim_every_ms))
+                interim = " ".join(self.words[:shown])
+                if interim != self.last_interim:
+                    self.last_interim = interim
+                    results.append((interim, False))
+        elif self.words is not None:
+            self.silence_ms += FRAME_MS
+            if self.silence_ms >= self.fake.final_silence_ms:
+                results.extend(self.finish())
+        return results
+
+    def finish(self) -> list[tuple[str, bool]]:
+        if self.words is None:
+            return []
+        text, self.words = " ".join(self.words), None
+        return [(text, True)]
+
+
+class FakeSpeech(GrpcFake):
+    service = "google.cloud.speech.v1.Speech"
+    emulator_variable = "GOOGLE_SPEECH_EMULATOR_HOST"
+
+    def __init__(self, **kwargs: Any):
+        self.interim_every_ms = 200
+        self.final_silence_ms = 300
+        self.max_stream_seconds = 305.0
+        self.reject_models: set[str] = set()
+        self.stall = False
+        self.streams: list[StreamRecord] = []
+        self.recognize_calls: list[dict[str, Any]] = []
+        self._script: collections.deque[str] = collections.deque()
+        self._default = itertools.cycle(DEFAULT_UTTERANCES)
+        self._stream_faults: collections.deque[tuple[str, int, grpc.StatusCode]] = collections.deque()
+        super().__init__(**kwargs)
+
+    # ---- scripting ----------------------------------------------------------------------
+    def script(self, *utterances: str) -> None:
+        with self._lock:
+            self._script.extend(utterances)
+
+    def next_utterance(self) -> str:
+        with self._lock:
+            return self._script.popleft() if self._script else next(self._default)
+
+    def fail_next_stream(self, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE, after_ms: int = 0) -> None:
+        with self._lock:
+            self._stream_faults.append(("fail", after_ms, code))
+
+    def close_next_stream(self, after_ms: int = 0) -> None:
+        with self._lock:
+            self._stream_faults.append(("close", after_ms, grpc.StatusCode.OK))
+
+    @property
+    def audio_bytes_total(self) -> int:
+        with self._lock:
+            return sum(s.audio_bytes for s in self.streams)
+
+    # ---- the service --------------------------------------------------------------------
+    def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+        return {
+            "StreamingRecognize": grpc.stream_stream_rpc_method_handler(
+                self._streaming_recognize,
+                request_deserializer=cloud_speech.StreamingRecognizeRequest.deserialize,
+                response_serializer=cloud_speech.StreamingRecognizeResponse.serialize),
+            "Recognize": grpc.unary_unary_rpc_method_handler(
+                self._recognize,
+                request_deserializer=cloud_speech.RecognizeRequest.deserialize,
+                response_serializer=cloud_speech.RecognizeResponse.serialize),
+        }
+
+    def _check_config(self, config: cloud_speech.RecognitionConfig, context: grpc.ServicerContext) -> None:
+        if config.model in self.reject_models:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, MODEL_REJECTION.format(config.language_code))
+        if config.sample_rate_hertz != SAMPLE_RATE_HZ:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"this fake hears only {SAMPLE_RATE_HZ} Hz audio")
+
+    def _streaming_recognize(self, requests: Iterator[cloud_speech.StreamingRecognizeRequest],
+                             context: grpc.ServicerContext) -> Iterator[cloud_speech.StreamingRecognizeResponse]:
+        first = next(requests, None)
+        if first is None or "streaming_config" not in first:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "The first request must carry streaming_config.")
+        config = first.streaming_config
+        record = StreamRecord(config=type(config).to_dict(config))
+        with self._lock:
+            self.streams.append(record)
+            fault = self._stream_faults.popleft() if self._stream_faults else None
+        self._check_config(config.config, context)
+        listener = _Listener(self)
+        max_stream_bytes = int(self.max_stream_seconds * SAMPLE_RATE_HZ)
+        for request in requests:
+            if "streaming_config" in request:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "streaming_config may only be in the first request.")
+            audio = request.audio_content
+            if len(audio) > MAX_REQUEST_AUDIO_BYTES:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Request audio can be a maximum of 25600 bytes.")
+            with self._lock:
+                record.audio_bytes += len(audio)
+                record.requests += 1
+            if record.audio_bytes > max_stream_bytes:
+                record.ended = "out_of_range"
+                context.abort(grpc.StatusCode.OUT_OF_RANGE,
+                              f"Exceeded maximum allowed stream duration of {self.max_stream_seconds:g} seconds.")
+            if fault and record.audio_bytes >= fault[1] * SAMPLE_RATE_HZ // 1000:
+                record.ended = fault[0]
+                if fault[0] == "close":
+                    return
+                context.abort(fault[2], "The service is currently unavailable (fake).")
+            if self.stall:
+                continue
+            for loud in _loud_frames(audio, config.config.encoding):
+                for text, is_final in listener.hear(loud):
+                    record.transcripts.append((text, is_final))
+                    yield _streaming_response(text, is_final)
+        record.ended = "half_closed"
+        if not self.stall:
+            for text, is_final in listener.finish():
+                record.transcripts.append((text, is_final))
+                yield _streaming_response(text, is_final)
+
+    def _recognize(self, request: cloud_speech.RecognizeRequest,
+                   context: grpc.ServicerContext) -> cloud_speech.RecognizeResponse:
+        config = request.config
+        self._check_config(config, context)
+        audio = request.audio.content
+        with self._lock:
+            self.recognize_calls.append({"config": type(config).to_dict(config), "audio_bytes": len(audio)})
+        listener = _Listener(self)
+        texts: list[str] = []
+        for loud in _loud_frames(audio, config.encoding):
+            texts.extend(text for text, is_final in listener.hear(loud) if is_final)
+        texts.extend(text for text, _ in listener.finish())
+        return cloud_speech.RecognizeResponse(results=[
+            cloud_speech.SpeechRecognitionResult(
+                alternatives=[cloud_speech.SpeechRecognitionAlternative(transcript=text, confidence=0.9)])
+            for text in texts])
+
+
+def _loud_frames(audio: bytes, encoding: cloud_speech.RecognitionConfig.AudioEncoding) -> Iterator[bool]:
+    frame_samples = SAMPLE_RATE_HZ * FRAME_MS // 1000
+    if encoding == cloud_speech.RecognitionConfig.AudioEncoding.LINEAR16:
+        samples = array.array("h", audio[:len(audio) - len(audio) % 2])
+        if sys.byteorder == "big":
+            samples.byteswap()
+        magnitudes = [abs(s) for s in samples]
+    else:
+        magnitudes = [MULAW_MAGNITUDE[b] for b in audio]
+    for start in range(0, len(magnitudes) - frame_samples + 1, frame_samples):
+        yield sum(magnitudes[start:start + frame_samples]) / frame_samples > LOUD_MEAN_MAGNITUDE
+
+
+def _streaming_response(text: str, is_final: bool) -> cloud_speech.StreamingRecognizeResponse:
+    return cloud_speech.StreamingRecognizeResponse(results=[cloud_speech.StreamingRecognitionResult(
+        alternatives=[cloud_speech.SpeechRecognitionAlternative(transcript=text, confidence=0.92 if is_final else 0.0)],
+        is_final=is_final, stability=0.0 if is_final else 0.8)])
+
+
+if __name__ == "__main__":
+    FakeSpeech.serve_forever_from_command_line()
