@@ -136,6 +136,7 @@ class Thread(Base):
     # Held by the worker writing an AI auto-reply for this thread (server/whatsapp/auto_reply.py).
     ai_reply_lease_token: Mapped[Optional[str]] = mapped_column(String(32))
     ai_reply_lease_until: Mapped[Optional[datetime]]
+    ai_replied_through_id: Mapped[Optional[int]] = mapped_column(Integer)  # newest message an AI reply answered
     created_at: Mapped[datetime] = _created()
 
 

@@ -1,14 +1,54 @@
-"""The one way to send a WhatsApp message: `send_whatsapp()` (the API route, staff replies from the
-CRM and AI auto-replies all call it). It picks the provider, stores the outgoing message and
-answers a `SendResult`."""
+"""The one way to send a WhatsApp message: `send_whatsapp()`. The API route, staff replies from the
+CRM and AI auto-replies all call it. It picks the provider, stores the outgoing message and answers
+a `SendResult` carrying the HTTP status the API gives.
+
+Routing (`provider="auto"`) walks `WA_PROVIDER_PRIORITY` over the enabled providers and skips
+- Baileys when the bridge last reported that WhatsApp is not connected, or for a template;
+- Twilio for free-form text outside the 24-hour window (only a template, `content_sid`, may go
+  out then), and for a customer known only by a WhatsApp LID.
+It moves on to the next provider only when the previous one certainly did not send (`NotSent`):
+never after a timeout, or the customer could get the message twice.
+
+An `idempotency_key` is claimed in `idempotency_records` (scope `whatsapp_send`, per business)
+before anything is sent; the unique key settles concurrent duplicates. The same key answers the
+stored result and sends nothing; a request still in flight with that key answers 409.
+"""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import logging
+import re
 from dataclasses import dataclass
-from typing import Any, Optional
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Optional
 
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server.config import Settings
+from server.db.dao_crm import insert_message, upsert_customer, upsert_thread
+from server.db.models import Customer, IdempotencyRecord, Message, Thread, utcnow
+from server.logs import log_event
+from server.phones import InvalidPhone, to_e164
+from server.providers.whatsapp_baileys import BaileysBridge, baileys_problem
+from server.providers.whatsapp_twilio import TwilioWhatsApp, twilio_whatsapp_problem
+from server.whatsapp.bridge_state import CONNECTED, bridge_state
+from server.whatsapp.provider import NotSent, Outgoing, OutcomeUnknown, WhatsAppProvider, WhatsAppSendError
+
+log = logging.getLogger("agentlocator.whatsapp")
+
+IDEMPOTENCY_SCOPE = "whatsapp_send"
+CUSTOMER_SERVICE_WINDOW = timedelta(hours=24)
+MAX_TEXT_LENGTH = 4096  # WhatsApp's limit for one text message
+MAX_IDEMPOTENCY_KEY_LENGTH = 128
+PROVIDERS: dict[str, tuple[Callable[[Settings], Optional[str]], Callable[[Settings], WhatsAppProvider]]] = {
+    "twilio": (twilio_whatsapp_problem, TwilioWhatsApp),
+    "baileys": (baileys_problem, BaileysBridge),
+}
+_LID = re.compile(r"^\d{1,20}@lid$")
 
 
 @dataclass(frozen=True)
@@ -19,7 +59,24 @@ class SendResult:
     provider_message_id: Optional[str] = None
     error: Optional[str] = None
     status_code: int = 200
-    message: str = ""
+    message: str = ""  # what went wrong, for people
+
+    def to_json(self) -> dict[str, Any]:
+        if self.success:
+            return {"success": True, "provider": self.provider, "message_id": self.message_id,
+                    "provider_message_id": self.provider_message_id}
+        body = {"success": False, "error": self.error, "message": self.message}
+        if self.message_id is not None:
+            body.update(provider=self.provider, message_id=self.message_id)
+        return body
+
+
+class _Refused(Exception):
+    """Refused before anything was stored or sent."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.result = SendResult(False, error=code, status_code=status, message=message)
 
 
 def send_whatsapp(session: Session, settings: Settings, business_id: int, *, to: str, text: str | None = None,
@@ -28,7 +85,226 @@ def send_whatsapp(session: Session, settings: Settings, business_id: int, *, to:
                   sender_user_id: int | None = None) -> SendResult:
     """Send `text` (or the template `content_sid`) to `to` and store it as an outgoing message.
 
-    Commits `session` (the stored message must survive a failed send). Never raises for a bad
-    input or a provider failure: the result carries the HTTP status the API answers with.
+    `to` may be `whatsapp:+9725…`, `+9725…`, `05…` or a `…@lid` address (Baileys only).
+    Once it gets as far as storing the message it commits `session`, also when the send fails (the
+    failed message stays in the thread). Never raises for bad input or a provider failure:
+    `status_code` is 400/409/422 for the caller's mistakes, 501 for a provider that is not
+    enabled, 503 when no provider can take the message now, 502 when the send failed.
     """
-    raise NotImplementedError("arrives with the WhatsApp issue")
+    try:
+        outgoing = _outgoing(to, text, content_sid, content_variables)
+        if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH:
+            raise _Refused(400, "invalid_idempotency_key",
+                           f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LENGTH} characters")
+        fingerprint = _fingerprint(outgoing, provider)
+        if idempotency_key:
+            earlier = _earlier_result(session, business_id, idempotency_key, fingerprint)
+            if earlier:
+                return earlier
+        providers = _route(session, settings, business_id, provider, outgoing)
+        claim = _claim(session, business_id, idempotency_key, fingerprint) if idempotency_key else None
+    except _Refused as refusal:
+        return refusal.result
+    if isinstance(claim, SendResult):
+        return claim  # a concurrent request with the same key finished first
+    result = _deliver(session, business_id, outgoing, providers, sender_user_id)
+    if claim is not None:
+        claim.status_code = result.status_code
+        claim.response = {"fingerprint": fingerprint, "result": dataclasses.asdict(result)}
+    session.commit()
+    return result
+
+
+def _outgoing(to: str, text: str | None, content_sid: str | None,
+              content_variables: dict[str, Any] | str | None) -> Outgoing:
+    if not isinstance(to, str) or not to.strip():
+        raise _Refused(400, "missing_to", "to is required")
+    if text is not None and not isinstance(text, str):
+        raise _Refused(400, "invalid_text", "text must be a string")
+    text = (text or "").strip() or None
+    if content_sid is not None and (not isinstance(content_sid, str) or not content_sid.strip()):
+        raise _Refused(400, "invalid_content_sid", "content_sid must be a template SID (HX…)")
+    if not (text or content_sid):
+        raise _Refused(400, "missing_text", "text (or a template content_sid) is required")
+    if text and len(text) > MAX_TEXT_LENGTH:
+        raise _Refused(400, "text_too_long", f"text is longer than {MAX_TEXT_LENGTH} characters")
+    recipient = to.strip().removeprefix("whatsapp:")
+    if not _LID.match(recipient):
+        try:
+            recipient = to_e164(recipient)
+        except InvalidPhone:
+            raise _Refused(400, "invalid_to", f"not a phone number: {to!r}") from None
+    return Outgoing(to=recipient, text=text, content_sid=content_sid and content_sid.strip(),
+                    content_variables=_content_variables(content_variables))
+
+
+def _content_variables(raw: dict[str, Any] | str | None) -> Optional[str]:
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            raw = None
+    if not isinstance(raw, dict):
+        raise _Refused(400, "invalid_content_variables", 'content_variables must be a JSON object like {"1": "Dana"}')
+    return json.dumps(raw, ensure_ascii=False)
+
+
+def _fingerprint(outgoing: Outgoing, provider: str) -> str:
+    request = [outgoing.to, outgoing.text, outgoing.content_sid, outgoing.content_variables, provider]
+    return hashlib.sha256(json.dumps(request, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+# ---- routing ------------------------------------------------------------------------------
+def _route(session: Session, settings: Settings, business_id: int, requested: str,
+           outgoing: Outgoing) -> list[WhatsAppProvider]:
+    if requested != "auto" and requested not in PROVIDERS:
+        raise _Refused(400, "invalid_provider", "provider must be auto, twilio or baileys")
+    if requested != "auto":
+        problem = PROVIDERS[requested][0](settings)
+        if problem:
+            raise _Refused(501, "provider_disabled", problem)
+        reason = _unsuitable(requested, outgoing)
+        if reason:
+            raise _Refused(400, "unsupported_by_provider", reason)
+        return [PROVIDERS[requested][1](settings)]
+
+    enabled = [name for name in settings.wa_provider_priority if PROVIDERS[name][0](settings) is None]
+    if not enabled:
+        raise _Refused(501, "whatsapp_not_configured",
+                       "no WhatsApp provider is enabled (ENABLE_WA_TWILIO / ENABLE_WA_BAILEYS)")
+    chosen, skipped = [], {}
+    for name in enabled:
+        reason = _unsuitable(name, outgoing) or _unavailable(session, business_id, name, outgoing)
+        if reason:
+            skipped[name] = reason
+        else:
+            chosen.append(PROVIDERS[name][1](settings))
+    if not chosen:
+        why = "; ".join(f"{name}: {reason}" for name, reason in skipped.items())
+        if any("24-hour" in reason for reason in skipped.values()):
+            raise _Refused(422, "template_required", f"no provider can send free-form text now ({why})")
+        raise _Refused(503, "no_provider_available", f"no WhatsApp provider can send now ({why})")
+    return chosen
+
+
+def _unsuitable(name: str, outgoing: Outgoing) -> Optional[str]:
+    """Why provider `name` can never send this message."""
+    if name == "baileys" and not outgoing.text:
+        return "the Baileys bridge sends text only, not Twilio templates (content_sid)"
+    if name == "twilio" and _LID.match(outgoing.to):
+        return "Twilio needs a phone number; this customer is known only by a WhatsApp LID"
+    return None
+
+
+def _unavailable(session: Session, business_id: int, name: str, outgoing: Outgoing) -> Optional[str]:
+    """Why `auto` routing passes provider `name` over right now."""
+    if name == "baileys":
+        state = bridge_state(session)
+        if state is not None and state != CONNECTED:
+            return f"the bridge reports WhatsApp {state!r}, not connected"
+    if name == "twilio" and not outgoing.content_sid and not twilio_window_open(session, business_id, outgoing.to):
+        return "outside the 24-hour window since the customer's last message; send a template (content_sid)"
+    return None
+
+
+def twilio_window_open(session: Session, business_id: int, phone: str, now: datetime | None = None) -> bool:
+    """Whether the customer wrote to the Twilio sender within the last 24 hours.
+
+    Only messages received through Twilio open its window: the Baileys bridge is another WhatsApp
+    number, and a message to that number doesn't let the Twilio number answer free-form.
+    """
+    last = session.scalar(
+        sa.select(Message.created_at).join(Thread, Message.thread_id == Thread.id)
+        .join(Customer, Thread.customer_id == Customer.id)
+        .where(Customer.business_id == business_id, Customer.phone == phone, Thread.channel == "whatsapp",
+               Message.direction == "in", Message.provider == "twilio")
+        .order_by(Message.id.desc()).limit(1))
+    if last is None:
+        return False
+    if last.tzinfo is None:  # SQLite hands back naive datetimes; every stored time is UTC
+        last = last.replace(tzinfo=timezone.utc)
+    return (now or utcnow()) - last < CUSTOMER_SERVICE_WINDOW
+
+
+# ---- idempotency --------------------------------------------------------------------------
+def _idempotency_record(session: Session, business_id: int, key: str) -> Optional[IdempotencyRecord]:
+    return session.scalar(sa.select(IdempotencyRecord).where(
+        IdempotencyRecord.business_id == business_id, IdempotencyRecord.scope == IDEMPOTENCY_SCOPE,
+        IdempotencyRecord.key == key).execution_options(populate_existing=True))
+
+
+def _earlier_result(session: Session, business_id: int, key: str, fingerprint: str) -> Optional[SendResult]:
+    record = _idempotency_record(session, business_id, key)
+    if record is None:
+        return None
+    if (record.response or {}).get("fingerprint") != fingerprint:
+        raise _Refused(422, "idempotency_key_reused", "this Idempotency-Key was used for a different message")
+    if record.status_code is None:
+        raise _Refused(409, "idempotency_key_in_use", "a request with this Idempotency-Key is still being sent")
+    log_event(log, "whatsapp_send_replayed", business_id=business_id, status_code=record.status_code)
+    return SendResult(**record.response["result"])
+
+
+def _claim(session: Session, business_id: int, key: str, fingerprint: str) -> IdempotencyRecord | SendResult:
+    """Claim `key` for this request (committed, so every worker sees it) or answer the winner's result."""
+    record = IdempotencyRecord(business_id=business_id, scope=IDEMPOTENCY_SCOPE, key=key,
+                               response={"fingerprint": fingerprint})
+    try:
+        with session.begin_nested():
+            session.add(record)
+    except IntegrityError:  # a concurrent request with the same key claimed it first
+        session.commit()  # end this transaction so the next read sees the winner's row
+        earlier = _earlier_result(session, business_id, key, fingerprint)
+        if earlier is None:  # the winner rolled back: treat like any in-flight duplicate
+            raise _Refused(409, "idempotency_key_in_use", "a request with this Idempotency-Key is being sent")
+        return earlier
+    session.commit()
+    return record
+
+
+# ---- delivery -----------------------------------------------------------------------------
+def _deliver(session: Session, business_id: int, outgoing: Outgoing, providers: list[WhatsAppProvider],
+             sender_user_id: int | None) -> SendResult:
+    is_lid = bool(_LID.match(outgoing.to))
+    customer = upsert_customer(session, business_id, phone=None if is_lid else outgoing.to,
+                               lid=outgoing.to if is_lid else None)
+    thread = upsert_thread(session, business_id, customer.id, "whatsapp")
+    message, _ = insert_message(
+        session, thread, direction="out", provider=providers[0].name, status="queued",
+        body=outgoing.text or f"[template {outgoing.content_sid}]",
+        kind="text" if outgoing.text and not outgoing.content_sid else "template", sender_user_id=sender_user_id)
+    # Stored and committed before the network call: no transaction stays open while we wait on a
+    # provider, and the message exists even if this process dies mid-send.
+    session.commit()
+    outgoing = dataclasses.replace(outgoing, idempotency_key=f"wa-message-{message.id}")
+    failure: WhatsAppSendError | None = None
+    for provider in providers:
+        message.provider = provider.name
+        try:
+            provider_message_id = provider.send(outgoing)
+        except NotSent as exc:
+            failure = exc
+            log_event(log, "whatsapp_send_not_sent", logging.WARNING, provider=provider.name, code=exc.code,
+                      detail=exc.detail, message_id=message.id)
+            continue
+        except OutcomeUnknown as exc:
+            failure = exc
+            break
+        except Exception as exc:  # an unexpected answer: nobody knows whether it went out
+            log.exception("whatsapp send raised", extra={"event": "whatsapp_send_error", "provider": provider.name})
+            failure = OutcomeUnknown("provider_error", f"{provider.name} failed unexpectedly ({type(exc).__name__})")
+            break
+        message.provider_message_id = provider_message_id
+        message.status = "sent"
+        log_event(log, "whatsapp_sent", provider=provider.name, message_id=message.id, business_id=business_id)
+        return SendResult(True, provider.name, message.id, provider_message_id)
+
+    message.status = "failed"
+    message.error_code, message.error_message = failure.code, failure.detail
+    uncertain = isinstance(failure, OutcomeUnknown)
+    log_event(log, "whatsapp_send_failed", logging.WARNING, provider=message.provider, code=failure.code,
+              outcome_unknown=uncertain, message_id=message.id, business_id=business_id)
+    return SendResult(False, message.provider, message.id, None, "outcome_unknown" if uncertain else "send_failed",
+                      502, failure.detail)

@@ -1,0 +1,63 @@
+"""WhatsApp through Twilio's Messages API (the `twilio` SDK, pointed at `TWILIO_API_BASE_URL`).
+
+Every send goes out from the one system-wide sender `TWILIO_WA_FROM` and asks Twilio to report
+delivery to `/webhook/whatsapp/twilio/status`. A free-form `Body` only reaches a customer inside
+the 24-hour window; outside it Twilio needs an approved template (`ContentSid` +
+`ContentVariables`), and `Body` must then be left out (error 63016).
+"""
+from __future__ import annotations
+
+import requests
+
+from server.config import Settings
+from server.phones import InvalidPhone, to_e164
+from server.providers.twilio_rest import TwilioRestException, twilio_client
+from server.urls import abs_url
+from server.whatsapp.provider import NotSent, Outgoing, OutcomeUnknown, classify_transport_error
+
+STATUS_CALLBACK_PATH = "/webhook/whatsapp/twilio/status"
+
+
+def twilio_whatsapp_problem(settings: Settings) -> str | None:
+    """Why Twilio WhatsApp can't send with these settings, or None when it can."""
+    if not settings.enable_wa_twilio:
+        return "WhatsApp via Twilio is disabled (ENABLE_WA_TWILIO)"
+    if not (settings.twilio_account_sid and settings.twilio_auth_token):
+        return "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are not configured"
+    try:
+        to_e164(settings.twilio_wa_from)
+    except InvalidPhone:
+        return "TWILIO_WA_FROM is not a phone number"
+    return None
+
+
+class TwilioWhatsApp:
+    name = "twilio"
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.sender = "whatsapp:" + to_e164(settings.twilio_wa_from)
+        self.status_callback = abs_url(settings.base_url, STATUS_CALLBACK_PATH)
+
+    def send(self, message: Outgoing) -> str:
+        if message.to.endswith("@lid"):
+            raise NotSent("unsupported_recipient", "Twilio can only send to a phone number")
+        params = {"to": "whatsapp:" + message.to, "from_": self.sender, "status_callback": self.status_callback}
+        if message.content_sid:
+            params["content_sid"] = message.content_sid
+            if message.content_variables:
+                params["content_variables"] = message.content_variables
+        else:
+            params["body"] = message.text
+        try:
+            sent = twilio_client(self.settings).messages.create(**params)
+        except TwilioRestException as exc:
+            detail = f"Twilio error {exc.code}: {exc.msg}" if exc.code else f"Twilio answered HTTP {exc.status}"
+            code = f"twilio_{exc.code or exc.status}"
+            # A 4xx is Twilio refusing the request before accepting it; after a 5xx nobody knows.
+            if 400 <= exc.status < 500:
+                raise NotSent(code, detail) from exc
+            raise OutcomeUnknown(code, detail) from exc
+        except requests.RequestException as exc:
+            raise classify_transport_error(exc, "Twilio") from exc
+        return sent.sid

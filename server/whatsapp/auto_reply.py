@@ -1,0 +1,172 @@
+"""AI auto-replies on WhatsApp, for businesses with the feature `wa_auto_reply` turned on.
+
+The webhook only schedules the work (`schedule_auto_reply`, after its response is sent); a
+background greenlet does it with its own database sessions: the agent brain the phone uses
+(`build_system_prompt(business, "whatsapp")`, the thread's recent messages, `complete()`), then
+`send_whatsapp` through the provider the customer's message came in on.
+
+One reply at a time per conversation, across workers: a lease on the thread row
+(`threads.ai_reply_lease_token/_until`) claimed with one conditional UPDATE. A row lock
+(`SELECT … FOR UPDATE`) held through the model call would also block the webhook, which updates
+the same row for every new message; the lease is held by no transaction at all.
+Two quick messages: whatever has arrived when a reply's context is read is answered by that one
+reply (`threads.ai_replied_through_id` records the newest message it saw), so messages that came
+together are coalesced; a message arriving while the model is writing is answered afterwards, by
+its own task, which waits for the lease and sees the first reply in its context.
+
+The AI stays silent about a customer message once a staff member (an outgoing message with
+`sender_user_id`) has written after it, also when that happens while the model is writing.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+import uuid
+from datetime import timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from server.agent.prompt import build_system_prompt
+from server.config import Settings
+from server.db.engine import Database
+from server.db.models import Business, Customer, Message, Thread, utcnow
+from server.logs import log_event
+from server.providers.base import ProviderError
+from server.providers.openai_llm import OpenAILanguageModel
+from server.whatsapp.send import send_whatsapp
+
+log = logging.getLogger("agentlocator.whatsapp.ai")
+
+FEATURE = "wa_auto_reply"
+HISTORY_MESSAGES = 20
+# Longer than the model call (30 s, two retries) plus a send: a lease left by a crashed worker
+# only delays that thread's next reply by this much.
+LEASE = timedelta(seconds=180)
+LEASE_POLL_SECONDS = 0.2
+
+
+def wants_auto_reply(business: Business, message: Message) -> bool:
+    return business.feature(FEATURE) and message.direction == "in" and bool(message.body.strip())
+
+
+def schedule_auto_reply(database: Database, settings: Settings, message_id: int) -> None:
+    """Answer message `message_id` in the background: a greenlet under gunicorn's gevent worker
+    (where `threading` is patched to greenlets), a daemon thread under a plain WSGI server."""
+    threading.Thread(target=reply_to_message, args=(database, settings, message_id),
+                     name=f"wa-auto-reply-{message_id}", daemon=True).start()
+
+
+def reply_to_message(database: Database, settings: Settings, message_id: int) -> None:
+    """Write and send the AI's answer to customer message `message_id`, unless it needs none."""
+    try:
+        with database.scope() as session:
+            message = session.get(Message, message_id)
+            thread_id = message.thread_id if message is not None else None
+        if thread_id is None:
+            return
+        token = uuid.uuid4().hex
+        if not _acquire_lease(database, thread_id, token):
+            log_event(log, "wa_auto_reply_lease_timeout", logging.WARNING, message_id=message_id, thread_id=thread_id)
+            return
+        try:
+            _reply(database, settings, message_id, _language_model(settings))
+        finally:
+            _release_lease(database, thread_id, token)
+    except Exception:  # a background task has no caller to report to: the log is where it ends
+        log.exception("auto-reply failed", extra={"event": "wa_auto_reply_error", "message_id": message_id})
+
+
+def _reply(database: Database, settings: Settings, message_id: int, llm: OpenAILanguageModel) -> None:
+    with database.scope() as session:
+        message = session.get(Message, message_id)
+        business = session.get(Business, message.business_id)
+        thread = session.get(Thread, message.thread_id)
+        skip = _reason_to_stay_silent(session, business, thread, message)
+        if skip:
+            log_event(log, "wa_auto_reply_skipped", message_id=message_id, thread_id=thread.id, reason=skip)
+            return
+        customer = session.get(Customer, thread.customer_id)
+        recipient = customer.phone or customer.wa_lid
+        history = _history(session, thread)
+        prompt = [{"role": "system", "content": build_system_prompt(business, "whatsapp")},
+                  *[{"role": "user" if m.direction == "in" else "assistant", "content": m.body} for m in history]]
+        answers_through = max([m.id for m in history if m.direction == "in"] + [message.id])
+        provider, business_id, thread_id = message.provider, business.id, thread.id
+    started = time.monotonic()
+    try:
+        reply = llm.complete(prompt)  # no transaction is open while the model writes
+    except ProviderError as exc:
+        log_event(log, "wa_auto_reply_llm_failed", logging.WARNING, message_id=message_id, error=str(exc))
+        return
+    if not reply:
+        return
+    with database.scope() as session:
+        if _staff_replied_after(session, thread_id, message_id):
+            log_event(log, "wa_auto_reply_skipped", message_id=message_id, thread_id=thread_id,
+                      reason="a staff member replied while the model was writing")
+            return
+        result = send_whatsapp(session, settings, business_id, to=recipient, text=reply, provider=provider,
+                               idempotency_key=f"wa-auto-reply-{answers_through}")
+        session.execute(sa.update(Thread).where(Thread.id == thread_id)
+                        .values(ai_replied_through_id=answers_through)
+                        .execution_options(synchronize_session=False))
+    log_event(log, "wa_auto_reply", message_id=message_id, thread_id=thread_id, success=result.success,
+              provider=result.provider, reply_message_id=result.message_id, error=result.error,
+              answers_through=answers_through, t_reply_ms=int((time.monotonic() - started) * 1000))
+
+
+@functools.lru_cache(maxsize=4)
+def _language_model(settings: Settings) -> OpenAILanguageModel:
+    """One client (and connection pool) per process and configuration."""
+    return OpenAILanguageModel(settings)
+
+
+def _reason_to_stay_silent(session: Session, business: Business, thread: Thread, message: Message) -> str | None:
+    if not wants_auto_reply(business, message):
+        return "auto-replies are off or the message has no text"
+    if (thread.ai_replied_through_id or 0) >= message.id:
+        return "already answered together with an earlier message"
+    if _staff_replied_after(session, thread.id, message.id):
+        return "a staff member replied"
+    return None
+
+
+def _staff_replied_after(session: Session, thread_id: int, message_id: int) -> bool:
+    return session.scalar(sa.select(sa.func.count()).select_from(Message).where(
+        Message.thread_id == thread_id, Message.direction == "out", Message.sender_user_id.is_not(None),
+        Message.id > message_id)) > 0
+
+
+def _history(session: Session, thread: Thread) -> list[Message]:
+    """The thread's most recent messages with text, oldest first (replies that failed never arrived)."""
+    rows = session.scalars(sa.select(Message).where(Message.thread_id == thread.id, Message.body != "",
+                                                    sa.or_(Message.direction == "in", Message.status != "failed"))
+                           .order_by(Message.id.desc()).limit(HISTORY_MESSAGES)).all()
+    return list(reversed(rows))
+
+
+def _acquire_lease(database: Database, thread_id: int, token: str) -> bool:
+    deadline = time.monotonic() + LEASE.total_seconds()
+    while True:
+        with database.scope() as session:
+            now = utcnow()
+            claimed = session.execute(
+                sa.update(Thread).where(Thread.id == thread_id, sa.or_(Thread.ai_reply_lease_until.is_(None),
+                                                                       Thread.ai_reply_lease_until < now))
+                .values(ai_reply_lease_token=token, ai_reply_lease_until=now + LEASE)
+                .execution_options(synchronize_session=False)).rowcount
+        if claimed == 1:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(LEASE_POLL_SECONDS)  # cooperative under gevent
+
+
+def _release_lease(database: Database, thread_id: int, token: str) -> None:
+    with database.scope() as session:
+        session.execute(sa.update(Thread).where(Thread.id == thread_id, Thread.ai_reply_lease_token == token)
+                        .values(ai_reply_lease_token=None, ai_reply_lease_until=None)
+                        .execution_options(synchronize_session=False))

@@ -1,0 +1,55 @@
+"""Delivery statuses of outgoing messages: the CRM's vocabulary and the rule that they only move forward.
+
+CRM statuses: `queued` (stored, not yet accepted by a provider) → `sent` (the provider took it)
+→ `delivered` → `read`, plus `failed`. Providers report out of order (a `delivered` callback may
+arrive after `read`), so a report that would move a message backwards is ignored.
+
+`failed` ends the line with one exception: a later `delivered` or `read` for the same provider
+message id wins over it, because it proves the customer's phone got the message (Twilio can
+report `undelivered` and still deliver on a retry). A `failed` after `delivered`/`read` is ignored.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from server.db.models import Message, utcnow
+
+PROGRESS = ("queued", "sent", "delivered", "read")
+FAILED = "failed"
+
+# Twilio's MessageStatus values (MessageEnumStatus) → the CRM's. `receiving`/`received` belong to
+# inbound messages and are deliberately absent: like any unknown value they are ignored.
+TWILIO_STATUSES = {
+    "accepted": "queued", "scheduled": "queued", "queued": "queued", "sending": "queued",
+    "sent": "sent", "delivered": "delivered", "partially_delivered": "delivered", "read": "read",
+    "undelivered": FAILED, "failed": FAILED, "canceled": FAILED,
+}
+# The bridge already speaks the CRM's words (DESIGN.md Contracts).
+BAILEYS_STATUSES = {name: name for name in ("sent", "delivered", "read", FAILED)}
+
+
+def predecessors(new: str) -> tuple[str, ...]:
+    """The statuses from which `new` is a step forward."""
+    if new == FAILED:
+        return ("queued", "sent")
+    earlier = PROGRESS[:PROGRESS.index(new)]
+    return earlier + (FAILED,) if new in ("delivered", "read") else earlier
+
+
+def advance_status(session: Session, message_id: int, new: str, *, error_code: Optional[str] = None,
+                   error_message: Optional[str] = None) -> bool:
+    """Apply `new` to an outgoing message if it moves it forward; True when it changed.
+
+    One conditional UPDATE, so two reports handled at once by two workers can't move a message
+    backwards (the later writer re-checks the condition against the row the first one wrote).
+    """
+    errors = {"error_code": error_code, "error_message": error_message} if new == FAILED \
+        else {"error_code": None, "error_message": None}
+    changed = session.execute(
+        sa.update(Message).where(Message.id == message_id, Message.direction == "out",
+                                 Message.status.in_(predecessors(new)))
+        .values(status=new, updated_at=utcnow(), **errors).execution_options(synchronize_session=False)).rowcount
+    return changed == 1
