@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from typing import Any, Optional
 
 from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text,
-                        UniqueConstraint)
+                        UniqueConstraint, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -103,6 +103,7 @@ class Customer(Base):
     __table_args__ = (
         UniqueConstraint("business_id", "phone", name="uq_customers_business_phone"),
         Index("ix_customers_business_lid", "business_id", "wa_lid"),
+        Index("ix_customers_business_created", "business_id", "created_at", "id"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     business_id: Mapped[int] = _business_fk()
@@ -136,7 +137,6 @@ class Thread(Base):
     # Held by the worker writing an AI auto-reply for this thread (server/whatsapp/auto_reply.py).
     ai_reply_lease_token: Mapped[Optional[str]] = mapped_column(String(32))
     ai_reply_lease_until: Mapped[Optional[datetime]]
-    ai_replied_through_id: Mapped[Optional[int]] = mapped_column(Integer)  # newest message an AI reply answered
     created_at: Mapped[datetime] = _created()
 
 
@@ -145,6 +145,10 @@ class Message(Base):
     __table_args__ = (
         UniqueConstraint("provider", "provider_message_id", name="uq_messages_provider_id"),
         Index("ix_messages_thread_id", "thread_id", "id"),
+        Index("ix_messages_thread_created", "thread_id", "created_at", "id"),
+        Index("ix_messages_call_id", "call_id"),
+        Index("ix_messages_body_fts", text("to_tsvector('simple', body)"), postgresql_using="gin").ddl_if(
+            dialect="postgresql"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     business_id: Mapped[int] = _business_fk()
@@ -166,7 +170,12 @@ class Message(Base):
 
 class Call(Base):
     __tablename__ = "calls"
-    __table_args__ = (Index("ix_calls_business_created", "business_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_calls_business_created", "business_id", "created_at", "id"),
+        Index("ix_calls_business_from", "business_id", "from_number"),
+        Index("ix_calls_transcript_fts", text("to_tsvector('simple', transcript)"), postgresql_using="gin").ddl_if(
+            dialect="postgresql"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     business_id: Mapped[int] = _business_fk()
     customer_id: Mapped[Optional[int]] = mapped_column(ForeignKey("customers.id"), index=True)
@@ -222,11 +231,13 @@ class _Document:
 
 class Deal(_Document, Base):
     __tablename__ = "deals"
+    __table_args__ = (Index("ix_deals_business_created", "business_id", "created_at", "id"),)
     business_id: Mapped[int] = _business_fk()
 
 
 class Invoice(_Document, Base):
     __tablename__ = "invoices"
+    __table_args__ = (Index("ix_invoices_business_created", "business_id", "created_at", "id"),)
     business_id: Mapped[int] = _business_fk()
     deal_id: Mapped[Optional[int]] = mapped_column(ForeignKey("deals.id"))
     number: Mapped[Optional[str]] = mapped_column(String(40))
@@ -236,6 +247,7 @@ class Invoice(_Document, Base):
 
 class Contract(_Document, Base):
     __tablename__ = "contracts"
+    __table_args__ = (Index("ix_contracts_business_created", "business_id", "created_at", "id"),)
     business_id: Mapped[int] = _business_fk()
     deal_id: Mapped[Optional[int]] = mapped_column(ForeignKey("deals.id"))
     body: Mapped[str] = mapped_column(Text, default="")
@@ -269,7 +281,8 @@ class Payment(Base):
 
 class AuditLog(Base):
     __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_log_business_id", "business_id", "id"),)
+    __table_args__ = (Index("ix_audit_log_business_id", "business_id", "id"),
+                      Index("ix_audit_log_business_entity", "business_id", "entity_type", "entity_id", "id"))
     id: Mapped[int] = mapped_column(primary_key=True)
     business_id: Mapped[Optional[int]] = mapped_column(ForeignKey("businesses.id"))
     actor: Mapped[str] = mapped_column(String(64))

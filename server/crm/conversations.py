@@ -1,0 +1,107 @@
+"""Working a thread: its messages page by page, marking it read, status/assignee/labels, and the
+staff reply, which goes out through the one WhatsApp send service (same routing, same 24-hour
+rule as `/api/whatsapp/send`)."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from server.config import Settings
+from server.crm import serializers as out
+from server.crm import validation as v
+from server.crm.pagination import PageRequest, fetch_page, page_request
+from server.crm.queries import MESSAGES_KEYSET, THREAD_STATUSES
+from server.db.dao_crm import audit
+from server.db.models import Customer, Message, Thread, User
+from server.web import ApiError
+from server.whatsapp.send import send_whatsapp
+
+REPLY_TEXT_MAX = 4096  # WhatsApp's limit for one text message
+PROVIDERS = ("auto", "twilio", "baileys")
+
+
+def messages_page(session: Session, thread: Thread, args: Mapping[str, str]) -> dict[str, Any]:
+    """Newest first. `cursor` continues a listing; `before=<message id>` starts below that message."""
+    request = page_request(args, MESSAGES_KEYSET)
+    before = v.query_id(args, "before")
+    if before is not None:
+        if request.after is not None:
+            raise v.invalid("before", "send cursor or before, not both")
+        anchor = session.scalar(sa.select(Message).where(Message.id == before, Message.thread_id == thread.id))
+        if anchor is None:
+            raise v.invalid("before", f"message {before} is not in this thread")
+        request = PageRequest(request.limit, [anchor.created_at, anchor.id])
+    stmt = sa.select(Message).where(Message.business_id == thread.business_id, Message.thread_id == thread.id)
+    return fetch_page(session, stmt, MESSAGES_KEYSET, request, lambda rows: [out.message_json(m) for m in rows])
+
+
+def mark_read(thread: Thread) -> None:
+    thread.unread_count = 0
+
+
+def update_thread(session: Session, thread: Thread, actor: str, body: Mapping[str, Any]) -> Thread:
+    v.reject_unknown(body, ("status", "assignee", "labels"))
+    changes: dict[str, Any] = {}
+    if "status" in body:
+        changes["status"] = v.choice(body["status"], "status", THREAD_STATUSES)
+    if "assignee" in body:
+        changes["assignee_user_id"] = _assignee(session, thread.business_id, body["assignee"])
+    if "labels" in body:
+        changes["labels"] = v.labels(body["labels"])
+    changed = {name: value for name, value in changes.items() if getattr(thread, name) != value}
+    if changed:
+        before = {name: getattr(thread, name) for name in changed}
+        for name, value in changed.items():
+            setattr(thread, name, value)
+        session.flush()
+        audit(session, thread.business_id, actor, "thread.updated", "thread", thread.id,
+              before=before, after=changed)
+    return thread
+
+
+def _assignee(session: Session, business_id: int, value: Any) -> int | None:
+    if value is None:
+        return None
+    user_id = v.object_id(value, "assignee")
+    if session.scalar(sa.select(User.id).where(User.id == user_id, User.business_id == business_id)) is None:
+        raise v.invalid("assignee", f"user {user_id} is not a user of this business")
+    return user_id
+
+
+def reply(session: Session, settings: Settings, thread: Thread, sender: User, body: Mapping[str, Any],
+          idempotency_header: str | None) -> tuple[int, dict[str, Any]]:
+    """Send the staff reply to the thread's customer on WhatsApp; answers (HTTP status, JSON body).
+
+    On a voice thread the reply still goes to the caller's phone on WhatsApp, and is stored in the
+    customer's WhatsApp thread (its id is in the answer), where the customer's answer will arrive.
+    """
+    v.reject_unknown(body, ("text", "provider", "content_sid", "content_variables", "idempotency_key"))
+    text = v.clean_text(body["text"], "text", max_length=REPLY_TEXT_MAX) if body.get("text") is not None else None
+    content_sid = (v.clean_text(body["content_sid"], "content_sid", max_length=64)
+                   if body.get("content_sid") is not None else None)
+    if not text and not content_sid:
+        raise v.invalid("text", "text is required (or content_sid, a WhatsApp template)")
+    variables = body.get("content_variables")
+    if variables is not None and not isinstance(variables, (dict, str)):
+        raise v.invalid("content_variables", "content_variables must be an object or a JSON string")
+    provider = v.choice(body.get("provider", "auto"), "provider", PROVIDERS)
+    key = body.get("idempotency_key", idempotency_header)
+    if key is not None:
+        key = v.clean_text(key, "idempotency_key", max_length=128) or None
+    customer = session.get(Customer, thread.customer_id)
+    if customer is None or not customer.phone:
+        raise ApiError(409, "no_phone_number", "this customer has no phone number to send to")
+    result = send_whatsapp(session, settings, thread.business_id, to=customer.phone, text=text, provider=provider,
+                           content_sid=content_sid, content_variables=variables, idempotency_key=key,
+                           sender_user_id=sender.id)
+    stored = session.get(Message, result.message_id) if result.message_id else None
+    answer: dict[str, Any] = {"provider": result.provider, "message_id": result.message_id,
+                              "provider_message_id": result.provider_message_id,
+                              "thread_id": stored.thread_id if stored else None,
+                              "message": out.message_json(stored) if stored else None}
+    if not result.success:
+        answer = {"error": result.error or "send_failed", "message": result.message or "the message was not sent",
+                  **{k: answer[k] for k in ("provider", "message_id", "thread_id")}}
+    return result.status_code, answer

@@ -1,0 +1,154 @@
+"""The filters of each list endpoint, as SQLAlchemy statements scoped to the caller's business.
+
+Text search (`q`) matches every word the user typed. On PostgreSQL a word matches as a prefix
+through `to_tsvector('simple', …)`, which a GIN expression index serves (migration 0400); on
+SQLite each word matches as a substring (LIKE). Phone numbers match in whatever form the user
+typed (`05…`, `+9725…`, `9725…`).
+"""
+from __future__ import annotations
+
+import re
+from typing import Mapping
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from server.crm import validation as v
+from server.crm.pagination import Keyset
+from server.db.models import AuditLog, Call, Customer, Message, Thread
+from server.phones import search_variants
+from server.security.auth import scoped
+
+_WORD = re.compile(r"[^\W_]+")
+MAX_SEARCH_WORDS = 8
+THREAD_STATUSES = ("open", "pending", "resolved")
+CHANNELS = ("whatsapp", "voice")
+
+CALLS_KEYSET = Keyset((Call.created_at, Call.id))
+THREADS_KEYSET = Keyset((Thread.last_activity_at, Thread.id))
+MESSAGES_KEYSET = Keyset((Message.created_at, Message.id))
+CUSTOMERS_KEYSET = Keyset((Customer.created_at, Customer.id))
+AUDIT_KEYSET = Keyset((AuditLog.id,))
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def contains(column: sa.ColumnElement, text: str) -> sa.ColumnElement[bool]:
+    return column.ilike(f"%{_like_escape(text)}%", escape="\\")
+
+
+def words_match(session: Session, column: sa.ColumnElement, q: str) -> sa.ColumnElement[bool]:
+    """Every word of `q` occurs in `column` (see the module docstring for how, per database)."""
+    words = _WORD.findall(q)[:MAX_SEARCH_WORDS]
+    if not words:
+        return sa.false()
+    if session.get_bind().dialect.name == "postgresql":
+        simple = sa.literal_column("'simple'")
+        query = " & ".join(f"{word}:*" for word in words)
+        return sa.func.to_tsvector(simple, column).op("@@")(sa.func.to_tsquery(simple, query))
+    return sa.and_(*(contains(column, word) for word in words))
+
+
+def phone_matches(column: sa.ColumnElement, q: str) -> sa.ColumnElement[bool]:
+    """`column` (E.164) contains the digits typed, read as local (`05…`) or international (`9725…`)."""
+    variants = search_variants(q)
+    if not variants:
+        return sa.false()
+    return sa.or_(*(column.like(f"%{digits}%") for digits in variants))
+
+
+def calls_query(session: Session, args: Mapping[str, str]) -> sa.Select:
+    stmt = scoped(Call)
+    status = v.query_text(args, "status", max_length=24)
+    if status:
+        stmt = stmt.where(Call.status == status)
+    start, end = v.query_time_range(args)
+    if start is not None:
+        stmt = stmt.where(Call.created_at >= start)
+    if end is not None:
+        stmt = stmt.where(Call.created_at < end)
+    phone = v.query_phone(args)
+    if phone:
+        stmt = stmt.where(Call.from_number == phone)
+    q = v.query_text(args, "q")
+    if q:
+        stmt = stmt.where(words_match(session, Call.transcript, q))
+    return stmt
+
+
+def threads_query(session: Session, args: Mapping[str, str], user_id: int) -> sa.Select:
+    stmt = scoped(Thread)
+    channel = v.query_choice(args, "channel", CHANNELS)
+    if channel:
+        stmt = stmt.where(Thread.channel == channel)
+    status = v.query_choice(args, "status", THREAD_STATUSES)
+    if status:
+        stmt = stmt.where(Thread.status == status)
+    unread = v.query_bool(args, "unread")
+    if unread is not None:
+        stmt = stmt.where(Thread.unread_count > 0 if unread else Thread.unread_count == 0)
+    assignee = args.get("assignee")
+    if assignee == "me":
+        stmt = stmt.where(Thread.assignee_user_id == user_id)
+    elif assignee == "none":
+        stmt = stmt.where(Thread.assignee_user_id.is_(None))
+    elif assignee is not None:
+        stmt = stmt.where(Thread.assignee_user_id == v.query_id(args, "assignee"))
+    q = v.query_text(args, "q")
+    if q:
+        customer_hit = sa.select(Customer.id).where(
+            Customer.business_id == Thread.business_id, Customer.id == Thread.customer_id,
+            sa.or_(contains(Customer.name, q), phone_matches(Customer.phone, q)))
+        message_hit = sa.select(Message.id).where(Message.thread_id == Thread.id,
+                                                  words_match(session, Message.body, q))
+        stmt = stmt.where(sa.or_(customer_hit.exists(), message_hit.exists()))
+    return stmt
+
+
+def customers_query(args: Mapping[str, str]) -> sa.Select:
+    stmt = scoped(Customer).where(Customer.merged_into_id.is_(None))
+    q = v.query_text(args, "q")
+    if q:
+        stmt = stmt.where(sa.or_(contains(Customer.name, q), contains(Customer.email, q),
+                                 phone_matches(Customer.phone, q)))
+    return stmt
+
+
+def documents_query(model, args: Mapping[str, str], statuses: tuple[str, ...]) -> sa.Select:
+    stmt = scoped(model)
+    status = v.query_choice(args, "status", statuses)
+    if status:
+        stmt = stmt.where(model.status == status)
+    customer_id = v.query_id(args, "customer_id")
+    if customer_id:
+        stmt = stmt.where(model.customer_id == customer_id)
+    return stmt
+
+
+def audit_query(args: Mapping[str, str]) -> sa.Select:
+    stmt = scoped(AuditLog)
+    for name, column, length in (("entity_type", AuditLog.entity_type, 32), ("entity_id", AuditLog.entity_id, 64),
+                                 ("action", AuditLog.action, 64), ("actor", AuditLog.actor, 64)):
+        value = v.query_text(args, name, max_length=length)
+        if value:
+            stmt = stmt.where(column == value)
+    return stmt
+
+
+def last_messages(session: Session, thread_ids: list[int]) -> dict[int, Message]:
+    """The newest message of each thread, in one query (one index probe per thread)."""
+    if not thread_ids:
+        return {}
+    newest = (sa.select(Message.id).where(Message.thread_id == Thread.id)
+              .order_by(Message.created_at.desc(), Message.id.desc()).limit(1).scalar_subquery())
+    ids = session.scalars(sa.select(newest).select_from(Thread).where(Thread.id.in_(thread_ids))).all()
+    messages = session.scalars(sa.select(Message).where(Message.id.in_([i for i in ids if i is not None])))
+    return {m.thread_id: m for m in messages}
+
+
+def customers_by_id(session: Session, customer_ids: set[int]) -> dict[int, Customer]:
+    if not customer_ids:
+        return {}
+    return {c.id: c for c in session.scalars(sa.select(Customer).where(Customer.id.in_(customer_ids)))}
