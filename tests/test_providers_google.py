@@ -15,7 +15,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.oauth2 import service_account
 
-from server.providers import google_tts
 from server.providers.base import ProviderError, ProviderTimeout
 from server.providers.google_credentials import google_credentials
 from server.providers.google_openai import build_voice_providers
@@ -133,8 +132,8 @@ def test_every_model_rejected_surfaces_an_error(speech_fake):
 
 
 def test_stream_restarts_before_the_limit_without_losing_audio(speech_fake):
-    speech_fake.max_stream_seconds = 1.5  # the fake cuts a stream off after 1.5 s of audio, as Google does at ~5 min
-    stream = stt_for(speech_fake, stream_restart_seconds=1.0).open_stream()
+    speech_fake.max_stream_seconds = 2.0  # the fake cuts a stream off after 2 s of audio, as Google does at ~5 min
+    stream = stt_for(speech_fake, stream_restart_seconds=1.0, stream_restart_grace_seconds=0.5).open_stream()
     collector = Collector(stream)
     audio = (speech(300) + silence(400)) * 5  # 3.5 s, sent in real time
     send_frames(stream, audio, pace=0.02)
@@ -147,6 +146,20 @@ def test_stream_restarts_before_the_limit_without_losing_audio(speech_fake):
     assert all(s.ended == "half_closed" for s in streams[:-1])
     assert speech_fake.audio_bytes_total == len(audio)  # every byte reached exactly one stream
     assert len(collector.finals) >= 4 and any(s.transcripts for s in streams[1:])
+
+
+def test_restart_waits_for_the_end_of_an_utterance(speech_fake):
+    speech_fake.script("משפט ארוך שנאמר בדיוק בזמן ההחלפה", "ועוד אחד")
+    stream = stt_for(speech_fake, stream_restart_seconds=1.0, stream_restart_grace_seconds=5.0).open_stream()
+    collector = Collector(stream)
+    audio = silence(500) + speech(1500) + silence(500) + speech(300) + silence(500)
+    send_frames(stream, audio, pace=0.02)
+    assert collector.wait_for_finals(2) == ["משפט ארוך שנאמר בדיוק בזמן ההחלפה", "ועוד אחד"]
+    stream.close()
+    streams = speech_fake.streams
+    assert len(streams) >= 2 and streams[0].transcripts[-1] == ("משפט ארוך שנאמר בדיוק בזמן ההחלפה", True)
+    assert streams[0].audio_bytes > 2000 * 8  # it kept the stream past the 1 s mark until the caller paused
+    assert speech_fake.audio_bytes_total == len(audio)
 
 
 def test_a_stream_that_dies_surfaces(speech_fake):
@@ -241,13 +254,12 @@ def test_tts_caches_short_phrases_only(tts_fake):
     assert tts.synthesize("  ") == b"" and len(tts_fake.requests) == 6
 
 
-def test_tts_failure_and_timeout_are_provider_errors(tts_fake, monkeypatch):
-    tts = GoogleTextToSpeech(make_settings(GOOGLE_TTS_EMULATOR_HOST=tts_fake.address))
+def test_tts_failure_and_timeout_are_provider_errors(tts_fake):
+    tts = GoogleTextToSpeech(make_settings(GOOGLE_TTS_EMULATOR_HOST=tts_fake.address, TTS_TIMEOUT_SECONDS="0.3"))
     tts_fake.fail_next(grpc.StatusCode.UNAVAILABLE)
     with pytest.raises(ProviderError) as caught:
         tts.synthesize("נכשל")
     assert not isinstance(caught.value, ProviderTimeout)
-    monkeypatch.setattr(google_tts, "SYNTHESIZE_TIMEOUT_SECONDS", 0.2)
     tts_fake.delay_seconds = 1.0
     with pytest.raises(ProviderTimeout):
         tts.synthesize("איטי")

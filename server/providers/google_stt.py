@@ -4,9 +4,10 @@ Streaming (live calls):
 - Twilio's 20 ms frames are batched into ~100 ms requests (one gRPC message per frame doubles
   the CPU cost per call).
 - A Google stream may stay open for about 5 minutes, so each stream hands over to a new one after
-  `stream_restart_seconds` (about 4 minutes). Audio sits in one buffer that exactly one stream
-  consumes at a time: the old stream stops taking audio and half-closes (Google then finalises
-  what it heard), the new one starts with whatever arrived meanwhile. No audio is dropped.
+  `stream_restart_seconds` (about 4 minutes), at the first moment no utterance is in progress, or
+  regardless `stream_restart_grace_seconds` later. Audio sits in one buffer that exactly one
+  stream consumes at a time: the old stream stops taking audio and half-closes (Google then
+  finalises what it heard), the new one starts with whatever arrived meanwhile. No audio is dropped.
 - Model: `STT_MODEL` is tried first, then the rest of `phone_call`(enhanced) → `latest_long` →
   Google's default. A model Google rejects for the language (`InvalidArgument`) is logged once,
   skipped for the rest of the process, and the audio already sent is replayed on the next model.
@@ -41,7 +42,8 @@ log = logging.getLogger("agentlocator.providers.google_stt")
 
 SAMPLE_RATE_HZ = 8000
 REQUEST_BYTES = 800  # 100 ms of 8 kHz μ-law: five Twilio frames
-STREAM_RESTART_SECONDS = 240.0  # Google closes streams at about 5 minutes
+STREAM_RESTART_SECONDS = 240.0  # Google closes streams at about 5 minutes …
+STREAM_RESTART_GRACE_SECONDS = 30.0  # … so waiting for a pause ends well before that
 STREAM_DEADLINE_MARGIN_SECONDS = 60.0
 REPLAY_LIMIT_BYTES = 30 * SAMPLE_RATE_HZ  # audio kept for a model fallback: 30 s at most
 RECOGNIZE_MAX_SECONDS = 55  # synchronous recognize accepts up to one minute of audio
@@ -121,9 +123,11 @@ def is_model_rejection(exc: google_exceptions.GoogleAPICallError) -> bool:
 
 
 class GoogleSpeechToText:
-    def __init__(self, settings: Settings, *, stream_restart_seconds: float = STREAM_RESTART_SECONDS):
+    def __init__(self, settings: Settings, *, stream_restart_seconds: float = STREAM_RESTART_SECONDS,
+                 stream_restart_grace_seconds: float = STREAM_RESTART_GRACE_SECONDS):
         self.language = settings.stt_language
         self.stream_restart_seconds = stream_restart_seconds
+        self.stream_restart_grace_seconds = stream_restart_grace_seconds
         self.models = ModelChooser.for_process(settings.google_speech_emulator_host, settings.stt_language,
                                                settings.stt_model)
         self._client = LazyClient(lambda: build_google_client(
@@ -223,6 +227,7 @@ class _StreamSession:
         self.stopped = False
         self.handed_over = False
         self.confirmed = False  # Google answered, so the model is accepted and replay is no longer needed
+        self.mid_utterance = False  # the last result was an interim one: the caller is still talking
         self.unconfirmed: list[bytes] = []
         self._unconfirmed_bytes = 0
         self.call = None
@@ -238,12 +243,13 @@ class _StreamSession:
             yield speech.StreamingRecognizeRequest(audio_content=chunk)
         started = time.monotonic()
         restart_after = self.owner.stt.stream_restart_seconds
+        restart_by = restart_after + self.owner.stt.stream_restart_grace_seconds
         while True:
-            remaining = restart_after - (time.monotonic() - started)
-            if remaining <= 0:
+            age = time.monotonic() - started
+            if age >= restart_by or (age >= restart_after and not self.mid_utterance):
                 self.owner.hand_over(self)
                 return
-            chunk = self.owner.audio.take(self, min(remaining, 0.5))
+            chunk = self.owner.audio.take(self, min(max(restart_after - age, 0.05), 0.5))
             if chunk is None:
                 if self.stopped:
                     return
@@ -256,10 +262,11 @@ class _StreamSession:
         try:
             self.call = stt.client.streaming_recognize(
                 config=config, requests=self.requests(), retry=None,
-                timeout=stt.stream_restart_seconds + STREAM_DEADLINE_MARGIN_SECONDS)
+                timeout=stt.stream_restart_seconds + stt.stream_restart_grace_seconds + STREAM_DEADLINE_MARGIN_SECONDS)
             for response in self.call:
                 self._confirm()
                 for result in response.results:
+                    self.mid_utterance = not result.is_final
                     if result.alternatives and result.alternatives[0].transcript:
                         alternative = result.alternatives[0]
                         self.owner.deliver(Transcript(alternative.transcript.strip(), bool(result.is_final),

@@ -24,7 +24,6 @@ from server.providers.wav import WavError, is_riff_wave, parse_wav
 log = logging.getLogger("agentlocator.providers.google_tts")
 
 SAMPLE_RATE_HZ = 8000
-SYNTHESIZE_TIMEOUT_SECONDS = 5.0
 CACHE_ENTRIES = 64
 CACHEABLE_TEXT_CHARS = 120  # greetings and apologies, not whole answers
 TELEPHONY_PROFILE = "telephony-class-application"
@@ -35,6 +34,7 @@ class GoogleTextToSpeech:
         self.voice = settings.tts_voice
         self.language_code = "-".join(settings.tts_voice.split("-")[:2])
         self.speaking_rate = settings.tts_speaking_rate
+        self.timeout_seconds = settings.tts_timeout_seconds
         self._client = LazyClient(lambda: build_google_client(
             tts.TextToSpeechClient, TextToSpeechGrpcTransport, settings.google_tts_emulator_host, settings))
         self._cache: collections.OrderedDict[str, bytes] = collections.OrderedDict()
@@ -61,7 +61,7 @@ class GoogleTextToSpeech:
                 audio_config=tts.AudioConfig(audio_encoding=tts.AudioEncoding.MULAW, sample_rate_hertz=SAMPLE_RATE_HZ,
                                              speaking_rate=self.speaking_rate,
                                              effects_profile_id=[TELEPHONY_PROFILE]),
-                timeout=SYNTHESIZE_TIMEOUT_SECONDS)
+                retry=None, timeout=self.timeout_seconds)
         except google_exceptions.DeadlineExceeded:
             log_event(log, "tts_error", logging.WARNING, error="DeadlineExceeded", voice=self.voice)
             raise ProviderTimeout("text-to-speech timed out") from None

@@ -1,0 +1,55 @@
+"""Voicemail transcription with Google Speech-to-Text's one-shot `recognize` (he-IL).
+
+Twilio's recording arrives as a WAV file; its `fmt ` chunk says whether the samples are 16-bit
+PCM (LINEAR16, what Twilio serves) or μ-law, and at which rate, and Google is told exactly that.
+`register_voicemail_transcriber(app)` plugs it into the voicemail hook when speech recognition is
+configured (credentials or `GOOGLE_SPEECH_EMULATOR_HOST`).
+"""
+from __future__ import annotations
+
+from flask import Flask
+
+from server.config import Settings
+from server.providers.base import ProviderError, SpeechToText
+from server.providers.google_stt import GoogleSpeechToText
+from server.providers.wav import WavError, parse_wav
+from server.voice.voicemail import TRANSCRIBER_EXTENSION, VoicemailTranscriber
+
+
+class SpeechVoicemailTranscriber(VoicemailTranscriber):
+    def __init__(self, stt: SpeechToText):
+        self.stt = stt
+
+    def transcribe(self, wav_audio: bytes) -> str:
+        try:
+            wav = parse_wav(wav_audio)
+        except WavError as exc:
+            raise ProviderError(f"the recording is not a readable WAV file: {exc}") from None
+        if wav.is_mulaw:
+            encoding, sample_bytes = "MULAW", 1
+        elif wav.is_pcm16:
+            encoding, sample_bytes = "LINEAR16", 2
+        else:
+            raise ProviderError(f"unsupported recording format {wav.format_tag} ({wav.bits_per_sample} bits)")
+        return self.stt.transcribe(first_channel(wav.payload, wav.channels, sample_bytes), encoding=encoding,
+                                   sample_rate_hz=wav.sample_rate_hz)
+
+
+def first_channel(payload: bytes, channels: int, sample_bytes: int) -> bytes:
+    """The first channel of interleaved audio (a dual-channel recording holds the caller on one side)."""
+    if channels <= 1:
+        return payload
+    frame = channels * sample_bytes
+    return b"".join(payload[start:start + sample_bytes] for start in range(0, len(payload) - frame + 1, frame))
+
+
+def voicemail_transcriber(settings: Settings) -> VoicemailTranscriber | None:
+    if not settings.speech_configured:
+        return None
+    return SpeechVoicemailTranscriber(GoogleSpeechToText(settings))
+
+
+def register_voicemail_transcriber(app: Flask) -> None:
+    transcriber = voicemail_transcriber(app.config["SETTINGS"])
+    if transcriber is not None:
+        app.extensions[TRANSCRIBER_EXTENSION] = transcriber
