@@ -137,6 +137,7 @@ class Thread(Base):
     # Held by the worker writing an AI auto-reply for this thread (server/whatsapp/auto_reply.py).
     ai_reply_lease_token: Mapped[Optional[str]] = mapped_column(String(32))
     ai_reply_lease_until: Mapped[Optional[datetime]]
+    ai_replied_through_id: Mapped[Optional[int]] = mapped_column(Integer)  # newest message an AI reply answered
     created_at: Mapped[datetime] = _created()
 
 
@@ -190,6 +191,7 @@ class Call(Base):
     outcome: Mapped[Optional[str]] = mapped_column(String(32))
     started_at: Mapped[datetime] = _created()
     stream_started_at: Mapped[Optional[datetime]]
+    stream_ended_at: Mapped[Optional[datetime]]
     ended_at: Mapped[Optional[datetime]]
     duration_seconds: Mapped[Optional[int]] = mapped_column(Integer)
     recording_url: Mapped[Optional[str]] = mapped_column(String(500))

@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping
 from flask import current_app, request
 from twilio.request_validator import RequestValidator
 
+from server.logs import log_event
 from server.urls import abs_url
 from server.web import ApiError
 
@@ -25,6 +26,10 @@ def public_request_url(base_url: str, path: str, query: str) -> str:
 
 
 def signature_is_valid(auth_token: str, urls: list[str], params: Mapping[str, Any], signature: str) -> bool:
+    """`params` is a plain dict of strings or a werkzeug MultiDict (repeated keys are all signed).
+
+    A dict of lists (`form.to_dict(flat=False)`) is not accepted by the SDK: pass the MultiDict.
+    """
     if not (auth_token and signature):
         return False
     validator = RequestValidator(auth_token)
@@ -44,12 +49,11 @@ def require_twilio_signature(view: Callable) -> Callable:
             reason = "TWILIO_AUTH_TOKEN is not configured"
         elif not signature:
             reason = "missing X-Twilio-Signature"
-        elif not signature_is_valid(settings.twilio_auth_token, [url], request.form.to_dict(flat=False), signature):
-            reason = "X-Twilio-Signature does not match"
+        elif not signature_is_valid(settings.twilio_auth_token, [url], request.form, signature):
+            reason = "X-Twilio-Signature does not match the public URL and parameters"
         else:
             return view(*args, **kwargs)
-        log.warning("twilio signature rejected: %s", reason,
-                    extra={"event": "twilio_signature_rejected", "reason": reason, "url": url})
+        log_event(log, "twilio_signature_rejected", logging.WARNING, reason=reason, url=url, method=request.method)
         raise ApiError(403, "invalid_signature", reason)
 
     return wrapped

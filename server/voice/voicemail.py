@@ -1,0 +1,83 @@
+"""Voicemail transcription: the hook between a stored recording and speech recognition.
+
+When speech recognition is configured, the providers register a `VoicemailTranscriber` as
+`app.extensions["voicemail_transcriber"]`. `transcribe_voicemail_later` then downloads the
+recording from Twilio (WAV, with the account's credentials, only from `TWILIO_API_BASE_URL`) in a
+gevent greenlet, transcribes it and writes the text into the voicemail message and the call's
+transcript. Without a transcriber it only logs that the voicemail stays untranscribed.
+"""
+from __future__ import annotations
+
+import abc
+import logging
+from urllib.parse import urlsplit
+
+import gevent
+import requests
+import sqlalchemy as sa
+from flask import Flask
+
+from server.config import Settings
+from server.db.dao_crm import call_by_sid
+from server.db.engine import Database
+from server.db.models import Message
+from server.logs import log_event
+from server.urls import abs_url
+
+log = logging.getLogger("agentlocator.voice.voicemail")
+
+TRANSCRIBER_EXTENSION = "voicemail_transcriber"
+
+
+class VoicemailTranscriber(abc.ABC):
+    """Speech recognition for a whole recorded message (not a live stream)."""
+
+    @abc.abstractmethod
+    def transcribe(self, wav_audio: bytes) -> str:
+        """The text of a Twilio voicemail recording (a WAV file, mono, usually 8 kHz)."""
+
+
+def transcribe_voicemail_later(app: Flask, call_sid: str, recording_url: str) -> gevent.Greenlet | None:
+    transcriber: VoicemailTranscriber | None = app.extensions.get(TRANSCRIBER_EXTENSION)
+    if transcriber is None:
+        log_event(log, "voicemail_transcription_skipped", call_sid=call_sid,
+                  reason="speech recognition is not configured")
+        return None
+    return gevent.spawn(transcribe_voicemail, app.extensions["db"], app.config["SETTINGS"], transcriber,
+                        call_sid, recording_url)
+
+
+def recording_wav_url(settings: Settings, recording_url: str) -> str:
+    """The recording's WAV media on the configured Twilio API host (credentials go nowhere else)."""
+    path = urlsplit(recording_url).path
+    return abs_url(settings.twilio_api_base_url, path if path.endswith(".wav") else path + ".wav")
+
+
+def transcribe_voicemail(database: Database, settings: Settings, transcriber: VoicemailTranscriber,
+                         call_sid: str, recording_url: str) -> str | None:
+    try:
+        # Plain requests, not the SDK: the SDK's response keeps only decoded text, not audio bytes.
+        response = requests.get(recording_wav_url(settings, recording_url),
+                                auth=(settings.twilio_account_sid, settings.twilio_auth_token),
+                                timeout=settings.twilio_api_timeout_seconds)
+        if response.status_code != 200:
+            log_event(log, "voicemail_download_failed", logging.ERROR, call_sid=call_sid,
+                      http_status=response.status_code)
+            return None
+        text = transcriber.transcribe(response.content).strip()
+        with database.scope() as session:
+            call = call_by_sid(session, call_sid)
+            if call is None:
+                return None
+            if not call.transcript:
+                call.transcript = text
+            message = session.scalar(sa.select(Message).where(Message.provider == "twilio",
+                                                              Message.provider_message_id == call.recording_sid))
+            if message is not None and not message.body:
+                message.body = text
+        log_event(log, "voicemail_transcribed", call_sid=call_sid, chars=len(text))
+        return text
+    except Exception:  # a failed transcription leaves the recording; it must not hurt the worker
+        log.exception("voicemail transcription failed",
+                      extra={"event": "voicemail_transcription_error", "call_sid": call_sid})
+        return None
