@@ -108,9 +108,10 @@ _AUDIT = obj({"id": INT, "actor": {**STR, "description": "user:<id> or system"},
               "action": {**STR, "description": "e.g. invoice.status_changed"}, "entity_type": STR,
               "entity_id": STR_N, "details": {"type": "object"}, "created_at": DT},
              ["id", "actor", "action", "entity_type", "entity_id", "details", "created_at"])
-_REPLY = obj({"provider": STR_N, "message_id": INT_N, "provider_message_id": STR_N,
-              "thread_id": {**INT_N, "description": "where the reply is stored: the customer's WhatsApp thread"},
-              "message": nullable(ref("Message"))}, ["provider", "message_id", "thread_id", "message"])
+_REPLY = obj({"success": {"const": True}, "provider": STR, "message_id": INT, "provider_message_id": STR_N,
+              "thread_id": {**INT, "description": "where the reply is stored: the customer's WhatsApp thread"},
+              "stored_message": ref("Message")},
+             ["success", "provider", "message_id", "provider_message_id", "thread_id", "stored_message"])
 
 OPENAPI_SCHEMAS: dict[str, Any] = {
     "CustomerSummary": _CUSTOMER_SUMMARY, "Customer": _CUSTOMER, "CustomerDetail": _CUSTOMER_DETAIL,
@@ -182,7 +183,7 @@ _THREAD_UPDATE = obj({"status": {"enum": list(THREAD_STATUSES)},
 _REPLY_INPUT = obj({"text": _text(REPLY_TEXT_MAX), "provider": {"enum": list(PROVIDERS)},
                     "content_sid": {**_text(64), "description": "a WhatsApp template (outside the 24-hour window)"},
                     "content_variables": {"type": ["object", "string", "null"]},
-                    "idempotency_key": _text(128)}, closed=True)
+                    "idempotency_key": _text(128, min_length=1)}, closed=True)
 _USER_INPUT = obj({"email": {**STR, "maxLength": 254}, "password": {**STR, "minLength": 8, "maxLength": 200},
                    "role": {"enum": list(ROLES)}}, ["email", "password", "role"], closed=True)
 _TOKEN_INPUT = obj({"name": _text(100), "user_id": {**ID_IN, "type": ["integer", "null"],
@@ -249,11 +250,14 @@ OPENAPI_PATHS: dict[str, Any] = {
                          parameters=[*_id("thread_id"), *_MESSAGE_PAGING],
                          responses={"200": json_response(_page("Message")), **error_responses(400)}),
         "post": operation(
-            "Reply to the customer on WhatsApp", tags=["threads"], parameters=_id("thread_id"), body=_REPLY_INPUT,
-            description="Sent through the WhatsApp send service (provider routing, 24-hour rule). On a voice "
-                        "thread the reply goes to the caller's phone on WhatsApp and is stored in their "
-                        "WhatsApp thread. Errors carry the stored message's id when the send failed.",
-            responses={"201": json_response(ref("ReplyResult"), "Sent"),
+            "Reply to the customer on WhatsApp", tags=["threads"], body=_REPLY_INPUT,
+            description="Sent through the WhatsApp send service, answering as POST /api/whatsapp/send does "
+                        "(provider routing, 24-hour rule, Idempotency-Key). On a voice thread the reply goes to "
+                        "the caller on WhatsApp and is stored in their WhatsApp thread. A failed send answers "
+                        "the error with the stored (failed) message's id.",
+            parameters=[*_id("thread_id"), {"name": "Idempotency-Key", "in": "header", "required": False,
+                                            "schema": {**STR, "minLength": 1, "maxLength": 128}}],
+            responses={"200": json_response(ref("ReplyResult"), "Sent"),
                        **error_responses(400, 409, 422, 429, 501, 502, 503)}),
     },
     f"{_CRM}/threads/{{thread_id}}/read": {"post": operation(

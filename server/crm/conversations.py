@@ -72,16 +72,17 @@ def _assignee(session: Session, business_id: int, value: Any) -> int | None:
 
 def reply(session: Session, settings: Settings, thread: Thread, sender: User, body: Mapping[str, Any],
           idempotency_header: str | None) -> tuple[int, dict[str, Any]]:
-    """Send the staff reply to the thread's customer on WhatsApp; answers (HTTP status, JSON body).
+    """Send the staff reply to the thread's customer on WhatsApp; answers (HTTP status, JSON body)
+    as `/api/whatsapp/send` does, plus the thread the message is stored in and, once stored, the message.
 
     On a voice thread the reply still goes to the caller's phone on WhatsApp, and is stored in the
-    customer's WhatsApp thread (its id is in the answer), where the customer's answer will arrive.
+    customer's WhatsApp thread, where the customer's answer will arrive.
     """
     v.reject_unknown(body, ("text", "provider", "content_sid", "content_variables", "idempotency_key"))
     text = v.clean_text(body["text"], "text", max_length=REPLY_TEXT_MAX) if body.get("text") is not None else None
     content_sid = (v.clean_text(body["content_sid"], "content_sid", max_length=64)
                    if body.get("content_sid") is not None else None)
-    if not text and not content_sid:
+    if not (text or "").strip() and not (content_sid or "").strip():
         raise v.invalid("text", "text is required (or content_sid, a WhatsApp template)")
     variables = body.get("content_variables")
     if variables is not None and not isinstance(variables, (dict, str)):
@@ -89,19 +90,16 @@ def reply(session: Session, settings: Settings, thread: Thread, sender: User, bo
     provider = v.choice(body.get("provider", "auto"), "provider", PROVIDERS)
     key = body.get("idempotency_key", idempotency_header)
     if key is not None:
-        key = v.clean_text(key, "idempotency_key", max_length=128) or None
+        key = v.clean_text(key, "idempotency_key", max_length=128, allow_empty=False)
     customer = session.get(Customer, thread.customer_id)
-    if customer is None or not customer.phone:
-        raise ApiError(409, "no_phone_number", "this customer has no phone number to send to")
-    result = send_whatsapp(session, settings, thread.business_id, to=customer.phone, text=text, provider=provider,
+    address = customer.phone or customer.wa_lid if customer else None
+    if not address:
+        raise ApiError(409, "no_address", "this customer has neither a phone number nor a WhatsApp id")
+    result = send_whatsapp(session, settings, thread.business_id, to=address, text=text, provider=provider,
                            content_sid=content_sid, content_variables=variables, idempotency_key=key,
                            sender_user_id=sender.id)
     stored = session.get(Message, result.message_id) if result.message_id else None
-    answer: dict[str, Any] = {"provider": result.provider, "message_id": result.message_id,
-                              "provider_message_id": result.provider_message_id,
-                              "thread_id": stored.thread_id if stored else None,
-                              "message": out.message_json(stored) if stored else None}
-    if not result.success:
-        answer = {"error": result.error or "send_failed", "message": result.message or "the message was not sent",
-                  **{k: answer[k] for k in ("provider", "message_id", "thread_id")}}
+    answer = {**result.to_json(), "thread_id": stored.thread_id if stored else None}
+    if stored is not None:
+        answer["stored_message"] = out.message_json(stored)
     return result.status_code, answer
