@@ -26,12 +26,12 @@ from tests.fakes.grpc_server import GrpcFake
 
 SAMPLE_RATE_HZ = 8000
 FRAME_BYTES = 160
-MS_PER_CHARACTER = 40
+MS_PER_CHARACTER = 20
 WAVE_FORMAT_MULAW = 7
 
 
 def payload_for(text: str) -> bytes:
-    """The μ-law audio the fake speaks for `text`: 40 ms per character, whole 20 ms frames."""
+    """The μ-law audio the fake speaks for `text`: 20 ms per character, whole 20 ms frames."""
     frames = max(1, len(text) * MS_PER_CHARACTER // 20)
     seed = hashlib.sha256(text.encode()).digest()
     stream = bytearray()

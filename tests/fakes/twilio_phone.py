@@ -1,0 +1,85 @@
+"""Place a call into the app exactly as Twilio does, from the first webhook to the media stream.
+
+1. A signed `POST /webhook/incoming_call` (form parameters as Twilio sends them).
+2. The answer's TwiML is read: `<Connect><Stream url=…>` and its `<Parameter>`s.
+3. A WebSocket to that Stream URL (signed), `connected` + `start` with those parameters, then
+   20 ms μ-law frames: `TwilioCaller` from `tests/fakes/twilio_caller.py`.
+4. When the caller hangs up, the signed `POST /webhook/call_status` Twilio sends at the end.
+
+The app may sit behind a public URL (`PUBLIC_BASE_URL`) that differs from where it can be
+reached (`app_url`): signatures use the public URL, requests go to `app_url`.
+"""
+from __future__ import annotations
+
+import secrets
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import requests
+from twilio.request_validator import RequestValidator
+
+from tests.fakes.twilio_caller import TwilioCaller, twilio_signature
+
+
+@dataclass(frozen=True)
+class Line:
+    """Who calls whom, on which Twilio account."""
+    app_url: str
+    public_url: str
+    account_sid: str
+    auth_token: str
+    from_number: str
+    to_number: str
+
+
+@dataclass(frozen=True)
+class StreamInstructions:
+    url: str
+    parameters: dict[str, str]
+    twiml: str
+
+
+class CallNotConnected(Exception):
+    """The app answered without a `<Connect><Stream>` (e.g. straight to voicemail)."""
+
+
+def new_call_sid() -> str:
+    return "CA" + secrets.token_hex(16)
+
+
+def signed_post(line: Line, path: str, params: dict[str, str]) -> requests.Response:
+    signature = RequestValidator(line.auth_token).compute_signature(line.public_url.rstrip("/") + path, params)
+    return requests.post(line.app_url.rstrip("/") + path, data=params, headers={"X-Twilio-Signature": signature},
+                         timeout=10)
+
+
+def incoming_call(line: Line, call_sid: str) -> StreamInstructions:
+    response = signed_post(line, "/webhook/incoming_call", {
+        "CallSid": call_sid, "AccountSid": line.account_sid, "From": line.from_number, "To": line.to_number,
+        "CallStatus": "ringing", "Direction": "inbound", "ApiVersion": "2010-04-01"})
+    response.raise_for_status()
+    stream = ElementTree.fromstring(response.text).find("./Connect/Stream")
+    if stream is None:
+        raise CallNotConnected(response.text)
+    parameters = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
+    return StreamInstructions(url=stream.get("url", ""), parameters=parameters, twiml=response.text)
+
+
+def connect_stream(line: Line, call_sid: str, stream: StreamInstructions) -> TwilioCaller:
+    local_url = "ws" + line.app_url.rstrip("/")[len("http"):] + urlsplit(stream.url).path
+    caller = TwilioCaller(local_url, call_sid=call_sid, custom_parameters=stream.parameters,
+                          signature=twilio_signature(line.auth_token, stream.url), account_sid=line.account_sid)
+    caller.start()
+    return caller
+
+
+def place_call(line: Line, call_sid: str | None = None) -> TwilioCaller:
+    call_sid = call_sid or new_call_sid()
+    return connect_stream(line, call_sid, incoming_call(line, call_sid))
+
+
+def report_completed(line: Line, call_sid: str, duration_seconds: int) -> requests.Response:
+    return signed_post(line, "/webhook/call_status", {
+        "CallSid": call_sid, "AccountSid": line.account_sid, "From": line.from_number, "To": line.to_number,
+        "CallStatus": "completed", "CallDuration": str(duration_seconds), "Direction": "inbound"})
