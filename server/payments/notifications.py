@@ -1,0 +1,267 @@
+"""What providers tell us: PayPal captures and webhooks, Tranzila's notify POST. Only these mark paid.
+
+PayPal: a capture counts only when its status is COMPLETED, its amount and currency are the
+stored ones, and its order is one we created for this payment. Webhooks are verified by PayPal
+(`verify-webhook-signature`) before anything is read from them.
+
+Tranzila's notify POST is not signed. It is trusted only through (1) the per-payment secret nonce
+in its URL, used up atomically together with the move to `paid`, so a replay finds it consumed;
+(2) Response "000", our terminal, and the stored amount and currency; (3) when the terminal has
+API keys, the same transaction fetched from Tranzila (`POST /v1/transactions`), which must agree;
+(4) the transaction index being unique per provider, so one real charge cannot pay two links.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Mapping, Optional
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from server.config import Settings
+from server.db.dao_crm import audit
+from server.db.models import Payment, utcnow
+from server.logs import log_event
+from server.payments.accounts import provider_account
+from server.payments.money import minor_from_provider
+from server.payments.states import DuplicateTransaction, reject, transition
+from server.providers.base import ProviderError
+from server.providers.payment_http import PaymentProviderError, PaymentProviderUnavailable
+from server.providers.paypal import PayPalClient, first_capture
+from server.providers.tranzila import APPROVED, CURRENCY_CODES
+
+log = logging.getLogger("agentlocator.payments")
+
+PAYPAL_EVENTS = ("CHECKOUT.ORDER.APPROVED", "PAYMENT.CAPTURE.COMPLETED", "PAYMENT.CAPTURE.DENIED",
+                 "PAYMENT.CAPTURE.REFUNDED")
+# Capture refusals after which the payer must approve again (PayPal sends them back to approve).
+PAYER_MUST_ACT = ("ORDER_NOT_APPROVED", "INSTRUMENT_DECLINED", "PAYER_ACTION_REQUIRED")
+# What we keep of a Tranzila notification: never card data (ccno, TranzilaTK, expiry …).
+TRANZILA_FIELDS_KEPT = ("Response", "sum", "currency", "supplier", "terminal_name", "index", "ConfirmationCode")
+
+Answer = tuple[int, dict[str, Any]]
+
+
+# ---- PayPal ------------------------------------------------------------------------------------
+def order_ids(payment: Payment) -> list[str]:
+    return list((payment.provider_data or {}).get("order_ids", []))
+
+
+def capture_and_apply(session: Session, client: PayPalClient, payment: Payment, order_id: str, actor: str) -> str:
+    """Capture one of this payment's orders and apply the result.
+
+    Returns "paid", "pending", "failed", "rejected", "unchanged" or "payer_action_required"; raises
+    `ProviderError` when PayPal cannot be reached (nothing changed then)."""
+    if order_id not in order_ids(payment):
+        reject(session, payment, actor, ["order_not_ours"], order_id=order_id)
+        return "rejected"
+    try:
+        # The same request id from the return page and the webhook: PayPal answers the second with
+        # the first's result instead of refusing it.
+        order = client.capture_order(order_id, request_id=f"agentlocator-{payment.id}-capture-{order_id}")
+    except PaymentProviderError as exc:
+        if isinstance(exc, PaymentProviderUnavailable):
+            raise
+        if exc.name == "ORDER_ALREADY_CAPTURED":
+            order = client.get_order(order_id)
+        elif exc.name in PAYER_MUST_ACT:
+            log_event(log, "paypal_capture_needs_payer", payment_id=payment.id, order_id=order_id, issue=exc.name)
+            return "payer_action_required"
+        else:
+            raise
+    return apply_capture(session, payment, first_capture(order), order_id=order_id, actor=actor)
+
+
+def apply_capture(session: Session, payment: Payment, capture: Optional[Mapping[str, Any]], *,
+                  order_id: Optional[str], actor: str) -> str:
+    """Apply a PayPal capture object (from a capture answer or a PAYMENT.CAPTURE.* webhook)."""
+    if capture is None:
+        return "pending"
+    status = capture.get("status")
+    capture_id = capture.get("id")
+    related = ((capture.get("supplementary_data") or {}).get("related_ids") or {}).get("order_id") or order_id
+    reasons = []
+    if related and related not in order_ids(payment):
+        reasons.append("order_not_ours")
+    if capture.get("custom_id") not in (None, str(payment.id)):
+        reasons.append("custom_id_mismatch")
+    if status == "COMPLETED":
+        amount = capture.get("amount") or {}
+        if amount.get("currency_code") != payment.currency:
+            reasons.append("currency_mismatch")
+        if minor_from_provider(amount.get("value")) != payment.amount_minor:
+            reasons.append("amount_mismatch")
+        if not capture_id:
+            reasons.append("capture_without_id")
+    if reasons:
+        reject(session, payment, actor, reasons, capture_id=capture_id, capture_status=status,
+               amount=capture.get("amount"))
+        return "rejected"
+    if status == "COMPLETED":
+        now = utcnow()
+        try:
+            moved = transition(session, payment, "paid", actor, values={"paid_at": now, "provider_txn_id": capture_id},
+                               capture_id=capture_id, order_id=related)
+        except DuplicateTransaction:
+            reject(session, payment, actor, ["transaction_already_used"], capture_id=capture_id)
+            return "rejected"
+        return "paid" if moved else "unchanged"
+    if status in ("DECLINED", "FAILED"):
+        moved = transition(session, payment, "failed", actor, capture_id=capture_id, capture_status=status)
+        return "failed" if moved else "unchanged"
+    return "pending"
+
+
+def paypal_webhook(session: Session, settings: Settings, raw: bytes, headers: Mapping[str, str]) -> Answer:
+    try:
+        event = json.loads(raw)
+    except ValueError:
+        event = None
+    if not isinstance(event, dict) or not isinstance(event.get("resource"), dict):
+        return 400, {"error": "invalid_json", "message": "expected a PayPal webhook event"}
+    event_type, resource = event.get("event_type"), event["resource"]
+    payment = _payment_for_event(session, resource) if event_type in PAYPAL_EVENTS else None
+    if payment is None:
+        # Nothing of ours would change, so there is nothing to verify.
+        log_event(log, "paypal_webhook_ignored", event_type=event_type, event_id=event.get("id"))
+        return 200, {"status": "ignored"}
+    account = provider_account(session, settings, payment.business_id, "paypal")
+    if account is None or not account.webhook_id:
+        log_event(log, "paypal_webhook_unconfigured", logging.WARNING, payment_id=payment.id)
+        return 501, {"error": "provider_not_configured", "message": "PayPal webhook id not configured"}
+    client = account.client(settings)
+    try:
+        genuine = client.verify_webhook_signature(headers=headers, raw_event=raw, webhook_id=account.webhook_id)
+        if not genuine:
+            log_event(log, "paypal_webhook_unverified", logging.WARNING, event_id=event.get("id"),
+                      payment_id=payment.id)
+            return 401, {"error": "invalid_signature", "message": "PayPal did not verify this delivery"}
+        if event_type == "CHECKOUT.ORDER.APPROVED":
+            outcome = (capture_and_apply(session, client, payment, str(resource.get("id")), "paypal")
+                       if payment.status == "pending" else "unchanged")
+        elif event_type == "PAYMENT.CAPTURE.REFUNDED":
+            outcome = _refund(session, payment, resource)
+        else:
+            outcome = apply_capture(session, payment, resource, order_id=None, actor="paypal")
+    except ProviderError as exc:
+        log_event(log, "paypal_webhook_provider_error", logging.WARNING, payment_id=payment.id, error=str(exc))
+        return 503, {"error": "unavailable", "message": "PayPal could not be reached; deliver again later"}
+    log_event(log, "paypal_webhook_processed", event_type=event_type, event_id=event.get("id"),
+              payment_id=payment.id, outcome=outcome)
+    return 200, {"status": outcome}
+
+
+def _refund(session: Session, payment: Payment, refund: Mapping[str, Any]) -> str:
+    capture_id = _refunded_capture_id(refund)
+    if capture_id and capture_id != payment.provider_txn_id:
+        reject(session, payment, "paypal", ["refund_of_other_capture"], refund_id=refund.get("id"))
+        return "rejected"
+    refunded_minor = minor_from_provider((refund.get("amount") or {}).get("value"))
+    moved = transition(session, payment, "refunded", "paypal", refund_id=refund.get("id"),
+                       refunded_minor=refunded_minor, full_refund=refunded_minor == payment.amount_minor)
+    return "refunded" if moved else "unchanged"
+
+
+def _refunded_capture_id(refund: Mapping[str, Any]) -> Optional[str]:
+    for link in refund.get("links") or []:
+        if isinstance(link, dict) and link.get("rel") == "up" and "/captures/" in str(link.get("href", "")):
+            return str(link["href"]).rstrip("/").rsplit("/", 1)[-1]
+    return None
+
+
+def _payment_for_event(session: Session, resource: Mapping[str, Any]) -> Optional[Payment]:
+    """Our payment named by a webhook resource: by custom_id, else order id, else refunded capture id."""
+    units = resource.get("purchase_units") or [{}]
+    custom_id = resource.get("custom_id") or (units[0].get("custom_id") if isinstance(units[0], dict) else None)
+    paypal = sa.select(Payment).where(Payment.provider == "paypal")
+    if isinstance(custom_id, str) and custom_id.isdigit():
+        payment = session.scalar(paypal.where(Payment.id == int(custom_id)))
+        if payment is not None:
+            return payment
+    order_id = (resource.get("id") if "purchase_units" in resource else
+                ((resource.get("supplementary_data") or {}).get("related_ids") or {}).get("order_id"))
+    if order_id:
+        payment = session.scalar(paypal.where(Payment.provider_ref == str(order_id)))
+        if payment is not None:
+            return payment
+    capture_id = _refunded_capture_id(resource)
+    return session.scalar(paypal.where(Payment.provider_txn_id == capture_id)) if capture_id else None
+
+
+# ---- Tranzila ----------------------------------------------------------------------------------
+def tranzila_notify(session: Session, settings: Settings, nonce: str, fields: Mapping[str, Any]) -> Answer:
+    payment = session.scalar(sa.select(Payment).where(Payment.notify_nonce == nonce, Payment.provider == "tranzila"))
+    if payment is None:
+        log_event(log, "tranzila_notify_unknown", logging.WARNING)
+        return 404, {"error": "not_found", "message": "unknown notification address"}
+    if payment.notify_consumed_at is not None or payment.status != "pending":
+        log_event(log, "tranzila_notify_replayed", payment_id=payment.id, status=payment.status)
+        return 200, {"status": "already_processed"}
+    received = {name: str(fields[name]) for name in TRANZILA_FIELDS_KEPT if name in fields}
+    if received.get("Response") != APPROVED:
+        # A declined card: the payer may still try another one on the same page, so nothing is used up.
+        audit(session, payment.business_id, "tranzila", "payment.declined", "payment", payment.id,
+              response=received.get("Response"))
+        return 200, {"status": "declined"}
+    terminal = (payment.provider_data or {}).get("terminal")
+    reasons = _notify_mismatches(payment, received, terminal)
+    if reasons:
+        reject(session, payment, "tranzila", reasons, received=received)
+        return 400, {"error": "notification_rejected", "message": "the notification does not match this payment"}
+    index = received["index"]
+    verified_by = "notification"
+    account = provider_account(session, settings, payment.business_id, "tranzila")
+    if account is not None and account.has_api_keys:
+        try:
+            transaction = account.client(settings).get_transaction(terminal=terminal, index=int(index))
+        except ProviderError as exc:
+            log_event(log, "tranzila_requery_failed", logging.WARNING, payment_id=payment.id, error=str(exc))
+            return 503, {"error": "unavailable", "message": "Tranzila could not be asked to confirm; try again later"}
+        reasons = _transaction_mismatches(payment, transaction)
+        if reasons:
+            reject(session, payment, "tranzila", reasons, received=received)
+            return 400, {"error": "notification_rejected", "message": "Tranzila does not confirm this transaction"}
+        verified_by = "transaction_query"
+    now = utcnow()
+    try:
+        moved = transition(session, payment, "paid", "tranzila",
+                           where=[Payment.notify_nonce == nonce, Payment.notify_consumed_at.is_(None)],
+                           values={"notify_consumed_at": now, "paid_at": now, "provider_txn_id": index},
+                           transaction_index=index, confirmation_code=received.get("ConfirmationCode"),
+                           verified_by=verified_by)
+    except DuplicateTransaction:
+        reject(session, payment, "tranzila", ["transaction_already_used"], received=received)
+        return 400, {"error": "notification_rejected", "message": "this transaction already paid another payment"}
+    return 200, {"status": "paid" if moved else "already_processed"}
+
+
+def _currency_matches(value: Any, currency: str) -> bool:
+    """Tranzila writes the currency as its numeric code (iframe) or the ISO code (other products)."""
+    return str(value) in (CURRENCY_CODES.get(currency), currency)
+
+
+def _notify_mismatches(payment: Payment, received: Mapping[str, str], terminal: Optional[str]) -> list[str]:
+    reasons = []
+    if not received.get("index", "").isdigit():
+        reasons.append("index_missing")
+    if not terminal or received.get("supplier", received.get("terminal_name")) != terminal:
+        reasons.append("terminal_mismatch")
+    if not _currency_matches(received.get("currency"), payment.currency):
+        reasons.append("currency_mismatch")
+    if minor_from_provider(received.get("sum")) != payment.amount_minor:
+        reasons.append("amount_mismatch")
+    return reasons
+
+
+def _transaction_mismatches(payment: Payment, transaction: Optional[Mapping[str, Any]]) -> list[str]:
+    if transaction is None:
+        return ["transaction_not_found"]
+    reasons = []
+    if str(transaction.get("processor_response_code")) != APPROVED:
+        reasons.append("transaction_not_approved")
+    if not _currency_matches(transaction.get("currency"), payment.currency):
+        reasons.append("transaction_currency_mismatch")
+    if minor_from_provider(transaction.get("amount")) != payment.amount_minor:
+        reasons.append("transaction_amount_mismatch")
+    return reasons

@@ -1,0 +1,196 @@
+"""Creating a payment link: the checks, in their fixed order, then one idempotent insert.
+
+The order (each step has its own test): authentication (the route's decorator) → another
+business's customer or invoice 404 → payments off on this server 501 → off for this business 403
+→ the provider (explicit, else the business's default, else PayPal) unknown 400 / without
+credentials 501 → amount, currency, description, Idempotency-Key 400 (invoice already paid 409).
+"""
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timedelta, timezone
+from typing import Any, Optional
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from server.config import Settings
+from server.db.dao_crm import _insert_or_get, audit
+from server.db.models import Business, Customer, Invoice, Payment, utcnow
+from server.payments.accounts import LABELS, PROVIDERS, provider_account
+from server.payments.money import CURRENCIES, InvalidAmount, check_minor, minor_from_text
+from server.urls import abs_url
+from server.web import ApiError
+
+DEFAULT_PROVIDER = "paypal"
+MAX_DESCRIPTION = 500
+MAX_IDEMPOTENCY_KEY = 128
+
+
+def create_payment(session: Session, settings: Settings, *, business_id: int, actor: str, body: dict[str, Any],
+                   idempotency_key: Optional[str]) -> tuple[Payment, bool]:
+    """The payment for this request, and whether it was created now (False: an Idempotency-Key repeat)."""
+    customer = _owned(session, Customer, business_id, body.get("customer_id"), "customer_id")
+    invoice = _owned(session, Invoice, business_id, body.get("invoice_id"), "invoice_id")
+    business = session.get(Business, business_id)
+    if not settings.payments_enabled:
+        raise ApiError(501, "payments_disabled", "payments are switched off on this server (PAYMENTS_ENABLED)")
+    if not business.payments_enabled:
+        raise ApiError(403, "payments_disabled_for_business", "payments are not enabled for this business")
+    provider = _provider(body.get("provider"), business)
+    if provider_account(session, settings, business_id, provider) is None:
+        raise ApiError(501, "provider_not_configured", f"{LABELS[provider]} not configured")
+    amount_minor, currency = _amount(body, invoice)
+    description = _description(body.get("description"), invoice)
+    key = _idempotency_key(idempotency_key)
+    if invoice is not None and invoice.status == "paid":
+        raise ApiError(409, "invoice_already_paid", "this invoice is already paid")
+
+    request = {"amount_minor": amount_minor, "currency": currency, "provider": provider,
+               "customer_id": customer.id if customer else (invoice.customer_id if invoice else None),
+               "invoice_id": invoice.id if invoice else None}
+
+    def make() -> Payment:
+        return Payment(business_id=business_id, description=description, status="created", idempotency_key=key,
+                       link_token=secrets.token_urlsafe(32),
+                       notify_nonce=secrets.token_urlsafe(32) if provider == "tranzila" else None,
+                       expires_at=utcnow() + timedelta(days=settings.payment_link_ttl_days), provider_data={},
+                       **request)
+
+    if key is None:
+        payment, created = make(), True
+        session.add(payment)
+        session.flush()
+    else:
+        payment, created = _insert_or_get(session, make, lambda: session.scalar(
+            sa.select(Payment).where(Payment.business_id == business_id, Payment.idempotency_key == key)))
+    if not created:
+        if any(getattr(payment, name) != value for name, value in request.items()):
+            raise ApiError(409, "idempotency_key_reused", "this Idempotency-Key was used for a different payment")
+        return payment, False
+    if invoice is not None:
+        invoice.payment_id = payment.id
+    audit(session, business_id, actor, "payment.created", "payment", payment.id, provider=provider,
+          amount_minor=amount_minor, currency=currency, invoice_id=request["invoice_id"],
+          customer_id=request["customer_id"], idempotency_key=key)
+    return payment, True
+
+
+def payment_link(settings: Settings, payment: Payment) -> str:
+    return abs_url(settings.base_url, f"/pay/{payment.link_token}")
+
+
+def payment_view(settings: Settings, payment: Payment) -> dict[str, Any]:
+    return {
+        "payment_id": payment.id, "status": payment.status, "url": payment_link(settings, payment),
+        "provider": payment.provider, "amount_minor": payment.amount_minor, "currency": payment.currency,
+        "description": payment.description, "customer_id": payment.customer_id, "invoice_id": payment.invoice_id,
+        "created_at": _iso(payment.created_at), "expires_at": _iso(payment.expires_at),
+        "paid_at": _iso(payment.paid_at),
+    }
+
+
+def get_payment(session: Session, business_id: int, payment_id: int) -> Payment:
+    payment = session.scalar(sa.select(Payment).where(Payment.id == payment_id, Payment.business_id == business_id))
+    if payment is None:
+        raise ApiError(404, "not_found", "no such payment")
+    return payment
+
+
+def set_business_payments(session: Session, business_id: int, actor: str, body: dict[str, Any]) -> None:
+    """The owner switches payments on or off and picks the default provider."""
+    unknown = sorted(set(body) - {"payments_enabled", "default_payment_provider"})
+    if unknown:
+        raise ApiError(400, "invalid_field", f"unknown field {unknown[0]!r}")
+    business = session.get(Business, business_id)
+    if "payments_enabled" in body:
+        if not isinstance(body["payments_enabled"], bool):
+            raise ApiError(400, "invalid_field", "payments_enabled must be true or false")
+        business.payments_enabled = body["payments_enabled"]
+    if "default_payment_provider" in body:
+        default = body["default_payment_provider"]
+        if default is not None and default not in PROVIDERS:
+            raise ApiError(400, "invalid_provider", f"default_payment_provider must be one of {', '.join(PROVIDERS)}"
+                                                    " or null")
+        business.default_payment_provider = default
+    session.flush()
+    audit(session, business_id, actor, "business.payments_updated", "business", business_id,
+          **{name: body[name] for name in ("payments_enabled", "default_payment_provider") if name in body})
+
+
+def business_payments_view(session: Session, business_id: int) -> dict[str, Any]:
+    business = session.get(Business, business_id)
+    return {"payments_enabled": business.payments_enabled,
+            "default_payment_provider": business.default_payment_provider}
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
+
+def _iso(value: Optional[datetime]) -> Optional[str]:
+    return as_utc(value).isoformat() if value is not None else None
+
+
+def _owned(session: Session, model, business_id: int, raw: Any, field: str):
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise ApiError(400, "invalid_field", f"{field} must be an integer id")
+    row = session.scalar(sa.select(model).where(model.id == raw, model.business_id == business_id))
+    if row is None:
+        raise ApiError(404, "not_found", f"no such {field.removesuffix('_id')}")
+    return row
+
+
+def _provider(raw: Any, business: Business) -> str:
+    provider = raw if raw is not None else (business.default_payment_provider or DEFAULT_PROVIDER)
+    if not isinstance(provider, str) or provider.strip().lower() not in PROVIDERS:
+        raise ApiError(400, "invalid_provider", f"provider must be one of {', '.join(PROVIDERS)} (or null)")
+    return provider.strip().lower()
+
+
+def _amount(body: dict[str, Any], invoice: Optional[Invoice]) -> tuple[int, str]:
+    currency = body.get("currency", invoice.currency if invoice else "ILS")
+    if not isinstance(currency, str) or currency.strip().upper() not in CURRENCIES:
+        raise ApiError(400, "invalid_currency", f"currency must be one of {', '.join(CURRENCIES)}")
+    currency = currency.strip().upper()
+    if invoice is not None and invoice.currency != currency:
+        raise ApiError(400, "invalid_currency", f"the invoice is in {invoice.currency}")
+    try:
+        if "amount" in body and "amount_minor" in body:
+            raise InvalidAmount("send amount or amount_minor, not both")
+        if "amount" in body:
+            raw = body["amount"]
+            if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+                raise InvalidAmount('send the amount as a decimal string such as "49.90" (or amount_minor)')
+            amount_minor = minor_from_text(str(raw))
+        elif "amount_minor" in body:
+            amount_minor = body["amount_minor"]
+        elif invoice is not None:
+            amount_minor = invoice.amount_minor
+        else:
+            raise InvalidAmount("amount (or amount_minor) is required")
+        return check_minor(amount_minor), currency
+    except InvalidAmount as exc:
+        raise ApiError(400, "invalid_amount", str(exc)) from None
+
+
+def _description(raw: Any, invoice: Optional[Invoice]) -> str:
+    if raw is None:
+        return (invoice.title or (f"חשבונית {invoice.number}" if invoice.number else "")) if invoice else ""
+    if not isinstance(raw, str) or len(raw) > MAX_DESCRIPTION:
+        raise ApiError(400, "invalid_description", f"description must be a string of at most {MAX_DESCRIPTION} "
+                                                   "characters")
+    return raw.strip()
+
+
+def _idempotency_key(raw: Optional[str]) -> Optional[str]:
+    if raw is None or raw.strip() == "":
+        return None
+    key = raw.strip()
+    if len(key) > MAX_IDEMPOTENCY_KEY or not key.isascii() or not key.isprintable():
+        raise ApiError(400, "invalid_idempotency_key", f"Idempotency-Key must be printable ASCII, at most "
+                                                       f"{MAX_IDEMPOTENCY_KEY} characters")
+    return key
