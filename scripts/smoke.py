@@ -4,7 +4,8 @@
 Standard library only, so an operator can run it from anywhere. Each check prints one line,
 PASS / FAIL / SKIP with what it saw; the exit status is non-zero when any check failed.
 
-Environment: PUBLIC_BASE_URL (default base), TWILIO_AUTH_TOKEN (signs the stream_ended check),
+Environment: PUBLIC_BASE_URL (default base; signed requests are signed for it, as Twilio signs
+them, so BASE_URL may be an internal address), TWILIO_AUTH_TOKEN (signs the stream_ended check),
 SMOKE_TO (a business's Twilio number for the TwiML preview), SMOKE_WA_TO + SMOKE_API_TOKEN (an
 optional real WhatsApp send), SMOKE_TIMEOUT (seconds per request, default 10).
 """
@@ -66,6 +67,7 @@ def has_no_double_slash(url: str) -> bool:
 class Smoke:
     def __init__(self, base: str):
         self.base = base.rstrip("/")
+        self.public_base = (os.environ.get("PUBLIC_BASE_URL") or base).rstrip("/")
         self.results: list[Result] = []
 
     def url(self, path: str) -> str:
@@ -156,10 +158,11 @@ class Smoke:
             if not token:
                 return "SKIP", "TWILIO_AUTH_TOKEN not set: can't sign the request"
             params = {"CallSid": "CAsmoke0000000000000000000000000", "AccountSid": "ACsmoke"}
-            url = self.url("/webhook/stream_ended")
-            r = request("POST", url, data=urllib.parse.urlencode(params).encode(),
+            # The app checks signatures over its public URL, which is what Twilio calls.
+            signed_url = self.public_base + "/webhook/stream_ended"
+            r = request("POST", self.url("/webhook/stream_ended"), data=urllib.parse.urlencode(params).encode(),
                         headers={"Content-Type": "application/x-www-form-urlencoded",
-                                 "X-Twilio-Signature": twilio_signature(token, url, params)})
+                                 "X-Twilio-Signature": twilio_signature(token, signed_url, params)})
             assert r.status in (200, 204), f"signed POST /webhook/stream_ended → {r.status} {r.body[:120]!r}"
             if r.status == 200:
                 ET.fromstring(r.body)
