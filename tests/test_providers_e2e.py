@@ -43,7 +43,8 @@ def live_app(database_url, fakes, tmp_path):
     stt, tts, llm, twilio = fakes
     env = {**BASE_TEST_ENV, "DATABASE_URL": database_url, "TWILIO_API_BASE_URL": twilio.url,
            "GOOGLE_SPEECH_EMULATOR_HOST": stt.address, "GOOGLE_TTS_EMULATOR_HOST": tts.address,
-           "OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": llm.api_key, "OPENAI_MODEL": "gpt-test"}
+           "OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": llm.api_key, "OPENAI_MODEL": "gpt-test",
+           "LLM_FIRST_TOKEN_TIMEOUT_SECONDS": "1.5"}
     server = GunicornServer(env, log_path=tmp_path / "gunicorn.log")
     server.env["PUBLIC_BASE_URL"] = server.url  # the TwiML's Stream URL must reach this server
     with server:
@@ -135,10 +136,10 @@ def test_three_turn_hebrew_call_through_the_real_clients(live_app, fakes):
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_tts_failure_is_answered_with_the_apology(live_app, fakes):
+def test_tts_failure_and_llm_stall_are_answered_with_the_apology(live_app, fakes):
     server, database, tenant = live_app
     stt, tts, llm, _twilio = fakes
-    stt.script("שלום", "אפשר לקבוע תור?")
+    stt.script("שלום", "אפשר לקבוע תור?", "מחר?")
     llm.replies_for.update({"שלום": "שלום, במה אפשר לעזור?", "אפשר לקבוע תור?": "בטח, לאיזה יום?"})
     caller = place_call(caller_line(server, tenant))
     assert caller.wait_for(lambda c: len(c.media) > 0, timeout=10), server.logs()[-3000:]
@@ -153,4 +154,12 @@ def test_tts_failure_is_answered_with_the_apology(live_app, fakes):
     heard_before = len(caller.audio())
     say_and_wait(caller)  # the call goes on: the next turn is answered normally
     assert caller.audio()[heard_before:] == payload_for("בטח, לאיזה יום?")
+
+    llm.stall = True  # the model sends its role chunk and then nothing: the first-token timeout fires
+    heard_before = len(caller.audio())
+    say_and_wait(caller)
+    assert caller.audio()[heard_before:] == payload_for(APOLOGY_TEXT)
+    llm.release()
     caller.hang_up()
+    failures = [line for line in server.logs().splitlines() if '"turn_failed"' in line]
+    assert [('"error": "tts:' in f, '"error": "llm:' in f) for f in failures] == [(True, False), (False, True)]
