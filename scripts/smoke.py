@@ -137,7 +137,9 @@ class Smoke:
             assert stream is not None, "no <Connect><Stream> (unknown SMOKE_TO number, or voice degraded)"
             urls = {"Stream url": stream.get("url", ""), "Connect action": connect.get("action", ""),
                     "statusCallback": stream.get("statusCallback", "")}
-            assert urls["Stream url"].startswith("wss://"), f"Stream url is not wss://: {urls['Stream url']}"
+            # Twilio only connects to wss://; plain ws:// is acceptable only for a local http deployment.
+            wanted = "wss://" if self.public_base.startswith("https://") else ("wss://", "ws://")
+            assert urls["Stream url"].startswith(wanted), f"Stream url is not wss://: {urls['Stream url']}"
             for label, value in urls.items():
                 assert value.startswith(("https://", "wss://", "http://", "ws://")), f"{label} not absolute: {value!r}"
                 assert has_no_double_slash(value), f"{label} has '//': {value}"
