@@ -280,6 +280,15 @@ def test_degraded_mode_answers_voicemail_and_readyz_says_so(make_app, db, twilio
     assert_voicemail(preview)
 
 
+def test_a_draining_worker_sends_new_calls_to_voicemail(voice_app, db):
+    app = voice_app()
+    tenant = create_tenant(db)
+    app.extensions["lifecycle"].start_draining()
+    call_sid = new_call_sid()
+    assert_voicemail(twiml(post(app.test_client(), "/webhook/incoming_call", voice_params(call_sid, to=tenant.phone))))
+    assert call_row(db, call_sid) is not None
+
+
 def test_readyz_says_ai_when_speech_and_language_are_configured(client):
     assert client.get("/readyz").get_json()["voice"] == "ai"
 

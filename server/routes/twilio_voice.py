@@ -39,10 +39,15 @@ def _no_content() -> Response:
     return Response(status=204)
 
 
+def _live_ai_available() -> bool:
+    """Live AI calls need speech and language credentials, and a worker that isn't shutting down."""
+    return settings().voice_ai_ready and not current_app.extensions["lifecycle"].draining
+
+
 def _call_answer(business_id: int | str, greeting: bool, call_sid: str) -> str:
-    """The stream TwiML, or straight to voicemail when speech or language credentials are missing."""
+    """The stream TwiML, or straight to voicemail when live AI calls aren't available."""
     cfg = settings()
-    if not cfg.voice_ai_ready:
+    if not _live_ai_available():
         return voicemail_twiml(cfg.base_url)
     return stream_twiml(cfg.base_url, business_id=business_id, call_sid=call_sid,
                         token=call_token(current_app.config["APP_SECRET"], call_sid), greeting=greeting)
@@ -68,10 +73,11 @@ def incoming_call() -> Response:
     cfg = settings()
     # The watchdog reads the call from the database, possibly before this request would commit.
     session.commit()
-    if created and cfg.voice_ai_ready:
+    live = _live_ai_available()
+    if created and live:
         start_watchdog(current_app.extensions["db"], cfg, call_sid)
     log_event(log, "incoming_call", call_sid=call_sid, business_id=business.id, replay=not created,
-              mode="ai" if cfg.voice_ai_ready else "degraded", greeting=business.greeting_enabled)
+              mode="ai" if live else "voicemail", greeting=business.greeting_enabled)
     return _twiml(answer)
 
 
