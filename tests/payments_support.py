@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from server.db.models import AuditLog, Invoice, Payment
+from server.providers import paypal as paypal_client
 from tests.conftest import TEST_BASE_URL, create_tenant
 from tests.fakes.paypal_server import FakePayPal
 from tests.fakes.tranzila_server import FakeTranzila
@@ -28,6 +29,8 @@ def tranzila_server():
 @pytest.fixture
 def paypal(paypal_server) -> FakePayPal:
     paypal_server.reset()
+    # Each test starts with a cold token cache, so that it sees its own OAuth call.
+    paypal_client._token_cache.clear()
     return paypal_server
 
 

@@ -26,9 +26,9 @@ from server.logs import log_event
 from server.payments.accounts import provider_account
 from server.payments.money import minor_from_provider
 from server.payments.states import DuplicateTransaction, reject, transition
-from server.providers.base import ProviderError
+from server.providers.base import ProviderError, ProviderTimeout
 from server.providers.payment_http import PaymentProviderError, PaymentProviderUnavailable
-from server.providers.paypal import PayPalClient, first_capture
+from server.providers.paypal import WEBHOOK_HEADERS, PayPalClient, first_capture
 from server.providers.tranzila import APPROVED, CURRENCY_CODES
 
 log = logging.getLogger("agentlocator.payments")
@@ -132,11 +132,18 @@ def paypal_webhook(session: Session, settings: Settings, raw: bytes, headers: Ma
         return 501, {"error": "provider_not_configured", "message": "PayPal webhook id not configured"}
     client = account.client(settings)
     try:
-        genuine = client.verify_webhook_signature(headers=headers, raw_event=raw, webhook_id=account.webhook_id)
-        if not genuine:
-            log_event(log, "paypal_webhook_unverified", logging.WARNING, event_id=event.get("id"),
-                      payment_id=payment.id)
-            return 401, {"error": "invalid_signature", "message": "PayPal did not verify this delivery"}
+        genuine = (all(headers.get(name) for name in WEBHOOK_HEADERS.values())
+                   and client.verify_webhook_signature(headers=headers, raw_event=raw, webhook_id=account.webhook_id))
+    except (ProviderTimeout, PaymentProviderUnavailable) as exc:
+        log_event(log, "paypal_webhook_provider_error", logging.WARNING, payment_id=payment.id, error=str(exc))
+        return 503, {"error": "unavailable", "message": "PayPal could not be reached; deliver again later"}
+    except PaymentProviderError as exc:  # PayPal refused the verification request itself
+        log_event(log, "paypal_webhook_verification_refused", logging.WARNING, payment_id=payment.id, error=str(exc))
+        genuine = False
+    if not genuine:
+        log_event(log, "paypal_webhook_unverified", logging.WARNING, event_id=event.get("id"), payment_id=payment.id)
+        return 401, {"error": "invalid_signature", "message": "PayPal did not verify this delivery"}
+    try:
         if event_type == "CHECKOUT.ORDER.APPROVED":
             outcome = (capture_and_apply(session, client, payment, str(resource.get("id")), "paypal")
                        if payment.status == "pending" else "unchanged")
