@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import re
 from typing import Any, Iterable
 
 from flask import Flask
@@ -117,24 +118,43 @@ _LOGIN = {"/api/auth/login": {"post": operation(
                **error_responses(400, 401)})}}
 
 
-def _stripe_gone(parameters: list[dict[str, Any]]) -> dict[str, Any]:
+def _stripe_gone(path: str) -> dict[str, Any]:
+    parameters = [path_param(name, {"type": "string", "minLength": 1}, "anything after the old path")
+                  for name in re.findall(r"{(\w+)}", path)]
     return {method: operation("Retired Stripe route: always 410 Gone", tags=["legacy"], role=None,
                               parameters=parameters, responses=error_responses(404, 410))
             for method in ("get", "post", "put", "patch", "delete")}
 
 
-_REST = [path_param("_rest", {"type": "string", "minLength": 1}, "anything after the old path")]
-_LEGACY_STRIPE = {"/api/webhook/stripe": _stripe_gone([]), "/api/webhook/stripe/{_rest}": _stripe_gone(_REST),
-                  "/api/payments/stripe": _stripe_gone([]), "/api/payments/stripe{_rest}": _stripe_gone(_REST)}
-CORE_PATHS = {"auth_api": _LOGIN, "legacy_stripe": _LEGACY_STRIPE}
+def openapi_paths(rule: str) -> list[str]:
+    """A Flask rule in OpenAPI form: `<int:id>` → `{id}`; an `any(a, b)` segment gives one path per choice."""
+    choices = _ANY.search(rule)
+    if choices:
+        return [path for choice in choices.group(1).split(",")
+                for path in openapi_paths(rule[:choices.start()] + choice.strip() + rule[choices.end():])]
+    return [_PARAM.sub(r"{\1}", rule)]
 
 
-def build_spec(module_names: Iterable[str], title: str = "AgentLocator API", version: str = "1") -> dict[str, Any]:
+_ANY = re.compile(r"<any\(([^)]*)\):\w+>")
+_PARAM = re.compile(r"<(?:[^:<>]+:)?(\w+)>")
+
+
+def _core_paths(app: Flask) -> dict[str, dict[str, Any]]:
+    """Path items of the modules without OPENAPI_PATHS: login, and every retired Stripe rule (read from
+    the URL map, so a Stripe path added later is documented as well)."""
+    stripe = {path: _stripe_gone(path) for rule in app.url_map.iter_rules() if rule.endpoint == "legacy_stripe.gone"
+              for path in openapi_paths(rule.rule)}
+    return {"auth_api": _LOGIN, "legacy_stripe": stripe}
+
+
+def build_spec(app: Flask, module_names: Iterable[str], title: str = "AgentLocator API",
+               version: str = "1") -> dict[str, Any]:
     paths: dict[str, Any] = {}
     schemas: dict[str, Any] = dict(SHARED_SCHEMAS)
+    core = _core_paths(app)
     for name in module_names:
         module = importlib.import_module(f"server.routes.{name}")
-        for path, item in {**CORE_PATHS.get(name, {}), **getattr(module, "OPENAPI_PATHS", {})}.items():
+        for path, item in {**core.get(name, {}), **getattr(module, "OPENAPI_PATHS", {})}.items():
             for method in item:
                 if method in HTTP_METHODS and method in paths.get(path, {}):
                     raise ValueError(f"{method.upper()} {path} is documented twice")
@@ -162,5 +182,5 @@ def openapi_spec(app: Flask) -> dict[str, Any]:
         from server.app_factory import BLUEPRINT_MODULES
 
         settings = app.config["SETTINGS"]
-        app.extensions["openapi_spec"] = build_spec(BLUEPRINT_MODULES, version=settings.git_commit or "1")
+        app.extensions["openapi_spec"] = build_spec(app, BLUEPRINT_MODULES, version=settings.git_commit or "1")
     return app.extensions["openapi_spec"]
