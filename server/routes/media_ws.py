@@ -1,4 +1,105 @@
-"""Placeholder: this area's routes arrive with their issue."""
-from flask import Blueprint
+"""`/ws/twilio-media`: the Twilio Media Streams WebSocket (SPEC S2.5–S2.8).
+
+The route only does the HTTP part: it refuses a plain GET (400 JSON), accepts the upgrade with
+`audio.twilio.com` when the client offers it (Twilio fails with 31920 otherwise), checks
+`X-Twilio-Signature` against the public `wss://` URL (or its `https://` form: Twilio has signed
+both), and hands the socket to the live-call engine (`server/voice/`) for the rest of the call.
+A failed check closes the socket with 1008 (policy violation) and logs why.
+"""
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, current_app, request
+from simple_websocket import Server
+
+from server.logs import log_event
+from server.routes import settings
+from server.security.twilio_signature import signature_is_valid
+from server.urls import abs_url, ws_url
+from server.voice.engine import VoiceEngine
+from server.voice.protocol import SUBPROTOCOL
+from server.voice.transport import POLICY_VIOLATION, MediaSocket
+from server.web import ApiError
 
 bp = Blueprint("media_ws", __name__)
+log = logging.getLogger("agentlocator.voice.ws")
+
+PING_INTERVAL_SECONDS = 25
+# simple-websocket closes the connection above this; messages between 64 KiB (our limit, see
+# `protocol.MAX_MESSAGE_BYTES`) and this are skipped one by one and the call goes on.
+HARD_MESSAGE_LIMIT_BYTES = 1024 * 1024
+
+
+@bp.get("/ws/twilio-media")
+@bp.get("/ws/twilio-media/")
+def twilio_media_without_upgrade():
+    raise ApiError(400, "websocket_required", "this endpoint only accepts a WebSocket upgrade")
+
+
+# werkzeug routes WebSocket upgrades only to rules marked `websocket=True` (and plain requests only
+# to the others), hence the two views on one path.
+@bp.get("/ws/twilio-media", websocket=True)
+@bp.get("/ws/twilio-media/", websocket=True)
+def twilio_media():
+    signature_problem = _signature_problem()
+    ws = Server.accept(request.environ, subprotocols=[SUBPROTOCOL], ping_interval=PING_INTERVAL_SECONDS,
+                       max_message_size=HARD_MESSAGE_LIMIT_BYTES)
+    socket = MediaSocket(ws)
+    log_event(log, "WS_CONNECTED", path=request.path, subprotocol=ws.subprotocol,
+              offered=request.headers.get("Sec-WebSocket-Protocol", ""))
+    try:
+        if signature_problem:
+            log_event(log, "ws_rejected", logging.WARNING, reason=signature_problem)
+            socket.close(POLICY_VIOLATION, signature_problem)
+        else:
+            _engine().serve(socket)
+    finally:
+        socket.close()
+    return _WebSocketDone(ws.mode)
+
+
+def _signature_problem() -> str:
+    """Why the upgrade's `X-Twilio-Signature` is not acceptable, or "" when it is."""
+    cfg = settings()
+    signature = request.headers.get("X-Twilio-Signature", "")
+    if not cfg.twilio_auth_token:
+        return "TWILIO_AUTH_TOKEN is not configured"
+    if not signature:
+        return "missing X-Twilio-Signature"
+    query = request.query_string.decode("latin-1")
+    suffix = f"?{query}" if query else ""
+    urls = [ws_url(cfg.base_url, request.path) + suffix, abs_url(cfg.base_url, request.path) + suffix]
+    if not signature_is_valid(cfg.twilio_auth_token, urls, {}, signature):
+        return "X-Twilio-Signature does not match the public wss:// (or https://) URL"
+    return ""
+
+
+def _engine() -> VoiceEngine:
+    """One engine per worker process, made on the first call (after gunicorn forked)."""
+    engine = current_app.extensions.get("voice_engine")
+    if engine is None:
+        engine = current_app.extensions["voice_engine"] = VoiceEngine(
+            settings(), current_app.extensions["db"], current_app.config["APP_SECRET"])
+    return engine
+
+
+class _WebSocketDone(Response):
+    """What the view returns once the WebSocket is over (the trick Flask-Sock uses).
+
+    The connection no longer speaks HTTP, so nothing may be written to it. Under gunicorn,
+    raising StopIteration from the WSGI call makes the worker close the socket quietly; returning
+    a normal response would write `HTTP/1.1 200` after the close frame and log
+    `ConcurrentObjectUseError` for every call (research/workers.md).
+    """
+
+    def __init__(self, mode: str):
+        super().__init__()
+        self._mode = mode
+
+    def __call__(self, environ, start_response):
+        if self._mode == "gunicorn":
+            raise StopIteration()
+        if self._mode == "werkzeug":
+            return super().__call__(environ, start_response)
+        return []

@@ -1,0 +1,387 @@
+"""Benchmark the live-call engine: N simultaneous calls on one gevent worker, printed as JSON.
+
+    python bench/bench_calls.py --calls 100 [--turns 4] [--providers scripted|wire-fakes]
+                                [--database-url postgresql://…] [--no-pin]
+
+It starts the app under `gunicorn -k gevent -w 1` with providers of fixed latency (STT final
+300 ms after speech, LLM first token 400 ms, TTS 150 ms per sentence), creates a business and N
+call rows, and plays N Twilio-faithful callers (`tests/fakes/twilio_caller.py`) at once from this
+process (gevent, so the client is not the bottleneck). Each call hears the opening line, then
+speaks `--turns` utterances; every second turn asks for a long answer and interrupts it.
+
+With two or more CPUs the worker is pinned to CPU 0 and this client to CPU 1. Figures (all ms):
+
+* frames_lost: inbound (sent by the callers, not counted by the server) + outbound (sent by the
+  server, not received by the callers).
+* outbound_interarrival: gaps between consecutive media frames within one reply (p50/p99/max);
+  a perfect pacer gives 20 after the first few (which go out early: the pacer's lead).
+  playout_underruns: frames that arrived after the caller's playback buffer had run dry mid-reply.
+* server_added_latency: the server's `t_first_audio_ms` minus the providers' scripted time for
+  that turn (STT final delay + LLM time to the first sentence + TTS latency).
+* t_first_audio (server, from `turn_metrics`) and t_first_audio_client (last loud frame sent →
+  first reply frame received).
+* barge_in_reaction: the interrupting speech's first frame → `clear` received;
+  barge_in_after_stt subtracts the scripted STT's interim delay (when the STT reports speech).
+* worker_cpu_percent (of one core) and worker_rss_mb, and both per call.
+"""
+from __future__ import annotations
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import importlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import random  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Iterator, Optional  # noqa: E402
+
+import gevent  # noqa: E402
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))
+
+from server.config import Settings  # noqa: E402
+from server.db.dao_crm import create_call  # noqa: E402
+from server.db.engine import Database  # noqa: E402
+from server.db.migrate import run_migrations  # noqa: E402
+from server.db.models import Business, BusinessNumber  # noqa: E402
+from tests.fakes.scripted_providers import Script, first_sentence_ms, speech  # noqa: E402
+from tests.fakes.twilio_caller import Playback, ReceivedClear, ReceivedMedia, TwilioCaller, new_sid  # noqa: E402
+from tests.servers import GunicornServer  # noqa: E402
+
+AUTH_TOKEN = "bench-twilio-token"
+APP_SECRET = "bench-app-secret"
+BENCH_SCRIPT = Script(stt_final_ms=300, stt_interim_ms=200, llm_first_token_ms=400, llm_token_ms=20,
+                      tts_ms=150, tts_ms_per_char=50)
+QUESTIONS = ("מה שעות הפתיחה שלכם מחר", "כמה עולה תספורת לילד", "אפשר לקבוע תור ליום שלישי",
+             "איפה אתם נמצאים בדיוק")
+LONG_QUESTION = "תספרו לי הכל בבקשה long"
+INTERRUPTION = "רגע סליחה שאלה אחרת"
+REPLY_GAP_SECONDS = 0.25  # a longer silence between two frames separates two replies
+
+
+# ---- providers: how the server under test gets its STT/LLM/TTS ---------------------------------
+@contextlib.contextmanager
+def scripted_providers(script: Script) -> Iterator[dict[str, str]]:
+    """In-process scripted providers (tests/fakes/scripted_providers.py)."""
+    yield {"VOICE_PROVIDERS": "tests.fakes.scripted_providers:build",
+           "SCRIPTED_STT_FINAL_MS": str(script.stt_final_ms), "SCRIPTED_STT_INTERIM_MS": str(script.stt_interim_ms),
+           "SCRIPTED_LLM_FIRST_TOKEN_MS": str(script.llm_first_token_ms),
+           "SCRIPTED_LLM_TOKEN_MS": str(script.llm_token_ms), "SCRIPTED_TTS_MS": str(script.tts_ms),
+           "SCRIPTED_TTS_MS_PER_CHAR": str(script.tts_ms_per_char)}
+
+
+# name → a context manager factory taking the Script and yielding the server's environment. Other
+# modes live in their own module ("module:function"), loaded only when chosen.
+PROVIDER_MODES = {"scripted": scripted_providers, "wire-fakes": "bench.wire_fakes:provider_env"}
+
+
+def provider_mode(name: str):
+    mode = PROVIDER_MODES[name]
+    if isinstance(mode, str):
+        module, _, function = mode.partition(":")
+        try:
+            return getattr(importlib.import_module(module), function)
+        except (ImportError, AttributeError) as exc:
+            raise SystemExit(f"--providers {name} is not available: {exc}")
+    return mode
+
+
+# ---- one call ---------------------------------------------------------------------------------
+@dataclass
+class CallResult:
+    call_sid: str
+    utterances: list[str] = field(default_factory=list)      # in turn order (turn 1, 2, …)
+    barge_in_ms: list[float] = field(default_factory=list)
+    first_audio_ms: list[float] = field(default_factory=list)
+    caller: Optional[TwilioCaller] = None
+    error: str = ""
+
+
+def run_call(server_url: str, call_sid: str, business_id: int, turns: int, start_delay: float) -> CallResult:
+    result = CallResult(call_sid)
+    gevent.sleep(start_delay)
+    try:
+        caller = result.caller = TwilioCaller.dial(server_url, call_sid, auth_token=AUTH_TOKEN, app_secret=APP_SECRET,
+                                                   business_id=business_id)
+        if not caller.wait_for(lambda c: c.marks_echoed >= 1, 20):
+            raise RuntimeError("no opening line")
+        caller.wait_until_quiet(0.3, 20)
+        for turn in range(turns):
+            if turn % 2 == 1:
+                _barge_in_turn(caller, result)
+            else:
+                _plain_turn(caller, result, QUESTIONS[turn // 2 % len(QUESTIONS)])
+        caller.hang_up()
+    except Exception as exc:  # one broken call must not hide the others' figures
+        result.error = f"{type(exc).__name__}: {exc}"
+        if result.caller is not None:
+            result.caller.close()
+    return result
+
+
+def _say(caller: TwilioCaller, result: CallResult, text: str, *, wait: bool = True) -> Playback:
+    playback = caller.play(speech(text, 900), wait=wait)
+    result.utterances.append(text)
+    return playback
+
+
+def _first_media_after(caller: TwilioCaller, after: float) -> Optional[float]:
+    found = None
+    for event in reversed(caller.events):  # newest first: only the events since `after` are read
+        if event.at <= after:
+            break
+        if isinstance(event, ReceivedMedia):
+            found = event.at
+    return found
+
+
+def _await_reply(caller: TwilioCaller, result: CallResult, spoke_until: float) -> float:
+    if not caller.wait_for(lambda c: _first_media_after(c, spoke_until) is not None, 10):
+        raise RuntimeError("no reply")
+    first = _first_media_after(caller, spoke_until)
+    result.first_audio_ms.append((first - spoke_until) * 1000)
+    return first
+
+
+def _plain_turn(caller: TwilioCaller, result: CallResult, text: str) -> None:
+    spoken = _say(caller, result, text)
+    _await_reply(caller, result, spoken.last_sent_at)
+    caller.wait_until_quiet(0.4, 30)
+
+
+def _barge_in_turn(caller: TwilioCaller, result: CallResult) -> None:
+    spoken = _say(caller, result, LONG_QUESTION)
+    first = _await_reply(caller, result, spoken.last_sent_at)
+    gevent.sleep(max(0.0, first + 1.0 + random.random() - time.monotonic()))  # let it talk for 1–2 s
+    clears_before = len(caller.clears)
+    interruption = _say(caller, result, INTERRUPTION, wait=False)
+    if not caller.wait_for(lambda c: len(c.clears) > clears_before, 10):
+        raise RuntimeError("barge-in not answered with clear")
+    interruption.wait()
+    result.barge_in_ms.append((caller.clears[-1].at - interruption.first_sent_at) * 1000)
+    _await_reply(caller, result, interruption.last_sent_at)
+    caller.wait_until_quiet(0.4, 30)
+
+
+# ---- analysis ---------------------------------------------------------------------------------
+def percentile(values: list[float], p: float) -> Optional[float]:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return round(ordered[index], 1)
+
+
+def spread(values: list[float], *ps: float) -> dict[str, Optional[float]]:
+    out = {f"p{p:g}": percentile(values, p) for p in ps}
+    out["max"] = round(max(values), 1) if values else None
+    out["n"] = len(values)
+    return out
+
+
+def reply_frame_gaps(caller: TwilioCaller) -> tuple[list[float], int]:
+    """Inter-arrival gaps (ms) of media within replies, and playback underruns within them."""
+    gaps, underruns = [], 0
+    previous: Optional[float] = None
+    buffer_end = 0.0
+    for event in caller.events:
+        if isinstance(event, ReceivedClear):
+            previous = None
+            continue
+        if not isinstance(event, ReceivedMedia):
+            continue
+        if previous is not None and event.at - previous < REPLY_GAP_SECONDS:
+            gaps.append((event.at - previous) * 1000)
+            if event.at > buffer_end + 0.001:
+                underruns += 1
+            buffer_end = max(buffer_end, event.at) + 0.02
+        else:
+            buffer_end = event.at + 0.02
+        previous = event.at
+    return gaps, underruns
+
+
+def server_records(log_text: str) -> tuple[dict[str, dict], list[dict]]:
+    ends, turns = {}, []
+    for line in log_text.splitlines():
+        if not line.startswith("{"):
+            continue
+        record = json.loads(line)
+        if record.get("event") == "WS_END" and record.get("call_sid"):
+            ends[record["call_sid"]] = record
+        elif record.get("event") == "turn_metrics":
+            turns.append(record)
+    return ends, turns
+
+
+class ProcessMeter:
+    """CPU time and RSS of one process, from /proc (Linux)."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self._ticks = os.sysconf("SC_CLK_TCK")
+        self.peak_rss_kb = 0
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / self._ticks
+
+    def rss_kb(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+                self.peak_rss_kb = max(self.peak_rss_kb, rss)
+                return rss
+        return 0
+
+
+def worker_pid(master_pid: int) -> int:
+    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+    return int(children[0])
+
+
+def setup_database(url: str, calls: int) -> tuple[int, list[str]]:
+    database = Database(Settings.from_env({"DATABASE_URL": url}, dotenv=False).sqlalchemy_url)
+    run_migrations(database.engine)
+    with database.scope() as session:
+        business = Business(name="מספרת הבנץ'", ai_instructions="מספרה לכל המשפחה.")
+        session.add(business)
+        session.flush()
+        session.add(BusinessNumber(business_id=business.id, number=f"+9723{random.randint(1000000, 9999999)}",
+                                   kind="voice"))
+        sids = [new_sid("CA") for _ in range(calls)]
+        for n, sid in enumerate(sids):
+            create_call(session, business.id, call_sid=sid, from_number=f"+97250{n:07d}", to_number="+97235550001",
+                        status="in-progress")
+        business_id = business.id
+    database.engine.dispose()
+    return business_id, sids
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=100)
+    parser.add_argument("--turns", type=int, default=4, help="caller utterances per call (every 2nd interrupts)")
+    parser.add_argument("--providers", choices=sorted(PROVIDER_MODES), default="scripted")
+    parser.add_argument("--database-url", default="", help="default: a fresh SQLite file")
+    parser.add_argument("--ramp-seconds", type=float, default=2.0, help="spread the call starts over this long")
+    parser.add_argument("--no-pin", action="store_true", help="don't pin server and client to separate CPUs")
+    parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment for the server (e.g. GEVENT_MONITOR_THREAD_ENABLE=true)")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="agentlocator-bench-"))
+    database_url = args.database_url or f"sqlite:///{workdir / 'bench.db'}"
+    pin = not args.no_pin and len(os.sched_getaffinity(0)) >= 2
+    with provider_mode(args.providers)(BENCH_SCRIPT) as provider_env:
+        server = GunicornServer({"DATABASE_URL": database_url, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+                                 "TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "APP_SECRET": APP_SECRET,
+                                 "LOG_LEVEL": "INFO", **provider_env,
+                                 **dict(item.split("=", 1) for item in args.server_env)},
+                                log_path=workdir / "server.log", extra_args=("--worker-connections", "2000"))
+        server.env["PUBLIC_BASE_URL"] = server.url
+        with server:
+            worker = worker_pid(server.process.pid)
+            if pin:
+                os.sched_setaffinity(server.process.pid, {0})
+                os.sched_setaffinity(worker, {0})
+                os.sched_setaffinity(0, {1})
+            business_id, sids = setup_database(database_url, args.calls)
+            meter = ProcessMeter(worker)
+            idle_rss = meter.rss_kb()
+            client_cpu_start = time.process_time()
+            cpu_start, wall_start = meter.cpu_seconds(), time.monotonic()
+            sampler = gevent.spawn(lambda: [(meter.rss_kb(), gevent.sleep(0.5)) for _ in iter(int, 1)])
+            loop_lag: list[float] = []
+            lag_probe = gevent.spawn(measure_loop_lag, loop_lag)
+            jobs = [gevent.spawn(run_call, server.url, sid, business_id, args.turns,
+                                 args.ramp_seconds * n / max(1, args.calls)) for n, sid in enumerate(sids)]
+            gevent.joinall(jobs)
+            wall = time.monotonic() - wall_start
+            cpu = meter.cpu_seconds() - cpu_start
+            client_cpu = time.process_time() - client_cpu_start
+            sampler.kill()
+            lag_probe.kill()
+            gevent.sleep(1.0)  # let the server log every WS_END
+            log_text = server.logs()
+    figures = report(args, [job.value for job in jobs], log_text, cpu, wall, idle_rss, meter.peak_rss_kb,
+                     client_cpu, pin, database_url)
+    figures["client_loop_lag_ms"] = spread(loop_lag, 50, 99)
+    print(json.dumps(figures, ensure_ascii=False, indent=2))
+
+
+def measure_loop_lag(samples: list[float]) -> None:
+    """How late this client's own event loop wakes up (if it lags, the figures measure the client)."""
+    while True:
+        due = time.monotonic() + 0.01
+        gevent.sleep(0.01)
+        samples.append((time.monotonic() - due) * 1000)
+
+
+def report(args, results: list[CallResult], log_text: str, cpu: float, wall: float, idle_rss_kb: int,
+           peak_rss_kb: int, client_cpu: float, pinned: bool, database_url: str) -> dict:
+    ends, turn_records = server_records(log_text)
+    by_call = {r.call_sid: r for r in results}
+    inbound_lost = outbound_lost = 0
+    gaps: list[float] = []
+    underruns = 0
+    for result in results:
+        caller = result.caller
+        end = ends.get(result.call_sid)
+        if caller is None or end is None:
+            continue
+        inbound_lost += max(0, caller.frames_sent - end["frames_in"])
+        outbound_lost += max(0, end["frames_out"] - len(caller.media))
+        call_gaps, call_underruns = reply_frame_gaps(caller)
+        gaps += call_gaps
+        underruns += call_underruns
+    added, first_audio = [], []
+    for record in turn_records:
+        result = by_call.get(record["call_sid"])
+        turn = record["turn_id"]
+        if result is None or turn == 0 or record.get("error") or record.get("t_first_audio_ms") is None:
+            continue
+        if turn - 1 >= len(result.utterances):
+            continue
+        scripted = (BENCH_SCRIPT.stt_final_ms + first_sentence_ms(result.utterances[turn - 1], BENCH_SCRIPT)
+                    + BENCH_SCRIPT.tts_ms)
+        first_audio.append(record["t_first_audio_ms"])
+        added.append(record["t_first_audio_ms"] - scripted)
+    barge = [ms for r in results for ms in r.barge_in_ms]
+    errors = [f"{r.call_sid}: {r.error}" for r in results if r.error]
+    return {
+        "calls": args.calls, "turns_per_call": args.turns, "providers": args.providers,
+        "database": database_url.split(":", 1)[0], "pinned_server_cpu0_client_cpu1": pinned,
+        "calls_failed": len(errors), "errors": errors[:5],
+        "frames_lost": {"inbound": inbound_lost, "outbound": outbound_lost},
+        "outbound_interarrival_ms": spread(gaps, 50, 99),
+        "playout_underruns": underruns,
+        "server_added_latency_ms": spread(added, 50, 95, 99),
+        "t_first_audio_ms": spread(first_audio, 50, 95),
+        "t_first_audio_client_ms": spread([ms for r in results for ms in r.first_audio_ms], 50, 95),
+        "barge_in_reaction_ms": spread(barge, 50, 95),
+        "barge_in_after_stt_ms": spread([ms - BENCH_SCRIPT.stt_interim_ms for ms in barge], 50, 95),
+        "worker_cpu_percent": round(100 * cpu / wall, 1),
+        "worker_cpu_percent_per_call": round(100 * cpu / wall / max(1, args.calls), 3),
+        "worker_rss_mb": round(peak_rss_kb / 1024, 1),
+        "worker_rss_kb_per_call": round((peak_rss_kb - idle_rss_kb) / max(1, args.calls), 1),
+        "client_cpu_percent": round(100 * client_cpu / wall, 1),
+        "client_late_ticks": sum(r.caller.mic_late_ticks for r in results if r.caller),
+        "wall_seconds": round(wall, 1),
+        "script_ms": {"stt_final": BENCH_SCRIPT.stt_final_ms, "stt_interim": BENCH_SCRIPT.stt_interim_ms,
+                      "llm_first_token": BENCH_SCRIPT.llm_first_token_ms, "llm_token": BENCH_SCRIPT.llm_token_ms,
+                      "tts": BENCH_SCRIPT.tts_ms},
+    }
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""The live-call engine of one worker: serves each Twilio media stream until it ends.
+
+`VoiceEngine.serve(socket)` is the whole life of one WebSocket: read Twilio's messages, check the
+call token on `start`, run a `CallSession`, and finish it on `stop` or when the socket closes.
+Malformed input (not JSON, an unknown event, a payload that isn't base64, a message over 64 KiB)
+is logged and skipped; the call goes on.
+
+Providers come from the `VOICE_PROVIDERS` plug-in (`module:factory`, the factory takes `Settings`
+and returns `VoiceProviders`). They are built on first use, in the worker, after fork, because
+gRPC channels must not cross a fork.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from typing import Optional
+
+import gevent
+
+from server.config import Settings
+from server.db.engine import Database
+from server.logs import log_event
+from server.providers.base import ProviderError, VoiceProviders
+from server.security.call_token import call_token_is_valid
+from server.voice.protocol import Connected, Dtmf, Mark, Media, ProtocolError, Start, Stop, parse_message
+from server.voice.session import CallSession, SessionServices
+from server.voice.store import CallStore
+from server.voice.transport import POLICY_VIOLATION, ConnectionClosed, MediaSocket
+from server.voice.turns import APOLOGY_TEXT, PhraseCache
+from server.voice.watchdog import redirect_to_voicemail
+
+log = logging.getLogger("agentlocator.voice.engine")
+
+LOGGED_BAD_MESSAGES = 20  # per stream; after that they are only counted (WS_END `malformed`)
+
+
+def load_voice_providers(settings: Settings) -> VoiceProviders:
+    """Build the providers named by `VOICE_PROVIDERS` (`package.module:factory`)."""
+    module_name, _, factory_name = settings.voice_providers.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), factory_name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ProviderError(f"VOICE_PROVIDERS={settings.voice_providers!r} can't be loaded: {exc}") from None
+    providers = factory(settings)
+    if not isinstance(providers, VoiceProviders):
+        raise ProviderError(f"VOICE_PROVIDERS factory returned {type(providers).__name__}, not VoiceProviders")
+    return providers
+
+
+class VoiceEngine:
+    def __init__(self, settings: Settings, database: Database, app_secret: str):
+        self.settings = settings
+        self._app_secret = app_secret
+        self._store = CallStore(database)
+        self._phrases = PhraseCache()
+        self._services: Optional[SessionServices] = None
+        self._warming_apology: Optional[gevent.Greenlet] = None
+        # Process-local: a duplicate stream landing on another worker can't be closed from here, but
+        # it reads the conversation so far from the database, and Twilio drops the old one itself.
+        self.sessions: dict[str, CallSession] = {}
+
+    def services(self) -> SessionServices:
+        if self._services is None:
+            self._services = SessionServices(settings=self.settings, providers=load_voice_providers(self.settings),
+                                             store=self._store, phrases=self._phrases,
+                                             redirect_to_voicemail=self._redirect)
+        return self._services
+
+    def _redirect(self, call_sid: str, reason: str) -> bool:
+        return redirect_to_voicemail(self.settings, call_sid, reason)
+
+    # ---- one WebSocket ---------------------------------------------------------------------
+    def serve(self, socket: MediaSocket) -> None:
+        opened_at = time.monotonic()
+        session: Optional[CallSession] = None
+        call_sid = ""
+        reason = "socket closed"
+        malformed = 0
+        try:
+            while True:
+                raw = socket.receive()
+                if raw is None:
+                    continue
+                try:
+                    message = parse_message(raw)
+                except ProtocolError as exc:
+                    malformed += 1
+                    if malformed <= LOGGED_BAD_MESSAGES:
+                        log_event(log, "ws_message_skipped", logging.WARNING, call_sid=call_sid, reason=str(exc)[:200])
+                    continue
+                kind = type(message)
+                if kind is Media:
+                    if session is not None:
+                        session.on_media(message)
+                elif kind is Mark:
+                    if session is not None:
+                        session.on_mark(message.name)
+                elif kind is Stop:
+                    reason = "stop"
+                    break
+                elif kind is Start:
+                    if session is not None:
+                        log_event(log, "ws_message_skipped", logging.WARNING, call_sid=call_sid,
+                                  reason="a second start on the same stream")
+                        continue
+                    call_sid = message.call_sid
+                    session = self._start(socket, message)
+                    if session is None:
+                        reason = "rejected"
+                        break
+                elif kind is Dtmf:
+                    if session is not None:
+                        session.on_dtmf(message)
+                elif kind is Connected:
+                    log_event(log, "ws_twilio_connected", protocol=message.protocol, version=message.version)
+        except ConnectionClosed:
+            pass
+        finally:
+            if session is not None:
+                if session.hung_up:
+                    reason = "agent_goodbye"
+                session.finish(reason)
+                if self.sessions.get(session.call_sid) is session:
+                    del self.sessions[session.call_sid]
+            log_event(log, "WS_END", call_sid=call_sid, reason=session.end_reason if session else reason,
+                      duration_s=round(time.monotonic() - opened_at, 2),
+                      frames_in=session.frames_in if session else 0,
+                      frames_out=session.pacer.frames_sent if session else 0,
+                      clears=session.pacer.clears_sent if session else 0,
+                      barge_ins=session.barge_ins if session else 0,
+                      turns=len(session.history) if session else 0,
+                      stt_restarts=session.stt.restarts if session else 0, malformed=malformed)
+
+    def _start(self, socket: MediaSocket, start: Start) -> Optional[CallSession]:
+        started_at = time.monotonic()
+        if not call_token_is_valid(self._app_secret, start.call_sid, start.custom_parameters.get("token")):
+            return self._reject(socket, start, "the call token is missing or wrong")
+        older = self.sessions.get(start.call_sid)
+        if older is not None:
+            older.supersede()
+        context = self._store.open_stream(start.call_sid, start.stream_sid,
+                                          start.custom_parameters.get("business_id", ""))
+        if context is None:
+            return self._reject(socket, start, "no such call")
+        log_event(log, "WS_START", call_sid=start.call_sid, stream_sid=start.stream_sid,
+                  business_id=context.business.id, resumed=bool(context.history), tracks=list(start.tracks))
+        try:
+            services = self.services()
+        except ProviderError as exc:
+            log_event(log, "voice_fallback", logging.ERROR, call_sid=start.call_sid, reason=str(exc)[:300])
+            if not self._redirect(start.call_sid, "voice providers unavailable"):
+                socket.close(1011, "voice pipeline unavailable")
+            return None
+        self._warm_apology(services)
+        session = CallSession(socket, start.stream_sid, context, services, started_at=started_at)
+        self.sessions[start.call_sid] = session
+        session.begin()
+        return session
+
+    def _reject(self, socket: MediaSocket, start: Start, why: str) -> None:
+        log_event(log, "ws_rejected", logging.WARNING, call_sid=start.call_sid, stream_sid=start.stream_sid, reason=why)
+        socket.close(POLICY_VIOLATION, why)
+        return None
+
+    def _warm_apology(self, services: SessionServices) -> None:
+        """Synthesize the apology once per worker, ahead of need: when TTS is down it can't be made then."""
+        if self._phrases.get(APOLOGY_TEXT) is not None:
+            return
+        if self._warming_apology is not None and not self._warming_apology.dead:
+            return
+
+        def warm() -> None:
+            try:
+                self._phrases.put(APOLOGY_TEXT, services.providers.tts.synthesize(APOLOGY_TEXT))
+            except ProviderError as exc:
+                log_event(log, "apology_not_cached", logging.WARNING, error=str(exc)[:200])
+
+        self._warming_apology = gevent.spawn(warm)

@@ -1,0 +1,269 @@
+"""`CallSession`: one live call on one media stream, from Twilio's `start` to its end.
+
+It owns the call's greenlets (pacer, STT reader, database writer, the current turn's two) and its
+state: the conversation so far, the turn being spoken, consecutive failures. Everything runs on
+one gevent hub, so state changes between two blocking calls are atomic; the rules are:
+
+* A final transcript (or a burst of keypad digits) starts a turn. A turn still running is
+  interrupted first.
+* Caller speech while agent audio is queued or playing is a barge-in: `clear`, cancel the turn,
+  keep only the sentences the caller heard. Speech means `min_speech_ms` of voice on the energy
+  VAD, or a non-empty interim transcript; shorter noise doesn't cut the agent off.
+* A turn that fails (LLM/TTS error or time-out) is answered with the cached apology; two failed
+  turns in a row, or a failure with no apology audio to play, hand the call to voicemail.
+* A reply that ends with the goodbye marker hangs up once it has been heard.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import gevent
+from gevent.pool import Group
+from gevent.queue import JoinableQueue
+
+from server.agent.prompt import opening_line
+from server.config import Settings
+from server.logs import log_event
+from server.providers.base import Transcript, VoiceProviders
+from server.voice.audio import SpeechDetector
+from server.voice.conversation import Exchange, llm_messages, render_transcript, system_prompt
+from server.voice.pacer import OutboundPacer
+from server.voice.protocol import Dtmf, Media, OutboundMessages
+from server.voice.store import CallContext, CallStore
+from server.voice.stt import SpeechInput
+from server.voice.transport import MediaSocket, NORMAL_CLOSURE
+from server.voice.turns import PhraseCache, Turn, TurnServices
+
+log = logging.getLogger("agentlocator.voice.session")
+
+MAX_FAILED_TURNS = 2          # consecutive failed turns before the call goes to voicemail
+DTMF_PAUSE_SECONDS = 1.5      # keypad digits typed within this gap are one entry; "#" ends it early
+INTERNAL_ERROR = 1011
+
+
+@dataclass
+class SessionServices:
+    """What every session of a worker shares."""
+    settings: Settings
+    providers: VoiceProviders
+    store: CallStore
+    phrases: PhraseCache
+    redirect_to_voicemail: Callable[[str, str], bool]  # (call_sid, reason) → accepted by Twilio
+    clock: Callable[[], float] = time.monotonic
+
+
+class CallSession:
+    def __init__(self, socket: MediaSocket, stream_sid: str, context: CallContext, services: SessionServices,
+                 *, started_at: float):
+        self.socket = socket
+        self.stream_sid = stream_sid
+        self.call_sid = context.call_sid
+        self.call_id = context.call_id
+        self.business_id = context.business.id
+        self.started_at = started_at
+        self._context = context
+        self._services = services
+        self._clock = services.clock
+        self.pacer = OutboundPacer(socket.send, OutboundMessages(stream_sid), clock=services.clock)
+        self.detector = SpeechDetector(min_speech_ms=services.settings.barge_in_min_speech_ms)
+        self.stt = SpeechInput(services.providers.stt, on_transcript=self._on_transcript,
+                               on_unavailable=lambda why: self._fall_back(f"stt: {why}"),
+                               quiet_since=lambda: self.detector.last_voice_at, call_sid=self.call_sid,
+                               clock=services.clock)
+        self._turn_services = TurnServices(llm=services.providers.llm, tts=services.providers.tts,
+                                           pacer=self.pacer, phrases=services.phrases,
+                                           settings=services.settings, clock=services.clock)
+        self._system_prompt = system_prompt(context.business)
+        self.history: list[Exchange] = list(context.history)
+        self._next_index = context.next_turn_index
+        self.turn: Optional[Turn] = None
+        self._last_final_at = started_at
+        self.failures = 0
+        self._dtmf_digits: list[str] = []
+        self._dtmf_last_at = 0.0
+        self._dtmf_timer: Optional[gevent.Greenlet] = None
+        self._greenlets = Group()
+        self._writes: JoinableQueue = JoinableQueue()
+        self.frames_in = 0
+        self.barge_ins = 0
+        self.redirected = False
+        self.hung_up = False
+        self.ended = False
+        self.end_reason = ""
+
+    # ---- life cycle ------------------------------------------------------------------------
+    def begin(self) -> None:
+        self._greenlets.spawn(self.pacer.run)
+        self._greenlets.spawn(self.stt.run)
+        self._greenlets.spawn(self._write_loop)
+        if self.history:
+            log_event(log, "call_resumed", call_sid=self.call_sid, turns=len(self.history))
+            return
+        # The agent speaks first: the business's opening line, from the phrase cache.
+        turn = self._new_turn("", speech_ended_at=self.started_at, final_at=self.started_at)
+        turn.start_phrase(opening_line(self._context.business))
+
+    def supersede(self) -> None:
+        """Twilio opened another stream for this call: this one stops here."""
+        log_event(log, "WS_DUPLICATE_STREAM", logging.WARNING, call_sid=self.call_sid, old_stream_sid=self.stream_sid)
+        self.socket.close(NORMAL_CLOSURE, "replaced by a newer stream for this call")
+        self.finish("superseded")
+
+    def finish(self, reason: str) -> None:
+        """End the session (idempotent): cancel everything, store the transcript and the end."""
+        if self.ended:
+            return
+        self.ended = True
+        self.end_reason = reason
+        turn, self.turn = self.turn, None
+        if turn is not None:
+            turn.cancel()
+            self._record(turn, interrupted=True)
+        if self._dtmf_timer is not None:
+            self._dtmf_timer.kill(block=False)
+        self.stt.close()
+        self._writes.join()
+        self._greenlets.kill(block=False)
+        call_ended = reason in {"stop", "socket closed", "agent_goodbye"} and not self.redirected
+        try:
+            self._services.store.close_stream(self.call_id, transcript=render_transcript(self.history),
+                                              stream_ended=reason != "superseded", call_ended=call_ended)
+        except Exception:
+            log.exception("call not stored", extra={"event": "call_store_failed", "call_sid": self.call_sid})
+
+    # ---- inbound messages ------------------------------------------------------------------
+    def on_media(self, media: Media) -> None:
+        """Every 20 ms per call: keep it small."""
+        self.frames_in += 1
+        if self.detector.feed(media.payload, self._clock()):
+            self._caller_speaking("vad")
+        self.stt.send(media.payload)
+
+    def on_mark(self, name: str) -> None:
+        self.pacer.on_mark(name)
+
+    def on_dtmf(self, dtmf: Dtmf) -> None:
+        log_event(log, "dtmf", call_sid=self.call_sid, digit=dtmf.digit)
+        self._caller_speaking("dtmf")
+        self._dtmf_last_at = self._clock()
+        if self._dtmf_timer is not None:
+            self._dtmf_timer.kill(block=False)
+        if dtmf.digit == "#":
+            self._keypad_entry_done()
+        else:
+            self._dtmf_digits.append(dtmf.digit)
+            self._dtmf_timer = gevent.spawn_later(DTMF_PAUSE_SECONDS, self._keypad_entry_done)
+
+    def _on_transcript(self, transcript: Transcript) -> None:
+        text = transcript.text.strip()
+        if not text:
+            return
+        if not transcript.is_final:
+            self._caller_speaking("interim")
+            return
+        now = self._clock()
+        last_voice = self.detector.last_voice_at
+        # The caller stopped speaking at the last loud frame of this utterance (if the VAD heard one).
+        speech_ended_at = last_voice if last_voice is not None and last_voice > self._last_final_at else now
+        self._last_final_at = now
+        self._answer(text, speech_ended_at, now)
+
+    def _keypad_entry_done(self) -> None:
+        self._dtmf_timer = None
+        digits, self._dtmf_digits = "".join(self._dtmf_digits), []
+        if digits:
+            self._answer(f"[The caller pressed on the phone keypad: {digits}]", self._dtmf_last_at, self._clock())
+
+    # ---- turns -----------------------------------------------------------------------------
+    def _caller_speaking(self, source: str) -> None:
+        if self.turn is not None and self.pacer.busy:
+            self._interrupt(source)
+
+    def _interrupt(self, source: str) -> None:
+        """Barge-in: stop the agent, keep what the caller heard."""
+        turn, self.turn = self.turn, None
+        turn.cancel()
+        cleared = self.pacer.clear()
+        self.barge_ins += 1
+        log_event(log, "barge_in", call_sid=self.call_sid, turn_id=turn.index, source=source, cleared=cleared,
+                  heard_sentences=sum(1 for item in turn.items if item.played), sentences=len(turn.items))
+        self._record(turn, interrupted=True)
+
+    def _answer(self, user_text: str, speech_ended_at: float, final_at: float) -> None:
+        if self.ended:
+            return
+        if self.turn is not None:
+            self._interrupt("final")
+        turn = self._new_turn(user_text, speech_ended_at=speech_ended_at, final_at=final_at)
+        turn.start_reply(llm_messages(self._system_prompt, self.history, user_text))
+
+    def _new_turn(self, user_text: str, *, speech_ended_at: float, final_at: float) -> Turn:
+        turn = Turn(self._next_index, user_text, speech_ended_at=speech_ended_at, final_at=final_at,
+                    services=self._turn_services, on_finished=self._turn_finished)
+        self._next_index += 1
+        self.turn = turn
+        return turn
+
+    def _turn_finished(self, turn: Turn) -> None:
+        if self.turn is turn:
+            self.turn = None
+        self._record(turn, interrupted=False)
+        if turn.error is not None:
+            self.failures += 1
+            log_event(log, "turn_failed", logging.WARNING, call_sid=self.call_sid, turn_id=turn.index,
+                      error=turn.error, apologized=turn.apologized, consecutive=self.failures)
+            if not turn.apologized or self.failures >= MAX_FAILED_TURNS:
+                self._fall_back(f"{self.failures} failed turn(s), last: {turn.error}")
+            return
+        self.failures = 0
+        if turn.goodbye:
+            self._hang_up()
+
+    def _record(self, turn: Turn, *, interrupted: bool) -> None:
+        exchange = Exchange(turn.user_text, turn.heard_text)
+        self.history.append(exchange)
+        metrics = turn.metrics()
+        log_event(log, "turn_metrics", call_sid=self.call_sid, business_id=self.business_id, turn_id=turn.index,
+                  mode="stream", interrupted=interrupted, error=turn.error, sentences=len(turn.items), **metrics)
+        self._write(self._services.store.record_turn, self.call_id, turn_index=turn.index, exchange=exchange,
+                    interrupted=interrupted, metrics=metrics, transcript=render_transcript(self.history))
+
+    # ---- ending the call from our side -----------------------------------------------------
+    def _hang_up(self) -> None:
+        """The goodbye has been heard: record the outcome (so `stream_ended` hangs up), then close."""
+        self.hung_up = True
+        self._write(self._services.store.set_outcome, self.call_id, "agent_goodbye")
+        self._writes.join()
+        log_event(log, "agent_goodbye", call_sid=self.call_sid)
+        self.socket.close(NORMAL_CLOSURE, "goodbye")
+
+    def _fall_back(self, reason: str) -> None:
+        """The pipeline can't answer: voicemail (Twilio REST redirect; closing the stream if that fails,
+        which makes Twilio ask `stream_ended`, whose TwiML records a message)."""
+        if self.redirected or self.ended:
+            return
+        self.redirected = True
+        log_event(log, "voice_fallback", logging.ERROR, call_sid=self.call_sid, reason=reason)
+
+        def redirect() -> None:
+            if not self._services.redirect_to_voicemail(self.call_sid, reason):
+                self.socket.close(INTERNAL_ERROR, "voice pipeline unavailable")
+
+        gevent.spawn(redirect)
+
+    # ---- database writes, in order, off the receive loop -----------------------------------
+    def _write(self, fn: Callable, *args, **kwargs) -> None:
+        self._writes.put((fn, args, kwargs))
+
+    def _write_loop(self) -> None:
+        while True:
+            fn, args, kwargs = self._writes.get()
+            try:
+                fn(*args, **kwargs)
+            except Exception:
+                log.exception("call write failed", extra={"event": "call_store_failed", "call_sid": self.call_sid})
+            finally:
+                self._writes.task_done()

@@ -1,0 +1,122 @@
+"""What the live engine reads from and writes to the database, each as one short unit of work.
+
+The call row is the shared truth across workers: `stream_started_at` tells the watchdog (on any
+worker) that the stream is up; turns and the transcript are written as the call goes, so a crash
+mid-call loses at most the turn in progress, and a second stream for the same call (possibly on
+another worker) picks the conversation up from here.
+
+SQLite's driver is a blocking C library: on the gevent hub a commit (1–25 ms here, with its fsync)
+would stall the audio of every call on the worker, so with SQLite each unit of work runs in
+gevent's thread pool. psycopg2 is made cooperative (psycogreen) and runs in the calling greenlet.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, TypeVar
+
+import gevent
+import sqlalchemy as sa
+
+from server.db.dao_crm import add_call_turn, call_by_sid, create_call
+from server.db.engine import Database
+from server.db.models import Business, Call, CallTurn, utcnow
+from server.voice.conversation import Exchange
+
+log = logging.getLogger("agentlocator.voice.store")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class BusinessProfile:
+    """The business fields the agent's prompt and opening line use (a snapshot, no session needed)."""
+    id: int
+    name: str
+    ai_instructions: str
+    opening_line: str
+    timezone: str
+
+
+@dataclass(frozen=True)
+class CallContext:
+    call_id: int
+    call_sid: str
+    business: BusinessProfile
+    history: tuple[Exchange, ...]
+    next_turn_index: int
+
+
+class CallStore:
+    def __init__(self, database: Database):
+        self._db = database
+        self._blocking_driver = database.engine.dialect.name == "sqlite"
+
+    def _run(self, unit_of_work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._blocking_driver:
+            return gevent.get_hub().threadpool.apply(unit_of_work, args, kwargs)
+        return unit_of_work(*args, **kwargs)
+
+    def open_stream(self, call_sid: str, stream_sid: str, business_id_param: str = "") -> Optional[CallContext]:
+        return self._run(self._open_stream, call_sid, stream_sid, business_id_param)
+
+    def record_turn(self, call_id: int, **details: Any) -> None:
+        self._run(self._record_turn, call_id, **details)
+
+    def set_outcome(self, call_id: int, outcome: str) -> None:
+        self._run(self._set_outcome, call_id, outcome)
+
+    def close_stream(self, call_id: int, **details: Any) -> None:
+        self._run(self._close_stream, call_id, **details)
+
+    # ---- the units of work -----------------------------------------------------------------
+    def _open_stream(self, call_sid: str, stream_sid: str, business_id_param: str) -> Optional[CallContext]:
+        """Mark the call's stream as started and load what the agent needs; None for an unknown call.
+
+        The call row normally exists (`incoming_call` wrote it); if that write was lost, the
+        `business_id` stream parameter (covered by the call token's check) lets us create it.
+        """
+        with self._db.scope() as session:
+            call = call_by_sid(session, call_sid)
+            if call is None:
+                business = session.get(Business, int(business_id_param)) if business_id_param.isdigit() else None
+                if business is None:
+                    return None
+                call, _ = create_call(session, business.id, call_sid=call_sid, from_number="", to_number="",
+                                      status="in-progress")
+            call.stream_sid = stream_sid
+            if call.stream_started_at is None:
+                call.stream_started_at = utcnow()
+            business = session.get(Business, call.business_id)
+            turns = session.scalars(sa.select(CallTurn).where(CallTurn.call_id == call.id)
+                                    .order_by(CallTurn.turn_index)).all()
+            profile = BusinessProfile(id=business.id, name=business.name, ai_instructions=business.ai_instructions,
+                                      opening_line=business.opening_line, timezone=business.timezone)
+            return CallContext(call_id=call.id, call_sid=call_sid, business=profile,
+                               history=tuple(Exchange(t.user_text, t.agent_text) for t in turns),
+                               next_turn_index=(turns[-1].turn_index + 1) if turns else 0)
+
+    def _record_turn(self, call_id: int, *, turn_index: int, exchange: Exchange, interrupted: bool,
+                    metrics: dict[str, Optional[int]], transcript: str) -> None:
+        with self._db.scope() as session:
+            call = session.get(Call, call_id)
+            add_call_turn(session, call, turn_index=turn_index, user_text=exchange.user_text,
+                          agent_text=exchange.agent_text, interrupted=interrupted, **metrics)
+            call.transcript = transcript
+
+    def _set_outcome(self, call_id: int, outcome: str) -> None:
+        with self._db.scope() as session:
+            session.get(Call, call_id).outcome = outcome
+
+    def _close_stream(self, call_id: int, *, transcript: str, stream_ended: bool, call_ended: bool) -> None:
+        """Keep the transcript; record when the stream ended and, if the call ended with it, the call's end.
+
+        A stream replaced by a newer one for the same call ends neither.
+        """
+        with self._db.scope() as session:
+            call = session.get(Call, call_id)
+            call.transcript = transcript
+            now = utcnow()
+            if stream_ended and call.stream_ended_at is None:
+                call.stream_ended_at = now
+            if call_ended and call.ended_at is None:
+                call.ended_at = now

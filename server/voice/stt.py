@@ -1,0 +1,130 @@
+"""The caller's speech → the STT provider → transcripts, for the whole call, whatever the stream does.
+
+Audio is sent in ~100 ms requests (5 Twilio frames): one gRPC message per 20 ms frame roughly
+doubles the CPU cost (research/workers.md). A stream that ends on its own (a provider error, a
+dropped connection) is reopened at once; while it is down, up to two seconds of audio wait in a
+backlog and are replayed into the new stream, so the words said meanwhile are not lost. Google
+closes a stream after five minutes, so the stream is also replaced every few minutes, during a
+pause in the caller's speech.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import Callable, Optional
+
+import gevent
+
+from server.logs import log_event
+from server.providers.base import ProviderError, SpeechStream, SpeechToText, Transcript
+
+log = logging.getLogger("agentlocator.voice.stt")
+
+FRAMES_PER_REQUEST = 5          # 100 ms of audio per provider request
+BACKLOG_REQUESTS = 20           # two seconds kept while the stream is being reopened
+ROTATE_AFTER_SECONDS = 240.0    # replace the stream during a pause after this long …
+ROTATE_BY_SECONDS = 285.0       # … or regardless, before the provider's 5-minute limit
+QUIET_FOR_ROTATION_SECONDS = 1.5
+MAX_QUICK_FAILURES = 4          # streams in a row that die young and silent before giving up
+HEALTHY_STREAM_SECONDS = 5.0
+RETRY_DELAYS = (0.0, 0.2, 0.4, 0.8)
+
+
+class SpeechInput:
+    """Owns the call's STT stream. `send` is called for every inbound frame (the hot path)."""
+
+    def __init__(self, stt: SpeechToText, *, on_transcript: Callable[[Transcript], None],
+                 on_unavailable: Callable[[str], None], quiet_since: Callable[[], Optional[float]],
+                 call_sid: str, clock: Callable[[], float] = time.monotonic):
+        self._stt = stt
+        self._on_transcript = on_transcript
+        self._on_unavailable = on_unavailable
+        self._quiet_since = quiet_since  # when the caller last made a sound (None: never)
+        self._call_sid = call_sid
+        self._clock = clock
+        self._frames: list[bytes] = []
+        self._backlog: deque[bytes] = deque(maxlen=BACKLOG_REQUESTS)
+        self._stream: Optional[SpeechStream] = None
+        self._opened_at = 0.0
+        self._retiring: Optional[SpeechStream] = None
+        self._closed = False
+        self.restarts = 0
+
+    def run(self) -> None:
+        """The reader greenlet: open the stream, deliver its transcripts, reopen it when it ends."""
+        failures = 0
+        while not self._closed:
+            if failures:
+                if failures >= MAX_QUICK_FAILURES:
+                    self._on_unavailable(f"speech-to-text failed {failures} times in a row")
+                    return
+                gevent.sleep(RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)])
+            try:
+                stream = self._open()
+            except ProviderError as exc:
+                failures += 1
+                log_event(log, "stt_open_failed", logging.WARNING, call_sid=self._call_sid, error=str(exc)[:200])
+                continue
+            heard = False
+            try:
+                for transcript in stream.transcripts():
+                    heard = True
+                    self._on_transcript(transcript)
+            except ProviderError as exc:
+                log_event(log, "stt_stream_error", logging.WARNING, call_sid=self._call_sid, error=str(exc)[:200])
+            if self._closed:
+                return
+            if stream is self._retiring:
+                self._retiring = None
+                continue
+            if self._stream is stream:
+                self._stream = None
+            stream.close()
+            healthy = heard or self._clock() - self._opened_at > HEALTHY_STREAM_SECONDS
+            failures = 0 if healthy else failures + 1
+            self.restarts += 1
+            log_event(log, "stt_stream_restarted", logging.WARNING, call_sid=self._call_sid,
+                      attempt=failures)
+
+    def send(self, frame: bytes) -> None:
+        frames = self._frames
+        frames.append(frame)
+        if len(frames) < FRAMES_PER_REQUEST:
+            return
+        chunk = b"".join(frames)
+        frames.clear()
+        stream = self._stream
+        if stream is None:
+            self._backlog.append(chunk)
+            return
+        stream.send_audio(chunk)
+        age = self._clock() - self._opened_at
+        if age > ROTATE_AFTER_SECONDS and (age > ROTATE_BY_SECONDS or self._caller_quiet()):
+            self._retire(stream)
+
+    def close(self) -> None:
+        self._closed = True
+        for stream in (self._stream, self._retiring):
+            if stream is not None:
+                stream.close()
+        self._stream = self._retiring = None
+
+    def _open(self) -> SpeechStream:
+        stream = self._stt.open_stream()
+        self._opened_at = self._clock()
+        while self._backlog:
+            stream.send_audio(self._backlog.popleft())
+        self._stream = stream
+        return stream
+
+    def _caller_quiet(self) -> bool:
+        last_sound = self._quiet_since()
+        return last_sound is None or self._clock() - last_sound > QUIET_FOR_ROTATION_SECONDS
+
+    def _retire(self, stream: SpeechStream) -> None:
+        """Replace a long-lived stream: the reader sees it end and opens the next one."""
+        self._retiring = stream
+        self._stream = None
+        log_event(log, "stt_stream_rotated", call_sid=self._call_sid)
+        stream.close()

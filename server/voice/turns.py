@@ -1,0 +1,248 @@
+"""One turn of the conversation: the caller's words → streamed LLM reply → sentence-by-sentence TTS
+→ the pacer, with the timings that `turn_metrics` reports.
+
+Two greenlets per turn: one reads the LLM stream and cuts it into sentences, the other
+synthesises each sentence as soon as it is complete and queues its audio, so the first sentence
+plays while the rest is still being written. Cancelling the turn (barge-in, hang-up) kills both.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
+
+import gevent
+from gevent.pool import Group
+from gevent.queue import Queue
+
+from server.config import Settings
+from server.providers.base import LanguageModel, ProviderError, ProviderTimeout, TextToSpeech
+from server.voice.audio import split_frames
+from server.voice.conversation import SentenceSplitter
+from server.voice.pacer import OutboundPacer, PlaybackItem
+
+log = logging.getLogger("agentlocator.voice.turns")
+
+APOLOGY_TEXT = "סליחה, הייתה לי תקלה קטנה. אפשר לחזור על זה?"
+_END = object()  # end of the sentence queue
+
+
+class PhraseCache:
+    """TTS audio of fixed phrases (opening lines, the apology), kept per worker.
+
+    A miss only costs a synthesis, so an in-process cache is fine (DESIGN.md: state that must hold
+    across workers lives in the database; this doesn't have to).
+    """
+
+    def __init__(self, max_entries: int = 256):
+        self._audio: OrderedDict[str, bytes] = OrderedDict()
+        self._max_entries = max_entries
+
+    def get(self, text: str) -> Optional[bytes]:
+        audio = self._audio.get(text)
+        if audio is not None:
+            self._audio.move_to_end(text)
+        return audio
+
+    def put(self, text: str, audio: bytes) -> None:
+        self._audio[text] = audio
+        self._audio.move_to_end(text)
+        while len(self._audio) > self._max_entries:
+            self._audio.popitem(last=False)
+
+
+@dataclass
+class TurnServices:
+    """What a turn needs from its call: providers, the pacer, the phrase cache and the time limits."""
+    llm: LanguageModel
+    tts: TextToSpeech
+    pacer: OutboundPacer
+    phrases: PhraseCache
+    settings: Settings
+    clock: Callable[[], float] = time.monotonic
+
+    def synthesize(self, text: str) -> bytes:
+        """TTS with the configured time limit; `ProviderError` on failure or an empty result."""
+        with gevent.Timeout(self.settings.tts_timeout_seconds,
+                            ProviderTimeout(f"TTS gave no audio within {self.settings.tts_timeout_seconds:g} s")):
+            audio = self.tts.synthesize(text)
+        if not audio:
+            raise ProviderError("TTS returned no audio")
+        return audio
+
+    def phrase(self, text: str) -> bytes:
+        """Cached audio of a fixed phrase, synthesised on a miss."""
+        audio = self.phrases.get(text)
+        if audio is None:
+            audio = self.synthesize(text)
+            self.phrases.put(text, audio)
+        return audio
+
+
+class Turn:
+    """`user_text` → the agent's reply. `on_finished(turn)` runs once, when the reply has been heard
+    to the end (or failed); a cancelled turn never calls it."""
+
+    def __init__(self, index: int, user_text: str, *, speech_ended_at: float, final_at: float,
+                 services: TurnServices, on_finished: Callable[["Turn"], None]):
+        self.index = index
+        self.user_text = user_text
+        self.speech_ended_at = speech_ended_at
+        self.final_at = final_at
+        self.first_sentence_at: Optional[float] = None
+        self.first_audio_ready_at: Optional[float] = None
+        self.reply_done_at: Optional[float] = None
+        self.items: list[PlaybackItem] = []
+        self.error: Optional[str] = None
+        self.apologized = False
+        self.goodbye = False
+        self.cancelled = False
+        self.finished = False
+        self.generation_done = False
+        self._services = services
+        self._on_finished = on_finished
+        self._greenlets = Group()
+        self._sentence_count = 0
+
+    # ---- starting --------------------------------------------------------------------------
+    def start_reply(self, messages: list[dict[str, str]]) -> None:
+        sentences: Queue = Queue()
+        writer = self._greenlets.spawn(self._write_reply, messages, sentences)
+        self._greenlets.spawn(self._speak, sentences, writer)
+
+    def start_phrase(self, text: str) -> None:
+        """Speak a fixed phrase (the opening line) from the phrase cache."""
+        def speak() -> None:
+            self.first_sentence_at = self._services.clock()
+            try:
+                self._queue_audio(text, self._services.phrase(text))
+            except ProviderError as exc:
+                self._generation_ended(f"tts: {exc}")
+            else:
+                self._generation_ended(None)
+
+        self._greenlets.spawn(speak)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        self._greenlets.kill(block=False)
+
+    # ---- state -----------------------------------------------------------------------------
+    @property
+    def heard_text(self) -> str:
+        """The agent's words the caller actually heard: sentences whose mark came back."""
+        return " ".join(item.text for item in self.items if item.played)
+
+    @property
+    def audible(self) -> bool:
+        """Some of this turn's audio has been sent and not all of it has played yet."""
+        return any(item.first_sent_at is not None and not item.played for item in self.items)
+
+    @property
+    def first_frame_at(self) -> Optional[float]:
+        return self.items[0].first_sent_at if self.items else None
+
+    @property
+    def playback_ends_at(self) -> Optional[float]:
+        """When Twilio should finish playing what has been queued, once it all went out."""
+        ends = [item.expected_end for item in self.items]
+        return max(ends) if ends and None not in ends else None
+
+    def metrics(self) -> dict[str, Optional[int]]:
+        """The turn's timings in ms (definitions in docs/live_calls.md); None where a step didn't happen."""
+        def span(start: Optional[float], end: Optional[float]) -> Optional[int]:
+            return None if start is None or end is None else max(0, round((end - start) * 1000))
+
+        return {"t_audio_ms": span(self.speech_ended_at, self.final_at),
+                "t_nlp_ms": span(self.final_at, self.first_sentence_at),
+                "t_tts_ms": span(self.first_sentence_at, self.first_audio_ready_at),
+                "t_total_ms": span(self.speech_ended_at, self.reply_done_at),
+                "t_first_audio_ms": span(self.speech_ended_at, self.first_frame_at)}
+
+    # ---- the two greenlets -----------------------------------------------------------------
+    def _write_reply(self, messages: list[dict[str, str]], sentences: Queue) -> None:
+        """LLM deltas → complete sentences on `sentences`; a failure goes on the queue too."""
+        splitter = SentenceSplitter()
+        stream = self._services.llm.stream_reply(messages)
+        try:
+            for delta in self._timed(stream):
+                for sentence in splitter.feed(delta):
+                    sentences.put(sentence)
+            for sentence in splitter.flush():
+                sentences.put(sentence)
+            self.goodbye = splitter.saw_end_call
+        except ProviderError as exc:
+            sentences.put(exc)
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+            sentences.put(_END)
+
+    def _timed(self, stream) -> Iterator[str]:
+        """The LLM's deltas, each within the first-token time limit (a stall mid-reply counts too)."""
+        limit = self._services.settings.llm_first_token_timeout_seconds
+        deltas = iter(stream)
+        while True:
+            with gevent.Timeout(limit, ProviderTimeout(f"LLM sent nothing for {limit:g} s")):
+                try:
+                    delta = next(deltas)
+                except StopIteration:
+                    return
+            yield delta
+
+    def _speak(self, sentences: Queue, writer: gevent.Greenlet) -> None:
+        error = None
+        for sentence in sentences:
+            if sentence is _END:
+                break
+            if isinstance(sentence, ProviderError):
+                error = f"llm: {sentence}"
+                break
+            if self.first_sentence_at is None:
+                self.first_sentence_at = self._services.clock()
+            try:
+                audio = self._services.synthesize(sentence)
+            except ProviderError as exc:
+                error = f"tts: {exc}"
+                break
+            self._queue_audio(sentence, audio)
+        if error is None and not self.items and not self.goodbye:
+            error = "llm: empty reply"
+        if error is not None:
+            writer.kill(block=False)  # a TTS failure ends the turn; stop the LLM too
+        self._generation_ended(error)
+
+    # ---- shared steps ----------------------------------------------------------------------
+    def _queue_audio(self, text: str, audio: bytes) -> None:
+        if self.first_audio_ready_at is None:
+            self.first_audio_ready_at = self._services.clock()
+        pacer = self._services.pacer
+        item = pacer.item(f"{self.index}.{self._sentence_count}", text, split_frames(audio), self._item_played)
+        self._sentence_count += 1
+        self.items.append(item)
+        pacer.enqueue(item)
+
+    def _generation_ended(self, error: Optional[str]) -> None:
+        self.reply_done_at = self._services.clock()
+        if error is not None:
+            self.error = error
+            self.goodbye = False
+            apology = self._services.phrases.get(APOLOGY_TEXT)
+            if not self.items and apology is not None:
+                self.apologized = True
+                self._queue_audio(APOLOGY_TEXT, apology)
+        self.generation_done = True
+        self._maybe_finish()
+
+    def _item_played(self, _item: PlaybackItem) -> None:
+        self._maybe_finish()
+
+    def _maybe_finish(self) -> None:
+        if self.finished or self.cancelled or not self.generation_done:
+            return
+        if all(item.played for item in self.items):
+            self.finished = True
+            self._on_finished(self)
