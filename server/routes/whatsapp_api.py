@@ -20,7 +20,7 @@ def send() -> Response:
     for name, value in (("to", body.get("to")), ("text", text), ("provider", body.get("provider")),
                         ("content_sid", body.get("content_sid"))):
         if value is not None and not isinstance(value, str):
-            raise ApiError(400, f"invalid_{name}", f"{name} must be a string")
+            raise ApiError(400, f"invalid_{name}", f"{name} must be a string", success=False)
     result = send_whatsapp(db_session(), settings(), g.business_id, to=body.get("to") or "", text=text,
                            provider=body.get("provider") or "auto", content_sid=body.get("content_sid"),
                            content_variables=body.get("content_variables"),

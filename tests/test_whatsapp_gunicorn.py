@@ -1,0 +1,65 @@
+"""WhatsApp under production conditions: real gunicorn, gevent workers, two of them, both databases.
+The AI reply runs in a greenlet after the webhook's response; the thread lease holds across workers."""
+from __future__ import annotations
+
+import json
+import threading
+
+import requests
+import sqlalchemy as sa
+from twilio.request_validator import RequestValidator
+
+from server.db.models import Business, Thread
+from server.security import bridge_hmac
+from tests.conftest import BASE_TEST_ENV, TEST_BASE_URL, TEST_TWILIO_TOKEN, create_tenant
+from tests.fakes.openai_server import FakeOpenAI
+from tests.servers import GunicornServer
+from tests.test_whatsapp_support import (BAILEYS, TWILIO_INBOUND, WA_SECRET, bridge, bridge_message,  # noqa: F401
+                                         messages, twilio_api, twilio_form, wa_env, wait_for)
+from tests.test_whatsapp_auto_reply import GatedModel
+
+
+def test_ai_replies_across_two_gevent_workers(database_url, db, tmp_path, wa_env, bridge, twilio_api):
+    tenant = create_tenant(db)
+    with db.scope() as session:
+        session.get(Business, tenant.business_id).features = {"wa_auto_reply": True}
+    with FakeOpenAI() as llm:
+        model = llm.reply_fn = GatedModel()
+        env = {**BASE_TEST_ENV, **wa_env(OPENAI_API_KEY=llm.api_key, OPENAI_BASE_URL=llm.base_url),
+               "DATABASE_URL": database_url}
+        with GunicornServer(env, workers=2, log_path=tmp_path / "gunicorn.log") as server:
+            # Twilio: signed inbound → 204 at once → the reply goes back through Twilio.
+            form = twilio_form(tenant.whatsapp, body="מה שעות הפתיחה?")
+            signature = RequestValidator(TEST_TWILIO_TOKEN).compute_signature(TEST_BASE_URL + TWILIO_INBOUND, form)
+            response = requests.post(server.url + TWILIO_INBOUND, data=form, headers={"X-Twilio-Signature": signature},
+                                     timeout=5)
+            assert response.status_code == 204 and response.content == b""
+            wait_for(lambda: model.calls == 1)
+            # Two more customer messages, on whichever worker: each waits for the thread's lease.
+            events = [bridge_message(tenant.whatsapp, text=text) for text in ("ועוד משהו", "ושאלה אחרונה")]
+            posts = [threading.Thread(target=_post_bridge, args=(server.url, event)) for event in events]
+            for post in posts:
+                post.start()
+            for post in posts:
+                post.join(5)
+            wait_for(lambda: len(messages(db, direction="in")) == 3)
+            model.open.set()
+            wait_for(lambda: _answered_through(db) == max(m.id for m in messages(db, direction="in")), timeout=20)
+            assert "Traceback" not in server.logs()
+    assert model.most_active == 1
+    replies = messages(db, direction="out")
+    assert 2 <= len(replies) <= 3 and all(r.status == "sent" and r.sender_user_id is None for r in replies)
+    assert replies[0].provider == "twilio" and twilio_api.requests_for("Messages")[0].form["Body"] == "תשובה 1"
+    assert [r.provider for r in replies[1:]] == ["baileys"] * (len(replies) - 1)
+
+
+def _post_bridge(url: str, event: dict) -> None:
+    raw = json.dumps(event, ensure_ascii=False).encode("utf-8")
+    response = requests.post(url + BAILEYS, data=raw, timeout=5, headers={
+        "Content-Type": "application/json", bridge_hmac.HEADER: bridge_hmac.sign(WA_SECRET, raw)})
+    assert response.status_code == 204
+
+
+def _answered_through(db) -> int:
+    with db.scope() as session:
+        return session.scalar(sa.select(sa.func.max(Thread.ai_replied_through_id))) or 0
