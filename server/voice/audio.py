@@ -2,8 +2,12 @@
 
 Every inbound frame of every call passes through `SpeechDetector.feed`, so its loudness is one
 C-level `bytes.translate` plus a `sum` over a 160-byte table lookup, no Python loop per sample.
+Converting other audio to μ-law (`pcm16_to_mulaw`, `resample_pcm16`) is for tools and tests:
+`audioop` is gone from Python 3.13.
 """
 from __future__ import annotations
+
+from typing import Iterable, Sequence
 
 SAMPLE_RATE = 8000
 FRAME_MS = 20
@@ -16,6 +20,33 @@ def mulaw_to_linear(byte: int) -> int:
     u = ~byte & 0xFF
     magnitude = ((((u & 0x0F) << 3) + 0x84) << ((u >> 4) & 0x07)) - 0x84
     return -magnitude if u & 0x80 else magnitude
+
+
+def linear_to_mulaw(sample: int) -> int:
+    """One 16-bit linear sample → a G.711 μ-law byte (the inverse of `mulaw_to_linear`)."""
+    sign = 0x80 if sample < 0 else 0
+    biased = min(abs(sample), 32635) + 0x84
+    exponent = biased.bit_length() - 8
+    return ~(sign | exponent << 4 | (biased >> (exponent + 3)) & 0x0F) & 0xFF
+
+
+def pcm16_to_mulaw(samples: Iterable[int]) -> bytes:
+    return bytes(linear_to_mulaw(sample) for sample in samples)
+
+
+def resample_pcm16(samples: Sequence[int], from_rate: int, to_rate: int) -> list[int]:
+    """Linear-interpolation resampling: good enough for test recordings (no anti-aliasing filter)."""
+    if from_rate == to_rate or not samples:
+        return list(samples)
+    count = len(samples) * to_rate // from_rate
+    last = len(samples) - 1
+    resampled = []
+    for index in range(count):
+        position = index * from_rate / to_rate
+        left = int(position)
+        right = min(left + 1, last)
+        resampled.append(round(samples[left] + (samples[right] - samples[left]) * (position - left)))
+    return resampled
 
 
 # |sample| >> 7 (0..250) for every μ-law byte: summed over a frame it is 160/128 × mean amplitude.

@@ -11,6 +11,9 @@ It speaks the real wire protocol (`google.cloud.speech.v1.Speech/StreamingRecogn
   `final_silence_ms` of silence, or when the client half-closes. Time is audio time (bytes
   received), so results don't depend on pacing.
 
+`decode` (a function of a burst's first bytes, returning its text or None while too short to
+tell) replaces the script: a load test encodes what each caller says in the audio itself.
+
 Faults: `reject_models = {"phone_call"}` (INVALID_ARGUMENT "model not supported for language"),
 `stall = True` (read audio, never answer), `fail_next_stream(code, after_ms)` and
 `close_next_stream(after_ms)` (end a stream with an error, or with OK, after that much audio).
@@ -22,33 +25,31 @@ Run standalone: `python -m tests.fakes.google_speech --port 0`.
 """
 from __future__ import annotations
 
+import argparse
 import array
 import collections
 import itertools
+import pkgutil
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import grpc
 from google.cloud.speech_v1.types import cloud_speech
 
+from server.voice.audio import mulaw_to_linear
 from tests.fakes.grpc_server import GrpcFake
 
 SAMPLE_RATE_HZ = 8000
 FRAME_MS = 20
 MAX_REQUEST_AUDIO_BYTES = 25600
 LOUD_MEAN_MAGNITUDE = 400  # of 32767: anything quieter is silence
+BURST_HEAD_BYTES = 4096  # what `decode` gets to read of a burst
 DEFAULT_UTTERANCES = ("שלום, אני רוצה לקבוע תור", "מחר בבוקר אם אפשר", "תודה רבה, להתראות")
 MODEL_REJECTION = "Invalid recognition 'config': The requested model is currently not supported for language : {}."
 
 
-def _mulaw_magnitude(byte: int) -> int:
-    inverted = ~byte & 0xFF
-    exponent, mantissa = (inverted >> 4) & 0x07, inverted & 0x0F
-    return (((mantissa << 3) + 0x84) << exponent) - 0x84
-
-
-MULAW_MAGNITUDE = tuple(_mulaw_magnitude(b) for b in range(256))
+MULAW_MAGNITUDE = tuple(abs(mulaw_to_linear(b)) for b in range(256))
 
 
 def speech(ms: int) -> bytes:
@@ -74,37 +75,53 @@ class _Listener:
 
     def __init__(self, fake: "FakeSpeech"):
         self.fake = fake
-        self.speech_ms = self.silence_ms = self.last_interim_ms = 0
+        self.burst: bytearray | None = None  # the start of the current burst of sound
         self.words: list[str] | None = None
+        self.speech_ms = self.silence_ms = self.last_interim_ms = 0
         self.last_interim = ""
 
-    def hear(self, frame_is_loud: bool) -> list[tuple[str, bool]]:
+    def hear(self, frame: bytes, loud: bool) -> list[tuple[str, bool]]:
         results: list[tuple[str, bool]] = []
-        if frame_is_loud:
-            if self.words is None:
-                self.words = self.fake.next_utterance().split()
+        if loud:
+            if self.burst is None:
+                self.burst, self.words = bytearray(), None
                 self.speech_ms = self.last_interim_ms = 0
                 self.last_interim = ""
+            if len(self.burst) < BURST_HEAD_BYTES:
+                self.burst += frame
             self.speech_ms += FRAME_MS
             self.silence_ms = 0
             if self.speech_ms - self.last_interim_ms >= self.fake.interim_every_ms:
                 self.last_interim_ms = self.speech_ms
-                shown = max(1, min(len(self.words) - 1, self.speech_ms // self.fake.interim_every_ms))
-                interim = " ".join(self.words[:shown])
-                if interim != self.last_interim:
-                    self.last_interim = interim
-                    results.append((interim, False))
-        elif self.words is not None:
+                words = self._words(final=False)
+                if words:
+                    shown = max(1, min(len(words) - 1, self.speech_ms // self.fake.interim_every_ms))
+                    interim = " ".join(words[:shown])
+                    if interim != self.last_interim:
+                        self.last_interim = interim
+                        results.append((interim, False))
+        elif self.burst is not None:
             self.silence_ms += FRAME_MS
             if self.silence_ms >= self.fake.final_silence_ms:
                 results.extend(self.finish())
         return results
 
     def finish(self) -> list[tuple[str, bool]]:
-        if self.words is None:
+        if self.burst is None:
             return []
-        text, self.words = " ".join(self.words), None
-        return [(text, True)]
+        words = self._words(final=True) or []
+        self.burst = self.words = None
+        return [(" ".join(words), True)]
+
+    def _words(self, final: bool) -> list[str] | None:
+        """What this burst says: decoded from its audio (`fake.decode`), or the next scripted line."""
+        if self.words is None:
+            text = self.fake.decode(bytes(self.burst)) if self.fake.decode else None
+            if text is None and (final or not self.fake.decode):
+                text = self.fake.next_utterance()
+            if text is not None:
+                self.words = text.split()
+        return self.words
 
 
 class FakeSpeech(GrpcFake):
@@ -117,12 +134,23 @@ class FakeSpeech(GrpcFake):
         self.max_stream_seconds = 305.0
         self.reject_models: set[str] = set()
         self.stall = False
+        self.decode: Callable[[bytes], str | None] | None = None
         self.streams: list[StreamRecord] = []
         self.recognize_calls: list[dict[str, Any]] = []
         self._script: collections.deque[str] = collections.deque()
         self._default = itertools.cycle(DEFAULT_UTTERANCES)
         self._stream_faults: collections.deque[tuple[str, int, grpc.StatusCode]] = collections.deque()
         super().__init__(**kwargs)
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--interim-every-ms", type=int, default=200)
+        parser.add_argument("--final-silence-ms", type=int, default=300)
+        parser.add_argument("--decode", help="module:function reading the text of a burst from its audio")
+
+    def configure(self, args: argparse.Namespace) -> None:
+        self.interim_every_ms, self.final_silence_ms = args.interim_every_ms, args.final_silence_ms
+        self.decode = pkgutil.resolve_name(args.decode) if args.decode else None
 
     # ---- scripting ----------------------------------------------------------------------
     def script(self, *utterances: str) -> None:
@@ -198,8 +226,8 @@ class FakeSpeech(GrpcFake):
                 context.abort(fault[2], "The service is currently unavailable (fake).")
             if self.stall:
                 continue
-            for loud in _loud_frames(audio, config.config.encoding):
-                for text, is_final in listener.hear(loud):
+            for frame, loud in _loud_frames(audio, config.config.encoding):
+                for text, is_final in listener.hear(frame, loud):
                     record.transcripts.append((text, is_final))
                     yield _streaming_response(text, is_final)
         record.ended = "half_closed"
@@ -217,8 +245,8 @@ class FakeSpeech(GrpcFake):
             self.recognize_calls.append({"config": type(config).to_dict(config), "audio_bytes": len(audio)})
         listener = _Listener(self)
         texts: list[str] = []
-        for loud in _loud_frames(audio, config.encoding):
-            texts.extend(text for text, is_final in listener.hear(loud) if is_final)
+        for frame, loud in _loud_frames(audio, config.encoding):
+            texts.extend(text for text, is_final in listener.hear(frame, loud) if is_final)
         texts.extend(text for text, _ in listener.finish())
         return cloud_speech.RecognizeResponse(results=[
             cloud_speech.SpeechRecognitionResult(
@@ -226,17 +254,20 @@ class FakeSpeech(GrpcFake):
             for text in texts])
 
 
-def _loud_frames(audio: bytes, encoding: cloud_speech.RecognitionConfig.AudioEncoding) -> Iterator[bool]:
-    frame_samples = SAMPLE_RATE_HZ * FRAME_MS // 1000
+def _loud_frames(audio: bytes, encoding: cloud_speech.RecognitionConfig.AudioEncoding) -> Iterator[tuple[bytes, bool]]:
+    """20 ms frames of `audio`, each with whether it is loud enough to be speech."""
     if encoding == cloud_speech.RecognitionConfig.AudioEncoding.LINEAR16:
-        samples = array.array("h", audio[:len(audio) - len(audio) % 2])
-        if sys.byteorder == "big":
-            samples.byteswap()
-        magnitudes = [abs(s) for s in samples]
-    else:
-        magnitudes = [MULAW_MAGNITUDE[b] for b in audio]
-    for start in range(0, len(magnitudes) - frame_samples + 1, frame_samples):
-        yield sum(magnitudes[start:start + frame_samples]) / frame_samples > LOUD_MEAN_MAGNITUDE
+        frame_bytes = 2 * SAMPLE_RATE_HZ * FRAME_MS // 1000
+        for start in range(0, len(audio) - frame_bytes + 1, frame_bytes):
+            samples = array.array("h", audio[start:start + frame_bytes])
+            if sys.byteorder == "big":
+                samples.byteswap()
+            yield audio[start:start + frame_bytes], sum(map(abs, samples)) / len(samples) > LOUD_MEAN_MAGNITUDE
+        return
+    frame_bytes = SAMPLE_RATE_HZ * FRAME_MS // 1000
+    for start in range(0, len(audio) - frame_bytes + 1, frame_bytes):
+        frame = audio[start:start + frame_bytes]
+        yield frame, sum(MULAW_MAGNITUDE[b] for b in frame) / frame_bytes > LOUD_MEAN_MAGNITUDE
 
 
 def _streaming_response(text: str, is_final: bool) -> cloud_speech.StreamingRecognizeResponse:

@@ -13,6 +13,7 @@ Run standalone: `python -m tests.fakes.google_tts --port 0`.
 """
 from __future__ import annotations
 
+import argparse
 import collections
 import hashlib
 import struct
@@ -30,9 +31,9 @@ MS_PER_CHARACTER = 20
 WAVE_FORMAT_MULAW = 7
 
 
-def payload_for(text: str) -> bytes:
+def payload_for(text: str, ms_per_character: int = MS_PER_CHARACTER) -> bytes:
     """The μ-law audio the fake speaks for `text`: 20 ms per character, whole 20 ms frames."""
-    frames = max(1, len(text) * MS_PER_CHARACTER // 20)
+    frames = max(1, len(text) * ms_per_character // 20)
     seed = hashlib.sha256(text.encode()).digest()
     stream = bytearray()
     counter = 0
@@ -62,8 +63,17 @@ class FakeTextToSpeech(GrpcFake):
     def __init__(self, **kwargs: Any):
         self.requests: list[dict[str, Any]] = []
         self.delay_seconds = 0.0
+        self.ms_per_character = MS_PER_CHARACTER
         self._failures: collections.deque[grpc.StatusCode] = collections.deque()
         super().__init__(**kwargs)
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--delay-ms", type=int, default=0)
+        parser.add_argument("--ms-per-character", type=int, default=MS_PER_CHARACTER)
+
+    def configure(self, args: argparse.Namespace) -> None:
+        self.delay_seconds, self.ms_per_character = args.delay_ms / 1000, args.ms_per_character
 
     def fail_next(self, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE, count: int = 1) -> None:
         with self._lock:
@@ -92,7 +102,7 @@ class FakeTextToSpeech(GrpcFake):
         if audio_config.audio_encoding != cloud_tts.AudioEncoding.MULAW or audio_config.sample_rate_hertz != SAMPLE_RATE_HZ:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "This fake synthesizes only MULAW at 8000 Hz.")
         time.sleep(self.delay_seconds)
-        return cloud_tts.SynthesizeSpeechResponse(audio_content=wav_container(payload_for(request.input.text)))
+        return cloud_tts.SynthesizeSpeechResponse(audio_content=wav_container(payload_for(request.input.text, self.ms_per_character)))
 
 
 if __name__ == "__main__":

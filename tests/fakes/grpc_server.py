@@ -38,11 +38,22 @@ class GrpcFake:
         self.stop()
 
     @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Command-line options for the fake's behaviour (see `configure`)."""
+
+    def configure(self, args: argparse.Namespace) -> None:
+        """Apply the options of `add_arguments`."""
+
+    @classmethod
     def serve_forever_from_command_line(cls) -> None:
+        """Serve until killed; the first line on stdout is `<emulator variable>=host:port`."""
         parser = argparse.ArgumentParser(description=f"Fake {cls.service} gRPC server")
         parser.add_argument("--port", type=int, default=0)
         parser.add_argument("--workers", type=int, default=256)
+        cls.add_arguments(parser)
         args = parser.parse_args()
-        fake = cls(port=args.port, workers=args.workers).start()
+        fake = cls(port=args.port, workers=args.workers)
+        fake.configure(args)
+        fake.start()
         print(f"{cls.emulator_variable}={fake.address}", flush=True)
         fake._server.wait_for_termination()

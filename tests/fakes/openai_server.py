@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import pkgutil
 import re
 import threading
 import time
@@ -110,8 +111,12 @@ class FakeOpenAI:
                 return self._scripted.popleft()
         if self.reply_fn is not None:
             return self.reply_fn(messages)
-        last_user = next((str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), "")
+        last_user = last_user_text(messages)
         return self.replies_for.get(last_user, f"קיבלתי: {last_user}")
+
+
+def last_user_text(messages: list[dict[str, Any]]) -> str:
+    return next((str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), "")
 
 
 def split_into_deltas(text: str) -> list[str]:
@@ -214,8 +219,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--api-key", default=DEFAULT_API_KEY)
+    parser.add_argument("--first-token-delay-ms", type=int, default=0)
+    parser.add_argument("--token-delay-ms", type=int, default=0)
+    parser.add_argument("--reply-with", help="module:function turning the last user message into the reply")
     args = parser.parse_args()
     with FakeOpenAI(api_key=args.api_key, port=args.port) as fake:
+        fake.first_token_delay, fake.token_delay = args.first_token_delay_ms / 1000, args.token_delay_ms / 1000
+        if args.reply_with:
+            reply = pkgutil.resolve_name(args.reply_with)
+            fake.reply_fn = lambda messages: reply(last_user_text(messages))
         print(f"OPENAI_BASE_URL={fake.base_url}", flush=True)
         threading.Event().wait()
 

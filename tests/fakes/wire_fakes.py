@@ -22,14 +22,15 @@ FAKE_MODULES = ("tests.fakes.google_speech", "tests.fakes.google_tts", "tests.fa
 
 
 @contextlib.contextmanager
-def wire_fakes() -> Iterator[dict[str, str]]:
-    """Start the three fakes on free ports; yields the settings that point the app at them."""
+def wire_fakes(options: dict[str, list[str]] | None = None) -> Iterator[dict[str, str]]:
+    """Start the three fakes on free ports, each with its command-line `options` (keyed by module);
+    yields the settings that point the app at them."""
     env = {"OPENAI_API_KEY": DEFAULT_API_KEY}
     processes: list[subprocess.Popen] = []
     try:
         for module in FAKE_MODULES:
-            process = subprocess.Popen([sys.executable, "-m", module, "--port", "0"], cwd=PROJECT_ROOT,
-                                       stdout=subprocess.PIPE, text=True)
+            command = [sys.executable, "-m", module, "--port", "0", *(options or {}).get(module, [])]
+            process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
             processes.append(process)
             announced = process.stdout.readline().strip()  # e.g. "GOOGLE_TTS_EMULATOR_HOST=127.0.0.1:40123"
             name, sep, value = announced.partition("=")
