@@ -1,15 +1,17 @@
 """Fixtures and helpers shared by the payments tests (imported by each `tests/test_payments_*.py`)."""
 from __future__ import annotations
 
+import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import sqlalchemy as sa
 
-from server.db.models import AuditLog, Invoice, Payment
+from server.db.models import AuditLog, Business, Invoice, Payment, User
 from server.providers import paypal as paypal_client
-from tests.conftest import TEST_BASE_URL, create_tenant
+from server.security.auth import issue_token
+from tests.conftest import TEST_BASE_URL, Tenant
 from tests.fakes.paypal_server import FakePayPal
 from tests.fakes.tranzila_server import FakeTranzila
 
@@ -63,10 +65,24 @@ def pay_client(pay_app):
     return pay_app.test_client()
 
 
+def business_owner(app, *, name: str = "Salon Dana", **business_fields: Any) -> Tenant:
+    """A business and its owner's bearer token, without `create_tenant`'s password hashing (these owners
+    only ever use tokens, and scrypt would dominate the run time of these tests)."""
+    with app.extensions["db"].scope() as session:
+        business = Business(name=name, **business_fields)
+        session.add(business)
+        session.flush()
+        user = User(business_id=business.id, email=f"owner-{uuid.uuid4().hex[:8]}@example.test",
+                    password_hash="", role="owner")
+        session.add(user)
+        session.flush()
+        return Tenant(business.id, user.id, issue_token(session, user), "", "")
+
+
 @pytest.fixture
-def shop(pay_app):
+def shop(pay_app) -> Tenant:
     """A business with payments enabled, and its owner's token."""
-    return create_tenant(pay_app.extensions["db"], payments_enabled=True)
+    return business_owner(pay_app, payments_enabled=True)
 
 
 def path_of(url: str) -> str:

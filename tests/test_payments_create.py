@@ -7,10 +7,10 @@ import pytest
 import sqlalchemy as sa
 
 from server.db.models import Customer, Payment, PaymentGateway
-from tests.conftest import TEST_BASE_URL, add_user, create_tenant
-from tests.payments_support import (add_invoice, audit_actions, create_link, created_link, invoice_row,  # noqa: F401
-                                    pay_app, pay_client, payment_env, paypal, paypal_server, shop, tranzila,
-                                    tranzila_server)
+from tests.conftest import TEST_BASE_URL, add_user
+from tests.payments_support import (add_invoice, audit_actions, business_owner, create_link,  # noqa: F401
+                                    created_link, invoice_row, pay_app, pay_client, payment_env, paypal,
+                                    paypal_server, shop, tranzila, tranzila_server)
 
 
 def _customer(app, business_id: int) -> int:
@@ -24,8 +24,7 @@ def _customer(app, business_id: int) -> int:
 @pytest.fixture
 def stranger(pay_app):
     """Another business (payments enabled), whose customer and invoice must stay invisible."""
-    tenant = create_tenant(pay_app.extensions["db"], name="Garage Moshe", phone="+97235550101",
-                           whatsapp="+97235550102", payments_enabled=True)
+    tenant = business_owner(pay_app, name="Garage Moshe", payments_enabled=True)
     return tenant, _customer(pay_app, tenant.business_id), add_invoice(pay_app, tenant.business_id)
 
 
@@ -41,9 +40,8 @@ def test_401_without_or_with_a_bad_token(pay_client):
 # ---- 2. 404 (before every payments check) -------------------------------------------------------
 def test_404_for_another_business_customer_or_invoice_comes_before_payments_checks(make_app, paypal, tranzila):
     app = make_app(**payment_env(paypal, tranzila, PAYMENTS_ENABLED="false", PAYPAL_CLIENT_ID=""))
-    db = app.extensions["db"]
-    mine = create_tenant(db)  # payments not enabled, provider not configured, server switched off
-    other = create_tenant(db, name="Other", phone="+97235550101", whatsapp="+97235550102")
+    mine = business_owner(app)  # payments not enabled, provider not configured, server switched off
+    other = business_owner(app, name="Other")
     client = app.test_client()
     for body in ({"customer_id": _customer(app, other.business_id)},
                  {"invoice_id": add_invoice(app, other.business_id)},
@@ -56,7 +54,7 @@ def test_404_for_another_business_customer_or_invoice_comes_before_payments_chec
 # ---- 3. 501 payments_disabled -----------------------------------------------------------------------
 def test_501_when_payments_are_off_system_wide_comes_before_403_and_provider(make_app, paypal, tranzila):
     app = make_app(**payment_env(paypal, tranzila, PAYMENTS_ENABLED="false", PAYPAL_CLIENT_ID=""))
-    tenant = create_tenant(app.extensions["db"])  # the business has not enabled payments either
+    tenant = business_owner(app)  # the business has not enabled payments either
     response = create_link(app.test_client(), tenant, amount="abc", provider="paypal")
     assert response.status_code == 501
     assert response.get_json()["error"] == "payments_disabled"
@@ -66,7 +64,7 @@ def test_501_when_payments_are_off_system_wide_comes_before_403_and_provider(mak
 def test_403_when_the_business_has_not_enabled_payments_comes_before_provider_and_amount(make_app, paypal,
                                                                                         tranzila):
     app = make_app(**payment_env(paypal, tranzila, PAYPAL_CLIENT_ID=""))
-    tenant = create_tenant(app.extensions["db"])
+    tenant = business_owner(app)
     response = create_link(app.test_client(), tenant, amount="abc", provider="nonsense")
     assert response.status_code == 403
     assert response.get_json()["error"] == "payments_disabled_for_business"
@@ -81,7 +79,7 @@ def test_403_when_the_business_has_not_enabled_payments_comes_before_provider_an
 ])
 def test_501_when_the_chosen_provider_has_no_credentials(make_app, paypal, tranzila, provider, missing, message):
     app = make_app(**payment_env(paypal, tranzila, **missing))
-    tenant = create_tenant(app.extensions["db"], payments_enabled=True)
+    tenant = business_owner(app, payments_enabled=True)
     response = create_link(app.test_client(), tenant, amount="abc", provider=provider)
     assert response.status_code == 501
     assert response.get_json() == {"error": "provider_not_configured", "message": message}
@@ -89,13 +87,11 @@ def test_501_when_the_chosen_provider_has_no_credentials(make_app, paypal, tranz
 
 def test_the_provider_is_the_explicit_one_else_the_business_default_else_paypal(make_app, paypal, tranzila):
     app = make_app(**payment_env(paypal, tranzila, PAYPAL_CLIENT_ID=""))  # only Tranzila is configured
-    db = app.extensions["db"]
     client = app.test_client()
-    plain = create_tenant(db, payments_enabled=True)
+    plain = business_owner(app, payments_enabled=True)
     assert create_link(client, plain).get_json()["message"] == "PayPal not configured"
     assert create_link(client, plain, provider="tranzila").status_code == 201
-    prefers_tranzila = create_tenant(db, name="B", phone="+97235550201", whatsapp="+97235550202",
-                                     payments_enabled=True, default_payment_provider="tranzila")
+    prefers_tranzila = business_owner(app, name="B", payments_enabled=True, default_payment_provider="tranzila")
     assert create_link(client, prefers_tranzila).get_json()["provider"] == "tranzila"
     assert create_link(client, prefers_tranzila, provider="paypal").status_code == 501
 
@@ -103,10 +99,9 @@ def test_the_provider_is_the_explicit_one_else_the_business_default_else_paypal(
 def test_business_gateway_credentials_come_first_and_a_disabled_gateway_means_not_configured(make_app, paypal,
                                                                                             tranzila):
     app = make_app(**payment_env(paypal, tranzila, PAYPAL_CLIENT_ID=""))
-    db = app.extensions["db"]
-    tenant = create_tenant(db, payments_enabled=True)
+    tenant = business_owner(app, payments_enabled=True)
     client = app.test_client()
-    with db.scope() as session:
+    with app.extensions["db"].scope() as session:
         session.add(PaymentGateway(business_id=tenant.business_id, provider="paypal",
                                    settings={"client_id": "biz-id", "client_secret": "biz-secret"}))
         session.add(PaymentGateway(business_id=tenant.business_id, provider="tranzila", enabled=False, settings={}))

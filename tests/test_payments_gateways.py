@@ -6,18 +6,17 @@ import json
 import sqlalchemy as sa
 
 from server.db.models import AuditLog, PaymentGateway
-from tests.conftest import add_user, create_tenant
-from tests.payments_support import (created_link, pay_app, pay_client, payment_env, paypal,  # noqa: F401
-                                    paypal_server, shop, tranzila, tranzila_server)
+from tests.conftest import add_user
+from tests.payments_support import (business_owner, created_link, pay_app, pay_client,  # noqa: F401
+                                    payment_env, paypal, paypal_server, shop, tranzila, tranzila_server)
 
 
 def test_the_owner_enables_payments_and_picks_the_default_provider(make_app, paypal, tranzila):
     app = make_app(**payment_env(paypal, tranzila))
-    db = app.extensions["db"]
     client = app.test_client()
-    owner = create_tenant(db)
+    owner = business_owner(app)
     assert client.post("/api/crm/payments/create", json={"amount": "5"}, headers=owner.headers).status_code == 403
-    agent = add_user(db, owner.business_id, "agent")
+    agent = add_user(app.extensions["db"], owner.business_id, "agent")
     assert client.put("/api/crm/payments/settings", json={"payments_enabled": True},
                       headers=agent.headers).status_code == 403
     response = client.put("/api/crm/payments/settings", headers=owner.headers,

@@ -10,10 +10,10 @@ import requests
 import sqlalchemy as sa
 
 from server.db.models import Payment, PaymentGateway
-from tests.conftest import TEST_BASE_URL, create_tenant
-from tests.payments_support import (add_invoice, audit_actions, created_link, invoice_row, path_of,  # noqa: F401
-                                    pay_app, pay_client, payment_env, payment_row, paypal, paypal_server, shop,
-                                    tranzila, tranzila_server)
+from tests.conftest import TEST_BASE_URL
+from tests.payments_support import (add_invoice, audit_actions, business_owner, created_link,  # noqa: F401
+                                    invoice_row, pay_app, pay_client, path_of, payment_env, payment_row, paypal,
+                                    paypal_server, shop, tranzila, tranzila_server)
 
 
 def _open(client, link: dict, **headers):
@@ -247,7 +247,7 @@ def test_link_pages_for_unknown_expired_and_previewed_links(pay_app, pay_client,
 def test_provider_failures_show_a_hebrew_try_later_page(make_app, paypal, tranzila):
     app = make_app(**payment_env(paypal, tranzila, PAYMENTS_HTTP_TIMEOUT_SECONDS="0.3"))
     client = app.test_client()
-    tenant = create_tenant(app.extensions["db"], payments_enabled=True)
+    tenant = business_owner(app, payments_enabled=True)
     link = created_link(client, tenant)
     paypal.fail("create_order", status=500)
     page = _open(client, link)
@@ -262,7 +262,7 @@ def test_provider_failures_show_a_hebrew_try_later_page(make_app, paypal, tranzi
 def test_refused_credentials_give_a_502_page(make_app, paypal, tranzila):
     app = make_app(**payment_env(paypal, tranzila, PAYPAL_CLIENT_ID="unknown-client"))
     client = app.test_client()
-    tenant = create_tenant(app.extensions["db"], payments_enabled=True)
+    tenant = business_owner(app, payments_enabled=True)
     page = _open(client, created_link(client, tenant))
     assert page.status_code == 502
     assert "שירות התשלומים" in page.get_data(as_text=True)
@@ -288,7 +288,7 @@ def test_a_business_paypal_account_is_used_for_its_links_and_webhooks(pay_app, p
 def test_the_webhook_needs_a_configured_webhook_id(make_app, paypal, tranzila):
     app = make_app(**payment_env(paypal, tranzila, PAYPAL_WEBHOOK_ID=""))
     client = app.test_client()
-    tenant = create_tenant(app.extensions["db"], payments_enabled=True)
+    tenant = business_owner(app, payments_enabled=True)
     link = created_link(client, tenant)
     _approve(_open(client, link).headers["Location"])
     [approved] = paypal.events("CHECKOUT.ORDER.APPROVED")

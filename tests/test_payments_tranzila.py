@@ -10,11 +10,11 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from server.providers import tranzila as tranzila_client
-from tests.conftest import TEST_BASE_URL, create_tenant
+from tests.conftest import TEST_BASE_URL
 from tests.fakes.tranzila_server import HandshakeMismatch
-from tests.payments_support import (add_invoice, audit_actions, created_link, invoice_row, path_of,  # noqa: F401
-                                    pay_app, pay_client, payment_env, payment_row, paypal, paypal_server, shop,
-                                    tranzila, tranzila_server)
+from tests.payments_support import (add_invoice, audit_actions, business_owner, created_link,  # noqa: F401
+                                    invoice_row, pay_app, pay_client, path_of, payment_env, payment_row, paypal,
+                                    paypal_server, shop, tranzila, tranzila_server)
 
 
 def _open(client, link):
@@ -140,7 +140,7 @@ def test_the_hosted_page_rejects_a_sum_other_than_the_handshake(pay_client, shop
 def test_a_terminal_without_api_keys_uses_the_plain_hosted_page(make_app, paypal, tranzila):
     app = make_app(**payment_env(paypal, tranzila, TRANZILA_API_APP_KEY="", TRANZILA_API_SECRET=""))
     client = app.test_client()
-    tenant = create_tenant(app.extensions["db"], payments_enabled=True)
+    tenant = business_owner(app, payments_enabled=True)
     link = _link(client, tenant)
     hosted_page = _open(client, link)
     assert "thtk=" not in hosted_page
@@ -153,7 +153,7 @@ def test_a_terminal_without_api_keys_uses_the_plain_hosted_page(make_app, paypal
 def test_payment_request_mode(make_app, paypal, tranzila):
     app = make_app(**payment_env(paypal, tranzila, TRANZILA_PAYMENT_MODE="payment_request"))
     client = app.test_client()
-    tenant = create_tenant(app.extensions["db"], payments_enabled=True)
+    tenant = business_owner(app, payments_enabled=True)
     link = _link(client, tenant, amount="120.00", description="שיעור פרטי")
     pr_link = _open(client, link)
     assert pr_link.startswith(f"{tranzila.url}/pr/")
@@ -172,15 +172,14 @@ def test_payment_request_mode(make_app, paypal, tranzila):
 def test_tranzila_errors_show_a_hebrew_try_later_page(make_app, paypal, tranzila):
     app = make_app(**payment_env(paypal, tranzila))
     client = app.test_client()
-    tenant = create_tenant(app.extensions["db"], payments_enabled=True)
+    tenant = business_owner(app, payments_enabled=True)
     link = _link(client, tenant)
     tranzila.fail("handshake", status=503)
     page = client.get(path_of(link["url"]))
     assert page.status_code == 503 and "נסו שוב" in page.get_data(as_text=True)
     wrong_keys = make_app(**payment_env(paypal, tranzila, TRANZILA_API_SECRET="not-the-secret"))
     client = wrong_keys.test_client()
-    tenant = create_tenant(wrong_keys.extensions["db"], name="B", phone="+97235550301", whatsapp="+97235550302",
-                           payments_enabled=True)
+    tenant = business_owner(wrong_keys, name="B", payments_enabled=True)
     page = client.get(path_of(_link(client, tenant)["url"]))
     assert page.status_code == 502 and "Traceback" not in page.get_data(as_text=True)
 

@@ -64,18 +64,19 @@ class PayPalClient:
 
     def _call(self, method: str, path: str, *, request_id: str | None = None, json_body: Any = None,
               data: bytes | None = None) -> tuple[int, dict[str, Any]]:
-        for attempt in (1, 2):
+        def send_once() -> requests.Response:
             headers = {"Authorization": f"Bearer {self.access_token()}", "Content-Type": "application/json",
                        "Accept": "application/json", "Prefer": "return=representation"}
             if request_id:
                 headers["PayPal-Request-Id"] = request_id
-            response = send(self._http, PROVIDER, method, f"{self.base_url}{path}", timeout=self.timeout,
-                            headers=headers, json=json_body, data=data)
-            if response.status_code == 401 and attempt == 1:
-                self._forget_token()  # revoked or expired early: one fresh token, then give up
-                continue
-            return response.status_code, json_of(response, PROVIDER)
-        raise AssertionError("unreachable")
+            return send(self._http, PROVIDER, method, f"{self.base_url}{path}", timeout=self.timeout,
+                        headers=headers, json=json_body, data=data)
+
+        response = send_once()
+        if response.status_code == 401:  # the cached token was revoked or expired early: renew it once
+            self._forget_token()
+            response = send_once()
+        return response.status_code, json_of(response, PROVIDER)
 
     def _ok(self, status: int, body: dict[str, Any], what: str) -> dict[str, Any]:
         if status in (200, 201):
