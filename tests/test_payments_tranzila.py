@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from server.db.models import Payment
 from server.providers import tranzila as tranzila_client
 from tests.conftest import TEST_BASE_URL
 from tests.fakes.tranzila_server import HandshakeMismatch
@@ -121,6 +122,16 @@ def test_a_declined_card_keeps_the_link_open_for_another_try(pay_app, pay_client
     assert payment_row(pay_app, link["payment_id"]).status == "pending"
     assert _notify(pay_client, tranzila.pay(hosted_page)).get_json() == {"status": "paid"}
     assert audit_actions(pay_app, link["payment_id"])[-2:] == ["payment.declined", "payment.paid"]
+
+
+def test_money_taken_for_a_link_closed_meanwhile_is_audited(pay_app, pay_client, shop, tranzila):
+    link = _link(pay_client, shop)
+    notification = tranzila.pay(_open(pay_client, link))
+    with pay_app.extensions["db"].scope() as session:  # the link expired before Tranzila's notification came
+        session.get(Payment, link["payment_id"]).status = "expired"
+    assert _notify(pay_client, notification).get_json() == {"status": "closed"}
+    assert payment_row(pay_app, link["payment_id"]).status == "expired"
+    assert audit_actions(pay_app, link["payment_id"])[-1] == "payment.notification_rejected"
 
 
 def test_unknown_notification_address_and_done_page_before_the_notification(pay_app, pay_client, shop, tranzila):

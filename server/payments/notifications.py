@@ -202,10 +202,15 @@ def tranzila_notify(session: Session, settings: Settings, nonce: str, fields: Ma
     if payment is None:
         log_event(log, "tranzila_notify_unknown", logging.WARNING)
         return 404, {"error": "not_found", "message": "unknown notification address"}
+    received = {name: str(fields[name]) for name in TRANZILA_FIELDS_KEPT if name in fields}
+    if payment.status in ("expired", "failed") and received.get("Response") == APPROVED:
+        # Tranzila took money for a link that was closed meanwhile: it cannot become paid again
+        # (states only go forward), so the business must see it in the audit and settle it.
+        reject(session, payment, "tranzila", ["payment_closed"], received=received)
+        return 200, {"status": "closed"}
     if payment.notify_consumed_at is not None or payment.status != "pending":
         log_event(log, "tranzila_notify_replayed", payment_id=payment.id, status=payment.status)
         return 200, {"status": "already_processed"}
-    received = {name: str(fields[name]) for name in TRANZILA_FIELDS_KEPT if name in fields}
     if received.get("Response") != APPROVED:
         # A declined card: the payer may still try another one on the same page, so nothing is used up.
         audit(session, payment.business_id, "tranzila", "payment.declined", "payment", payment.id,
@@ -243,32 +248,28 @@ def tranzila_notify(session: Session, settings: Settings, nonce: str, fields: Ma
     return 200, {"status": "paid" if moved else "already_processed"}
 
 
-def _currency_matches(value: Any, currency: str) -> bool:
-    """Tranzila writes the currency as its numeric code (iframe) or the ISO code (other products)."""
-    return str(value) in (CURRENCY_CODES.get(currency), currency)
-
-
 def _notify_mismatches(payment: Payment, received: Mapping[str, str], terminal: Optional[str]) -> list[str]:
     reasons = []
     if not received.get("index", "").isdigit():
         reasons.append("index_missing")
     if not terminal or received.get("supplier", received.get("terminal_name")) != terminal:
         reasons.append("terminal_mismatch")
-    if not _currency_matches(received.get("currency"), payment.currency):
-        reasons.append("currency_mismatch")
-    if minor_from_provider(received.get("sum")) != payment.amount_minor:
-        reasons.append("amount_mismatch")
-    return reasons
+    return reasons + _money_mismatches(payment, received.get("currency"), received.get("sum"))
 
 
 def _transaction_mismatches(payment: Payment, transaction: Optional[Mapping[str, Any]]) -> list[str]:
     if transaction is None:
         return ["transaction_not_found"]
+    reasons = [] if str(transaction.get("processor_response_code")) == APPROVED else ["transaction_not_approved"]
+    return reasons + _money_mismatches(payment, transaction.get("currency"), transaction.get("amount"),
+                                       prefix="transaction_")
+
+
+def _money_mismatches(payment: Payment, currency: Any, amount: Any, *, prefix: str = "") -> list[str]:
+    """Tranzila writes the currency as its numeric code (hosted page) or the ISO code (other products)."""
     reasons = []
-    if str(transaction.get("processor_response_code")) != APPROVED:
-        reasons.append("transaction_not_approved")
-    if not _currency_matches(transaction.get("currency"), payment.currency):
-        reasons.append("transaction_currency_mismatch")
-    if minor_from_provider(transaction.get("amount")) != payment.amount_minor:
-        reasons.append("transaction_amount_mismatch")
+    if str(currency) not in (CURRENCY_CODES.get(payment.currency), payment.currency):
+        reasons.append(f"{prefix}currency_mismatch")
+    if minor_from_provider(amount) != payment.amount_minor:
+        reasons.append(f"{prefix}amount_mismatch")
     return reasons
