@@ -226,6 +226,7 @@ def test_barge_in_clears_playback_and_keeps_only_what_was_heard(live):
     caller.close()  # the socket just drops, without `stop`
 
     call = live.wait_for_call(caller.call_sid, lambda c: c.ended_at is not None)
+    assert call.ended_at is not None and live.events("WS_END", caller.call_sid)[0]["reason"] == "socket closed"
     turns = live.turns(caller.call_sid)
     long_sentences = sentences(LONG_REPLY)
     interrupted = turns[1]

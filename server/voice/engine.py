@@ -27,7 +27,7 @@ from server.voice.protocol import Connected, Dtmf, Mark, Media, ProtocolError, S
 from server.voice.session import CallSession, SessionServices
 from server.voice.store import CallStore
 from server.voice.transport import POLICY_VIOLATION, ConnectionClosed, MediaSocket
-from server.voice.turns import APOLOGY_TEXT, PhraseCache
+from server.voice.turns import APOLOGY_TEXT, PhraseCache, synthesize
 from server.voice.watchdog import redirect_to_voicemail
 
 log = logging.getLogger("agentlocator.voice.engine")
@@ -42,7 +42,12 @@ def load_voice_providers(settings: Settings) -> VoiceProviders:
         factory = getattr(importlib.import_module(module_name), factory_name)
     except (ImportError, AttributeError, ValueError) as exc:
         raise ProviderError(f"VOICE_PROVIDERS={settings.voice_providers!r} can't be loaded: {exc}") from None
-    providers = factory(settings)
+    try:
+        providers = factory(settings)
+    except ProviderError:
+        raise
+    except Exception as exc:  # a vendor SDK's own error (credentials, configuration): the same outcome
+        raise ProviderError(f"VOICE_PROVIDERS factory failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(providers, VoiceProviders):
         raise ProviderError(f"VOICE_PROVIDERS factory returned {type(providers).__name__}, not VoiceProviders")
     return providers
@@ -172,7 +177,8 @@ class VoiceEngine:
 
         def warm() -> None:
             try:
-                self._phrases.put(APOLOGY_TEXT, services.providers.tts.synthesize(APOLOGY_TEXT))
+                self._phrases.put(APOLOGY_TEXT, synthesize(services.providers.tts, APOLOGY_TEXT,
+                                                           self.settings.tts_timeout_seconds))
             except ProviderError as exc:
                 log_event(log, "apology_not_cached", logging.WARNING, error=str(exc)[:200])
 

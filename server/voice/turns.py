@@ -53,6 +53,15 @@ class PhraseCache:
             self._audio.popitem(last=False)
 
 
+def synthesize(tts: TextToSpeech, text: str, timeout_seconds: float) -> bytes:
+    """TTS within `timeout_seconds`; `ProviderError` on failure, time-out or an empty result."""
+    with gevent.Timeout(timeout_seconds, ProviderTimeout(f"TTS gave no audio within {timeout_seconds:g} s")):
+        audio = tts.synthesize(text)
+    if not audio:
+        raise ProviderError("TTS returned no audio")
+    return audio
+
+
 @dataclass
 class TurnServices:
     """What a turn needs from its call: providers, the pacer, the phrase cache and the time limits."""
@@ -64,13 +73,7 @@ class TurnServices:
     clock: Callable[[], float] = time.monotonic
 
     def synthesize(self, text: str) -> bytes:
-        """TTS with the configured time limit; `ProviderError` on failure or an empty result."""
-        with gevent.Timeout(self.settings.tts_timeout_seconds,
-                            ProviderTimeout(f"TTS gave no audio within {self.settings.tts_timeout_seconds:g} s")):
-            audio = self.tts.synthesize(text)
-        if not audio:
-            raise ProviderError("TTS returned no audio")
-        return audio
+        return synthesize(self.tts, text, self.settings.tts_timeout_seconds)
 
     def phrase(self, text: str) -> bytes:
         """Cached audio of a fixed phrase, synthesised on a miss."""

@@ -380,9 +380,12 @@ class TwilioCaller:
             self.close_code, self.close_reason = code, reason
             self.closed.set()
         try:
-            self._sock.close()
+            # shutdown() first: it wakes our reader blocked in recv() and sends the FIN (a bare
+            # close() from another thread does neither while that recv() is pending)
+            self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+        self._sock.close()
         with self._changed:
             self._changed.notify_all()
 
