@@ -1,13 +1,11 @@
 """Google STT and TTS adapters: the real SDK clients against the local gRPC fakes, WAV parsing, credentials."""
 from __future__ import annotations
 
-import io
 import json
 import logging
 import struct
 import threading
 import time
-import wave
 
 import grpc
 import pytest
@@ -22,7 +20,7 @@ from server.providers.google_stt import GoogleSpeechToText, SpeechModel, model_c
 from server.providers.google_tts import GoogleTextToSpeech, mulaw_payload
 from server.providers.wav import WavError, parse_wav, strip_wav_header
 from tests.conftest import make_settings
-from tests.fakes.google_speech import FakeSpeech, silence, speech
+from tests.fakes.google_speech import FakeSpeech, pcm16, pcm_wav, silence, speech
 from tests.fakes.google_tts import FakeTextToSpeech, payload_for, wav_container
 
 FRAME = 160
@@ -196,11 +194,6 @@ def test_model_candidates():
 
 
 # ---- STT one-shot (voicemail) -----------------------------------------------------------------
-def pcm16(ms: int, loud: bool) -> bytes:
-    sample = 12000 if loud else 0
-    return struct.pack(f"<{ms * 8}h", *([sample, -sample] * (ms * 4)))
-
-
 def test_transcribe_linear16_and_mulaw(speech_fake):
     stt = stt_for(speech_fake)
     speech_fake.script("היי זה דני", "תחזרו אליי")
@@ -293,16 +286,11 @@ def test_wav_errors_and_pcm():
         parse_wav(b"RIFF\x10\x00\x00\x00WAVEdata\x00\x00\x00\x00")
     with pytest.raises(ProviderError):
         mulaw_payload(b"RIFF\x04\x00\x00\x00WAVE")
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as writer:
-        writer.setnchannels(1)
-        writer.setsampwidth(2)
-        writer.setframerate(16000)
-        writer.writeframes(b"\x01\x02" * 100)
-    wav = parse_wav(buffer.getvalue())
+    container = pcm_wav(b"\x01\x02" * 100, rate=16000)
+    wav = parse_wav(container)
     assert wav.is_pcm16 and wav.sample_rate_hz == 16000 and wav.payload == b"\x01\x02" * 100
     with pytest.raises(ProviderError):  # PCM where μ-law was asked for: refuse rather than play noise
-        mulaw_payload(buffer.getvalue())
+        mulaw_payload(container)
 
 
 # ---- credentials ------------------------------------------------------------------------------

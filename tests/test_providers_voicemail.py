@@ -2,9 +2,6 @@
 from the Twilio REST fake, landing on the voicemail message in the CRM."""
 from __future__ import annotations
 
-import io
-import struct
-import wave
 
 import pytest
 import sqlalchemy as sa
@@ -17,7 +14,7 @@ from server.providers.voicemail_google import (SpeechVoicemailTranscriber, first
                                                register_voicemail_transcriber)
 from server.voice.voicemail import TRANSCRIBER_EXTENSION, transcribe_voicemail
 from tests.conftest import BASE_TEST_ENV, TEST_TWILIO_TOKEN, create_tenant, make_settings
-from tests.fakes.google_speech import FakeSpeech, silence, speech
+from tests.fakes.google_speech import FakeSpeech, pcm16, pcm_wav, silence, speech
 from tests.fakes.google_tts import wav_container
 from tests.fakes.twilio_rest import FakeTwilioRest
 
@@ -32,19 +29,8 @@ def speech_fake():
         yield fake
 
 
-def pcm16_wav(*segments: tuple[int, bool], channels: int = 1) -> bytes:
-    frames = b""
-    for ms, loud in segments:
-        sample = 9000 if loud else 0
-        frames += struct.pack(f"<{ms * 8 * channels}h",
-                              *[s for i in range(ms * 8) for s in [sample if i % 2 else -sample] * channels])
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as writer:
-        writer.setnchannels(channels)
-        writer.setsampwidth(2)
-        writer.setframerate(8000)
-        writer.writeframes(frames)
-    return buffer.getvalue()
+def pcm16_wav(*segments: tuple[int, bool]) -> bytes:
+    return pcm_wav(b"".join(pcm16(ms, loud) for ms, loud in segments))
 
 
 def test_voicemail_text_lands_on_the_message(make_app, speech_fake):
@@ -98,14 +84,8 @@ def test_unreadable_recordings_are_provider_errors(speech_fake):
         GOOGLE_SPEECH_EMULATOR_HOST=speech_fake.address)))
     with pytest.raises(ProviderError):
         transcriber.transcribe(b"ID3 an mp3 file")
-    eight_bit = io.BytesIO()
-    with wave.open(eight_bit, "wb") as writer:
-        writer.setnchannels(1)
-        writer.setsampwidth(1)
-        writer.setframerate(8000)
-        writer.writeframes(b"\x80" * 800)
     with pytest.raises(ProviderError):
-        transcriber.transcribe(eight_bit.getvalue())
+        transcriber.transcribe(pcm_wav(b"\x80" * 800, width=1))
 
 
 def test_no_transcriber_without_speech_configuration(make_app):

@@ -28,9 +28,12 @@ from __future__ import annotations
 import argparse
 import array
 import collections
+import io
 import itertools
 import pkgutil
+import struct
 import sys
+import wave
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -59,6 +62,23 @@ def speech(ms: int) -> bytes:
 
 def silence(ms: int) -> bytes:
     return b"\xff" * (ms * SAMPLE_RATE_HZ // 1000)
+
+
+def pcm16(ms: int, loud: bool = True) -> bytes:
+    """16-bit 8 kHz PCM test audio: a loud square wave, or silence."""
+    sample = 9000 if loud else 0
+    return struct.pack(f"<{ms * 8}h", *([sample, -sample] * (ms * 4)))
+
+
+def pcm_wav(frames: bytes, *, rate: int = SAMPLE_RATE_HZ, width: int = 2, channels: int = 1) -> bytes:
+    """`frames` in a WAV container, as Twilio serves recordings."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as writer:
+        writer.setnchannels(channels)
+        writer.setsampwidth(width)
+        writer.setframerate(rate)
+        writer.writeframes(frames)
+    return buffer.getvalue()
 
 
 @dataclass

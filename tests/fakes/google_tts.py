@@ -99,10 +99,12 @@ class FakeTextToSpeech(GrpcFake):
             context.abort(failure, "Text-to-speech is unavailable (fake).")
         if not request.input.text:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "Either `input.text` or `input.ssml` is required.")
-        if audio_config.audio_encoding != cloud_tts.AudioEncoding.MULAW or audio_config.sample_rate_hertz != SAMPLE_RATE_HZ:
+        asked_for = (audio_config.audio_encoding, audio_config.sample_rate_hertz)
+        if asked_for != (cloud_tts.AudioEncoding.MULAW, SAMPLE_RATE_HZ):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "This fake synthesizes only MULAW at 8000 Hz.")
         time.sleep(self.delay_seconds)
-        return cloud_tts.SynthesizeSpeechResponse(audio_content=wav_container(payload_for(request.input.text, self.ms_per_character)))
+        payload = payload_for(request.input.text, self.ms_per_character)
+        return cloud_tts.SynthesizeSpeechResponse(audio_content=wav_container(payload))
 
 
 if __name__ == "__main__":

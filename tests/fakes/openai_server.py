@@ -148,7 +148,8 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 return self._error(400, "'model' and 'messages' are required.", "invalid_request_error")
             failure = fake._next_failure()
             if failure:
-                return self._error(failure[0], failure[1], "server_error" if failure[0] >= 500 else "invalid_request_error")
+                status, message = failure
+                return self._error(status, message, "server_error" if status >= 500 else "invalid_request_error")
             reply = fake._reply_for(body["messages"])
             if body.get("stream"):
                 self._stream(body["model"], reply)
