@@ -130,6 +130,18 @@ def test_an_unverified_webhook_changes_nothing(pay_app, pay_client, shop, paypal
     assert audit_actions(pay_app, link["payment_id"]) == ["payment.created", "payment.pending"]
 
 
+def test_paypal_down_during_verification_asks_for_a_redelivery(pay_app, pay_client, shop, paypal):
+    link = created_link(pay_client, shop)
+    _approve(_open(pay_client, link).headers["Location"])
+    [approved] = paypal.events("CHECKOUT.ORDER.APPROVED")
+    paypal.fail("verify_webhook", status=500)
+    assert _deliver(pay_client, paypal, approved).status_code == 503
+    paypal.fail("capture", status=502)
+    assert _deliver(pay_client, paypal, approved).status_code == 503
+    assert payment_row(pay_app, link["payment_id"]).status == "pending"
+    assert _deliver(pay_client, paypal, approved).get_json() == {"status": "paid"}
+
+
 def test_events_for_unknown_payments_are_acknowledged_and_ignored(pay_client, paypal):
     event = {"id": "WH-1", "event_type": "PAYMENT.CAPTURE.COMPLETED",
              "resource": {"id": "CAP1", "status": "COMPLETED", "custom_id": "999999"}}

@@ -135,8 +135,7 @@ def paypal_webhook(session: Session, settings: Settings, raw: bytes, headers: Ma
         genuine = (all(headers.get(name) for name in WEBHOOK_HEADERS.values())
                    and client.verify_webhook_signature(headers=headers, raw_event=raw, webhook_id=account.webhook_id))
     except (ProviderTimeout, PaymentProviderUnavailable) as exc:
-        log_event(log, "paypal_webhook_provider_error", logging.WARNING, payment_id=payment.id, error=str(exc))
-        return 503, {"error": "unavailable", "message": "PayPal could not be reached; deliver again later"}
+        return _try_later(payment, exc)
     except PaymentProviderError as exc:  # PayPal refused the verification request itself
         log_event(log, "paypal_webhook_verification_refused", logging.WARNING, payment_id=payment.id, error=str(exc))
         genuine = False
@@ -152,11 +151,16 @@ def paypal_webhook(session: Session, settings: Settings, raw: bytes, headers: Ma
         else:
             outcome = apply_capture(session, payment, resource, order_id=None, actor="paypal")
     except ProviderError as exc:
-        log_event(log, "paypal_webhook_provider_error", logging.WARNING, payment_id=payment.id, error=str(exc))
-        return 503, {"error": "unavailable", "message": "PayPal could not be reached; deliver again later"}
+        return _try_later(payment, exc)
     log_event(log, "paypal_webhook_processed", event_type=event_type, event_id=event.get("id"),
               payment_id=payment.id, outcome=outcome)
     return 200, {"status": outcome}
+
+
+def _try_later(payment: Payment, exc: ProviderError) -> Answer:
+    """PayPal failed us mid-way; nothing changed, and a 503 makes PayPal deliver the event again."""
+    log_event(log, "paypal_webhook_provider_error", logging.WARNING, payment_id=payment.id, error=str(exc))
+    return 503, {"error": "unavailable", "message": "PayPal could not complete the check; deliver again later"}
 
 
 def _refund(session: Session, payment: Payment, refund: Mapping[str, Any]) -> str:
