@@ -291,9 +291,8 @@ def test_malformed_input_dtmf_and_a_dying_stt_stream_do_not_end_the_call(live):
     for bad in ("not json", "[]", '{"event": "surprise"}', '{"event": "media", "media": {"payload": "***"}}',
                 '{"event": "dtmf", "dtmf": {"digit": "x"}}', json.dumps({"event": "mark", "mark": {"name": "x" * 70000}})):
         caller.send_text(bad)
-    caller.play(speech("stt:die", 400))  # the STT stream ends instead of answering
-    time.sleep(0.5)
-    caller.play(speech("עדיין שם?", 400))
+    # The STT stream dies instead of answering; a new one is opened and hears the replayed words.
+    caller.play(speech(f"stt:die {caller.call_sid} עדיין שם?", 400))
     hear_reply(caller, 1)
     for digit in "12#":
         caller.dtmf(digit)
@@ -302,7 +301,7 @@ def test_malformed_input_dtmf_and_a_dying_stt_stream_do_not_end_the_call(live):
 
     call = live.wait_for_call(caller.call_sid, lambda c: c.ended_at is not None)
     assert [t.user_text for t in live.turns(caller.call_sid)] == [
-        "", "עדיין שם?", "[The caller pressed on the phone keypad: 12]"]
+        "", f"stt:die {caller.call_sid} עדיין שם?", "[The caller pressed on the phone keypad: 12]"]
     assert call.stream_started_at is not None and "keypad: 12" in call.transcript
     [end] = live.events("WS_END", caller.call_sid)
     assert end["reason"] == "stop" and end["malformed"] == 6 and end["stt_restarts"] == 1

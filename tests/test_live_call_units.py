@@ -6,11 +6,16 @@ import base64
 import json
 
 import gevent
+import gevent.queue
 import pytest
+
+from server.providers.base import ProviderError, Transcript
 
 from server.voice.audio import FRAME_BYTES, SpeechDetector, frame_loudness, mulaw_to_linear, split_frames
 from server.voice.conversation import END_CALL_MARKER, Exchange, SentenceSplitter, llm_messages, render_transcript
 from server.voice.pacer import OutboundPacer
+from server.voice.stt import SpeechInput
+from server.voice.turns import APOLOGY_TEXT, PhraseCache, Turn, TurnServices
 from server.voice.protocol import (MAX_MESSAGE_BYTES, Connected, Dtmf, Mark, Media, OutboundMessages, ProtocolError,
                                    Start, Stop, parse_message)
 from server.voice.transport import text_frame
@@ -236,3 +241,170 @@ def test_scripted_speech_carries_its_text_in_loud_audio():
     assert decode_speech(audio) == "מה השעות?"
     assert decode_speech(audio[:6]) is None
     assert decode_speech(b"\x05" * 200) == DEFAULT_UTTERANCE
+
+
+# ---- the STT stream keeper --------------------------------------------------------------------
+class FakeStream:
+    def __init__(self):
+        self.audio: list[bytes] = []
+        self.results = gevent.queue.Queue()
+        self.closed = False
+
+    def send_audio(self, mulaw: bytes) -> None:
+        self.audio.append(mulaw)
+
+    def transcripts(self):
+        for result in self.results:
+            if result is None:
+                return
+            yield result
+
+    def close(self) -> None:
+        self.closed = True
+        self.results.put(None)
+
+
+class FakeSpeechToText:
+    def __init__(self, failures: int = 0):
+        self.streams: list[FakeStream] = []
+        self.failures = failures
+
+    def open_stream(self) -> FakeStream:
+        if self.failures:
+            self.failures -= 1
+            raise ProviderError("no speech service")
+        self.streams.append(FakeStream())
+        return self.streams[-1]
+
+
+def speech_input(stt, clock=None, quiet_since=lambda: None):
+    import time
+    heard, unavailable = [], []
+    keeper = SpeechInput(stt, on_transcript=heard.append, on_unavailable=unavailable.append,
+                         quiet_since=quiet_since, call_sid=CALL_SID, clock=clock or time.monotonic)
+    return keeper, heard, unavailable, gevent.spawn(keeper.run)
+
+
+def test_stt_gets_100_ms_requests_and_a_dead_stream_is_reopened_without_losing_audio():
+    stt = FakeSpeechToText()
+    keeper, heard, unavailable, runner = speech_input(stt)
+    gevent.sleep(0)
+    for n in range(12):
+        keeper.send(bytes([n]) * FRAME_BYTES)
+    first = stt.streams[0]
+    assert [len(a) for a in first.audio] == [5 * FRAME_BYTES, 5 * FRAME_BYTES]
+    first.results.put(Transcript("שלום", is_final=True))  # frames 0-9 are recognised
+    gevent.sleep(0)
+    for n in range(12, 15):
+        keeper.send(bytes([n]) * FRAME_BYTES)  # completes a request with frames 10-14, not recognised yet
+    first.results.put(None)  # the stream dies on its own
+    gevent.sleep(0.05)
+    assert heard == [Transcript("שלום", is_final=True)] and keeper.restarts == 1 and first.closed
+    second = stt.streams[1]
+    assert second.audio == [b"".join(bytes([n]) * FRAME_BYTES for n in range(10, 15))]  # replayed
+    keeper.close()
+    gevent.sleep(0)
+    assert second.closed and runner.dead and not unavailable
+
+
+def test_stt_that_cannot_be_opened_gives_up_after_a_few_quick_attempts():
+    keeper, heard, unavailable, runner = speech_input(FakeSpeechToText(failures=10))
+    runner.join(timeout=3)
+    assert runner.dead and len(unavailable) == 1 and "4 times" in unavailable[0]
+
+
+def test_a_long_lived_stt_stream_is_replaced_during_a_pause():
+    now = [0.0]
+    stt = FakeSpeechToText()
+    keeper, heard, unavailable, runner = speech_input(stt, clock=lambda: now[0], quiet_since=lambda: 0.0)
+    gevent.sleep(0)
+    now[0] = 241.0
+    for _ in range(5):
+        keeper.send(QUIET)
+    gevent.sleep(0.01)
+    assert stt.streams[0].closed and len(stt.streams) == 2 and keeper.restarts == 0
+
+
+# ---- one turn ---------------------------------------------------------------------------------
+class ScriptedLLM:
+    def __init__(self, deltas=(), stall_after=None, error=None):
+        self.deltas, self.stall_after, self.error = list(deltas), stall_after, error
+
+    def stream_reply(self, messages):
+        for n, delta in enumerate(self.deltas):
+            if n == self.stall_after:
+                gevent.sleep(60)
+            yield delta
+        if self.error:
+            raise self.error
+
+
+class EchoTTS:
+    def __init__(self, fail_on: str = "\0"):
+        self.fail_on = fail_on
+
+    def synthesize(self, text: str) -> bytes:
+        if self.fail_on in text:
+            raise ProviderError("voice down")
+        return b"\x10" * FRAME_BYTES * 2
+
+
+def run_turn(llm, tts, *, cached_apology=True):
+    from tests.conftest import make_settings
+
+    wire, pacer, runner = make_pacer(lead=0.2)
+    phrases = PhraseCache()
+    if cached_apology:
+        phrases.put(APOLOGY_TEXT, b"\x20" * FRAME_BYTES)
+    finished = []
+    turn = Turn(1, "שאלה", speech_ended_at=0.0, final_at=0.0, on_finished=finished.append,
+                services=TurnServices(llm=llm, tts=tts, pacer=pacer, phrases=phrases,
+                                      settings=make_settings(LLM_FIRST_TOKEN_TIMEOUT_SECONDS="0.2")))
+    turn.start_reply([{"role": "user", "content": "שאלה"}])
+    gevent.sleep(0.4)
+    for _, mark in wire.events("mark"):
+        pacer.on_mark(mark["mark"]["name"])
+    runner.kill()
+    return turn, finished
+
+
+def test_a_turn_streams_sentences_and_finishes_when_all_were_heard():
+    turn, finished = run_turn(ScriptedLLM(["שלום. ", "מה ", "נשמע? [END_CALL]"]), EchoTTS())
+    assert finished == [turn] and turn.error is None and turn.goodbye
+    assert [item.text for item in turn.items] == ["שלום.", "מה נשמע?"]
+    assert turn.heard_text == "שלום. מה נשמע?"
+    metrics = turn.metrics()
+    assert metrics["t_first_audio_ms"] is not None and metrics["t_tts_ms"] is not None
+
+
+def test_an_llm_stall_is_a_timeout_answered_with_the_cached_apology():
+    turn, finished = run_turn(ScriptedLLM(["שלום"], stall_after=0), EchoTTS())
+    assert finished == [turn] and "LLM sent nothing" in turn.error and turn.apologized
+    assert turn.heard_text == APOLOGY_TEXT
+
+
+def test_a_failure_after_some_audio_ends_the_turn_without_an_apology():
+    turn, finished = run_turn(ScriptedLLM(["אחת. ", "שתיים. "]), EchoTTS(fail_on="שתיים"))
+    assert finished == [turn] and turn.error.startswith("tts") and not turn.apologized
+    assert turn.heard_text == "אחת."
+
+
+def test_without_apology_audio_a_failed_turn_finishes_silently():
+    turn, finished = run_turn(ScriptedLLM(error=ProviderError("boom")), EchoTTS(), cached_apology=False)
+    assert finished == [turn] and turn.error == "llm: boom" and not turn.items and not turn.apologized
+
+
+def test_a_cancelled_turn_stops_its_work_and_never_finishes():
+    from tests.conftest import make_settings
+
+    wire, pacer, runner = make_pacer()
+    finished = []
+    turn = Turn(2, "x", speech_ended_at=0.0, final_at=0.0, on_finished=finished.append,
+                services=TurnServices(llm=ScriptedLLM(["א. "] * 50, stall_after=1), tts=EchoTTS(), pacer=pacer,
+                                      phrases=PhraseCache(), settings=make_settings()))
+    turn.start_reply([])
+    gevent.sleep(0.05)
+    turn.cancel()
+    gevent.sleep(0.05)
+    assert turn.cancelled and not finished and turn._greenlets.greenlets == set()
+    runner.kill()

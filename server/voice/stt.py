@@ -2,8 +2,9 @@
 
 Audio is sent in ~100 ms requests (5 Twilio frames): one gRPC message per 20 ms frame roughly
 doubles the CPU cost (research/workers.md). A stream that ends on its own (a provider error, a
-dropped connection) is reopened at once; while it is down, up to two seconds of audio wait in a
-backlog and are replayed into the new stream, so the words said meanwhile are not lost. Google
+dropped connection) is reopened at once, and the audio since the last final transcript (up to two
+seconds, including what arrived while no stream was open) is replayed into the new one: the words
+of an utterance in progress are not lost, and words already finalised are not heard twice. Google
 closes a stream after five minutes, so the stream is also replaced every few minutes, during a
 pause in the caller's speech.
 """
@@ -22,7 +23,7 @@ from server.providers.base import ProviderError, SpeechStream, SpeechToText, Tra
 log = logging.getLogger("agentlocator.voice.stt")
 
 FRAMES_PER_REQUEST = 5          # 100 ms of audio per provider request
-BACKLOG_REQUESTS = 20           # two seconds kept while the stream is being reopened
+REPLAY_REQUESTS = 20            # at most two seconds of unrecognised audio replayed into a new stream
 ROTATE_AFTER_SECONDS = 240.0    # replace the stream during a pause after this long …
 ROTATE_BY_SECONDS = 285.0       # … or regardless, before the provider's 5-minute limit
 QUIET_FOR_ROTATION_SECONDS = 1.5
@@ -44,7 +45,7 @@ class SpeechInput:
         self._call_sid = call_sid
         self._clock = clock
         self._frames: list[bytes] = []
-        self._backlog: deque[bytes] = deque(maxlen=BACKLOG_REQUESTS)
+        self._unrecognised: deque[bytes] = deque(maxlen=REPLAY_REQUESTS)  # requests since the last final
         self._stream: Optional[SpeechStream] = None
         self._opened_at = 0.0
         self._retiring: Optional[SpeechStream] = None
@@ -70,6 +71,8 @@ class SpeechInput:
             try:
                 for transcript in stream.transcripts():
                     heard = True
+                    if transcript.is_final:
+                        self._unrecognised.clear()
                     self._on_transcript(transcript)
             except ProviderError as exc:
                 log_event(log, "stt_stream_error", logging.WARNING, call_sid=self._call_sid, error=str(exc)[:200])
@@ -94,9 +97,9 @@ class SpeechInput:
             return
         chunk = b"".join(frames)
         frames.clear()
+        self._unrecognised.append(chunk)
         stream = self._stream
         if stream is None:
-            self._backlog.append(chunk)
             return
         stream.send_audio(chunk)
         age = self._clock() - self._opened_at
@@ -113,8 +116,8 @@ class SpeechInput:
     def _open(self) -> SpeechStream:
         stream = self._stt.open_stream()
         self._opened_at = self._clock()
-        while self._backlog:
-            stream.send_audio(self._backlog.popleft())
+        for chunk in self._unrecognised:
+            stream.send_audio(chunk)
         self._stream = stream
         return stream
 

@@ -24,7 +24,8 @@ recording) is heard as `DEFAULT_UTTERANCE`.
     "llm:error"  the LLM fails (ProviderError) after its first-token delay
     "llm:stall"  the LLM never sends a token (the engine's first-token timeout fires)
     "tts:error"  the LLM's reply contains "tts:error", which the TTS refuses to synthesise
-    "stt:die"    the STT stream ends instead of delivering this utterance's final transcript
+    "stt:die"    the STT stream ends instead of delivering this utterance's final transcript (once per
+                 distinct utterance: the engine replays the audio into a new stream, which hears it)
     "long"       a reply of many sentences (to be interrupted)
     "bye"        a goodbye reply that ends with the END_CALL marker
 """
@@ -109,11 +110,12 @@ def decode_speech(burst: bytes) -> Optional[str]:
 
 # ---- STT --------------------------------------------------------------------------------------
 class _Burst:
-    __slots__ = ("started_at", "last_voice_at", "head", "text", "interim_sent")
+    __slots__ = ("started_at", "last_voice_at", "voiced_frames", "head", "text", "interim_sent")
 
     def __init__(self, started_at: float):
         self.started_at = started_at
         self.last_voice_at = started_at
+        self.voiced_frames = 0
         self.head = bytearray()
         self.text: Optional[str] = None
         self.interim_sent = False
@@ -122,10 +124,11 @@ class _Burst:
 class ScriptedSpeechStream:
     """Each burst of loud frames → an interim (`stt_interim_ms` after it starts) and a final
     (`stt_final_ms` after its last loud frame), timed by when each frame reached the server.
-    Bursts shorter than NOISE_MS give neither."""
+    Bursts with less than NOISE_MS of loud audio give neither."""
 
-    def __init__(self, script: Script):
+    def __init__(self, script: Script, died_on: set[str]):
         self._script = script
+        self._died_on = died_on
         self._results: Queue = Queue()
         self._burst: Optional[_Burst] = None
         self._wake = Event()
@@ -148,6 +151,7 @@ class ScriptedSpeechStream:
                 burst = self._burst = _Burst(arrived_at)
                 self._wake.set()
             burst.last_voice_at = arrived_at
+            burst.voiced_frames += 1
             if burst.text is None:
                 burst.head += frame
                 burst.text = decode_speech(bytes(burst.head))
@@ -176,21 +180,23 @@ class ScriptedSpeechStream:
             now = time.monotonic()
             final_due = burst.last_voice_at + script.stt_final_ms / 1000
             interim_due = burst.started_at + script.stt_interim_ms / 1000
+            is_noise = burst.voiced_frames * FRAME_MS < NOISE_MS
             text = burst.text or DEFAULT_UTTERANCE
-            is_noise = burst.last_voice_at - burst.started_at < NOISE_MS / 1000
             if now >= final_due:
                 self._burst = None
                 if is_noise:
                     continue
-                if "stt:die" in text:
+                if "stt:die" in text and text not in self._died_on:
+                    self._died_on.add(text)
                     self._closed = True
                     self._results.put(None)
                     return
                 self._results.put(Transcript(text, is_final=True, confidence=0.9))
-            elif not burst.interim_sent and now >= interim_due:
+            elif not burst.interim_sent and now >= interim_due and not is_noise:
                 burst.interim_sent = True
-                if not is_noise:
-                    self._results.put(Transcript(text.split()[0] if text.split() else text, is_final=False))
+                self._results.put(Transcript(text.split()[0] if text.split() else text, is_final=False))
+            elif not burst.interim_sent and now >= interim_due:
+                gevent.sleep(FRAME_MS / 1000)  # the interim is due once the burst proves not to be noise
             else:
                 due = final_due if burst.interim_sent else min(final_due, interim_due)
                 gevent.sleep(max(0.0, due - now))
@@ -199,9 +205,10 @@ class ScriptedSpeechStream:
 class ScriptedSpeechToText:
     def __init__(self, script: Script):
         self._script = script
+        self._died_on: set[str] = set()
 
     def open_stream(self) -> ScriptedSpeechStream:
-        return ScriptedSpeechStream(self._script)
+        return ScriptedSpeechStream(self._script, self._died_on)
 
     def transcribe(self, audio: bytes, *, encoding: str, sample_rate_hz: int) -> str:
         return DEFAULT_UTTERANCE
