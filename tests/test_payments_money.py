@@ -10,8 +10,8 @@ from server.payments.states import FINAL, NEXT, sources_of
 from server.providers.tranzila import _json
 
 
-@pytest.mark.parametrize("text, minor", [("49.90", 4990), ("0.1", 10), ("0.01", 1), ("7", 700), ("1000000.00", 100000000),
-                                         (" 12.5 ", 1250), ("10.000", 1000)])
+@pytest.mark.parametrize("text, minor", [("49.90", 4990), ("0.1", 10), ("0.01", 1), ("7", 700),
+                                         ("1000000.00", 100000000), (" 12.5 ", 1250), ("10.000", 1000)])
 def test_decimal_text_to_agorot(text, minor):
     assert minor_from_text(text) == minor
 

@@ -71,4 +71,5 @@ def _html(session: Session, page: Page) -> str:
             f'<meta name="robots" content="noindex">'
             + (f'<meta http-equiv="refresh" content="{refresh}">' if refresh else "")
             + f"<title>{escape(title)}</title><style>{_STYLE}</style>")
-    return f'<!doctype html>\n<html lang="he" dir="rtl"><head>{head}</head><body><main>{"".join(parts)}</main></body></html>\n'
+    body = "".join(parts)
+    return f'<!doctype html>\n<html lang="he" dir="rtl"><head>{head}</head><body><main>{body}</main></body></html>\n'

@@ -168,7 +168,8 @@ OPENAPI_PATHS = {
             "customer_id": {"type": ["integer", "null"]},
             "invoice_id": {"type": ["integer", "null"],
                            "description": "marked paid when this payment is paid; its amount is the default"}}}),
-        "responses": {"201": _ok(_PAYMENT, "Created"), "200": _ok(_PAYMENT, "The payment of a repeated Idempotency-Key"),
+        "responses": {"201": _ok(_PAYMENT, "Created"),
+                      "200": _ok(_PAYMENT, "The payment of a repeated Idempotency-Key"),
                       **_AUTH_ERRORS, "400": _error("Invalid amount, currency, provider, description or key"),
                       "404": _error("No such customer or invoice in the caller's business"),
                       "409": _error("Invoice already paid, or the key was used for another payment"),
@@ -176,7 +177,8 @@ OPENAPI_PATHS = {
     "/api/crm/payments/{payment_id}": {"get": {
         "summary": "A payment and its status", "tags": ["payments"], "security": _BEARER,
         "parameters": [{"name": "payment_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
-        "responses": {"200": _ok(_PAYMENT), **_AUTH_ERRORS, "404": _error("No such payment in the caller's business")}}},
+        "responses": {"200": _ok(_PAYMENT), **_AUTH_ERRORS,
+                      "404": _error("No such payment in the caller's business")}}},
     "/api/crm/payments/gateways": {"get": {
         "summary": "The business's provider credentials (secrets only as set / not set)", "tags": ["payments"],
         "security": _BEARER, "description": "Role: owner or above.",

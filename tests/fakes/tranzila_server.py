@@ -4,7 +4,7 @@ Point the app at it with the production settings `TRANZILA_API_BASE_URL=<fake.ur
 `TRANZILA_IFRAME_BASE_URL=<fake.url>`.
 
     POST /v2/handshake/create   {"terminal_name", "sum": <number>}      → {"error_code": 0, "message", "thtk"}
-    POST /v1/pr/create          {"terminal_name", "items": [...], ...}  → {"error_code": 0, "message", "pr_id", "pr_link"}
+    POST /v1/pr/create          {"terminal_name", "items": [...], ...}  → {"error_code": 0, "pr_id", "pr_link"}
     POST /v1/transactions       {"terminal_name", "transaction_index"}  → {"transactions": [...], "total", "rows"}
     GET  /{terminal}/iframenew.php?sum=…&currency=…&thtk=…&notify_url_address=…   the hosted payment page
 
