@@ -17,7 +17,7 @@ from server.crm import serializers as out
 from server.crm.api_spec import OPENAPI_PATHS, OPENAPI_SCHEMAS  # noqa: F401  (read by server.openapi)
 from server.crm.pagination import fetch_page, page_request
 from server.crm.queries import (AUDIT_KEYSET, CALLS_KEYSET, CUSTOMERS_KEYSET, THREADS_KEYSET, audit_query, calls_query,
-                                customers_by_id, customers_query, documents_query, last_messages, threads_query)
+                                customers_query, documents_query, thread_companions, threads_query)
 from server.crm.validation import MAX_ID
 from server.db.models import ApiToken, Call, CallTurn, Customer, Message, Thread, User
 from server.routes import db_session, settings
@@ -71,10 +71,8 @@ def get_call(call_sid: str):
 # ---- threads and messages -----------------------------------------------------------------------
 
 def _threads_json(rows: list[Thread]) -> list[dict]:
-    session = db_session()
-    people = customers_by_id(session, {t.customer_id for t in rows})
-    newest = last_messages(session, [t.id for t in rows])
-    return [out.thread_json(t, people.get(t.customer_id), newest.get(t.id)) for t in rows]
+    companions = thread_companions(db_session(), [t.id for t in rows])
+    return [out.thread_json(t, *companions.get(t.id, (None, None))) for t in rows]
 
 
 @bp.get(f"{CRM}/threads")
