@@ -32,6 +32,7 @@ monkey.patch_all()
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
+import gc  # noqa: E402
 import importlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
@@ -231,6 +232,10 @@ class ProcessMeter:
         self._ticks = os.sysconf("SC_CLK_TCK")
         self.peak_rss_kb = 0
 
+    def runqueue_wait_seconds(self) -> float:
+        """Time the process was ready to run but waited for a CPU (other processes had it)."""
+        return int(Path(f"/proc/{self.pid}/schedstat").read_text().split()[1]) / 1e9
+
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / self._ticks
@@ -298,17 +303,23 @@ def main() -> None:
             business_id, sids = setup_database(database_url, args.calls)
             meter = ProcessMeter(worker)
             idle_rss = meter.rss_kb()
-            client_cpu_start = time.process_time()
-            cpu_start, wall_start = meter.cpu_seconds(), time.monotonic()
+            client = ProcessMeter(os.getpid())
+            client_cpu_start, client_wait_start = time.process_time(), client.runqueue_wait_seconds()
+            cpu_start, wait_start, wall_start = meter.cpu_seconds(), meter.runqueue_wait_seconds(), time.monotonic()
             sampler = gevent.spawn(lambda: [(meter.rss_kb(), gevent.sleep(0.5)) for _ in iter(int, 1)])
             loop_lag: list[float] = []
             lag_probe = gevent.spawn(measure_loop_lag, loop_lag)
+            # Every received frame is kept for the analysis; a full collection over hundreds of
+            # thousands of them would stall this client (and show up as server jitter).
+            gc.disable()
             jobs = [gevent.spawn(run_call, server.url, sid, business_id, args.turns,
                                  args.ramp_seconds * n / max(1, args.calls)) for n, sid in enumerate(sids)]
             gevent.joinall(jobs)
             wall = time.monotonic() - wall_start
             cpu = meter.cpu_seconds() - cpu_start
             client_cpu = time.process_time() - client_cpu_start
+            waits = {"worker": meter.runqueue_wait_seconds() - wait_start,
+                     "client": client.runqueue_wait_seconds() - client_wait_start}
             sampler.kill()
             lag_probe.kill()
             gevent.sleep(1.0)  # let the server log every WS_END
@@ -316,6 +327,8 @@ def main() -> None:
     figures = report(args, [job.value for job in jobs], log_text, cpu, wall, idle_rss, meter.peak_rss_kb,
                      client_cpu, pin, database_url)
     figures["client_loop_lag_ms"] = spread(loop_lag, 50, 99)
+    # Time spent runnable but without a CPU: other processes on the machine, not this code.
+    figures["runqueue_wait_percent"] = {name: round(100 * seconds / wall, 1) for name, seconds in waits.items()}
     print(json.dumps(figures, ensure_ascii=False, indent=2))
 
 

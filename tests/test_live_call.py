@@ -23,7 +23,7 @@ from server.voice.conversation import SentenceSplitter
 from server.voice.turns import APOLOGY_TEXT
 from tests.conftest import BASE_TEST_ENV, TEST_TWILIO_TOKEN
 from tests.fakes.scripted_providers import LONG_REPLY, Script, scripted_reply, speech, tone
-from tests.fakes.twilio_caller import HandshakeRejected, TwilioCaller, new_sid, twilio_signature
+from tests.fakes.twilio_caller import TwilioCaller, new_sid, twilio_signature
 from tests.fakes.twilio_rest import FakeTwilioRest
 from tests.fakes.twilio_webhooks import signature_header, voice_params
 from tests.servers import GunicornServer

@@ -68,10 +68,6 @@ def split_frames(mulaw: bytes) -> list[bytes]:
     return frames
 
 
-def duration_ms(mulaw: bytes) -> int:
-    return len(mulaw) * 1000 // SAMPLE_RATE
-
-
 class SpeechDetector:
     """Energy VAD: the caller is speaking once `min_speech_ms` of loud frames arrive without a long gap.
 

@@ -11,6 +11,7 @@ gRPC channels must not cross a fork.
 """
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import time
@@ -70,6 +71,10 @@ class VoiceEngine:
             self._services = SessionServices(settings=self.settings, providers=load_voice_providers(self.settings),
                                              store=self._store, phrases=self._phrases,
                                              redirect_to_voicemail=self._redirect)
+            # What is alive now (the app, SQLAlchemy, the vendor SDKs: ~180k objects) lives as long
+            # as the worker. Taking it out of the collector's sight makes a full collection during
+            # calls take ~2 ms instead of stalling every call's audio for 100-300 ms.
+            gc.freeze()
         return self._services
 
     def _redirect(self, call_sid: str, reason: str) -> bool:

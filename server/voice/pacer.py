@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import gevent
@@ -43,16 +43,10 @@ class PlaybackItem:
     first_sent_at: Optional[float] = None
     played_at: Optional[float] = None
     cleared: bool = False
-    # when Twilio will have played this item to the end, by the pacer's model of its buffer
-    expected_end: Optional[float] = field(default=None)
 
     @property
     def played(self) -> bool:
         return self.played_at is not None
-
-    @property
-    def frames(self) -> int:
-        return len(self.messages)
 
 
 class OutboundPacer:
@@ -84,10 +78,6 @@ class OutboundPacer:
     def busy(self) -> bool:
         """Agent audio is queued here or still playing at Twilio (its mark hasn't come back)."""
         return bool(self._queue or self._awaiting_echo)
-
-    @property
-    def buffered_until(self) -> float:
-        return self._buffered_until
 
     def clear(self) -> bool:
         """Barge-in: drop queued audio, tell Twilio to empty its buffer. True if anything was audible."""
@@ -143,6 +133,5 @@ class OutboundPacer:
                 self._buffered_until = (self._buffered_until if ahead > 0 else now) + FRAME_SECONDS
             else:
                 queue.popleft()
-                item.expected_end = self._buffered_until
                 self._awaiting_echo[item.mark] = item
                 send(self._messages.mark(item.mark))

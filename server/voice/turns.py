@@ -139,19 +139,8 @@ class Turn:
         return " ".join(item.text for item in self.items if item.played)
 
     @property
-    def audible(self) -> bool:
-        """Some of this turn's audio has been sent and not all of it has played yet."""
-        return any(item.first_sent_at is not None and not item.played for item in self.items)
-
-    @property
     def first_frame_at(self) -> Optional[float]:
         return self.items[0].first_sent_at if self.items else None
-
-    @property
-    def playback_ends_at(self) -> Optional[float]:
-        """When Twilio should finish playing what has been queued, once it all went out."""
-        ends = [item.expected_end for item in self.items]
-        return max(ends) if ends and None not in ends else None
 
     def metrics(self) -> dict[str, Optional[int]]:
         """The turn's timings in ms (definitions in docs/live_calls.md); None where a step didn't happen."""
