@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 from datetime import timedelta
 
 import pytest
@@ -24,11 +25,13 @@ def get(client, tenant, url, expect=200, **params):
     return response.get_json()
 
 
-def all_pages(client, tenant, url, **params) -> list[dict]:
+def pages_while_inserting(client, tenant, url, limit, insert) -> list[dict]:
+    """Every item of every page, calling `insert()` (new rows) between page fetches."""
     items, cursor = [], None
     while True:
-        page = get(client, tenant, url, **params, **({"cursor": cursor} if cursor else {}))
+        page = get(client, tenant, url, limit=limit, **({"cursor": cursor} if cursor else {}))
         items += page["items"]
+        insert()
         cursor = page["next_cursor"]
         if cursor is None:
             return items
@@ -125,17 +128,14 @@ def test_call_pages_are_stable_while_calls_arrive(client, tenant, db):
     original = [f"CA-{i:02d}" for i in range(23)]
     for i, sid in enumerate(original):  # pairs share a timestamp: the id breaks the tie
         seed_call(db, tenant.business_id, sid=sid, at=T0 + minutes(i // 2))
-    seen, cursor, arrivals = [], None, 0
-    while True:
-        page = get(client, tenant, CALLS, limit=5, **({"cursor": cursor} if cursor else {}))
-        seen += sids(page)
-        for _ in range(3):
-            arrivals += 1
-            seed_call(db, tenant.business_id, sid=f"CA-late-{arrivals}", at=T0 + timedelta(days=1, minutes=arrivals))
-        cursor = page["next_cursor"]
-        if cursor is None:
-            break
-    assert seen == list(reversed(original))
+    arrivals = iter(range(1000))
+
+    def three_new_calls():
+        for n in itertools.islice(arrivals, 3):
+            seed_call(db, tenant.business_id, sid=f"CA-late-{n}", at=T0 + timedelta(days=1, minutes=n))
+
+    seen = pages_while_inserting(client, tenant, CALLS, 5, three_new_calls)
+    assert [call["call_sid"] for call in seen] == list(reversed(original))
 
 
 # ---- threads and messages -----------------------------------------------------------------------
@@ -192,16 +192,14 @@ def test_thread_filters(client, tenant, db, threads):
 def test_thread_pages_are_stable_while_threads_arrive(client, tenant, db):
     original = [seed_message(db, tenant.business_id, phone=f"+97250000{i:04d}", at=T0 + minutes(i // 3))[0]
                 for i in range(17)]
-    seen, cursor, arrivals = [], None, 0
-    while True:
-        page = get(client, tenant, THREADS, limit=4, **({"cursor": cursor} if cursor else {}))
-        seen += thread_ids(page)
-        arrivals += 1
-        seed_message(db, tenant.business_id, phone=f"+97252000{arrivals:04d}", at=T0 + timedelta(days=1, minutes=arrivals))
-        cursor = page["next_cursor"]
-        if cursor is None:
-            break
-    assert seen == list(reversed(original))
+    arrivals = iter(range(1000))
+
+    def a_new_thread():
+        n = next(arrivals)
+        seed_message(db, tenant.business_id, phone=f"+97252000{n:04d}", at=T0 + timedelta(days=1, minutes=n))
+
+    seen = pages_while_inserting(client, tenant, THREADS, 4, a_new_thread)
+    assert [thread["id"] for thread in seen] == list(reversed(original))
 
 
 def test_thread_detail_pages_messages_newest_first(client, tenant, db):
@@ -393,5 +391,5 @@ def test_customer_page_has_threads_calls_documents_and_payments(client, tenant, 
 def test_customer_list_pages(client, tenant):
     for i in range(7):
         client.post(CUSTOMERS, json={"phone": f"050000000{i}"}, headers=tenant.headers)
-    phones = [c["phone"] for c in all_pages(client, tenant, CUSTOMERS, limit=3)]
+    phones = [c["phone"] for c in pages_while_inserting(client, tenant, CUSTOMERS, 3, lambda: None)]
     assert phones == [f"+97250000000{i}" for i in reversed(range(7))]

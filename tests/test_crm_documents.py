@@ -92,7 +92,8 @@ def test_state_machines_allow_their_moves_only_and_audit_each(client, tenant, db
     assert {r.actor for r in rows} == {f"user:{tenant.user_id}"}
 
 
-def test_invoice_fields_edits_and_locking(client, tenant, db):
+def test_invoice_fields_edits_and_locking(client, tenant, db, caplog):
+    caplog.set_level("INFO", logger="agentlocator.crm")
     customer = _post(client, tenant, "/api/crm/customers", {"phone": "0501234567"}).get_json()
     deal = _post(client, tenant, "/api/crm/deals", {"customer_id": customer["id"], "amount": "300"}).get_json()
     response = _post(client, tenant, "/api/crm/invoices", {
@@ -125,6 +126,9 @@ def test_invoice_fields_edits_and_locking(client, tenant, db):
         actions = session.scalars(sa.select(AuditLog.action).where(AuditLog.entity_type == "invoice")
                                   .order_by(AuditLog.id)).all()
     assert actions == ["invoice.created", "invoice.updated", "invoice.status_changed", "invoice.updated"]
+    logged = [r for r in caplog.records if getattr(r, "event", None) == "audit" and r.entity_type == "invoice"]
+    assert [(r.levelname, r.action, r.actor) for r in logged] == \
+        [("INFO", action, f"user:{tenant.user_id}") for action in actions]
 
 
 def test_contract_body_and_listing_filters(client, tenant):

@@ -185,22 +185,22 @@ def get_document(kind: str, document_id: int):
     return jsonify(out.document_json(_owned(documents.KINDS[kind].model, document_id)))
 
 
+def _change_document(kind: str, document_id: int, change: Any) -> Response:
+    spec = documents.KINDS[kind]
+    document = change(db_session(), spec, _locked_document(spec, document_id), _actor(), json_body())
+    return jsonify(out.document_json(document))
+
+
 @bp.patch(f"{CRM}/{DOCUMENT_KIND}/<int:document_id>")
 @require_auth("owner")
 def update_document(kind: str, document_id: int):
-    spec = documents.KINDS[kind]
-    document = documents.update_document(db_session(), spec, _locked_document(spec, document_id), _actor(),
-                                         json_body())
-    return jsonify(out.document_json(document))
+    return _change_document(kind, document_id, documents.update_document)
 
 
 @bp.post(f"{CRM}/{DOCUMENT_KIND}/<int:document_id>/status")
 @require_auth("owner")
 def change_document_status(kind: str, document_id: int):
-    spec = documents.KINDS[kind]
-    document = documents.change_status(db_session(), spec, _locked_document(spec, document_id), _actor(),
-                                       json_body())
-    return jsonify(out.document_json(document))
+    return _change_document(kind, document_id, documents.change_status)
 
 
 # ---- users, tokens, audit -----------------------------------------------------------------------
