@@ -13,8 +13,10 @@ from server.db.dao_crm import insert_message
 from server.db.models import Business, Thread, utcnow
 from server.whatsapp.auto_reply import reply_to_message
 from tests.fakes.openai_server import FakeOpenAI
-from tests.test_whatsapp_support import (CUSTOMER, TWILIO_INBOUND, bridge, bridge_message, messages,  # noqa: F401
-                                         post_bridge, post_twilio, twilio_api, twilio_form, wa_env, wait_for)
+from tests.test_whatsapp_support import (  # noqa: F401  (fixtures: used by name)
+    CUSTOMER, TWILIO_INBOUND, bridge, bridge_message, messages,
+    post_bridge, post_twilio, tenant, twilio_api,
+    twilio_form, wa_env, wait_for)
 
 
 @pytest.fixture

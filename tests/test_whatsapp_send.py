@@ -14,8 +14,10 @@ from server.security import bridge_hmac
 from server.whatsapp.send import SendResult, send_whatsapp
 from tests.conftest import TEST_BASE_URL, add_user, create_tenant
 from tests.servers import free_port
-from tests.test_whatsapp_support import (CUSTOMER, SEND, TWILIO_INBOUND, TWILIO_SENDER, bridge, messages,  # noqa: F401
-                                         post_bridge, post_twilio, twilio_api, twilio_form, wa_env)
+from tests.test_whatsapp_support import (  # noqa: F401  (fixtures: used by name)
+    CUSTOMER, SEND, TWILIO_INBOUND, TWILIO_SENDER, bridge, messages,
+    other_tenant, post_bridge, post_twilio, tenant, twilio_api,
+    twilio_form, wa_env)
 
 
 @pytest.fixture
@@ -321,8 +323,8 @@ def test_send_whatsapp_for_other_areas(wa_app, wa_db, tenant, bridge):
     assert (refused.success, refused.status_code, refused.error) == (False, 400, "invalid_to")
 
 
-def test_outgoing_messages_land_in_the_right_business(wa_client, wa_db, db, tenant, bridge):
-    second = create_tenant(db, name="Garage", phone="+97235550201", whatsapp="+97235550202")
+def test_outgoing_messages_land_in_the_right_business(wa_client, wa_db, tenant, bridge):
+    second = create_tenant(wa_db, name="Garage", phone="+97235550201", whatsapp="+97235550202")
     send(wa_client, tenant, {"to": CUSTOMER, "text": "a"})
     send(wa_client, second, {"to": CUSTOMER, "text": "b"})
     assert [(m.business_id, m.body) for m in messages(wa_db)] == [(tenant.business_id, "a"), (second.business_id, "b")]

@@ -13,7 +13,7 @@ from twilio.request_validator import RequestValidator
 
 from server.db.models import Customer, Message, Thread
 from server.security import bridge_hmac
-from tests.conftest import BASE_TEST_ENV, TEST_BASE_URL, TEST_TWILIO_TOKEN
+from tests.conftest import BASE_TEST_ENV, TEST_BASE_URL, TEST_TWILIO_TOKEN, Tenant, create_tenant
 from tests.fakes.bridge import FakeBridge
 from tests.fakes.twilio_rest import FakeTwilioRest
 
@@ -104,6 +104,17 @@ def wa_env(bridge, twilio_api) -> Callable[..., dict[str, str]]:
                 "ENABLE_WA_BAILEYS": "true", "WA_SHARED_SECRET": WA_SECRET, "WA_BAILEYS_URL": bridge.url,
                 "WA_BAILEYS_TIMEOUT_SECONDS": "1", "WA_PROVIDER_PRIORITY": "baileys,twilio", **overrides}
     return env
+
+
+@pytest.fixture
+def tenant(wa_db) -> Tenant:
+    """Business A on the module's app (conftest's `tenant` would build a second app for it)."""
+    return create_tenant(wa_db)
+
+
+@pytest.fixture
+def other_tenant(wa_db) -> Tenant:
+    return create_tenant(wa_db, name="Garage Moshe", phone="+97235550101", whatsapp="+97235550102")
 
 
 # ---- reading the CRM -----------------------------------------------------------------------

@@ -13,9 +13,11 @@ from server.db.models import ServiceState
 from server.security import bridge_hmac
 from server.whatsapp.status import PROGRESS, predecessors
 from tests.conftest import TEST_BASE_URL, TEST_TWILIO_TOKEN, create_tenant
-from tests.test_whatsapp_support import (BAILEYS, CUSTOMER, TWILIO_INBOUND, TWILIO_STATUS, WA_PREVIOUS_SECRET,
-                                         WA_SECRET, bridge_message, customers, messages, new_message_sid,
-                                         post_bridge, post_twilio, status_form, threads, twilio_form)
+from tests.test_whatsapp_support import (  # noqa: F401  (fixtures: used by name)
+    CUSTOMER, TWILIO_INBOUND, TWILIO_STATUS, WA_PREVIOUS_SECRET,
+    WA_SECRET, bridge_message, customers, messages, new_message_sid,
+    post_bridge, post_twilio, status_form, tenant, threads,
+    twilio_form)
 
 VECTOR = Path(__file__).resolve().parent.parent / "baileys-bridge" / "test" / "vectors" / "signature.json"
 
@@ -73,10 +75,12 @@ def test_twilio_inbound_media_and_location(wa_client, wa_db, tenant):
                         MediaUrl1="https://api.twilio.com/media/ME2", MediaContentType1="application/pdf")
     location = twilio_form(tenant.whatsapp, body="", MessageType="location", Latitude="32.0853",
                            Longitude="34.7818", Address="דיזנגוף 50, תל אביב", Label="הבית")
-    for form in (media, location):
+    untyped = twilio_form(tenant.whatsapp, body="", NumMedia="1", MessageType="",
+                          MediaUrl0="https://api.twilio.com/media/ME3", MediaContentType0="application/pdf")
+    for form in (media, location, untyped):
         assert post_twilio(wa_client, TWILIO_INBOUND, form).status_code == 204
-    first, second = messages(wa_db)
-    assert first.kind == "image"
+    first, second, third = messages(wa_db)
+    assert (first.kind, third.kind) == ("image", "document")
     assert first.media == [{"url": "https://api.twilio.com/media/ME1", "content_type": "image/jpeg"},
                            {"url": "https://api.twilio.com/media/ME2", "content_type": "application/pdf"}]
     assert second.kind == "location"

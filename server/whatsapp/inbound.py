@@ -67,16 +67,26 @@ def twilio_inbound(form: Mapping[str, str]) -> InboundMessage:
         url = form.get(f"MediaUrl{index}")
         if url:
             media.append({"url": url, "content_type": form.get(f"MediaContentType{index}", "")})
-    kind = "text"
-    if form.get("Latitude") and form.get("Longitude"):
-        kind = "location"
+    located = bool(form.get("Latitude") and form.get("Longitude"))
+    if located:
         media.append({"type": "location", "latitude": form["Latitude"], "longitude": form["Longitude"],
                       "address": form.get("Address", ""), "label": form.get("Label", "")})
-    elif media:
-        kind = media[0]["content_type"].partition("/")[0] or "media"
     return InboundMessage(provider="twilio", provider_message_id=sid, business_number=business_number,
                           phone=phone, name=clean_text(form.get("ProfileName")), body=clean_text(form.get("Body")),
-                          kind=kind[:16], media=media)
+                          kind=_twilio_kind(form.get("MessageType"), located, media), media=media)
+
+
+def _twilio_kind(message_type: str | None, located: bool, media: list[dict[str, Any]]) -> str:
+    """Twilio's `MessageType` (text, image, document, location, …) or, when absent, what the fields show."""
+    stated = (message_type or "").strip().lower()
+    if stated.isalpha() and len(stated) <= 16:
+        return stated
+    if located:
+        return "location"
+    if media:
+        major = media[0]["content_type"].partition("/")[0]
+        return {"image": "image", "audio": "audio", "video": "video"}.get(major, "document")
+    return "text"
 
 
 def is_twilio_status_callback(form: Mapping[str, str]) -> bool:
