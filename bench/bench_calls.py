@@ -15,7 +15,8 @@ With two or more CPUs the worker is pinned to CPU 0 and this client to CPU 1. Fi
   server, not received by the callers).
 * outbound_interarrival: gaps between consecutive media frames within one reply (p50/p99/max);
   a perfect pacer gives 20 after the first few (which go out early: the pacer's lead).
-  playout_underruns: frames that arrived after the caller's playback buffer had run dry mid-reply.
+  playout_underruns: frames that arrived after the caller's playback buffer had run dry mid-reply;
+  server_pacer_underruns: the same as the server's pacer saw it (its own lateness only).
 * server_added_latency: the server's `t_first_audio_ms` minus the providers' scripted time for
   that turn (STT final delay + LLM time to the first sentence + TTS latency).
 * t_first_audio (server, from `turn_metrics`) and t_first_audio_client (last loud frame sent →
@@ -378,6 +379,7 @@ def report(args, results: list[CallResult], log_text: str, cpu: float, wall: flo
         "frames_lost": {"inbound": inbound_lost, "outbound": outbound_lost},
         "outbound_interarrival_ms": spread(gaps, 50, 99),
         "playout_underruns": underruns,
+        "server_pacer_underruns": sum(end.get("pacer_underruns", 0) for end in ends.values()),
         "server_added_latency_ms": spread(added, 50, 95, 99),
         "t_first_audio_ms": spread(first_audio, 50, 95),
         "t_first_audio_client_ms": spread([ms for r in results for ms in r.first_audio_ms], 50, 95),

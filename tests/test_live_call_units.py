@@ -203,11 +203,29 @@ def test_pacer_sends_frames_a_little_ahead_of_real_time_then_a_mark():
     assert all(0.012 < gap < 0.035 for gap in steady), steady
     total = media[-1][0] - start
     assert 0.20 < total < 0.30  # 15 frames = 300 ms of audio, sent 60 ms ahead
-    assert pacer.frames_sent == 15 and item.first_sent_at is not None
+    assert pacer.frames_sent == 15 and item.first_sent_at is not None and pacer.underruns == 0
     # Twilio echoes the mark once played: the item is heard
     assert pacer.busy and not item.played
     assert pacer.on_mark("1.0") is item and item.played and played == [item]
     assert not pacer.busy and pacer.on_mark("1.0") is None
+    runner.kill()
+
+
+def test_a_stalled_worker_shows_as_pacer_underruns():
+    import time
+
+    wire = Wire()
+
+    def send(text: str) -> None:
+        wire.send(text)
+        if len(wire.sent) == 5:
+            time.sleep(0.1)  # blocks the whole hub, as CPU starvation or a blocking call would
+
+    pacer = OutboundPacer(send, OutboundMessages(STREAM_SID), lead_seconds=0.04)
+    runner = gevent.spawn(pacer.run)
+    pacer.enqueue(pacer.item("4.0", "x", split_frames(b"\x10" * FRAME_BYTES * 10)))
+    gevent.sleep(0.35)
+    assert pacer.frames_sent == 10 and pacer.underruns == 1
     runner.kill()
 
 

@@ -138,6 +138,7 @@ class VoiceEngine:
                       frames_in=session.frames_in if session else 0,
                       frames_out=session.pacer.frames_sent if session else 0,
                       clears=session.pacer.clears_sent if session else 0,
+                      pacer_underruns=session.pacer.underruns if session else 0,
                       barge_ins=session.barge_ins if session else 0,
                       turns=len(session.history) if session else 0,
                       stt_restarts=session.stt.restarts if session else 0, malformed=malformed)

@@ -62,6 +62,9 @@ class OutboundPacer:
         self._buffered_until = 0.0
         self.frames_sent = 0
         self.clears_sent = 0
+        # Frames sent after Twilio's buffer had already run dry in the middle of a sentence: an
+        # audible gap of our making (a hub stalled by CPU starvation or blocking code).
+        self.underruns = 0
 
     # ---- producer side (turns) -------------------------------------------------------------
     def item(self, mark: str, text: str, mulaw_frames: list[bytes],
@@ -128,6 +131,8 @@ class OutboundPacer:
                 send(item.messages[item.next_index])
                 if item.next_index == 0:
                     item.first_sent_at = now
+                elif ahead < 0:
+                    self.underruns += 1
                 item.next_index += 1
                 self.frames_sent += 1
                 self._buffered_until = (self._buffered_until if ahead > 0 else now) + FRAME_SECONDS
