@@ -6,6 +6,7 @@ import base64
 import json
 
 import gevent
+import gevent.event
 import gevent.queue
 import pytest
 
@@ -18,7 +19,7 @@ from server.voice.stt import SpeechInput
 from server.voice.turns import APOLOGY_TEXT, PhraseCache, Turn, TurnServices
 from server.voice.protocol import (MAX_MESSAGE_BYTES, Connected, Dtmf, Mark, Media, OutboundMessages, ProtocolError,
                                    Start, Stop, parse_message)
-from server.voice.transport import text_frame
+from server.voice.transport import ConnectionClosed, MediaSocket, text_frame
 from tests.fakes.scripted_providers import DEFAULT_UTTERANCE, decode_speech, silence, speech
 
 STREAM_SID = "MZ" + "a" * 32
@@ -98,6 +99,28 @@ def test_builds_media_mark_and_clear_for_the_stream():
 def test_outbound_text_frames_are_final_and_unmasked(size, header):
     frame = text_frame(b"a" * size)
     assert frame.startswith(header) and frame.endswith(b"a" * size) and len(frame) == len(header) + size
+
+
+def test_a_send_to_a_vanished_caller_is_a_closed_connection_not_a_crash():
+    class DeadSocket:
+        def sendall(self, data):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    class FakeServer:
+        sock, connected, subprotocol = DeadSocket(), True, None
+        close_reason, close_message = None, None
+        event = gevent.event.Event()
+
+    ws = FakeServer()
+    socket = MediaSocket(ws)
+    with pytest.raises(ConnectionClosed):
+        socket.send("{}")
+    assert not socket.connected and ws.event.is_set()
+    pacer = OutboundPacer(socket.send, OutboundMessages(STREAM_SID))
+    pacer.enqueue(pacer.item("1.0", "x", [LOUD]))
+    assert pacer.clear() is True  # no exception: the session ends when the receive loop notices
+    with pytest.raises(ConnectionClosed):
+        socket.send("{}")
 
 
 # ---- audio ------------------------------------------------------------------------------------

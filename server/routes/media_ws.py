@@ -54,6 +54,8 @@ def twilio_media():
             socket.close(POLICY_VIOLATION, signature_problem)
         else:
             _engine().serve(socket)
+    except Exception:  # a bug, not the caller's doing: an HTTP 500 can't be sent on a WebSocket anyway
+        log.exception("media stream failed", extra={"event": "ws_engine_error"})
     finally:
         socket.close()
     return _WebSocketDone(ws.mode)

@@ -93,7 +93,10 @@ class OutboundPacer:
         if not pending:
             return False
         self.clears_sent += 1
-        self._send(self._messages.clear)
+        try:
+            self._send(self._messages.clear)
+        except ConnectionClosed:
+            pass  # the caller is gone; the session ends as soon as the receive loop notices
         return True
 
     # ---- Twilio side -----------------------------------------------------------------------
@@ -111,7 +114,7 @@ class OutboundPacer:
     def run(self) -> None:
         try:
             self._loop()
-        except (ConnectionClosed, OSError) as exc:
+        except ConnectionClosed as exc:
             log.debug("pacer stopped: %s", exc)
 
     def _loop(self) -> None:

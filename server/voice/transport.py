@@ -17,6 +17,7 @@ from simple_websocket import ConnectionClosed
 __all__ = ["ConnectionClosed", "MediaSocket", "POLICY_VIOLATION", "NORMAL_CLOSURE", "text_frame"]
 
 NORMAL_CLOSURE = 1000
+ABNORMAL_CLOSURE = 1006  # the connection dropped without a close frame
 POLICY_VIOLATION = 1008
 
 
@@ -48,11 +49,17 @@ class MediaSocket:
         return self._ws.receive(timeout)
 
     def send(self, text: str) -> None:
+        """Send one text message; `ConnectionClosed` if the socket is closed or the peer is gone."""
         if not self._ws.connected:
             raise ConnectionClosed(self._ws.close_reason, self._ws.close_message)
         frame = text_frame(text.encode("utf-8"))
-        with self._write_lock:
-            self._ws.sock.sendall(frame)
+        try:
+            with self._write_lock:
+                self._ws.sock.sendall(frame)
+        except OSError as exc:  # broken pipe, reset: the caller hung up under us
+            self._ws.connected = False
+            self._ws.event.set()
+            raise ConnectionClosed(ABNORMAL_CLOSURE, str(exc)) from None
 
     def close(self, code: int = NORMAL_CLOSURE, reason: str = "") -> None:
         """Send a close frame (once) and wake whoever waits in `receive`."""
