@@ -16,7 +16,7 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.test_whatsapp_support import (  # noqa: F401  (fixtures: used by name)
     CUSTOMER, TWILIO_INBOUND, bridge, bridge_message, messages,
     post_bridge, post_twilio, tenant, twilio_api,
-    twilio_form, wa_env, wait_for)
+    twilio_form, wa_client, wa_db, wa_env, wait_for)
 
 
 @pytest.fixture
@@ -28,16 +28,6 @@ def llm():
 @pytest.fixture
 def wa_app(make_app, wa_env, llm):
     return make_app(**wa_env(OPENAI_API_KEY=llm.api_key, OPENAI_BASE_URL=llm.base_url))
-
-
-@pytest.fixture
-def wa_client(wa_app):
-    return wa_app.test_client()
-
-
-@pytest.fixture
-def wa_db(wa_app):
-    return wa_app.extensions["db"]
 
 
 def set_auto_reply(db, business_id: int, on: bool = True) -> None:

@@ -16,23 +16,13 @@ from tests.conftest import TEST_BASE_URL, add_user, create_tenant
 from tests.servers import free_port
 from tests.test_whatsapp_support import (  # noqa: F401  (fixtures: used by name)
     CUSTOMER, SEND, TWILIO_INBOUND, TWILIO_SENDER, bridge, messages,
-    other_tenant, post_bridge, post_twilio, tenant, twilio_api,
-    twilio_form, wa_env)
+    post_bridge, post_twilio, tenant, twilio_api,
+    twilio_form, wa_client, wa_db, wa_env)
 
 
 @pytest.fixture
 def wa_app(make_app, wa_env):
     return make_app(**wa_env())
-
-
-@pytest.fixture
-def wa_client(wa_app):
-    return wa_app.test_client()
-
-
-@pytest.fixture
-def wa_db(wa_app):
-    return wa_app.extensions["db"]
 
 
 def send(client, tenant, body, **headers):

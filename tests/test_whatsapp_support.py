@@ -107,14 +107,20 @@ def wa_env(bridge, twilio_api) -> Callable[..., dict[str, str]]:
 
 
 @pytest.fixture
-def tenant(wa_db) -> Tenant:
-    """Business A on the module's app (conftest's `tenant` would build a second app for it)."""
-    return create_tenant(wa_db)
+def wa_client(wa_app):
+    """A client of the test module's `wa_app`."""
+    return wa_app.test_client()
 
 
 @pytest.fixture
-def other_tenant(wa_db) -> Tenant:
-    return create_tenant(wa_db, name="Garage Moshe", phone="+97235550101", whatsapp="+97235550102")
+def wa_db(wa_app):
+    return wa_app.extensions["db"]
+
+
+@pytest.fixture
+def tenant(wa_db) -> Tenant:
+    """Business A on the module's app (conftest's `tenant` would build a second app for it)."""
+    return create_tenant(wa_db)
 
 
 # ---- reading the CRM -----------------------------------------------------------------------

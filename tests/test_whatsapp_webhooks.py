@@ -16,7 +16,7 @@ from tests.conftest import TEST_BASE_URL, TEST_TWILIO_TOKEN, create_tenant
 from tests.test_whatsapp_support import (  # noqa: F401  (fixtures: used by name)
     CUSTOMER, TWILIO_INBOUND, TWILIO_STATUS, WA_PREVIOUS_SECRET,
     WA_SECRET, bridge_message, customers, messages, new_message_sid,
-    post_bridge, post_twilio, status_form, tenant, threads,
+    post_bridge, post_twilio, status_form, tenant, threads, wa_client, wa_db,
     twilio_form)
 
 VECTOR = Path(__file__).resolve().parent.parent / "baileys-bridge" / "test" / "vectors" / "signature.json"
@@ -25,16 +25,6 @@ VECTOR = Path(__file__).resolve().parent.parent / "baileys-bridge" / "test" / "v
 @pytest.fixture
 def wa_app(make_app):
     return make_app(WA_SHARED_SECRET=WA_SECRET)
-
-
-@pytest.fixture
-def wa_client(wa_app):
-    return wa_app.test_client()
-
-
-@pytest.fixture
-def wa_db(wa_app):
-    return wa_app.extensions["db"]
 
 
 def outgoing(db, business_id: int, provider: str, provider_message_id: str, status: str = "sent") -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, g, jsonify, request
 
+from server.openapi import json_response, nullable, obj, operation
 from server.routes import db_session, settings
 from server.security.auth import require_auth
 from server.web import ApiError, json_body
@@ -16,7 +17,7 @@ bp = Blueprint("whatsapp_api", __name__)
 @require_auth()
 def send() -> Response:
     body = json_body()
-    text = body.get("text", body.get("message"))
+    text = body.get("text") if body.get("text") is not None else body.get("message")
     for name, value in (("to", body.get("to")), ("text", text), ("provider", body.get("provider")),
                         ("content_sid", body.get("content_sid"))):
         if value is not None and not isinstance(value, str):
@@ -30,52 +31,44 @@ def send() -> Response:
     return response
 
 
-_ERROR = {"type": "object", "required": ["error", "message"], "properties": {
-    "success": {"const": False}, "error": {"type": "string"}, "message": {"type": "string"},
-    "provider": {"type": ["string", "null"]}, "message_id": {"type": "integer"}}}
+_SEND_ERROR = obj({"success": {"const": False}, "error": {"type": "string"}, "message": {"type": "string"},
+                   "provider": {"type": "string"}, "message_id": {"type": "integer"}}, ["success", "error", "message"])
 
 OPENAPI_PATHS = {
     "/api/whatsapp/send": {
-        "post": {
-            "summary": "Send a WhatsApp message to a customer",
-            "description": (
+        "post": operation(
+            "Send a WhatsApp message to a customer", tags=["whatsapp"],
+            description=(
                 "Sends through `provider`, or for `auto` through the first suitable provider in "
-                "WA_PROVIDER_PRIORITY: Baileys is skipped while its bridge is not connected, Twilio "
-                "for free-form text outside the 24-hour window (send a template: `content_sid`). "
-                "The next provider is tried only when the previous one certainly did not send. "
-                "The message is stored in the customer's WhatsApp thread, also when the send fails."),
-            "security": [{"bearer": []}],
-            "parameters": [{
-                "name": "Idempotency-Key", "in": "header", "required": False,
-                "schema": {"type": "string", "minLength": 1, "maxLength": 128},
-                "description": "Repeating a request with the same key answers the first result and sends nothing."}],
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                "type": "object", "required": ["to"],
-                "properties": {
-                    "to": {"type": "string", "examples": ["whatsapp:+972501234567", "+972501234567", "0501234567"]},
-                    "text": {"type": "string", "maxLength": 4096},
-                    "message": {"type": "string", "description": "Same as text."},
-                    "provider": {"type": "string", "enum": ["auto", "twilio", "baileys"], "default": "auto"},
-                    "content_sid": {"type": "string", "description": "Twilio Content template SID (HX…)."},
-                    "content_variables": {"type": ["object", "string"],
-                                          "description": 'Template variables, e.g. {"1": "Dana"}.'},
-                }}}}},
-            "responses": {
-                "200": {"description": "Sent", "content": {"application/json": {"schema": {
-                    "type": "object", "required": ["success", "provider", "message_id", "provider_message_id"],
-                    "properties": {"success": {"const": True}, "provider": {"type": "string"},
-                                   "message_id": {"type": "integer"},
-                                   "provider_message_id": {"type": "string"}}}}}},
-                **{code: {"description": why, "content": {"application/json": {"schema": _ERROR}}} for code, why in (
-                    ("400", "Missing or invalid to/text/provider/content_variables/Idempotency-Key"),
-                    ("401", "No or bad bearer token"),
-                    ("409", "A request with this Idempotency-Key is still being sent"),
-                    ("422", "Outside the 24-hour window a template is needed; or the key was used for another message"),
-                    ("501", "The chosen provider (or every provider) is not enabled"),
-                    ("502", "The send failed (`send_failed`) or may have failed (`outcome_unknown`); "
-                            "the message is stored as failed"),
-                    ("503", "No provider can send now (e.g. the Baileys bridge is not connected)"))},
-            },
-        },
+                "WA_PROVIDER_PRIORITY: Baileys is skipped while its bridge is not connected, Twilio for "
+                "free-form text outside the 24-hour window (send a template: `content_sid`). The next provider "
+                "is tried only when the previous one certainly did not send. The message is stored in the "
+                "customer's WhatsApp thread, also when the send fails (502)."),
+            parameters=[{"name": "Idempotency-Key", "in": "header", "required": False,
+                         "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+                         "description": "Repeating a request with the same key answers the first result and "
+                                        "sends nothing."}],
+            body=obj({
+                "to": {"type": "string", "description": "whatsapp:+9725…, +9725…, 05… or a WhatsApp LID (…@lid)"},
+                "text": nullable({"type": "string", "maxLength": 4096}),
+                "message": nullable({"type": "string", "maxLength": 4096, "description": "same as text"}),
+                "provider": nullable({"type": "string", "enum": ["auto", "twilio", "baileys"], "default": "auto"}),
+                "content_sid": nullable({"type": "string", "description": "Twilio Content template SID (HX…)"}),
+                "content_variables": {"type": ["object", "string", "null"],
+                                      "description": 'template variables, e.g. {"1": "Dana"}'},
+            }, ["to"]),
+            responses={
+                "200": json_response(obj({"success": {"const": True}, "provider": {"type": "string"},
+                                          "message_id": {"type": "integer"},
+                                          "provider_message_id": {"type": "string"}},
+                                         ["success", "provider", "message_id", "provider_message_id"]), "Sent"),
+                **{str(code): json_response(_SEND_ERROR, why) for code, why in (
+                    (400, "Missing or invalid to/text/provider/content_variables/Idempotency-Key"),
+                    (409, "A request with this Idempotency-Key is still being sent"),
+                    (422, "Outside the 24-hour window a template is needed; or the key was used for another message"),
+                    (501, "The chosen provider (or every provider) is not enabled"),
+                    (502, "The send failed (send_failed) or may have gone out (outcome_unknown); stored as failed"),
+                    (503, "No provider can send now (e.g. the Baileys bridge is not connected)"))},
+            }),
     },
 }
