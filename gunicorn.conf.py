@@ -1,7 +1,8 @@
 """Gunicorn settings read automatically from the project root (`start_all.sh` passes the rest).
 
-The gevent worker serves WebSockets; after fork it makes psycopg2 and gRPC cooperative, before
-any database connection or gRPC channel exists (DESIGN.md: clients are created lazily after fork).
+The gevent worker serves WebSockets. It monkey-patches the process before loading the app, and
+`create_app()` then makes psycopg2 and gRPC cooperative (server/cooperative.py) before any
+database connection or gRPC channel exists.
 
 Shutdown: on SIGTERM gunicorn stops accepting connections and gives open requests, including live
 calls' WebSockets, `graceful_timeout` (SHUTDOWN_GRACE_SECONDS) to finish. The worker also marks the
@@ -19,15 +20,6 @@ accesslog = None
 
 
 def post_fork(server, worker):
-    from gevent import monkey
-
-    if monkey.is_module_patched("socket"):
-        from psycogreen.gevent import patch_psycopg
-
-        patch_psycopg()
-        import grpc.experimental.gevent as grpc_gevent
-
-        grpc_gevent.init_gevent()
     _drain_on_exit(worker)
 
 

@@ -13,10 +13,12 @@ from pathlib import Path
 from flask import Flask
 
 from server.config import PROJECT_ROOT, Settings
+from server.cooperative import make_io_cooperative
 from server.db import Database
 from server.db.migrate import run_migrations
 from server.lifecycle import Lifecycle
 from server.logs import configure_logging
+from server.providers.voicemail_google import register_voicemail_transcriber
 
 log = logging.getLogger("agentlocator.app")
 
@@ -29,11 +31,13 @@ BLUEPRINT_MODULES = (
 
 
 def create_app(settings: Settings | None = None) -> Flask:
+    make_io_cooperative()
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
     app = Flask(__name__, static_folder=str(PROJECT_ROOT / "static"), static_url_path="/static")
     register_config(app, settings)
     register_database(app, settings)
+    register_voicemail_transcriber(app)
     register_blueprints(app)
     register_errors(app)
     register_cli_commands(app)

@@ -1,0 +1,27 @@
+import subprocess
+import sys
+
+from tests.servers import PROJECT_ROOT
+
+PROBE = """
+from gevent import monkey
+monkey.patch_all()
+import psycopg2.extensions
+from grpc._cython import cygrpc
+from server.cooperative import make_io_cooperative
+assert psycopg2.extensions.get_wait_callback() is None
+make_io_cooperative()
+print(psycopg2.extensions.get_wait_callback() is not None, bool(getattr(cygrpc, "g_gevent_activated", False)))
+"""
+
+
+def test_under_gevent_psycopg2_and_grpc_become_cooperative():
+    out = subprocess.run([sys.executable, "-c", PROBE], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["True", "True"], out.stderr
+
+
+def test_without_gevent_nothing_is_patched():
+    probe = ("import psycopg2.extensions\nfrom server.cooperative import make_io_cooperative\n"
+             "make_io_cooperative()\nprint(psycopg2.extensions.get_wait_callback())")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "None", out.stderr
