@@ -3,7 +3,7 @@
 # and gunicorn with the gevent worker. Works on a fresh clone; with no DATABASE_URL it uses SQLite.
 set -euo pipefail
 cd "$(dirname "$0")"
-. scripts/venv.sh
+. scripts/setup_env.sh
 ensure_venv requirements.txt
 
 # /version reads these; fall back to git when the platform didn't set them.
@@ -27,15 +27,7 @@ fi
 
 # The Baileys bridge runs beside the web server. If either dies, stop both and exit non-zero so
 # the platform restarts the pair; SIGTERM/SIGINT are forwarded to both for a clean shutdown.
-(
-  cd baileys-bridge
-  want=$(sha256sum package-lock.json | cut -d' ' -f1)
-  if [ "$(cat node_modules/.lockfile-sha256 2>/dev/null)" != "$want" ]; then
-    echo "installing the Baileys bridge (npm ci)" >&2
-    npm ci --omit=dev --no-audit --no-fund >&2
-    echo "$want" > node_modules/.lockfile-sha256
-  fi
-)
+ensure_bridge_packages prod
 eval "$bridge_env"
 (cd baileys-bridge && exec node index.js) &
 bridge_pid=$!

@@ -1,6 +1,7 @@
 """Run the app as production does: real gunicorn with the gevent worker, on a free local port."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -11,6 +12,14 @@ from pathlib import Path
 import requests
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def flask_cli(env: dict[str, str], *args: str) -> dict:
+    """Run an admin CLI command (`flask --app main …`) as an operator would; return its JSON."""
+    flask = str(Path(sys.executable).with_name("flask"))
+    result = subprocess.run([flask, "--app", "main", *args], cwd=PROJECT_ROOT, env={**os.environ, **env},
+                            capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def free_port() -> int:

@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import requests
@@ -13,18 +11,11 @@ import requests
 from tests.conftest import BASE_TEST_ENV, TEST_TWILIO_TOKEN
 from tests.fakes.twilio_rest import FakeTwilioRest
 from tests.fakes.twilio_webhooks import ACCOUNT_SID, signature_header
-from tests.servers import PROJECT_ROOT, GunicornServer
+from tests.servers import PROJECT_ROOT, GunicornServer, flask_cli
 
 VOICE_NUMBER = "+97235550001"
 WHATSAPP_NUMBER = "+97235550002"
 CUSTOMER = "+972501234567"
-
-
-def _cli(env: dict[str, str], *args: str) -> dict:
-    flask = str(Path(sys.executable).with_name("flask"))
-    result = subprocess.run([flask, "--app", "main", *args], cwd=PROJECT_ROOT, env={**os.environ, **env},
-                            capture_output=True, text=True, timeout=60, check=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def _smoke(base_url: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -46,9 +37,9 @@ def test_smoke_passes_against_a_configured_deployment(tmp_path, twilio):
            "TWILIO_WA_FROM": WHATSAPP_NUMBER, "TWILIO_API_BASE_URL": twilio.url, "WATCHDOG_SECONDS": "30"}
     server = GunicornServer(env, log_path=tmp_path / "gunicorn.log")
     env["PUBLIC_BASE_URL"] = server.env["PUBLIC_BASE_URL"] = server.url
-    business = _cli(env, "create-business", "--name", "Smoke Salon", "--phone", VOICE_NUMBER,
+    business = flask_cli(env, "create-business", "--name", "Smoke Salon", "--phone", VOICE_NUMBER,
                     "--whatsapp", WHATSAPP_NUMBER)
-    user = _cli(env, "create-user", "--business-id", str(business["id"]), "--email", "smoke@salon.example",
+    user = flask_cli(env, "create-user", "--business-id", str(business["id"]), "--email", "smoke@salon.example",
                 "--password", "smoke-pass", "--role", "owner")
     with server:
         # The customer wrote first, so a free-form reply is inside WhatsApp's 24-hour window.
@@ -79,7 +70,7 @@ def test_smoke_fails_against_a_misconfigured_deployment(tmp_path):
     env = {**BASE_TEST_ENV, "DATABASE_URL": f"sqlite:///{tmp_path / 'smoke.db'}"}
     server = GunicornServer(env, log_path=tmp_path / "gunicorn.log")
     env["PUBLIC_BASE_URL"] = server.env["PUBLIC_BASE_URL"] = server.url
-    _cli(env, "create-business", "--name", "Smoke Salon", "--phone", VOICE_NUMBER)
+    flask_cli(env, "create-business", "--name", "Smoke Salon", "--phone", VOICE_NUMBER)
     with server:
         result = _smoke(server.url, {"TWILIO_AUTH_TOKEN": "not-the-apps-token", "PUBLIC_BASE_URL": server.url,
                                      "SMOKE_TO": VOICE_NUMBER})
