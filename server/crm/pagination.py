@@ -85,10 +85,17 @@ def page_request(args: Mapping[str, str], keyset: Keyset) -> PageRequest:
 
 def fetch_page(session: Session, stmt: sa.Select, keyset: Keyset, request: PageRequest,
                render: Callable[[list[Any]], list[dict]]) -> dict[str, Any]:
-    """Run `stmt` (already filtered) one page at a time; `render` turns the page's rows into JSON items."""
+    """Run `stmt` (already filtered) one page at a time; `render` turns the page's rows into JSON items.
+
+    `stmt` selects the keyed entity, alone (rows are entities) or first (rows are tuples)."""
     if request.after is not None:
         stmt = stmt.where(keyset.below(request.after))
-    rows = list(session.scalars(stmt.order_by(*keyset.order_by()).limit(request.limit + 1)))
+    result = session.execute(stmt.order_by(*keyset.order_by()).limit(request.limit + 1))
+    rows = list(result.scalars() if len(stmt.column_descriptions) == 1 else result)
     more = len(rows) > request.limit
     rows = rows[:request.limit]
-    return {"items": render(rows), "next_cursor": keyset.encode(rows[-1]) if more else None}
+    cursor = None
+    if more:
+        last = rows[-1]
+        cursor = keyset.encode(last[0] if isinstance(last, sa.Row) else last)
+    return {"items": render(rows), "next_cursor": cursor}

@@ -78,8 +78,20 @@ def calls_query(session: Session, args: Mapping[str, str]) -> sa.Select:
     return stmt
 
 
+_newer, _searched = aliased(Message), aliased(Message)  # built once: an alias per request costs more than a query
+_NEWEST_MESSAGE_ID = (sa.select(_newer.id).where(_newer.thread_id == Thread.id)
+                      .order_by(_newer.created_at.desc(), _newer.id.desc()).limit(1).correlate(Thread).scalar_subquery())
+
+
+def thread_rows() -> sa.Select:
+    """(thread, its customer, its newest message or None) rows of the caller's business, in one query:
+    the newest message is one index probe per thread."""
+    return (scoped(Thread).add_columns(Customer, Message).join(Customer, Customer.id == Thread.customer_id)
+            .outerjoin(Message, Message.id == _NEWEST_MESSAGE_ID))
+
+
 def threads_query(session: Session, args: Mapping[str, str], user_id: int) -> sa.Select:
-    stmt = scoped(Thread)
+    stmt = thread_rows()
     channel = v.query_choice(args, "channel", CHANNELS)
     if channel:
         stmt = stmt.where(Thread.channel == channel)
@@ -98,12 +110,9 @@ def threads_query(session: Session, args: Mapping[str, str], user_id: int) -> sa
         stmt = stmt.where(Thread.assignee_user_id == v.query_id(args, "assignee"))
     q = v.query_text(args, "q")
     if q:
-        customer_hit = sa.select(Customer.id).where(
-            Customer.business_id == Thread.business_id, Customer.id == Thread.customer_id,
-            sa.or_(contains(Customer.name, q), phone_matches(Customer.phone, q)))
-        message_hit = sa.select(Message.id).where(Message.thread_id == Thread.id,
-                                                  words_match(session, Message.body, q))
-        stmt = stmt.where(sa.or_(customer_hit.exists(), message_hit.exists()))
+        message_hit = (sa.select(_searched.id).where(_searched.thread_id == Thread.id,
+                                                     words_match(session, _searched.body, q)).correlate(Thread))
+        stmt = stmt.where(sa.or_(contains(Customer.name, q), phone_matches(Customer.phone, q), message_hit.exists()))
     return stmt
 
 
@@ -135,18 +144,3 @@ def audit_query(args: Mapping[str, str]) -> sa.Select:
         if value:
             stmt = stmt.where(column == value)
     return stmt
-
-
-_newer = aliased(Message)  # built once: an alias per request costs more than the query
-_NEWEST_MESSAGE_ID = (sa.select(_newer.id).where(_newer.thread_id == Thread.id)
-                      .order_by(_newer.created_at.desc(), _newer.id.desc()).limit(1).correlate(Thread).scalar_subquery())
-_THREAD_COMPANIONS = (sa.select(Thread.id, Customer, Message).join(Customer, Customer.id == Thread.customer_id)
-                      .outerjoin(Message, Message.id == _NEWEST_MESSAGE_ID))
-
-
-def thread_companions(session: Session, thread_ids: list[int]) -> dict[int, tuple[Customer, Message | None]]:
-    """Each thread's customer and newest message, in one query (one index probe per thread)."""
-    if not thread_ids:
-        return {}
-    rows = session.execute(_THREAD_COMPANIONS.where(Thread.id.in_(thread_ids)))
-    return {thread_id: (customer, message) for thread_id, customer, message in rows}

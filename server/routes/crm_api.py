@@ -17,7 +17,7 @@ from server.crm import serializers as out
 from server.crm.api_spec import OPENAPI_PATHS, OPENAPI_SCHEMAS  # noqa: F401  (read by server.openapi)
 from server.crm.pagination import fetch_page, page_request
 from server.crm.queries import (AUDIT_KEYSET, CALLS_KEYSET, CUSTOMERS_KEYSET, THREADS_KEYSET, audit_query, calls_query,
-                                customers_query, documents_query, thread_companions, threads_query)
+                                customers_query, documents_query, thread_rows, threads_query)
 from server.crm.validation import MAX_ID
 from server.db.models import ApiToken, Call, CallTurn, Customer, Message, Thread, User
 from server.routes import db_session, settings
@@ -70,9 +70,8 @@ def get_call(call_sid: str):
 
 # ---- threads and messages -----------------------------------------------------------------------
 
-def _threads_json(rows: list[Thread]) -> list[dict]:
-    companions = thread_companions(db_session(), [t.id for t in rows])
-    return [out.thread_json(t, *companions.get(t.id, (None, None))) for t in rows]
+def _thread_json(thread: Thread) -> dict:
+    return out.thread_json(*db_session().execute(thread_rows().where(Thread.id == thread.id)).one())
 
 
 @bp.get(f"{CRM}/threads")
@@ -81,7 +80,7 @@ def list_threads():
     session = db_session()
     stmt = threads_query(session, request.args, g.user.id)
     page = page_request(request.args, THREADS_KEYSET)
-    return jsonify(fetch_page(session, stmt, THREADS_KEYSET, page, _threads_json))
+    return jsonify(fetch_page(session, stmt, THREADS_KEYSET, page, lambda rows: [out.thread_json(*r) for r in rows]))
 
 
 @bp.get(f"{CRM}/threads/<int:thread_id>")
@@ -105,7 +104,7 @@ def list_thread_messages(thread_id: int):
 def mark_thread_read(thread_id: int):
     thread = _owned(Thread, thread_id)
     conversations.mark_read(thread)
-    return jsonify(_threads_json([thread])[0])
+    return jsonify(_thread_json(thread))
 
 
 @bp.patch(f"{CRM}/threads/<int:thread_id>")
@@ -113,7 +112,7 @@ def mark_thread_read(thread_id: int):
 def update_thread(thread_id: int):
     thread = _owned(Thread, thread_id)
     conversations.update_thread(db_session(), thread, _actor(), json_body())
-    return jsonify(_threads_json([thread])[0])
+    return jsonify(_thread_json(thread))
 
 
 @bp.post(f"{CRM}/threads/<int:thread_id>/messages")
