@@ -1,22 +1,31 @@
-"""`/api/openapi.json`: a valid OpenAPI 3.1 document that covers exactly the `/api/*` routes."""
+"""`/api/openapi.json`: a valid OpenAPI 3.1 document that covers exactly the `/api/*` routes.
+
+The document doesn't depend on the database, so one SQLite app serves this module."""
 from __future__ import annotations
 
+import pytest
 from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
 
+from server.app_factory import create_app
 from server.openapi import openapi_paths
+from tests.conftest import create_tenant, make_settings
 
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 
 
-def spec_of(client, tenant) -> dict:
-    response = client.get("/api/openapi.json", headers=tenant.headers)
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    app = create_app(make_settings(DATABASE_URL=f"sqlite:///{tmp_path_factory.mktemp('openapi') / 'db.sqlite'}"))
+    owner = create_tenant(app.extensions["db"])
+    response = app.test_client().get("/api/openapi.json", headers=owner.headers)
     assert response.status_code == 200 and response.mimetype == "application/json"
-    return response.get_json()
+    yield app, response.get_json()
+    app.extensions["db"].engine.dispose()
 
 
-def test_the_document_needs_a_token_and_is_valid_openapi_31(client, tenant):
-    assert client.get("/api/openapi.json").status_code == 401
-    spec = spec_of(client, tenant)
+def test_the_document_needs_a_token_and_is_valid_openapi_31(served):
+    app, spec = served
+    assert app.test_client().get("/api/openapi.json").status_code == 401
     assert spec["openapi"] == "3.1.0"
     errors = [f"{'/'.join(map(str, e.instance_path))}: {e.message}" for e in OPENAPI_31_VALIDATOR.iter_errors(spec)]
     assert errors == []
@@ -24,8 +33,8 @@ def test_the_document_needs_a_token_and_is_valid_openapi_31(client, tenant):
         "type": "http", "scheme": "bearer", "description": spec["components"]["securitySchemes"]["bearer"]["description"]}
 
 
-def test_every_api_route_is_documented_and_nothing_else(app, client, tenant):
-    spec = spec_of(client, tenant)
+def test_every_api_route_is_documented_and_nothing_else(served):
+    app, spec = served
     routes = {(path, method.lower()) for rule in app.url_map.iter_rules() if rule.rule.startswith("/api/")
               for path in openapi_paths(rule.rule) for method in rule.methods - IGNORED_METHODS}
     documented = {(path, method) for path, item in spec["paths"].items() for method in item
@@ -47,8 +56,8 @@ def _resolve(spec: dict, schema: dict) -> dict:
     return schema
 
 
-def test_every_operation_states_its_security_and_error_shapes(client, tenant):
-    spec = spec_of(client, tenant)
+def test_every_operation_states_its_security_and_error_shapes(served):
+    _app, spec = served
     for path, item in spec["paths"].items():
         for method, op in item.items():
             label = f"{method.upper()} {path}"
