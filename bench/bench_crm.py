@@ -80,14 +80,15 @@ def seed(engine: sa.Engine, business_id: int) -> int:
         for message_id, thread_id in enumerate(spread, start=1):
             when = NOW - timedelta(seconds=rng.randint(0, 90 * 86400))
             direction = "in" if rng.random() < 0.6 else "out"
+            status = "received" if direction == "in" else "sent"
             messages.append((message_id, business_id, thread_id, direction, "text", sentence(rng, rng.randint(3, 25)),
-                             "twilio", f"SM{uuid.UUID(int=message_id).hex}", "received" if direction == "in" else "sent",
-                             "[]", when.isoformat(), when.isoformat()))
+                             "twilio", f"SM{uuid.UUID(int=message_id).hex}", status, "[]", when.isoformat(),
+                             when.isoformat()))
             activity[thread_id] = max(activity.get(thread_id, when), when)
         copy_rows(raw, "threads", ["id", "business_id", "customer_id", "channel", "status", "labels", "unread_count",
                                    "last_activity_at", "created_at"],
                   ((tid, business_id, cid, channel, rng.choice(("open", "open", "pending", "resolved")), "[]",
-                    rng.choice((0, 0, 0, 1, 3)), (activity.get(tid) or NOW - timedelta(days=rng.randint(0, 90))).isoformat(),
+                    rng.choice((0, 0, 0, 1, 3)), (activity.get(tid) or NOW - timedelta(days=rng.randint(0, 90))),
                     at(200)) for tid, cid, channel in threads))
         copy_rows(raw, "messages", ["id", "business_id", "thread_id", "direction", "kind", "body", "provider",
                                     "provider_message_id", "status", "media", "created_at", "updated_at"], messages)

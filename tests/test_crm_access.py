@@ -102,7 +102,8 @@ def test_roles(app, client, db, tenant, other_tenant):
     for method, url, body in (("POST", "/api/crm/deals", {}), ("PATCH", f"/api/crm/deals/{seeded.deal_id}", {}),
                               ("POST", f"/api/crm/invoices/{seeded.invoice_id}/status", {"status": "paid"}),
                               ("POST", "/api/crm/contracts", {}), ("GET", "/api/crm/users", None),
-                              ("POST", "/api/crm/users", {}), ("GET", "/api/crm/tokens", None), ("POST", "/api/crm/tokens", None),
+                              ("POST", "/api/crm/users", {}), ("GET", "/api/crm/tokens", None),
+                              ("POST", "/api/crm/tokens", None),
                               ("DELETE", f"/api/crm/tokens/{seeded.token_id}", None),
                               ("GET", "/api/crm/audit", None)):
         response = client.open(url, method=method, json=body or {}, headers=agent.headers)
@@ -133,7 +134,8 @@ def test_users_and_tokens(app, client, db, tenant):
     login = client.post("/api/auth/login", json={"email": "agent@example.test", "password": "long enough"})
     assert login.status_code == 200 and client.get("/api/crm/calls", headers={
         "Authorization": f"Bearer {login.get_json()['token']}"}).status_code == 200
-    for body, code, field in (({"email": "agent@example.test", "password": "long enough", "role": "agent"}, 409, "email"),
+    for body, code, field in (({"email": "agent@example.test", "password": "long enough", "role": "agent"}, 409,
+                               "email"),
                               ({"email": "x@example.test", "password": "short", "role": "agent"}, 400, "password"),
                               ({"email": "nope", "password": "long enough", "role": "agent"}, 400, "email"),
                               ({"email": "y@example.test", "password": "long enough", "role": "boss"}, 400, "role"),
@@ -189,7 +191,8 @@ def test_audit_log_lists_every_change_with_filters_and_pages(client, db, tenant)
     assert [e["action"] for e in everything] == ["customer.updated", "deal.status_changed", "deal.updated",
                                                  "deal.created", "customer.created"]
     assert {e["actor"] for e in everything} == {f"user:{tenant.user_id}"}
-    assert everything[1]["details"] == {"from": "open", "to": "won"} and everything[2]["details"] == {"fields": ["title"]}
+    assert everything[1]["details"] == {"from": "open", "to": "won"}
+    assert everything[2]["details"] == {"fields": ["title"]}
     deal_rows = audit(entity_type="deal", entity_id=str(deal["id"]))["items"]
     assert [e["action"] for e in deal_rows] == ["deal.status_changed", "deal.updated", "deal.created"]
     assert [e["action"] for e in audit(action="customer.created")["items"]] == ["customer.created"]

@@ -213,7 +213,8 @@ def test_thread_detail_pages_messages_newest_first(client, tenant, db):
     before = get(client, tenant, url, before=message_ids[4], limit=2)
     assert [m["body"] for m in before["items"]] == ["m3", "m2"]
     assert get(client, tenant, f"{THREADS}/{thread_id}", expect=400, before=999999)["field"] == "before"
-    assert get(client, tenant, url, expect=400, before=message_ids[1], cursor=before["next_cursor"])["field"] == "before"
+    both = get(client, tenant, url, expect=400, before=message_ids[1], cursor=before["next_cursor"])
+    assert both["field"] == "before"
 
 
 def test_reading_a_thread_does_not_mark_it_read_but_post_read_does(client, tenant, threads):
@@ -337,13 +338,15 @@ def test_create_customer_normalises_the_phone_and_refuses_duplicates(client, ten
         duplicate = client.post(CUSTOMERS, json={"phone": same}, headers=tenant.headers)
         assert duplicate.status_code == 409, same
         assert duplicate.get_json()["customer_id"] == created["id"] and duplicate.get_json()["field"] == "phone"
-    for bad, field in (({"phone": "abc"}, "phone"), ({"phone": "12"}, "phone"), ({}, "phone"), ({"phone": None}, "phone"),
+    for bad, field in (({"phone": "abc"}, "phone"), ({"phone": "12"}, "phone"), ({}, "phone"),
+                       ({"phone": None}, "phone"),
                        ({"phone": "0521111111", "email": "nope"}, "email"), ({"phone": "0521111111", "age": 3}, "age"),
                        ({"phone": "0521111111", "name": "x" * 201}, "name"), ({"phone": 521111111}, "phone")):
         response = client.post(CUSTOMERS, json=bad, headers=tenant.headers)
         assert response.status_code == 400 and response.get_json()["field"] == field, bad
     with db.scope() as session:
-        assert session.scalar(sa.select(AuditLog.action).where(AuditLog.entity_type == "customer")) == "customer.created"
+        actions = session.scalars(sa.select(AuditLog.action).where(AuditLog.entity_type == "customer")).all()
+    assert actions == ["customer.created"]
 
 
 def test_update_customer(client, tenant):

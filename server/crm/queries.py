@@ -80,7 +80,8 @@ def calls_query(session: Session, args: Mapping[str, str]) -> sa.Select:
 
 _newer, _searched = aliased(Message), aliased(Message)  # built once: an alias per request costs more than a query
 _NEWEST_MESSAGE_ID = (sa.select(_newer.id).where(_newer.thread_id == Thread.id)
-                      .order_by(_newer.created_at.desc(), _newer.id.desc()).limit(1).correlate(Thread).scalar_subquery())
+                      .order_by(_newer.created_at.desc(), _newer.id.desc()).limit(1)
+                      .correlate(Thread).scalar_subquery())
 
 
 def thread_rows() -> sa.Select:
