@@ -15,14 +15,20 @@ from server.whatsapp.auto_reply import reply_to_message
 from tests.fakes.openai_server import FakeOpenAI
 from tests.test_whatsapp_support import (  # noqa: F401  (fixtures: used by name)
     CUSTOMER, TWILIO_INBOUND, bridge, bridge_message, messages,
-    post_bridge, post_twilio, tenant, twilio_api,
+    post_bridge, post_twilio, tenant, twilio_api, twilio_server,
     twilio_form, wa_client, wa_db, wa_env, wait_for)
 
 
-@pytest.fixture
-def llm():
+@pytest.fixture(scope="module")
+def llm_server():
     with FakeOpenAI() as fake:
         yield fake
+
+
+@pytest.fixture
+def llm(llm_server):
+    llm_server.reset()
+    return llm_server
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from tests.conftest import BASE_TEST_ENV, TEST_BASE_URL, TEST_TWILIO_TOKEN, crea
 from tests.fakes.openai_server import FakeOpenAI
 from tests.servers import GunicornServer
 from tests.test_whatsapp_support import (BAILEYS, TWILIO_INBOUND, WA_SECRET, bridge, bridge_message,  # noqa: F401
-                                         messages, twilio_api, twilio_form, wa_env, wait_for)
+                                         messages, twilio_api, twilio_form, twilio_server, wa_env, wait_for)
 from tests.test_whatsapp_auto_reply import GatedModel
 
 

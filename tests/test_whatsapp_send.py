@@ -16,7 +16,7 @@ from tests.conftest import TEST_BASE_URL, add_user, create_tenant
 from tests.servers import free_port
 from tests.test_whatsapp_support import (  # noqa: F401  (fixtures: used by name)
     CUSTOMER, SEND, TWILIO_INBOUND, TWILIO_SENDER, bridge, messages,
-    post_bridge, post_twilio, tenant, twilio_api,
+    post_bridge, post_twilio, tenant, twilio_api, twilio_server,
     twilio_form, wa_client, wa_db, wa_env)
 
 

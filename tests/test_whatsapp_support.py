@@ -89,10 +89,19 @@ def bridge():
         yield fake
 
 
-@pytest.fixture
-def twilio_api():
+@pytest.fixture(scope="module")
+def twilio_server():
     with FakeTwilioRest(account_sid=BASE_TEST_ENV["TWILIO_ACCOUNT_SID"], auth_token=TEST_TWILIO_TOKEN) as fake:
         yield fake
+
+
+@pytest.fixture
+def twilio_api(twilio_server):
+    """The module's Twilio REST fake, emptied and answering normally (stopping a server costs 0.5 s)."""
+    twilio_server.succeed("Messages")
+    twilio_server.requests.clear()
+    twilio_server.messages.clear()
+    return twilio_server
 
 
 @pytest.fixture
