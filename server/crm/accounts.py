@@ -64,7 +64,10 @@ def business_tokens(business_id: int) -> sa.Select:
 
 
 def revoke_token(session: Session, business_id: int, actor: User, token_id: int) -> None:
-    row = session.execute(business_tokens(business_id).add_columns(User.role).where(ApiToken.id == token_id)).first()
+    row = None
+    if 1 <= token_id <= v.MAX_ID:
+        row = session.execute(business_tokens(business_id).add_columns(User.role)
+                              .where(ApiToken.id == token_id)).first()
     if row is None:
         raise ApiError(404, "not_found", "no such token")
     token, owner_role = row

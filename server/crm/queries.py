@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, aliased
 
 from server.crm import validation as v
 from server.crm.pagination import Keyset
-from server.db.models import AuditLog, Call, Customer, Message, Thread
+from server.db.models import AuditLog, Call, CallTurn, Customer, Message, Thread
 from server.phones import search_variants
 from server.security.auth import scoped
 
@@ -57,6 +57,15 @@ def phone_matches(column: sa.ColumnElement, q: str) -> sa.ColumnElement[bool]:
     if not variants:
         return sa.false()
     return sa.or_(*(column.like(f"%{digits}%") for digits in variants))
+
+
+def call_turns_and_voicemail(session: Session, call: Call) -> tuple[list[CallTurn], Message | None]:
+    """The call's turns in order, and the caller's voicemail (the newest, should Twilio record twice)."""
+    turns = session.scalars(sa.select(CallTurn).where(CallTurn.call_id == call.id).order_by(CallTurn.turn_index))
+    voicemail = session.scalar(sa.select(Message).where(Message.business_id == call.business_id,
+                                                        Message.call_id == call.id, Message.kind == "voicemail")
+                               .order_by(Message.id.desc()).limit(1))
+    return list(turns), voicemail
 
 
 def calls_query(session: Session, args: Mapping[str, str]) -> sa.Select:

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import sqlalchemy as sa
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from server.crm import accounts, conversations, customers, documents
 from server.crm import serializers as out
 from server.crm.api_spec import OPENAPI_PATHS, OPENAPI_SCHEMAS  # noqa: F401  (read by server.openapi)
 from server.crm.pagination import fetch_page, page_request
-from server.crm.queries import (AUDIT_KEYSET, CALLS_KEYSET, CUSTOMERS_KEYSET, THREADS_KEYSET, audit_query, calls_query,
-                                customers_query, documents_query, thread_rows, threads_query)
+from server.crm.queries import (AUDIT_KEYSET, CALLS_KEYSET, CUSTOMERS_KEYSET, THREADS_KEYSET, audit_query,
+                                call_turns_and_voicemail, calls_query, customers_query, documents_query, thread_rows,
+                                threads_query)
 from server.crm.validation import MAX_ID
-from server.db.models import ApiToken, Call, CallTurn, Customer, Message, Thread, User
+from server.db.models import ApiToken, Call, Customer, Thread, User
 from server.routes import db_session, settings
 from server.security.auth import get_owned, require_auth, scoped
 from server.web import ApiError, json_body
@@ -61,11 +61,7 @@ def get_call(call_sid: str):
     if len(call_sid) > 64 or "\x00" in call_sid:
         raise ApiError(404, "not_found", "no such call")
     call = get_owned(session, Call, call_sid, column="call_sid")
-    turns = session.scalars(sa.select(CallTurn).where(CallTurn.call_id == call.id).order_by(CallTurn.turn_index)).all()
-    voicemail = session.scalar(sa.select(Message).where(Message.business_id == call.business_id,
-                                                        Message.call_id == call.id, Message.kind == "voicemail")
-                               .order_by(Message.id.desc()).limit(1))
-    return jsonify(out.call_detail_json(call, list(turns), voicemail))
+    return jsonify(out.call_detail_json(call, *call_turns_and_voicemail(session, call)))
 
 
 # ---- threads and messages -----------------------------------------------------------------------
@@ -157,9 +153,13 @@ def update_customer(customer_id: int):
 # ---- deals, invoices, contracts -----------------------------------------------------------------
 
 def _locked_document(kind: documents.DocumentKind, document_id: int) -> Any:
-    """The document, row-locked until commit so that two status changes can't both win."""
-    _owned(kind.model, document_id)
-    return db_session().scalar(scoped(kind.model).where(kind.model.id == document_id).with_for_update())
+    """The document, row-locked until commit (and read once locked), so that of two concurrent
+    changes the second sees the first's result: two status moves can't both win."""
+    if 1 <= document_id <= MAX_ID:
+        document = db_session().scalar(scoped(kind.model).where(kind.model.id == document_id).with_for_update())
+        if document is not None:
+            return document
+    raise ApiError(404, "not_found", f"no such {kind.name}")
 
 
 @bp.get(f"{CRM}/{DOCUMENT_KIND}")
@@ -234,8 +234,6 @@ def create_token():
 @bp.delete(f"{CRM}/tokens/<int:token_id>")
 @require_auth("owner")
 def revoke_token(token_id: int):
-    if not 1 <= token_id <= MAX_ID:
-        raise ApiError(404, "not_found", "no such token")
     accounts.revoke_token(db_session(), g.business_id, g.user, token_id)
     return "", 204
 
