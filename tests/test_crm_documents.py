@@ -1,6 +1,8 @@
 """Deals, invoices and contracts: exact money, state machines, locking, filters and the audit trail."""
 from __future__ import annotations
 
+import threading
+
 import pytest
 import sqlalchemy as sa
 
@@ -160,3 +162,23 @@ def test_contract_body_and_listing_filters(client, tenant):
         assert response.status_code == 400 and response.get_json()["field"] == field
     assert client.get("/api/crm/contracts/99999", headers=tenant.headers).status_code == 404
     assert client.post("/api/crm/contracts", data="{oops", headers=tenant.headers).status_code == 400
+
+
+def test_a_status_move_waits_for_a_concurrent_one_and_sees_its_result(app, client, tenant, db, database_url):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("row locks: PostgreSQL")
+    invoice = _post(client, tenant, "/api/crm/invoices", {"amount": "10"}).get_json()
+    url = f"/api/crm/invoices/{invoice['id']}/status"
+    assert _post(client, tenant, url, {"status": "issued"}).status_code == 200
+    answers = []
+    with db.scope() as session:  # another worker, paying the invoice, holds the row
+        held = session.execute(sa.select(Invoice).where(Invoice.id == invoice["id"]).with_for_update()).scalar_one()
+        held.status = "paid"
+        voiding = threading.Thread(target=lambda: answers.append(_post(app.test_client(), tenant, url,
+                                                                       {"status": "void"})))
+        voiding.start()
+        voiding.join(0.5)
+        assert voiding.is_alive()  # waiting for the lock
+    voiding.join(10)
+    assert answers[0].status_code == 409 and answers[0].get_json()["allowed"] == []
+    assert client.get(f"/api/crm/invoices/{invoice['id']}", headers=tenant.headers).get_json()["status"] == "paid"
