@@ -348,6 +348,26 @@ def test_stt_gets_100_ms_requests_and_a_dead_stream_is_reopened_without_losing_a
     assert second.closed and runner.dead and not unavailable
 
 
+def test_an_stt_stream_that_raises_is_reopened():
+    class Exploding(FakeStream):
+        def transcripts(self):
+            yield Transcript("שלום", is_final=False)
+            raise ConnectionResetError("gRPC stream reset")
+
+    class FirstStreamExplodes(FakeSpeechToText):
+        def open_stream(self):
+            if self.streams:
+                return super().open_stream()
+            self.streams.append(Exploding())
+            return self.streams[0]
+
+    stt = FirstStreamExplodes()
+    keeper, heard, unavailable, runner = speech_input(stt)
+    gevent.sleep(0.05)
+    assert heard == [Transcript("שלום", is_final=False)] and keeper.restarts == 1 and len(stt.streams) == 2
+    keeper.close()
+
+
 def test_stt_that_cannot_be_opened_gives_up_after_a_few_quick_attempts():
     keeper, heard, unavailable, runner = speech_input(FakeSpeechToText(failures=10))
     runner.join(timeout=3)
@@ -433,6 +453,21 @@ def test_a_failure_after_some_audio_ends_the_turn_without_an_apology():
 def test_without_apology_audio_a_failed_turn_finishes_silently():
     turn, finished = run_turn(ScriptedLLM(error=ProviderError("boom")), EchoTTS(), cached_apology=False)
     assert finished == [turn] and turn.error == "llm: boom" and not turn.items and not turn.apologized
+
+
+def test_an_unexpected_provider_exception_is_a_failure_like_any_other():
+    class BrokenLLM:
+        def stream_reply(self, messages):
+            raise KeyError("choices")
+
+    class BrokenTTS:
+        def synthesize(self, text):
+            raise RuntimeError("socket closed")
+
+    turn, finished = run_turn(BrokenLLM(), EchoTTS())
+    assert finished == [turn] and turn.error == "llm: KeyError: 'choices'" and turn.apologized
+    turn, finished = run_turn(ScriptedLLM(["שלום. "]), BrokenTTS())
+    assert finished == [turn] and turn.error == "tts: RuntimeError: socket closed" and turn.apologized
 
 
 def test_a_cancelled_turn_stops_its_work_and_never_finishes():

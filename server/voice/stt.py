@@ -18,7 +18,7 @@ from typing import Callable, Optional
 import gevent
 
 from server.logs import log_event
-from server.providers.base import ProviderError, SpeechStream, SpeechToText, Transcript
+from server.providers.base import SpeechStream, SpeechToText, Transcript
 
 log = logging.getLogger("agentlocator.voice.stt")
 
@@ -63,19 +63,26 @@ class SpeechInput:
                 gevent.sleep(RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)])
             try:
                 stream = self._open()
-            except ProviderError as exc:
+            except Exception as exc:  # ProviderError, or an SDK error the provider didn't wrap
                 failures += 1
-                log_event(log, "stt_open_failed", logging.WARNING, call_sid=self._call_sid, error=str(exc)[:200])
+                log_event(log, "stt_open_failed", logging.WARNING, call_sid=self._call_sid,
+                          error=f"{type(exc).__name__}: {exc}"[:200])
                 continue
             heard = False
-            try:
-                for transcript in stream.transcripts():
-                    heard = True
-                    if transcript.is_final:
-                        self._unrecognised.clear()
-                    self._on_transcript(transcript)
-            except ProviderError as exc:
-                log_event(log, "stt_stream_error", logging.WARNING, call_sid=self._call_sid, error=str(exc)[:200])
+            transcripts = stream.transcripts()
+            while True:
+                try:
+                    transcript = next(transcripts)
+                except StopIteration:
+                    break
+                except Exception as exc:  # the stream died; it is reopened below like any other death
+                    log_event(log, "stt_stream_error", logging.WARNING, call_sid=self._call_sid,
+                              error=f"{type(exc).__name__}: {exc}"[:200])
+                    break
+                heard = True
+                if transcript.is_final:
+                    self._unrecognised.clear()
+                self._on_transcript(transcript)
             if self._closed:
                 return
             if stream is self._retiring:

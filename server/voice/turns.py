@@ -53,10 +53,22 @@ class PhraseCache:
             self._audio.popitem(last=False)
 
 
+def unexpected(what: str, exc: Exception) -> ProviderError:
+    """A provider raised something else than `ProviderError` (a bug or an unwrapped SDK error): log
+    it in full, and treat it like any provider failure, so the caller still hears the apology."""
+    log.exception("%s failed unexpectedly", what, extra={"event": "provider_unexpected_error", "provider": what})
+    return ProviderError(f"{type(exc).__name__}: {exc}")
+
+
 def synthesize(tts: TextToSpeech, text: str, timeout_seconds: float) -> bytes:
     """TTS within `timeout_seconds`; `ProviderError` on failure, time-out or an empty result."""
     with gevent.Timeout(timeout_seconds, ProviderTimeout(f"TTS gave no audio within {timeout_seconds:g} s")):
-        audio = tts.synthesize(text)
+        try:
+            audio = tts.synthesize(text)
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise unexpected("tts", exc) from exc
     if not audio:
         raise ProviderError("TTS returned no audio")
     return audio
@@ -157,8 +169,9 @@ class Turn:
     def _write_reply(self, messages: list[dict[str, str]], sentences: Queue) -> None:
         """LLM deltas → complete sentences on `sentences`; a failure goes on the queue too."""
         splitter = SentenceSplitter()
-        stream = self._services.llm.stream_reply(messages)
+        stream = None
         try:
+            stream = self._services.llm.stream_reply(messages)
             for delta in self._timed(stream):
                 for sentence in splitter.feed(delta):
                     sentences.put(sentence)
@@ -167,6 +180,8 @@ class Turn:
             self.goodbye = splitter.saw_end_call
         except ProviderError as exc:
             sentences.put(exc)
+        except Exception as exc:
+            sentences.put(unexpected("llm", exc))
         finally:
             close = getattr(stream, "close", None)
             if close is not None:
