@@ -1,9 +1,11 @@
 """The filters of each list endpoint, as SQLAlchemy statements scoped to the caller's business.
 
-Text search (`q`) matches every word the user typed. On PostgreSQL a word matches as a prefix
+Text search (`q`) matches every word the user typed. On PostgreSQL a word matches a whole word
 through `to_tsvector('simple', …)`, which a GIN expression index serves (migration 0400); on
-SQLite each word matches as a substring (LIKE). Phone numbers match in whatever form the user
-typed (`05…`, `+9725…`, `9725…`).
+SQLite each word matches as a substring (LIKE). Whole words, not prefixes (`word:*`), because the
+planner has statistics for words but guesses for prefixes: a guess made it walk every call,
+newest first, running to_tsvector on each, for a word found in one call in 500 (400 ms, not 1).
+Phone numbers match in whatever form the user typed (`05…`, `+9725…`, `9725…`).
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import re
 from typing import Mapping
 
 import sqlalchemy as sa
+from flask import g
 from sqlalchemy.orm import Session, aliased
 
 from server.crm import validation as v
@@ -46,7 +49,7 @@ def words_match(session: Session, column: sa.ColumnElement, q: str) -> sa.Column
         return sa.false()
     if session.get_bind().dialect.name == "postgresql":
         simple = sa.literal_column("'simple'")
-        query = " & ".join(f"{word}:*" for word in words)
+        query = " & ".join(words)
         return sa.func.to_tsvector(simple, column).op("@@")(sa.func.to_tsquery(simple, query))
     return sa.and_(*(contains(column, word) for word in words))
 
@@ -87,7 +90,9 @@ def calls_query(session: Session, args: Mapping[str, str]) -> sa.Select:
     return stmt
 
 
-_newer, _searched = aliased(Message), aliased(Message)  # built once: an alias per request costs more than a query
+# Aliases (built once: an alias per request costs more than the query) keep the subqueries apart
+# from the Customer and Message that thread rows select.
+_newer, _searched, _matched = aliased(Message), aliased(Message), aliased(Customer)
 _NEWEST_MESSAGE_ID = (sa.select(_newer.id).where(_newer.thread_id == Thread.id)
                       .order_by(_newer.created_at.desc(), _newer.id.desc()).limit(1)
                       .correlate(Thread).scalar_subquery())
@@ -120,9 +125,14 @@ def threads_query(session: Session, args: Mapping[str, str], user_id: int) -> sa
         stmt = stmt.where(Thread.assignee_user_id == v.query_id(args, "assignee"))
     q = v.query_text(args, "q")
     if q:
-        message_hit = (sa.select(_searched.id).where(_searched.thread_id == Thread.id,
-                                                     words_match(session, _searched.body, q)).correlate(Thread))
-        stmt = stmt.where(sa.or_(contains(Customer.name, q), phone_matches(Customer.phone, q), message_hit.exists()))
+        # Two uncorrelated subqueries on the thread's own columns: each runs once (the messages one
+        # through the full-text index), where conditions spanning the join made PostgreSQL compare
+        # every thread with every customer.
+        customers_named = sa.select(_matched.id).where(
+            _matched.business_id == g.business_id, sa.or_(contains(_matched.name, q), phone_matches(_matched.phone, q)))
+        threads_with_words = sa.select(_searched.thread_id).where(_searched.business_id == g.business_id,
+                                                                  words_match(session, _searched.body, q))
+        stmt = stmt.where(sa.or_(Thread.customer_id.in_(customers_named), Thread.id.in_(threads_with_words)))
     return stmt
 
 
