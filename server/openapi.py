@@ -126,6 +126,10 @@ def _stripe_gone(path: str) -> dict[str, Any]:
             for method in ("get", "post", "put", "patch", "delete")}
 
 
+_ANY = re.compile(r"<any\(([^)]*)\):\w+>")
+_PARAM = re.compile(r"<(?:[^:<>]+:)?(\w+)>")
+
+
 def openapi_paths(rule: str) -> list[str]:
     """A Flask rule in OpenAPI form: `<int:id>` → `{id}`; an `any(a, b)` segment gives one path per choice."""
     choices = _ANY.search(rule)
@@ -133,10 +137,6 @@ def openapi_paths(rule: str) -> list[str]:
         return [path for choice in choices.group(1).split(",")
                 for path in openapi_paths(rule[:choices.start()] + choice.strip() + rule[choices.end():])]
     return [_PARAM.sub(r"{\1}", rule)]
-
-
-_ANY = re.compile(r"<any\(([^)]*)\):\w+>")
-_PARAM = re.compile(r"<(?:[^:<>]+:)?(\w+)>")
 
 
 def _core_paths(app: Flask) -> dict[str, dict[str, Any]]:
