@@ -105,3 +105,27 @@ def test_tokens_are_stored_hashed(db, tenant):
     with db.scope() as s:
         stored = s.scalars(sa.select(ApiToken.token_hash)).all()
     assert tenant.token not in stored and len(stored[0]) == 64
+
+
+def test_token_use_is_recorded_at_most_once_a_minute(guarded_app, tenant, db):
+    from datetime import timedelta
+
+    import sqlalchemy as sa
+
+    from server.db.models import ApiToken, utcnow
+
+    client = guarded_app.test_client()
+
+    def last_used():
+        with db.scope() as s:
+            return s.scalar(sa.select(ApiToken.last_used_at))
+
+    assert client.get("/api/test/whoami", headers=tenant.headers).status_code == 200
+    first = last_used()
+    assert first is not None
+    assert client.get("/api/test/whoami", headers=tenant.headers).status_code == 200
+    assert last_used() == first
+    with db.scope() as s:
+        s.execute(sa.update(ApiToken).values(last_used_at=utcnow() - timedelta(minutes=5)))
+    assert client.get("/api/test/whoami", headers=tenant.headers).status_code == 200
+    assert last_used() != first

@@ -78,3 +78,12 @@ def test_bad_configuration_stops_gunicorn_start_with_one_line(tmp_path):
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1] == \
         "configuration error: Invalid WA_BAILEYS_PORT='abc': expected a number"
+
+
+def test_the_readme_documents_every_setting():
+    import dataclasses
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [f.metadata["env"] for f in dataclasses.fields(Settings) if f"`{f.metadata['env']}`" not in readme]
+    assert not missing, f"README's configuration reference lacks {missing}"

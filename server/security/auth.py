@@ -7,6 +7,7 @@ never a leak. `admin` users (support) may act for any business by sending `X-Bus
 from __future__ import annotations
 
 import functools
+from datetime import timedelta, timezone
 from typing import Any, Callable, Optional, Type, TypeVar
 
 import sqlalchemy as sa
@@ -18,6 +19,7 @@ from server.security.passwords import new_token, token_digest
 from server.web import ApiError
 
 ROLES = ("agent", "owner", "admin")
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 _RANK = {role: rank for rank, role in enumerate(ROLES)}
 M = TypeVar("M")
 
@@ -35,7 +37,13 @@ def user_for_token(session: Session, token: str) -> Optional[User]:
                                                    ApiToken.revoked_at.is_(None)))
     if row is None:
         return None
-    row.last_used_at = utcnow()
+    now = utcnow()
+    last = row.last_used_at
+    if last is not None and last.tzinfo is None:
+        last = last.replace(tzinfo=timezone.utc)  # SQLite hands back naive datetimes
+    # Recording use at most once a minute keeps an ordinary GET from becoming a write transaction.
+    if last is None or now - last > LAST_USED_RESOLUTION:
+        row.last_used_at = now
     return session.get(User, row.user_id)
 
 
