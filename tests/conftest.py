@@ -6,6 +6,7 @@ no server answers on 127.0.0.1:5432; CI starts it first.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from dataclasses import dataclass
@@ -42,23 +43,31 @@ def _pg_admin_engine() -> sa.Engine | None:
         return None
 
 
-@pytest.fixture(scope="session")
-def pg_database():
-    """A fresh PostgreSQL database for this test session, migrated once."""
+@contextlib.contextmanager
+def throwaway_pg_database(prefix: str = "agentlocator_test"):
+    """A new, empty PostgreSQL database (its URL), dropped afterwards; skips the test without a server."""
     admin = _pg_admin_engine()
     if admin is None:
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
-    name = f"agentlocator_test_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    engine = sa.create_engine(url)
-    run_migrations(engine)
-    yield url
-    engine.dispose()
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_database():
+    """A fresh PostgreSQL database for this test session, migrated once."""
+    with throwaway_pg_database() as url:
+        engine = sa.create_engine(url)
+        run_migrations(engine)
+        engine.dispose()
+        yield url
 
 
 def truncate_all(url: str) -> None:

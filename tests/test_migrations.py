@@ -1,7 +1,7 @@
 import ast
 import logging
 import os
-import uuid
+import threading
 from pathlib import Path
 
 import pytest
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from server.db.engine import make_engine
 from server.db.migrate import MIGRATIONS_DIR, migration_files, pending_migrations, run_migrations
 from server.db.models import Base
-from tests.conftest import BASE_TEST_ENV, _pg_admin_engine
+from tests.conftest import BASE_TEST_ENV, throwaway_pg_database
 from tests.servers import GunicornServer
 
 FORBIDDEN_OPS = {"drop_table", "drop_column", "drop_index", "drop_constraint", "rename_table", "execute",
@@ -69,39 +69,30 @@ def test_first_start_logs_each_applied_migration(tmp_path, caplog):
 
 
 def test_two_gunicorn_processes_start_together_on_one_postgresql(tmp_path):
-    admin = _pg_admin_engine()
-    if admin is None:
-        pytest.skip("PostgreSQL is not running")
-    name = f"agentlocator_race_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = f"postgresql://127.0.0.1:5432/{name}"
-    env = {**BASE_TEST_ENV, "DATABASE_URL": url}
-    servers = [GunicornServer(env, workers=2, log_path=tmp_path / f"g{i}.log") for i in range(2)]
-    try:
-        import threading
-
-        errors = []
-        threads = [threading.Thread(target=lambda s=s: _start(s, errors)) for s in servers]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert not errors, errors
-        for server in servers:
-            assert requests.get(server.url + "/readyz", timeout=5).status_code == 200
-        logs = "".join(s.logs() for s in servers)
-        for stem in (p.stem for p in migration_files()):
-            assert logs.count(f"Applied migration: {stem}") == 1, logs[-2000:]
-        engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://"))
-        with engine.connect() as conn:
-            assert conn.execute(sa.text("SELECT count(*) FROM schema_migrations")).scalar() == len(migration_files())
-        engine.dispose()
-    finally:
-        for server in servers:
-            server.stop()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with throwaway_pg_database("agentlocator_race") as url:
+        env = {**BASE_TEST_ENV, "DATABASE_URL": url}
+        servers = [GunicornServer(env, workers=2, log_path=tmp_path / f"g{i}.log") for i in range(2)]
+        try:
+            errors = []
+            threads = [threading.Thread(target=_start, args=(s, errors)) for s in servers]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert not errors, errors
+            for server in servers:
+                assert requests.get(server.url + "/readyz", timeout=5).status_code == 200
+            logs = "".join(s.logs() for s in servers)
+            for stem in (p.stem for p in migration_files()):
+                assert logs.count(f"Applied migration: {stem}") == 1, logs[-2000:]
+            engine = sa.create_engine(url)
+            with engine.connect() as conn:
+                applied = conn.execute(sa.text("SELECT count(*) FROM schema_migrations")).scalar()
+            engine.dispose()
+            assert applied == len(migration_files())
+        finally:
+            for server in servers:
+                server.stop()
 
 
 def _start(server, errors):
