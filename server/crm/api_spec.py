@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.crm import money
+from server.crm import business, money
 from server.crm.conversations import PROVIDERS, REPLY_TEXT_MAX
 from server.crm.customers import NAME_MAX
 from server.crm.customers import NOTES_MAX as CUSTOMER_NOTES_MAX
@@ -108,6 +108,14 @@ _AUDIT = obj({"id": INT, "actor": {**STR, "description": "user:<id> or system"},
               "action": {**STR, "description": "e.g. invoice.status_changed"}, "entity_type": STR,
               "entity_id": STR_N, "details": {"type": "object"}, "created_at": DT},
              ["id", "actor", "action", "entity_type", "entity_id", "details", "created_at"])
+_BUSINESS = obj({"id": INT, "name": STR, "ai_instructions": STR, "opening_line": STR,
+                 "greeting_enabled": {"type": "boolean", "description": "callers first hear opening_line"},
+                 "timezone": {**STR, "description": "IANA, e.g. Asia/Jerusalem"},
+                 "features": obj({name: {"type": "boolean"} for name in business.FEATURES}, business.FEATURES),
+                 **{field: {**_array(STR), "description": f"E.164; the {kind} numbers the business answers on"}
+                    for field, kind in business.NUMBER_FIELDS.items()}},
+                ["id", "name", "ai_instructions", "opening_line", "greeting_enabled", "timezone", "features",
+                 *business.NUMBER_FIELDS])
 _REPLY = obj({"success": {"const": True}, "provider": STR, "message_id": INT, "provider_message_id": STR_N,
               "thread_id": {**INT, "description": "where the reply is stored: the customer's WhatsApp thread"},
               "stored_message": ref("Message")},
@@ -119,7 +127,7 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
     "MessagePreview": _MESSAGE_PREVIEW, "Thread": _THREAD, "ThreadDetail": _THREAD_DETAIL,
     "PaymentSummary": _PAYMENT, "User": _USER, "Token": _TOKEN,
     "TokenCreated": _all(ref("Token"), obj({"token": {**STR, "description": "shown once"}}, ["token"])),
-    "AuditEntry": _AUDIT, "ReplyResult": _REPLY,
+    "AuditEntry": _AUDIT, "ReplyResult": _REPLY, "Business": _BUSINESS,
     **{_SCHEMA_NAMES[kind]: obj({**_DOCUMENT_FIELDS, "status": {"enum": list(spec.statuses)},
                                  **_KIND_FIELDS[kind]}, [*_DOCUMENT_FIELDS, *_KIND_FIELDS[kind]])
        for kind, spec in KINDS.items()},
@@ -184,6 +192,16 @@ _REPLY_INPUT = obj({"text": _text(REPLY_TEXT_MAX), "provider": {"enum": list(PRO
                     "content_sid": {**_text(64), "description": "a WhatsApp template (outside the 24-hour window)"},
                     "content_variables": {"type": ["object", "string", "null"]},
                     "idempotency_key": _text(128, min_length=1)}, closed=True)
+_BUSINESS_INPUT = obj({
+    "name": _text(business.NAME_MAX, null=False, min_length=1),
+    "ai_instructions": _text(business.INSTRUCTIONS_MAX, null=False),
+    "opening_line": _text(business.OPENING_LINE_MAX, null=False), "greeting_enabled": {"type": "boolean"},
+    "timezone": {**_text(business.TIMEZONE_MAX, null=False, min_length=1), "description": "IANA, e.g. Asia/Jerusalem"},
+    "features": obj({name: {"type": "boolean"} for name in business.FEATURES}, closed=True),
+    **{field: {"type": "array", "maxItems": business.NUMBERS_MAX,
+               "items": {"type": "string", "minLength": 1, "maxLength": business.PHONE_MAX},
+               "description": f"the {kind} numbers in any format (stored E.164); replaces the current set"}
+       for field, kind in business.NUMBER_FIELDS.items()}}, closed=True)
 _USER_INPUT = obj({"email": {**STR, "maxLength": 254}, "password": {**STR, "minLength": 8, "maxLength": 200},
                    "role": {"enum": list(ROLES)}}, ["email", "password", "role"], closed=True)
 _TOKEN_INPUT = obj({"name": _text(100), "user_id": {**ID_IN, "type": ["integer", "null"],
@@ -298,6 +316,14 @@ OPENAPI_PATHS: dict[str, Any] = {
     f"{_CRM}/tokens/{{token_id}}": {"delete": operation(
         "Revoke a token", tags=["users"], role="owner", parameters=_id("token_id"),
         responses={"204": {"description": "Revoked"}})},
+    f"{_CRM}/business": {
+        "get": operation("The caller's business and its settings", tags=["business"],
+                         responses={"200": json_response(ref("Business"))}),
+        "patch": operation("Change the business's settings", tags=["business"], role="owner", body=_BUSINESS_INPUT,
+                           description="Only the fields sent change. A number another business answers on: 409. "
+                                       "Payment settings: /api/crm/payments/settings.",
+                           responses={"200": json_response(ref("Business")), **error_responses(400, 409)}),
+    },
     f"{_CRM}/audit": {"get": operation(
         "The audit log, newest first", tags=["audit"], role="owner", parameters=[*_AUDIT_FILTERS, *_PAGING],
         responses={"200": json_response(_page("AuditEntry")), **error_responses(400)})},

@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from server.crm import accounts, conversations, customers, documents
+from server.crm import accounts, business, conversations, customers, documents
 from server.crm import serializers as out
 from server.crm.api_spec import OPENAPI_PATHS, OPENAPI_SCHEMAS  # noqa: F401  (read by server.openapi)
 from server.crm.pagination import fetch_page, page_request
@@ -252,3 +252,20 @@ def openapi_document():
     from server.openapi import openapi_spec  # late: it imports every route module, this one included
 
     return jsonify(openapi_spec(current_app))
+
+
+# ---- the business's own settings (payment settings: /api/crm/payments/settings) -----------------
+
+@bp.get(f"{CRM}/business")
+@require_auth()
+def get_business():
+    return jsonify(business.business_json(business.load_business(db_session(), g.business_id)))
+
+
+@bp.patch(f"{CRM}/business")
+@require_auth("owner")
+def update_business():
+    session = db_session()
+    changed = business.update_business(session, business.load_business(session, g.business_id, for_update=True),
+                                       _actor(), json_body())
+    return jsonify(business.business_json(changed))

@@ -1,0 +1,146 @@
+"""The business's own settings, set by its owner: name, what the AI is told, the call greeting, the
+time zone, feature flags, and the phone numbers it answers on (voice and WhatsApp).
+
+Payment settings have their own endpoint (`/api/crm/payments/settings`) and are left out here.
+A number belongs to at most one business per kind (calls and messages are routed by it), so a
+number another business already answers on is a 409.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from server.crm import validation as v
+from server.db.dao_crm import audit
+from server.db.models import Business, BusinessNumber
+from server.web import ApiError
+from server.whatsapp import auto_reply
+
+NAME_MAX, INSTRUCTIONS_MAX, OPENING_LINE_MAX, TIMEZONE_MAX = 200, 8000, 500, 64
+NUMBERS_MAX = 20  # per kind
+PHONE_MAX = 40    # as typed, before normalising: the limit of validation.phone
+# The flags a business may switch itself. Other keys in `Business.features` are kept as they are.
+FEATURES = (auto_reply.FEATURE,)
+NUMBER_FIELDS = {"voice_numbers": "voice", "whatsapp_numbers": "whatsapp"}
+_TEXT_LIMITS = {"name": NAME_MAX, "ai_instructions": INSTRUCTIONS_MAX, "opening_line": OPENING_LINE_MAX}
+_FIELDS = (*_TEXT_LIMITS, "greeting_enabled", "timezone", "features", *NUMBER_FIELDS)
+
+
+def business_json(business: Business) -> dict[str, Any]:
+    return {"id": business.id, "name": business.name, "ai_instructions": business.ai_instructions,
+            "opening_line": business.opening_line, "greeting_enabled": business.greeting_enabled,
+            "timezone": business.timezone, "features": {name: business.feature(name) for name in FEATURES},
+            **{field: sorted(business.numbers_of(kind)) for field, kind in NUMBER_FIELDS.items()}}
+
+
+def load_business(session: Session, business_id: int, *, for_update: bool = False) -> Business:
+    """The caller's business; `for_update` locks its row until commit, so that two concurrent
+    changes of `features` can't each drop the other's flag."""
+    stmt = sa.select(Business).where(Business.id == business_id)
+    if for_update:
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
+    return session.scalar(stmt)
+
+
+def update_business(session: Session, business: Business, actor: str, body: Mapping[str, Any]) -> Business:
+    values = _parse(body)
+    flags = {name: flag for name, flag in values.pop("features", {}).items() if business.feature(name) != flag}
+    if flags:
+        values["features"] = {**(business.features or {}), **flags}
+    numbers = {field: values.pop(field) for field in NUMBER_FIELDS if field in values}
+    changed = [name for name, value in values.items() if getattr(business, name) != value]
+    for name in changed:
+        setattr(business, name, values[name])
+    for field, wanted in numbers.items():
+        if _replace_numbers(session, business, field, wanted):
+            changed.append(field)
+    if changed:
+        try:
+            with session.begin_nested():
+                session.flush()
+        except IntegrityError:  # a concurrent request took one of the numbers since we looked
+            raise _numbers_taken(session, business.id, numbers) or ApiError(
+                409, "conflict", "the business changed meanwhile; try again") from None
+        audit(session, business.id, actor, "business.updated", "business", business.id, fields=sorted(changed))
+    return business
+
+
+def _parse(body: Mapping[str, Any]) -> dict[str, Any]:
+    v.reject_unknown(body, _FIELDS)
+    values: dict[str, Any] = {}
+    for name, limit in _TEXT_LIMITS.items():
+        if name in body:
+            values[name] = v.clean_text(body[name], name, max_length=limit,
+                                        allow_empty=name != "name")  # instructions may be cleared; the name not
+    if "greeting_enabled" in body:
+        values["greeting_enabled"] = _boolean(body["greeting_enabled"], "greeting_enabled")
+    if "timezone" in body:
+        values["timezone"] = _timezone(body["timezone"])
+    if "features" in body:
+        values["features"] = _features(body["features"])
+    for field in NUMBER_FIELDS:
+        if field in body:
+            values[field] = _phone_numbers(body[field], field)
+    return values
+
+
+def _boolean(value: Any, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise v.invalid(field, f"{field} must be true or false")
+    return value
+
+
+def _timezone(value: Any) -> str:
+    name = v.clean_text(value, "timezone", max_length=TIMEZONE_MAX, allow_empty=False)
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # unknown key; a path or a file that isn't a zone
+        raise v.invalid("timezone", "timezone must be an IANA time zone such as Asia/Jerusalem") from None
+    return name
+
+
+def _features(value: Any) -> dict[str, bool]:
+    if not isinstance(value, dict):
+        raise v.invalid("features", "features must be an object of flags")
+    flags = {f"features.{name}": flag for name, flag in value.items()}
+    v.reject_unknown(flags, [f"features.{name}" for name in FEATURES])
+    return {name: _boolean(flag, f"features.{name}") for name, flag in value.items()}
+
+
+def _phone_numbers(value: Any, field: str) -> list[str]:
+    """Any format in, E.164 out; the same number twice counts once."""
+    if not isinstance(value, list) or len(value) > NUMBERS_MAX:
+        raise v.invalid(field, f"{field} must be a list of at most {NUMBERS_MAX} phone numbers")
+    return list(dict.fromkeys(v.phone(item, field) for item in value))
+
+
+def _numbers_taken(session: Session, business_id: int, numbers: Mapping[str, list[str]]) -> ApiError | None:
+    for field, wanted in numbers.items():
+        kind = NUMBER_FIELDS[field]
+        taken = session.scalar(sa.select(BusinessNumber.number).where(
+            BusinessNumber.kind == kind, BusinessNumber.number.in_(wanted), BusinessNumber.business_id != business_id))
+        if taken is not None:
+            return ApiError(409, "number_taken", f"{taken} is already a {kind} number of another business",
+                            field=field)
+    return None
+
+
+def _replace_numbers(session: Session, business: Business, field: str, wanted: list[str]) -> bool:
+    """Make `wanted` the business's numbers of the field's kind; False when they already are."""
+    kind = NUMBER_FIELDS[field]
+    current = {row.number: row for row in business.numbers if row.kind == kind}
+    if set(current) == set(wanted):
+        return False
+    conflict = _numbers_taken(session, business.id, {field: wanted})
+    if conflict:
+        raise conflict
+    for number, row in current.items():
+        if number not in wanted:
+            business.numbers.remove(row)
+            session.delete(row)
+    business.numbers.extend(BusinessNumber(number=number, kind=kind) for number in wanted if number not in current)
+    return True
