@@ -155,7 +155,7 @@ class Turn:
         return self.items[0].first_sent_at if self.items else None
 
     def metrics(self) -> dict[str, Optional[int]]:
-        """The turn's timings in ms (definitions in docs/live_calls.md); None where a step didn't happen."""
+        """The turn's timings in ms (defined in README.md, "Turn metrics"); None where a step didn't happen."""
         def span(start: Optional[float], end: Optional[float]) -> Optional[int]:
             return None if start is None or end is None else max(0, round((end - start) * 1000))
 
