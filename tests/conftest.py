@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
 from dataclasses import dataclass
 
@@ -78,10 +79,22 @@ def truncate_all(url: str) -> None:
     engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory):
+    """An SQLite file migrated once; each test starts from a copy (much cheaper than migrating)."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "agentlocator.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    run_migrations(engine)
+    engine.dispose()
+    return path
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request, tmp_path):
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'agentlocator.db'}"
+        path = tmp_path / "agentlocator.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
     url = request.getfixturevalue("pg_database")
     truncate_all(url)
     return url
