@@ -1,8 +1,8 @@
 """Gunicorn settings read automatically from the project root (`start_all.sh` passes the rest).
 
 The gevent worker serves WebSockets. It monkey-patches the process before loading the app, and
-`create_app()` then makes psycopg2 and gRPC cooperative (server/cooperative.py) before any
-database connection or gRPC channel exists.
+`create_app()` then makes psycopg2 cooperative before any database connection exists
+(server/cooperative.py); gRPC follows just before the first Google channel.
 
 Shutdown: on SIGTERM gunicorn stops accepting connections and gives open requests, including live
 calls' WebSockets, `graceful_timeout` (SHUTDOWN_GRACE_SECONDS) to finish. The worker also marks the
