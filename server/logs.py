@@ -12,6 +12,8 @@ import sys
 import time
 from typing import Any
 
+import click
+
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -39,7 +41,10 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str) -> None:
     root = logging.getLogger()
     if not any(getattr(h, "_agentlocator", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stdout)
+        # The admin CLI (`flask --app main …`, loaded inside a click context) prints exactly one JSON
+        # object on stdout for scripts to parse, so its log lines go to stderr instead.
+        cli = click.get_current_context(silent=True) is not None
+        handler = logging.StreamHandler(sys.stderr if cli else sys.stdout)
         handler.setFormatter(JsonFormatter())
         handler._agentlocator = True  # type: ignore[attr-defined]
         root.addHandler(handler)

@@ -25,3 +25,19 @@ def test_create_user_for_an_unknown_business_fails(app):
     assert result.exit_code != 0 and "no business with id 999" in result.output
     result = app.test_cli_runner().invoke(args=["create-business", "--name", "X", "--phone", "abc"])
     assert result.exit_code != 0
+
+
+def test_cli_stdout_is_exactly_one_json_object(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    flask = str(Path(sys.executable).with_name("flask"))
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}"}
+    result = subprocess.run([flask, "--app", "main", "create-business", "--name", "Salon", "--phone", "+97235550009"],
+                            cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"id": 1}
+    assert "Applied migration: 0001_initial" in result.stderr  # the logs still reach the operator
