@@ -164,9 +164,8 @@ def test_contract_body_and_listing_filters(client, tenant):
     assert client.post("/api/crm/contracts", data="{oops", headers=tenant.headers).status_code == 400
 
 
-def test_a_status_move_waits_for_a_concurrent_one_and_sees_its_result(app, client, tenant, db, database_url):
-    if not database_url.startswith("postgresql"):
-        pytest.skip("row locks: PostgreSQL")
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # SQLite has no row locks
+def test_a_status_move_waits_for_a_concurrent_one_and_sees_its_result(app, client, tenant, db):
     invoice = _post(client, tenant, "/api/crm/invoices", {"amount": "10"}).get_json()
     url = f"/api/crm/invoices/{invoice['id']}/status"
     assert _post(client, tenant, url, {"status": "issued"}).status_code == 200
