@@ -484,3 +484,33 @@ def test_a_cancelled_turn_stops_its_work_and_never_finishes():
     gevent.sleep(0.05)
     assert turn.cancelled and not finished and turn._greenlets.greenlets == set()
     runner.kill()
+
+
+def test_audio_finished_in_the_same_loop_pass_as_a_barge_in_is_not_played():
+    """`cancel()` kills greenlets on the next hub pass, so a TTS result due in the same pass as the
+    barge-in must not reach the pacer after the `clear` (the caller would hear the old reply go on)."""
+    import time
+
+    from tests.conftest import make_settings
+
+    class SlowTTS:
+        def synthesize(self, text: str) -> bytes:
+            gevent.sleep(0.15)
+            return b"\x20" * FRAME_BYTES * 5
+
+    wire, pacer, runner = make_pacer()
+    turn = Turn(3, "x", speech_ended_at=0.0, final_at=0.0, on_finished=lambda t: None,
+                services=TurnServices(llm=ScriptedLLM(["שלום לכם. "]), tts=SlowTTS(), pacer=pacer,
+                                      phrases=PhraseCache(), settings=make_settings()))
+    turn.start_reply([])
+    gevent.sleep(0.01)  # the sentence is in synthesis, due at ~0.16 s
+
+    def barge_in():
+        turn.cancel()
+        pacer.clear()
+
+    gevent.spawn_later(0.13, barge_in)
+    time.sleep(0.2)  # block the hub so both timers are due in the same pass
+    gevent.sleep(0.2)
+    assert turn.cancelled and turn.items == []
+    runner.kill()

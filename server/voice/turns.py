@@ -224,6 +224,11 @@ class Turn:
 
     # ---- shared steps ----------------------------------------------------------------------
     def _queue_audio(self, text: str, audio: bytes) -> None:
+        if self.cancelled:
+            # `cancel()` kills our greenlets from a hub callback, so a TTS result due in the same
+            # loop iteration can still get here after the barge-in's `clear`: queueing it would play
+            # the interrupted reply on, and hold back the first frame of the next turn behind it.
+            return
         if self.first_audio_ready_at is None:
             self.first_audio_ready_at = self._services.clock()
         pacer = self._services.pacer
