@@ -20,10 +20,11 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from server.security import bridge_hmac
+from tests.fakes.local_http import LocalHTTPFake
 
 
 @dataclass
@@ -34,7 +35,7 @@ class RecordedSend:
     at: float = field(default_factory=time.monotonic)
 
 
-class FakeBridge:
+class FakeBridge(LocalHTTPFake):
     def __init__(self, secret: str, *, previous_secret: str | None = None):
         self.secrets = [s for s in (secret, previous_secret) if s]
         self.mode = "ok"
@@ -44,28 +45,10 @@ class FakeBridge:
         self._ids_by_key: dict[str, str] = {}
         self._lock = threading.Lock()
         self._release = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-        self.url = ""
+        self._listen(type("Handler", (_Handler,), {"fake": self}))
 
-    def start(self) -> "FakeBridge":
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_Handler,), {"fake": self}))
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-bridge",
-                         daemon=True).start()
-        return self
-
-    def stop(self) -> None:
+    def _wake_stalled(self) -> None:
         self._release.set()
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-
-    def __enter__(self) -> "FakeBridge":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
 
     def release(self) -> None:
         """Let stalled sends answer."""

@@ -28,13 +28,15 @@ import re
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable
+
+from tests.fakes.local_http import LocalHTTPFake
 
 DEFAULT_API_KEY = "test-openai-key"
 
 
-class FakeOpenAI:
+class FakeOpenAI(LocalHTTPFake):
     def __init__(self, *, api_key: str = DEFAULT_API_KEY, host: str = "127.0.0.1", port: int = 0):
         self.api_key = api_key
         self.reply_fn: Callable[[list[dict[str, Any]]], str] | None = None
@@ -47,31 +49,15 @@ class FakeOpenAI:
         self._failures: collections.deque[tuple[int, str]] = collections.deque()
         self._release = threading.Event()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer((host, port), _handler_for(self))
-        self._server.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        self._listen(_handler_for(self), host, port)
 
     # ---- lifecycle ----------------------------------------------------------------------
     @property
     def base_url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"{self.url}/v1"
 
-    def start(self) -> "FakeOpenAI":
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-openai", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
+    def _wake_stalled(self) -> None:
         self._release.set()
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> "FakeOpenAI":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
 
     # ---- scripting ----------------------------------------------------------------------
     def script(self, *replies: str) -> None:

@@ -45,9 +45,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.fakes.local_http import LocalHTTPFake
 
 API_VERSION = "2010-04-01"
 WAV_SILENCE = (  # 8 kHz mono 16-bit PCM WAV, 0.1 s of silence
@@ -106,7 +108,7 @@ class _Behaviour:
     times: int | None = None  # None = every time
 
 
-class FakeTwilioRest:
+class FakeTwilioRest(LocalHTTPFake):
     def __init__(self, account_sid: str = "AC" + "0" * 32, auth_token: str = "test-auth-token"):
         self.account_sid = account_sid
         self.auth_token = auth_token
@@ -118,34 +120,10 @@ class FakeTwilioRest:
         self._behaviours: dict[tuple[str, str | None], _Behaviour] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.url = ""
+        self._listen(type("Handler", (_Handler,), {"fake": self}))
 
-    # ---- lifecycle -----------------------------------------------------------------------
-    def start(self) -> "FakeTwilioRest":
-        handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-twilio-rest", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
+    def _wake_stalled(self) -> None:
         self._stopping.set()
-        if self._server:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> "FakeTwilioRest":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
 
     # ---- behaviour -----------------------------------------------------------------------
     def fail(self, kind: str, *, code: int, status: int = 400, message: str | None = None,
