@@ -8,6 +8,7 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from server.errors import DomainError, Problem
 from server.logs import request_id_var
 
 log = logging.getLogger("agentlocator.web")
@@ -16,6 +17,14 @@ _ERROR_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: 
                 405: "method_not_allowed", 409: "conflict", 410: "gone", 413: "payload_too_large",
                 415: "unsupported_media_type", 422: "unprocessable", 429: "too_many_requests",
                 501: "not_implemented", 502: "bad_gateway", 503: "unavailable"}
+
+
+STATUS_BY_PROBLEM = {
+    Problem.INVALID: 400, Problem.UNAUTHENTICATED: 401, Problem.FORBIDDEN: 403, Problem.NOT_FOUND: 404,
+    Problem.CONFLICT: 409, Problem.GONE: 410, Problem.TOO_LARGE: 413, Problem.UNSUPPORTED_MEDIA: 415,
+    Problem.RATE_LIMITED: 429, Problem.NOT_CONFIGURED: 501, Problem.UPSTREAM_FAILED: 502,
+    Problem.UNAVAILABLE: 503,
+}
 
 
 class ApiError(Exception):
@@ -72,6 +81,14 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
         return error_response(exc.status, exc.code, exc.message, **exc.extra)
+
+    @app.errorhandler(DomainError)
+    def _domain_error(exc: DomainError) -> Response:
+        response = jsonify(exc.body())
+        response.status_code = STATUS_BY_PROBLEM[exc.problem]
+        if exc.problem is Problem.RATE_LIMITED and "retry_after" in exc.details:
+            response.headers["Retry-After"] = str(exc.details["retry_after"])
+        return response
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
