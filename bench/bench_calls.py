@@ -1,11 +1,11 @@
 """Benchmark the live-call engine: N simultaneous calls on one gevent worker, printed as JSON.
 
-    python bench/bench_calls.py --calls 100 [--turns 4] [--providers scripted|wire-fakes]
+    python -m bench.bench_calls --calls 100 [--turns 4] [--providers scripted|wire-fakes]
                                 [--database-url postgresql://…] [--no-pin]
 
 It starts the app under `gunicorn -k gevent -w 1` with providers of fixed latency (STT final
 300 ms after speech, LLM first token 400 ms, TTS 150 ms per sentence), creates a business and N
-call rows, and plays N Twilio-faithful callers (`tests/fakes/twilio_caller.py`) at once from this
+call rows, and plays N Twilio-faithful callers (`testkit/fakes/twilio_caller.py`) at once from this
 process (gevent, so the client is not the bottleneck). Each call hears the opening line, then
 speaks `--turns` utterances; every second turn asks for a long answer and interrupts it.
 
@@ -48,16 +48,15 @@ from typing import Iterator, Optional  # noqa: E402
 import gevent  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))
 
 from server.config import Settings  # noqa: E402
 from server.db.dao_crm import create_call  # noqa: E402
 from server.db.engine import Database  # noqa: E402
 from server.db.migrate import run_migrations  # noqa: E402
 from server.db.models import Business, BusinessNumber  # noqa: E402
-from tests.fakes.scripted_providers import Script, first_sentence_ms, speech  # noqa: E402
-from tests.fakes.twilio_caller import Playback, ReceivedClear, ReceivedMedia, TwilioCaller, new_sid  # noqa: E402
-from tests.servers import GunicornServer  # noqa: E402
+from testkit.fakes.scripted_providers import Script, first_sentence_ms, speech  # noqa: E402
+from testkit.fakes.twilio_caller import Playback, ReceivedClear, ReceivedMedia, TwilioCaller, new_sid  # noqa: E402
+from testkit.servers import GunicornServer  # noqa: E402
 
 AUTH_TOKEN = "bench-twilio-token"
 APP_SECRET = "bench-app-secret"
@@ -73,8 +72,8 @@ REPLY_GAP_SECONDS = 0.25  # a longer silence between two frames separates two re
 # ---- providers: how the server under test gets its STT/LLM/TTS ---------------------------------
 @contextlib.contextmanager
 def scripted_providers(script: Script) -> Iterator[dict[str, str]]:
-    """In-process scripted providers (tests/fakes/scripted_providers.py)."""
-    yield {"VOICE_PROVIDERS": "tests.fakes.scripted_providers:build",
+    """In-process scripted providers (testkit/fakes/scripted_providers.py)."""
+    yield {"VOICE_PROVIDERS": "testkit.fakes.scripted_providers:build",
            "SCRIPTED_STT_FINAL_MS": str(script.stt_final_ms), "SCRIPTED_STT_INTERIM_MS": str(script.stt_interim_ms),
            "SCRIPTED_LLM_FIRST_TOKEN_MS": str(script.llm_first_token_ms),
            "SCRIPTED_LLM_TOKEN_MS": str(script.llm_token_ms), "SCRIPTED_TTS_MS": str(script.tts_ms),

@@ -1,6 +1,6 @@
 """CRM API latency on PostgreSQL under real gunicorn (-k gevent, one worker).
 
-    python bench/bench_crm.py [--admin-url postgresql://127.0.0.1:5432/test] [--requests 400]
+    python -m bench.bench_crm [--admin-url postgresql://127.0.0.1:5432/test] [--requests 400]
 
 Creates a throwaway database next to the admin URL's, migrates it, bulk-loads (COPY) one business
 with 10,000 calls and 100,000 messages (5,000 customers, 8,000 threads, one thread of 5,000
@@ -31,13 +31,11 @@ from pathlib import Path
 import requests
 import sqlalchemy as sa
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from server.app_factory import create_app  # noqa: E402
-from server.config import Settings  # noqa: E402
-from server.db.models import Business, BusinessNumber, User  # noqa: E402
-from server.security.auth import issue_token  # noqa: E402
-from tests.servers import GunicornServer  # noqa: E402
+from server.app_factory import create_app
+from server.config import Settings
+from server.db.models import Business, BusinessNumber, User
+from server.security.auth import issue_token
+from testkit.servers import GunicornServer
 
 CALLS, MESSAGES, CUSTOMERS, VOICE_CUSTOMERS, BIG_THREAD_MESSAGES = 10_000, 100_000, 5_000, 3_000, 5_000
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)

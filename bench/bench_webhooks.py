@@ -1,6 +1,6 @@
 """Benchmark the Twilio WhatsApp inbound webhook under real gunicorn (gevent workers) on PostgreSQL.
 
-    python bench/bench_webhooks.py [--requests 2000] [--clients 16] [--workers 2] [--customers 200]
+    python -m bench.bench_webhooks [--requests 2000] [--clients 16] [--workers 2] [--customers 200]
                                    [--admin-url postgresql://127.0.0.1:5432/test] [--max-seconds 120]
 
 It creates a throwaway database from `--admin-url` (dropped at the end), starts
@@ -40,11 +40,10 @@ from sqlalchemy.orm import Session
 from twilio.request_validator import RequestValidator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))
 
-from server.db.migrate import run_migrations  # noqa: E402
-from server.db.models import Business, BusinessNumber, Message  # noqa: E402
-from tests.servers import GunicornServer  # noqa: E402
+from server.db.migrate import run_migrations
+from server.db.models import Business, BusinessNumber, Message
+from testkit.servers import GunicornServer
 
 PUBLIC_BASE_URL = "https://bench.example.test"
 AUTH_TOKEN = "bench-twilio-auth-token"

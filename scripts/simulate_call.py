@@ -9,7 +9,7 @@ WAV file and prints the call's transcript and each turn's latency metrics from t
 
 Against a running deployment (real Google/OpenAI keys, a business with a voice number):
 
-    .venv/bin/python scripts/simulate_call.py --app-url https://agent.example.com \\
+    .venv/bin/python -m scripts.simulate_call --app-url https://agent.example.com \\
         --to +97231234567 --api-token TOKEN hello.wav question.wav
 
 The Twilio account SID and auth token come from the usual settings (`TWILIO_ACCOUNT_SID`,
@@ -19,7 +19,7 @@ Twilio would sign).
 
 Anywhere, with no vendor at all:
 
-    .venv/bin/python scripts/simulate_call.py --with-fakes [hello.wav ...]
+    .venv/bin/python -m scripts.simulate_call --with-fakes [hello.wav ...]
 
 This starts the wire-level fakes of Google Speech, Google TTS, OpenAI and Twilio REST, plus the
 app under gunicorn on a temporary SQLite database with a demo business, and calls it. The fake
@@ -39,14 +39,13 @@ from pathlib import Path
 from typing import Iterator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))
 
-import requests  # noqa: E402
+import requests
 
-from server.config import Settings  # noqa: E402
-from server.voice.audio import SAMPLE_RATE, mulaw_to_linear, pcm16_to_mulaw, resample_pcm16  # noqa: E402
-from tests.fakes.twilio_caller import TwilioCaller  # noqa: E402
-from tests.fakes.twilio_phone import Line, new_call_sid, place_call, report_completed  # noqa: E402
+from server.config import Settings
+from server.voice.audio import SAMPLE_RATE, mulaw_to_linear, pcm16_to_mulaw, resample_pcm16
+from testkit.fakes.twilio_caller import TwilioCaller
+from testkit.fakes.twilio_phone import Line, new_call_sid, place_call, report_completed
 
 FAKE_CONVERSATION = ("שלום, אני רוצה לקבוע תור", "מחר בעשר בבוקר", "תודה רבה, להתראות")
 DEMO_NUMBER = "+97235550001"
@@ -142,11 +141,11 @@ def local_app_with_fakes() -> Iterator[tuple[Line, str]]:
     from server.db.models import Business, BusinessNumber, User
     from server.security.auth import issue_token
     from server.security.passwords import hash_password
-    from tests.fakes.google_speech import FakeSpeech
-    from tests.fakes.google_tts import FakeTextToSpeech
-    from tests.fakes.openai_server import FakeOpenAI
-    from tests.fakes.twilio_rest import FakeTwilioRest
-    from tests.servers import GunicornServer
+    from testkit.fakes.google_speech import FakeSpeech
+    from testkit.fakes.google_tts import FakeTextToSpeech
+    from testkit.fakes.openai_server import FakeOpenAI
+    from testkit.fakes.twilio_rest import FakeTwilioRest
+    from testkit.servers import GunicornServer
 
     account_sid, auth_token = "AC" + "0" * 32, "simulated-auth-token"
     with tempfile.TemporaryDirectory() as scratch, FakeSpeech() as stt, FakeTextToSpeech() as tts, \
@@ -179,7 +178,7 @@ def local_app_with_fakes() -> Iterator[tuple[Line, str]]:
 
 
 def generated_utterances() -> list[bytes]:
-    from tests.fakes.google_speech import speech
+    from testkit.fakes.google_speech import speech
 
     return [speech(900) for _ in FAKE_CONVERSATION]
 

@@ -12,8 +12,8 @@ from server.db.models import AuditLog, Business, Invoice, Payment, User
 from server.providers import paypal as paypal_client
 from server.security.auth import issue_token
 from tests.conftest import TEST_BASE_URL, Tenant
-from tests.fakes.paypal_server import FakePayPal
-from tests.fakes.tranzila_server import FakeTranzila
+from testkit.fakes.paypal_server import FakePayPal
+from testkit.fakes.tranzila_server import FakeTranzila
 
 
 @pytest.fixture(scope="session")

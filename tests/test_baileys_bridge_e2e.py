@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from tests.conftest import BASE_TEST_ENV
-from tests.servers import PROJECT_ROOT, GunicornServer, flask_cli, free_port
+from testkit.servers import PROJECT_ROOT, GunicornServer, flask_cli, free_port
 
 BRIDGE_DIR = PROJECT_ROOT / "baileys-bridge"
 BRIDGE_NUMBER = "+972500000000"  # the fake socket's own number (FAKE_WA_ME)

@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-from tests.servers import PROJECT_ROOT
+from testkit.servers import PROJECT_ROOT
 
 PROBE = """
 from gevent import monkey

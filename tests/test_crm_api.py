@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from server.db.models import AuditLog, Message, Thread
 from tests.conftest import TEST_BASE_URL, add_user
 from tests.crm_seed import T0, minutes, seed_call, seed_message
-from tests.fakes.bridge import FakeBridge
-from tests.fakes.twilio_webhooks import ACCOUNT_SID, signature_header
+from testkit.fakes.bridge import FakeBridge
+from testkit.fakes.twilio_webhooks import ACCOUNT_SID, signature_header
 
 CALLS = "/api/crm/calls"
 THREADS = "/api/crm/threads"

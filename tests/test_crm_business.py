@@ -5,7 +5,7 @@ import pytest
 
 from server.db.models import Business, Call
 from tests.conftest import TEST_BASE_URL, add_user, create_tenant
-from tests.fakes.twilio_webhooks import new_call_sid, signature_header, voice_params
+from testkit.fakes.twilio_webhooks import new_call_sid, signature_header, voice_params
 
 URL = "/api/crm/business"
 

@@ -22,11 +22,11 @@ from server.db.models import Business, BusinessNumber, Call, CallTurn
 from server.voice.conversation import SentenceSplitter
 from server.voice.turns import APOLOGY_TEXT
 from tests.conftest import BASE_TEST_ENV, TEST_TWILIO_TOKEN
-from tests.fakes.scripted_providers import LONG_REPLY, Script, scripted_reply, speech, tone
-from tests.fakes.twilio_caller import TwilioCaller, new_sid, twilio_signature
-from tests.fakes.twilio_rest import FakeTwilioRest
-from tests.fakes.twilio_webhooks import signature_header, voice_params
-from tests.servers import GunicornServer
+from testkit.fakes.scripted_providers import LONG_REPLY, Script, scripted_reply, speech, tone
+from testkit.fakes.twilio_caller import TwilioCaller, new_sid, twilio_signature
+from testkit.fakes.twilio_rest import FakeTwilioRest
+from testkit.fakes.twilio_webhooks import signature_header, voice_params
+from testkit.servers import GunicornServer
 
 APP_SECRET = BASE_TEST_ENV["APP_SECRET"]
 SCRIPT_ENV = {"SCRIPTED_STT_FINAL_MS": "150", "SCRIPTED_STT_INTERIM_MS": "150", "SCRIPTED_LLM_FIRST_TOKEN_MS": "40",
@@ -87,7 +87,7 @@ def live(request, tmp_path_factory):
         url = request.getfixturevalue("pg_database")
     with FakeTwilioRest(BASE_TEST_ENV["TWILIO_ACCOUNT_SID"], TEST_TWILIO_TOKEN) as twilio:
         server = GunicornServer({**BASE_TEST_ENV, **AI_ENV, **SCRIPT_ENV, "DATABASE_URL": url,
-                                 "VOICE_PROVIDERS": "tests.fakes.scripted_providers:build",
+                                 "VOICE_PROVIDERS": "testkit.fakes.scripted_providers:build",
                                  "TWILIO_API_BASE_URL": twilio.url, "LLM_FIRST_TOKEN_TIMEOUT_SECONDS": "0.6"})
         server.env["PUBLIC_BASE_URL"] = server.url  # so the signed URL is the one the caller dials
         with server:

@@ -20,7 +20,7 @@ from server.voice.turns import APOLOGY_TEXT, PhraseCache, Turn, TurnServices
 from server.voice.protocol import (MAX_MESSAGE_BYTES, Connected, Dtmf, Mark, Media, OutboundMessages, ProtocolError,
                                    Start, Stop, parse_message)
 from server.voice.transport import ConnectionClosed, MediaSocket, text_frame
-from tests.fakes.scripted_providers import DEFAULT_UTTERANCE, decode_speech, silence, speech
+from testkit.fakes.scripted_providers import DEFAULT_UTTERANCE, decode_speech, silence, speech
 
 STREAM_SID = "MZ" + "a" * 32
 CALL_SID = "CA" + "b" * 32

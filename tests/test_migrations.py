@@ -12,7 +12,7 @@ from server.db.engine import make_engine
 from server.db.migrate import MIGRATIONS_DIR, migration_files, pending_migrations, run_migrations
 from server.db.models import Base
 from tests.conftest import BASE_TEST_ENV, throwaway_pg_database
-from tests.servers import GunicornServer
+from testkit.servers import GunicornServer
 
 FORBIDDEN_OPS = {"drop_table", "drop_column", "drop_index", "drop_constraint", "rename_table", "execute",
                  "batch_alter_table", "bulk_insert"}

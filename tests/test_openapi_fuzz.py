@@ -23,8 +23,8 @@ from server.db.models import User
 from server.security.auth import issue_token
 from tests.conftest import BASE_TEST_ENV, TEST_TWILIO_TOKEN, create_tenant, make_settings
 from tests.crm_seed import seed_business
-from tests.fakes.bridge import FakeBridge
-from tests.fakes.twilio_rest import FakeTwilioRest
+from testkit.fakes.bridge import FakeBridge
+from testkit.fakes.twilio_rest import FakeTwilioRest
 
 EXAMPLES_PER_OPERATION = 10
 CHECKS = ["not_a_server_error", "status_code_conformance", "content_type_conformance",

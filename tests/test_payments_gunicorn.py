@@ -9,7 +9,7 @@ from server.app_factory import create_app
 from tests.conftest import BASE_TEST_ENV, make_settings, truncate_all
 from tests.payments_support import (business_owner, payment_env, paypal, paypal_server, tranzila,  # noqa: F401
                                     tranzila_server)
-from tests.servers import GunicornServer
+from testkit.servers import GunicornServer
 
 
 def test_paypal_and_tranzila_links_under_gunicorn_gevent(pg_database, paypal, tranzila, tmp_path):

@@ -12,7 +12,7 @@ import pytest
 from server.db.models import Payment
 from server.providers import tranzila as tranzila_client
 from tests.conftest import TEST_BASE_URL
-from tests.fakes.tranzila_server import HandshakeMismatch
+from testkit.fakes.tranzila_server import HandshakeMismatch
 from tests.payments_support import (add_invoice, audit_actions, business_owner, created_link,  # noqa: F401
                                     invoice_row, pay_app, pay_client, path_of, payment_env, payment_row, paypal,
                                     paypal_server, shop, tranzila, tranzila_server)

@@ -14,12 +14,12 @@ from server.db.engine import Database
 from server.db.models import Business, Call, CallTurn
 from server.voice.turns import APOLOGY_TEXT
 from tests.conftest import BASE_TEST_ENV, TEST_TWILIO_TOKEN, create_tenant
-from tests.fakes.google_speech import FakeSpeech, speech
-from tests.fakes.google_tts import FakeTextToSpeech, payload_for
-from tests.fakes.openai_server import FakeOpenAI
-from tests.fakes.twilio_phone import Line, new_call_sid, place_call, report_completed
-from tests.fakes.twilio_rest import FakeTwilioRest
-from tests.servers import GunicornServer
+from testkit.fakes.google_speech import FakeSpeech, speech
+from testkit.fakes.google_tts import FakeTextToSpeech, payload_for
+from testkit.fakes.openai_server import FakeOpenAI
+from testkit.fakes.twilio_phone import Line, new_call_sid, place_call, report_completed
+from testkit.fakes.twilio_rest import FakeTwilioRest
+from testkit.servers import GunicornServer
 
 BUSINESS_NAME = "מספרת דנה"
 CALLER = "+972501234567"

@@ -20,8 +20,8 @@ from server.providers.google_stt import GoogleSpeechToText, SpeechModel, model_c
 from server.providers.google_tts import GoogleTextToSpeech, mulaw_payload
 from server.providers.wav import WavError, parse_wav, strip_wav_header
 from tests.conftest import make_settings
-from tests.fakes.google_speech import FakeSpeech, pcm16, pcm_wav, silence, speech
-from tests.fakes.google_tts import FakeTextToSpeech, payload_for, wav_container
+from testkit.fakes.google_speech import FakeSpeech, pcm16, pcm_wav, silence, speech
+from testkit.fakes.google_tts import FakeTextToSpeech, payload_for, wav_container
 
 FRAME = 160
 

@@ -12,7 +12,7 @@ from server.agent.prompt import build_system_prompt, opening_line
 from server.providers.base import ProviderError, ProviderTimeout
 from server.providers.openai_llm import OpenAILanguageModel
 from tests.conftest import make_settings
-from tests.fakes.openai_server import FakeOpenAI
+from testkit.fakes.openai_server import FakeOpenAI
 
 MESSAGES = [{"role": "system", "content": "rules"}, {"role": "user", "content": "מה השעות?"}]
 

@@ -14,9 +14,9 @@ from server.providers.voicemail_google import (SpeechVoicemailTranscriber, first
                                                register_voicemail_transcriber)
 from server.voice.voicemail import TRANSCRIBER_EXTENSION, transcribe_voicemail
 from tests.conftest import BASE_TEST_ENV, TEST_TWILIO_TOKEN, create_tenant, make_settings
-from tests.fakes.google_speech import FakeSpeech, pcm16, pcm_wav, silence, speech
-from tests.fakes.google_tts import wav_container
-from tests.fakes.twilio_rest import FakeTwilioRest
+from testkit.fakes.google_speech import FakeSpeech, pcm16, pcm_wav, silence, speech
+from testkit.fakes.google_tts import wav_container
+from testkit.fakes.twilio_rest import FakeTwilioRest
 
 ACCOUNT_SID = BASE_TEST_ENV["TWILIO_ACCOUNT_SID"]
 CALL_SID = "CA" + "7" * 32

@@ -11,8 +11,8 @@ import pytest
 import websocket
 
 from tests.conftest import BASE_TEST_ENV, TEST_BASE_URL
-from tests.fakes.twilio_webhooks import signature_header
-from tests.servers import GunicornServer
+from testkit.fakes.twilio_webhooks import signature_header
+from testkit.servers import GunicornServer
 
 
 @pytest.fixture

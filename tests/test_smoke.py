@@ -9,9 +9,9 @@ import pytest
 import requests
 
 from tests.conftest import BASE_TEST_ENV, TEST_TWILIO_TOKEN
-from tests.fakes.twilio_rest import FakeTwilioRest
-from tests.fakes.twilio_webhooks import ACCOUNT_SID, signature_header
-from tests.servers import PROJECT_ROOT, GunicornServer, flask_cli
+from testkit.fakes.twilio_rest import FakeTwilioRest
+from testkit.fakes.twilio_webhooks import ACCOUNT_SID, signature_header
+from testkit.servers import PROJECT_ROOT, GunicornServer, flask_cli
 
 VOICE_NUMBER = "+97235550001"
 WHATSAPP_NUMBER = "+97235550002"

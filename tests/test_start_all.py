@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from tests.conftest import BASE_TEST_ENV
-from tests.servers import PROJECT_ROOT, free_port
+from testkit.servers import PROJECT_ROOT, free_port
 
 
 def _wait_up(url: str, timeout: float = 90.0) -> None:

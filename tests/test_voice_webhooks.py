@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from server.db.models import AuditLog, Business, Call, Message, Thread
 from server.security.call_token import call_token_is_valid
 from tests.conftest import BASE_TEST_ENV, TEST_BASE_URL, TEST_TWILIO_TOKEN, create_tenant
-from tests.fakes.twilio_rest import FakeTwilioRest
-from tests.fakes.twilio_webhooks import new_call_sid, signature_header, voice_params
+from testkit.fakes.twilio_rest import FakeTwilioRest
+from testkit.fakes.twilio_webhooks import new_call_sid, signature_header, voice_params
 
 AI_ENV = {"OPENAI_API_KEY": "sk-test", "GOOGLE_SPEECH_EMULATOR_HOST": "127.0.0.1:9",
           "GOOGLE_TTS_EMULATOR_HOST": "127.0.0.1:9"}

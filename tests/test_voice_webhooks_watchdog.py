@@ -20,9 +20,9 @@ from server.voice.voicemail import TRANSCRIBER_EXTENSION, VoicemailTranscriber, 
 from server.voice.watchdog import redirect_to_voicemail
 from tests.conftest import (BASE_TEST_ENV, TEST_BASE_URL, TEST_TWILIO_TOKEN, create_tenant, make_settings,
                             truncate_all)
-from tests.fakes.twilio_rest import FakeTwilioRest
-from tests.fakes.twilio_webhooks import new_call_sid, signature_header, voice_params
-from tests.servers import GunicornServer
+from testkit.fakes.twilio_rest import FakeTwilioRest
+from testkit.fakes.twilio_webhooks import new_call_sid, signature_header, voice_params
+from testkit.servers import GunicornServer
 from tests.test_voice_webhooks import AI_ENV, assert_voicemail, call_row, recording_params, start_call
 
 ACCOUNT_SID = BASE_TEST_ENV["TWILIO_ACCOUNT_SID"]

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from server.db.dao_crm import insert_message
 from server.db.models import Business, Thread, utcnow
 from server.whatsapp.auto_reply import reply_to_message
-from tests.fakes.openai_server import FakeOpenAI
+from testkit.fakes.openai_server import FakeOpenAI
 from tests.test_whatsapp_support import (  # noqa: F401  (fixtures: used by name)
     CUSTOMER, TWILIO_INBOUND, bridge, bridge_message, messages,
     post_bridge, post_twilio, tenant, twilio_api, twilio_server,

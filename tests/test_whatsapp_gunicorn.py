@@ -12,8 +12,8 @@ from twilio.request_validator import RequestValidator
 from server.db.models import Business, Thread
 from server.security import bridge_hmac
 from tests.conftest import BASE_TEST_ENV, TEST_BASE_URL, TEST_TWILIO_TOKEN, create_tenant
-from tests.fakes.openai_server import FakeOpenAI
-from tests.servers import GunicornServer
+from testkit.fakes.openai_server import FakeOpenAI
+from testkit.servers import GunicornServer
 from tests.test_whatsapp_support import (BAILEYS, TWILIO_INBOUND, WA_SECRET, bridge, bridge_message,  # noqa: F401
                                          messages, twilio_api, twilio_form, twilio_server, wa_env, wait_for)
 from tests.test_whatsapp_auto_reply import GatedModel

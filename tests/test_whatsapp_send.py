@@ -13,7 +13,7 @@ from server.db.models import Message, utcnow
 from server.security import bridge_hmac
 from server.whatsapp.send import SendResult, send_whatsapp
 from tests.conftest import TEST_BASE_URL, add_user, create_tenant
-from tests.servers import free_port
+from testkit.servers import free_port
 from tests.test_whatsapp_support import (  # noqa: F401  (fixtures: used by name)
     CUSTOMER, SEND, TWILIO_INBOUND, TWILIO_SENDER, bridge, messages,
     post_bridge, post_twilio, tenant, twilio_api, twilio_server,

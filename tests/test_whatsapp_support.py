@@ -14,8 +14,8 @@ from twilio.request_validator import RequestValidator
 from server.db.models import Customer, Message, Thread
 from server.security import bridge_hmac
 from tests.conftest import BASE_TEST_ENV, TEST_BASE_URL, TEST_TWILIO_TOKEN, Tenant, create_tenant
-from tests.fakes.bridge import FakeBridge
-from tests.fakes.twilio_rest import FakeTwilioRest
+from testkit.fakes.bridge import FakeBridge
+from testkit.fakes.twilio_rest import FakeTwilioRest
 
 WA_SECRET = "test-wa-shared-secret"
 WA_PREVIOUS_SECRET = "test-wa-previous-secret"

@@ -9,7 +9,7 @@ never contain the ASCII of `RIFF`, `WAVE` or `fmt `.
 
 Faults: `fail_next(code, count)`, `delay_seconds`. Records: `requests` (text, voice, audio config).
 
-Run standalone: `python -m tests.fakes.google_tts --port 0`.
+Run standalone: `python -m testkit.fakes.google_tts --port 0`.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 from google.cloud.texttospeech_v1.types import cloud_tts
 
-from tests.fakes.grpc_server import GrpcFake
+from testkit.fakes.grpc_server import GrpcFake
 
 SAMPLE_RATE_HZ = 8000
 FRAME_BYTES = 160

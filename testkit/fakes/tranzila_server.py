@@ -35,7 +35,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from flask import jsonify, request
 
-from tests.fakes.payment_fake_http import FakeHttpServer
+from testkit.fakes.payment_fake_http import FakeHttpServer
 
 _NONCE = re.compile(r"^[0-9a-f]{80}$")
 _ISO_TO_NUMERIC = {"ILS": "1", "USD": "2", "EUR": "978", "GBP": "826"}

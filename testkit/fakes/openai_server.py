@@ -16,7 +16,7 @@ Failure modes: `first_token_delay` (seconds before the first content delta), `to
 `stall` (send the role chunk, then nothing until `release()` or stop), `fail_next(status, count)`.
 Every request is recorded in `fake.requests` (path, authorization, JSON body).
 
-Run standalone: `python -m tests.fakes.openai_server --port 0` prints `OPENAI_BASE_URL=...`.
+Run standalone: `python -m testkit.fakes.openai_server --port 0` prints `OPENAI_BASE_URL=...`.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable
 
-from tests.fakes.local_http import LocalHTTPFake
+from testkit.fakes.local_http import LocalHTTPFake
 
 DEFAULT_API_KEY = "test-openai-key"
 

@@ -36,7 +36,7 @@ from urllib.parse import urlencode
 
 from flask import jsonify, redirect, request
 
-from tests.fakes.payment_fake_http import FakeHttpServer
+from testkit.fakes.payment_fake_http import FakeHttpServer
 
 CURRENCIES = ("ILS", "USD", "EUR", "GBP")
 _VALUE = re.compile(r"^[0-9]{1,10}(\.[0-9]{2})?$")

@@ -2,7 +2,7 @@
 
 Load them through the production plug-in setting:
 
-    VOICE_PROVIDERS=tests.fakes.scripted_providers:build
+    VOICE_PROVIDERS=testkit.fakes.scripted_providers:build
 
 `build(settings)` reads its script from environment variables (test code may; production code
 may not), all optional:

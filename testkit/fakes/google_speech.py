@@ -21,7 +21,7 @@ Faults: `reject_models = {"phone_call"}` (INVALID_ARGUMENT "model not supported 
 Records: `streams` (per stream: config, audio bytes, how it ended), `audio_bytes_total`,
 `recognize_calls`.
 
-Run standalone: `python -m tests.fakes.google_speech --port 0`.
+Run standalone: `python -m testkit.fakes.google_speech --port 0`.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ import grpc
 from google.cloud.speech_v1.types import cloud_speech
 
 from server.voice.audio import mulaw_to_linear
-from tests.fakes.grpc_server import GrpcFake
+from testkit.fakes.grpc_server import GrpcFake
 
 SAMPLE_RATE_HZ = 8000
 FRAME_MS = 20

@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from server.security import bridge_hmac
-from tests.fakes.local_http import LocalHTTPFake
+from testkit.fakes.local_http import LocalHTTPFake
 
 
 @dataclass

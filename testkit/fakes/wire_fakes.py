@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from tests.fakes.openai_server import DEFAULT_API_KEY
+from testkit.fakes.openai_server import DEFAULT_API_KEY
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
-FAKE_MODULES = ("tests.fakes.google_speech", "tests.fakes.google_tts", "tests.fakes.openai_server")
+FAKE_MODULES = ("testkit.fakes.google_speech", "testkit.fakes.google_tts", "testkit.fakes.openai_server")
 
 
 @contextlib.contextmanager

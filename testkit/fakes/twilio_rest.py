@@ -49,7 +49,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.fakes.local_http import LocalHTTPFake
+from testkit.fakes.local_http import LocalHTTPFake
 
 API_VERSION = "2010-04-01"
 WAV_SILENCE = (  # 8 kHz mono 16-bit PCM WAV, 0.1 s of silence

@@ -3,7 +3,7 @@
 1. A signed `POST /webhook/incoming_call` (form parameters as Twilio sends them).
 2. The answer's TwiML is read: `<Connect><Stream url=…>` and its `<Parameter>`s.
 3. A WebSocket to that Stream URL (signed), `connected` + `start` with those parameters, then
-   20 ms μ-law frames: `TwilioCaller` from `tests/fakes/twilio_caller.py`.
+   20 ms μ-law frames: `TwilioCaller` from `testkit/fakes/twilio_caller.py`.
 4. When the caller hangs up, the signed `POST /webhook/call_status` Twilio sends at the end.
 
 The app may sit behind a public URL (`PUBLIC_BASE_URL`) that differs from where it can be
@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import requests
 from twilio.request_validator import RequestValidator
 
-from tests.fakes.twilio_caller import TwilioCaller, twilio_signature
+from testkit.fakes.twilio_caller import TwilioCaller, twilio_signature
 
 
 @dataclass(frozen=True)
