@@ -1,4 +1,4 @@
-"""WhatsApp through the Baileys bridge (`baileys-bridge/`), over HTTP as DESIGN.md "Contracts" fixes it.
+"""WhatsApp through the Baileys bridge (`baileys-bridge/`), over its signed HTTP API (baileys-bridge/README.md).
 
 `POST {WA_BAILEYS_URL}/send {"to", "text", "idempotency_key"}`, signed with `X-Bridge-Signature`
 → 200 `{"id"}`; 503 `{"error": "not_connected"}` when WhatsApp is not connected (nothing sent);
