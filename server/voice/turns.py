@@ -32,8 +32,8 @@ _END = object()  # end of the sentence queue
 class PhraseCache:
     """TTS audio of fixed phrases (opening lines, the apology), kept per worker.
 
-    A miss only costs a synthesis, so an in-process cache is fine (DESIGN.md: state that must hold
-    across workers lives in the database; this doesn't have to).
+    A miss only costs a synthesis, so an in-process cache is fine (state that must hold across
+    workers lives in the database, see docs/architecture.md; this doesn't have to).
     """
 
     def __init__(self, max_entries: int = 256):
