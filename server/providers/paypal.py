@@ -1,8 +1,9 @@
 """PayPal Orders v2 over `requests`: OAuth2 token, create, capture, get, and webhook verification.
 
-PayPal deprecated its Python SDK (`paypalrestsdk`, and the v1 Payments API under it) and recommends a
-direct REST integration; these five calls are the whole integration. Every POST that moves money carries a `PayPal-Request-Id`, so a retry returns the
-first answer instead of doing the thing twice. Amounts cross this boundary as decimal strings.
+PayPal deprecated its Python SDK (`paypalrestsdk`, and the v1 Payments API under it) and
+recommends a direct REST integration; these five calls are the whole integration. Every POST that
+moves money carries a `PayPal-Request-Id`, so a retry returns the first answer instead of doing the
+thing twice. Amounts cross this boundary as decimal strings.
 """
 from __future__ import annotations
 
