@@ -2,11 +2,11 @@
 
 Audio is sent in ~100 ms requests (5 Twilio frames): one gRPC message per 20 ms frame roughly
 doubles the worker's CPU cost per call (measured on a gevent worker against a local gRPC server).
-A stream that ends on its own (a provider error, a dropped connection) is reopened at once, and the audio since the last final transcript (up to two
-seconds, including what arrived while no stream was open) is replayed into the new one: the words
-of an utterance in progress are not lost, and words already finalised are not heard twice. Google
-closes a stream after five minutes, so the stream is also replaced every few minutes, during a
-pause in the caller's speech.
+A stream that ends on its own (a provider error, a dropped connection) is reopened at once, and the
+audio since the last final transcript (up to two seconds, including what arrived while no stream
+was open) is replayed into the new one: the words of an utterance in progress are not lost, and
+words already finalised are not heard twice. Google closes a stream after five minutes, so the
+stream is also replaced every few minutes, during a pause in the caller's speech.
 """
 from __future__ import annotations
 
