@@ -96,7 +96,7 @@ def is_twilio_status_callback(form: Mapping[str, str]) -> bool:
 
 
 def bridge_event(raw: bytes) -> dict[str, Any]:
-    """The bridge's event (DESIGN.md Contracts), shape-checked; `InvalidInbound` says what is wrong."""
+    """The bridge's event (baileys-bridge/README.md), shape-checked; `InvalidInbound` says what is wrong."""
     try:
         event = json.loads(raw)
     except ValueError:
