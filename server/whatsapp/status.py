@@ -27,7 +27,7 @@ TWILIO_STATUSES = {
     "sent": "sent", "delivered": "delivered", "partially_delivered": "delivered", "read": "read",
     "undelivered": FAILED, "failed": FAILED, "canceled": FAILED,
 }
-# The bridge already speaks the CRM's words (DESIGN.md Contracts).
+# The bridge reports sent/delivered/read/failed, the CRM's own words (baileys-bridge/README.md).
 BAILEYS_STATUSES = {name: name for name in ("sent", "delivered", "read", FAILED)}
 
 
