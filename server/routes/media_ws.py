@@ -1,4 +1,4 @@
-"""`/ws/twilio-media`: the Twilio Media Streams WebSocket (SPEC S2.5–S2.8).
+"""`/ws/twilio-media`: the Twilio Media Streams WebSocket (docs/architecture.md, "The live-call engine").
 
 The route only does the HTTP part: it refuses a plain GET (400 JSON), accepts the upgrade with
 `audio.twilio.com` when the client offers it (Twilio fails with 31920 otherwise), checks
@@ -92,7 +92,7 @@ class _WebSocketDone(Response):
     The connection no longer speaks HTTP, so nothing may be written to it. Under gunicorn,
     raising StopIteration from the WSGI call makes the worker close the socket quietly; returning
     a normal response would write `HTTP/1.1 200` after the close frame and log
-    `ConcurrentObjectUseError` for every call (research/workers.md).
+    `ConcurrentObjectUseError` for every call (seen under gunicorn's gevent worker).
     """
 
     def __init__(self, mode: str):
