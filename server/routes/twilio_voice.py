@@ -1,4 +1,4 @@
-"""Twilio Voice webhooks (SPEC S2.1–S2.4, S2.8): TwiML for incoming calls, stream and call status,
+"""Twilio Voice webhooks (docs/architecture.md, "A call"): TwiML for incoming calls, stream and call status,
 and the voicemail fallback.
 
 Every webhook except `stream_status` is Twilio-signed. Every one is idempotent: Twilio retries, and
