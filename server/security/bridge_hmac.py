@@ -1,4 +1,4 @@
-"""`X-Bridge-Signature` between the app and the Baileys bridge, both ways (DESIGN.md "Contracts").
+"""`X-Bridge-Signature` between the app and the Baileys bridge, both ways (baileys-bridge/README.md).
 
     X-Bridge-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>[,v1=…]
 
