@@ -1,4 +1,4 @@
-"""WhatsApp webhooks: Twilio inbound + status callbacks, the Baileys bridge's events (S3.1, S3.2, S6.2)."""
+"""WhatsApp webhooks: Twilio inbound + status callbacks, the Baileys bridge's events (docs/api.md, "Webhooks")."""
 from __future__ import annotations
 
 import json
