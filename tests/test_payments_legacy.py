@@ -1,4 +1,4 @@
-"""Stripe stays retired (S5.3): every old route and method answers 410, and no code imports Stripe."""
+"""Stripe stays retired: every old route and method answers 410, and no code imports Stripe."""
 from __future__ import annotations
 
 import ast
