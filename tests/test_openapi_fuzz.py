@@ -5,7 +5,7 @@ document (status code, content type, body schema), and input the document calls 
 Bounded for the normal suite: a fixed number of derandomized examples per operation (plus
 schemathesis's deterministic coverage cases), on SQLite. WhatsApp sends go to local fakes of the
 Baileys bridge and of Twilio's REST API, so staff replies and /api/whatsapp/send really succeed.
-Payments stay unconfigured: their documented answer is 501 (S5.2), the one 5xx allowed here.
+Payments stay unconfigured: their documented answer is 501, the one 5xx allowed here.
 """
 from __future__ import annotations
 
