@@ -1,5 +1,5 @@
 """`POST /api/whatsapp/send` and `send_whatsapp()`: validation, provider routing, fallback, the 24-hour
-window, storage of the outgoing message and `Idempotency-Key` (S3.3)."""
+window, storage of the outgoing message and `Idempotency-Key` (docs/api.md, "WhatsApp")."""
 from __future__ import annotations
 
 import json
