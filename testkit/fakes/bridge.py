@@ -1,4 +1,4 @@
-"""A local fake of the Baileys bridge's HTTP API (DESIGN.md "Contracts"), for the app's send path.
+"""A local fake of the Baileys bridge's HTTP API (baileys-bridge/README.md), for the app's send path.
 
 A real HTTP server (threads, 127.0.0.1, a free port). Point the app at it with the production
 setting `WA_BAILEYS_URL=<fake.url>` and the same `WA_SHARED_SECRET`.
