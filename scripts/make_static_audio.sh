@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerate the two static Hebrew prompts Twilio <Play>s (S1.6). Needs Debian's espeak-ng and lame:
+# Regenerate the two static Hebrew prompts Twilio <Play>s. Needs Debian's espeak-ng and lame:
 #   apt-get install espeak-ng lame
 # The MP3s are committed, so running the service never needs these tools.
 set -euo pipefail
