@@ -1,4 +1,4 @@
-// X-Bridge-Signature (DESIGN.md, Contracts), the same both ways between the app and the bridge:
+// X-Bridge-Signature (README.md, "Signatures"), the same both ways between the app and the bridge:
 //   X-Bridge-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>[,v1=…]
 // Several v1= values are allowed so that a key can be rotated without downtime.
 import crypto from 'node:crypto';
