@@ -1,7 +1,7 @@
 // Owns the WhatsApp socket: login (QR or pairing code), auth state on disk, reconnects, and the
 // connection state the HTTP API reports.
 //
-// Reconnect rules (research/whatsapp_crm.md §1.3–1.4):
+// Reconnect rules, by Baileys' DisconnectReason code (README.md, "The session, and how to reset it"):
 //   401 loggedOut / 403 forbidden → the session is dead: stop, delete the stale creds, report
 //                                   logged_out, and wait for a new login (POST /login or restart).
 //   515 restartRequired           → WhatsApp asks for this right after the first pairing:
