@@ -1,4 +1,4 @@
-// Idempotency keys for POST /send (research/whatsapp_crm.md §2.2, the pattern fazer-ai uses):
+// Idempotency keys for POST /send (the pattern the fazer-ai/baileys-api sidecar uses):
 // within the TTL a repeat of a key gets the first answer and sends nothing, even while the first
 // request is still waiting its turn. The caller decides which answers are kept: when the first
 // try ended in "certainly not sent", a retry with the same key must be allowed to send.
