@@ -1,4 +1,4 @@
-// Translation between Baileys' shapes and the bridge → app payloads of DESIGN.md (Contracts).
+// Translation between Baileys' shapes and the bridge → app payloads (README.md, "Events sent to the app").
 // Pure functions: no socket, no I/O.
 import {
   getContentType,
