@@ -166,6 +166,11 @@ export function createBridge({
           body: await QRCode.toString(qr, { type: 'terminal', small: true }),
         })),
     },
+    // The QR string itself links a phone to this account, so unlike the pictures it is signed.
+    'GET /qr.json': {
+      signed: true,
+      handler: () => qrAnswer(async (qr) => jsonResponse(200, { qr })),
+    },
     'POST /send': { signed: true, json: true, handler: handleSend },
     'POST /login': {
       signed: true,

@@ -158,6 +158,15 @@ describe('HTTP API while logging in', () => {
     assert.equal(decoded?.data, QR);
   });
 
+  test('GET /qr.json answers the QR string to a signed request only', async () => {
+    const signed = (secret = SECRET) => ({ headers: { 'x-bridge-signature': signatureHeader([secret], '', Date.now() / 1000) } });
+    const res = await fetch(`${t.base}/qr.json`, signed());
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { qr: QR });
+    assert.equal((await fetch(`${t.base}/qr.json`)).status, 401);
+    assert.equal((await fetch(`${t.base}/qr.json`, signed('not-the-secret'))).status, 401);
+  });
+
   test('GET /qr.txt renders the QR code for a terminal', async () => {
     const res = await fetch(`${t.base}/qr.txt`);
     assert.equal(res.status, 200);
@@ -177,6 +186,10 @@ describe('HTTP API while logging in', () => {
     t.makeSocket.current().open();
     await waitForOpen(t.bridge);
     assert.equal((await fetch(`${t.base}/qr`)).status, 404, 'the QR code is gone once open');
+    const signed = { headers: { 'x-bridge-signature': signatureHeader([SECRET], '', Date.now() / 1000) } };
+    const qrJson = await fetch(`${t.base}/qr.json`, signed);
+    assert.equal(qrJson.status, 404);
+    assert.equal((await qrJson.json()).error, 'no_qr');
     const res = await signedPost(`${t.base}/send`, { to: '+972501234567', text: 'hi', idempotency_key: 'k-503' });
     assert.equal(res.status, 200);
     assert.equal(t.makeSocket.sent.length, 1);
