@@ -9,7 +9,9 @@ setting `WA_BAILEYS_URL=<fake.url>` and the same `WA_SHARED_SECRET`.
         mode "not_connected" → 503 {"error": "not_connected"}
         mode "error"         → 502 {"error": "send_failed"}    (the bridge can't tell whether it went out)
         mode "stall"         → answers nothing until `release()` (or `stall_seconds`), then 200
-    GET /status → {"state": ...}
+    GET /status → {"state", "me", "qr_available", "last_disconnect_code"}    (`state`, `qr` set by the test)
+    GET /qr.json (signed, empty body) → 200 {"qr": "<string>"} while `qr` is set, else 404 {"error": "no_qr"};
+        401 without a valid signature. Each one is recorded in `qr_requests` (headers, signature verdict).
 
 Every POST /send is recorded in `sends` (parsed body, headers, whether the signature verified).
 """
@@ -41,6 +43,8 @@ class FakeBridge(LocalHTTPFake):
         self.mode = "ok"
         self.stall_seconds = 30.0
         self.state = "open"
+        self.qr: str | None = None  # the QR string the bridge would show while logging in
+        self.qr_requests: list[RecordedSend] = []
         self.sends: list[RecordedSend] = []
         self._ids_by_key: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -81,8 +85,19 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
+        fake = self.fake
         if self.path == "/status":
-            return self._json(200, {"state": self.fake.state, "qr_available": False})
+            return self._json(200, {"state": fake.state, "me": "+972500000000" if fake.state == "open" else None,
+                                    "qr_available": fake.qr is not None, "last_disconnect_code": None})
+        if self.path == "/qr.json":
+            verdict = bridge_hmac.verify(fake.secrets, b"", self.headers.get(bridge_hmac.HEADER))
+            with fake._lock:
+                fake.qr_requests.append(RecordedSend({}, dict(self.headers.items()), verdict is None))
+            if verdict is not None:
+                return self._json(401, {"error": "unauthorized", "message": verdict})
+            if fake.qr is None:
+                return self._json(404, {"error": "no_qr", "message": "no QR code yet; try again in a few seconds"})
+            return self._json(200, {"qr": fake.qr})
         self._json(404, {"error": "not_found", "message": self.path})
 
     def do_POST(self) -> None:
