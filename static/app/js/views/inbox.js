@@ -1,0 +1,386 @@
+// The inbox: conversations (WhatsApp threads, and calls as their own kind of entry) with filters,
+// and the open conversation: messages and their delivery state, reply, assign, status, labels,
+// and whether the AI answers. Live events refresh what changed without a reload.
+import { ApiError, get, hebrewError, idempotencyKey, patch, post, qs } from '../api.js';
+import { announce, clear, errorBox, field, h, nextId, select, spinner } from '../dom.js';
+import { dateTime, seconds, shortWhen } from '../format.js';
+import { debounce, on } from '../live.js';
+import {
+  CALL_OUTCOME, CALL_STATUS, CHANNEL, MESSAGE_STATUS, MESSAGE_STATUS_ICON, THREAD_STATUS, customerName,
+  failureReason, loadUsers, paymentLinkDialog, personName, phoneEl, statusBadge,
+} from './common.js';
+
+const filters = { status: 'open', assignee: '', unread: false, channel: '', q: '' };
+
+function readFilters() {
+  const params = new URLSearchParams(location.search);
+  if (params.has('status')) filters.status = params.get('status');
+  if (params.has('assignee')) filters.assignee = params.get('assignee');
+  if (params.has('channel')) filters.channel = params.get('channel');
+  if (params.has('q')) filters.q = params.get('q');
+  filters.unread = params.get('unread') === 'true';
+}
+
+function writeFilters() {
+  const search = qs({ status: filters.status === 'open' ? '' : filters.status || 'all', assignee: filters.assignee,
+    channel: filters.channel, q: filters.q, unread: filters.unread ? 'true' : '' });
+  history.replaceState(null, '', location.pathname + search);
+}
+
+export async function render(main, params, ctx) {
+  document.title = 'תיבת הודעות · AgentLocator';
+  readFilters();
+  const users = await loadUsers(ctx);
+  const selfId = ctx.session.user.id;
+  const threadId = params.threadId ? Number(params.threadId) : null;
+
+  const listBox = h('div', { class: 'thread-list', 'aria-busy': 'true' });
+  const pane = h('section', { class: 'conversation', 'aria-label': 'שיחה' });
+  const layout = h('div', { class: `inbox${threadId ? ' has-selection' : ''}` },
+    h('section', { class: 'threads', 'aria-labelledby': 'inbox-title' },
+      h('h1', { id: 'inbox-title' }, 'תיבת הודעות'),
+      filterBar(() => { writeFilters(); refreshList(); }),
+      listBox),
+    pane);
+  main.append(layout);
+
+  let listToken = 0;
+  async function refreshList() {
+    const token = ++listToken;
+    const apiParams = { limit: 50, status: filters.status === 'all' ? '' : filters.status, channel: filters.channel,
+      q: filters.q.trim(), unread: filters.unread ? 'true' : '',
+      assignee: filters.assignee === 'mine' ? 'me' : filters.assignee === 'none' ? 'none' : '' };
+    try {
+      const page = await get(`/api/crm/threads${qs(apiParams)}`);
+      if (token !== listToken) return;
+      renderList(page.items);
+    } catch (error) {
+      if (token !== listToken) return;
+      clear(listBox, errorBox(hebrewError(error)));
+    }
+    listBox.setAttribute('aria-busy', 'false');
+  }
+
+  function renderList(items) {
+    if (!items.length) {
+      clear(listBox, h('p', { class: 'empty' }, 'אין שיחות שמתאימות לסינון.'));
+      return;
+    }
+    clear(listBox, h('ul', { class: 'items' }, items.map((t) => {
+      const isCall = t.channel === 'voice';
+      const last = t.last_message;
+      const preview = last ? (last.kind === 'voicemail' ? `הודעה קולית${last.body ? `: ${last.body}` : ''}` : last.body) : '';
+      const assignee = personName(users, t.assignee, selfId);
+      return h('li', { class: t.id === currentId ? 'current' : '' },
+        h('a', { href: `/app/inbox/${t.id}${location.search}`, class: `thread-item${t.unread_count ? ' unread' : ''}`,
+          'aria-current': t.id === currentId ? 'true' : null, dataset: { threadId: t.id, channel: t.channel } },
+          h('span', { class: `kind ${t.channel}`, 'aria-hidden': 'true' }, isCall ? '📞' : '💬'),
+          h('span', { class: 'who' }, customerName(t.customer)),
+          h('span', { class: 'when' }, shortWhen(t.last_activity_at)),
+          h('span', { class: 'preview' },
+            h('span', { class: 'sr-only' }, `${isCall ? 'שיחה טלפונית' : 'וואטסאפ'}. `),
+            preview || (isCall ? 'שיחה טלפונית' : '')),
+          h('span', { class: 'meta' },
+            statusBadge(THREAD_STATUS[t.status] || t.status, t.status),
+            assignee ? statusBadge(`משויך: ${assignee}`, 'assignee') : null,
+            (t.labels || []).map((l) => statusBadge(l, 'label')),
+            t.unread_count ? h('span', { class: 'unread-count', 'aria-label': `${t.unread_count} לא נקראו` }, String(t.unread_count)) : null)));
+    })));
+  }
+
+  let currentId = threadId;
+  let conversation = null;
+  if (threadId) {
+    conversation = openConversation(pane, threadId, ctx, users, () => refreshList());
+  } else {
+    pane.append(h('div', { class: 'placeholder' }, h('p', {}, 'בחרו שיחה מהרשימה.')));
+  }
+  refreshList();
+
+  const refreshListSoon = debounce(refreshList, 200);
+  const offs = [
+    on('message', (e) => { refreshListSoon(); if (conversation && e.thread_id === currentId) conversation.refresh(); }),
+    on('message_status', (e) => { if (conversation && e.thread_id === currentId) conversation.statusChanged(e); }),
+    on('thread', (e) => { refreshListSoon(); if (conversation && e.thread_id === currentId) conversation.refreshThread(); }),
+    on('call', () => { refreshListSoon(); if (conversation) conversation.refresh(); }),
+  ];
+  return () => { offs.forEach((off) => off()); if (conversation) conversation.close(); };
+}
+
+function filterBar(changed) {
+  const status = select([['open', 'פתוחות'], ['pending', 'ממתינות'], ['resolved', 'סגורות'], ['all', 'הכול']],
+    filters.status || 'open', { name: 'status' });
+  const assignee = select([['', 'כל השיחות'], ['mine', 'שלי'], ['none', 'לא משויכות']], filters.assignee, { name: 'assignee' });
+  const channel = select([['', 'כל הערוצים'], ['whatsapp', 'וואטסאפ'], ['voice', 'שיחות טלפון']], filters.channel, { name: 'channel' });
+  const unread = h('input', { type: 'checkbox', name: 'unread', checked: filters.unread });
+  const search = h('input', { type: 'search', name: 'q', value: filters.q, placeholder: 'שם, טלפון או מילה' });
+  status.addEventListener('change', () => { filters.status = status.value; changed(); });
+  assignee.addEventListener('change', () => { filters.assignee = assignee.value; changed(); });
+  channel.addEventListener('change', () => { filters.channel = channel.value; changed(); });
+  unread.addEventListener('change', () => { filters.unread = unread.checked; changed(); });
+  const typed = debounce(() => { filters.q = search.value; changed(); }, 300);
+  search.addEventListener('input', typed);
+  return h('form', { class: 'filters', role: 'search', onsubmit: (e) => { e.preventDefault(); filters.q = search.value; changed(); } },
+    field('חיפוש', search), field('סטטוס', status), field('שיוך', assignee), field('ערוץ', channel),
+    h('label', { class: 'check' }, unread, 'לא נקראו בלבד'));
+}
+
+function openConversation(pane, threadId, ctx, users, listChanged) {
+  const selfId = ctx.session.user.id;
+  let thread = null;
+  let messages = [];
+  let calls = [];
+  let olderCursor = null;
+  let closed = false;
+  const head = h('div', { class: 'conv-head' });
+  const timeline = h('ol', { class: 'timeline', 'aria-label': 'הודעות', 'aria-live': 'polite', 'aria-relevant': 'additions' });
+  const older = h('div', { class: 'older' });
+  const composer = h('div', { class: 'composer' });
+  clear(pane, spinner());
+
+  async function load() {
+    try {
+      const body = await get(`/api/crm/threads/${threadId}?limit=50`);
+      if (closed) return;
+      thread = body;
+      messages = body.messages.items.slice().reverse();
+      olderCursor = body.messages.next_cursor;
+      calls = await loadCalls(body.customer);
+      if (closed) return;
+      clear(pane, h('a', { href: `/app/inbox${location.search}`, class: 'back' }, '→ חזרה לרשימה'), head, older, timeline, composer);
+      renderHead();
+      renderTimeline();
+      renderComposer();
+      timeline.lastElementChild && timeline.lastElementChild.scrollIntoView({ block: 'end' });
+      if (thread.unread_count) {
+        post(`/api/crm/threads/${threadId}/read`).then(listChanged).catch(() => {});
+      }
+    } catch (error) {
+      if (closed) return;
+      clear(pane, h('a', { href: `/app/inbox${location.search}`, class: 'back' }, '→ חזרה לרשימה'),
+        errorBox(error instanceof ApiError && error.status === 404 ? 'השיחה לא נמצאה.' : hebrewError(error)));
+    }
+  }
+
+  async function loadCalls(customer) {
+    if (!customer || !customer.phone) return [];
+    try {
+      const page = await get(`/api/crm/calls${qs({ phone: customer.phone, limit: 50 })}`);
+      return page.items;
+    } catch { return []; }  // the conversation still shows without its calls
+  }
+
+  function renderHead() {
+    const statusSel = select(Object.entries(THREAD_STATUS), thread.status, { name: 'thread-status' });
+    statusSel.addEventListener('change', () => update({ status: statusSel.value }, 'הסטטוס עודכן'));
+    const resolve = h('button', { type: 'button', class: thread.status === 'resolved' ? 'ghost' : 'primary',
+      onclick: () => update({ status: thread.status === 'resolved' ? 'open' : 'resolved' },
+        thread.status === 'resolved' ? 'השיחה נפתחה מחדש' : 'השיחה נסגרה') },
+    thread.status === 'resolved' ? 'פתיחה מחדש' : 'סימון כטופלה');
+    const assigneeOptions = [['', 'ללא שיוך'], ...users.map((u) => [String(u.id), u.id === selfId ? `אני (${u.name || u.email})` : (u.name || u.email)])];
+    if (thread.assignee && !users.some((u) => u.id === thread.assignee)) {
+      assigneeOptions.push([String(thread.assignee), personName(users, thread.assignee, selfId)]);
+    }
+    const assignee = select(assigneeOptions, thread.assignee ?? '', { name: 'assignee' });
+    assignee.addEventListener('change', () => update({ assignee: assignee.value ? Number(assignee.value) : null }, 'השיוך עודכן'));
+    const takeMine = thread.assignee === selfId ? null : h('button', { type: 'button', class: 'ghost',
+      onclick: () => update({ assignee: selfId }, 'השיחה שויכה אלייך') }, 'שיוך אליי');
+    const labels = h('input', { type: 'text', name: 'labels', value: (thread.labels || []).join(', '), placeholder: 'למשל: VIP, החזר' });
+    const saveLabels = h('button', { type: 'submit', class: 'ghost' }, 'שמירת תוויות');
+    const labelForm = h('form', { class: 'inline', onsubmit: (e) => {
+      e.preventDefault();
+      const list = labels.value.split(/[,،]/).map((s) => s.trim()).filter(Boolean);
+      update({ labels: list }, 'התוויות נשמרו');
+    } }, field('תוויות (מופרדות בפסיק)', labels), saveLabels);
+    const aiOn = !thread.ai_paused;
+    const aiSwitch = h('button', { type: 'button', role: 'switch', 'aria-checked': aiOn ? 'true' : 'false', class: 'switch',
+      onclick: () => update({ ai_paused: aiOn }, aiOn ? 'השתלטת על השיחה: ה-AI לא יענה בה' : 'השיחה הוחזרה ל-AI') },
+    h('span', { class: 'knob', 'aria-hidden': 'true' }), aiOn ? 'ה-AI עונה בשיחה' : 'נציג/ה מטפל/ת (ה-AI מושהה)');
+    const customer = thread.customer;
+    clear(head,
+      h('div', { class: 'conv-title' },
+        h('h2', {}, h('a', { href: `/app/customers/${customer.id}` }, customerName(customer))),
+        customer.phone ? phoneEl(customer.phone) : null,
+        statusBadge(CHANNEL[thread.channel] || thread.channel, thread.channel)),
+      h('div', { class: 'conv-controls' },
+        field('סטטוס', statusSel), resolve,
+        field('משויך ל', assignee), takeMine,
+        h('div', { class: 'field' }, h('span', { class: 'label-like', id: `ai-${threadId}` }, 'מענה אוטומטי'), aiSwitch)),
+      labelForm);
+    aiSwitch.setAttribute('aria-labelledby', `ai-${threadId}`);
+  }
+
+  async function update(change, done) {
+    try {
+      const updated = await patch(`/api/crm/threads/${threadId}`, change);
+      thread = { ...thread, ...updated, customer: thread.customer };
+      renderHead();
+      announce(done);
+      listChanged();
+    } catch (error) {
+      announce(hebrewError(error), 'error');
+      renderHead();
+    }
+  }
+
+  function entries() {
+    const list = messages.map((m) => ({ at: m.created_at, message: m }));
+    for (const call of calls) list.push({ at: call.created_at, call });
+    const oldest = messages.length && olderCursor ? messages[0].created_at : null;
+    return list.filter((e) => !oldest || e.at >= oldest).sort((a, b) => (a.at < b.at ? -1 : a.at > b.at ? 1 : 0));
+  }
+
+  function renderTimeline() {
+    const byId = new Map(calls.map((c) => [c.id, c]));
+    clear(timeline, entries().map((e) => (e.call ? callEntry(e.call) : messageEntry(e.message, byId))));
+    clear(older, olderCursor ? h('button', { type: 'button', class: 'ghost', onclick: loadOlder }, 'הודעות קודמות') : null);
+  }
+
+  function callEntry(call) {
+    return h('li', { class: 'entry call', dataset: { callSid: call.call_sid } },
+      h('div', { class: 'call-card' },
+        h('strong', {}, '📞 שיחה טלפונית'), ' ',
+        h('span', {}, dateTime(call.started_at || call.created_at)),
+        call.duration_seconds !== null ? h('span', {}, ` · ${seconds(call.duration_seconds)} דק׳`) : null,
+        h('span', {}, ` · ${CALL_OUTCOME[call.outcome] || CALL_STATUS[call.status] || call.status}`),
+        call.transcript_preview ? h('p', { class: 'preview' }, call.transcript_preview) : null,
+        h('a', { href: `/app/calls/${encodeURIComponent(call.call_sid)}` }, 'תמליל השיחה והקלטה')));
+  }
+
+  function messageEntry(m, callsById) {
+    const out = m.direction === 'out';
+    let who = null;
+    if (out) {
+      const staff = personName(users, m.sender_user_id, selfId);
+      who = staff ? `נשלח על ידי ${staff}` : 'נענה על ידי ה-AI';
+    }
+    const call = m.call_id ? callsById.get(m.call_id) : null;
+    const body = m.kind === 'voicemail'
+      ? [h('strong', {}, 'הודעה קולית'), m.body ? h('p', {}, m.body) : h('p', { class: 'muted' }, 'ללא תמלול'),
+        call ? h('audio', { controls: true, preload: 'none', src: `/api/crm/calls/${encodeURIComponent(call.call_sid)}/recording`,
+          'aria-label': 'השמעת ההודעה הקולית' }) : null]
+      : [m.body ? h('p', { class: 'text' }, m.body) : null];
+    const media = (m.media || []).map((item) => h('p', { class: 'media' }, mediaLabel(item)));
+    const status = out ? h('span', { class: `msg-status ${m.status}`, dataset: { status: m.status } },
+      h('span', { 'aria-hidden': 'true' }, `${MESSAGE_STATUS_ICON[m.status] || ''} `), MESSAGE_STATUS[m.status] || m.status) : null;
+    return h('li', { class: `entry msg ${out ? 'out' : 'in'}${m.status === 'failed' ? ' failed' : ''}`,
+      dataset: { messageId: m.id } },
+    h('div', { class: 'bubble' }, body, media,
+      h('div', { class: 'msg-meta' }, h('time', { datetime: m.created_at }, dateTime(m.created_at)),
+        who ? h('span', { class: 'who' }, who) : null, status),
+      m.status === 'failed' ? h('p', { class: 'fail-reason' }, failureReason(m)) : null));
+  }
+
+  function mediaLabel(item) {
+    const kind = item.kind || item.type || '';
+    if (kind === 'location') return `📍 מיקום${item.address || item.label ? `: ${item.address || item.label}` : ''}`;
+    return { image: '🖼️ תמונה', audio: '🎙️ הקלטה', video: '🎞️ וידאו', document: '📄 מסמך', sticker: 'מדבקה' }[kind] || '📎 קובץ מצורף';
+  }
+
+  async function loadOlder() {
+    try {
+      const page = await get(`/api/crm/threads/${threadId}/messages${qs({ limit: 50, cursor: olderCursor })}`);
+      messages = [...page.items.slice().reverse(), ...messages];
+      olderCursor = page.next_cursor;
+      renderTimeline();
+    } catch (error) { announce(hebrewError(error), 'error'); }
+  }
+
+  function renderComposer() {
+    const text = h('textarea', { name: 'reply', rows: 3, maxlength: 4096, placeholder: 'כתבו תשובה ללקוח…' });
+    const send = h('button', { type: 'submit', class: 'primary' }, 'שליחה');
+    const problem = h('div', { class: 'problem' });
+    const payLink = h('button', { type: 'button', class: 'ghost', onclick: () => paymentLinkDialog({
+      title: 'קישור לתשלום בשיחה', endpoint: `/api/crm/threads/${threadId}/payment-link`, body: { askAmount: true } }) },
+    'קישור לתשלום');
+    const form = h('form', { class: 'reply' },
+      field('תשובה ללקוח', text), problem, h('div', { class: 'actions' }, send, payLink));
+    text.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) { e.preventDefault(); form.requestSubmit(); }
+    });
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      problem.replaceChildren();
+      if (!text.value.trim()) { problem.append(errorBox('יש לכתוב הודעה.')); text.focus(); return; }
+      send.disabled = true;
+      try {
+        const answer = await post(`/api/crm/threads/${threadId}/messages`, { text: text.value },
+          { headers: { 'Idempotency-Key': idempotencyKey() } });
+        text.value = '';
+        if (answer.stored_message && answer.thread_id === threadId) {
+          upsert(answer.stored_message);
+          renderTimeline();
+          timeline.lastElementChild && timeline.lastElementChild.scrollIntoView({ block: 'end' });
+        } else if (answer.thread_id && answer.thread_id !== threadId) {
+          announce('התשובה נשלחה בוואטסאפ ונשמרה בשיחת הוואטסאפ של הלקוח.');
+        }
+        announce('ההודעה נשלחה');
+      } catch (error) {
+        const why = error instanceof ApiError && error.code === 'template_required'
+          ? h('div', { class: 'error-box rule24', role: 'alert' },
+            h('strong', {}, 'חלון 24 השעות של וואטסאפ נסגר. '),
+            'וואטסאפ מאפשר לעסק לשלוח הודעה חופשית רק בתוך 24 שעות מההודעה האחרונה של הלקוח. עכשיו אפשר לשלוח רק תבנית הודעה מאושרת, או לחכות שהלקוח יכתוב שוב.')
+          : errorBox(hebrewError(error));
+        problem.append(why);
+        if (error instanceof ApiError && error.body && error.body.message_id) refresh();
+      } finally {
+        send.disabled = false;
+      }
+    });
+    clear(composer, form);
+  }
+
+  function upsert(message) {
+    const index = messages.findIndex((m) => m.id === message.id);
+    if (index >= 0) messages[index] = message; else messages.push(message);
+  }
+
+  // New messages and statuses: re-read the newest page and merge (a page is one indexed query).
+  const refresh = debounce(async () => {
+    if (!thread || closed) return;
+    try {
+      const page = await get(`/api/crm/threads/${threadId}/messages?limit=50`);
+      if (closed) return;
+      for (const m of page.items) upsert(m);
+      messages.sort((a, b) => (a.created_at < b.created_at ? -1 : a.created_at > b.created_at ? 1 : a.id - b.id));
+      calls = await loadCalls(thread.customer);
+      if (closed) return;
+      const atBottom = isNearBottom();
+      renderTimeline();
+      if (atBottom && timeline.lastElementChild) timeline.lastElementChild.scrollIntoView({ block: 'end' });
+      if (document.visibilityState === 'visible' && page.items.some((m) => m.direction === 'in')) {
+        post(`/api/crm/threads/${threadId}/read`).then(listChanged).catch(() => {});
+      }
+    } catch { /* the next event or a reload will try again */ }
+  }, 100);
+
+  function isNearBottom() {
+    const last = timeline.lastElementChild;
+    if (!last) return true;
+    const rect = last.getBoundingClientRect();
+    return rect.top < window.innerHeight + 200;
+  }
+
+  // Show the new state at once when the event carries it; the re-read brings the rest (error text).
+  function statusChanged(event) {
+    const message = messages.find((m) => m.id === event.message_id);
+    if (message && event.status) {
+      message.status = event.status;
+      if (event.error) message.error_message = event.error;
+      renderTimeline();
+    }
+    refresh();
+  }
+
+  async function refreshThread() {
+    try {
+      const body = await get(`/api/crm/threads/${threadId}?limit=1`);
+      if (closed) return;
+      thread = { ...thread, ...body, messages: undefined };
+      renderHead();
+    } catch { /* keep what is shown */ }
+  }
+
+  load();
+  return { refresh, statusChanged, refreshThread, close: () => { closed = true; } };
+}
