@@ -38,7 +38,6 @@ import importlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
@@ -92,7 +91,7 @@ def provider_mode(name: str):
         try:
             return getattr(importlib.import_module(module), function)
         except (ImportError, AttributeError) as exc:
-            raise SystemExit(f"--providers {name} is not available: {exc}")
+            raise SystemExit(f"--providers {name} is not available: {exc}") from exc
     return mode
 
 
@@ -217,7 +216,7 @@ def server_records(log_text: str) -> tuple[dict[str, dict], list[dict]]:
         if not line.startswith("{"):
             continue
         record = json.loads(line)
-        if record.get("event") == "WS_END" and record.get("call_sid"):
+        if record.get("event") == "ws_end" and record.get("call_sid"):
             ends[record["call_sid"]] = record
         elif record.get("event") == "turn_metrics":
             turns.append(record)
@@ -322,7 +321,7 @@ def main() -> None:
                      "client": client.runqueue_wait_seconds() - client_wait_start}
             sampler.kill()
             lag_probe.kill()
-            gevent.sleep(1.0)  # let the server log every WS_END
+            gevent.sleep(1.0)  # let the server log every ws_end
             log_text = server.logs()
     figures = report(args, [job.value for job in jobs], log_text, cpu, wall, idle_rss, meter.peak_rss_kb,
                      client_cpu, pin, database_url)

@@ -25,7 +25,6 @@ import json
 import os
 import secrets
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -38,8 +37,6 @@ import requests
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 from twilio.request_validator import RequestValidator
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 from server.db.migrate import run_migrations
 from server.db.models import Business, BusinessNumber, Message
@@ -82,7 +79,8 @@ def main() -> None:
                 webhooks = signed_webhooks(server.url, args.requests, args.customers)
                 jobs = [job for job in webhooks for _ in range(copies)]  # copies side by side: sent together
                 outcome = run_pass(jobs, args.clients, args.max_seconds)
-                outcome.update(count_rows(engine, [job[2]["MessageSid"] for job in webhooks[:outcome["sent"] // copies]]))
+                sent_sids = [job[2]["MessageSid"] for job in webhooks[:outcome["sent"] // copies]]
+                outcome.update(count_rows(engine, sent_sids))
                 results[f"webhook_{name}"] = outcome
                 report(f"webhook {name} (x{copies})", outcome)
         engine.dispose()
@@ -159,7 +157,8 @@ def report(name: str, outcome: dict) -> None:
     line = (f"{name:<22} {outcome['sent']:>6} req  {outcome['requests_per_second']:>8} req/s  "
             f"p50 {outcome['p50_ms']:>7} ms  p99 {outcome['p99_ms']:>7} ms  statuses {outcome['statuses']}")
     if "rows" in outcome:
-        line += f"  rows {outcome['rows']}/{outcome['unique_sent']} lost {outcome['lost']} duplicated {outcome['duplicated']}"
+        line += (f"  rows {outcome['rows']}/{outcome['unique_sent']} lost {outcome['lost']}"
+                 f" duplicated {outcome['duplicated']}")
     print(line, flush=True)
 
 

@@ -30,15 +30,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 import tempfile
 import time
 import wave
 from pathlib import Path
 from typing import Iterator
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 import requests
 
