@@ -17,6 +17,7 @@ class Problem(Enum):
     FORBIDDEN = "forbidden"  # authenticated, but not allowed (403)
     NOT_FOUND = "not_found"  # no such thing, or not this business's (404)
     CONFLICT = "conflict"  # the current state forbids it (409)
+    UNPROCESSABLE = "unprocessable"  # well-formed, but can't be done as asked (422)
     GONE = "gone"  # it existed and is no longer usable (410)
     TOO_LARGE = "too_large"  # a body or file over its limit (413)
     UNSUPPORTED_MEDIA = "unsupported_media"  # a content type we don't take (415)
