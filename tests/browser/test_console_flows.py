@@ -1,0 +1,243 @@
+"""The staff console's flows in Chromium: signing in and out, the live inbox, replies and their
+delivery states, a call's turns and recording, an invoice paid through a payment link sent on
+WhatsApp, the WhatsApp QR code, and what an agent may not reach."""
+from __future__ import annotations
+
+import re
+import secrets
+import struct
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import requests
+import sqlalchemy as sa
+from playwright.sync_api import expect
+
+from server.db.models import Customer, Message, Thread
+from tests.browser.conftest import BUSINESS_VOICE, PASSWORD, new_customer_phone, sign_in, wait_until
+from tests.crm_seed import seed_call
+
+pytestmark = pytest.mark.slow
+
+
+# ---- signing in and out -------------------------------------------------------------------------
+
+def test_wrong_password_shows_a_hebrew_error(page, console):
+    page.goto("/app/")
+    expect(page).to_have_url(re.compile(r"/app/login"))
+    expect(page.locator("html")).to_have_attribute("dir", "rtl")
+    page.get_by_label("אימייל").fill(console.owner_email)
+    page.get_by_label("סיסמה").fill("not the password")
+    page.get_by_role("button", name="כניסה").click()
+    expect(page.get_by_role("alert")).to_have_text("האימייל או הסיסמה שגויים.")
+    expect(page.get_by_role("button", name="התנתקות")).to_have_count(0)
+
+
+def test_sign_in_then_sign_out(page, console):
+    sign_in(page, console)
+    expect(page).to_have_url(re.compile(r"/app/inbox"))
+    expect(page.get_by_role("heading", name="תיבת הודעות")).to_be_visible()
+    cookies = {c["name"]: c for c in page.context.cookies()}
+    assert cookies["al_session"]["httpOnly"] is True
+    assert page.evaluate("() => document.cookie").find("al_session") == -1  # the page can't read it
+    page.get_by_role("button", name="התנתקות").click()
+    expect(page).to_have_url(re.compile(r"/app/login"))
+    # The session is gone on the server, not just in the page.
+    page.goto("/app/customers")
+    expect(page).to_have_url(re.compile(r"/app/login\?next=%2Fapp%2Fcustomers"))
+
+
+def test_an_expired_session_returns_to_sign_in_and_back_to_the_same_place(page, console):
+    sign_in(page, console)
+    page.goto("/app/customers?q=%D7%93%D7%A0%D7%94")
+    expect(page.get_by_role("heading", name="לקוחות")).to_be_visible()
+    console.revoke_sessions(console.owner_id)
+    page.get_by_label("חיפוש לקוח").fill("משה")  # the next request finds the session gone
+    expect(page).to_have_url(re.compile(r"/app/login\?next=%2Fapp%2Fcustomers"), timeout=5000)
+    expect(page.get_by_text("פג תוקף ההתחברות")).to_be_visible()
+    page.get_by_label("אימייל").fill(console.owner_email)
+    page.get_by_label("סיסמה").fill(PASSWORD)
+    page.get_by_role("button", name="כניסה").click()
+    expect(page).to_have_url(re.compile(r"/app/customers\?q="))
+    expect(page.get_by_role("heading", name="לקוחות")).to_be_visible()
+
+
+def test_an_agent_cannot_reach_settings(page, console):
+    sign_in(page, console, console.agent_email)
+    nav = page.get_by_role("navigation", name="ניווט ראשי")
+    expect(nav.get_by_role("link", name="תיבת הודעות")).to_be_visible()
+    expect(nav.get_by_role("link", name="הגדרות")).to_have_count(0)
+    page.goto("/app/settings/users")
+    expect(page.get_by_role("heading", name="אין הרשאה")).to_be_visible()
+    expect(page.get_by_label("אימייל")).to_have_count(0)
+    # The API refuses the agent's cookie session too, whatever the page shows.
+    for path in ("/api/crm/users", "/api/crm/payments/gateways", "/api/crm/audit", "/api/crm/whatsapp/connection"):
+        response = page.request.get(path)
+        assert response.status == 403, (path, response.status, response.text())
+    response = page.request.patch("/api/crm/business", data={"name": "x"}, headers={"Origin": console.url})
+    assert response.status == 403
+
+
+# ---- the live inbox -----------------------------------------------------------------------------
+
+def test_an_inbound_whatsapp_message_appears_in_the_open_inbox_without_reload(page, console):
+    sign_in(page, console)
+    page.evaluate("() => { window.__sameDocument = true; }")
+    customer = new_customer_phone()
+    console.inbound_whatsapp(customer, "שלום, יש תור פנוי מחר?", name="נועה")
+    item = page.locator(".thread-item", has_text="נועה")
+    expect(item).to_be_visible(timeout=5000)
+    expect(item).to_contain_text("שלום, יש תור פנוי מחר?")
+    item.click()
+    expect(page.get_by_role("heading", name="נועה")).to_be_visible()
+    # A second message, handled by whichever of the two workers: it shows in the open conversation.
+    for text in ("ואפשר גם בשעה חמש?", "תודה!"):
+        console.inbound_whatsapp(customer, text, name="נועה")
+        expect(page.locator(".timeline .msg.in", has_text=text)).to_be_visible(timeout=5000)
+    assert page.evaluate("() => window.__sameDocument") is True
+
+
+def test_a_reply_reaches_twilio_and_its_delivery_states_show_live(page, console):
+    customer = new_customer_phone()
+    console.inbound_whatsapp(customer, "מה המחיר של תספורת?", name="יעל")
+    sign_in(page, console)
+    page.locator(".thread-item", has_text="יעל").click()
+    page.get_by_label("תשובה ללקוח").fill("תספורת עולה 120 ₪")
+    page.get_by_role("button", name="שליחה").click()
+    sent = page.locator(".timeline .msg.out", has_text="תספורת עולה 120 ₪")
+    expect(sent).to_be_visible()
+    [(sid, message)] = wait_until(lambda: console.twilio_sends_to(customer))
+    assert message["body"] == "תספורת עולה 120 ₪"
+    expect(sent).to_contain_text("נשלח על ידי את/ה")
+    expect(sent.locator(".msg-status")).to_have_attribute("data-status", re.compile("queued|sent"))
+    console.message_status(sid, "delivered", customer)
+    expect(sent.locator(".msg-status")).to_have_attribute("data-status", "delivered", timeout=5000)
+    expect(sent.locator(".msg-status")).to_have_text(re.compile("נמסרה"))
+    console.message_status(sid, "read", customer)
+    expect(sent.locator(".msg-status")).to_have_text(re.compile("נקראה"), timeout=5000)
+
+
+def test_a_failed_send_outside_the_24_hour_window_is_explained_in_hebrew(page, console):
+    customer = new_customer_phone()
+    console.inbound_whatsapp(customer, "היי", name="רותם")
+    # The customer wrote two days ago; the bridge (the other way to send) is not connected.
+    threads = sa.select(Thread.id).join(Customer, Customer.id == Thread.customer_id).where(Customer.phone == customer)
+    console.execute(sa.update(Message).where(Message.direction == "in", Message.thread_id.in_(threads))
+                    .values(created_at=datetime.now(timezone.utc) - timedelta(days=2)))
+    console.bridge_event({"event": "connection", "state": "close", "qr": False})
+    try:
+        sign_in(page, console)
+        page.locator(".thread-item", has_text="רותם").click()
+        page.get_by_label("תשובה ללקוח").fill("שלום רותם")
+        page.get_by_role("button", name="שליחה").click()
+        alert = page.locator(".composer [role=alert]")
+        expect(alert).to_contain_text("24 שעות")
+        expect(alert).to_contain_text("תבנית")
+    finally:
+        console.bridge_event({"event": "connection", "state": "open", "qr": False})
+
+
+# ---- calls --------------------------------------------------------------------------------------
+
+def _wav(seconds: float) -> bytes:
+    """8 kHz mono 16-bit PCM: a quiet tone, so the browser has real audio to decode and play."""
+    count = int(8000 * seconds)
+    samples = b"".join(struct.pack("<h", 800 if (i // 20) % 2 else -800) for i in range(count))
+    return (b"RIFF" + struct.pack("<I", 36 + len(samples)) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, 8000,
+            16000, 2, 16) + b"data" + struct.pack("<I", len(samples)) + samples)
+
+
+def test_a_call_shows_its_turns_with_timing_and_its_recording_plays(page, console):
+    caller = new_customer_phone()
+    sid = "CA" + secrets.token_hex(16)
+
+    seed_call(console.db, console.business_id, sid=sid, caller=caller, to=BUSINESS_VOICE,
+              transcript="סוכן: שלום\nלקוח: אני רוצה לקבוע תור",
+              turns=(("", "שלום, הגעתם למספרת דנה"), ("אני רוצה לקבוע תור", "בשמחה, לאיזה יום?")))
+    recording_sid = "RE" + secrets.token_hex(16)
+    console.twilio.recordings[recording_sid] = _wav(2.0)
+    response = console.twilio_post("/webhook/recording_status", {
+        "AccountSid": "AC" + "0" * 32, "CallSid": sid, "RecordingSid": recording_sid,
+        "RecordingUrl": console.twilio.recording_url(recording_sid), "RecordingStatus": "completed",
+        "RecordingDuration": "2", "RecordingChannels": "1", "RecordingSource": "RecordVerb"})
+    assert response.status_code == 204
+    sign_in(page, console)
+    page.get_by_role("link", name="שיחות").click()
+    page.locator(f"tr[data-call-sid='{sid}'] a").click()
+    expect(page.get_by_role("heading", name=re.compile("שיחה עם"))).to_be_visible()
+    turns = page.locator(".turns")
+    expect(turns.locator(".msg.in")).to_have_text(re.compile("אני רוצה לקבוע תור"))
+    expect(turns.locator(".msg.out").nth(1)).to_contain_text("בשמחה, לאיזה יום?")
+    expect(turns.locator(".msg.out").nth(1).locator(".timing")).to_contain_text("עד תחילת התשובה: 700 ms")
+    audio = page.locator(".recording audio")
+    expect(audio).to_have_attribute("src", f"/api/crm/calls/{sid}/recording")
+    page.wait_for_function("() => document.querySelector('.recording audio').readyState >= 1", timeout=10000)
+    duration = page.evaluate("() => document.querySelector('.recording audio').duration")
+    assert 1.9 <= duration <= 2.1
+    page.evaluate("() => document.querySelector('.recording audio').play()")
+    page.wait_for_function("() => document.querySelector('.recording audio').currentTime > 0.2", timeout=10000)
+    assert console.twilio.requests_for("Recordings", recording_sid)
+
+
+# ---- payments -----------------------------------------------------------------------------------
+
+def test_an_invoice_payment_link_sent_on_whatsapp_and_paid_shows_paid_without_reload(page, browser, console):
+    customer = new_customer_phone()
+    console.inbound_whatsapp(customer, "אפשר לשלם באשראי?", name="מיכל")
+    sign_in(page, console)
+    page.get_by_role("link", name="חשבוניות").click()
+    page.get_by_role("button", name="חשבונית חדשה").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("כותרת").fill("צבע ותספורת")
+    dialog.get_by_label("לקוח").select_option(label="מיכל")
+    dialog.get_by_label("סכום (₪)").fill("249.90")
+    dialog.get_by_role("button", name="שמירה").click()
+    row = page.locator("tr", has_text="צבע ותספורת")
+    expect(row).to_contain_text("249.90")
+    expect(row).to_contain_text("₪")
+    row.get_by_role("button", name=re.compile("^הנפקה")).click()
+    expect(row).to_contain_text("הונפקה")
+    row.get_by_role("button", name=re.compile("קישור לתשלום")).click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("ספק תשלום").select_option("paypal")
+    expect(dialog.get_by_label("לשלוח ללקוח בוואטסאפ")).to_be_checked()
+    dialog.get_by_role("button", name="יצירת קישור").click()
+    expect(dialog.get_by_text("הקישור נשלח ללקוח בוואטסאפ")).to_be_visible()
+    link = dialog.locator(".payment-result a").get_attribute("href")
+    assert link.startswith(console.url + "/pay/")
+    expect(dialog.locator(".payment-status")).to_have_text(re.compile("נוצר|ממתין"))
+    [(_sid, message)] = wait_until(lambda: console.twilio_sends_to(customer))
+    assert link in message["body"]
+    # The customer pays on their own phone: PayPal's approval, back to the app, which captures.
+    payer = browser.new_page()
+    try:
+        payer.goto(link)
+        expect(payer.locator("body")).to_contain_text("התשלום התקבל", timeout=15000)
+    finally:
+        payer.close()
+    expect(dialog.locator(".payment-status")).to_have_text("שולם", timeout=5000)
+    dialog.get_by_role("button", name="סגירה").click()
+    expect(row).to_contain_text("שולמה", timeout=5000)
+
+
+# ---- the WhatsApp connection --------------------------------------------------------------------
+
+def test_the_whatsapp_qr_code_shows_as_an_image_until_connected(page, console):
+    console.bridge.state, console.bridge.qr = "connecting", "2@" + secrets.token_urlsafe(60)
+    console.bridge_event({"event": "connection", "state": "connecting", "qr": True})
+    try:
+        sign_in(page, console)
+        page.goto("/app/settings/whatsapp")
+        image = page.get_by_role("img", name="קוד QR לחיבור וואטסאפ")
+        expect(image).to_be_visible()
+        page.wait_for_function("() => { const i = document.querySelector('.qr img'); return i && i.naturalWidth > 0; }")
+        svg = requests.get(console.url + image.get_attribute("src"), timeout=5,
+                           cookies={c["name"]: c["value"] for c in page.context.cookies()})
+        assert svg.status_code == 200 and svg.headers["Content-Type"].startswith("image/svg+xml")
+        assert any(r.signature_ok for r in console.bridge.qr_requests)
+        console.bridge.state, console.bridge.qr = "open", None
+        console.bridge_event({"event": "connection", "state": "open", "qr": False})
+        expect(page.get_by_role("status").filter(has_text="מצב:")).to_have_text("מצב: מחובר", timeout=10000)
+        expect(page.locator(".qr img")).to_have_count(0)
+    finally:
+        console.bridge.state, console.bridge.qr = "open", None
