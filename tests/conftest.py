@@ -1,8 +1,9 @@
 """Shared fixtures: `app`, `client` and `db`, parametrised over SQLite and the machine's PostgreSQL.
 
 Each test session gets its own PostgreSQL database (created from the `test` database and dropped
-at the end), so parallel runs never see each other's rows. PostgreSQL tests are skipped only when
-no server answers on 127.0.0.1:5432; CI starts it first.
+at the end), so parallel runs never see each other's rows. When PostgreSQL can't be reached
+(`TEST_PG_ADMIN_URL`, by default 127.0.0.1:5432), its tests are skipped with the connection error as
+the reason; under CI (`CI=true`) they fail instead, so a database that vanished can't pass as green.
 """
 from __future__ import annotations
 
@@ -35,21 +36,29 @@ BASE_TEST_ENV = {
 }
 
 
-def _pg_admin_engine() -> sa.Engine | None:
+def running_under_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def _pg_admin_engine() -> sa.Engine:
+    """An engine on the admin database; without a reachable server the test is skipped, or failed under CI."""
     engine = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect():
             return engine
-    except sa.exc.OperationalError:
-        return None
+    except sa.exc.OperationalError as exc:
+        engine.dispose()
+        where = sa.make_url(PG_ADMIN_URL).render_as_string(hide_password=True)
+        reason = f"PostgreSQL at {where} can't be reached: {str(exc.orig).strip()}"
+        if running_under_ci():
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
 
 
 @contextlib.contextmanager
 def throwaway_pg_database(prefix: str = "agentlocator_test"):
-    """A new, empty PostgreSQL database (its URL), dropped afterwards; skips the test without a server."""
+    """A new, empty PostgreSQL database (its URL), dropped afterwards; see `_pg_admin_engine` without a server."""
     admin = _pg_admin_engine()
-    if admin is None:
-        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
