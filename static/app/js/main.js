@@ -92,7 +92,7 @@ function shell(active) {
       h('span', { class: 'live', id: 'live-status', role: 'status' })),
     h('nav', { 'aria-label': 'ניווט ראשי' }, h('ul', {}, links)),
     h('div', { class: 'user' },
-      h('span', { class: 'who', title: who }, who),
+      h('bdi', { class: 'who', title: who, dir: session.user.name ? 'auto' : 'ltr' }, who),
       h('button', { type: 'button', class: 'ghost', onclick: signOut }, 'התנתקות')));
   const main = h('main', { id: 'main', tabindex: '-1' });
   return { header, main };

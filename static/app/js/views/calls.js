@@ -132,8 +132,9 @@ function turnEntries(turn) {
       h('span', { class: 'speaker' }, turn.turn_index === 0 ? 'ה-AI (פתיחה)' : 'ה-AI'),
       h('p', { class: 'text' }, turn.agent_text || '…'),
       turn.interrupted ? statusBadge('נקטע על ידי המתקשר', 'warn') : null,
-      h('p', { class: 'timing', 'aria-label': 'זמני התגובה בתור הזה' },
-        `עד תחילת התשובה: ${ms(m.t_first_audio_ms)} · זיהוי דיבור: ${ms(m.t_audio_ms)} · מודל: ${ms(m.t_nlp_ms)} · הקראה: ${ms(m.t_tts_ms)}`))));
+      h('p', { class: 'timing' }, [['עד תחילת התשובה', m.t_first_audio_ms], ['זיהוי דיבור', m.t_audio_ms],
+        ['מודל', m.t_nlp_ms], ['הקראה', m.t_tts_ms]].map(([label, value], i) => [i ? ' · ' : '', `${label}: `,
+        h('bdi', { dir: 'ltr' }, ms(value))])))));
   }
   return items;
 }

@@ -9,7 +9,7 @@ export const CHANNEL = { whatsapp: 'וואטסאפ', voice: 'שיחה טלפונ
 export const MESSAGE_STATUS = {
   queued: 'בתור לשליחה', sent: 'נשלחה', delivered: 'נמסרה', read: 'נקראה', failed: 'נכשלה', received: 'התקבלה',
 };
-export const MESSAGE_STATUS_ICON = { queued: '🕓', sent: '✓', delivered: '✓✓', read: '✓✓', failed: '⚠' };
+export const MESSAGE_STATUS_ICON = { sent: '✓', delivered: '✓✓', read: '✓✓' };
 export const CALL_STATUS = {
   ringing: 'מצלצלת', 'in-progress': 'בשיחה', completed: 'הסתיימה', busy: 'תפוס', 'no-answer': 'לא נענתה',
   failed: 'נכשלה', canceled: 'בוטלה', queued: 'בתור', initiated: 'התחילה',

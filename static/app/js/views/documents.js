@@ -75,7 +75,7 @@ export async function render(main, params, ctx) {
 function docRow(kind, d, names, ctx, changed) {
   return h('tr', { dataset: { documentId: d.id, status: d.status } },
     h('td', { 'data-label': 'כותרת' }, h('a', { href: `/app/${kind}/${d.id}` }, d.title || `${KIND[kind].one} #${d.id}`),
-      kind === 'invoices' && d.number ? h('span', { class: 'muted' }, ` (${d.number})`) : null),
+      kind === 'invoices' && d.number ? h('span', { class: 'muted' }, ' (', h('bdi', { dir: 'ltr' }, d.number), ')') : null),
     h('td', { 'data-label': 'לקוח' }, d.customer_id ? h('a', { href: `/app/customers/${d.customer_id}` }, names.get(d.customer_id) || `#${d.customer_id}`) : '—'),
     h('td', { 'data-label': 'סכום' }, amount(d.amount_minor, d.currency)),
     h('td', { 'data-label': 'סטטוס' }, statusBadge(DOC_STATUS[kind][d.status] || d.status, d.status)),
@@ -130,7 +130,7 @@ async function renderOne(main, kind, id, ctx) {
         h('dt', {}, 'סטטוס'), h('dd', { class: 'doc-status' }, statusBadge(DOC_STATUS[kind][d.status] || d.status, d.status)),
         h('dt', {}, 'לקוח'), h('dd', {}, customer ? h('a', { href: `/app/customers/${customer.id}` }, customerName(customer)) : '—'),
         h('dt', {}, 'סכום'), h('dd', {}, amount(d.amount_minor, d.currency)),
-        kind === 'invoices' ? [h('dt', {}, 'מספר'), h('dd', {}, d.number || '—'), h('dt', {}, 'לתשלום עד'), h('dd', {}, d.due_date || '—')] : null,
+        kind === 'invoices' ? [h('dt', {}, 'מספר'), h('dd', {}, d.number ? h('bdi', { dir: 'ltr' }, d.number) : '—'), h('dt', {}, 'לתשלום עד'), h('dd', {}, d.due_date || '—')] : null,
         h('dt', {}, 'נוצר'), h('dd', {}, dateTime(d.created_at)),
         h('dt', {}, 'הערות'), h('dd', { class: 'notes' }, d.notes || '—')),
       kind === 'contracts' && d.body ? h('section', {}, h('h2', {}, 'נוסח החוזה'), h('pre', { class: 'transcript' }, d.body)) : null,

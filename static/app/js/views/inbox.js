@@ -2,7 +2,7 @@
 // and the open conversation: messages and their delivery state, reply, assign, status, labels,
 // and whether the AI answers. Live events refresh what changed without a reload.
 import { ApiError, get, hebrewError, idempotencyKey, patch, post, qs } from '../api.js';
-import { announce, clear, errorBox, field, h, nextId, select, spinner } from '../dom.js';
+import { announce, clear, errorBox, field, h, icon, select, spinner } from '../dom.js';
 import { dateTime, seconds, shortWhen } from '../format.js';
 import { debounce, on } from '../live.js';
 import {
@@ -74,7 +74,7 @@ export async function render(main, params, ctx) {
       return h('li', { class: t.id === currentId ? 'current' : '' },
         h('a', { href: `/app/inbox/${t.id}${location.search}`, class: `thread-item${t.unread_count ? ' unread' : ''}`,
           'aria-current': t.id === currentId ? 'true' : null, dataset: { threadId: t.id, channel: t.channel } },
-          h('span', { class: `kind ${t.channel}`, 'aria-hidden': 'true' }, isCall ? '📞' : '💬'),
+          h('span', { class: `kind ${t.channel}` }, icon(isCall ? 'phone' : 'chat')),
           h('span', { class: 'who' }, customerName(t.customer)),
           h('span', { class: 'when' }, shortWhen(t.last_activity_at)),
           h('span', { class: 'preview' },
@@ -187,11 +187,13 @@ function openConversation(pane, threadId, ctx, users, listChanged) {
       onclick: () => update({ assignee: selfId }, 'השיחה שויכה אלייך') }, 'שיוך אליי');
     const labels = h('input', { type: 'text', name: 'labels', value: (thread.labels || []).join(', '), placeholder: 'למשל: VIP, החזר' });
     const saveLabels = h('button', { type: 'submit', class: 'ghost' }, 'שמירת תוויות');
-    const labelForm = h('form', { class: 'inline', onsubmit: (e) => {
-      e.preventDefault();
-      const list = labels.value.split(/[,،]/).map((s) => s.trim()).filter(Boolean);
-      update({ labels: list }, 'התוויות נשמרו');
-    } }, field('תוויות (מופרדות בפסיק)', labels), saveLabels);
+    const labelForm = h('details', { class: 'labels-box' },
+      h('summary', {}, 'תוויות', ' ', (thread.labels || []).length ? (thread.labels || []).map((l) => statusBadge(l, 'label')) : h('span', { class: 'muted' }, '(אין)')),
+      h('form', { class: 'inline', onsubmit: (e) => {
+        e.preventDefault();
+        const list = labels.value.split(/[,،]/).map((s) => s.trim()).filter(Boolean);
+        update({ labels: list }, 'התוויות נשמרו');
+      } }, field('תוויות (מופרדות בפסיק)', labels), saveLabels));
     const aiOn = !thread.ai_paused;
     const aiSwitch = h('button', { type: 'button', role: 'switch', 'aria-checked': aiOn ? 'true' : 'false', class: 'switch',
       onclick: () => update({ ai_paused: aiOn }, aiOn ? 'השתלטת על השיחה: ה-AI לא יענה בה' : 'השיחה הוחזרה ל-AI') },
@@ -239,7 +241,7 @@ function openConversation(pane, threadId, ctx, users, listChanged) {
   function callEntry(call) {
     return h('li', { class: 'entry call', dataset: { callSid: call.call_sid } },
       h('div', { class: 'call-card' },
-        h('strong', {}, '📞 שיחה טלפונית'), ' ',
+        h('strong', {}, icon('phone'), ' שיחה טלפונית'), ' ',
         h('span', {}, dateTime(call.started_at || call.created_at)),
         call.duration_seconds !== null ? h('span', {}, ` · ${seconds(call.duration_seconds)} דק׳`) : null,
         h('span', {}, ` · ${CALL_OUTCOME[call.outcome] || CALL_STATUS[call.status] || call.status}`),
@@ -256,13 +258,16 @@ function openConversation(pane, threadId, ctx, users, listChanged) {
     }
     const call = m.call_id ? callsById.get(m.call_id) : null;
     const body = m.kind === 'voicemail'
-      ? [h('strong', {}, 'הודעה קולית'), m.body ? h('p', {}, m.body) : h('p', { class: 'muted' }, 'ללא תמלול'),
+      ? [h('strong', {}, icon('mic'), ' הודעה קולית'), m.body ? h('p', {}, m.body) : h('p', { class: 'muted' }, 'ללא תמלול'),
         call ? h('audio', { controls: true, preload: 'none', src: `/api/crm/calls/${encodeURIComponent(call.call_sid)}/recording`,
           'aria-label': 'השמעת ההודעה הקולית' }) : null]
       : [m.body ? h('p', { class: 'text' }, m.body) : null];
-    const media = (m.media || []).map((item) => h('p', { class: 'media' }, mediaLabel(item)));
+    const media = m.kind === 'voicemail' ? [] : (m.media || []).map((item) => h('p', { class: 'media' },
+      icon(item.kind === 'location' ? 'pin' : 'clip'), ' ', mediaLabel(item)));
     const status = out ? h('span', { class: `msg-status ${m.status}`, dataset: { status: m.status } },
-      h('span', { 'aria-hidden': 'true' }, `${MESSAGE_STATUS_ICON[m.status] || ''} `), MESSAGE_STATUS[m.status] || m.status) : null;
+      m.status === 'failed' ? icon('alert') : m.status === 'queued' ? icon('clock')
+        : h('span', { 'aria-hidden': 'true' }, `${MESSAGE_STATUS_ICON[m.status] || ''} `),
+      MESSAGE_STATUS[m.status] || m.status) : null;
     return h('li', { class: `entry msg ${out ? 'out' : 'in'}${m.status === 'failed' ? ' failed' : ''}`,
       dataset: { messageId: m.id } },
     h('div', { class: 'bubble' }, body, media,
@@ -273,8 +278,8 @@ function openConversation(pane, threadId, ctx, users, listChanged) {
 
   function mediaLabel(item) {
     const kind = item.kind || item.type || '';
-    if (kind === 'location') return `📍 מיקום${item.address || item.label ? `: ${item.address || item.label}` : ''}`;
-    return { image: '🖼️ תמונה', audio: '🎙️ הקלטה', video: '🎞️ וידאו', document: '📄 מסמך', sticker: 'מדבקה' }[kind] || '📎 קובץ מצורף';
+    if (kind === 'location') return `מיקום${item.address || item.label ? `: ${item.address || item.label}` : ''}`;
+    return { image: 'תמונה', audio: 'הקלטה', video: 'וידאו', document: 'מסמך', sticker: 'מדבקה' }[kind] || 'קובץ מצורף';
   }
 
   async function loadOlder() {
