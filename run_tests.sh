@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Run every test: the Python suite (SQLite and PostgreSQL) and the Baileys bridge's node tests.
-# Arguments go to pytest (and then only the Python suite runs), e.g. ./run_tests.sh tests/test_urls.py
+# Run every check, in this order: ruff (lint), ruff (format), mypy, import-linter, the Python suite
+# (SQLite and PostgreSQL), then the Baileys bridge's node tests. Every step runs; any failure fails the
+# run, and the summary names the steps that failed.
+# Arguments go to pytest, and then only the Python suite runs, e.g. ./run_tests.sh tests/test_urls.py
+# or ./run_tests.sh -m "not slow" (the quick tests: no gunicorn, bridge or other subprocess).
 set -euo pipefail
 cd "$(dirname "$0")"
 . scripts/setup_env.sh
@@ -9,9 +12,34 @@ ensure_venv requirements-test.txt
 # The bridge's packages come first: the Python suite also starts the real bridge process.
 ensure_bridge_packages dev
 
-status=0
-.venv/bin/python -m pytest -q "$@" || status=$?
-if [ $# -eq 0 ]; then
-  (cd baileys-bridge && npm test --silent) || status=$?
+failed=()
+step() {
+  local name="$1"
+  shift
+  echo
+  echo "==> $name: $*"
+  if "$@"; then
+    echo "==> $name: ok"
+  else
+    echo "==> $name: FAILED (exit $?)"
+    failed+=("$name")
+  fi
+}
+
+if [ $# -gt 0 ]; then
+  step pytest .venv/bin/python -m pytest -q "$@"
+else
+  step "ruff check" .venv/bin/ruff check .
+  step "ruff format" .venv/bin/ruff format --check .
+  step mypy .venv/bin/mypy server
+  step "import contracts" .venv/bin/lint-imports
+  step pytest .venv/bin/python -m pytest -q
+  step "bridge tests" bash -c "cd baileys-bridge && npm test --silent"
 fi
-exit $status
+
+echo
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "FAILED steps: ${failed[*]}"
+  exit 1
+fi
+echo "all steps passed"
