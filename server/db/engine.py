@@ -8,6 +8,8 @@ from typing import Iterator
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from server.db.events import capture_events
+
 
 def make_engine(url: str) -> sa.Engine:
     if url.startswith("sqlite"):
@@ -38,6 +40,7 @@ class Database:
     def __init__(self, url: str):
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        capture_events(self.sessions)  # every change a staff console shows becomes an `events` row
 
     @contextlib.contextmanager
     def scope(self) -> Iterator[Session]:

@@ -84,6 +84,7 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = _created()
+    disabled_at: Mapped[Optional[datetime]]  # set by an owner: no sign-in, no token works
 
 
 class ApiToken(Base):
@@ -314,3 +315,17 @@ class ServiceState(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[dict[str, Any]] = mapped_column(default=dict)
     updated_at: Mapped[datetime] = _updated()
+
+
+class Event(Base):
+    """A change a staff console should hear about (`server/db/events.py` writes them, the console's
+    live stream reads them by id). Pruned after a day: they are notifications, not history."""
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_business_id", "business_id", "id"),
+                      Index("ix_events_created_at", "created_at"),
+                      {"sqlite_autoincrement": True})
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
+    business_id: Mapped[int] = mapped_column(ForeignKey("businesses.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = _created()

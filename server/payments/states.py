@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server.db.dao_crm import audit
+from server.db.events import publish_payment
 from server.db.models import Invoice, Payment, utcnow
 from server.logs import log_event
 
@@ -57,6 +58,7 @@ def transition(session: Session, payment: Payment, target: str, actor: str, *, w
         return False
     audit(session, payment.business_id, actor, f"payment.{target}", "payment", payment.id,
           from_status=previous, **details)
+    publish_payment(session, payment)  # an open console sees the payment (and its invoice) move
     if target == "paid" and payment.invoice_id is not None:
         _mark_invoice_paid(session, payment, actor)
     return True

@@ -15,6 +15,7 @@ from typing import Optional
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from server.db.events import publish_message_status
 from server.db.models import Message, utcnow
 
 PROGRESS = ("queued", "sent", "delivered", "read")
@@ -52,4 +53,6 @@ def advance_status(session: Session, message_id: int, new: str, *, error_code: O
         sa.update(Message).where(Message.id == message_id, Message.direction == "out",
                                  Message.status.in_(predecessors(new)))
         .values(status=new, updated_at=utcnow(), **errors).execution_options(synchronize_session=False)).rowcount
+    if changed == 1:
+        publish_message_status(session, message_id)  # the console shows the tick at once
     return changed == 1
