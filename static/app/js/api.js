@@ -19,6 +19,12 @@ const MESSAGES = {
   csrf_failed: 'הבקשה נחסמה מטעמי אבטחה. יש לרענן את הדף ולנסות שוב.',
   not_found: 'הפריט לא נמצא (ייתכן שנמחק).',
   no_qr: 'אין כרגע קוד QR להצגה. ממתינים לקוד חדש…',
+  no_recording: 'אין הקלטה לשיחה הזו.',
+  recording_unavailable: 'לא הצלחנו להביא את ההקלטה כרגע. נסו שוב בעוד רגע.',
+  bridge_unavailable: 'שירות החיבור לוואטסאפ אינו זמין כרגע.',
+  baileys_disabled: 'חיבור וואטסאפ דרך קוד QR אינו מופעל בשרת.',
+  no_whatsapp_recipient: 'ללקוח אין מספר טלפון או כתובת וואטסאפ, ולכן אי אפשר לשלוח לו.',
+  cannot_disable_self: 'אי אפשר להשבית את המשתמש שלך.',
   invalid_json: 'הבקשה לא תקינה.',
   invalid_request: 'יש למלא את כל השדות הנדרשים.',
   invalid_field: 'אחד השדות אינו תקין.',
@@ -76,6 +82,11 @@ const FIELDS = {
   opening_line: 'משפט פתיחה', description: 'תיאור', provider: 'ספק', client_id: 'Client ID',
   client_secret: 'Client secret', terminal: 'מסוף', app_key: 'App key', secret: 'סוד',
 };
+
+// The Hebrew for an error code alone (e.g. a failed WhatsApp send inside a successful answer).
+export function hebrewCode(code) {
+  return MESSAGES[code] || 'אירעה שגיאה. נסו שוב.';
+}
 
 export function hebrewError(error) {
   if (!(error instanceof ApiError)) return 'אירעה שגיאה לא צפויה. נסו שוב.';

@@ -3,14 +3,26 @@
 const EVENTS = ['message', 'message_status', 'thread', 'call', 'payment'];
 const listeners = new Map(EVENTS.map((name) => [name, new Set()]));
 let source = null;
-let statusListener = () => {};
+const idle = () => {};
+let statusListener = idle;
+let onClosed = null;
 
-export function startLive(onStatus) {
+export function startLive(onStatus, closed) {
   statusListener = onStatus || statusListener;
+  onClosed = closed || onClosed;
   if (source || typeof EventSource === 'undefined') return;
   source = new EventSource('/api/crm/events', { withCredentials: true });
   source.addEventListener('open', () => statusListener('open'));
-  source.addEventListener('error', () => statusListener(source && source.readyState === 2 ? 'closed' : 'reconnecting'));
+  source.addEventListener('ready', () => statusListener('open'));
+  source.addEventListener('error', () => {
+    if (!source) return;
+    if (source.readyState !== 2) { statusListener('reconnecting'); return; }
+    // The server refused the stream (an ended session answers 401): ask once why, then try again later.
+    statusListener('closed');
+    source = null;
+    if (onClosed) onClosed();
+    setTimeout(() => { if (!source && statusListener !== idle) startLive(statusListener, onClosed); }, 5000);
+  });
   for (const name of EVENTS) {
     source.addEventListener(name, (event) => {
       let data = {};
@@ -25,6 +37,7 @@ export function startLive(onStatus) {
 export function stopLive() {
   if (source) source.close();
   source = null;
+  statusListener = idle;
 }
 
 // Returns the unsubscribe function; views call it when they are left.

@@ -160,7 +160,7 @@ async function route() {
 
   const { header, main } = shell(target.nav);
   clear(root, h('a', { href: '#main', class: 'skip' }, 'דילוג לתוכן'), header, main);
-  startLive(setLiveStatus);
+  startLive(setLiveStatus, () => { get('/api/auth/me').catch(() => {}); });
 
   if (!target.view) {
     main.append(h('h1', {}, 'הדף לא נמצא'), h('p', {}, h('a', { href: `${BASE}/inbox` }, 'חזרה לתיבת ההודעות')));

@@ -1,5 +1,5 @@
 // Pieces several screens share: labels, people's names, phone numbers, payment links.
-import { get, hebrewError, idempotencyKey, post } from '../api.js';
+import { get, hebrewCode, hebrewError, idempotencyKey, post } from '../api.js';
 import { errorBox, field, h, openDialog, select } from '../dom.js';
 import { amount, phone } from '../format.js';
 import { on } from '../live.js';
@@ -117,7 +117,7 @@ export function paymentLinkDialog({ title, endpoint, body, onPaid }) {
       let waLine = null;
       if (wa) {
         waLine = wa.status === 'failed' || wa.error
-          ? errorBox(`הקישור נוצר אך השליחה בוואטסאפ נכשלה${wa.error ? ` (${hebrewError({ code: wa.error })})` : ''}.`)
+          ? errorBox(`הקישור נוצר אך השליחה בוואטסאפ נכשלה.${wa.error ? ` ${hebrewCode(wa.error)}` : ''}`)
           : h('p', { class: 'ok' }, 'הקישור נשלח ללקוח בוואטסאפ.');
       }
       const url = answer.url || payment.url;
