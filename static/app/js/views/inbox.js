@@ -207,7 +207,7 @@ function openConversation(pane, threadId, ctx, users, listChanged) {
       h('div', { class: 'conv-controls' },
         field('סטטוס', statusSel), resolve,
         field('משויך ל', assignee), takeMine,
-        h('div', { class: 'field' }, h('span', { class: 'label-like', id: `ai-${threadId}` }, 'מענה אוטומטי'), aiSwitch)),
+        h('div', { class: 'field ai-field' }, h('span', { class: 'label-like', id: `ai-${threadId}` }, 'מענה אוטומטי'), aiSwitch)),
       labelForm);
     aiSwitch.setAttribute('aria-labelledby', `ai-${threadId}`);
   }

@@ -141,8 +141,8 @@ function whatsapp(body) {
   const status = h('p', { class: 'wa-status', role: 'status' });
   const qrBox = h('div', { class: 'qr' });
   const problem = h('div');
-  clear(body, h('section', { class: 'settings-form' }, h('h2', {}, 'חיבור חשבון וואטסאפ'), status, qrBox,
-    h('p', { class: 'muted' }, 'בטלפון: וואטסאפ ← הגדרות ← מכשירים מקושרים ← קישור מכשיר, וסרקו את הקוד.'), problem));
+  const howTo = h('p', { class: 'muted' }, 'בטלפון: וואטסאפ ← הגדרות ← מכשירים מקושרים ← קישור מכשיר, וסרקו את הקוד.');
+  clear(body, h('section', { class: 'settings-form' }, h('h2', {}, 'חיבור חשבון וואטסאפ'), status, qrBox, howTo, problem));
   let timer = null;
   let stopped = false;
   async function poll() {
@@ -152,6 +152,7 @@ function whatsapp(body) {
       problem.replaceChildren();
       status.textContent = `מצב: ${WA_STATUS[c.status] || c.status}`;
       status.dataset.status = c.status;
+      howTo.hidden = c.status === 'connected' || c.status === 'disabled';
       if (c.status === 'connected' || c.status === 'disabled') {
         qrBox.replaceChildren();
         return;  // nothing to refresh once connected
