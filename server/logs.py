@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 import click
 
@@ -38,7 +38,26 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+def _stamp_request_id(factory: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
+    """Wrap a log-record factory so that a record made during a request carries its id as
+    `record.request_id`: the id travels with the record itself, to every handler (including ones
+    that format it later, on another thread, outside the request's context)."""
+
+    def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        request_id = request_id_var.get()
+        if request_id:
+            record.request_id = request_id
+        return record
+
+    make_record._agentlocator = True  # type: ignore[attr-defined]
+    return make_record
+
+
 def configure_logging(level: str) -> None:
+    factory = logging.getLogRecordFactory()
+    if not getattr(factory, "_agentlocator", False):
+        logging.setLogRecordFactory(_stamp_request_id(factory))
     root = logging.getLogger()
     if not any(getattr(h, "_agentlocator", False) for h in root.handlers):
         # The admin CLI (`flask --app main …`, loaded inside a click context) prints exactly one JSON
