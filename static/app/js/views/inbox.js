@@ -194,10 +194,15 @@ function openConversation(pane, threadId, ctx, users, listChanged) {
         const list = labels.value.split(/[,،]/).map((s) => s.trim()).filter(Boolean);
         update({ labels: list }, 'התוויות נשמרו');
       } }, field('תוויות (מופרדות בפסיק)', labels), saveLabels));
-    const aiOn = !thread.ai_paused;
+    // Taking a conversation over from the AI needs the server to know the thread's AI state
+    // (`ai_paused`); where it doesn't, the switch shows as unavailable rather than failing on use.
+    const aiKnown = Object.prototype.hasOwnProperty.call(thread, 'ai_paused');
+    const aiOn = aiKnown && !thread.ai_paused;
     const aiSwitch = h('button', { type: 'button', role: 'switch', 'aria-checked': aiOn ? 'true' : 'false', class: 'switch',
+      disabled: !aiKnown, 'aria-describedby': aiKnown ? null : `ai-hint-${threadId}`,
       onclick: () => update({ ai_paused: aiOn }, aiOn ? 'השתלטת על השיחה: ה-AI לא יענה בה' : 'השיחה הוחזרה ל-AI') },
-    h('span', { class: 'knob', 'aria-hidden': 'true' }), aiOn ? 'ה-AI עונה בשיחה' : 'נציג/ה מטפל/ת (ה-AI מושהה)');
+    h('span', { class: 'knob', 'aria-hidden': 'true' }), aiOn ? 'ה-AI עונה בשיחה' : aiKnown ? 'נציג/ה מטפל/ת (ה-AI מושהה)' : 'לא זמין');
+    const aiHint = aiKnown ? null : h('span', { class: 'hint', id: `ai-hint-${threadId}` }, 'השתלטות על שיחה אינה זמינה בשרת הזה.');
     const customer = thread.customer;
     clear(head,
       h('div', { class: 'conv-title' },
@@ -207,7 +212,7 @@ function openConversation(pane, threadId, ctx, users, listChanged) {
       h('div', { class: 'conv-controls' },
         field('סטטוס', statusSel), resolve,
         field('משויך ל', assignee), takeMine,
-        h('div', { class: 'field ai-field' }, h('span', { class: 'label-like', id: `ai-${threadId}` }, 'מענה אוטומטי'), aiSwitch)),
+        h('div', { class: 'field ai-field' }, h('span', { class: 'label-like', id: `ai-${threadId}` }, 'מענה אוטומטי'), aiSwitch, aiHint)),
       labelForm);
     aiSwitch.setAttribute('aria-labelledby', `ai-${threadId}`);
   }
