@@ -5,9 +5,12 @@ import logging
 import uuid
 from typing import Any
 
-from flask import Flask, Response, g, jsonify, request
-from werkzeug.exceptions import HTTPException
+from flask import Flask, Request, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.utils import cached_property
+from werkzeug.wsgi import LimitedStream
 
+from server import safe_json
 from server.errors import DomainError, Problem
 from server.logs import request_id_var
 
@@ -46,20 +49,54 @@ def error_response(status: int, code: str | None = None, message: str = "", **ex
 
 
 def json_body(*, required: bool = True) -> dict[str, Any]:
-    """The request's JSON object, or a 400 that says what is wrong with it."""
+    """The request's JSON object, or a 400 that says what is wrong with it (also when it nests
+    deeper than `safe_json.MAX_DEPTH`)."""
     if not request.data:
         if required:
-            raise ApiError(400, "invalid_json", "a JSON object body is required")
+            raise DomainError(Problem.INVALID, "invalid_json", "a JSON object body is required")
         return {}
-    body = request.get_json(silent=True, force=True)
-    if body is None:
-        raise ApiError(400, "invalid_json", "the body is not valid JSON")
+    try:
+        body = safe_json.loads(request.data)
+    except safe_json.JsonTooDeep as exc:
+        raise DomainError(Problem.INVALID, "invalid_json", str(exc)) from None
+    except ValueError:
+        raise DomainError(Problem.INVALID, "invalid_json", "the body is not valid JSON") from None
     if not isinstance(body, dict):
-        raise ApiError(400, "invalid_json", "the body must be a JSON object")
+        raise DomainError(Problem.INVALID, "invalid_json", "the body must be a JSON object")
     return body
 
 
+class _BodyOverLimit(LimitedStream):
+    """A body without Content-Length (chunked) read up to MAX_CONTENT_LENGTH: werkzeug's stream
+    stops there without a word, so a larger body would be silently cut and parsed as if whole.
+    Reaching the limit with more still coming is a 413, as for a body whose length was declared."""
+
+    def on_exhausted(self) -> None:
+        if self._stream.read(1):
+            raise RequestEntityTooLarge()
+
+    def readall(self) -> bytes:
+        data = super().readall()
+        if self.is_exhausted:
+            self.on_exhausted()
+        return data
+
+
+class BoundedRequest(Request):
+    """Flask's request, with streamed bodies held to MAX_CONTENT_LENGTH like declared ones."""
+
+    @cached_property
+    def stream(self):  # type: ignore[override]
+        limit = self.max_content_length
+        if self.content_length is None and limit is not None and "wsgi.input_terminated" in self.environ \
+                and not self.shallow:
+            return _BodyOverLimit(self.environ["wsgi.input"], limit, is_max=True)
+        return super().stream
+
+
 def register_error_handlers(app: Flask) -> None:
+    app.request_class = BoundedRequest  # a body over the limit is a 413 however it was sent
+
     @app.before_request
     def _assign_request_id() -> None:
         incoming = request.headers.get("X-Request-Id", "")

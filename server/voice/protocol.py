@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from server import safe_json
+
 # Twilio's frames are about 300 bytes; anything this large is not a Twilio message.
 MAX_MESSAGE_BYTES = 64 * 1024
 SUBPROTOCOL = "audio.twilio.com"
@@ -70,7 +72,7 @@ def parse_message(raw: str | bytes) -> InboundMessage:
     if len(raw) > MAX_MESSAGE_BYTES:
         raise ProtocolError(f"message of {len(raw)} bytes is over the {MAX_MESSAGE_BYTES}-byte limit")
     try:
-        message = json.loads(raw)
+        message = safe_json.loads(raw)  # nesting-limited: `[[[[…` would otherwise be a RecursionError
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"not JSON: {exc}") from None
     if not isinstance(message, dict):
