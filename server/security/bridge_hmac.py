@@ -13,6 +13,7 @@ import time
 
 MAX_SKEW_SECONDS = 300
 HEADER = "X-Bridge-Signature"
+MAX_TIMESTAMP_DIGITS = 12  # unix seconds have 10 digits until the year 2286
 
 
 def _mac(secret: str, timestamp: str, body: bytes) -> str:
@@ -39,7 +40,10 @@ def verify(secrets: list[str] | str, body: bytes, header: str | None, now: float
             timestamp = value
         elif key == "v1" and value:
             macs.append(value)
-    if not timestamp or not timestamp.isdigit() or not macs:
+    # `str.isdigit` alone takes "²" and "٣", which `int()` refuses or reads as another number, and
+    # `hmac.compare_digest` raises on non-ASCII text: only ASCII reaches either.
+    if not timestamp or not timestamp.isascii() or not timestamp.isdigit() \
+            or len(timestamp) > MAX_TIMESTAMP_DIGITS or not macs or not all(m.isascii() for m in macs):
         return "malformed signature header"
     if abs((time.time() if now is None else now) - int(timestamp)) > MAX_SKEW_SECONDS:
         return "stale timestamp"
