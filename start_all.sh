@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Set up and run AgentLocator: .venv, requirements, migrations, the Baileys bridge (when enabled)
-# and gunicorn with the gevent worker. Works on a fresh clone; with no DATABASE_URL it uses SQLite.
+# Set up and run AgentLocator: .venv, requirements, migrations, then gunicorn with the gevent worker,
+# the background jobs worker beside it and the Baileys bridge (when enabled). Works on a fresh clone;
+# with no DATABASE_URL it uses SQLite. `./start_all.sh worker` runs only the jobs worker (the
+# Procfile's `worker:` process, for platforms that run it apart from the web process).
 set -euo pipefail
 cd "$(dirname "$0")"
 . scripts/setup_env.sh
@@ -16,30 +18,37 @@ fi
 # Validates the configuration (one line naming a bad variable) and applies migrations once.
 .venv/bin/flask --app main migrate >/dev/null
 
+jobs_worker=(.venv/bin/flask --app main jobs-worker)
+if [ "${1:-web}" = worker ]; then
+  exec "${jobs_worker[@]}"
+fi
+
 PORT="${PORT:-5000}"
 export PORT
 web=(.venv/bin/gunicorn -k gevent -w "${WEB_CONCURRENCY:-1}" --no-control-socket -b "0.0.0.0:${PORT}" main:app)
 
+# The jobs worker (and the Baileys bridge, when enabled) run beside the web server. If any of them
+# dies, stop the rest and exit non-zero so the platform restarts the set; SIGTERM/SIGINT are
+# forwarded to all of them for a clean shutdown.
+pids=()
 bridge_env=$(.venv/bin/python -m server.bridge_env)
-if [ -z "$bridge_env" ]; then
-  exec "${web[@]}"
+if [ -n "$bridge_env" ]; then
+  ensure_bridge_packages prod
+  eval "$bridge_env"
+  (cd baileys-bridge && exec node index.js) &
+  pids+=($!)
 fi
-
-# The Baileys bridge runs beside the web server. If either dies, stop both and exit non-zero so
-# the platform restarts the pair; SIGTERM/SIGINT are forwarded to both for a clean shutdown.
-ensure_bridge_packages prod
-eval "$bridge_env"
-(cd baileys-bridge && exec node index.js) &
-bridge_pid=$!
+"${jobs_worker[@]}" &
+pids+=($!)
 "${web[@]}" &
-web_pid=$!
+pids+=($!)
 
-stop_both() { kill -TERM "$bridge_pid" "$web_pid" 2>/dev/null || true; }
-trap 'stop_both' TERM INT
+stop_all() { kill -TERM "${pids[@]}" 2>/dev/null || true; }
+trap 'stop_all' TERM INT
 status=0
-wait -n "$bridge_pid" "$web_pid" || status=$?
-stop_both
-wait "$bridge_pid" "$web_pid" 2>/dev/null || true
-if [ "$status" -eq 0 ]; then status=1; fi  # one of the pair stopped by itself: that's a failure
-echo "start_all.sh: a process exited (status $status); stopped the other" >&2
+wait -n "${pids[@]}" || status=$?
+stop_all
+wait "${pids[@]}" 2>/dev/null || true
+if [ "$status" -eq 0 ]; then status=1; fi  # one of them stopped by itself: that's a failure
+echo "start_all.sh: a process exited (status $status); stopped the others" >&2
 exit "$status"

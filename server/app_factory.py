@@ -15,10 +15,12 @@ from flask import Flask
 from server.config import PROJECT_ROOT, Settings
 from server.cooperative import make_io_cooperative
 from server.db import Database
-from server.db.migrate import run_migrations
+from server.db.migrate import MigrationEnv, run_migrations
+from server.jobs import JobContext, JobQueue
 from server.lifecycle import Lifecycle
 from server.logs import configure_logging
 from server.providers.voicemail_google import register_voicemail_transcriber
+from server.security.secrets_box import SecretsBox
 
 log = logging.getLogger("agentlocator.app")
 
@@ -38,6 +40,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_config(app, settings)
     register_database(app, settings)
     register_voicemail_transcriber(app)
+    register_jobs(app, settings)
     register_blueprints(app)
     register_errors(app)
     register_cli_commands(app)
@@ -51,6 +54,8 @@ def register_config(app: Flask, settings: Settings) -> None:
                       APP_SECRET=settings.app_secret or _local_app_secret(), JSON_SORT_KEYS=False)
     app.json.ensure_ascii = False
     app.extensions["lifecycle"] = Lifecycle()
+    app.extensions["secrets_box"] = SecretsBox.from_config(settings.secrets_key, settings.secrets_key_previous,
+                                                           app.config["APP_SECRET"])
 
 
 def _local_app_secret() -> str:
@@ -67,9 +72,22 @@ def _local_app_secret() -> str:
 
 
 def register_database(app: Flask, settings: Settings) -> None:
-    database = Database(settings.sqlalchemy_url)
+    box = app.extensions["secrets_box"]
+    database = Database(settings.sqlalchemy_url, sqlite_busy_timeout=settings.sqlite_busy_timeout_seconds,
+                        secrets_box=box)
     app.extensions["db"] = database
-    run_migrations(database.engine)
+    run_migrations(database.engine, env=MigrationEnv(secrets_box=box))
+
+
+# Modules that register background job kinds (`@job`); the consumer process runs them.
+JOB_MODULES = ("server.whatsapp.auto_reply", "server.voice.voicemail", "server.voice.watchdog")
+
+
+def register_jobs(app: Flask, settings: Settings) -> None:
+    for name in JOB_MODULES:
+        importlib.import_module(name)
+    app.extensions["jobs"] = JobQueue(settings, JobContext(database=app.extensions["db"], settings=settings,
+                                                           extensions=app.extensions))
 
 
 def register_blueprints(app: Flask) -> None:

@@ -1,4 +1,5 @@
-"""Admin CLI (`flask --app main …`); each command prints one JSON object on stdout."""
+"""Admin CLI (`flask --app main …`); each command prints one JSON object on stdout, except
+`jobs-worker`, which runs background jobs until it is stopped and only logs."""
 from __future__ import annotations
 
 import json
@@ -6,7 +7,7 @@ import json
 import click
 from flask import Flask, current_app
 
-from server.db.migrate import run_migrations
+from server.db.migrate import MigrationEnv, run_migrations
 from server.db.models import Business, BusinessNumber, User
 from server.phones import InvalidPhone, to_e164
 from server.security.auth import ROLES, issue_token
@@ -28,8 +29,32 @@ def register_cli(app: Flask) -> None:
     @app.cli.command("migrate")
     def migrate() -> None:
         """Apply pending migrations."""
-        applied = run_migrations(current_app.extensions["db"].engine)
+        applied = run_migrations(current_app.extensions["db"].engine,
+                                 env=MigrationEnv(secrets_box=current_app.extensions["secrets_box"]))
         _print({"applied": applied})
+
+    @app.cli.command("jobs")
+    def jobs() -> None:
+        """Background jobs: how many are queued, scheduled, running, retrying and failed."""
+        queue = current_app.extensions["jobs"]
+        _print({**queue.counts(), "kinds": queue.kinds, "recent_failures": queue.recent_failures()})
+
+    @app.cli.command("jobs-worker")
+    @click.option("--workers", type=int, default=None, help="job threads (default: JOBS_WORKERS)")
+    def jobs_worker(workers: int | None) -> None:
+        """Run background jobs until SIGTERM/SIGINT (running jobs finish first)."""
+        settings = current_app.config["SETTINGS"]
+        consumer = current_app.extensions["jobs"].consumer(workers or settings.jobs_workers,
+                                                           shutdown_timeout=settings.shutdown_grace_seconds)
+        consumer.run()
+
+    @app.cli.command("rotate-secrets")
+    def rotate_secrets() -> None:
+        """Re-seal every stored secret under SECRETS_KEY (after a key change; plain values get sealed)."""
+        from server.payments.gateway_secrets import reseal_all
+
+        with current_app.extensions["db"].scope() as session:
+            _print({"payment_gateways": reseal_all(session, current_app.extensions["secrets_box"])})
 
     @app.cli.command("create-business")
     @click.option("--name", required=True)

@@ -98,6 +98,31 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+def _fernet_key(raw: str) -> str:
+    value = raw.strip()
+    if not value:
+        return ""
+    from cryptography.fernet import Fernet
+
+    try:
+        Fernet(value)
+    except (ValueError, TypeError):
+        raise ValueError("expected a Fernet key (32 random bytes, URL-safe base64; see docs/operations.md "
+                         "\"Secrets at rest\")") from None
+    return value
+
+
+def _fernet_keys(raw: str) -> tuple[str, ...]:
+    return tuple(_fernet_key(part) for part in raw.split(",") if part.strip())
+
+
+def _jobs_url(raw: str) -> str:
+    value = raw.strip()
+    if value and not value.startswith(("sqlite:///", "redis://", "rediss://", "unix://")):
+        raise ValueError("expected sqlite:///PATH, redis://HOST:PORT/DB, rediss://… or unix://…")
+    return value
+
+
 def env(name: str, default: Any, parse: Callable[[str], Any] = _text, *, secret: bool = False):
     """Declare a setting read from the environment variable `name`."""
     return field(default=default, metadata={"env": name, "parse": parse, "secret": secret})
@@ -116,6 +141,14 @@ class Settings:
     git_commit: str = env("GIT_COMMIT", "")
     build_time: str = env("BUILD_TIME", "")
     deploy_id: str = env("DEPLOY_ID", "")
+    sqlite_busy_timeout_seconds: float = env("SQLITE_BUSY_TIMEOUT_SECONDS", 5.0, _positive_float)
+    secrets_key: str = env("SECRETS_KEY", "", _fernet_key, secret=True)
+    secrets_key_previous: tuple = env("SECRETS_KEY_PREVIOUS", (), _fernet_keys, secret=True)
+
+    # background jobs (URLs may carry a password)
+    jobs_url: str = env("JOBS_URL", "", _jobs_url, secret=True)
+    redis_url: str = env("REDIS_URL", "", _jobs_url, secret=True)
+    jobs_workers: int = env("JOBS_WORKERS", 4, _positive_int)
 
     # Twilio (voice + WhatsApp)
     twilio_account_sid: str = env("TWILIO_ACCOUNT_SID", "")

@@ -115,11 +115,12 @@ def make_settings(**env: str) -> Settings:
 
 
 @pytest.fixture
-def make_app(database_url):
-    """Build an app on this test's database with extra environment variables."""
+def make_app(database_url, tmp_path):
+    """Build an app on this test's database (and job queue) with extra environment variables."""
     apps = []
 
     def build(**env: str):
+        env = {"JOBS_URL": f"sqlite:///{tmp_path / 'jobs.db'}", **env}
         app = create_app(make_settings(DATABASE_URL=database_url, **env))
         app.config["TESTING"] = True
         apps.append(app)

@@ -42,7 +42,9 @@ def test_gateway_secrets_are_write_only(pay_app, pay_client, shop):
     assert [g["provider"] for g in listed["gateways"]] == ["paypal", "tranzila"]
     with pay_app.extensions["db"].scope() as session:
         row = session.scalar(sa.select(PaymentGateway).where(PaymentGateway.business_id == shop.business_id))
-        assert row.settings["client_secret"] == "s3cr3t-value"
+        # stored sealed (secrets at rest), opened by the app's key only
+        assert row.settings["client_secret"].startswith("enc:v1:") and "s3cr3t" not in json.dumps(row.settings)
+        assert pay_app.extensions["secrets_box"].open(row.settings["client_secret"]) == "s3cr3t-value"
         details = [a.details for a in session.scalars(sa.select(AuditLog).where(
             AuditLog.action == "payment_gateway.updated"))]
     assert details == [{"provider": "paypal", "changed": ["client_id", "client_secret", "webhook_id"]}]

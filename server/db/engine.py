@@ -9,14 +9,27 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.db.events import capture_events
+from server.db.models import ServiceState, utcnow
+from server.db.offhub import OffHub, is_sqlite_busy, sqlite_connection_class
+from server.errors import DomainError, Problem
+
+# How long a write waits for SQLite's write lock before the request gets a 503 (SQLITE_BUSY_TIMEOUT_SECONDS).
+DEFAULT_SQLITE_BUSY_TIMEOUT = 5.0
 
 
-def make_engine(url: str) -> sa.Engine:
+def make_engine(url: str, *, sqlite_busy_timeout: float = DEFAULT_SQLITE_BUSY_TIMEOUT,
+                offhub: OffHub | None = None) -> sa.Engine:
+    """An engine for `url`. Statement parameters (a customer's words, a gateway secret) never appear in
+    logs or in a failed statement's error text (`hide_parameters`): those go to log pipelines."""
     if url.startswith("sqlite"):
         database = sa.engine.make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # Writes leave the gevent hub (server/db/offhub.py); a short busy timeout turns a held lock
+        # into a quick 503 instead of a request hanging for half a minute.
+        engine = sa.create_engine(url, hide_parameters=True, connect_args={
+            "check_same_thread": False, "timeout": sqlite_busy_timeout,
+            "factory": sqlite_connection_class(offhub or OffHub())})
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):
@@ -27,19 +40,31 @@ def make_engine(url: str) -> sa.Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={int(sqlite_busy_timeout * 1000)}")
             cursor.close()
+    else:
+        engine = sa.create_engine(url, hide_parameters=True, pool_pre_ping=True, pool_size=10, max_overflow=20,
+                                  pool_recycle=1800)
 
-        return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_recycle=1800)
+    @sa.event.listens_for(engine, "handle_error")
+    def _busy_is_unavailable(context):
+        # Every caller, route or job, sees one clear error: the HTTP answer is a 503 to retry later.
+        if is_sqlite_busy(context.original_exception):
+            raise DomainError(Problem.UNAVAILABLE, "database_busy",
+                              "the database is busy; try again in a moment") from context.sqlalchemy_exception
+
+    return engine
 
 
 class Database:
     """The engine plus a session factory; `scope()` is a unit of work that commits or rolls back."""
 
-    def __init__(self, url: str):
-        self.engine = make_engine(url)
-        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+    def __init__(self, url: str, *, sqlite_busy_timeout: float = DEFAULT_SQLITE_BUSY_TIMEOUT,
+                 secrets_box=None):
+        self.engine = make_engine(url, sqlite_busy_timeout=sqlite_busy_timeout)
+        self._sqlite_busy_timeout_ms = int(sqlite_busy_timeout * 1000)
+        # Sessions carry the box that seals stored secrets (server/security/secrets_box.py).
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False, info={"secrets_box": secrets_box})
         capture_events(self.sessions)  # every change a staff console shows becomes an `events` row
 
     @contextlib.contextmanager
@@ -57,3 +82,29 @@ class Database:
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
+
+    def probe_write(self, name: str, timeout: float) -> None:
+        """Rewrite the `service_state` row `name` within `timeout` seconds of lock waiting, or raise.
+
+        A database that answers SELECT 1 may still refuse writes (a held lock, a full disk, a
+        read-only replica); readiness has to know."""
+        with self.engine.connect() as conn:
+            sqlite = conn.dialect.name == "sqlite"
+            if sqlite:
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+            else:
+                millis = int(timeout * 1000)
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = {millis}")
+                conn.exec_driver_sql(f"SET LOCAL statement_timeout = {millis * 2}")
+            try:
+                now = utcnow()
+                beat = sa.update(ServiceState).where(ServiceState.key == name).values(updated_at=now)
+                if conn.execute(beat).rowcount == 0:
+                    conn.execute(sa.insert(ServiceState).values(key=name, value={}, updated_at=now))
+                conn.commit()
+            except sa.exc.IntegrityError:  # another worker wrote the first beat at the same moment
+                conn.rollback()
+            finally:
+                if sqlite:
+                    conn.rollback()
+                    conn.exec_driver_sql(f"PRAGMA busy_timeout={self._sqlite_busy_timeout_ms}")

@@ -1,7 +1,9 @@
 """Additive migrations, applied at start-up by every process, safely.
 
 Each file `migrations/NNNN_name.py` defines `upgrade(op)`, where `op` is Alembic's `Operations`
-bound to one transaction. We use Alembic's portable DDL but not its revision chain and env.py:
+bound to one transaction, or `upgrade(op, env)` when it also needs the running configuration
+(`MigrationEnv`: a data migration that seals stored secrets needs the secrets key).
+We use Alembic's portable DDL but not its revision chain and env.py:
 the files are applied in name order, recorded by name in `schema_migrations`, and guarded by a
 lock (a PostgreSQL advisory lock, or a file lock beside the SQLite file) so that several workers
 starting together apply each migration exactly once and all come up.
@@ -11,10 +13,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib.util
+import inspect
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import sqlalchemy as sa
 from alembic.migration import MigrationContext
@@ -34,6 +38,12 @@ VERSION_TABLE = sa.Table(
     sa.Column("name", sa.String(200), primary_key=True),
     sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+
+@dataclass(frozen=True)
+class MigrationEnv:
+    """What a migration may need beyond the schema; None where the caller has no such thing."""
+    secrets_box: Any = None
 
 
 def migration_files(directory: Path = MIGRATIONS_DIR) -> list[Path]:
@@ -83,7 +93,8 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
         yield
 
 
-def run_migrations(engine: Engine, directory: Path = MIGRATIONS_DIR) -> list[str]:
+def run_migrations(engine: Engine, directory: Path = MIGRATIONS_DIR, *,
+                   env: MigrationEnv = MigrationEnv()) -> list[str]:
     """Apply every migration not yet recorded; return the names applied (empty on a second run)."""
     applied: list[str] = []
     with _migration_lock(engine):
@@ -93,7 +104,12 @@ def run_migrations(engine: Engine, directory: Path = MIGRATIONS_DIR) -> list[str
             with engine.begin() as conn:
                 if path.stem in applied_names(conn):
                     continue
-                _load_upgrade(path)(Operations(MigrationContext.configure(conn)))
+                upgrade = _load_upgrade(path)
+                ops = Operations(MigrationContext.configure(conn))
+                if len(inspect.signature(upgrade).parameters) > 1:
+                    upgrade(ops, env)
+                else:
+                    upgrade(ops)
                 conn.execute(VERSION_TABLE.insert().values(name=path.stem, applied_at=datetime.now(timezone.utc)))
             log.info("Applied migration: %s", path.stem, extra={"event": "migration_applied", "migration": path.stem})
             applied.append(path.stem)

@@ -5,7 +5,7 @@ terminal its own API keys; mixing them with the server's would never verify). A 
 (`enabled = false`) means the business does not use that provider, even if the server has keys.
 
 Secrets in a row are write-only through the API: `gateway_view()` says whether each one is set,
-never what it is.
+never what it is. They are stored sealed (server/payments/gateway_secrets.py).
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from server.config import Settings
 from server.db.dao_crm import audit
 from server.db.models import PaymentGateway
+from server.payments.gateway_secrets import open_secrets, seal_secrets
 from server.providers.paypal import PayPalClient
 from server.providers.tranzila import TranzilaClient
 from server.web import ApiError
@@ -103,7 +104,7 @@ def provider_account(session: Session, settings: Settings, business_id: int, pro
     if row is not None:
         if not row.enabled:
             return None
-        own = build(row.settings or {}, "business")
+        own = build(open_secrets(session, provider, row.settings or {}), "business")
         if own is not None:
             return own
     return build(_system_values(settings, provider), "system")
@@ -150,7 +151,7 @@ def update_gateway(session: Session, business_id: int, actor: str, provider: str
     if row is None:
         row = PaymentGateway(business_id=business_id, provider=provider, enabled=True, settings={})
         session.add(row)
-    values = dict(row.settings or {})
+    values = open_secrets(session, provider, row.settings or {})  # stored sealed; compared in plain text
     changed = []
     for name in fields:
         if name in body:
@@ -161,7 +162,7 @@ def update_gateway(session: Session, business_id: int, actor: str, provider: str
     if "enabled" in body and body["enabled"] != row.enabled:
         row.enabled = body["enabled"]
         changed.append("enabled")
-    row.settings = {k: v for k, v in values.items() if v is not None}
+    row.settings = seal_secrets(session, provider, {k: v for k, v in values.items() if v is not None})
     session.flush()
     audit(session, business_id, actor, "payment_gateway.updated", "payment_gateway", row.id, provider=provider,
           changed=changed)

@@ -11,6 +11,10 @@ from server.routes import settings
 bp = Blueprint("health", __name__)
 log = logging.getLogger("agentlocator.health")
 
+HEARTBEAT_KEY = "readyz_heartbeat"
+# A probe answers within a load balancer's timeout: a write that waits longer for a lock is a "no".
+WRITE_PROBE_TIMEOUT_SECONDS = 1.0
+
 
 @bp.get("/")
 def index() -> Response:
@@ -37,11 +41,28 @@ def readyz() -> Response:
         return _not_ready(body, "database_unreachable")
     if pending:
         return _not_ready(body, "migrations_pending", pending=pending)
+    try:
+        database.probe_write(HEARTBEAT_KEY, WRITE_PROBE_TIMEOUT_SECONDS)
+    except Exception as exc:  # a held lock, a full disk, a read-only database
+        log.warning("readiness: database refuses writes: %s", type(exc).__name__,
+                    extra={"event": "readyz_db_not_writable"})
+        return _not_ready(body, "database_not_writable")
+    body["jobs"] = _job_counts()
     if lifecycle.draining:
         return _not_ready(body, "draining")
     for probe in current_app.extensions.get("readiness_probes", []):
         body.update(probe())
     return jsonify(body)
+
+
+def _job_counts() -> dict:
+    """Queued and failed background jobs, for the operator; an unreachable queue doesn't make the
+    instance unready (calls don't need it), it shows here and in the log."""
+    try:
+        return current_app.extensions["jobs"].counts()
+    except Exception as exc:
+        log.warning("readiness: job queue unreachable: %s", type(exc).__name__, extra={"event": "readyz_jobs_error"})
+        return {"error": "unreachable"}
 
 
 def _not_ready(body: dict, reason: str, **extra) -> Response:

@@ -1,0 +1,219 @@
+"""Durable background jobs on huey: what the web process must not do itself, and must not lose.
+
+The web process only enqueues (`JobQueue.enqueue`); a separate consumer process
+(`flask --app main jobs-worker`, started by `start_all.sh` beside gunicorn) runs the jobs in OS
+threads, so no job ever runs on a web worker's gevent hub and a restart of either loses nothing
+that was queued or scheduled. The queue lives in SQLite by default (a file beside the SQLite
+database, or `instance/jobs.db`) and in Redis when `JOBS_URL` or `REDIS_URL` says so.
+
+A job is registered with `@job("kind")` on a function `fn(ctx, *args)` (`ctx` is a `JobContext`).
+Each enqueued job carries an idempotency key; `job_runs` (server/jobs/runs.py) records it, so a job
+that already ran, or is running on another worker, is a no-op. A failure is retried with
+exponential backoff (BACKOFF_BASE × 2ⁿ seconds, capped at BACKOFF_CAP) until the kind's attempts
+run out; then the run is `failed` and counted by `/readyz` and `flask --app main jobs`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+
+import sqlalchemy as sa
+from huey import RedisHuey, SqliteHuey, signals
+from huey.exceptions import RetryTask
+
+from server.config import PROJECT_ROOT, Settings
+from server.db.engine import Database
+from server.db.offhub import OffHub
+from server.errors import DomainError, Problem
+from server.jobs import runs
+from server.logs import log_event
+
+log = logging.getLogger("agentlocator.jobs")
+
+QUEUE_NAME = "agentlocator"
+DEFAULT_ATTEMPTS = 5
+BACKOFF_BASE = 2.0  # seconds before the second attempt
+BACKOFF_CAP = 300.0  # the longest wait between two attempts
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a job gets from the process that runs it: its database, settings and app extensions."""
+
+    database: Database
+    settings: Settings
+    extensions: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class JobKind:
+    name: str
+    fn: Callable[..., Any]
+    attempts: int
+
+
+_KINDS: dict[str, JobKind] = {}
+
+
+def job(name: str, *, attempts: int = DEFAULT_ATTEMPTS) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register `fn(ctx, *args)` as the job kind `name` (import its module before building a queue)."""
+
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        _KINDS[name] = JobKind(name, fn, attempts)
+        return fn
+
+    return register
+
+
+def backoff_seconds(attempt: int) -> float:
+    """The wait after failed attempt number `attempt` (1-based): 2, 4, 8, … seconds, at most BACKOFF_CAP."""
+    return min(BACKOFF_BASE * 2 ** (attempt - 1), BACKOFF_CAP)
+
+
+def queue_location(settings: Settings) -> str:
+    """The queue's URL: JOBS_URL, else REDIS_URL, else an SQLite file that follows the database."""
+    if settings.jobs_url or settings.redis_url:
+        return settings.jobs_url or settings.redis_url
+    database = sa.engine.make_url(settings.sqlalchemy_url)
+    if database.get_backend_name() == "sqlite" and database.database not in (None, "", ":memory:"):
+        app_db = Path(database.database)
+        return f"sqlite:///{app_db.with_name(app_db.stem + '-jobs.db')}"
+    return f"sqlite:///{PROJECT_ROOT / 'instance' / 'jobs.db'}"
+
+
+def build_huey(settings: Settings) -> SqliteHuey | RedisHuey:
+    url = queue_location(settings)
+    # No result store: nobody waits on a job's return value, and results would pile up.
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///") :])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return SqliteHuey(QUEUE_NAME, filename=str(path), results=False, timeout=settings.sqlite_busy_timeout_seconds)
+    return RedisHuey(QUEUE_NAME, url=url, results=False)
+
+
+class JobQueue:
+    """The app's queue: enqueue from any process, run in the consumer process."""
+
+    def __init__(self, settings: Settings, context: JobContext):
+        self.huey = build_huey(settings)
+        self.context = context
+        # SQLite's C calls would block a gevent hub (and the consumer's dequeue takes an exclusive
+        # lock): in a web worker, the queue file is touched from one OS thread, never the hub.
+        self._offhub = OffHub(threads=1) if isinstance(self.huey, SqliteHuey) else None
+        self._tasks = {kind.name: self._register(kind) for kind in _KINDS.values()}
+        self.huey.signal(signals.SIGNAL_INTERRUPTED)(self._requeue_interrupted)
+
+    @property
+    def kinds(self) -> list[str]:
+        return sorted(self._tasks)
+
+    # ---- the web side --------------------------------------------------------------------------
+    def enqueue(self, kind: str, key: str, *args: Any, delay: Optional[float] = None) -> None:
+        """Queue job `kind` with idempotency `key` and `args` (plain values: they are pickled), to run
+        now or after `delay` seconds. Raises DomainError(UNAVAILABLE) when the queue can't be reached."""
+        task = self._tasks[kind]
+        try:
+            if delay is None:
+                self._storage(task, key, *args)
+            else:
+                self._storage(task.schedule, (key, *args), delay=delay)
+        except Exception as exc:
+            log_event(log, "job_enqueue_failed", logging.ERROR, kind=kind, key=key, error=type(exc).__name__)
+            raise DomainError(
+                Problem.UNAVAILABLE, "jobs_unavailable", "the background job queue cannot be reached"
+            ) from exc
+        log_event(log, "job_enqueued", logging.DEBUG, kind=kind, key=key, delay=delay)
+
+    def counts(self) -> dict[str, int]:
+        """Jobs waiting to run now (`queued`), waiting for a time (`scheduled`: delayed jobs and
+        retries), and runs by state (`running`, `retrying`, `failed`)."""
+        with self.context.database.scope() as session:
+            states = runs.state_counts(session)
+        return {
+            "queued": self._storage(self.huey.pending_count),
+            "scheduled": self._storage(self.huey.scheduled_count),
+            "running": states.get("running", 0),
+            "retrying": states.get("retrying", 0),
+            "failed": states.get("failed", 0),
+        }
+
+    def recent_failures(self, limit: int = 20) -> list[dict]:
+        with self.context.database.scope() as session:
+            return runs.recent_failures(session, limit)
+
+    def _storage(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self._offhub is None:
+            return fn(*args, **kwargs)
+        return self._offhub.run(lambda: fn(*args, **kwargs))
+
+    # ---- the consumer side ---------------------------------------------------------------------
+    def consumer(self, workers: int, shutdown_timeout: float):
+        """huey's consumer, in OS threads. SIGTERM lets running jobs finish (up to `shutdown_timeout`),
+        as the platform's stop does; a job cut off by a hard stop is queued again."""
+        return self.huey.create_consumer(
+            workers=workers,
+            worker_type="thread",
+            periodic=False,
+            graceful_signal="TERM",
+            shutdown_timeout=shutdown_timeout,
+        )
+
+    def _register(self, kind: JobKind):
+        def run(key: str, *args: Any) -> None:
+            self._run(kind, key, args)
+
+        run.__name__ = run.__qualname__ = kind.name.replace("-", "_")
+        # huey's own retries cover a failure around the job (the database busy while claiming it);
+        # the job's failures are retried by `_run`, counted in `job_runs`.
+        return self.huey.task(name=kind.name, retries=3, retry_delay=BACKOFF_BASE, retry_backoff=2)(run)
+
+    def _run(self, kind: JobKind, key: str, args: tuple) -> None:
+        database = self.context.database
+        with database.scope() as session:
+            attempt = runs.claim(session, key, kind.name)
+        if attempt is None:
+            log_event(log, "job_skipped", kind=kind.name, key=key, reason="already done, failed or running")
+            return
+        try:
+            kind.fn(self.context, *args)
+        except Exception as exc:
+            error = type(exc).__name__ + (f":{exc.code}" if isinstance(exc, DomainError) else "")
+            if attempt < kind.attempts:
+                delay = backoff_seconds(attempt)
+                with database.scope() as session:
+                    runs.finish(session, key, "retrying", error)
+                log_event(
+                    log,
+                    "job_retry",
+                    logging.WARNING,
+                    kind=kind.name,
+                    key=key,
+                    attempt=attempt,
+                    retry_in_seconds=delay,
+                    error=error,
+                )
+                raise RetryTask(delay=delay) from exc
+            with database.scope() as session:
+                runs.finish(session, key, "failed", error)
+            # Not raised on: huey's own retries are for failures around the job (its bookkeeping).
+            log.error(
+                "job failed for good",
+                exc_info=True,
+                extra={"event": "job_failed", "kind": kind.name, "key": key, "attempts": attempt, "error": error},
+            )
+            return
+        with database.scope() as session:
+            runs.finish(session, key, "done")
+        log_event(log, "job_done", kind=kind.name, key=key, attempt=attempt)
+
+    def _requeue_interrupted(self, signal: str, task) -> None:
+        """A job cut off by the consumer's shutdown runs again on the next start."""
+        key = task.args[0] if task.args else None
+        if key is not None:
+            with self.context.database.scope() as session:
+                runs.finish(session, key, "retrying", "Interrupted")
+        self.huey.enqueue(task)
+        log_event(log, "job_requeued", logging.WARNING, kind=task.name, key=key)

@@ -1,0 +1,90 @@
+"""What the service keeps about its background jobs.
+
+It lives in the application's database, beside the data the jobs change, so that a job's "already
+done" check is shared by every worker process and instance that runs jobs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Optional, cast
+
+import sqlalchemy as sa
+from sqlalchemy import Index, String
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from server.db.models import Base, utcnow
+
+
+class JobRun(Base):
+    """One background job, by its idempotency key: `running`, `retrying` (its next attempt is scheduled),
+    `done` (a rerun is a no-op) or `failed` (its attempts ran out). `error` names the last failure's
+    kind, never its message (a message may quote a customer's words or a credential)."""
+
+    __tablename__ = "job_runs"
+    __table_args__ = (Index("ix_job_runs_state_updated", "state", "updated_at"),)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(60))
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, nullable=False)
+
+
+# Claimed runs older than this are taken to belong to a worker that died mid-job.
+STALE_RUN = timedelta(minutes=15)
+
+
+def claim(session: Session, key: str, kind: str) -> Optional[int]:
+    """Start a run of job `key`: its attempt number, or None when it is done, failed for good, or
+    running on another worker (a duplicate of the same job is then a no-op)."""
+    now = utcnow()
+    if session.get(JobRun, key) is None:
+        try:
+            with session.begin_nested():
+                session.add(
+                    JobRun(key=key, kind=kind, state="running", attempts=1, error="", created_at=now, updated_at=now)
+                )
+                session.flush()
+            return 1
+        except IntegrityError:  # the same job, enqueued twice, started on another worker just now
+            return None
+    result = session.execute(
+        sa.update(JobRun)
+        .where(
+            JobRun.key == key,
+            sa.or_(JobRun.state == "retrying", sa.and_(JobRun.state == "running", JobRun.updated_at < now - STALE_RUN)),
+        )
+        .values(state="running", attempts=JobRun.attempts + 1, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if cast(sa.CursorResult, result).rowcount != 1:
+        return None
+    return session.scalar(sa.select(JobRun.attempts).where(JobRun.key == key))
+
+
+def finish(session: Session, key: str, state: str, error: str = "") -> None:
+    """Record the end of a run: `done`, `retrying` (another attempt is scheduled) or `failed`."""
+    session.execute(
+        sa.update(JobRun)
+        .where(JobRun.key == key)
+        .values(state=state, error=error[:200], updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+def state_counts(session: Session) -> dict[str, int]:
+    rows = session.execute(sa.select(JobRun.state, sa.func.count()).group_by(JobRun.state)).all()
+    return {state: count for state, count in rows}
+
+
+def recent_failures(session: Session, limit: int = 20) -> list[dict]:
+    rows = session.scalars(
+        sa.select(JobRun).where(JobRun.state == "failed").order_by(JobRun.updated_at.desc()).limit(limit)
+    ).all()
+    return [
+        {"key": r.key, "kind": r.kind, "attempts": r.attempts, "error": r.error, "failed_at": r.updated_at.isoformat()}
+        for r in rows
+    ]
