@@ -109,6 +109,7 @@ async function signOut() {
 }
 
 function setLiveStatus(status) {
+  state.liveStatus = status;
   const el = document.getElementById('live-status');
   if (!el) return;
   el.textContent = status === 'open' ? 'עדכונים חיים פעילים' : 'מתחבר מחדש לעדכונים…';
@@ -160,6 +161,7 @@ async function route() {
 
   const { header, main } = shell(target.nav);
   clear(root, h('a', { href: '#main', class: 'skip' }, 'דילוג לתוכן'), header, main);
+  if (state.liveStatus) setLiveStatus(state.liveStatus);  // the new header shows the stream's state
   startLive(setLiveStatus, () => { get('/api/auth/me').catch(() => {}); });
 
   if (!target.view) {

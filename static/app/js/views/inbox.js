@@ -102,7 +102,7 @@ export async function render(main, params, ctx) {
     on('message', (e) => { refreshListSoon(); if (conversation && e.thread_id === currentId) conversation.refresh(); }),
     on('message_status', (e) => { if (conversation && e.thread_id === currentId) conversation.statusChanged(e); }),
     on('thread', (e) => { refreshListSoon(); if (conversation && e.thread_id === currentId) conversation.refreshThread(); }),
-    on('call', () => { refreshListSoon(); if (conversation) conversation.refresh(); }),
+    on('call', () => { refreshListSoon(); if (conversation) conversation.callChanged(); }),
   ];
   return () => { offs.forEach((off) => off()); if (conversation) conversation.close(); };
 }
@@ -345,16 +345,20 @@ function openConversation(pane, threadId, ctx, users, listChanged) {
     if (index >= 0) messages[index] = message; else messages.push(message);
   }
 
-  // New messages and statuses: re-read the newest page and merge (a page is one indexed query).
+  // New messages and statuses: re-read the newest page and merge (a page is one indexed query);
+  // the customer's calls only when a call changed.
+  let callsChanged = false;
   const refresh = debounce(async () => {
     if (!thread || closed) return;
     try {
-      const page = await get(`/api/crm/threads/${threadId}/messages?limit=50`);
+      const withCalls = callsChanged;
+      callsChanged = false;
+      const [page, newCalls] = await Promise.all([get(`/api/crm/threads/${threadId}/messages?limit=50`),
+        withCalls ? loadCalls(thread.customer) : Promise.resolve(calls)]);
       if (closed) return;
       for (const m of page.items) upsert(m);
       messages.sort((a, b) => (a.created_at < b.created_at ? -1 : a.created_at > b.created_at ? 1 : a.id - b.id));
-      calls = await loadCalls(thread.customer);
-      if (closed) return;
+      calls = newCalls;
       const atBottom = isNearBottom();
       renderTimeline();
       if (atBottom && timeline.lastElementChild) timeline.lastElementChild.scrollIntoView({ block: 'end' });
@@ -362,7 +366,8 @@ function openConversation(pane, threadId, ctx, users, listChanged) {
         post(`/api/crm/threads/${threadId}/read`).then(listChanged).catch(() => {});
       }
     } catch { /* the next event or a reload will try again */ }
-  }, 100);
+  }, 30);
+  const callChanged = () => { callsChanged = true; refresh(); };
 
   function isNearBottom() {
     const last = timeline.lastElementChild;
@@ -392,5 +397,5 @@ function openConversation(pane, threadId, ctx, users, listChanged) {
   }
 
   load();
-  return { refresh, statusChanged, refreshThread, close: () => { closed = true; } };
+  return { refresh, callChanged, statusChanged, refreshThread, close: () => { closed = true; } };
 }
