@@ -241,3 +241,81 @@ def test_the_whatsapp_qr_code_shows_as_an_image_until_connected(page, console):
         expect(page.locator(".qr img")).to_have_count(0)
     finally:
         console.bridge.state, console.bridge.qr = "open", None
+
+
+# ---- working a conversation and customers -------------------------------------------------------
+
+def test_assign_label_and_resolve_a_conversation_then_find_it_by_filters(page, console):
+    customer = new_customer_phone()
+    console.inbound_whatsapp(customer, "שאלה על מחירים", name="אורי")
+    sign_in(page, console)
+    page.locator(".thread-item", has_text="אורי").click()
+    head = page.locator(".conv-head")
+    head.get_by_role("button", name="שיוך אליי").click()
+    expect(head.get_by_label("משויך ל")).to_have_value(str(console.owner_id))
+    head.locator("summary").click()
+    head.get_by_label("תוויות (מופרדות בפסיק)").fill("VIP, מחירון")
+    head.get_by_role("button", name="שמירת תוויות").click()
+    expect(head.locator("summary")).to_contain_text("VIP")
+    head.get_by_role("button", name="סימון כטופלה").click()
+    expect(head.get_by_label("סטטוס")).to_have_value("resolved")
+    filters = page.get_by_role("search")
+    filters.get_by_label("סטטוס").select_option("resolved")
+    filters.get_by_label("שיוך").select_option("mine")
+    item = page.locator(".thread-item", has_text="אורי")
+    expect(item).to_be_visible()
+    expect(item).to_contain_text("VIP")
+    expect(item).to_contain_text("סגורה")
+    filters.get_by_label("שיוך").select_option("none")
+    expect(item).to_have_count(0)
+    # The filters live in the address, so a reload keeps them.
+    page.reload()
+    expect(page.get_by_role("search").get_by_label("שיוך")).to_have_value("none")
+
+
+def test_create_edit_and_find_a_customer_by_phone_in_any_format(page, console):
+    phone = new_customer_phone()  # +9725XXXXXXXX
+    local = "0" + phone[4:]
+    sign_in(page, console)
+    page.get_by_role("navigation", name="ניווט ראשי").get_by_role("link", name="לקוחות").click()
+    page.get_by_role("button", name="לקוח חדש").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("שם").fill("גלית")
+    dialog.get_by_label("טלפון").fill(f"{local[:3]}-{local[3:6]} {local[6:]}")
+    dialog.get_by_role("button", name="שמירה").click()
+    expect(page.get_by_role("heading", name="גלית")).to_be_visible()
+    expect(page.locator("dl.facts")).to_contain_text(f"{local[:3]}-{local[3:6]}-{local[6:]}")
+    page.get_by_role("button", name="עריכה").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("שם").fill("גלית ברק")
+    dialog.get_by_label("אימייל").fill("not-an-email")
+    dialog.get_by_role("button", name="שמירה").click()
+    expect(dialog.get_by_role("alert")).to_contain_text("אימייל")  # a Hebrew field error, not raw JSON
+    dialog.get_by_label("אימייל").fill("galit@example.test")
+    dialog.get_by_role("button", name="שמירה").click()
+    expect(page.get_by_role("heading", name="גלית ברק")).to_be_visible()
+    for typed in (phone, local, phone[1:], local[-7:]):
+        page.goto("/app/customers")
+        page.get_by_label("חיפוש לקוח").fill(typed)
+        expect(page.locator("tbody tr")).to_have_count(1)
+        expect(page.locator("tbody tr")).to_contain_text("גלית ברק")
+    page.get_by_role("button", name="לקוח חדש").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("טלפון").fill(phone)
+    dialog.get_by_role("button", name="שמירה").click()
+    expect(dialog.get_by_role("alert")).to_have_text("כבר קיים לקוח עם מספר הטלפון הזה.")
+
+
+def test_sign_in_by_keyboard_alone(page, console):
+    page.goto("/app/login")
+    page.keyboard.press("Tab") if page.evaluate("() => document.activeElement.name") != "email" else None
+    page.keyboard.type(console.owner_email)
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("button", name="התנתקות")).to_be_visible()
+    # Tabbing from the top reaches the skip link first, and it shows when focused.
+    page.keyboard.press("Tab")
+    skip = page.get_by_role("link", name="דילוג לתוכן")
+    expect(skip).to_be_focused()
+    assert skip.bounding_box()["y"] >= 0

@@ -2,6 +2,9 @@
 // Text is always set as text nodes, never parsed as HTML, so data from the API can't inject markup.
 export function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
+  // Forms report mistakes in the page, in Hebrew, from our own checks and the server's answer,
+  // rather than through the browser's validation bubbles.
+  if (tag === 'form') el.noValidate = true;
   for (const [name, value] of Object.entries(attrs || {})) {
     if (value === undefined || value === null || value === false) continue;
     if (name.startsWith('on') && typeof value === 'function') el.addEventListener(name.slice(2), value);

@@ -170,7 +170,11 @@ function openConversation(pane, threadId, ctx, users, listChanged) {
     } catch { return []; }  // the conversation still shows without its calls
   }
 
+  let labelsOpen = false;
   function renderHead() {
+    // A live update redraws the header: keep what the person was doing (focus, open labels).
+    const active = document.activeElement;
+    const focused = active && head.contains(active) ? (active.name || active.textContent) : null;
     const statusSel = select(Object.entries(THREAD_STATUS), thread.status, { name: 'thread-status' });
     statusSel.addEventListener('change', () => update({ status: statusSel.value }, 'הסטטוס עודכן'));
     const resolve = h('button', { type: 'button', class: thread.status === 'resolved' ? 'ghost' : 'primary',
@@ -187,7 +191,7 @@ function openConversation(pane, threadId, ctx, users, listChanged) {
       onclick: () => update({ assignee: selfId }, 'השיחה שויכה אלייך') }, 'שיוך אליי');
     const labels = h('input', { type: 'text', name: 'labels', value: (thread.labels || []).join(', '), placeholder: 'למשל: VIP, החזר' });
     const saveLabels = h('button', { type: 'submit', class: 'ghost' }, 'שמירת תוויות');
-    const labelForm = h('details', { class: 'labels-box' },
+    const labelForm = h('details', { class: 'labels-box', open: labelsOpen, ontoggle: (e) => { labelsOpen = e.target.open; } },
       h('summary', {}, 'תוויות', ' ', (thread.labels || []).length ? (thread.labels || []).map((l) => statusBadge(l, 'label')) : h('span', { class: 'muted' }, '(אין)')),
       h('form', { class: 'inline', onsubmit: (e) => {
         e.preventDefault();
@@ -215,6 +219,11 @@ function openConversation(pane, threadId, ctx, users, listChanged) {
         h('div', { class: 'field ai-field' }, h('span', { class: 'label-like', id: `ai-${threadId}` }, 'מענה אוטומטי'), aiSwitch, aiHint)),
       labelForm);
     aiSwitch.setAttribute('aria-labelledby', `ai-${threadId}`);
+    if (focused) {
+      const again = [...head.querySelectorAll('select, input, button, summary')]
+        .find((el) => (el.name || el.textContent) === focused);
+      if (again) again.focus();
+    }
   }
 
   async function update(change, done) {
