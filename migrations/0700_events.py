@@ -3,6 +3,7 @@ stored, a delivery status, a thread, a call, a payment), written in the same tra
 change by whichever worker made it. Every worker reads new rows by id and streams them to its
 browsers; the id is the SSE event id, so a reconnecting browser resumes after the last one it saw.
 On SQLite the table is AUTOINCREMENT, so ids never go back after old rows are pruned."""
+
 import sqlalchemy as sa
 
 

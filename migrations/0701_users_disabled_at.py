@@ -1,5 +1,6 @@
 """Users: when an owner disabled the account (null: active). A disabled user can't sign in and
 none of their tokens or sessions work."""
+
 import sqlalchemy as sa
 
 

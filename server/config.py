@@ -156,6 +156,7 @@ class Settings:
     twilio_api_base_url: str = env("TWILIO_API_BASE_URL", "https://api.twilio.com", _http_url)
     twilio_api_timeout_seconds: float = env("TWILIO_API_TIMEOUT_SECONDS", 10.0, _positive_float)
     watchdog_seconds: float = env("WATCHDOG_SECONDS", 6.0, _positive_float)
+    recording_cache_dir: str = env("RECORDING_CACHE_DIR", "")
 
     # speech + language
     google_application_credentials: str = env("GOOGLE_APPLICATION_CREDENTIALS", "")
@@ -218,6 +219,11 @@ class Settings:
                     return "postgresql+psycopg2://" + self.database_url[len(prefix):]
             return self.database_url
         return f"sqlite:///{PROJECT_ROOT / 'instance' / 'agentlocator.db'}"
+
+    @property
+    def recording_cache_path(self) -> Path:
+        """Where recordings fetched from Twilio for the console are kept (relative: to the project root)."""
+        return PROJECT_ROOT / (self.recording_cache_dir or "instance/recordings")
 
     @property
     def bridge_url(self) -> str:

@@ -1,6 +1,7 @@
 """Console events: which writes publish which event (SQLite and PostgreSQL), and the per-worker hub
 that streams them: fan-out by business, resume after `Last-Event-ID`, late-committing ids, pruning,
 ending the streams of revoked sessions."""
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,6 @@ from server.db.models import ApiToken, Call, Event, Message, Payment, Thread, Us
 from server.payments.states import transition
 from server.security.passwords import token_digest
 from server.whatsapp.status import advance_status
-from tests.conftest import create_tenant
 
 CUSTOMER = "+972501234567"
 
@@ -47,26 +47,46 @@ def thread(db, tenant):
 
 # ---- what publishes what ----------------------------------------------------------------------
 
+
 def test_a_stored_message_publishes_message_and_thread_events(db, tenant, thread):
     start = last_id(db)
     with db.scope() as session:
-        message, _ = dao_crm.insert_message(session, session.get(Thread, thread.id), direction="in", body="שלום",
-                                            provider="twilio", provider_message_id="SM" + "1" * 32)
+        message, _ = dao_crm.insert_message(
+            session,
+            session.get(Thread, thread.id),
+            direction="in",
+            body="שלום",
+            provider="twilio",
+            provider_message_id="SM" + "1" * 32,
+        )
     events = new_events(db, start)
     assert ("message", {"thread_id": thread.id, "message_id": message.id}) in events
     assert ("thread", {"thread_id": thread.id}) in events  # unread count and activity moved
     # A provider's replay stores nothing and tells nothing.
     start = last_id(db)
     with db.scope() as session:
-        dao_crm.insert_message(session, session.get(Thread, thread.id), direction="in", body="שלום",
-                               provider="twilio", provider_message_id="SM" + "1" * 32)
+        dao_crm.insert_message(
+            session,
+            session.get(Thread, thread.id),
+            direction="in",
+            body="שלום",
+            provider="twilio",
+            provider_message_id="SM" + "1" * 32,
+        )
     assert new_events(db, start) == []
 
 
 def test_delivery_statuses_publish_message_status_only_when_they_move(db, tenant, thread):
     with db.scope() as session:
-        message, _ = dao_crm.insert_message(session, session.get(Thread, thread.id), direction="out", body="היי",
-                                            provider="baileys", provider_message_id="3EB0AA", status="sent")
+        message, _ = dao_crm.insert_message(
+            session,
+            session.get(Thread, thread.id),
+            direction="out",
+            body="היי",
+            provider="baileys",
+            provider_message_id="3EB0AA",
+            status="sent",
+        )
     start = last_id(db)
     with db.scope() as session:
         assert advance_status(session, message.id, "read")
@@ -74,20 +94,23 @@ def test_delivery_statuses_publish_message_status_only_when_they_move(db, tenant
         assert not advance_status(session, message.id, "delivered")  # backwards: ignored, and untold
     with db.scope() as session:
         session.get(Message, message.id).status = "read"  # the same value through the ORM: no change
-    assert new_events(db, start) == [("message_status", {"thread_id": thread.id, "message_id": message.id,
-                                                         "status": "read"})]
+    assert new_events(db, start) == [
+        ("message_status", {"thread_id": thread.id, "message_id": message.id, "status": "read"})
+    ]
 
 
 def test_a_failed_send_status_carries_its_error(db, tenant, thread):
     with db.scope() as session:
-        message, _ = dao_crm.insert_message(session, session.get(Thread, thread.id), direction="out", body="היי",
-                                            provider="twilio", status="queued")
+        message, _ = dao_crm.insert_message(
+            session, session.get(Thread, thread.id), direction="out", body="היי", provider="twilio", status="queued"
+        )
     start = last_id(db)
     with db.scope() as session:
         row = session.get(Message, message.id)
         row.status, row.error_code, row.error_message = "failed", "63016", "outside the window"
-    assert new_events(db, start) == [("message_status", {"thread_id": thread.id, "message_id": message.id,
-                                                         "status": "failed", "error": "63016"})]
+    assert new_events(db, start) == [
+        ("message_status", {"thread_id": thread.id, "message_id": message.id, "status": "failed", "error": "63016"})
+    ]
 
 
 def test_thread_changes_publish_but_ai_reply_bookkeeping_does_not(db, tenant, thread):
@@ -103,13 +126,15 @@ def test_thread_changes_publish_but_ai_reply_bookkeeping_does_not(db, tenant, th
 def test_call_rows_and_turns_publish_call_events(db, tenant):
     start = last_id(db)
     with db.scope() as session:
-        call, _ = dao_crm.create_call(session, tenant.business_id, call_sid="CA" + "2" * 32, from_number=CUSTOMER,
-                                      to_number=tenant.phone)
+        call, _ = dao_crm.create_call(
+            session, tenant.business_id, call_sid="CA" + "2" * 32, from_number=CUSTOMER, to_number=tenant.phone
+        )
     assert ("call", {"call_sid": "CA" + "2" * 32}) in new_events(db, start)
     start = last_id(db)
     with db.scope() as session:
-        dao_crm.add_call_turn(session, session.get(Call, call.id), turn_index=0, user_text="שלום", agent_text="היי",
-                              t_total_ms=900)
+        dao_crm.add_call_turn(
+            session, session.get(Call, call.id), turn_index=0, user_text="שלום", agent_text="היי", t_total_ms=900
+        )
     assert new_events(db, start) == [("call", {"call_sid": "CA" + "2" * 32})]
     start = last_id(db)
     with db.scope() as session:
@@ -119,8 +144,14 @@ def test_call_rows_and_turns_publish_call_events(db, tenant):
 
 def test_payment_creation_and_transitions_publish_payment_events(db, tenant):
     with db.scope() as session:
-        payment = Payment(business_id=tenant.business_id, amount_minor=4990, currency="ILS", provider="paypal",
-                          status="created", link_token="t" * 40)
+        payment = Payment(
+            business_id=tenant.business_id,
+            amount_minor=4990,
+            currency="ILS",
+            provider="paypal",
+            status="created",
+            link_token="t" * 40,
+        )
         session.add(payment)
     assert all_events(db)[-1] == ("payment", {"payment_id": payment.id, "status": "created"})
     start = last_id(db)
@@ -151,6 +182,7 @@ def test_old_events_are_pruned(db, tenant):
 
 
 # ---- the hub ----------------------------------------------------------------------------------
+
 
 class StreamReader:
     """Reads an SSE body in a thread, as a browser would; parsed events land in `events`. `close()`
@@ -235,8 +267,11 @@ def test_a_stream_resumes_after_last_event_id_without_gaps_or_repeats(db, hub, t
     ids = [e.id for e in _rows(db)]
     stream = StreamReader(hub, tenant.business_id, token_of(tenant), ids[0])
     events = stream.wait_for(3)
-    assert [(e["event"], e.get("id")) for e in events] == [("thread", str(ids[1])), ("thread", str(ids[2])),
-                                                           ("ready", str(ids[2]))]
+    assert [(e["event"], e.get("id")) for e in events] == [
+        ("thread", str(ids[1])),
+        ("thread", str(ids[2])),
+        ("ready", str(ids[2])),
+    ]
     with db.scope() as session:
         publish_event(session, tenant.business_id, "thread", thread_id=9)
     assert [e["data"] for e in stream.wait_for(4)[3:]] == [{"thread_id": 9}]

@@ -16,6 +16,7 @@ valid (not revoked, user not disabled) and ends the streams of those that aren't
 minutes it prunes events older than a day; and when the worker starts draining it ends every
 stream, so browsers reconnect to a worker that stays.
 """
+
 from __future__ import annotations
 
 import json
@@ -77,13 +78,19 @@ class Subscription:
 
 
 def _live_event(row: Any) -> LiveEvent:
-    return LiveEvent(row.id, row.business_id, row.kind, json.dumps(row.payload, ensure_ascii=False,
-                                                                   separators=(",", ":")))
+    return LiveEvent(
+        row.id, row.business_id, row.kind, json.dumps(row.payload, ensure_ascii=False, separators=(",", ":"))
+    )
 
 
 class EventHub:
-    def __init__(self, database: Database, *, draining: Callable[[], bool] = lambda: False,
-                 poll_interval: float = POLL_INTERVAL_SECONDS):
+    def __init__(
+        self,
+        database: Database,
+        *,
+        draining: Callable[[], bool] = lambda: False,
+        poll_interval: float = POLL_INTERVAL_SECONDS,
+    ):
         self._db = database
         self._draining = draining
         self._poll_interval = poll_interval
@@ -167,8 +174,10 @@ class EventHub:
             except Exception:  # the database is away for a moment: keep the streams, try again
                 failures += 1
                 if failures in (1, 10) or failures % 100 == 0:
-                    log.exception("console events poll failed", extra={"event": "console_events_poll_failed",
-                                                                       "failures": failures})
+                    log.exception(
+                        "console events poll failed",
+                        extra={"event": "console_events_poll_failed", "failures": failures},
+                    )
                 if connection is not None:
                     connection.invalidate()
                     connection.close()
@@ -192,8 +201,12 @@ class EventHub:
         condition = table.c.id > self._cursor
         if self._gaps:
             condition = sa.or_(condition, table.c.id.in_(sorted(self._gaps)))
-        rows = connection.execute(sa.select(table.c.id, table.c.business_id, table.c.kind, table.c.payload)
-                                  .where(condition).order_by(table.c.id).limit(BATCH)).all()
+        rows = connection.execute(
+            sa.select(table.c.id, table.c.business_id, table.c.kind, table.c.payload)
+            .where(condition)
+            .order_by(table.c.id)
+            .limit(BATCH)
+        ).all()
         self.polls += 1
         if not rows:
             return False
@@ -212,7 +225,7 @@ class EventHub:
                     subscription.offer(event)
         if new_ids:
             expected = set(range(self._cursor + 1, new_ids[-1]))
-            for gap in sorted(expected - set(new_ids))[:MAX_GAPS - len(self._gaps)]:
+            for gap in sorted(expected - set(new_ids))[: MAX_GAPS - len(self._gaps)]:
                 self._gaps[gap] = now
             self._cursor = new_ids[-1]
         return len(rows) == BATCH
@@ -222,17 +235,26 @@ class EventHub:
         digests = sorted({s.token_digest for s in subscribers})
         if not digests:
             return
-        valid = set(connection.execute(
-            sa.select(ApiToken.token_hash).join(User, User.id == ApiToken.user_id)
-            .where(ApiToken.token_hash.in_(digests), ApiToken.revoked_at.is_(None), User.disabled_at.is_(None))
-        ).scalars())
+        valid = set(
+            connection.execute(
+                sa.select(ApiToken.token_hash)
+                .join(User, User.id == ApiToken.user_id)
+                .where(ApiToken.token_hash.in_(digests), ApiToken.revoked_at.is_(None), User.disabled_at.is_(None))
+            ).scalars()
+        )
         for subscription in subscribers:
             if subscription.token_digest not in valid:
                 subscription.end("revoked")
 
 
-def sse_stream(hub: EventHub, business_id: int, token_digest: str, last_event_id: Optional[int], *,
-               heartbeat: float = HEARTBEAT_SECONDS) -> Iterator[str]:
+def sse_stream(
+    hub: EventHub,
+    business_id: int,
+    token_digest: str,
+    last_event_id: Optional[int],
+    *,
+    heartbeat: float = HEARTBEAT_SECONDS,
+) -> Iterator[str]:
     """The `text/event-stream` body: a backlog after `last_event_id`, a `ready` event, then live events.
 
     `ready` carries the position (`id:`) from which a reconnect resumes, so a browser that saw no

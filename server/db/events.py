@@ -15,13 +15,15 @@ at flush by `capture_events` (installed on every `Database`'s session factory), 
 remember to publish; the few writes done as one conditional SQL UPDATE (a delivery status, a
 payment transition) call `publish_event` themselves.
 """
+
 from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, cast
 
 import sqlalchemy as sa
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.db.models import Call, CallTurn, Event, Message, Payment, Thread, utcnow
@@ -51,7 +53,7 @@ def _insert(session: Session, events: Iterable[tuple[int, str, dict[str, Any]]])
         sent.add(key)
         rows.append({"business_id": business_id, "kind": kind, "payload": payload, "created_at": utcnow()})
     if rows:
-        session.connection().execute(sa.insert(Event.__table__), rows)
+        session.connection().execute(sa.insert(Event), rows)
 
 
 def capture_events(sessions: sessionmaker) -> None:
@@ -98,7 +100,8 @@ def _after_flush(session: Session, _flush_context: Any) -> None:
             events.append((obj.business_id, "payment", _payment_payload(obj)))
     if turn_call_ids:
         rows = session.connection().execute(
-            sa.select(Call.business_id, Call.call_sid).where(Call.id.in_(sorted(turn_call_ids))))
+            sa.select(Call.business_id, Call.call_sid).where(Call.id.in_(sorted(turn_call_ids)))
+        )
         events.extend((business_id, "call", {"call_sid": call_sid}) for business_id, call_sid in rows)
     if events:
         _insert(session, events)
@@ -125,8 +128,11 @@ def _payment_payload(payment: Payment) -> dict[str, Any]:
 
 def publish_message_status(session: Session, message_id: int) -> None:
     """The `message_status` event of a message whose status was changed by a plain SQL UPDATE."""
-    row = session.execute(sa.select(Message.business_id, Message.thread_id, Message.status, Message.error_code)
-                          .where(Message.id == message_id)).one_or_none()
+    row = session.execute(
+        sa.select(Message.business_id, Message.thread_id, Message.status, Message.error_code).where(
+            Message.id == message_id
+        )
+    ).one_or_none()
     if row is None:
         return
     payload: dict[str, Any] = {"thread_id": row.thread_id, "message_id": message_id, "status": row.status}
@@ -142,12 +148,19 @@ def publish_payment(session: Session, payment: Payment) -> None:
 
 # ---- reading and pruning ----------------------------------------------------------------------
 
+
 def latest_event_id(session: Session) -> int:
     return session.scalar(sa.select(sa.func.max(Event.id))) or 0
 
 
-def events_after(session: Session, after_id: int, *, business_id: Optional[int] = None,
-                 also_ids: Iterable[int] = (), limit: int = 500) -> list[Event]:
+def events_after(
+    session: Session,
+    after_id: int,
+    *,
+    business_id: Optional[int] = None,
+    also_ids: Iterable[int] = (),
+    limit: int = 500,
+) -> list[Event]:
     """Events with an id above `after_id` (plus any of `also_ids`), oldest first."""
     condition = Event.id > after_id
     also = sorted(set(also_ids))
@@ -162,4 +175,5 @@ def events_after(session: Session, after_id: int, *, business_id: Optional[int] 
 def prune_events(session: Session, *, now: Optional[datetime] = None, keep: timedelta = RETENTION) -> int:
     """Delete events older than `keep`; the number deleted."""
     cutoff = (now or utcnow()) - keep
-    return session.execute(sa.delete(Event).where(Event.created_at < cutoff)).rowcount or 0
+    result = cast(CursorResult[Any], session.execute(sa.delete(Event).where(Event.created_at < cutoff)))
+    return result.rowcount or 0
