@@ -319,3 +319,25 @@ def test_sign_in_by_keyboard_alone(page, console):
     skip = page.get_by_role("link", name="דילוג לתוכן")
     expect(skip).to_be_focused()
     assert skip.bounding_box()["y"] >= 0
+
+
+def test_a_payment_link_from_a_conversation_is_sent_on_whatsapp(page, console):
+    customer = new_customer_phone()
+    console.inbound_whatsapp(customer, "כמה עולה פן?", name="שירה")
+    sign_in(page, console)
+    page.locator(".thread-item", has_text="שירה").click()
+    page.get_by_role("button", name="קישור לתשלום").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_role("button", name="יצירה ושליחה בוואטסאפ").click()
+    expect(dialog.get_by_role("alert")).to_have_text("יש למלא סכום ותיאור.")
+    dialog.get_by_label("סכום (₪)").fill("80")
+    dialog.get_by_label("תיאור").fill("פן")
+    dialog.get_by_role("button", name="יצירה ושליחה בוואטסאפ").click()
+    expect(dialog.get_by_text("הקישור נשלח ללקוח בוואטסאפ")).to_be_visible()
+    expect(dialog).to_contain_text("80.00")
+    link = dialog.locator(".payment-result a").get_attribute("href")
+    [(_sid, message)] = wait_until(lambda: console.twilio_sends_to(customer))
+    assert link in message["body"]
+    dialog.get_by_role("button", name="סגירה").click()
+    # The link's message is part of the conversation, sent by the signed-in person.
+    expect(page.locator(".timeline .msg.out", has_text=link)).to_contain_text("נשלח על ידי את/ה", timeout=5000)
