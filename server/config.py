@@ -156,6 +156,7 @@ class Settings:
     twilio_api_base_url: str = env("TWILIO_API_BASE_URL", "https://api.twilio.com", _http_url)
     twilio_api_timeout_seconds: float = env("TWILIO_API_TIMEOUT_SECONDS", 10.0, _positive_float)
     watchdog_seconds: float = env("WATCHDOG_SECONDS", 6.0, _positive_float)
+    ws_start_timeout_seconds: float = env("WS_START_TIMEOUT_SECONDS", 5.0, _positive_float)
     recording_cache_dir: str = env("RECORDING_CACHE_DIR", "")
 
     # speech + language

@@ -87,9 +87,22 @@ class VoiceEngine:
         call_sid = ""
         reason = "socket closed"
         malformed = 0
+        start_deadline = opened_at + self.settings.ws_start_timeout_seconds
         try:
             while True:
-                raw = socket.receive()
+                if session is None:
+                    # Twilio sends `start` right after `connected`. A socket that doesn't is no call,
+                    # and without a deadline it would hold a connection and a greenlet for good.
+                    left = start_deadline - time.monotonic()
+                    if left <= 0:
+                        reason = "no_start"
+                        log_event(log, "ws_rejected", logging.WARNING,
+                                  reason=f"no start message within {self.settings.ws_start_timeout_seconds:g} s")
+                        socket.close(POLICY_VIOLATION, "no start message")
+                        break
+                    raw = socket.receive(left)
+                else:
+                    raw = socket.receive()
                 if raw is None:
                     continue
                 try:
