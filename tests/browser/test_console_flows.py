@@ -341,3 +341,44 @@ def test_a_payment_link_from_a_conversation_is_sent_on_whatsapp(page, console):
     dialog.get_by_role("button", name="סגירה").click()
     # The link's message is part of the conversation, sent by the signed-in person.
     expect(page.locator(".timeline .msg.out", has_text=link)).to_contain_text("נשלח על ידי את/ה", timeout=5000)
+
+
+def test_the_owner_adds_an_agent_resets_their_password_and_disables_them(page, browser, console):
+    email = f"agent-{secrets.token_hex(3)}@salon.example"
+    sign_in(page, console)
+    page.goto("/app/settings/users")
+    page.get_by_role("button", name="הוספת נציג/ה").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("אימייל").fill(email)
+    dialog.get_by_label("סיסמה ראשונית").fill("short")
+    dialog.get_by_role("button", name="הוספה").click()
+    expect(dialog.get_by_role("alert")).to_contain_text("סיסמה")
+    dialog.get_by_label("סיסמה ראשונית").fill("first password 1")
+    dialog.get_by_role("button", name="הוספה").click()
+    row = page.locator("tr", has_text=email)
+    expect(row).to_contain_text("נציג/ה")
+    expect(row).to_contain_text("פעיל")
+    row.get_by_role("button", name=f"איפוס סיסמה: {email}").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("סיסמה חדשה").fill("second password 2")
+    dialog.get_by_role("button", name="איפוס").click()
+    expect(dialog).to_have_count(0)
+
+    agent = browser.new_context(base_url=console.url, locale="he-IL").new_page()
+    try:
+        agent.goto("/app/login")
+        agent.get_by_label("אימייל").fill(email)
+        agent.get_by_label("סיסמה").fill("second password 2")
+        agent.get_by_role("button", name="כניסה").click()
+        expect(agent.get_by_role("button", name="התנתקות")).to_be_visible()
+        row.get_by_role("button", name=f"השבתה: {email}").click()
+        expect(row).to_contain_text("מושבת")
+        # The agent's open session stops working: the next request sends them to sign in.
+        agent.get_by_role("link", name="לקוחות").click()
+        expect(agent).to_have_url(re.compile(r"/app/login\?next="), timeout=5000)
+        agent.get_by_label("אימייל").fill(email)
+        agent.get_by_label("סיסמה").fill("second password 2")
+        agent.get_by_role("button", name="כניסה").click()
+        expect(agent.get_by_role("alert")).to_have_text("החשבון הושבת על ידי בעלי העסק.")
+    finally:
+        agent.context.close()

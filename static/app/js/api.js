@@ -14,6 +14,7 @@ export class ApiError extends Error {
 // Error codes the server answers → what staff read. Anything unknown gets the generic text by status.
 const MESSAGES = {
   invalid_credentials: 'האימייל או הסיסמה שגויים.',
+  account_disabled: 'החשבון הושבת על ידי בעלי העסק.',
   unauthorized: 'פג תוקף ההתחברות. יש להתחבר מחדש.',
   forbidden: 'אין לך הרשאה לפעולה הזו.',
   csrf_failed: 'הבקשה נחסמה מטעמי אבטחה. יש לרענן את הדף ולנסות שוב.',

@@ -29,7 +29,7 @@ export function render(main, _params, { expired, onSignedIn }) {
         { quiet401: true });
       onSignedIn(session);
     } catch (error) {
-      problem.append(errorBox(error instanceof ApiError && error.status === 401
+      problem.append(errorBox(error instanceof ApiError && error.status === 401 && error.code !== 'too_many_requests'
         ? 'האימייל או הסיסמה שגויים.' : hebrewError(error)));
       password.select();
       password.focus();
