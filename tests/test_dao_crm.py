@@ -1,3 +1,6 @@
+from datetime import datetime, timedelta, timezone
+
+import pytest
 import sqlalchemy as sa
 
 from server.db import dao_crm
@@ -96,3 +99,29 @@ def test_audit_writes_a_row_and_one_json_log_line(db, tenant, caplog):
     with db.scope() as s:
         row = s.scalar(sa.select(AuditLog).where(AuditLog.action == "deal.created"))
         assert row.actor == f"user:{tenant.user_id}" and row.entity_id == "7" and row.created_at is not None
+
+
+def test_times_are_stored_utc_and_read_back_aware_utc(db, tenant):
+    """One column type for every time, on both databases (SQLite has no time zone type, PostgreSQL
+    answers in the connection's zone): stored as the UTC instant, read back as aware UTC."""
+    israel = timezone(timedelta(hours=3))
+    with db.scope() as s:
+        call, _ = dao_crm.create_call(s, tenant.business_id, call_sid="CA-tz", from_number="+972501234567",
+                                      to_number=tenant.phone)
+        call.ended_at = datetime(2025, 3, 1, 12, 0, tzinfo=israel)
+    with db.scope() as s:
+        call = s.scalar(sa.select(Call).where(Call.call_sid == "CA-tz"))
+        for value in (call.ended_at, call.created_at, call.started_at):
+            assert value.utcoffset() == timedelta(0), value
+        assert call.ended_at.replace(tzinfo=None) == datetime(2025, 3, 1, 9, 0)
+        assert call.created_at - call.ended_at > timedelta(days=1)  # aware minus aware: no TypeError
+
+        def ended_before(instant: datetime) -> int:  # the bound value is converted to UTC too
+            return s.scalar(sa.select(sa.func.count()).select_from(Call).where(Call.ended_at < instant))
+        assert ended_before(datetime(2025, 3, 1, 12, 30, tzinfo=israel)) == 1
+        assert ended_before(datetime(2025, 3, 1, 11, 30, tzinfo=israel)) == 0
+
+
+def test_a_naive_time_is_refused_not_guessed(db, tenant):
+    with pytest.raises(sa.exc.StatementError, match="naive datetime"), db.scope() as s:
+        s.execute(sa.update(Call).values(ended_at=datetime(2025, 3, 1, 9, 0)))

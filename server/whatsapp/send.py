@@ -21,7 +21,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Callable, Optional
 
 import sqlalchemy as sa
@@ -223,8 +223,6 @@ def twilio_window_open(session: Session, business_id: int, phone: str, now: date
         .order_by(Message.id.desc()).limit(1))
     if last is None:
         return False
-    if last.tzinfo is None:  # SQLite hands back naive datetimes; every stored time is UTC
-        last = last.replace(tzinfo=timezone.utc)
     return (now or utcnow()) - last < CUSTOMER_SERVICE_WINDOW
 
 
