@@ -1,23 +1,22 @@
 """The OpenAPI 3.1 document of every `/api/*` route, served at `/api/openapi.json`.
 
-Each route module in `server.app_factory.BLUEPRINT_MODULES` may define `OPENAPI_PATHS` (path
-items keyed by OpenAPI path, e.g. "/api/crm/calls/{call_sid}") and `OPENAPI_SCHEMAS` (component
-schemas it references). This module merges them with the shared components below and with the
-path items of the modules that have none of their own (login, the retired Stripe routes).
+A route module documents its blueprint with `document(bp, paths, schemas)`: path items keyed by
+OpenAPI path (e.g. "/api/crm/calls/{call_sid}") and the component schemas they reference. The
+parts reach an app when the blueprint is registered on it, so `openapi_spec(app)` builds the
+document from exactly the blueprints that app serves, merged with the shared components below.
 `tests/test_openapi.py` walks the URL map and fails for any `/api/*` rule and method the
 document lacks, or documents without a rule.
 
-The small builders here (`operation`, `ref`, `error_responses`, …) are for every area's
-`OPENAPI_PATHS`, so that all errors share one schema and one security scheme.
+The small builders here (`operation`, `ref`, `error_responses`, …) are for every area's paths, so
+that all errors share one schema and one security scheme.
 """
 from __future__ import annotations
 
 import copy
-import importlib
 import re
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
-from flask import Flask
+from flask import Blueprint, Flask
 
 BEARER = [{"bearer": []}]
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
@@ -100,30 +99,12 @@ def operation(summary: str, *, tags: list[str], responses: dict[str, Any], role:
 
 SHARED_SCHEMAS: dict[str, Any] = {
     "Error": obj({
-        "error": {"type": "string", "description": "a stable code, e.g. validation_error, not_found"},
+        "error": {"type": "string", "description": "a stable code, e.g. invalid_field, not_found"},
         "message": {"type": "string", "description": "human-readable text"},
-        "field": {"type": "string", "description": "the request field at fault (validation errors)"},
+        "field": {"type": "string", "description": "the request field at fault (invalid_field and others)"},
         "request_id": {"type": "string"},
     }, ["error", "message"]),
 }
-
-
-# ---- path items of route modules without OPENAPI_PATHS of their own -----------------------------
-
-_LOGIN = {"/api/auth/login": {"post": operation(
-    "Log in with email and password; answers a bearer token", tags=["auth"], role=None,
-    body=obj({"email": {"type": "string"}, "password": {"type": "string"}}, ["email", "password"]),
-    responses={"200": json_response(obj({"token": {"type": "string"}, "role": {"type": "string"},
-                                         "business_id": {"type": "integer"}}, ["token", "role", "business_id"])),
-               **error_responses(400, 401)})}}
-
-
-def _stripe_gone(path: str) -> dict[str, Any]:
-    parameters = [path_param(name, {"type": "string", "minLength": 1}, "anything after the old path")
-                  for name in re.findall(r"{(\w+)}", path)]
-    return {method: operation("Retired Stripe route: always 410 Gone", tags=["legacy"], role=None,
-                              parameters=parameters, responses=error_responses(404, 410))
-            for method in ("get", "post", "put", "patch", "delete")}
 
 
 _ANY = re.compile(r"<any\(([^)]*)\):\w+>")
@@ -139,33 +120,30 @@ def openapi_paths(rule: str) -> list[str]:
     return [_PARAM.sub(r"{\1}", rule)]
 
 
-def _core_paths(app: Flask) -> dict[str, dict[str, Any]]:
-    """Path items of the modules without OPENAPI_PATHS: login, and every retired Stripe rule (read from
-    the URL map, so a Stripe path added later is documented as well)."""
-    stripe = {path: _stripe_gone(path) for rule in app.url_map.iter_rules() if rule.endpoint == "legacy_stripe.gone"
-              for path in openapi_paths(rule.rule)}
-    return {"auth_api": _LOGIN, "legacy_stripe": stripe}
+def document(bp: Blueprint, paths: Mapping[str, Any], schemas: Mapping[str, Any] | None = None) -> None:
+    """Publish `bp`'s path items and component schemas in the document of every app it is registered on."""
+    def publish(state) -> None:
+        state.app.extensions.setdefault("openapi_parts", []).append((bp.name, paths, schemas or {}))
+
+    bp.record_once(publish)
 
 
-def build_spec(app: Flask, module_names: Iterable[str], title: str = "AgentLocator API",
-               version: str = "1") -> dict[str, Any]:
+def build_spec(app: Flask, title: str = "AgentLocator API", version: str = "1") -> dict[str, Any]:
     paths: dict[str, Any] = {}
     schemas: dict[str, Any] = dict(SHARED_SCHEMAS)
-    core = _core_paths(app)
-    for name in module_names:
-        module = importlib.import_module(f"server.routes.{name}")
-        for path, item in {**core.get(name, {}), **getattr(module, "OPENAPI_PATHS", {})}.items():
+    for blueprint, bp_paths, bp_schemas in app.extensions.get("openapi_parts", []):
+        for path, item in bp_paths.items():
             for method in item:
                 if method in HTTP_METHODS and method in paths.get(path, {}):
-                    raise ValueError(f"{method.upper()} {path} is documented twice")
+                    raise ValueError(f"{method.upper()} {path} is documented twice (again by {blueprint})")
             paths.setdefault(path, {}).update(copy.deepcopy(item))
-        schemas.update(copy.deepcopy(getattr(module, "OPENAPI_SCHEMAS", {})))
+        schemas.update(copy.deepcopy(bp_schemas))
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version,
                  "description": "Every /api/* endpoint except login takes `Authorization: Bearer <token>`. "
-                                "Errors are `{\"error\": code, \"message\": text}`; validation errors name the "
-                                "`field`. Another business's object is a 404."},
+                                "Errors are `{\"error\": code, \"message\": text}`; a mistake in one field "
+                                "(`invalid_field`) names the `field`. Another business's object is a 404."},
         "servers": [{"url": "/"}],
         "security": BEARER,
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
@@ -177,10 +155,8 @@ def build_spec(app: Flask, module_names: Iterable[str], title: str = "AgentLocat
 
 
 def openapi_spec(app: Flask) -> dict[str, Any]:
-    """The document for `app`, built once per process (route modules don't change while it runs)."""
+    """The document for `app`, built once per app (its blueprints don't change while it runs)."""
     if "openapi_spec" not in app.extensions:
-        from server.app_factory import BLUEPRINT_MODULES
-
         settings = app.config["SETTINGS"]
-        app.extensions["openapi_spec"] = build_spec(app, BLUEPRINT_MODULES, version=settings.git_commit or "1")
+        app.extensions["openapi_spec"] = build_spec(app, version=settings.git_commit or "1")
     return app.extensions["openapi_spec"]

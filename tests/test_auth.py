@@ -3,7 +3,8 @@ from flask import Blueprint, g, jsonify
 
 from server.db.models import Customer
 from server.routes import db_session
-from server.security.auth import get_owned, require_auth
+from server.routes.auth_api import require_auth
+from server.security.auth import get_owned
 from tests.conftest import add_user
 
 
@@ -56,7 +57,7 @@ def guarded_app(make_app):
     @bp.get("/api/test/customers/<int:customer_id>")
     @require_auth()
     def customer(customer_id):
-        return jsonify(id=get_owned(db_session(), Customer, customer_id).id)
+        return jsonify(id=get_owned(db_session(), Customer, g.business_id, customer_id).id)
 
     app.register_blueprint(bp)
     return app

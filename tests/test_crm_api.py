@@ -98,7 +98,7 @@ BAD_CALL_FILTERS = [
 def test_bad_call_filters_answer_400_naming_the_field(client, tenant):
     for params, field in BAD_CALL_FILTERS:
         body = get(client, tenant, CALLS, expect=400, **params)
-        assert body["error"] == "validation_error" and body["field"] == field and body["message"], params
+        assert body["error"] == "invalid_field" and body["field"] == field and body["message"], params
 
 
 def test_call_detail_has_transcript_turns_metrics_and_voicemail(client, tenant, db, calls):
@@ -319,6 +319,7 @@ def test_reply_failures_answer_like_the_send_endpoint(wa_app, bridge, client, te
                        ({"text": "hi", "content_variables": 5}, "content_variables")):
         response = client.post(url, json=bad, headers=tenant.headers)
         assert response.status_code == 400 and response.get_json()["field"] == field, bad
+        assert response.get_json()["error"] == "invalid_field", bad  # the same code as anywhere else
     bridge.mode = "error"
     failed = client.post(url, json={"text": "hi"}, headers=tenant.headers)
     body = failed.get_json()

@@ -116,7 +116,7 @@ def test_bad_input_is_a_400_naming_the_field_and_changes_nothing(client, db, ten
     before = client.get(URL, headers=tenant.headers).get_json()
     response = patch(client, tenant, {"opening_line": "kept only if all is valid", **body})
     assert response.status_code == 400, response.get_json()
-    assert response.get_json()["error"] == "validation_error" and response.get_json()["field"] == field
+    assert response.get_json()["error"] == "invalid_field" and response.get_json()["field"] == field
     assert client.get(URL, headers=tenant.headers).get_json() == before
 
 

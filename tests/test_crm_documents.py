@@ -6,33 +6,7 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from server.crm.money import MAX_AMOUNT_MINOR, amount_to_minor, format_minor
 from server.db.models import AuditLog, Invoice
-from server.web import ApiError
-
-
-@pytest.mark.parametrize("amount, minor", [
-    ("0.1", 10), ("49.90", 4990), ("49.9", 4990), ("10", 1000), ("10.000", 1000), ("0", 0), ("-0", 0),
-    (" 12.5 ", 1250), ("1e3", 100000), (1e3, 100000), (49.9, 4990), (0.1, 10), (7, 700), ("999999999.99", 99999999999),
-    ("1000000000", MAX_AMOUNT_MINOR), ("0e999999", 0),
-])
-def test_amounts_convert_exactly(amount, minor):
-    assert amount_to_minor(amount) == minor
-
-
-@pytest.mark.parametrize("amount", [
-    "10.005", "0.001", "abc", "", "-1", "-0.01", -5, "1,5", "NaN", "Infinity", "-Infinity", float("nan"),
-    float("inf"), "1000000000.01", 10**20, 1e300, "1e-999999", "1.0000000000000000000000000001", True, None,
-    [1], {"v": 1}, "1" * 41,
-])
-def test_bad_amounts_are_refused_naming_the_field(amount):
-    with pytest.raises(ApiError) as refused:
-        amount_to_minor(amount)
-    assert refused.value.status == 400 and refused.value.extra == {"field": "amount"}
-
-
-def test_format_minor():
-    assert [format_minor(v) for v in (0, 5, 4990, 100000)] == ["0.00", "0.05", "49.90", "1000.00"]
 
 
 def _post(client, tenant, url, body):
@@ -40,22 +14,25 @@ def _post(client, tenant, url, body):
 
 
 def test_money_through_the_api(client, tenant):
-    for body, minor in (({"amount": "49.90"}, 4990), ({"amount": 0.1}, 10), ({"amount_minor": 4990}, 4990),
-                        ({}, 0), ({"amount": None}, 0), ({"amount": "12", "currency": "USD"}, 1200)):
+    for body, minor in (({"amount": "49.90"}, 4990), ({"amount": "0.1"}, 10), ({"amount": 7}, 700),
+                        ({"amount_minor": 4990}, 4990), ({}, 0), ({"amount": None}, 0), ({"amount": "0"}, 0),
+                        ({"amount_minor": 0}, 0), ({"amount": "1000000000"}, 100_000_000_000),
+                        ({"amount": "12", "currency": "USD"}, 1200)):
         response = _post(client, tenant, "/api/crm/deals", body)
         assert response.status_code == 201, (body, response.get_json())
         assert response.get_json()["amount_minor"] == minor, body
     created = _post(client, tenant, "/api/crm/deals", {"amount": "12", "currency": "EUR"}).get_json()
     assert (created["amount"], created["currency"]) == ("12.00", "EUR")
     for body, field in (({"amount": "10.005"}, "amount"), ({"amount": "-1"}, "amount"), ({"amount": "abc"}, "amount"),
-                        ({"amount": "1e12"}, "amount"), ({"amount": True}, "amount"),
+                        ({"amount": "1e12"}, "amount"), ({"amount": True}, "amount"), ({"amount": 0.1}, "amount"),
+                        ({"amount": "1000000000.01"}, "amount"), ({"amount_minor": 100_000_000_001}, "amount_minor"),
                         ({"amount_minor": 1.5}, "amount_minor"), ({"amount_minor": -1}, "amount_minor"),
                         ({"amount_minor": "100"}, "amount_minor"), ({"amount_minor": 10**15}, "amount_minor"),
                         ({"amount": "1", "amount_minor": 100}, "amount"), ({"currency": "NIS"}, "currency"),
                         ({"currency": "ils"}, "currency"), ({"currency": 376}, "currency")):
         response = _post(client, tenant, "/api/crm/invoices", body)
         assert response.status_code == 400, body
-        assert response.get_json() | {"message": ""} == {"error": "validation_error", "message": "", "field": field}
+        assert response.get_json() | {"message": ""} == {"error": "invalid_field", "message": "", "field": field}
 
 
 MACHINES = {

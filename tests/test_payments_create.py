@@ -116,18 +116,17 @@ AMOUNTS = [
     ({"amount": "49.90"}, 4990), ({"amount": "0.1"}, 10), ({"amount": "7"}, 700), ({"amount": 12}, 1200),
     ({"amount": "10.50", "currency": "usd"}, 1050), ({"amount_minor": 4990}, 4990), ({"amount_minor": 1}, 1),
 ]
-BAD_INPUTS = [
-    ({"amount": "10.005"}, "invalid_amount"), ({"amount": "-1"}, "invalid_amount"), ({"amount": "0"}, "invalid_amount"),
-    ({"amount": "0.00"}, "invalid_amount"), ({"amount": "abc"}, "invalid_amount"),
-    ({"amount": "1e3"}, "invalid_amount"),
-    ({"amount": 49.9}, "invalid_amount"), ({"amount": True}, "invalid_amount"), ({"amount_minor": 0}, "invalid_amount"),
-    ({"amount_minor": -5}, "invalid_amount"), ({"amount_minor": "4990"}, "invalid_amount"),
-    ({"amount": "1", "amount_minor": 100}, "invalid_amount"), ({}, "invalid_amount"),
-    ({"amount": "99999999"}, "invalid_amount"),
-    ({"amount": "1", "currency": "XYZ"}, "invalid_currency"), ({"amount": "1", "currency": 1}, "invalid_currency"),
-    ({"amount": "1", "provider": "stripe"}, "invalid_provider"), ({"amount": "1", "provider": 5}, "invalid_provider"),
-    ({"amount": "1", "description": "x" * 501}, "invalid_description"),
-    ({"amount": "1", "customer_id": "7"}, "invalid_field"),
+BAD_INPUTS = [  # (body, the field named); each is 400 invalid_field
+    ({"amount": "10.005"}, "amount"), ({"amount": "-1"}, "amount"), ({"amount": "0"}, "amount"),
+    ({"amount": "0.00"}, "amount"), ({"amount": "abc"}, "amount"), ({"amount": "1e3"}, "amount"),
+    ({"amount": 49.9}, "amount"), ({"amount": True}, "amount"), ({"amount": None}, "amount"),
+    ({"amount_minor": 0}, "amount_minor"), ({"amount_minor": -5}, "amount_minor"),
+    ({"amount_minor": "4990"}, "amount_minor"), ({"amount": "1", "amount_minor": 100}, "amount"), ({}, "amount"),
+    ({"amount": "1000000000.01"}, "amount"), ({"amount_minor": 100_000_000_001}, "amount_minor"),
+    ({"amount": "1", "currency": "XYZ"}, "currency"), ({"amount": "1", "currency": 1}, "currency"),
+    ({"amount": "1", "provider": "stripe"}, "provider"), ({"amount": "1", "provider": 5}, "provider"),
+    ({"amount": "1", "description": "x" * 501}, "description"),
+    ({"amount": "1", "customer_id": "7"}, "customer_id"),
 ]
 
 
@@ -139,10 +138,40 @@ def test_amounts_convert_exactly_to_agorot(pay_client, shop):
 
 
 def test_400_for_a_bad_amount_currency_or_provider(pay_client, shop):
-    for body, code in BAD_INPUTS:
+    for body, field in BAD_INPUTS:
         response = pay_client.post("/api/crm/payments/create", json=body, headers=shop.headers)
         assert response.status_code == 400, (body, response.get_json())
-        assert response.get_json()["error"] == code, body
+        answer = response.get_json()
+        assert (answer["error"], answer["field"]) == ("invalid_field", field), body
+        assert answer["message"], body
+
+
+def test_amounts_up_to_the_documents_cap_get_links(pay_client, shop):
+    """One set of money rules: any amount an invoice may carry can be paid by link (also over ₪1M)."""
+    for body, amount_minor in (({"amount": "2500000.50"}, 250_000_050), ({"amount": 10**9}, 100_000_000_000),
+                               ({"amount_minor": 100_000_000_000}, 100_000_000_000)):
+        response = pay_client.post("/api/crm/payments/create", json=body, headers=shop.headers)
+        assert response.status_code == 201, (body, response.get_json())
+        assert response.get_json()["amount_minor"] == amount_minor, body
+
+
+def test_an_invoice_over_a_million_gets_a_payment_link(pay_client, shop):
+    invoice = pay_client.post("/api/crm/invoices", json={"title": "שיפוץ", "amount": "1500000.00"},
+                              headers=shop.headers)
+    assert invoice.status_code == 201, invoice.get_json()
+    response = pay_client.post("/api/crm/payments/create", json={"invoice_id": invoice.get_json()["id"]},
+                               headers=shop.headers)
+    assert response.status_code == 201, response.get_json()
+    assert (response.get_json()["amount_minor"], response.get_json()["currency"]) == (150_000_000, "ILS")
+
+
+def test_an_invoice_without_an_amount_needs_one_in_the_request(pay_app, pay_client, shop):
+    """An invoice may be empty (0); a payment may not: the request must name the amount."""
+    invoice_id = add_invoice(pay_app, shop.business_id, amount_minor=0)
+    response = pay_client.post("/api/crm/payments/create", json={"invoice_id": invoice_id}, headers=shop.headers)
+    assert response.status_code == 400
+    assert (response.get_json()["error"], response.get_json()["field"]) == ("invalid_field", "amount")
+    assert create_link(pay_client, shop, invoice_id=invoice_id, amount="80").get_json()["amount_minor"] == 8000
 
 
 def test_400_for_a_malformed_body_or_key(pay_client, shop):

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from server.crm import validation as v
 from server.db.dao_crm import audit
 from server.db.models import Business, BusinessNumber
-from server.web import ApiError
+from server.errors import DomainError, Problem
 from server.whatsapp import auto_reply
 
 NAME_MAX, INSTRUCTIONS_MAX, OPENING_LINE_MAX, TIMEZONE_MAX = 200, 8000, 500, 64
@@ -37,6 +37,10 @@ def business_json(business: Business) -> dict[str, Any]:
             **{field: sorted(business.numbers_of(kind)) for field, kind in NUMBER_FIELDS.items()}}
 
 
+def get_business(session: Session, business_id: int) -> dict[str, Any]:
+    return business_json(load_business(session, business_id))
+
+
 def load_business(session: Session, business_id: int, *, for_update: bool = False) -> Business:
     """The caller's business; `for_update` locks its row until commit, so that two concurrent
     changes of `features` can't each drop the other's flag."""
@@ -46,7 +50,8 @@ def load_business(session: Session, business_id: int, *, for_update: bool = Fals
     return session.scalar(stmt)
 
 
-def update_business(session: Session, business: Business, actor: str, body: Mapping[str, Any]) -> Business:
+def update_business(session: Session, business_id: int, actor: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    business = load_business(session, business_id, for_update=True)
     values = _parse(body)
     flags = {name: flag for name, flag in values.pop("features", {}).items() if business.feature(name) != flag}
     if flags:
@@ -63,10 +68,12 @@ def update_business(session: Session, business: Business, actor: str, body: Mapp
             with session.begin_nested():
                 session.flush()
         except IntegrityError:  # a concurrent request took one of the numbers since we looked
-            raise _numbers_taken(session, business.id, numbers) or ApiError(
-                409, "conflict", "the business changed meanwhile; try again") from None
+            conflict = _numbers_taken(session, business.id, numbers)
+            if conflict is None:
+                conflict = DomainError(Problem.CONFLICT, "conflict", "the business changed meanwhile; try again")
+            raise conflict from None
         audit(session, business.id, actor, "business.updated", "business", business.id, fields=sorted(changed))
-    return business
+    return business_json(business)
 
 
 def _parse(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -118,14 +125,14 @@ def _phone_numbers(value: Any, field: str) -> list[str]:
     return list(dict.fromkeys(v.phone(item, field) for item in value))
 
 
-def _numbers_taken(session: Session, business_id: int, numbers: Mapping[str, list[str]]) -> ApiError | None:
+def _numbers_taken(session: Session, business_id: int, numbers: Mapping[str, list[str]]) -> DomainError | None:
     for field, wanted in numbers.items():
         kind = NUMBER_FIELDS[field]
         taken = session.scalar(sa.select(BusinessNumber.number).where(
             BusinessNumber.kind == kind, BusinessNumber.number.in_(wanted), BusinessNumber.business_id != business_id))
         if taken is not None:
-            return ApiError(409, "number_taken", f"{taken} is already a {kind} number of another business",
-                            field=field)
+            return DomainError(Problem.CONFLICT, "number_taken",
+                               f"{taken} is already a {kind} number of another business", field=field)
     return None
 
 

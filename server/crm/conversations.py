@@ -1,6 +1,6 @@
-"""Working a thread: its messages page by page, marking it read, status/assignee/labels, and the
-staff reply, which goes out through the one WhatsApp send service (same routing, same 24-hour
-rule as `/api/whatsapp/send`)."""
+"""Working a thread: the thread list, a thread with its messages page by page, marking it read,
+status/assignee/labels, and the staff reply, which goes out through the one WhatsApp send service
+(same routing, same 24-hour rule as `/api/whatsapp/send`)."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -12,14 +12,34 @@ from server.config import Settings
 from server.crm import serializers as out
 from server.crm import validation as v
 from server.crm.pagination import PageRequest, fetch_page, page_request
-from server.crm.queries import MESSAGES_KEYSET, THREAD_STATUSES
+from server.crm.queries import MESSAGES_KEYSET, THREAD_STATUSES, THREADS_KEYSET, thread_rows, threads_query
 from server.db.dao_crm import audit
 from server.db.models import Customer, Message, Thread, User
-from server.web import ApiError
+from server.errors import DomainError, Problem
+from server.security.auth import get_owned
 from server.whatsapp.send import send_whatsapp
 
 REPLY_TEXT_MAX = 4096  # WhatsApp's limit for one text message
 PROVIDERS = ("auto", "twilio", "baileys")
+
+
+def list_threads(session: Session, business_id: int, user_id: int, args: Mapping[str, str]) -> dict[str, Any]:
+    """By latest activity; `assignee=me` means `user_id`."""
+    stmt = threads_query(session, business_id, user_id, args)
+    return fetch_page(session, stmt, THREADS_KEYSET, page_request(args, THREADS_KEYSET),
+                      lambda rows: [out.thread_json(*row) for row in rows])
+
+
+def thread_detail(session: Session, business_id: int, thread_id: int, args: Mapping[str, str]) -> dict[str, Any]:
+    """The thread, its customer in full, and the first page of its messages (`args` pages them)."""
+    thread = get_owned(session, Thread, business_id, thread_id)
+    customer = session.get(Customer, thread.customer_id)
+    return {**out.thread_json(thread, customer), "customer": out.customer_json(customer),
+            "messages": messages_page(session, thread, args)}
+
+
+def thread_messages(session: Session, business_id: int, thread_id: int, args: Mapping[str, str]) -> dict[str, Any]:
+    return messages_page(session, get_owned(session, Thread, business_id, thread_id), args)
 
 
 def messages_page(session: Session, thread: Thread, args: Mapping[str, str]) -> dict[str, Any]:
@@ -37,11 +57,18 @@ def messages_page(session: Session, thread: Thread, args: Mapping[str, str]) -> 
     return fetch_page(session, stmt, MESSAGES_KEYSET, request, lambda rows: [out.message_json(m) for m in rows])
 
 
-def mark_read(thread: Thread) -> None:
+def mark_read(session: Session, business_id: int, thread_id: int) -> dict[str, Any]:
+    thread = get_owned(session, Thread, business_id, thread_id)
     thread.unread_count = 0
+    return _thread_json(session, thread)
 
 
-def update_thread(session: Session, thread: Thread, actor: str, body: Mapping[str, Any]) -> Thread:
+def _thread_json(session: Session, thread: Thread) -> dict[str, Any]:
+    """As the thread list shows it: with its customer and newest message."""
+    return out.thread_json(*session.execute(thread_rows(thread.business_id).where(Thread.id == thread.id)).one())
+
+
+def update_thread(session: Session, thread: Thread, actor: str, body: Mapping[str, Any]) -> dict[str, Any]:
     v.reject_unknown(body, ("status", "assignee", "labels"))
     changes: dict[str, Any] = {}
     if "status" in body:
@@ -58,7 +85,7 @@ def update_thread(session: Session, thread: Thread, actor: str, body: Mapping[st
         session.flush()
         audit(session, thread.business_id, actor, "thread.updated", "thread", thread.id,
               before=before, after=changed)
-    return thread
+    return _thread_json(session, thread)
 
 
 def _assignee(session: Session, business_id: int, value: Any) -> int | None:
@@ -71,9 +98,10 @@ def _assignee(session: Session, business_id: int, value: Any) -> int | None:
 
 
 def reply(session: Session, settings: Settings, thread: Thread, sender: User, body: Mapping[str, Any],
-          idempotency_header: str | None) -> tuple[int, dict[str, Any]]:
-    """Send the staff reply to the thread's customer on WhatsApp; answers (HTTP status, JSON body)
-    as `/api/whatsapp/send` does, plus the thread the message is stored in and, once stored, the message.
+          idempotency_header: str | None) -> dict[str, Any]:
+    """Send the staff reply to the thread's customer on WhatsApp; answers as `/api/whatsapp/send`
+    does, plus the thread the message is stored in and the stored message. A failed send raises the
+    send service's `DomainError`, with the same two added once the (failed) message is stored.
 
     On a voice thread the reply still goes to the caller's phone on WhatsApp, and is stored in the
     customer's WhatsApp thread, where the customer's answer will arrive.
@@ -94,12 +122,20 @@ def reply(session: Session, settings: Settings, thread: Thread, sender: User, bo
     customer = session.get(Customer, thread.customer_id)
     address = customer.phone or customer.wa_lid if customer else None
     if not address:
-        raise ApiError(409, "no_address", "this customer has neither a phone number nor a WhatsApp id")
-    result = send_whatsapp(session, settings, thread.business_id, to=address, text=text, provider=provider,
-                           content_sid=content_sid, content_variables=variables, idempotency_key=key,
-                           sender_user_id=sender.id)
-    stored = session.get(Message, result.message_id) if result.message_id else None
-    answer = {**result.to_json(), "thread_id": stored.thread_id if stored else None}
-    if stored is not None:
-        answer["stored_message"] = out.message_json(stored)
-    return result.status_code, answer
+        raise DomainError(Problem.CONFLICT, "no_address", "this customer has neither a phone number nor a WhatsApp id")
+    try:
+        result = send_whatsapp(session, settings, thread.business_id, to=address, text=text, provider=provider,
+                               content_sid=content_sid, content_variables=variables, idempotency_key=key,
+                               sender_user_id=sender.id)
+    except DomainError as exc:
+        exc.details.update(_stored(session, exc.details.get("message_id")))
+        raise
+    return {**result.to_json(), **_stored(session, result.message_id)}
+
+
+def _stored(session: Session, message_id: int | None) -> dict[str, Any]:
+    """Where the reply is stored: its thread and the message (none when nothing was stored)."""
+    stored = session.get(Message, message_id) if message_id else None
+    if stored is None:
+        return {"thread_id": None}
+    return {"thread_id": stored.thread_id, "stored_message": out.message_json(stored)}

@@ -11,21 +11,17 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Callable, Mapping, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from server.crm.validation import MAX_ID, invalid, query_int
+from server.db.models import UTCDateTime
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
-
-
-def as_utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything stored is UTC."""
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -35,7 +31,7 @@ class Keyset:
 
     def encode(self, row: Any) -> str:
         values = [getattr(row, column.key) for column in self.columns]
-        payload = [as_utc(v).isoformat() if isinstance(v, datetime) else v for v in values]
+        payload = [v.isoformat() if isinstance(v, datetime) else v for v in values]
         return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode().rstrip("=")
 
     def decode(self, cursor: str, field: str = "cursor") -> list[Any]:
@@ -46,26 +42,27 @@ class Keyset:
             values = json.loads(raw)
             if not isinstance(values, list) or len(values) != len(self.columns):
                 raise ValueError
-            return [self._decode_value(column, value) for column, value in zip(self.columns, values)]
+            return [self._decode_value(column, value) for column, value in zip(self.columns, values, strict=True)]
         except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError):
             raise invalid(field, f"{field} is not a cursor this list returned") from None
 
     @staticmethod
     def _decode_value(column: sa.ColumnElement, value: Any) -> Any:
-        if isinstance(column.type, sa.DateTime):
+        if isinstance(column.type, UTCDateTime):
             if not isinstance(value, str):
                 raise ValueError
             instant = datetime.fromisoformat(value)
             if instant.tzinfo is None:
                 raise ValueError
-            return instant.astimezone(timezone.utc)
+            return instant  # the column type turns it into UTC
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ID:
             raise ValueError
         return value
 
     def below(self, values: Sequence[Any]) -> sa.ColumnElement[bool]:
         """Rows strictly after `values` in newest-first order (a row-value comparison: one index range)."""
-        return sa.tuple_(*self.columns) < sa.tuple_(*[sa.literal(v, c.type) for c, v in zip(self.columns, values)])
+        bounds = [sa.literal(value, column.type) for column, value in zip(self.columns, values, strict=True)]
+        return sa.tuple_(*self.columns) < sa.tuple_(*bounds)
 
     def order_by(self) -> list[sa.ColumnElement]:
         return [column.desc() for column in self.columns]

@@ -1,4 +1,4 @@
-"""The filters of each list endpoint, as SQLAlchemy statements scoped to the caller's business.
+"""The filters of each list endpoint, as SQLAlchemy statements scoped to one business.
 
 Text search (`q`) matches every word the user typed. On PostgreSQL a word matches a whole word
 through `to_tsvector('simple', …)`, which a GIN expression index serves (migration 0400); on
@@ -13,7 +13,6 @@ import re
 from typing import Mapping
 
 import sqlalchemy as sa
-from flask import g
 from sqlalchemy.orm import Session, aliased
 
 from server.crm import validation as v
@@ -71,8 +70,8 @@ def call_turns_and_voicemail(session: Session, call: Call) -> tuple[list[CallTur
     return list(turns), voicemail
 
 
-def calls_query(session: Session, args: Mapping[str, str]) -> sa.Select:
-    stmt = scoped(Call)
+def calls_query(session: Session, business_id: int, args: Mapping[str, str]) -> sa.Select:
+    stmt = scoped(Call, business_id)
     status = v.query_text(args, "status", max_length=24)
     if status:
         stmt = stmt.where(Call.status == status)
@@ -98,15 +97,16 @@ _NEWEST_MESSAGE_ID = (sa.select(_newer.id).where(_newer.thread_id == Thread.id)
                       .correlate(Thread).scalar_subquery())
 
 
-def thread_rows() -> sa.Select:
-    """(thread, its customer, its newest message or None) rows of the caller's business, in one query:
+def thread_rows(business_id: int) -> sa.Select:
+    """(thread, its customer, its newest message or None) rows of the business, in one query:
     the newest message is one index probe per thread."""
-    return (scoped(Thread).add_columns(Customer, Message).join(Customer, Customer.id == Thread.customer_id)
+    return (scoped(Thread, business_id).add_columns(Customer, Message).join(Customer, Customer.id == Thread.customer_id)
             .outerjoin(Message, Message.id == _NEWEST_MESSAGE_ID))
 
 
-def threads_query(session: Session, args: Mapping[str, str], user_id: int) -> sa.Select:
-    stmt = thread_rows()
+def threads_query(session: Session, business_id: int, user_id: int, args: Mapping[str, str]) -> sa.Select:
+    """The business's thread rows (see `thread_rows`); `assignee=me` means `user_id`."""
+    stmt = thread_rows(business_id)
     channel = v.query_choice(args, "channel", CHANNELS)
     if channel:
         stmt = stmt.where(Thread.channel == channel)
@@ -129,15 +129,15 @@ def threads_query(session: Session, args: Mapping[str, str], user_id: int) -> sa
         # through the full-text index), where conditions spanning the join made PostgreSQL compare
         # every thread with every customer.
         customers_named = sa.select(_matched.id).where(
-            _matched.business_id == g.business_id, sa.or_(contains(_matched.name, q), phone_matches(_matched.phone, q)))
-        threads_with_words = sa.select(_searched.thread_id).where(_searched.business_id == g.business_id,
+            _matched.business_id == business_id, sa.or_(contains(_matched.name, q), phone_matches(_matched.phone, q)))
+        threads_with_words = sa.select(_searched.thread_id).where(_searched.business_id == business_id,
                                                                   words_match(session, _searched.body, q))
         stmt = stmt.where(sa.or_(Thread.customer_id.in_(customers_named), Thread.id.in_(threads_with_words)))
     return stmt
 
 
-def customers_query(args: Mapping[str, str]) -> sa.Select:
-    stmt = scoped(Customer).where(Customer.merged_into_id.is_(None))
+def customers_query(business_id: int, args: Mapping[str, str]) -> sa.Select:
+    stmt = scoped(Customer, business_id).where(Customer.merged_into_id.is_(None))
     q = v.query_text(args, "q")
     if q:
         stmt = stmt.where(sa.or_(contains(Customer.name, q), contains(Customer.email, q),
@@ -145,8 +145,8 @@ def customers_query(args: Mapping[str, str]) -> sa.Select:
     return stmt
 
 
-def documents_query(model, args: Mapping[str, str], statuses: tuple[str, ...]) -> sa.Select:
-    stmt = scoped(model)
+def documents_query(model, business_id: int, args: Mapping[str, str], statuses: tuple[str, ...]) -> sa.Select:
+    stmt = scoped(model, business_id)
     status = v.query_choice(args, "status", statuses)
     if status:
         stmt = stmt.where(model.status == status)
@@ -156,8 +156,8 @@ def documents_query(model, args: Mapping[str, str], statuses: tuple[str, ...]) -
     return stmt
 
 
-def audit_query(args: Mapping[str, str]) -> sa.Select:
-    stmt = scoped(AuditLog)
+def audit_query(business_id: int, args: Mapping[str, str]) -> sa.Select:
+    stmt = scoped(AuditLog, business_id)
     for name, column, length in (("entity_type", AuditLog.entity_type, 32), ("entity_id", AuditLog.entity_id, 64),
                                  ("action", AuditLog.action, 64), ("actor", AuditLog.actor, 64)):
         value = v.query_text(args, name, max_length=length)

@@ -5,16 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Optional
 
-from server.crm.money import format_minor
-from server.crm.pagination import as_utc
 from server.db.models import (ApiToken, AuditLog, Call, CallTurn, Contract, Customer, Deal, Invoice, Message,
                               Payment, Thread, User)
+from server.money import major_text
 
 PREVIEW_CHARS = 200
 
 
 def iso(value: Optional[datetime]) -> Optional[str]:
-    return None if value is None else as_utc(value).isoformat()
+    return None if value is None else value.isoformat()
 
 
 def preview(text: Optional[str]) -> str:
@@ -85,7 +84,7 @@ def thread_json(thread: Thread, customer: Optional[Customer], last_message: Opti
 
 def document_json(document: Deal | Invoice | Contract) -> dict[str, Any]:
     body = {"id": document.id, "customer_id": document.customer_id, "title": document.title,
-            "amount_minor": document.amount_minor, "amount": format_minor(document.amount_minor),
+            "amount_minor": document.amount_minor, "amount": major_text(document.amount_minor),
             "currency": document.currency, "status": document.status, "notes": document.notes,
             "created_at": iso(document.created_at), "updated_at": iso(document.updated_at)}
     if isinstance(document, Invoice):
@@ -98,13 +97,14 @@ def document_json(document: Deal | Invoice | Contract) -> dict[str, Any]:
 
 def payment_summary(payment: Payment) -> dict[str, Any]:
     return {"id": payment.id, "invoice_id": payment.invoice_id, "amount_minor": payment.amount_minor,
-            "amount": format_minor(payment.amount_minor), "currency": payment.currency,
+            "amount": major_text(payment.amount_minor), "currency": payment.currency,
             "description": payment.description, "provider": payment.provider, "status": payment.status,
             "created_at": iso(payment.created_at), "paid_at": iso(payment.paid_at)}
 
 
 def user_json(user: User) -> dict[str, Any]:
-    return {"id": user.id, "email": user.email, "role": user.role, "created_at": iso(user.created_at)}
+    return {"id": user.id, "email": user.email, "role": user.role, "created_at": iso(user.created_at),
+            "disabled": user.disabled_at is not None}
 
 
 def token_json(token: ApiToken) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Client input → typed values, or `400 {"error": "validation_error", "message", "field"}`.
+"""Client input → typed values, or `400 {"error": "invalid_field", "message", "field"}`.
 
 Every string bound into SQL passes through here first: NUL characters and lone surrogates are
 refused (PostgreSQL cannot store them) and lengths are checked against the columns, so a
@@ -10,8 +10,9 @@ import re
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any, Iterable, Mapping
 
+from server.errors import DomainError, Problem
 from server.phones import InvalidPhone, to_e164
-from server.web import ApiError
+from server.text import clean_text  # noqa: F401  (the crm's validators, v.clean_text)
 
 MAX_ID = 2**31 - 1  # ids are 32-bit integer columns; a larger number names no row
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -22,25 +23,8 @@ INSTANT_PATTERN = r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\
 _DATE, _INSTANT = re.compile(DATE_PATTERN, re.ASCII), re.compile(INSTANT_PATTERN, re.ASCII)
 
 
-def invalid(field: str, message: str) -> ApiError:
-    return ApiError(400, "validation_error", message, field=field)
-
-
-def clean_text(value: Any, field: str, *, max_length: int, allow_empty: bool = True) -> str:
-    """The string as sent (not stripped: the documented limits apply to exactly what arrives)."""
-    if not isinstance(value, str):
-        raise invalid(field, f"{field} must be a string")
-    if "\x00" in value:
-        raise invalid(field, f"{field} must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise invalid(field, f"{field} is not valid Unicode text") from None
-    if len(value) > max_length:
-        raise invalid(field, f"{field} is longer than {max_length} characters")
-    if not allow_empty and not value.strip():
-        raise invalid(field, f"{field} must not be blank")
-    return value
+def invalid(field: str, message: str) -> DomainError:
+    return DomainError(Problem.INVALID, "invalid_field", message, field=field)
 
 
 def optional_text(value: Any, field: str, *, max_length: int) -> str:

@@ -10,7 +10,7 @@ never what it is. They are stored sealed (server/payments/gateway_secrets.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -18,10 +18,10 @@ from sqlalchemy.orm import Session
 from server.config import Settings
 from server.db.dao_crm import audit
 from server.db.models import PaymentGateway
+from server.errors import DomainError, Problem
 from server.payments.gateway_secrets import open_secrets, seal_secrets
 from server.providers.paypal import PayPalClient
 from server.providers.tranzila import TranzilaClient
-from server.web import ApiError
 
 PROVIDERS = ("paypal", "tranzila")
 LABELS = {"paypal": "PayPal", "tranzila": "Tranzila"}
@@ -115,6 +115,11 @@ def system_configured(settings: Settings, provider: str) -> bool:
 
 
 # ---- the owner's view and update of a business's rows ------------------------------------------
+def list_gateways(session: Session, settings: Settings, business_id: int) -> dict[str, Any]:
+    return {"gateways": [gateway_view(gateway_row(session, business_id, provider), settings, provider)
+                         for provider in PROVIDERS]}
+
+
 def gateway_view(row: Optional[PaymentGateway], settings: Settings, provider: str) -> dict[str, Any]:
     fields = GATEWAY_FIELDS[provider]
     values = (row.settings or {}) if row is not None else {}
@@ -129,24 +134,32 @@ def gateway_view(row: Optional[PaymentGateway], settings: Settings, provider: st
     }
 
 
-def update_gateway(session: Session, business_id: int, actor: str, provider: str,
-                   body: dict[str, Any]) -> PaymentGateway:
+def known_provider(provider: str) -> str:
+    """`provider` as named in a path, or a 404."""
+    if provider not in PROVIDERS:
+        raise DomainError(Problem.NOT_FOUND, "not_found", f"no such provider; use one of {', '.join(PROVIDERS)}")
+    return provider
+
+
+def update_gateway(session: Session, settings: Settings, business_id: int, actor: str, provider: str,
+                   body: Mapping[str, Any]) -> dict[str, Any]:
     """Apply an owner's PUT: fields sent replace stored ones (null clears), fields left out stay.
+    Answers the row as `gateway_view` shows it.
 
     The audit names the fields that changed, never their values."""
-    fields = GATEWAY_FIELDS[provider]
+    fields = GATEWAY_FIELDS[known_provider(provider)]
     unknown = sorted(set(body) - set(fields) - {"enabled"})
     if unknown:
-        raise ApiError(400, "invalid_field", f"unknown field {unknown[0]!r}; {provider} takes "
-                                             f"{', '.join(sorted(fields))} and enabled")
+        raise _invalid(unknown[0], f"unknown field {unknown[0]!r}; {provider} takes "
+                                   f"{', '.join(sorted(fields))} and enabled")
     if "enabled" in body and not isinstance(body["enabled"], bool):
-        raise ApiError(400, "invalid_field", "enabled must be true or false")
-    for name in set(body) & set(fields):
+        raise _invalid("enabled", "enabled must be true or false")
+    for name in sorted(set(body) & set(fields)):
         value = body[name]
         if value is not None and (not isinstance(value, str) or len(value.strip()) > MAX_FIELD_LENGTH):
-            raise ApiError(400, "invalid_field", f"{name} must be a string of at most {MAX_FIELD_LENGTH} characters")
+            raise _invalid(name, f"{name} must be a string of at most {MAX_FIELD_LENGTH} characters")
     if provider == "tranzila" and body.get("mode") not in (None, *TRANZILA_MODES):
-        raise ApiError(400, "invalid_field", f"mode must be one of {', '.join(TRANZILA_MODES)}")
+        raise _invalid("mode", f"mode must be one of {', '.join(TRANZILA_MODES)}")
     row = gateway_row(session, business_id, provider)
     if row is None:
         row = PaymentGateway(business_id=business_id, provider=provider, enabled=True, settings={})
@@ -166,4 +179,8 @@ def update_gateway(session: Session, business_id: int, actor: str, provider: str
     session.flush()
     audit(session, business_id, actor, "payment_gateway.updated", "payment_gateway", row.id, provider=provider,
           changed=changed)
-    return row
+    return gateway_view(row, settings, provider)
+
+
+def _invalid(field: str, message: str) -> DomainError:
+    return DomainError(Problem.INVALID, "invalid_field", message, field=field)

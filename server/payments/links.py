@@ -19,10 +19,9 @@ from sqlalchemy.orm import Session
 from server.config import Settings
 from server.db.models import Business, Customer, Payment, utcnow
 from server.logs import log_event
+from server.money import major_text, to_major
 from server.payments.accounts import PayPalAccount, TranzilaAccount, provider_account
-from server.payments.money import major_text, to_major
 from server.payments.notifications import capture_and_apply, order_ids
-from server.payments.service import as_utc
 from server.payments.states import transition
 from server.providers.base import ProviderError, ProviderTimeout
 from server.providers.payment_http import PaymentProviderError, PaymentProviderUnavailable
@@ -140,7 +139,7 @@ def _by_token(session: Session, token: str) -> Optional[Payment]:
 
 
 def _expire_if_due(session: Session, payment: Payment) -> bool:
-    if payment.expires_at is None or as_utc(payment.expires_at) > utcnow():
+    if payment.expires_at is None or payment.expires_at > utcnow():
         return False
     transition(session, payment, "expired", "system")
     session.commit()  # kept although the customer's answer is a 410

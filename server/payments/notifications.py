@@ -9,6 +9,10 @@ in its URL, used up atomically together with the move to `paid`, so a replay fin
 (2) Response "000", our terminal, and the stored amount and currency; (3) when the terminal has
 API keys, the same transaction fetched from Tranzila (`POST /v1/transactions`), which must agree;
 (4) the transaction index being unique per provider, so one real charge cannot pay two links.
+
+Each handler returns the outcome it reached ("paid", "ignored", …), which the provider is told with
+a 200, or raises `DomainError` when the delivery must be refused (401, 400) or sent again later
+(503: nothing changed).
 """
 from __future__ import annotations
 
@@ -22,9 +26,10 @@ from sqlalchemy.orm import Session
 from server.config import Settings
 from server.db.dao_crm import audit
 from server.db.models import Payment, utcnow
+from server.errors import DomainError, Problem
 from server.logs import log_event
+from server.money import from_provider
 from server.payments.accounts import provider_account
-from server.payments.money import minor_from_provider
 from server.payments.states import DuplicateTransaction, reject, transition
 from server.providers.base import ProviderError, ProviderTimeout
 from server.providers.payment_http import PaymentProviderError, PaymentProviderUnavailable
@@ -39,8 +44,6 @@ PAYPAL_EVENTS = ("CHECKOUT.ORDER.APPROVED", "PAYMENT.CAPTURE.COMPLETED", "PAYMEN
 PAYER_MUST_ACT = ("ORDER_NOT_APPROVED", "INSTRUMENT_DECLINED", "PAYER_ACTION_REQUIRED")
 # What we keep of a Tranzila notification: never card data (ccno, TranzilaTK, expiry …).
 TRANZILA_FIELDS_KEPT = ("Response", "sum", "currency", "supplier", "terminal_name", "index", "ConfirmationCode")
-
-Answer = tuple[int, dict[str, Any]]
 
 
 # ---- PayPal ------------------------------------------------------------------------------------
@@ -90,7 +93,7 @@ def apply_capture(session: Session, payment: Payment, capture: Optional[Mapping[
         amount = capture.get("amount") or {}
         if amount.get("currency_code") != payment.currency:
             reasons.append("currency_mismatch")
-        if minor_from_provider(amount.get("value")) != payment.amount_minor:
+        if from_provider(amount.get("value")) != payment.amount_minor:
             reasons.append("amount_mismatch")
         if not capture_id:
             reasons.append("capture_without_id")
@@ -113,35 +116,36 @@ def apply_capture(session: Session, payment: Payment, capture: Optional[Mapping[
     return "pending"
 
 
-def paypal_webhook(session: Session, settings: Settings, raw: bytes, headers: Mapping[str, str]) -> Answer:
+def paypal_webhook(session: Session, settings: Settings, raw: bytes, headers: Mapping[str, str]) -> str:
+    """The outcome: "ignored" (not about a payment of ours), or what `apply_capture` / `_refund` reached."""
     try:
         event = json.loads(raw)
     except ValueError:
         event = None
     if not isinstance(event, dict) or not isinstance(event.get("resource"), dict):
-        return 400, {"error": "invalid_json", "message": "expected a PayPal webhook event"}
+        raise DomainError(Problem.INVALID, "invalid_json", "expected a PayPal webhook event")
     event_type, resource = event.get("event_type"), event["resource"]
     payment = _payment_for_event(session, resource) if event_type in PAYPAL_EVENTS else None
     if payment is None:
         # Nothing of ours would change, so there is nothing to verify.
         log_event(log, "paypal_webhook_ignored", event_type=event_type, event_id=event.get("id"))
-        return 200, {"status": "ignored"}
+        return "ignored"
     account = provider_account(session, settings, payment.business_id, "paypal")
     if account is None or not account.webhook_id:
         log_event(log, "paypal_webhook_unconfigured", logging.WARNING, payment_id=payment.id)
-        return 501, {"error": "provider_not_configured", "message": "PayPal webhook id not configured"}
+        raise DomainError(Problem.NOT_CONFIGURED, "provider_not_configured", "PayPal webhook id not configured")
     client = account.client(settings)
     try:
         genuine = (all(headers.get(name) for name in WEBHOOK_HEADERS.values())
                    and client.verify_webhook_signature(headers=headers, raw_event=raw, webhook_id=account.webhook_id))
     except (ProviderTimeout, PaymentProviderUnavailable) as exc:
-        return _try_later(payment, exc)
+        raise _try_later(payment, exc) from None
     except PaymentProviderError as exc:  # PayPal refused the verification request itself
         log_event(log, "paypal_webhook_verification_refused", logging.WARNING, payment_id=payment.id, error=str(exc))
         genuine = False
     if not genuine:
         log_event(log, "paypal_webhook_unverified", logging.WARNING, event_id=event.get("id"), payment_id=payment.id)
-        return 401, {"error": "invalid_signature", "message": "PayPal did not verify this delivery"}
+        raise DomainError(Problem.UNAUTHENTICATED, "invalid_signature", "PayPal did not verify this delivery")
     try:
         if event_type == "CHECKOUT.ORDER.APPROVED":
             outcome = (capture_and_apply(session, client, payment, str(resource.get("id")), "paypal")
@@ -151,16 +155,16 @@ def paypal_webhook(session: Session, settings: Settings, raw: bytes, headers: Ma
         else:
             outcome = apply_capture(session, payment, resource, order_id=None, actor="paypal")
     except ProviderError as exc:
-        return _try_later(payment, exc)
+        raise _try_later(payment, exc) from None
     log_event(log, "paypal_webhook_processed", event_type=event_type, event_id=event.get("id"),
               payment_id=payment.id, outcome=outcome)
-    return 200, {"status": outcome}
+    return outcome
 
 
-def _try_later(payment: Payment, exc: ProviderError) -> Answer:
+def _try_later(payment: Payment, exc: ProviderError) -> DomainError:
     """PayPal failed us mid-way; nothing changed, and a 503 makes PayPal deliver the event again."""
     log_event(log, "paypal_webhook_provider_error", logging.WARNING, payment_id=payment.id, error=str(exc))
-    return 503, {"error": "unavailable", "message": "PayPal could not complete the check; deliver again later"}
+    return DomainError(Problem.UNAVAILABLE, "unavailable", "PayPal could not complete the check; deliver again later")
 
 
 def _refund(session: Session, payment: Payment, refund: Mapping[str, Any]) -> str:
@@ -168,7 +172,7 @@ def _refund(session: Session, payment: Payment, refund: Mapping[str, Any]) -> st
     if capture_id and capture_id != payment.provider_txn_id:
         reject(session, payment, "paypal", ["refund_of_other_capture"], refund_id=refund.get("id"))
         return "rejected"
-    refunded_minor = minor_from_provider((refund.get("amount") or {}).get("value"))
+    refunded_minor = from_provider((refund.get("amount") or {}).get("value"))
     moved = transition(session, payment, "refunded", "paypal", refund_id=refund.get("id"),
                        refunded_minor=refunded_minor, full_refund=refunded_minor == payment.amount_minor)
     return "refunded" if moved else "unchanged"
@@ -201,30 +205,31 @@ def _payment_for_event(session: Session, resource: Mapping[str, Any]) -> Optiona
 
 
 # ---- Tranzila ----------------------------------------------------------------------------------
-def tranzila_notify(session: Session, settings: Settings, nonce: str, fields: Mapping[str, Any]) -> Answer:
+def tranzila_notify(session: Session, settings: Settings, nonce: str, fields: Mapping[str, Any]) -> str:
+    """The outcome: "paid", "declined", "closed" or "already_processed"."""
     payment = session.scalar(sa.select(Payment).where(Payment.notify_nonce == nonce, Payment.provider == "tranzila"))
     if payment is None:
         log_event(log, "tranzila_notify_unknown", logging.WARNING)
-        return 404, {"error": "not_found", "message": "unknown notification address"}
+        raise DomainError(Problem.NOT_FOUND, "not_found", "unknown notification address")
     received = {name: str(fields[name]) for name in TRANZILA_FIELDS_KEPT if name in fields}
     if payment.status in ("expired", "failed") and received.get("Response") == APPROVED:
         # Tranzila took money for a link that was closed meanwhile: it cannot become paid again
         # (states only go forward), so the business must see it in the audit and settle it.
         reject(session, payment, "tranzila", ["payment_closed"], received=received)
-        return 200, {"status": "closed"}
+        return "closed"
     if payment.notify_consumed_at is not None or payment.status != "pending":
         log_event(log, "tranzila_notify_replayed", payment_id=payment.id, status=payment.status)
-        return 200, {"status": "already_processed"}
+        return "already_processed"
     if received.get("Response") != APPROVED:
         # A declined card: the payer may still try another one on the same page, so nothing is used up.
         audit(session, payment.business_id, "tranzila", "payment.declined", "payment", payment.id,
               response=received.get("Response"))
-        return 200, {"status": "declined"}
+        return "declined"
     terminal = (payment.provider_data or {}).get("terminal")
     reasons = _notify_mismatches(payment, received, terminal)
     if reasons:
         reject(session, payment, "tranzila", reasons, received=received)
-        return 400, {"error": "notification_rejected", "message": "the notification does not match this payment"}
+        raise _rejected("the notification does not match this payment")
     index = received["index"]
     verified_by = "notification"
     account = provider_account(session, settings, payment.business_id, "tranzila")
@@ -233,11 +238,12 @@ def tranzila_notify(session: Session, settings: Settings, nonce: str, fields: Ma
             transaction = account.client(settings).get_transaction(terminal=terminal, index=int(index))
         except ProviderError as exc:
             log_event(log, "tranzila_requery_failed", logging.WARNING, payment_id=payment.id, error=str(exc))
-            return 503, {"error": "unavailable", "message": "Tranzila could not be asked to confirm; try again later"}
+            raise DomainError(Problem.UNAVAILABLE, "unavailable",
+                              "Tranzila could not be asked to confirm; try again later") from None
         reasons = _transaction_mismatches(payment, transaction)
         if reasons:
             reject(session, payment, "tranzila", reasons, received=received)
-            return 400, {"error": "notification_rejected", "message": "Tranzila does not confirm this transaction"}
+            raise _rejected("Tranzila does not confirm this transaction")
         verified_by = "transaction_query"
     now = utcnow()
     try:
@@ -248,8 +254,13 @@ def tranzila_notify(session: Session, settings: Settings, nonce: str, fields: Ma
                            verified_by=verified_by)
     except DuplicateTransaction:
         reject(session, payment, "tranzila", ["transaction_already_used"], received=received)
-        return 400, {"error": "notification_rejected", "message": "this transaction already paid another payment"}
-    return 200, {"status": "paid" if moved else "already_processed"}
+        raise _rejected("this transaction already paid another payment") from None
+    return "paid" if moved else "already_processed"
+
+
+def _rejected(message: str) -> DomainError:
+    """A notification that must not pay this payment (already audited by `reject`)."""
+    return DomainError(Problem.INVALID, "notification_rejected", message)
 
 
 def _notify_mismatches(payment: Payment, received: Mapping[str, str], terminal: Optional[str]) -> list[str]:
@@ -274,6 +285,6 @@ def _money_mismatches(payment: Payment, currency: Any, amount: Any, *, prefix: s
     reasons = []
     if str(currency) not in (CURRENCY_CODES.get(payment.currency), payment.currency):
         reasons.append(f"{prefix}currency_mismatch")
-    if minor_from_provider(amount) != payment.amount_minor:
+    if from_provider(amount) != payment.amount_minor:
         reasons.append(f"{prefix}amount_mismatch")
     return reasons

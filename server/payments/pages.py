@@ -7,8 +7,8 @@ from flask import Response
 from sqlalchemy.orm import Session
 
 from server.db.models import Business
+from server.money import display
 from server.payments.links import Page, Redirect
-from server.payments.money import display
 
 TEXTS = {
     "not_found": ("הקישור לא נמצא", "קישור התשלום אינו תקין. בדקו את הקישור שקיבלתם או פנו לעסק."),
@@ -67,8 +67,8 @@ def _html(session: Session, page: Page) -> str:
     if payment is not None and (page.retry or page.kind == "preview"):
         parts.append(f'<a href="/pay/{escape(payment.link_token)}">לתשלום</a>')
     refresh = REFRESH_SECONDS.get(page.kind)
-    head = (f'<meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'
-            f'<meta name="robots" content="noindex">'
+    head = ('<meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'
+            '<meta name="robots" content="noindex">'
             + (f'<meta http-equiv="refresh" content="{refresh}">' if refresh else "")
             + f"<title>{escape(title)}</title><style>{_STYLE}</style>")
     body = "".join(parts)

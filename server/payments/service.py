@@ -4,47 +4,52 @@ The order (each step has its own test): authentication (the route's decorator) �
 business's customer or invoice 404 → payments off on this server 501 → off for this business 403
 → the provider (explicit, else the business's default, else PayPal) unknown 400 / without
 credentials 501 → amount, currency, description, Idempotency-Key 400 (invoice already paid 409).
+
+Amounts follow `server.money`: a payment is never 0, and may be as large as any invoice.
 """
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timedelta, timezone
-from typing import Any, Optional
+from datetime import datetime, timedelta
+from typing import Any, Mapping, Optional
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from server import money
 from server.config import Settings
 from server.db.dao_crm import _insert_or_get, audit
 from server.db.models import Business, Customer, Invoice, Payment, utcnow
+from server.errors import DomainError, Problem
 from server.payments.accounts import LABELS, PROVIDERS, provider_account
-from server.payments.money import CURRENCIES, InvalidAmount, check_minor, minor_from_text
+from server.security.auth import MAX_ID
 from server.urls import abs_url
-from server.web import ApiError
 
 DEFAULT_PROVIDER = "paypal"
 MAX_DESCRIPTION = 500
 MAX_IDEMPOTENCY_KEY = 128
 
 
-def create_payment(session: Session, settings: Settings, *, business_id: int, actor: str, body: dict[str, Any],
+def create_payment(session: Session, settings: Settings, *, business_id: int, actor: str, body: Mapping[str, Any],
                    idempotency_key: Optional[str]) -> tuple[Payment, bool]:
     """The payment for this request, and whether it was created now (False: an Idempotency-Key repeat)."""
     customer = _owned(session, Customer, business_id, body.get("customer_id"), "customer_id")
     invoice = _owned(session, Invoice, business_id, body.get("invoice_id"), "invoice_id")
     business = session.get(Business, business_id)
     if not settings.payments_enabled:
-        raise ApiError(501, "payments_disabled", "payments are switched off on this server (PAYMENTS_ENABLED)")
+        raise DomainError(Problem.NOT_CONFIGURED, "payments_disabled",
+                          "payments are switched off on this server (PAYMENTS_ENABLED)")
     if not business.payments_enabled:
-        raise ApiError(403, "payments_disabled_for_business", "payments are not enabled for this business")
+        raise DomainError(Problem.FORBIDDEN, "payments_disabled_for_business",
+                          "payments are not enabled for this business")
     provider = _provider(body.get("provider"), business)
     if provider_account(session, settings, business_id, provider) is None:
-        raise ApiError(501, "provider_not_configured", f"{LABELS[provider]} not configured")
+        raise DomainError(Problem.NOT_CONFIGURED, "provider_not_configured", f"{LABELS[provider]} not configured")
     amount_minor, currency = _amount(body, invoice)
     description = _description(body.get("description"), invoice)
     key = _idempotency_key(idempotency_key)
     if invoice is not None and invoice.status == "paid":
-        raise ApiError(409, "invoice_already_paid", "this invoice is already paid")
+        raise DomainError(Problem.CONFLICT, "invoice_already_paid", "this invoice is already paid")
 
     request = {"amount_minor": amount_minor, "currency": currency, "provider": provider,
                "customer_id": customer.id if customer else (invoice.customer_id if invoice else None),
@@ -66,7 +71,8 @@ def create_payment(session: Session, settings: Settings, *, business_id: int, ac
             sa.select(Payment).where(Payment.business_id == business_id, Payment.idempotency_key == key)))
     if not created:
         if any(getattr(payment, name) != value for name, value in request.items()):
-            raise ApiError(409, "idempotency_key_reused", "this Idempotency-Key was used for a different payment")
+            raise DomainError(Problem.CONFLICT, "idempotency_key_reused",
+                              "this Idempotency-Key was used for a different payment")
         return payment, False
     if invoice is not None:
         invoice.payment_id = payment.id
@@ -90,32 +96,36 @@ def payment_view(settings: Settings, payment: Payment) -> dict[str, Any]:
     }
 
 
-def get_payment(session: Session, business_id: int, payment_id: int) -> Payment:
-    payment = session.scalar(sa.select(Payment).where(Payment.id == payment_id, Payment.business_id == business_id))
+def get_payment(session: Session, settings: Settings, business_id: int, payment_id: int) -> dict[str, Any]:
+    payment = None
+    if 1 <= payment_id <= MAX_ID:
+        payment = session.scalar(sa.select(Payment).where(Payment.id == payment_id,
+                                                          Payment.business_id == business_id))
     if payment is None:
-        raise ApiError(404, "not_found", "no such payment")
-    return payment
+        raise DomainError(Problem.NOT_FOUND, "not_found", "no such payment")
+    return payment_view(settings, payment)
 
 
-def set_business_payments(session: Session, business_id: int, actor: str, body: dict[str, Any]) -> None:
-    """The owner switches payments on or off and picks the default provider."""
+def set_business_payments(session: Session, business_id: int, actor: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """The owner switches payments on or off and picks the default provider; answers the new settings."""
     unknown = sorted(set(body) - {"payments_enabled", "default_payment_provider"})
     if unknown:
-        raise ApiError(400, "invalid_field", f"unknown field {unknown[0]!r}")
+        raise _invalid(unknown[0], f"unknown field {unknown[0]!r}")
     business = session.get(Business, business_id)
     if "payments_enabled" in body:
         if not isinstance(body["payments_enabled"], bool):
-            raise ApiError(400, "invalid_field", "payments_enabled must be true or false")
+            raise _invalid("payments_enabled", "payments_enabled must be true or false")
         business.payments_enabled = body["payments_enabled"]
     if "default_payment_provider" in body:
         default = body["default_payment_provider"]
         if default is not None and default not in PROVIDERS:
-            raise ApiError(400, "invalid_provider", f"default_payment_provider must be one of {', '.join(PROVIDERS)}"
-                                                    " or null")
+            raise _invalid("default_payment_provider",
+                           f"default_payment_provider must be one of {', '.join(PROVIDERS)} or null")
         business.default_payment_provider = default
     session.flush()
     audit(session, business_id, actor, "business.payments_updated", "business", business_id,
           **{name: body[name] for name in ("payments_enabled", "default_payment_provider") if name in body})
+    return business_payments_view(session, business_id)
 
 
 def business_payments_view(session: Session, business_id: int) -> dict[str, Any]:
@@ -124,73 +134,68 @@ def business_payments_view(session: Session, business_id: int) -> dict[str, Any]
             "default_payment_provider": business.default_payment_provider}
 
 
-def as_utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every stored time is UTC."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
-
-
 def _iso(value: Optional[datetime]) -> Optional[str]:
-    return as_utc(value).isoformat() if value is not None else None
+    return value.isoformat() if value is not None else None
+
+
+def _invalid(field: str, message: str) -> DomainError:
+    return DomainError(Problem.INVALID, "invalid_field", message, field=field)
 
 
 def _owned(session: Session, model, business_id: int, raw: Any, field: str):
     if raw is None:
         return None
     if isinstance(raw, bool) or not isinstance(raw, int):
-        raise ApiError(400, "invalid_field", f"{field} must be an integer id")
-    row = session.scalar(sa.select(model).where(model.id == raw, model.business_id == business_id))
+        raise _invalid(field, f"{field} must be an integer id")
+    row = None
+    if 1 <= raw <= MAX_ID:
+        row = session.scalar(sa.select(model).where(model.id == raw, model.business_id == business_id))
     if row is None:
-        raise ApiError(404, "not_found", f"no such {field.removesuffix('_id')}")
+        raise DomainError(Problem.NOT_FOUND, "not_found", f"no such {field.removesuffix('_id')}")
     return row
 
 
 def _provider(raw: Any, business: Business) -> str:
     provider = raw if raw is not None else (business.default_payment_provider or DEFAULT_PROVIDER)
     if not isinstance(provider, str) or provider.strip().lower() not in PROVIDERS:
-        raise ApiError(400, "invalid_provider", f"provider must be one of {', '.join(PROVIDERS)} (or null)")
+        raise _invalid("provider", f"provider must be one of {', '.join(PROVIDERS)} (or null)")
     return provider.strip().lower()
 
 
-def _amount(body: dict[str, Any], invoice: Optional[Invoice]) -> tuple[int, str]:
-    currency = body.get("currency", invoice.currency if invoice else "ILS")
-    if not isinstance(currency, str) or currency.strip().upper() not in CURRENCIES:
-        raise ApiError(400, "invalid_currency", f"currency must be one of {', '.join(CURRENCIES)}")
-    currency = currency.strip().upper()
+def _amount(body: Mapping[str, Any], invoice: Optional[Invoice]) -> tuple[int, str]:
+    """The amount in minor units and the currency: from the body, else the invoice's."""
+    raw_currency = body.get("currency", invoice.currency if invoice else money.DEFAULT_CURRENCY)
+    # Payment links take the code in any case and spacing ("usd"); the money rules take it exact.
+    currency = money.currency(raw_currency.strip().upper() if isinstance(raw_currency, str) else raw_currency)
     if invoice is not None and invoice.currency != currency:
-        raise ApiError(400, "invalid_currency", f"the invoice is in {invoice.currency}")
-    try:
-        if "amount" in body and "amount_minor" in body:
-            raise InvalidAmount("send amount or amount_minor, not both")
-        if "amount" in body:
-            raw = body["amount"]
-            if isinstance(raw, bool) or not isinstance(raw, (str, int)):
-                raise InvalidAmount('send the amount as a decimal string such as "49.90" (or amount_minor)')
-            amount_minor = minor_from_text(str(raw))
-        elif "amount_minor" in body:
-            amount_minor = body["amount_minor"]
-        elif invoice is not None:
-            amount_minor = invoice.amount_minor
-        else:
-            raise InvalidAmount("amount (or amount_minor) is required")
-        return check_minor(amount_minor), currency
-    except InvalidAmount as exc:
-        raise ApiError(400, "invalid_amount", str(exc)) from None
+        raise _invalid("currency", f"the invoice is in {invoice.currency}")
+    if "amount" in body and "amount_minor" in body:
+        raise _invalid("amount", "send amount or amount_minor, not both")
+    if "amount" in body:
+        return money.parse_amount(body["amount"], "amount"), currency
+    if "amount_minor" in body:
+        return money.parse_minor(body["amount_minor"], "amount_minor"), currency
+    if invoice is None:
+        raise _invalid("amount", "amount (or amount_minor) is required")
+    if invoice.amount_minor <= 0:
+        raise _invalid("amount", "the invoice has no amount to pay: send amount (or amount_minor)")
+    return invoice.amount_minor, currency
 
 
 def _description(raw: Any, invoice: Optional[Invoice]) -> str:
     if raw is None:
         return (invoice.title or (f"חשבונית {invoice.number}" if invoice.number else "")) if invoice else ""
     if not isinstance(raw, str) or len(raw) > MAX_DESCRIPTION:
-        raise ApiError(400, "invalid_description", f"description must be a string of at most {MAX_DESCRIPTION} "
-                                                   "characters")
+        raise _invalid("description", f"description must be a string of at most {MAX_DESCRIPTION} characters")
     return raw.strip()
 
 
 def _idempotency_key(raw: Optional[str]) -> Optional[str]:
+    """The `Idempotency-Key` header (a header, not a body field: it has its own code, as on every endpoint)."""
     if raw is None or raw.strip() == "":
         return None
     key = raw.strip()
     if len(key) > MAX_IDEMPOTENCY_KEY or not key.isascii() or not key.isprintable():
-        raise ApiError(400, "invalid_idempotency_key", f"Idempotency-Key must be printable ASCII, at most "
-                                                       f"{MAX_IDEMPOTENCY_KEY} characters")
+        raise DomainError(Problem.INVALID, "invalid_idempotency_key", f"Idempotency-Key must be printable ASCII, "
+                          f"at most {MAX_IDEMPOTENCY_KEY} characters")
     return key

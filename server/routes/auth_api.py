@@ -1,30 +1,65 @@
-"""`POST /api/auth/login`: email + password → a bearer token."""
+"""Authentication over HTTP: `POST /api/auth/login` (email + password → a bearer token) and
+`@require_auth(role)`, the guard of every other `/api/*` route.
+
+The rules (tokens, roles, which business an admin acts for) live in `server.security.auth`; this
+module only reads the headers, hands them over, and puts the answer on the request.
+"""
 from __future__ import annotations
 
-import logging
+import functools
+from typing import Any, Callable
 
-import sqlalchemy as sa
-from flask import Blueprint, jsonify
+from flask import Blueprint, g, jsonify, request
 
-from server.db.models import User
-from server.routes import db_session
-from server.security.auth import issue_token
-from server.security.passwords import verify_password
-from server.web import ApiError, json_body
+from server.openapi import document, error_responses, json_response, obj, operation
+from server.routes import db_session, settings
+from server.security import auth, sessions
+from server.security.passwords import token_digest
+from server.web import json_body
 
 bp = Blueprint("auth_api", __name__)
-log = logging.getLogger("agentlocator.auth")
+
+
+def require_auth(role: str = "agent") -> Callable:
+    """Allow the view to users whose role is at least `role` (agent < owner < admin); puts `g.user`
+    and `g.business_id` (the business the user acts for) on the request."""
+    auth.check_role(role)
+
+    def decorator(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def wrapped(*args: Any, **kwargs: Any):
+            authenticate_request(role)
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+def authenticate_request(role: str = "agent") -> None:
+    """The bearer header, else the console's session cookie (with its CSRF rule) → `g.user`,
+    `g.business_id` and `g.token_digest` (which token this request came with)."""
+    authorization = request.headers.get("Authorization")
+    cookie = request.cookies.get(sessions.COOKIE_NAME) if authorization is None else None
+    if cookie:
+        authorization = f"Bearer {cookie}"
+    g.user, g.business_id = auth.authenticate(db_session(), authorization or "", request.headers.get("X-Business-Id"),
+                                              role)
+    if cookie:
+        sessions.check_csrf(request.method, request.headers.get("Origin"), request.headers.get("Referer"),
+                            sessions.own_origins(settings().public_base_url, request.host_url))
+    g.token_digest = token_digest((authorization or "").partition(" ")[2].strip())
 
 
 @bp.post("/api/auth/login")
 def login():
-    body = json_body()
-    email, password = body.get("email"), body.get("password")
-    if not isinstance(email, str) or not isinstance(password, str) or not email or not password:
-        raise ApiError(400, "invalid_request", "email and password are required strings")
-    session = db_session()
-    user = session.scalar(sa.select(User).where(User.email == email.strip().lower()))
-    if user is None or not verify_password(user.password_hash, password):
-        log.info("login refused", extra={"event": "login_refused"})
-        raise ApiError(401, "invalid_credentials", "wrong email or password")
-    return jsonify(token=issue_token(session, user, name="login"), role=user.role, business_id=user.business_id)
+    token, user = auth.login(db_session(), json_body())
+    return jsonify(token=token, role=user.role, business_id=user.business_id)
+
+
+document(bp, {"/api/auth/login": {"post": operation(
+    "Log in with email and password; answers a bearer token", tags=["auth"], role=None,
+    body=obj({"email": {"type": "string"}, "password": {"type": "string"}}, ["email", "password"]),
+    responses={"200": json_response(obj({"token": {"type": "string"}, "role": {"type": "string"},
+                                         "business_id": {"type": "integer"}}, ["token", "role", "business_id"])),
+               **error_responses(400, 401)})}})

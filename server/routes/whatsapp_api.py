@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from server.openapi import json_response, nullable, obj, operation
+from server.openapi import document, json_response, nullable, obj, operation
 from server.routes import db_session, settings
-from server.security.auth import require_auth
+from server.routes.auth_api import require_auth
 from server.web import ApiError, json_body
 from server.whatsapp.send import send_whatsapp
 
@@ -73,3 +73,4 @@ OPENAPI_PATHS = {
             }),
     },
 }
+document(bp, OPENAPI_PATHS)

@@ -1,4 +1,5 @@
-"""OpenAPI path items and schemas of the CRM routes (`server/routes/crm_api.py` exports them).
+"""OpenAPI path items and schemas of the CRM routes (`server/routes/crm_api.py` documents its blueprint
+with them). HTTP documentation, so it lives with the routes; the limits come from the services.
 
 Request schemas state exactly what the handlers accept (unknown fields are refused, limits match
 `server.crm.validation`), so the schemathesis run can hold the API to them in both directions.
@@ -7,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.crm import business, money
+from server import money
+from server.crm import business
 from server.crm.conversations import PROVIDERS, REPLY_TEXT_MAX
 from server.crm.customers import NAME_MAX
 from server.crm.customers import NOTES_MAX as CUSTOMER_NOTES_MAX
@@ -15,8 +17,7 @@ from server.crm.documents import BODY_MAX, KINDS, NOTES_MAX, NUMBER_MAX, TITLE_M
 from server.crm.pagination import MAX_LIMIT
 from server.crm.queries import CHANNELS, THREAD_STATUSES
 from server.crm.validation import DATE_PATTERN, INSTANT_PATTERN, MAX_ID
-from server.openapi import (error_responses, json_response, nullable, obj, operation, path_param, query_param,
-                            ref)
+from server.openapi import error_responses, json_response, nullable, obj, operation, path_param, query_param, ref
 from server.security.auth import ROLES
 
 STR = {"type": "string"}
@@ -100,8 +101,9 @@ _CUSTOMER_DETAIL = _all(ref("Customer"), obj(
      "invoices": _array(ref("Invoice")), "contracts": _array(ref("Contract")),
      "payments": _array(ref("PaymentSummary"))},
     ["threads", "calls", "deals", "invoices", "contracts", "payments"]))
-_USER = obj({"id": INT, "email": STR, "role": {"enum": list(ROLES)}, "created_at": DT},
-            ["id", "email", "role", "created_at"])
+_USER = obj({"id": INT, "email": STR, "role": {"enum": list(ROLES)}, "created_at": DT,
+             "disabled": {"type": "boolean", "description": "an owner disabled the account: no sign-in"}},
+            ["id", "email", "role", "created_at", "disabled"])
 _TOKEN = obj({"id": INT, "user_id": INT, "name": STR, "created_at": DT, "last_used_at": DT_N, "revoked_at": DT_N},
              ["id", "user_id", "name", "created_at", "last_used_at", "revoked_at"])
 _AUDIT = obj({"id": INT, "actor": {**STR, "description": "user:<id> or system"},
@@ -169,8 +171,9 @@ def _id(name: str) -> list[dict[str, Any]]:
 _CUSTOMER_FIELDS = {"phone": {**_text(40, null=False, min_length=1), "description": "any format; stored E.164"},
                     "name": _text(NAME_MAX), "email": _text(254), "notes": _text(CUSTOMER_NOTES_MAX)}
 _AMOUNT_INPUT = {
-    "amount": {"type": ["string", "number", "null"],
-               "description": "decimal major units, converted exactly: \"49.90\" → 4990; at most two decimals"},
+    "amount": {"type": ["string", "integer", "null"],
+               "description": "major units: a decimal string, converted exactly (\"49.90\" → 4990; at most two "
+                              "decimals), or a whole number; not a JSON fraction (send \"49.9\", not 49.9)"},
     "amount_minor": {"type": ["integer", "null"], "minimum": 0, "maximum": money.MAX_AMOUNT_MINOR,
                      "description": "integer minor units (agorot); send amount or amount_minor"},
 }
