@@ -5,7 +5,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from server.db.dao_crm import add_call_turn, create_call, insert_message, update_call, upsert_customer, upsert_thread
+from server.db.dao_crm import add_call_turn, create_call, insert_message, upsert_customer, upsert_thread
 from server.db.models import ApiToken, Contract, Deal, Invoice, Payment, Thread, User
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=timezone.utc)
@@ -18,7 +18,7 @@ def seed_call(db, business_id: int, *, sid: str, caller: str = "+972501234567", 
         call, _ = create_call(session, business_id, call_sid=sid, from_number=caller, to_number=to, status=status)
         if at is not None:
             call.created_at = call.started_at = at
-        update_call(session, sid, transcript=transcript, duration_seconds=42)
+        call.transcript, call.duration_seconds = transcript, 42
         for index, (user_text, agent_text) in enumerate(turns):
             add_call_turn(session, call, turn_index=index, user_text=user_text, agent_text=agent_text,
                           t_audio_ms=120, t_nlp_ms=400 + index, t_tts_ms=90, t_total_ms=610 + index,

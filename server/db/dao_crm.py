@@ -13,8 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from server.db.models import (AuditLog, Business, BusinessNumber, Call, CallTurn, Customer, Message,
-                              Thread, utcnow)
+from server.db.models import AuditLog, Business, BusinessNumber, Call, CallTurn, Customer, Message, Thread, utcnow
 from server.logs import log_event
 
 log = logging.getLogger("agentlocator.crm")
@@ -81,7 +80,8 @@ def upsert_customer(session: Session, business_id: int, *, phone: str | None = N
 def merge_customers(session: Session, *, source: Customer, target: Customer) -> None:
     """Move everything of `source` (a LID-only duplicate) onto `target`, then retire `source`."""
     for thread in session.scalars(sa.select(Thread).where(Thread.customer_id == source.id)):
-        twin = session.scalar(sa.select(Thread).where(Thread.customer_id == target.id, Thread.channel == thread.channel))
+        twin = session.scalar(sa.select(Thread).where(Thread.customer_id == target.id,
+                                                      Thread.channel == thread.channel))
         if twin is None:
             thread.customer_id = target.id
         else:
@@ -154,18 +154,6 @@ def create_call(session: Session, business_id: int, *, call_sid: str, from_numbe
 
 def call_by_sid(session: Session, call_sid: str) -> Optional[Call]:
     return session.scalar(sa.select(Call).where(Call.call_sid == call_sid))
-
-
-def update_call(session: Session, call_sid: str, **fields: Any) -> Optional[Call]:
-    call = call_by_sid(session, call_sid)
-    if call is None:
-        return None
-    for key, value in fields.items():
-        if not hasattr(Call, key):
-            raise AttributeError(f"calls has no column {key!r}")
-        setattr(call, key, value)
-    session.flush()
-    return call
 
 
 def add_call_turn(session: Session, call: Call, *, turn_index: int, user_text: str, agent_text: str,
