@@ -14,6 +14,9 @@ It speaks the real wire protocol (`google.cloud.speech.v1.Speech/StreamingRecogn
 `decode` (a function of a burst's first bytes, returning its text or None while too short to
 tell) replaces the script: a load test encodes what each caller says in the audio itself.
 
+A config without a language code, or with an encoding other than LINEAR16 or MULAW, is refused with
+INVALID_ARGUMENT and Google's message ("bad language code." / "bad encoding..").
+
 Faults: `reject_models = {"phone_call"}` (INVALID_ARGUMENT "model not supported for language"),
 `stall = True` (read audio, never answer), `fail_next_stream(code, after_ms)` and
 `close_next_stream(after_ms)` (end a stream with an error, or with OK, after that much audio).
@@ -31,6 +34,7 @@ import collections
 import io
 import itertools
 import pkgutil
+import re
 import struct
 import sys
 import wave
@@ -50,6 +54,12 @@ LOUD_MEAN_MAGNITUDE = 400  # of 32767: anything quieter is silence
 BURST_HEAD_BYTES = 4096  # what `decode` gets to read of a burst
 DEFAULT_UTTERANCES = ("שלום, אני רוצה לקבוע תור", "מחר בבוקר אם אפשר", "תודה רבה, להתראות")
 MODEL_REJECTION = "Invalid recognition 'config': The requested model is currently not supported for language : {}."
+BAD_LANGUAGE = "Invalid recognition 'config': bad language code."
+BAD_ENCODING = "Invalid recognition 'config': bad encoding.."
+# The encodings this fake can hear; Google refuses raw audio without a (supported) encoding the same way.
+HEARD_ENCODINGS = (cloud_speech.RecognitionConfig.AudioEncoding.LINEAR16,
+                   cloud_speech.RecognitionConfig.AudioEncoding.MULAW)
+LANGUAGE_CODE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 
 MULAW_MAGNITUDE = tuple(abs(mulaw_to_linear(b)) for b in range(256))
@@ -208,6 +218,10 @@ class FakeSpeech(GrpcFake):
         }
 
     def _check_config(self, config: cloud_speech.RecognitionConfig, context: grpc.ServicerContext) -> None:
+        if not LANGUAGE_CODE.match(config.language_code):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, BAD_LANGUAGE)
+        if config.encoding not in HEARD_ENCODINGS:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, BAD_ENCODING)
         if config.model in self.reject_models:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, MODEL_REJECTION.format(config.language_code))
         if config.sample_rate_hertz != SAMPLE_RATE_HZ:

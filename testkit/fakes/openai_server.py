@@ -4,7 +4,8 @@ Point the app at it with `OPENAI_BASE_URL=<fake.base_url>` and `OPENAI_API_KEY=<
 `POST /v1/chat/completions` answers like OpenAI: `stream: true` gives `text/event-stream` with
 `data: {chat.completion.chunk}` lines (role chunk, content deltas, finish chunk) and `data: [DONE]`,
 sent with chunked transfer encoding over a keep-alive HTTP/1.1 connection; otherwise one
-`chat.completion` JSON. A missing or wrong `Authorization: Bearer` gets OpenAI's 401 error body.
+`chat.completion` JSON. A missing or wrong `Authorization: Bearer` gets OpenAI's 401 error body; a
+message with a role OpenAI doesn't know gets its 400 `invalid_value` error on `messages[i].role`.
 
 Which reply is given, first match wins:
 1. `fake.script("reply one", "reply two")` queues replies, used in order;
@@ -101,6 +102,10 @@ class FakeOpenAI(LocalHTTPFake):
         return self.replies_for.get(last_user, f"קיבלתי: {last_user}")
 
 
+# The roles Chat Completions accepts; any other is refused with 400 `invalid_value` on `messages[i].role`.
+MESSAGE_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+
+
 def last_user_text(messages: list[dict[str, Any]]) -> str:
     return next((str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), "")
 
@@ -132,6 +137,12 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 return self._error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
             if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body.get("model"):
                 return self._error(400, "'model' and 'messages' are required.", "invalid_request_error")
+            for index, message in enumerate(body["messages"]):
+                role = message.get("role") if isinstance(message, dict) else None
+                if role not in MESSAGE_ROLES:
+                    return self._error(400, f"Invalid value: {json.dumps(role)}. Supported values are: "
+                                            + ", ".join(f"'{r}'" for r in MESSAGE_ROLES) + ".",
+                                       "invalid_request_error", "invalid_value", param=f"messages[{index}].role")
             failure = fake._next_failure()
             if failure:
                 status, message = failure
@@ -188,8 +199,9 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
             self.wfile.flush()
 
-        def _error(self, status: int, message: str, kind: str, code: str | None = None) -> None:
-            self._json(status, {"error": {"message": message, "type": kind, "param": None, "code": code}})
+        def _error(self, status: int, message: str, kind: str, code: str | None = None,
+                   param: str | None = None) -> None:
+            self._json(status, {"error": {"message": message, "type": kind, "param": param, "code": code}})
 
         def _json(self, status: int, payload: dict[str, Any]) -> None:
             data = json.dumps(payload, ensure_ascii=False).encode()

@@ -11,7 +11,8 @@ Point the app at it with the production settings `TRANZILA_API_BASE_URL=<fake.ur
 Every API call must carry the four `X-tranzila-api-*` headers; the fake recomputes the access token
 itself (HMAC-SHA256, message = app key, key = secret + request time + nonce, lowercase hex), wants
 the time within 5 minutes in Unix seconds and an 80-hex-character nonce never seen before, and
-answers 401 otherwise. Sums must be JSON numbers, as Tranzila's schema requires (error_code 20004).
+answers 401 otherwise. The body must be sent as `application/json`, and sums must be JSON numbers, as
+Tranzila's schema requires (error_code 20004 otherwise).
 
 The payer is simulated by `pay(hosted_page_url)` / `pay_request(pr_link)`: they check the amount
 against the handshake (Tranzila's error 912791 otherwise), record the transaction (so the query
@@ -145,6 +146,9 @@ class FakeTranzila(FakeHttpServer):
         return True
 
     def _body(self) -> Optional[dict[str, Any]]:
+        # Only a body declared as JSON is read as JSON; any other (text/plain, a form) doesn't match the schema.
+        if request.mimetype != "application/json":
+            return None
         try:
             body = json.loads(request.get_data(), parse_float=Decimal)
         except ValueError:

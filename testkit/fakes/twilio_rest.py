@@ -15,7 +15,9 @@ another account in the path answers 404 / code 20404):
     POST /2010-04-01/Accounts/{Sid}/Calls/{CallSid}.json   call update (Twiml / Url / Status …)
     GET  /2010-04-01/Accounts/{Sid}/Calls/{CallSid}.json   call fetch
     POST /2010-04-01/Accounts/{Sid}/Messages.json          send (From, To, Body | ContentSid +
-                                                           ContentVariables, StatusCallback, …)
+                                                           ContentVariables, StatusCallback, …);
+                                                           From and To on different channels
+                                                           (`whatsapp:+…` to `+…`) answer 400 / 21910
     GET  /2010-04-01/Accounts/{Sid}/Messages/{SmSid}.json  message fetch
     GET  /2010-04-01/Accounts/{Sid}/Recordings/{ReSid}[.wav|.mp3]   recording media bytes
 
@@ -64,6 +66,7 @@ _ERROR_MESSAGES = {
     20404: "The requested resource {path} was not found",
     21211: "The 'To' number is not a valid phone number.",
     21220: "Call is not in-progress. Cannot redirect.",
+    21910: "Invalid 'From' and 'To' pair. 'From' and 'To' should be of the same channel",
     63016: "Failed to send freeform message because you are outside the allowed window.",
 }
 
@@ -213,6 +216,9 @@ class FakeTwilioRest(LocalHTTPFake):
         if not form.get("To") or not (form.get("From") or form.get("MessagingServiceSid")):
             return 400, error_body(21211 if not form.get("To") else 21603,
                                    message=None if not form.get("To") else "A 'From' phone number is required.")
+        if form.get("From") and _channel(form["From"]) != _channel(form["To"]):
+            # e.g. From=whatsapp:+1… To=+972…: Twilio refuses a message between two channels.
+            return 400, error_body(21910)
         if not (form.get("Body") or form.get("ContentSid") or form.get("MediaUrl")):
             return 400, error_body(21602, message="Message body is required.")
         sid = new_sid("SM")
@@ -236,6 +242,12 @@ class FakeTwilioRest(LocalHTTPFake):
             if sid not in self.messages:
                 return 404, error_body(20404, status=404, path=path)
             return 200, dict(self.messages[sid])
+
+
+def _channel(address: str) -> str:
+    """`whatsapp` for `whatsapp:+972…`, `messenger` for `messenger:…`; "" (SMS) for a bare number."""
+    prefix, colon, _ = address.partition(":")
+    return prefix.lower() if colon else ""
 
 
 def error_body(code: int, *, status: int = 400, message: str | None = None, path: str = "") -> dict[str, Any]:
