@@ -70,8 +70,13 @@ def gzipped_size(path: Path) -> int:
     return len(gzip.compress(path.read_bytes(), compresslevel=9))
 
 
+def _driver_url(url: str) -> str:
+    """SQLAlchemy's own default PostgreSQL driver is psycopg 3; the app uses psycopg2."""
+    return url.replace("postgresql://", "postgresql+psycopg2://", 1)
+
+
 def _seed(url: str) -> str:
-    engine = sa.create_engine(url)
+    engine = sa.create_engine(_driver_url(url))
     run_migrations(engine)
     email = f"owner-{uuid.uuid4().hex[:6]}@bench.example"
     with engine.begin() as conn:
@@ -153,7 +158,7 @@ def main() -> None:
             directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-console-")))
             url = f"sqlite:///{directory / 'bench.db'}"
         else:
-            admin = sa.create_engine(args.admin_url, isolation_level="AUTOCOMMIT")
+            admin = sa.create_engine(_driver_url(args.admin_url), isolation_level="AUTOCOMMIT")
             name = f"bench_console_{uuid.uuid4().hex[:8]}"
             with admin.connect() as conn:
                 conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
