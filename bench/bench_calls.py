@@ -11,8 +11,10 @@ speaks `--turns` utterances; every second turn asks for a long answer and interr
 
 With two or more CPUs the worker is pinned to CPU 0 and this client to CPU 1. Figures (all ms):
 
+* calls_lost: calls the server never ended cleanly (no `ws_end` line in its log: dropped, or its
+  worker died); their frames can't be counted, so they are lost calls, not "0 frames lost".
 * frames_lost: inbound (sent by the callers, not counted by the server) + outbound (sent by the
-  server, not received by the callers).
+  server, not received by the callers), over the calls that ended cleanly.
 * outbound_interarrival: gaps between consecutive media frames within one reply (p50/p99/max);
   a perfect pacer gives 20 after the first few (which go out early: the pacer's lead).
   playout_underruns: frames that arrived after the caller's playback buffer had run dry mid-reply;
@@ -48,6 +50,7 @@ import gevent  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+from bench.call_logs import count_losses, server_records  # noqa: E402
 from server.config import Settings  # noqa: E402
 from server.db.dao_crm import create_call  # noqa: E402
 from server.db.engine import Database  # noqa: E402
@@ -210,19 +213,6 @@ def reply_frame_gaps(caller: TwilioCaller) -> tuple[list[float], int]:
     return gaps, underruns
 
 
-def server_records(log_text: str) -> tuple[dict[str, dict], list[dict]]:
-    ends, turns = {}, []
-    for line in log_text.splitlines():
-        if not line.startswith("{"):
-            continue
-        record = json.loads(line)
-        if record.get("event") == "ws_end" and record.get("call_sid"):
-            ends[record["call_sid"]] = record
-        elif record.get("event") == "turn_metrics":
-            turns.append(record)
-    return ends, turns
-
-
 class ProcessMeter:
     """CPU time and RSS of one process, from /proc (Linux)."""
 
@@ -343,16 +333,14 @@ def report(args, results: list[CallResult], log_text: str, cpu: float, wall: flo
            peak_rss_kb: int, client_cpu: float, pinned: bool, database_url: str) -> dict:
     ends, turn_records = server_records(log_text)
     by_call = {r.call_sid: r for r in results}
-    inbound_lost = outbound_lost = 0
+    losses = count_losses([(r.call_sid, r.caller.frames_sent if r.caller else 0, len(r.caller.media) if r.caller else 0)
+                           for r in results], ends)
     gaps: list[float] = []
     underruns = 0
     for result in results:
         caller = result.caller
-        end = ends.get(result.call_sid)
-        if caller is None or end is None:
+        if caller is None or result.call_sid not in ends:
             continue
-        inbound_lost += max(0, caller.frames_sent - end["frames_in"])
-        outbound_lost += max(0, end["frames_out"] - len(caller.media))
         call_gaps, call_underruns = reply_frame_gaps(caller)
         gaps += call_gaps
         underruns += call_underruns
@@ -374,7 +362,8 @@ def report(args, results: list[CallResult], log_text: str, cpu: float, wall: flo
         "calls": args.calls, "turns_per_call": args.turns, "providers": args.providers,
         "database": database_url.split(":", 1)[0], "pinned_server_cpu0_client_cpu1": pinned,
         "calls_failed": len(errors), "errors": errors[:5],
-        "frames_lost": {"inbound": inbound_lost, "outbound": outbound_lost},
+        "calls_lost": len(losses.lost_calls), "lost_calls": losses.lost_calls[:5],
+        "frames_lost": {"inbound": losses.inbound_frames, "outbound": losses.outbound_frames},
         "outbound_interarrival_ms": spread(gaps, 50, 99),
         "playout_underruns": underruns,
         "server_pacer_underruns": sum(end.get("pacer_underruns", 0) for end in ends.values()),
