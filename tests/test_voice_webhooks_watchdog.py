@@ -151,7 +151,9 @@ def test_redirect_to_voicemail_for_the_live_engine(app, twilio_rest):
     call_sid = new_call_sid()
     assert redirect_to_voicemail(app, call_sid, "pipeline_failed") is True
     assert redirect_to_voicemail(app.config["SETTINGS"], call_sid, "stream_died") is True
-    for update in twilio_rest.requests_for("Calls", sid=call_sid):
+    updates = twilio_rest.requests_for("Calls", sid=call_sid)
+    assert len(updates) == 2
+    for update in updates:
         assert_voicemail(ET.fromstring(update.form["Twiml"]))
     twilio_rest.fail("Calls", code=20003, status=401)
     assert redirect_to_voicemail(app, call_sid, "pipeline_failed") is False
