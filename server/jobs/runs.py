@@ -66,12 +66,13 @@ def claim(session: Session, key: str, kind: str) -> Optional[int]:
 
 
 def finish(session: Session, key: str, state: str, error: str = "") -> None:
-    """Record the end of a run: `done`, `retrying` (another attempt is scheduled) or `failed`."""
+    """Record the end of a run: `done`, `retrying` (another attempt is scheduled) or `failed`.
+    A run that succeeds keeps the error of its last failed attempt, if any."""
+    values: dict = {"state": state, "updated_at": utcnow()}
+    if error:
+        values["error"] = error[:200]
     session.execute(
-        sa.update(JobRun)
-        .where(JobRun.key == key)
-        .values(state=state, error=error[:200], updated_at=utcnow())
-        .execution_options(synchronize_session=False)
+        sa.update(JobRun).where(JobRun.key == key).values(**values).execution_options(synchronize_session=False)
     )
 
 
