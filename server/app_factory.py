@@ -29,6 +29,7 @@ BLUEPRINT_MODULES = (
     "twilio_voice", "media_ws",
     "whatsapp_webhooks", "whatsapp_api",
     "crm_api", "payments_api",
+    "console", "events_api", "console_api",
 )
 
 

@@ -1,0 +1,78 @@
+"""The owner's user management beyond creating users: disabling an account and setting a new
+password for someone who lost theirs. Nobody acts on a user whose role is above their own, and
+nobody disables themselves (a business must not lock its last owner out by a slip)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from server.crm import serializers as out
+from server.crm import validation as v
+from server.crm.accounts import PASSWORD_MAX, PASSWORD_MIN
+from server.db.dao_crm import audit
+from server.db.models import ApiToken, User, utcnow
+from server.errors import DomainError, Problem
+from server.security.auth import ROLES, get_owned
+from server.security.passwords import hash_password
+from server.security.sessions import SESSION_TOKEN_NAME
+
+
+def _target(session: Session, business_id: int, actor: User, user_id: int) -> User:
+    user = get_owned(session, User, business_id, user_id)
+    if ROLES.index(user.role) > ROLES.index(actor.role):
+        raise DomainError(Problem.FORBIDDEN, "forbidden", f"a {actor.role} can't change a {user.role}'s account")
+    return user
+
+
+def update_user(
+    session: Session, business_id: int, actor: User, user_id: int, body: Mapping[str, Any]
+) -> dict[str, Any]:
+    """`{disabled: bool}`: a disabled user can't sign in, and their tokens and sessions stop working
+    (enabling them again restores their API tokens; sessions are signed in anew)."""
+    v.reject_unknown(body, ("disabled",))
+    disabled = v.require(body, "disabled")
+    if not isinstance(disabled, bool):
+        raise v.invalid("disabled", "disabled must be true or false")
+    user = _target(session, business_id, actor, user_id)
+    if disabled and user.id == actor.id:
+        raise DomainError(
+            Problem.CONFLICT, "cannot_disable_self", "you can't disable your own account", field="disabled"
+        )
+    if disabled != (user.disabled_at is not None):
+        user.disabled_at = utcnow() if disabled else None
+        session.flush()
+        audit(
+            session, business_id, f"user:{actor.id}", "user.disabled" if disabled else "user.enabled", "user", user.id
+        )
+    return out.user_json(user)
+
+
+def reset_password(session: Session, business_id: int, actor: User, user_id: int, body: Mapping[str, Any]) -> None:
+    """Set `{password}` for the user and sign them out everywhere (their API tokens stay)."""
+    v.reject_unknown(body, ("password",))
+    password = v.require(body, "password")
+    if not isinstance(password, str) or not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
+        raise v.invalid("password", f"password must be {PASSWORD_MIN} to {PASSWORD_MAX} characters")
+    v.clean_text(password, "password", max_length=PASSWORD_MAX)
+    user = _target(session, business_id, actor, user_id)
+    user.password_hash = hash_password(password)
+    now = utcnow()
+    signed_in = session.scalars(
+        sa.select(ApiToken).where(
+            ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None), ApiToken.name.in_(SIGN_IN_TOKEN_NAMES)
+        )
+    ).all()
+    for token in signed_in:
+        token.revoked_at = now
+    session.flush()
+    audit(
+        session, business_id, f"user:{actor.id}", "user.password_reset", "user", user.id, sessions_ended=len(signed_in)
+    )
+
+
+# Tokens made by signing in (a console session, or POST /api/auth/login), as opposed to API tokens
+# an owner made on purpose: a new password ends the former only.
+SIGN_IN_TOKEN_NAMES = (SESSION_TOKEN_NAME, "login")

@@ -1,0 +1,95 @@
+"""`GET /api/crm/events`: the console's live updates as server-sent events (`server.console.live`)."""
+
+from __future__ import annotations
+
+import re
+
+from flask import Blueprint, Response, current_app, g, request
+
+from server.console.live import EventHub, sse_stream
+from server.errors import DomainError, Problem
+from server.openapi import document, error_responses, operation
+from server.routes.auth_api import require_auth
+
+bp = Blueprint("events_api", __name__)
+HUB = "console_event_hub"
+_EVENT_ID = re.compile(r"^[0-9]{1,18}$", re.ASCII)
+
+
+def _hub() -> EventHub:
+    """This worker's one hub (made on first use, after the fork, so each worker has its own poller)."""
+    extensions = current_app.extensions
+    if HUB not in extensions:
+        lifecycle = extensions["lifecycle"]
+        extensions[HUB] = EventHub(extensions["db"], draining=lambda: lifecycle.draining)
+    return extensions[HUB]
+
+
+def _last_event_id() -> int | None:
+    raw = request.headers.get("Last-Event-ID")
+    if raw is None:
+        return None
+    if not _EVENT_ID.match(raw.strip()):
+        raise DomainError(
+            Problem.INVALID,
+            "invalid_field",
+            "Last-Event-ID must be an event id this stream sent",
+            field="Last-Event-ID",
+        )
+    return int(raw.strip())
+
+
+@bp.get("/api/crm/events")
+@require_auth()
+def events() -> Response:
+    stream = sse_stream(_hub(), g.business_id, g.token_digest, _last_event_id())
+    return Response(
+        stream, mimetype="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )  # nginx: pass each event on at once
+
+
+# One event of the stream (as a client parses it); `data` is a JSON object of ids.
+_EVENT = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"enum": ["ready", "message", "message_status", "thread", "call", "payment"]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "retry": {"type": "integer"},
+    },
+}
+
+OPENAPI_PATHS = {
+    "/api/crm/events": {
+        "get": operation(
+            "Live updates for the console (server-sent events)",
+            tags=["console"],
+            description="A `text/event-stream` of the caller's business's changes, each `id:`-numbered: "
+            "`message` {thread_id, message_id}, `message_status` {thread_id, message_id, status, error?}, "
+            "`thread` {thread_id}, `call` {call_sid}, `payment` {payment_id, status, invoice_id?}. The first "
+            "event, `ready` {last_event_id, replayed}, comes once the stream is live (after any replay). "
+            "A reconnect with `Last-Event-ID` first replays what was missed (events are kept a day). "
+            "A comment line every 15 s keeps the connection open. The stream ends when the session is "
+            "revoked or the worker shuts down; the browser reconnects by itself. Works with the session "
+            "cookie or a bearer token.",
+            parameters=[
+                {
+                    "name": "Last-Event-ID",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                    "description": "the id of the last event received (EventSource sends it on reconnect)",
+                }
+            ],
+            responses={
+                "200": {
+                    "description": "The event stream",
+                    "content": {"text/event-stream": {"schema": _EVENT}},
+                },
+                **error_responses(400),
+            },
+        )
+    }
+}
+document(bp, OPENAPI_PATHS)
