@@ -22,18 +22,11 @@ from server.db.migrate import run_migrations
 from server.db.models import Base, Business, BusinessNumber, User
 from server.security.auth import issue_token
 from server.security.passwords import hash_password
+from testkit.env import BASE_TEST_ENV as BASE_TEST_ENV
+from testkit.env import TEST_BASE_URL as TEST_BASE_URL
+from testkit.env import TEST_TWILIO_TOKEN as TEST_TWILIO_TOKEN
 
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql+psycopg2://127.0.0.1:5432/test")
-TEST_BASE_URL = "https://agent.example.test"
-TEST_TWILIO_TOKEN = "test-twilio-auth-token"
-
-BASE_TEST_ENV = {
-    "PUBLIC_BASE_URL": TEST_BASE_URL,
-    "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
-    "TWILIO_AUTH_TOKEN": TEST_TWILIO_TOKEN,
-    "APP_SECRET": "test-app-secret",
-    "LOG_LEVEL": "INFO",
-}
 
 
 def running_under_ci() -> bool:

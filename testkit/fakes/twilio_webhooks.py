@@ -13,7 +13,7 @@ import secrets
 
 from twilio.request_validator import RequestValidator
 
-from tests.conftest import BASE_TEST_ENV, TEST_TWILIO_TOKEN
+from testkit.env import BASE_TEST_ENV, TEST_TWILIO_TOKEN
 
 ACCOUNT_SID = BASE_TEST_ENV["TWILIO_ACCOUNT_SID"]
 
