@@ -19,7 +19,7 @@ from server.db.migrate import MigrationEnv, run_migrations
 from server.jobs import JobContext, JobQueue
 from server.lifecycle import Lifecycle
 from server.logs import configure_logging
-from server.providers.voicemail_google import register_voicemail_transcriber
+from server.providers.voicemail_google import voicemail_transcriber
 from server.security.secrets_box import SecretsBox
 
 log = logging.getLogger("agentlocator.app")
@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__, static_folder=str(PROJECT_ROOT / "static"), static_url_path="/static")
     register_config(app, settings)
     register_database(app, settings)
-    register_voicemail_transcriber(app)
+    app.extensions["voicemail_transcriber"] = voicemail_transcriber(settings)
     register_jobs(app, settings)
     register_blueprints(app)
     register_errors(app)

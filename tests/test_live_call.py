@@ -78,6 +78,13 @@ class Live:
         records = [json.loads(line) for line in self.server.logs().splitlines() if line.startswith("{")]
         return [r for r in records if r.get("event") == event and (call_sid is None or r.get("call_sid") == call_sid)]
 
+    def wait_for_events(self, event: str, call_sid: str, timeout: float = 5.0) -> list[dict]:
+        """`events`, once there is one: `ws_end` is logged just after the call's end is stored."""
+        deadline = time.monotonic() + timeout
+        while not (found := self.events(event, call_sid)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return found
+
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def live(request, tmp_path_factory):
@@ -205,8 +212,8 @@ def test_a_conversation_from_incoming_call_to_goodbye_lands_in_the_crm(live):
     for record in metrics:
         assert record["mode"] == "stream" and record["business_id"] == live.business_id
         assert {"t_audio_ms", "t_nlp_ms", "t_tts_ms", "t_total_ms", "t_first_audio_ms", "interrupted"} <= set(record)
-    assert live.events("WS_START", sid) and live.events("WS_END", sid)[0]["reason"] == "agent_goodbye"
-    assert live.events("WS_CONNECTED")
+    assert live.events("ws_start", sid) and live.wait_for_events("ws_end", sid)[0]["reason"] == "agent_goodbye"
+    assert live.events("ws_connected")
 
 
 def test_barge_in_clears_playback_and_keeps_only_what_was_heard(live):
@@ -226,7 +233,8 @@ def test_barge_in_clears_playback_and_keeps_only_what_was_heard(live):
     caller.close()  # the socket just drops, without `stop`
 
     call = live.wait_for_call(caller.call_sid, lambda c: c.ended_at is not None)
-    assert call.ended_at is not None and live.events("WS_END", caller.call_sid)[0]["reason"] == "socket closed"
+    assert call.ended_at is not None
+    assert live.wait_for_events("ws_end", caller.call_sid)[0]["reason"] == "socket closed"
     turns = live.turns(caller.call_sid)
     long_sentences = sentences(LONG_REPLY)
     interrupted = turns[1]
@@ -282,7 +290,7 @@ def test_a_second_stream_for_the_call_replaces_the_first(live):
     call = live.wait_for_call(first.call_sid, lambda c: c.ended_at is not None)
     assert [t.turn_index for t in live.turns(first.call_sid)] == [0, 1]
     assert call.stream_sid == second.stream_sid and "Caller: שוב אני" in call.transcript
-    assert live.events("WS_DUPLICATE_STREAM", first.call_sid)
+    assert live.events("ws_duplicate_stream", first.call_sid)
 
 
 def test_malformed_input_dtmf_and_a_dying_stt_stream_do_not_end_the_call(live):
@@ -303,7 +311,7 @@ def test_malformed_input_dtmf_and_a_dying_stt_stream_do_not_end_the_call(live):
     assert [t.user_text for t in live.turns(caller.call_sid)] == [
         "", f"stt:die {caller.call_sid} עדיין שם?", "[The caller pressed on the phone keypad: 12]"]
     assert call.stream_started_at is not None and "keypad: 12" in call.transcript
-    [end] = live.events("WS_END", caller.call_sid)
+    [end] = live.wait_for_events("ws_end", caller.call_sid)
     assert end["reason"] == "stop" and end["malformed"] == 6 and end["stt_restarts"] == 1
     assert len(live.events("ws_message_skipped", caller.call_sid)) == 6
     assert [d["digit"] for d in live.events("dtmf", caller.call_sid)] == ["1", "2", "#"]

@@ -2,6 +2,7 @@
 from the Twilio REST fake, landing on the voicemail message in the CRM."""
 from __future__ import annotations
 
+import logging
 
 import pytest
 import sqlalchemy as sa
@@ -10,9 +11,9 @@ from server.db.dao_crm import create_call, insert_message
 from server.db.models import Call, Message, Thread
 from server.providers.base import ProviderError
 from server.providers.google_stt import GoogleSpeechToText
-from server.providers.voicemail_google import (SpeechVoicemailTranscriber, first_channel,
-                                               register_voicemail_transcriber)
-from server.voice.voicemail import TRANSCRIBER_EXTENSION, transcribe_voicemail
+from server.providers.voicemail_google import SpeechVoicemailTranscriber, first_channel, voicemail_transcriber
+from server.routes.twilio_voice import TRANSCRIBER_EXTENSION
+from server.voice.voicemail import transcribe_voicemail, transcribe_voicemail_later
 from tests.conftest import BASE_TEST_ENV, TEST_TWILIO_TOKEN, create_tenant, make_settings
 from testkit.fakes.google_speech import FakeSpeech, pcm16, pcm_wav, silence, speech
 from testkit.fakes.google_tts import wav_container
@@ -39,8 +40,7 @@ def test_voicemail_text_lands_on_the_message(make_app, speech_fake):
     with FakeTwilioRest(account_sid=ACCOUNT_SID, auth_token=TEST_TWILIO_TOKEN) as twilio:
         twilio.recordings[RECORDING_SID] = recording
         app = make_app(GOOGLE_SPEECH_EMULATOR_HOST=speech_fake.address, TWILIO_API_BASE_URL=twilio.url)
-        register_voicemail_transcriber(app)
-        transcriber = app.extensions[TRANSCRIBER_EXTENSION]
+        transcriber = app.extensions[TRANSCRIBER_EXTENSION]  # what `create_app` built from the settings
         assert isinstance(transcriber, SpeechVoicemailTranscriber)
         database = app.extensions["db"]
         tenant = create_tenant(database)
@@ -88,8 +88,12 @@ def test_unreadable_recordings_are_provider_errors(speech_fake):
         transcriber.transcribe(pcm_wav(b"\x80" * 800, width=1))
 
 
-def test_no_transcriber_without_speech_configuration(make_app):
+def test_no_transcriber_without_speech_configuration(make_app, caplog):
     app = make_app()
-    register_voicemail_transcriber(app)
-    assert TRANSCRIBER_EXTENSION not in app.extensions
-    assert make_settings().speech_configured is False
+    assert app.extensions[TRANSCRIBER_EXTENSION] is None
+    assert make_settings().speech_configured is False and voicemail_transcriber(make_settings()) is None
+    with caplog.at_level(logging.INFO):
+        assert transcribe_voicemail_later(app.extensions["db"], make_settings(), None, CALL_SID,
+                                          "https://api.twilio.com/x") is None
+    [skipped] = [r for r in caplog.records if getattr(r, "event", "") == "voicemail_transcription_skipped"]
+    assert skipped.call_sid == CALL_SID

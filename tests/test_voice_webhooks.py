@@ -436,11 +436,11 @@ def voicemail_messages(db):
 
 
 def test_recording_status_stores_a_voicemail_once(client, db, tenant, monkeypatch):
-    import server.routes.twilio_voice as twilio_voice
+    import server.voice.call_events as call_events
 
     transcriptions = []
-    monkeypatch.setattr(twilio_voice, "transcribe_voicemail_later",
-                        lambda app, sid, url: transcriptions.append((sid, url)))
+    monkeypatch.setattr(call_events, "transcribe_voicemail_later",
+                        lambda database, settings, transcriber, sid, url: transcriptions.append((sid, url)))
     call_sid = start_call(client, tenant)
     params = recording_params(call_sid, tenant)
     assert post(client, "/webhook/recording_status", params).status_code == 204

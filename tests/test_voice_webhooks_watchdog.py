@@ -16,7 +16,9 @@ import sqlalchemy as sa
 
 from server.db.engine import Database
 from server.db.models import AuditLog, Call, Message
-from server.voice.voicemail import TRANSCRIBER_EXTENSION, VoicemailTranscriber, recording_wav_url
+from server.providers.base import VoicemailTranscriber
+from server.routes.twilio_voice import TRANSCRIBER_EXTENSION
+from server.voice.voicemail import recording_wav_url
 from server.voice.watchdog import redirect_to_voicemail
 from tests.conftest import (BASE_TEST_ENV, TEST_BASE_URL, TEST_TWILIO_TOKEN, create_tenant, make_settings,
                             truncate_all)
@@ -149,14 +151,15 @@ def test_degraded_mode_arms_no_watchdog(make_app, db, twilio_rest):
 
 def test_redirect_to_voicemail_for_the_live_engine(app, twilio_rest):
     call_sid = new_call_sid()
-    assert redirect_to_voicemail(app, call_sid, "pipeline_failed") is True
-    assert redirect_to_voicemail(app.config["SETTINGS"], call_sid, "stream_died") is True
+    settings = app.config["SETTINGS"]
+    assert redirect_to_voicemail(settings, call_sid, "pipeline_failed") is True
+    assert redirect_to_voicemail(settings, call_sid, "stream_died") is True
     updates = twilio_rest.requests_for("Calls", sid=call_sid)
     assert len(updates) == 2
     for update in updates:
         assert_voicemail(ET.fromstring(update.form["Twiml"]))
     twilio_rest.fail("Calls", code=20003, status=401)
-    assert redirect_to_voicemail(app, call_sid, "pipeline_failed") is False
+    assert redirect_to_voicemail(settings, call_sid, "pipeline_failed") is False
 
 
 def test_redirect_without_twilio_credentials_is_logged_not_raised(twilio_rest, caplog):

@@ -56,6 +56,13 @@ class TextToSpeech(Protocol):
         """Raw 8 kHz μ-law audio (no container header) speaking `text`."""
 
 
+class VoicemailTranscriber(Protocol):
+    """Speech recognition for a whole recorded message (not a live stream)."""
+
+    def transcribe(self, wav_audio: bytes) -> str:
+        """The text of a Twilio voicemail recording (a WAV file, mono, usually 8 kHz)."""
+
+
 @dataclass
 class VoiceProviders:
     stt: SpeechToText

@@ -2,18 +2,15 @@
 
 Twilio's recording arrives as a WAV file; its `fmt ` chunk says whether the samples are 16-bit
 PCM (LINEAR16, what Twilio serves) or μ-law, and at which rate, and Google is told exactly that.
-`register_voicemail_transcriber(app)` plugs it into the voicemail hook when speech recognition is
-configured (credentials or `GOOGLE_SPEECH_EMULATOR_HOST`).
+`voicemail_transcriber(settings)` builds it when speech recognition is configured (credentials or
+`GOOGLE_SPEECH_EMULATOR_HOST`); the gRPC channel itself is opened on first use.
 """
 from __future__ import annotations
 
-from flask import Flask
-
 from server.config import Settings
-from server.providers.base import ProviderError, SpeechToText
+from server.providers.base import ProviderError, SpeechToText, VoicemailTranscriber
 from server.providers.google_stt import GoogleSpeechToText
 from server.providers.wav import WavError, parse_wav
-from server.voice.voicemail import TRANSCRIBER_EXTENSION, VoicemailTranscriber
 
 
 class SpeechVoicemailTranscriber(VoicemailTranscriber):
@@ -44,12 +41,7 @@ def first_channel(payload: bytes, channels: int, sample_bytes: int) -> bytes:
 
 
 def voicemail_transcriber(settings: Settings) -> VoicemailTranscriber | None:
+    """The voicemail transcriber, or None when speech recognition is not configured."""
     if not settings.speech_configured:
         return None
     return SpeechVoicemailTranscriber(GoogleSpeechToText(settings))
-
-
-def register_voicemail_transcriber(app: Flask) -> None:
-    transcriber = voicemail_transcriber(app.config["SETTINGS"])
-    if transcriber is not None:
-        app.extensions[TRANSCRIBER_EXTENSION] = transcriber

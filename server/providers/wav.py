@@ -65,10 +65,3 @@ def parse_wav(data: bytes) -> WavAudio:
             return WavAudio(*fmt, payload=data[body:end])
         position = body + size + (size & 1)
     raise WavError("no data chunk")
-
-
-def strip_wav_header(data: bytes) -> bytes:
-    """The audio payload of a WAV file; bytes that are not RIFF-wrapped pass through unchanged."""
-    if not is_riff_wave(data):
-        return data
-    return parse_wav(data).payload

@@ -3,8 +3,8 @@
 The route only does the HTTP part: it refuses a plain GET (400 JSON), accepts the upgrade with
 `audio.twilio.com` when the client offers it (Twilio fails with 31920 otherwise), checks
 `X-Twilio-Signature` against the public `wss://` URL (or its `https://` form: Twilio has signed
-both), and hands the socket to the live-call engine (`server/voice/`) for the rest of the call.
-A failed check closes the socket with 1008 (policy violation) and logs why.
+both), and hands the socket and the check's verdict to the live-call engine (`server/voice/`),
+which serves the call or closes the socket with 1008 (policy violation) and logs why.
 """
 from __future__ import annotations
 
@@ -13,14 +13,13 @@ import logging
 from flask import Blueprint, Response, current_app, request
 from simple_websocket import Server
 
+from server.errors import DomainError, Problem
 from server.logs import log_event
 from server.routes import settings
-from server.security.twilio_signature import signature_is_valid
-from server.urls import abs_url, ws_url
+from server.security.twilio_signature import websocket_signature_problem
 from server.voice.engine import VoiceEngine
 from server.voice.protocol import SUBPROTOCOL
-from server.voice.transport import POLICY_VIOLATION, MediaSocket
-from server.web import ApiError
+from server.voice.transport import MediaSocket
 
 bp = Blueprint("media_ws", __name__)
 log = logging.getLogger("agentlocator.voice.ws")
@@ -34,7 +33,7 @@ HARD_MESSAGE_LIMIT_BYTES = 1024 * 1024
 @bp.get("/ws/twilio-media")
 @bp.get("/ws/twilio-media/")
 def twilio_media_without_upgrade():
-    raise ApiError(400, "websocket_required", "this endpoint only accepts a WebSocket upgrade")
+    raise DomainError(Problem.INVALID, "websocket_required", "this endpoint only accepts a WebSocket upgrade")
 
 
 # werkzeug routes WebSocket upgrades only to rules marked `websocket=True` (and plain requests only
@@ -42,39 +41,14 @@ def twilio_media_without_upgrade():
 @bp.get("/ws/twilio-media", websocket=True)
 @bp.get("/ws/twilio-media/", websocket=True)
 def twilio_media():
-    signature_problem = _signature_problem()
+    signature_problem = websocket_signature_problem(settings(), request.path, request.query_string.decode("latin-1"),
+                                                    request.headers.get("X-Twilio-Signature", ""))
     ws = Server.accept(request.environ, subprotocols=[SUBPROTOCOL], ping_interval=PING_INTERVAL_SECONDS,
                        max_message_size=HARD_MESSAGE_LIMIT_BYTES)
-    socket = MediaSocket(ws)
-    log_event(log, "WS_CONNECTED", path=request.path, subprotocol=ws.subprotocol,
+    log_event(log, "ws_connected", path=request.path, subprotocol=ws.subprotocol,
               offered=request.headers.get("Sec-WebSocket-Protocol", ""))
-    try:
-        if signature_problem:
-            log_event(log, "ws_rejected", logging.WARNING, reason=signature_problem)
-            socket.close(POLICY_VIOLATION, signature_problem)
-        else:
-            _engine().serve(socket)
-    except Exception:  # a bug, not the caller's doing: an HTTP 500 can't be sent on a WebSocket anyway
-        log.exception("media stream failed", extra={"event": "ws_engine_error"})
-    finally:
-        socket.close()
+    _engine().handle(MediaSocket(ws), refusal=signature_problem)
     return _WebSocketDone(ws.mode)
-
-
-def _signature_problem() -> str:
-    """Why the upgrade's `X-Twilio-Signature` is not acceptable, or "" when it is."""
-    cfg = settings()
-    signature = request.headers.get("X-Twilio-Signature", "")
-    if not cfg.twilio_auth_token:
-        return "TWILIO_AUTH_TOKEN is not configured"
-    if not signature:
-        return "missing X-Twilio-Signature"
-    query = request.query_string.decode("latin-1")
-    suffix = f"?{query}" if query else ""
-    urls = [ws_url(cfg.base_url, request.path) + suffix, abs_url(cfg.base_url, request.path) + suffix]
-    if not signature_is_valid(cfg.twilio_auth_token, urls, {}, signature):
-        return "X-Twilio-Signature does not match the public wss:// (or https://) URL"
-    return ""
 
 
 def _engine() -> VoiceEngine:

@@ -53,13 +53,6 @@ def resample_pcm16(samples: Sequence[int], from_rate: int, to_rate: int) -> list
 _LOUDNESS = bytes(min(255, abs(mulaw_to_linear(b)) >> 7) for b in range(256))
 
 
-def frame_loudness(frame: bytes) -> int:
-    """Mean absolute amplitude of a μ-law frame, on the 16-bit scale (0 = silence, 32124 = full)."""
-    if not frame:
-        return 0
-    return sum(frame.translate(_LOUDNESS)) * 128 // len(frame)
-
-
 def split_frames(mulaw: bytes) -> list[bytes]:
     """Audio → 20 ms frames; the last one is padded with silence (Twilio plays whole frames)."""
     frames = [mulaw[i:i + FRAME_BYTES] for i in range(0, len(mulaw), FRAME_BYTES)]

@@ -33,7 +33,7 @@ from server.voice.watchdog import redirect_to_voicemail
 
 log = logging.getLogger("agentlocator.voice.engine")
 
-LOGGED_BAD_MESSAGES = 20  # per stream; after that they are only counted (WS_END `malformed`)
+LOGGED_BAD_MESSAGES = 20  # per stream; after that they are only counted (ws_end `malformed`)
 
 
 def load_voice_providers(settings: Settings) -> VoiceProviders:
@@ -81,6 +81,22 @@ class VoiceEngine:
         return redirect_to_voicemail(self.settings, call_sid, reason)
 
     # ---- one WebSocket ---------------------------------------------------------------------
+    def handle(self, socket: MediaSocket, *, refusal: str = "") -> None:
+        """The whole WebSocket once the handshake is done; returns when it is closed, never raises.
+
+        `refusal` is why the upgrade was not acceptable (a bad signature), or "" to serve the call.
+        """
+        try:
+            if refusal:
+                log_event(log, "ws_rejected", logging.WARNING, reason=refusal)
+                socket.close(POLICY_VIOLATION, refusal)
+            else:
+                self.serve(socket)
+        except Exception:  # a bug, not the caller's doing: an HTTP 500 can't be sent on a WebSocket anyway
+            log.exception("media stream failed", extra={"event": "ws_engine_error"})
+        finally:
+            socket.close()
+
     def serve(self, socket: MediaSocket) -> None:
         opened_at = time.monotonic()
         session: Optional[CallSession] = None
@@ -146,7 +162,7 @@ class VoiceEngine:
                 session.finish(reason)
                 if self.sessions.get(session.call_sid) is session:
                     del self.sessions[session.call_sid]
-            log_event(log, "WS_END", call_sid=call_sid, reason=session.end_reason if session else reason,
+            log_event(log, "ws_end", call_sid=call_sid, reason=session.end_reason if session else reason,
                       duration_s=round(time.monotonic() - opened_at, 2),
                       frames_in=session.frames_in if session else 0,
                       frames_out=session.pacer.frames_sent if session else 0,
@@ -167,7 +183,7 @@ class VoiceEngine:
                                           start.custom_parameters.get("business_id", ""))
         if context is None:
             return self._reject(socket, start, "no such call")
-        log_event(log, "WS_START", call_sid=start.call_sid, stream_sid=start.stream_sid,
+        log_event(log, "ws_start", call_sid=start.call_sid, stream_sid=start.stream_sid,
                   business_id=context.business.id, resumed=bool(context.history), tracks=list(start.tracks))
         try:
             services = self.services()

@@ -108,7 +108,7 @@ class CallSession:
 
     def supersede(self) -> None:
         """Twilio opened another stream for this call: this one stops here."""
-        log_event(log, "WS_DUPLICATE_STREAM", logging.WARNING, call_sid=self.call_sid, old_stream_sid=self.stream_sid)
+        log_event(log, "ws_duplicate_stream", logging.WARNING, call_sid=self.call_sid, old_stream_sid=self.stream_sid)
         self.socket.close(NORMAL_CLOSURE, "replaced by a newer stream for this call")
         self.finish("superseded")
 

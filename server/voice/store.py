@@ -52,6 +52,8 @@ class CallContext:
 class CallStore:
     def __init__(self, database: Database):
         self._db = database
+        # The one real OS thread of the voice engine (everything else is a greenlet): SQLite's blocking
+        # C calls must run off the hub, or every call's audio on the worker stalls while they run.
         self._db_thread = ThreadPool(1) if database.engine.dialect.name == "sqlite" else None
 
     def _run(self, unit_of_work: Callable[..., T], *args: Any, **kwargs: Any) -> T:

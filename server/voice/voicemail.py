@@ -1,50 +1,39 @@
 """Voicemail transcription: the hook between a stored recording and speech recognition.
 
-When speech recognition is configured, the providers register a `VoicemailTranscriber` as
-`app.extensions["voicemail_transcriber"]`. `transcribe_voicemail_later` then downloads the
-recording from Twilio (WAV, with the account's credentials, only from `TWILIO_API_BASE_URL`) in a
-gevent greenlet, transcribes it and writes the text into the voicemail message and the call's
-transcript. Without a transcriber it only logs that the voicemail stays untranscribed.
+`transcribe_voicemail_later` gets the worker's `VoicemailTranscriber` (built from the settings when
+speech recognition is configured, else None). It downloads the recording from Twilio (WAV, with the
+account's credentials, only from `TWILIO_API_BASE_URL`) in a gevent greenlet, transcribes it and
+writes the text into the voicemail message and the call's transcript. Without a transcriber it only
+logs that the voicemail stays untranscribed.
 """
 from __future__ import annotations
 
-import abc
 import logging
+from typing import Optional
 from urllib.parse import urlsplit
 
 import gevent
 import requests
 import sqlalchemy as sa
-from flask import Flask
 
 from server.config import Settings
 from server.db.dao_crm import call_by_sid
 from server.db.engine import Database
 from server.db.models import Message
 from server.logs import log_event
+from server.providers.base import VoicemailTranscriber
 from server.urls import abs_url
 
 log = logging.getLogger("agentlocator.voice.voicemail")
 
-TRANSCRIBER_EXTENSION = "voicemail_transcriber"
 
-
-class VoicemailTranscriber(abc.ABC):
-    """Speech recognition for a whole recorded message (not a live stream)."""
-
-    @abc.abstractmethod
-    def transcribe(self, wav_audio: bytes) -> str:
-        """The text of a Twilio voicemail recording (a WAV file, mono, usually 8 kHz)."""
-
-
-def transcribe_voicemail_later(app: Flask, call_sid: str, recording_url: str) -> gevent.Greenlet | None:
-    transcriber: VoicemailTranscriber | None = app.extensions.get(TRANSCRIBER_EXTENSION)
+def transcribe_voicemail_later(database: Database, settings: Settings, transcriber: Optional[VoicemailTranscriber],
+                               call_sid: str, recording_url: str) -> Optional[gevent.Greenlet]:
     if transcriber is None:
         log_event(log, "voicemail_transcription_skipped", call_sid=call_sid,
                   reason="speech recognition is not configured")
         return None
-    return gevent.spawn(transcribe_voicemail, app.extensions["db"], app.config["SETTINGS"], transcriber,
-                        call_sid, recording_url)
+    return gevent.spawn(transcribe_voicemail, database, settings, transcriber, call_sid, recording_url)
 
 
 def recording_wav_url(settings: Settings, recording_url: str) -> str:

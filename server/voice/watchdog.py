@@ -12,7 +12,6 @@ pipeline keeps failing.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import gevent
 import requests
@@ -66,12 +65,11 @@ def check_stream_started(database: Database, settings: Settings, call_sid: str) 
         return False
 
 
-def redirect_to_voicemail(app_or_settings: Any, call_sid: str, reason: str) -> bool:
+def redirect_to_voicemail(settings: Settings, call_sid: str, reason: str) -> bool:
     """Replace the live call's TwiML with the voicemail fallback. True when Twilio accepted it.
 
-    `app_or_settings` is the Flask app or its `Settings`. Failures are logged, never raised.
+    Failures are logged, never raised.
     """
-    settings = app_or_settings if isinstance(app_or_settings, Settings) else app_or_settings.config["SETTINGS"]
     try:
         twilio_client(settings).calls(call_sid).update(twiml=voicemail_twiml(settings.base_url))
     except TwilioRestException as exc:

@@ -44,7 +44,7 @@ from gevent.queue import Queue
 
 from server.config import Settings
 from server.providers.base import ProviderError, Transcript, VoiceProviders
-from server.voice.audio import FRAME_BYTES, FRAME_MS, MULAW_SILENCE, frame_loudness
+from server.voice.audio import FRAME_BYTES, FRAME_MS, MULAW_SILENCE, mulaw_to_linear
 from server.voice.conversation import END_CALL_MARKER
 
 DEFAULT_UTTERANCE = "שלום"
@@ -52,6 +52,8 @@ LOUDNESS_THRESHOLD = 400
 NOISE_MS = 100  # a burst shorter than this (a click, a cough) is noise: no transcript at all
 _MAGIC = bytes((0x0A, 0x05, 0x0A, 0x05))
 _FILLER = 0x07  # like every byte of a scripted burst, a loud μ-law value (0x00-0x0F)
+# |sample| >> 7 for every μ-law byte: a frame's sum of these × 128 / its length is its mean amplitude.
+_LOUDNESS = bytes(min(255, abs(mulaw_to_linear(b)) >> 7) for b in range(256))
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,11 @@ def speech(text: str, ms: int = 800) -> bytes:
         nibbles += bytes((byte >> 4, byte & 0x0F))
     frames = max(-(-ms // FRAME_MS), -(-len(nibbles) // FRAME_BYTES))
     return bytes(nibbles) + bytes((_FILLER,)) * (frames * FRAME_BYTES - len(nibbles))
+
+
+def is_loud(frame: bytes) -> bool:
+    """The frame's mean absolute amplitude (16-bit scale) reaches LOUDNESS_THRESHOLD: what this STT hears."""
+    return bool(frame) and sum(frame.translate(_LOUDNESS)) * 128 // len(frame) >= LOUDNESS_THRESHOLD
 
 
 def silence(ms: int) -> bytes:
@@ -142,7 +149,7 @@ class ScriptedSpeechStream:
         count = len(mulaw) // FRAME_BYTES
         for i in range(count):
             frame = mulaw[i * FRAME_BYTES:(i + 1) * FRAME_BYTES]
-            if frame_loudness(frame) < LOUDNESS_THRESHOLD:
+            if not is_loud(frame):
                 continue
             # Frames of one request arrived 20 ms apart; the last one just now.
             arrived_at = now - (count - 1 - i) * FRAME_MS / 1000

@@ -1,0 +1,201 @@
+"""What the Twilio Voice webhooks do to a call: create it, answer it with TwiML, record its stream
+and status changes, close it, and keep its voicemail.
+
+Each function takes the worker's `CallDesk` (settings, database, secrets, lifecycle, transcriber),
+the request's database session and Twilio's form fields, and returns the TwiML to answer (or
+nothing, for a status callback). The session is the request's: what these functions change is
+committed when the webhook answers, except where a function commits itself and says why.
+
+Every one is idempotent: Twilio retries, and a replay must not duplicate a call, close it twice or
+store a voicemail twice.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Callable, Mapping, Optional
+
+from sqlalchemy.orm import Session
+
+from server.config import Settings
+from server.db.dao_crm import audit, business_by_number, call_by_sid, create_call, insert_message
+from server.db.engine import Database
+from server.db.models import Thread, utcnow
+from server.errors import DomainError, Problem
+from server.lifecycle import Lifecycle
+from server.logs import log_event
+from server.phones import try_e164
+from server.providers.base import VoicemailTranscriber
+from server.security.call_token import call_token
+from server.voice.twiml import hangup_twiml, stream_twiml, unknown_number_twiml, voicemail_twiml
+from server.voice.voicemail import transcribe_voicemail_later
+from server.voice.watchdog import FINAL_CALL_STATUSES, start_watchdog
+
+log = logging.getLogger("agentlocator.voice.webhooks")
+
+PREVIEW_CALL_SID = "CA" + "0" * 32
+PREVIEW_BUSINESS_ID = "preview"
+
+
+@dataclass(frozen=True)
+class CallDesk:
+    """What the call webhooks use of the worker."""
+    settings: Settings
+    database: Database
+    app_secret: str
+    lifecycle: Lifecycle
+    transcriber: Optional[VoicemailTranscriber] = None
+
+    @property
+    def live_ai_available(self) -> bool:
+        """Live AI calls need speech and language credentials, and a worker that isn't shutting down."""
+        return self.settings.voice_ai_ready and not self.lifecycle.draining
+
+
+def incoming_call(desk: CallDesk, session: Session, form: Mapping[str, str]) -> str:
+    """A call to one of our numbers: record it and connect it to the media stream (or to voicemail)."""
+    call_sid = form.get("CallSid", "")
+    if not call_sid:
+        raise DomainError(Problem.INVALID, "missing_call_sid", "CallSid is required", field="CallSid")
+    to_number = try_e164(form.get("To"))
+    business = business_by_number(session, to_number, "voice") if to_number else None
+    if to_number is None or business is None:
+        log_event(log, "incoming_call_unknown_number", logging.WARNING, call_sid=call_sid, to=form.get("To"))
+        return unknown_number_twiml()
+    _, created = create_call(session, business.id, call_sid=call_sid, to_number=to_number,
+                             from_number=try_e164(form.get("From")) or "",
+                             status=(form.get("CallStatus") or "ringing")[:24])
+    live = desk.live_ai_available
+    answer = _call_answer(desk, live, business.id, business.greeting_enabled, call_sid)
+    # The watchdog reads the call from the database, possibly before the request would commit.
+    session.commit()
+    if created and live:
+        start_watchdog(desk.database, desk.settings, call_sid)
+    log_event(log, "incoming_call", call_sid=call_sid, business_id=business.id, replay=not created,
+              mode="ai" if live else "voicemail", greeting=business.greeting_enabled)
+    return answer
+
+
+def preview_incoming_call(desk: CallDesk, session: Session, to: Optional[str]) -> str:
+    """What `incoming_call` would answer for a call to `to` (or to a generic business), writing nothing."""
+    live = desk.live_ai_available
+    if to is None:
+        return _call_answer(desk, live, PREVIEW_BUSINESS_ID, False, PREVIEW_CALL_SID)
+    to_number = try_e164(to)
+    if to_number is None:
+        raise DomainError(Problem.INVALID, "invalid_phone", "`to` must be a phone number such as +97231234567",
+                          field="to")
+    business = business_by_number(session, to_number, "voice")
+    if business is None:
+        return unknown_number_twiml()
+    return _call_answer(desk, live, business.id, business.greeting_enabled, PREVIEW_CALL_SID)
+
+
+def _call_answer(desk: CallDesk, live: bool, business_id: int | str, greeting: bool, call_sid: str) -> str:
+    """The stream TwiML, or straight to voicemail when live AI calls aren't available."""
+    base_url = desk.settings.base_url
+    if not live:
+        return voicemail_twiml(base_url)
+    return stream_twiml(base_url, business_id=business_id, call_sid=call_sid,
+                        token=call_token(desk.app_secret, call_sid), greeting=greeting)
+
+
+def record_stream_status(session: Session, read_form: Callable[[], Mapping[str, str]]) -> None:
+    """Twilio's `<Stream statusCallback>`, unsigned, so it only records what it reports. Never raises.
+
+    Twilio would log a webhook failure for the call on any error answer, so an odd body (even one
+    too large to read: hence `read_form` is called in here) or a database hiccup is logged and
+    swallowed. It doesn't count as a stream start for the watchdog: only the token-checked
+    WebSocket does.
+    """
+    try:
+        form = read_form()
+        call_sid, event, error = form.get("CallSid", ""), form.get("StreamEvent", ""), form.get("StreamError", "")
+        log_event(log, "stream_status", call_sid=call_sid[:64], stream_sid=form.get("StreamSid", "")[:64],
+                  stream_event=event[:24], stream_error=error[:500])
+        call = call_by_sid(session, call_sid) if call_sid else None
+        if call is not None and event:
+            call.stream_status = event[:24]
+            call.stream_sid = form.get("StreamSid", "")[:64] or call.stream_sid
+            if error:
+                call.stream_error = error[:2000]
+            session.commit()
+    except Exception:
+        session.rollback()
+        log.exception("stream_status not recorded", extra={"event": "stream_status_error"})
+
+
+def stream_ended(desk: CallDesk, session: Session, form: Mapping[str, str]) -> str:
+    """`<Connect action>`: the media stream is over. Hang up after a goodbye, else take a message."""
+    call_sid = form.get("CallSid", "")
+    call = call_by_sid(session, call_sid) if call_sid else None
+    if call is not None and call.stream_ended_at is None:
+        call.stream_ended_at = utcnow()
+    said_goodbye = call is not None and call.outcome == "agent_goodbye"
+    log_event(log, "stream_ended", call_sid=call_sid, known_call=call is not None,
+              next="hangup" if said_goodbye else "voicemail")
+    return hangup_twiml() if said_goodbye else voicemail_twiml(desk.settings.base_url)
+
+
+def record_call_status(session: Session, form: Mapping[str, str]) -> None:
+    """Twilio's call status callback: follow the call's status and close it once, on the first final one."""
+    call_sid, status = form.get("CallSid", ""), (form.get("CallStatus") or "")[:24]
+    call = call_by_sid(session, call_sid) if call_sid else None
+    if call is None or not status:
+        log_event(log, "call_status_ignored", logging.WARNING, call_sid=call_sid, status=status)
+        return
+    if call.status in FINAL_CALL_STATUSES:  # closed already: a replay or a late, out-of-order event
+        return
+    call.status = status
+    if status in FINAL_CALL_STATUSES:
+        call.ended_at = twilio_timestamp(form.get("Timestamp")) or utcnow()
+        duration = form.get("CallDuration", "")
+        call.duration_seconds = int(duration) if duration.isdigit() else None
+        audit(session, call.business_id, "twilio", "call.ended", "call", call.id, call_sid=call_sid,
+              status=status, duration_seconds=call.duration_seconds)
+    log_event(log, "call_status", call_sid=call_sid, status=status, duration_seconds=call.duration_seconds)
+
+
+def store_voicemail(desk: CallDesk, session: Session, form: Mapping[str, str]) -> None:
+    """The voicemail is ready: keep it on the call and as a message in the caller's voice thread,
+    then have it transcribed (once per recording)."""
+    call_sid, recording_sid, recording_url = (form.get("CallSid", ""), form.get("RecordingSid", ""),
+                                              form.get("RecordingUrl", ""))
+    recording_state = form.get("RecordingStatus", "completed")
+    call = call_by_sid(session, call_sid) if call_sid else None
+    if call is None or recording_state != "completed" or not (recording_sid and recording_url):
+        log_event(log, "recording_status_ignored", logging.WARNING, call_sid=call_sid,
+                  recording_sid=recording_sid, recording_status=recording_state, known_call=call is not None)
+        return
+    new_recording = call.recording_sid != recording_sid
+    call.recording_sid = recording_sid
+    call.recording_url = recording_url
+    call.outcome = call.outcome or "voicemail"
+    created = False
+    thread = session.get(Thread, call.thread_id) if call.thread_id is not None else None
+    if thread is not None:
+        duration = form.get("RecordingDuration", "")
+        _, created = insert_message(
+            session, thread, direction="in", kind="voicemail", provider="twilio",
+            provider_message_id=recording_sid, call_id=call.id,
+            media=[{"url": recording_url, "content_type": "audio/x-wav",
+                    "duration_seconds": int(duration) if duration.isdigit() else None}])
+    # The transcription reads the voicemail message back in its own session.
+    session.commit()
+    log_event(log, "voicemail_stored", call_sid=call_sid, recording_sid=recording_sid, replay=not new_recording,
+              new_message=created)
+    if new_recording:
+        transcribe_voicemail_later(desk.database, desk.settings, desk.transcriber, call_sid, recording_url)
+
+
+def twilio_timestamp(raw: Optional[str]) -> Optional[datetime]:
+    """Twilio's `Timestamp` parameter (RFC 2822), as an aware UTC datetime."""
+    if not raw:
+        return None
+    try:
+        parsed = parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
