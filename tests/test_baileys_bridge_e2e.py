@@ -16,6 +16,9 @@ import requests
 from tests.conftest import BASE_TEST_ENV
 from testkit.servers import PROJECT_ROOT, GunicornServer, flask_cli, free_port
 
+# the real Node bridge and the app under gunicorn
+pytestmark = pytest.mark.slow
+
 BRIDGE_DIR = PROJECT_ROOT / "baileys-bridge"
 BRIDGE_NUMBER = "+972500000000"  # the fake socket's own number (FAKE_WA_ME)
 CUSTOMER = "+972501234567"

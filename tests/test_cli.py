@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 
 def _run(app, *args):
     result = app.test_cli_runner().invoke(args=list(args))
@@ -27,6 +29,7 @@ def test_create_user_for_an_unknown_business_fails(app):
     assert result.exit_code != 0
 
 
+@pytest.mark.slow  # the admin CLI as a subprocess
 def test_cli_stdout_is_exactly_one_json_object(tmp_path):
     import os
     import subprocess

@@ -65,6 +65,7 @@ def test_start_up_logs_do_not_contain_secrets(make_app, caplog):
     assert "sk-should-not-leak" not in text and "never-log-me" not in text
 
 
+@pytest.mark.slow  # flask migrate as a subprocess
 def test_bad_configuration_stops_gunicorn_start_with_one_line(tmp_path):
     import os
     import subprocess

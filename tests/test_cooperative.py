@@ -1,7 +1,12 @@
 import subprocess
 import sys
 
+import pytest
+
 from testkit.servers import PROJECT_ROOT
+
+# each case is a fresh Python subprocess
+pytestmark = pytest.mark.slow
 
 PROBE = """
 from gevent import monkey

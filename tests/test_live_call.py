@@ -28,6 +28,9 @@ from testkit.fakes.twilio_rest import FakeTwilioRest
 from testkit.fakes.twilio_webhooks import signature_header, voice_params
 from testkit.servers import GunicornServer
 
+# the app under real gunicorn
+pytestmark = pytest.mark.slow
+
 APP_SECRET = BASE_TEST_ENV["APP_SECRET"]
 SCRIPT_ENV = {"SCRIPTED_STT_FINAL_MS": "150", "SCRIPTED_STT_INTERIM_MS": "150", "SCRIPTED_LLM_FIRST_TOKEN_MS": "40",
               "SCRIPTED_LLM_TOKEN_MS": "2", "SCRIPTED_TTS_MS": "20", "SCRIPTED_TTS_MS_PER_CHAR": "8"}

@@ -518,6 +518,7 @@ def test_audio_finished_in_the_same_loop_pass_as_a_barge_in_is_not_played():
 
 
 # ---- the package boundary ---------------------------------------------------------------------
+@pytest.mark.slow  # a fresh Python subprocess
 def test_the_voice_package_runs_without_flask():
     """`server/voice/` is the engine, not the web layer: every module of it imports without Flask."""
     code = ("import importlib, pkgutil, sys, server.voice\n"

@@ -68,6 +68,7 @@ def test_first_start_logs_each_applied_migration(tmp_path, caplog):
     assert run_migrations(engine) == []
 
 
+@pytest.mark.slow  # two real gunicorn processes
 def test_two_gunicorn_processes_start_together_on_one_postgresql(tmp_path):
     with throwaway_pg_database("agentlocator_race") as url:
         env = {**BASE_TEST_ENV, "DATABASE_URL": url}

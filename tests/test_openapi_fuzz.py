@@ -26,6 +26,9 @@ from tests.crm_seed import seed_business
 from testkit.fakes.bridge import FakeBridge
 from testkit.fakes.twilio_rest import FakeTwilioRest
 
+# a long schemathesis run over every operation
+pytestmark = pytest.mark.slow
+
 EXAMPLES_PER_OPERATION = 10
 CHECKS = ["not_a_server_error", "status_code_conformance", "content_type_conformance",
           "response_schema_conformance", "negative_data_rejection"]

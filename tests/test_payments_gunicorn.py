@@ -3,13 +3,16 @@
 PostgreSQL only (the production database); every flow also runs in process on both databases."""
 from __future__ import annotations
 
+import pytest
 import requests
 
 from server.app_factory import create_app
-from tests.conftest import BASE_TEST_ENV, make_settings, truncate_all
-from tests.payments_support import (business_owner, payment_env, paypal, paypal_server, tranzila,  # noqa: F401
-                                    tranzila_server)
 from testkit.servers import GunicornServer
+from tests.conftest import BASE_TEST_ENV, make_settings, truncate_all
+from tests.payments_support import business_owner, payment_env, paypal, paypal_server, tranzila, tranzila_server  # noqa: F401
+
+# the app under real gunicorn
+pytestmark = pytest.mark.slow
 
 
 def test_paypal_and_tranzila_links_under_gunicorn_gevent(pg_database, paypal, tranzila, tmp_path):

@@ -21,6 +21,9 @@ from testkit.fakes.twilio_phone import Line, new_call_sid, place_call, report_co
 from testkit.fakes.twilio_rest import FakeTwilioRest
 from testkit.servers import GunicornServer
 
+# the app under real gunicorn, with the gRPC and HTTP fakes as subprocesses
+pytestmark = pytest.mark.slow
+
 BUSINESS_NAME = "מספרת דנה"
 CALLER = "+972501234567"
 CONVERSATION = (  # what the caller says → what the model answers

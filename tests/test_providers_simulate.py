@@ -73,6 +73,7 @@ def test_agent_audio_is_saved_as_pcm_wav(simulate_call, tmp_path):
     assert struct.unpack("<3h", frames[:6]) == tuple(mulaw_to_linear(b) for b in mulaw[:3])
 
 
+@pytest.mark.slow  # the app under real gunicorn and the fakes
 def test_a_whole_call_with_fakes(simulate_call, tmp_path, capsys):
     out = tmp_path / "agent.wav"
     tone = [int(9000 * math.sin(2 * math.pi * 250 * n / 8000)) for n in range(7200)]

@@ -14,6 +14,9 @@ from tests.conftest import BASE_TEST_ENV, TEST_BASE_URL
 from testkit.fakes.twilio_webhooks import signature_header
 from testkit.servers import GunicornServer
 
+# the app under real gunicorn, stopped with SIGTERM
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def server(tmp_path):

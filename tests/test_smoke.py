@@ -13,6 +13,9 @@ from testkit.fakes.twilio_rest import FakeTwilioRest
 from testkit.fakes.twilio_webhooks import ACCOUNT_SID, signature_header
 from testkit.servers import PROJECT_ROOT, GunicornServer, flask_cli
 
+# smoke.sh as a subprocess, against the app under real gunicorn
+pytestmark = pytest.mark.slow
+
 VOICE_NUMBER = "+97235550001"
 WHATSAPP_NUMBER = "+97235550002"
 CUSTOMER = "+972501234567"

@@ -12,6 +12,9 @@ import requests
 from tests.conftest import BASE_TEST_ENV
 from testkit.servers import PROJECT_ROOT, free_port
 
+# start_all.sh with the app and the Node bridge as real processes
+pytestmark = pytest.mark.slow
+
 
 def _wait_up(url: str, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout

@@ -258,6 +258,7 @@ def test_fake_twilio_rest_speaks_twilios_wire_format(twilio_rest):
 
 # ---- real gunicorn -k gevent -----------------------------------------------------------------
 
+@pytest.mark.slow  # the app under real gunicorn
 def test_watchdog_fires_under_gunicorn_gevent(pg_database, twilio_rest, tmp_path):
     """Once, on PostgreSQL (the production database; psycopg2 made cooperative after fork)."""
     database_url = pg_database

@@ -5,18 +5,33 @@ from __future__ import annotations
 import concurrent.futures
 import json
 
+import pytest
 import requests
 import sqlalchemy as sa
 from twilio.request_validator import RequestValidator
 
 from server.db.models import Business, Thread
 from server.security import bridge_hmac
-from tests.conftest import BASE_TEST_ENV, TEST_BASE_URL, TEST_TWILIO_TOKEN, create_tenant
 from testkit.fakes.openai_server import FakeOpenAI
 from testkit.servers import GunicornServer
-from tests.test_whatsapp_support import (BAILEYS, TWILIO_INBOUND, WA_SECRET, bridge, bridge_message,  # noqa: F401
-                                         messages, twilio_api, twilio_form, twilio_server, wa_env, wait_for)
+from tests.conftest import BASE_TEST_ENV, TEST_BASE_URL, TEST_TWILIO_TOKEN, create_tenant
 from tests.test_whatsapp_auto_reply import GatedModel
+from tests.test_whatsapp_support import (  # noqa: F401
+    BAILEYS,
+    TWILIO_INBOUND,
+    WA_SECRET,
+    bridge,
+    bridge_message,
+    messages,
+    twilio_api,
+    twilio_form,
+    twilio_server,
+    wa_env,
+    wait_for,
+)
+
+# the app under real gunicorn, two workers
+pytestmark = pytest.mark.slow
 
 
 def test_ai_replies_across_two_gevent_workers(database_url, db, tmp_path, wa_env, bridge, twilio_api):
