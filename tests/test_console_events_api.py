@@ -10,6 +10,7 @@ import re
 import threading
 import time
 
+import pytest
 import requests
 from twilio.request_validator import RequestValidator
 
@@ -115,6 +116,7 @@ def _post_bridge(url: str, to: str, text: str) -> None:
     assert response.status_code == 204, response.text
 
 
+@pytest.mark.slow  # the app under real gunicorn, two instances
 def test_webhooks_on_any_worker_or_instance_reach_one_sse_connection_within_2_seconds(
     database_url, db, tmp_path, wa_env
 ):
