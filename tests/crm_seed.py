@@ -57,6 +57,7 @@ class SeededBusiness:
         """Values for each path parameter of the CRM routes."""
         return {"thread_id": self.whatsapp_thread_id, "customer_id": self.customer_id, "call_sid": self.call_sid,
                 "token_id": self.token_id, "payment_id": self.payment_id, "provider": "paypal",
+                "invoice_id": self.invoice_id, "user_id": self.agent_user_id,
                 "document_id": {"deals": self.deal_id, "invoices": self.invoice_id, "contracts": self.contract_id}}
 
 

@@ -51,6 +51,13 @@ def test_the_stream_needs_a_session_or_token_and_starts_with_ready(client, tenan
     assert with_cookie.status_code == 200 and "event: ready" in first_chunk(with_cookie)
 
 
+def test_a_head_request_holds_no_stream_open(client, app, tenant):
+    response = client.head("/api/crm/events", headers=tenant.headers)
+    assert response.status_code == 200 and response.mimetype == "text/event-stream" and response.data == b""
+    hub = app.extensions.get("console_event_hub")
+    assert hub is None or hub.subscriber_count == 0
+
+
 def test_a_malformed_last_event_id_is_400(client, tenant):
     for bad in ("abc", "-1", "1.5", "9" * 19, ""):
         response = client.get("/api/crm/events", headers={**tenant.headers, "Last-Event-ID": bad})

@@ -17,13 +17,18 @@ _ANY = re.compile(r"<any\(([^)]*)\):\w+>")
 _BODIES = {"crm_api.update_thread": {"status": "pending"}, "crm_api.reply_to_thread": {"text": "hi"},
            "crm_api.update_customer": {"name": "x"}, "crm_api.update_document": {"notes": "x"},
            "crm_api.change_document_status": {"status": "void"}}
+# The event stream never ends, so it can't be read to the end here (tests/test_console_events*.py).
+_STREAMS = {"events_api.events"}
+# A read of our own seeded objects that answers something else by design.
+_OWN_GET_STATUS = {"console_api.call_recording": 404,  # the seeded call has no recording
+                   "console_api.whatsapp_qr": 501}  # WhatsApp through the bridge is off in this app
 
 
 def crm_requests(app, ids: dict) -> list[tuple[str, str, dict]]:
     """(method, URL, body) for every /api/crm rule and method, with `ids` in its path parameters."""
     requests = []
     for rule in app.url_map.iter_rules():
-        if not rule.rule.startswith("/api/crm/"):
+        if not rule.rule.startswith("/api/crm/") or rule.endpoint in _STREAMS:
             continue
         kinds = _ANY.search(rule.rule)
         for kind in [k.strip() for k in kinds.group(1).split(",")] if kinds else [None]:
@@ -33,7 +38,7 @@ def crm_requests(app, ids: dict) -> list[tuple[str, str, dict]]:
 
             url = _PARAM.sub(value, _ANY.sub(kind, rule.rule) if kind else rule.rule)
             for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
-                requests.append((method, url, _BODIES.get(rule.endpoint, {})))
+                requests.append((method, url, _BODIES.get(rule.endpoint, {}), rule.endpoint))
     return requests
 
 
@@ -42,14 +47,14 @@ def test_every_id_of_another_business_is_a_404_on_every_route(app, client, db, t
     ours = seed_business(db, tenant.business_id, phone="+972521111111", label="a")
     requests = [r for r in crm_requests(app, theirs.ids()) if re.search(r"/\d+|/CA", r[1])]
     assert len(requests) >= 17  # every route that takes an id (guards the walk itself)
-    for method, url, body in requests:
+    for method, url, body, _endpoint in requests:
         response = client.open(url, method=method, json=body, headers=tenant.headers)
         assert response.status_code == 404, (method, url, response.status_code, response.get_json())
         assert response.get_json()["error"] == "not_found"
-    for method, url, body in crm_requests(app, ours.ids()):  # the same requests on our own ids work
+    for method, url, body, endpoint in crm_requests(app, ours.ids()):  # the same requests on our own ids work
         if method in ("GET",):
             response = client.open(url, method=method, json=body, headers=tenant.headers)
-            assert response.status_code == 200, (method, url, response.get_json())
+            assert response.status_code == _OWN_GET_STATUS.get(endpoint, 200), (method, url, response.get_json())
 
 
 def test_lists_and_references_never_reach_another_business(client, db, tenant, other_tenant):

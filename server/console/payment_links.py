@@ -33,12 +33,12 @@ def invoice_payment_link(
     body: Mapping[str, Any],
     idempotency_key: Optional[str],
 ) -> tuple[int, dict[str, Any]]:
+    invoice = get_owned(session, Invoice, business_id, invoice_id)  # another business's: 404 whatever the body
     v.reject_unknown(body, ("provider", "send_whatsapp"))
     provider = _provider(body.get("provider"))
     send = body.get("send_whatsapp", False)
     if not isinstance(send, bool):
         raise v.invalid("send_whatsapp", "send_whatsapp must be true or false")
-    invoice = get_owned(session, Invoice, business_id, invoice_id)
     recipient = _recipient(session, invoice.customer_id) if send else None
     payment, created = payments.create_payment(
         session,
@@ -60,8 +60,8 @@ def thread_payment_link(
     body: Mapping[str, Any],
     idempotency_key: Optional[str],
 ) -> tuple[int, dict[str, Any]]:
-    v.reject_unknown(body, ("amount", "currency", "description", "provider"))
     thread = get_owned(session, Thread, business_id, thread_id)
+    v.reject_unknown(body, ("amount", "currency", "description", "provider"))
     provider = _provider(body.get("provider"))
     if body.get("amount") is None:
         raise v.invalid("amount", "amount is required")

@@ -32,11 +32,11 @@ def update_user(
 ) -> dict[str, Any]:
     """`{disabled: bool}`: a disabled user can't sign in, and their tokens and sessions stop working
     (enabling them again restores their API tokens; sessions are signed in anew)."""
+    user = _target(session, business_id, actor, user_id)  # another business's user is a 404 whatever the body
     v.reject_unknown(body, ("disabled",))
     disabled = v.require(body, "disabled")
     if not isinstance(disabled, bool):
         raise v.invalid("disabled", "disabled must be true or false")
-    user = _target(session, business_id, actor, user_id)
     if disabled and user.id == actor.id:
         raise DomainError(
             Problem.CONFLICT, "cannot_disable_self", "you can't disable your own account", field="disabled"
@@ -52,12 +52,12 @@ def update_user(
 
 def reset_password(session: Session, business_id: int, actor: User, user_id: int, body: Mapping[str, Any]) -> None:
     """Set `{password}` for the user and sign them out everywhere (their API tokens stay)."""
+    user = _target(session, business_id, actor, user_id)
     v.reject_unknown(body, ("password",))
     password = v.require(body, "password")
     if not isinstance(password, str) or not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
         raise v.invalid("password", f"password must be {PASSWORD_MIN} to {PASSWORD_MAX} characters")
     v.clean_text(password, "password", max_length=PASSWORD_MAX)
-    user = _target(session, business_id, actor, user_id)
     user.password_hash = hash_password(password)
     now = utcnow()
     signed_in = session.scalars(

@@ -42,10 +42,13 @@ def _last_event_id() -> int | None:
 @bp.get("/api/crm/events")
 @require_auth()
 def events() -> Response:
-    stream = sse_stream(_hub(), g.business_id, g.token_digest, _last_event_id())
-    return Response(
-        stream, mimetype="text/event-stream", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    )  # nginx: pass each event on at once
+    last_event_id = _last_event_id()
+    # nginx: pass each event on at once, not when its buffer fills.
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    if request.method == "HEAD":  # no body to send, so no stream to hold open
+        return Response(mimetype="text/event-stream", headers=headers)
+    stream = sse_stream(_hub(), g.business_id, g.token_digest, last_event_id)
+    return Response(stream, mimetype="text/event-stream", headers=headers)
 
 
 # One event of the stream (as a client parses it); `data` is a JSON object of ids.
