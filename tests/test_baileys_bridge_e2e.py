@@ -13,8 +13,8 @@ import time
 import pytest
 import requests
 
-from tests.conftest import BASE_TEST_ENV
 from testkit.servers import PROJECT_ROOT, GunicornServer, flask_cli, free_port
+from tests.conftest import BASE_TEST_ENV
 
 # the real Node bridge and the app under gunicorn
 pytestmark = pytest.mark.slow
@@ -52,8 +52,9 @@ def bridge_and_app(tmp_path):
     with app:
         bridge = subprocess.Popen(
             [shutil.which("node") or "node", "index.js"], cwd=BRIDGE_DIR, stdout=bridge_log, stderr=subprocess.STDOUT,
-            env={**os.environ, "WA_SOCKET_MODULE": "test/fakes/fake-socket.js", "FAKE_WA_CONTROL_PORT": str(control_port),
-                 "FAKE_WA_ME": BRIDGE_NUMBER[1:], "WA_BAILEYS_PORT": str(bridge_port), "WA_SHARED_SECRET": SECRET,
+            env={**os.environ, "WA_SOCKET_MODULE": "test/fakes/fake-socket.js",
+                 "FAKE_WA_CONTROL_PORT": str(control_port), "FAKE_WA_ME": BRIDGE_NUMBER[1:],
+                 "WA_BAILEYS_PORT": str(bridge_port), "WA_SHARED_SECRET": SECRET,
                  "WA_SESSION_DIR": str(tmp_path / "wa_session"), "APP_URL": app.url,
                  "WA_SEND_MIN_INTERVAL_MS": "50"})
         try:

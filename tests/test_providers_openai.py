@@ -11,8 +11,9 @@ import pytest
 from server.agent.prompt import build_system_prompt, opening_line
 from server.providers.base import ProviderError, ProviderTimeout
 from server.providers.openai_llm import OpenAILanguageModel
-from tests.conftest import make_settings
+from server.providers.plugin import load_providers
 from testkit.fakes.openai_server import FakeOpenAI
+from tests.conftest import make_settings
 
 MESSAGES = [{"role": "system", "content": "rules"}, {"role": "user", "content": "מה השעות?"}]
 
@@ -136,6 +137,26 @@ def test_closing_the_iterator_early_stops_the_stream(openai_fake):
 # ---- prompt -----------------------------------------------------------------------------------
 BUSINESS = SimpleNamespace(name="מספרת דנה", ai_instructions="פתוח א-ה 9:00-18:00. תספורת 80 ש\"ח.",
                            opening_line="", timezone="Asia/Jerusalem")
+
+
+# ---- the VOICE_PROVIDERS plug-in (calls and WhatsApp load their language model through it) ----
+def test_the_production_plug_in_builds_one_openai_model_per_configuration(openai_fake):
+    settings = make_settings(OPENAI_API_KEY=openai_fake.api_key, OPENAI_BASE_URL=openai_fake.base_url)
+    providers = load_providers(settings)
+    assert isinstance(providers.llm, OpenAILanguageModel) and load_providers(settings).llm is providers.llm
+    assert providers.llm.complete(MESSAGES) == "קיבלתי: מה השעות?"
+
+
+@pytest.mark.parametrize("plug_in, why", [
+    ("testkit.fakes.no_such_module:build", "can't be loaded"),
+    ("server.providers.google_openai:no_such_factory", "can't be loaded"),
+    ("server.providers.google_openai", "can't be loaded"),
+    ("server.phones:to_e164", "factory failed: InvalidPhone"),  # raises when handed the settings
+    ("server.providers.openai_llm:OpenAILanguageModel", "not VoiceProviders"),  # answers a model, not the set
+])
+def test_a_plug_in_that_does_not_build_providers_is_a_provider_error(plug_in, why):
+    with pytest.raises(ProviderError, match=why):
+        load_providers(make_settings(VOICE_PROVIDERS=plug_in))
 
 
 def test_voice_prompt_has_instructions_and_spoken_rules():

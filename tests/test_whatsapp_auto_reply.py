@@ -13,10 +13,24 @@ from server.db.dao_crm import insert_message
 from server.db.models import Business, Thread, utcnow
 from server.whatsapp.auto_reply import reply_to_message
 from testkit.fakes.openai_server import FakeOpenAI
+from testkit.fakes.scripted_providers import scripted_reply
 from tests.test_whatsapp_support import (  # noqa: F401  (fixtures: used by name)
-    CUSTOMER, TWILIO_INBOUND, bridge, bridge_message, messages,
-    post_bridge, post_twilio, tenant, twilio_api, twilio_server,
-    twilio_form, wa_client, wa_db, wa_env, wait_for)
+    CUSTOMER,
+    TWILIO_INBOUND,
+    bridge,
+    bridge_message,
+    messages,
+    post_bridge,
+    post_twilio,
+    tenant,
+    twilio_api,
+    twilio_form,
+    twilio_server,
+    wa_client,
+    wa_db,
+    wa_env,
+    wait_for,
+)
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +122,9 @@ def test_silent_after_a_staff_reply(wa_app, wa_client, wa_db, tenant, llm, bridg
     assert post_bridge(wa_client, bridge_message(tenant.whatsapp)).status_code == 204
     [inbound] = messages(wa_db)
     with wa_db.scope() as session:
-        insert_message(session, session.get(Thread, inbound.thread_id), direction="out", body="אני בודקת ואחזור אלייך",
-                       provider="baileys", provider_message_id="3EB0STAFF", status="sent", sender_user_id=tenant.user_id)
+        insert_message(session, session.get(Thread, inbound.thread_id), direction="out",
+                       body="אני בודקת ואחזור אלייך", provider="baileys", provider_message_id="3EB0STAFF",
+                       status="sent", sender_user_id=tenant.user_id)
     set_auto_reply(wa_db, tenant.business_id)
     reply_to_message(wa_db, wa_app.config["SETTINGS"], inbound.id)
     assert llm.requests == [] and len(messages(wa_db, direction="out")) == 1
@@ -193,3 +208,30 @@ def test_a_model_failure_sends_nothing_and_frees_the_thread(wa_app, wa_client, w
     assert post_bridge(wa_client, bridge_message(tenant.whatsapp, text="שנייה")).status_code == 204
     [reply] = wait_for(lambda: replies(wa_db), timeout=15)
     assert reply.body == "קיבלתי: שנייה" and len(bridge.sends) == 1
+
+
+def test_the_language_model_is_the_one_the_calls_use(make_app, wa_env, wa_client, wa_db, tenant, llm, bridge):
+    """Built by the VOICE_PROVIDERS plug-in: swap it for the scripted providers and the reply is theirs."""
+    assert post_bridge(wa_client, bridge_message(tenant.whatsapp, text="מתי פותחים?")).status_code == 204
+    [inbound] = messages(wa_db)
+    set_auto_reply(wa_db, tenant.business_id)
+    scripted = make_app(**wa_env(OPENAI_API_KEY=llm.api_key, OPENAI_BASE_URL=llm.base_url,
+                                 VOICE_PROVIDERS="testkit.fakes.scripted_providers:build"))
+    reply_to_message(wa_db, scripted.config["SETTINGS"], inbound.id)
+    assert llm.requests == []
+    [reply] = replies(wa_db)
+    assert reply.body == scripted_reply("מתי פותחים?") and bridge.accepted[0].body["text"] == reply.body
+
+
+def test_a_plug_in_that_cannot_be_loaded_sends_nothing_and_frees_the_thread(make_app, wa_env, wa_client, wa_db,
+                                                                            tenant, llm, bridge, caplog):
+    assert post_bridge(wa_client, bridge_message(tenant.whatsapp)).status_code == 204
+    [inbound] = messages(wa_db)
+    set_auto_reply(wa_db, tenant.business_id)
+    broken = make_app(**wa_env(VOICE_PROVIDERS="testkit.fakes.no_such_module:build"))
+    reply_to_message(wa_db, broken.config["SETTINGS"], inbound.id)
+    assert llm.requests == [] and bridge.sends == [] and replies(wa_db) == []
+    [failed] = [r for r in caplog.records if getattr(r, "event", None) == "wa_auto_reply_llm_failed"]
+    assert "VOICE_PROVIDERS" in failed.error and "no_such_module" in failed.error
+    with wa_db.scope() as session:
+        assert session.get(Thread, inbound.thread_id).ai_reply_lease_token is None

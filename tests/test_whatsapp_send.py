@@ -10,14 +10,28 @@ import pytest
 import sqlalchemy as sa
 
 from server.db.models import Message, utcnow
+from server.errors import DomainError, Problem
 from server.security import bridge_hmac
 from server.whatsapp.send import SendResult, send_whatsapp
-from tests.conftest import TEST_BASE_URL, add_user, create_tenant
 from testkit.servers import free_port
+from tests.conftest import TEST_BASE_URL, add_user, create_tenant
 from tests.test_whatsapp_support import (  # noqa: F401  (fixtures: used by name)
-    CUSTOMER, SEND, TWILIO_INBOUND, TWILIO_SENDER, bridge, messages,
-    post_bridge, post_twilio, tenant, twilio_api, twilio_server,
-    twilio_form, wa_client, wa_db, wa_env)
+    CUSTOMER,
+    SEND,
+    TWILIO_INBOUND,
+    TWILIO_SENDER,
+    bridge,
+    messages,
+    post_bridge,
+    post_twilio,
+    tenant,
+    twilio_api,
+    twilio_form,
+    twilio_server,
+    wa_client,
+    wa_db,
+    wa_env,
+)
 
 
 @pytest.fixture
@@ -46,20 +60,33 @@ def test_send_needs_a_token(wa_client, bridge):
 
 
 def test_bad_requests_are_400_and_send_nothing(wa_client, wa_db, tenant, bridge, twilio_api):
+    # A missing, empty or wrong-typed field is `invalid_field` naming it; other mistakes have their own code.
     cases = [
-        ({"text": "hi"}, "missing_to"), ({"to": CUSTOMER}, "missing_text"), ({"to": CUSTOMER, "text": "  "}, "missing_text"),
-        ({"to": "", "text": "hi"}, "missing_to"), ({"to": "hello", "text": "hi"}, "invalid_to"),
-        ({"to": "whatsapp:+12", "text": "hi"}, "invalid_to"), ({"to": 972501234567, "text": "hi"}, "invalid_to"),
-        ({"to": CUSTOMER, "text": ["hi"]}, "invalid_text"), ({"to": CUSTOMER, "text": "hi", "provider": "sms"}, "invalid_provider"),
-        ({"to": CUSTOMER, "text": "x" * 4097}, "text_too_long"),
-        ({"to": CUSTOMER, "content_sid": "HX1", "content_variables": "[1]"}, "invalid_content_variables"),
-        ({"to": CUSTOMER, "content_sid": "HX1", "content_variables": 5}, "invalid_content_variables"),
-        ({"to": CUSTOMER, "content_sid": "HX1", "provider": "baileys"}, "unsupported_by_provider"),
-        ({"to": "140913951141911@lid", "text": "hi", "provider": "twilio"}, "unsupported_by_provider"),
+        ({"text": "hi"}, "invalid_field", "to"), ({"to": CUSTOMER}, "invalid_field", "text"),
+        ({"to": CUSTOMER, "text": "  "}, "invalid_field", "text"), ({"to": "", "text": "hi"}, "invalid_field", "to"),
+        ({"to": 972501234567, "text": "hi"}, "invalid_field", "to"),
+        ({"to": CUSTOMER, "text": ["hi"]}, "invalid_field", "text"),
+        ({"to": CUSTOMER, "text": "hi", "provider": ["twilio"]}, "invalid_field", "provider"),
+        ({"to": CUSTOMER, "content_sid": "  "}, "invalid_field", "content_sid"),
+        ({"to": CUSTOMER, "content_sid": 7}, "invalid_field", "content_sid"),
+        ({"to": CUSTOMER, "text": "a\x00b"}, "invalid_field", "text"),
+        ({"to": "hello", "text": "hi"}, "invalid_to", "to"), ({"to": "whatsapp:+12", "text": "hi"}, "invalid_to", "to"),
+        ({"to": CUSTOMER, "text": "hi", "provider": "sms"}, "invalid_provider", "provider"),
+        ({"to": CUSTOMER, "text": "x" * 4097}, "text_too_long", "text"),
+        ({"to": CUSTOMER, "content_sid": "HX1", "content_variables": "[1]"}, "invalid_content_variables",
+         "content_variables"),
+        ({"to": CUSTOMER, "content_sid": "HX1", "content_variables": 5}, "invalid_field", "content_variables"),
+        ({"to": CUSTOMER, "content_sid": "HX1", "provider": "baileys"}, "unsupported_by_provider", "provider"),
+        ({"to": "140913951141911@lid", "text": "hi", "provider": "twilio"}, "unsupported_by_provider", "provider"),
     ]
-    for body, error in cases:
+    for body, error, field in cases:
         response = send(wa_client, tenant, body)
-        assert (response.status_code, response.json["error"], response.json["success"]) == (400, error, False), body
+        assert (response.status_code, response.json["error"], response.json["field"], response.json["success"]) == \
+            (400, error, field, False), body
+    lone_surrogate = wa_client.post(SEND, data=json.dumps({"to": CUSTOMER, "text": "\ud800"}),  # ASCII-escaped
+                                    content_type="application/json", headers=tenant.headers)
+    assert (lone_surrogate.status_code, lone_surrogate.json["error"], lone_surrogate.json["field"]) == \
+        (400, "invalid_field", "text")
     assert wa_client.post(SEND, data="{", headers=tenant.headers).status_code == 400
     response = send(wa_client, tenant, {"to": CUSTOMER, "text": "hi"}, **{"Idempotency-Key": "k" * 129})
     assert (response.status_code, response.json["error"]) == (400, "invalid_idempotency_key")
@@ -306,11 +333,19 @@ def test_send_whatsapp_for_other_areas(wa_app, wa_db, tenant, bridge):
     with wa_db.scope() as session:
         result = send_whatsapp(session, wa_app.config["SETTINGS"], tenant.business_id, to="0501234567",
                                text="hi", sender_user_id=agent.user_id, idempotency_key="crm-1")
-    assert isinstance(result, SendResult) and result.success and result.provider == "baileys"
-    assert messages(wa_db)[0].sender_user_id == agent.user_id
-    with wa_db.scope() as session:
-        refused = send_whatsapp(session, wa_app.config["SETTINGS"], tenant.business_id, to="nope", text="hi")
-    assert (refused.success, refused.status_code, refused.error) == (False, 400, "invalid_to")
+    assert isinstance(result, SendResult) and result.provider == "baileys"
+    [message] = messages(wa_db)
+    assert (message.id, message.status, message.sender_user_id) == (result.message_id, "sent", agent.user_id)
+    with wa_db.scope() as session, pytest.raises(DomainError) as refused:
+        send_whatsapp(session, wa_app.config["SETTINGS"], tenant.business_id, to="nope", text="hi")
+    assert (refused.value.problem, refused.value.code, refused.value.field) == (Problem.INVALID, "invalid_to", "to")
+    bridge.mode = "error"
+    with wa_db.scope() as session, pytest.raises(DomainError) as failed:
+        send_whatsapp(session, wa_app.config["SETTINGS"], tenant.business_id, to="0501234567", text="again")
+    # A failed send is an error too, and its message is stored (committed) as failed all the same.
+    assert (failed.value.problem, failed.value.code) == (Problem.UPSTREAM_FAILED, "outcome_unknown")
+    assert failed.value.details["provider"] == "baileys"
+    assert [(m.id, m.status) for m in messages(wa_db)][1:] == [(failed.value.details["message_id"], "failed")]
 
 
 def test_outgoing_messages_land_in_the_right_business(wa_client, wa_db, tenant, bridge):

@@ -13,9 +13,9 @@ from twilio.request_validator import RequestValidator
 
 from server.db.models import Customer, Message, Thread
 from server.security import bridge_hmac
-from tests.conftest import BASE_TEST_ENV, TEST_BASE_URL, TEST_TWILIO_TOKEN, Tenant, create_tenant
 from testkit.fakes.bridge import FakeBridge
 from testkit.fakes.twilio_rest import FakeTwilioRest
+from tests.conftest import BASE_TEST_ENV, TEST_BASE_URL, TEST_TWILIO_TOKEN, Tenant, create_tenant
 
 WA_SECRET = "test-wa-shared-secret"
 WA_PREVIOUS_SECRET = "test-wa-previous-secret"

@@ -14,10 +14,24 @@ from server.security import bridge_hmac
 from server.whatsapp.status import PROGRESS, predecessors
 from tests.conftest import TEST_BASE_URL, TEST_TWILIO_TOKEN, create_tenant
 from tests.test_whatsapp_support import (  # noqa: F401  (fixtures: used by name)
-    CUSTOMER, TWILIO_INBOUND, TWILIO_STATUS, WA_PREVIOUS_SECRET,
-    WA_SECRET, bridge_message, customers, messages, new_message_sid,
-    post_bridge, post_twilio, status_form, tenant, threads, wa_client, wa_db,
-    twilio_form)
+    CUSTOMER,
+    TWILIO_INBOUND,
+    TWILIO_STATUS,
+    WA_PREVIOUS_SECRET,
+    WA_SECRET,
+    bridge_message,
+    customers,
+    messages,
+    new_message_sid,
+    post_bridge,
+    post_twilio,
+    status_form,
+    tenant,
+    threads,
+    twilio_form,
+    wa_client,
+    wa_db,
+)
 
 VECTOR = Path(__file__).resolve().parent.parent / "baileys-bridge" / "test" / "vectors" / "signature.json"
 
@@ -153,7 +167,8 @@ def test_unknown_twilio_status_and_unknown_sid_are_ignored(wa_client, wa_db, ten
     assert post_twilio(wa_client, TWILIO_STATUS, status_form(sid, "teleported")).status_code == 204
     assert post_twilio(wa_client, TWILIO_STATUS, status_form(new_message_sid(), "delivered")).status_code == 204
     assert messages(wa_db)[0].status == "sent"
-    reasons = [getattr(r, "reason", None) for r in caplog.records if getattr(r, "event", None) == "whatsapp_status_ignored"]
+    reasons = [getattr(r, "reason", None) for r in caplog.records
+               if getattr(r, "event", None) == "whatsapp_status_ignored"]
     assert reasons == ["unknown status", "unknown message"]
 
 
@@ -182,6 +197,15 @@ def test_baileys_message_is_stored_once(wa_client, wa_db, tenant):
         ("baileys", f"{event['chat']}:{event['id']}", event["text"])
     [customer] = customers(wa_db, tenant.business_id)
     assert (customer.phone, customer.name) == (CUSTOMER, "דנה")
+
+
+def test_baileys_text_the_database_cannot_store_is_stored_without_it(wa_client, wa_db, tenant):
+    # JSON may carry a NUL or a lone surrogate; the bridge's message is kept, without them.
+    event = bridge_message(tenant.whatsapp, text="a\x00b\ud83d!", push_name="דנה\x00")
+    assert post_bridge(wa_client, json.dumps(event).encode("ascii")).status_code == 204
+    [message] = messages(wa_db)
+    assert message.body == "ab\ufffd!"
+    assert [c.name for c in customers(wa_db, tenant.business_id)] == ["דנה"]
 
 
 def test_same_message_id_in_two_chats_is_two_messages(wa_client, wa_db, tenant):
@@ -221,7 +245,8 @@ def test_baileys_accepts_the_previous_secret_during_rotation(make_app, tenant):
     assert post_bridge(client, bridge_message(tenant.whatsapp), secret=WA_PREVIOUS_SECRET).status_code == 204
     raw = json.dumps(bridge_message(tenant.whatsapp)).encode()
     now = int(time.time())
-    unknown_then_new = bridge_hmac.sign("retired", raw, now) + "," + bridge_hmac.sign("new-secret", raw, now).split(",")[1]
+    unknown_then_new = (bridge_hmac.sign("retired", raw, now) + ","
+                        + bridge_hmac.sign("new-secret", raw, now).split(",")[1])
     assert post_bridge(client, raw, header=unknown_then_new).status_code == 204
     assert post_bridge(client, bridge_message(tenant.whatsapp), secret="retired").status_code == 401
 

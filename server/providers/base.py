@@ -1,8 +1,9 @@
 """The small interfaces every vendor sits behind (one module per vendor implements one of them).
 
-The live-call engine knows only these: STT is μ-law audio in, transcripts out; the LLM is chat
-messages in, text deltas out; TTS is text in, μ-law 8 kHz audio out. Implementations block
-cooperatively (gevent) and raise `ProviderError` (or a subclass) on failure.
+The live-call engine and the WhatsApp auto-replies know only these: STT is μ-law audio in,
+transcripts out; the LLM is chat messages in, text deltas (or the whole reply) out; TTS is text in,
+μ-law 8 kHz audio out. Implementations block cooperatively (gevent) and raise `ProviderError` (or a
+subclass) on failure. The WhatsApp transports' interface is in `server.providers.whatsapp`.
 """
 from __future__ import annotations
 
@@ -50,6 +51,13 @@ class LanguageModel(Protocol):
         Raises `ProviderTimeout` when the first token doesn't arrive in time.
         """
 
+    def complete(self, messages: list[dict[str, str]]) -> str:
+        """The whole reply to `messages` at once, stripped (text channels such as WhatsApp, where
+        nobody listens to it being written, so it may take longer than a live turn and retry).
+
+        Raises `ProviderError` (or `ProviderTimeout`) when there is no reply.
+        """
+
 
 class TextToSpeech(Protocol):
     def synthesize(self, text: str) -> bytes:
@@ -65,6 +73,9 @@ class VoicemailTranscriber(Protocol):
 
 @dataclass
 class VoiceProviders:
+    """The agent's providers, as the `VOICE_PROVIDERS` plug-in builds them (`server.providers.plugin`):
+    calls use all three, WhatsApp auto-replies the language model."""
+
     stt: SpeechToText
     llm: LanguageModel
     tts: TextToSpeech

@@ -1,7 +1,9 @@
-"""The production voice stack: Google STT (he-IL) → OpenAI → Google TTS.
+"""The production agent stack: Google STT (he-IL) → OpenAI → Google TTS.
 
-The live-call engine loads it through `VOICE_PROVIDERS=server.providers.google_openai:build_voice_providers`.
-The providers hold the (lazily built) vendor clients, so one set serves every call in a process.
+Live calls and WhatsApp auto-replies load it through the plug-in setting (`server.providers.plugin`)
+`VOICE_PROVIDERS=server.providers.google_openai:build_voice_providers`. The providers hold the
+(lazily built) vendor clients, so one set, cached per configuration, serves every call and every
+WhatsApp reply in a process: one OpenAI connection pool, one pair of gRPC channels.
 """
 from __future__ import annotations
 

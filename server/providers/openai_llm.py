@@ -1,4 +1,5 @@
-"""OpenAI chat completions behind the `LanguageModel` interface (live calls) plus `complete()` (WhatsApp).
+"""OpenAI chat completions behind the `LanguageModel` interface: `stream_reply()` for live calls,
+`complete()` for text answers (WhatsApp).
 
 The `openai` SDK's client is created lazily (after gunicorn forks) and reads only our settings:
 `OPENAI_API_KEY`, `OPENAI_MODEL` and `OPENAI_BASE_URL` (any OpenAI-compatible server works).
@@ -38,6 +39,8 @@ _TEXT, _END, _ERROR = "text", "end", "error"
 
 
 class OpenAILanguageModel:
+    """A `LanguageModel`; one instance (one client, one connection pool) serves a whole process."""
+
     def __init__(self, settings: Settings):
         self.model = settings.openai_model
         self.first_token_timeout = settings.llm_first_token_timeout_seconds

@@ -14,8 +14,8 @@ import time
 import requests
 
 from server.config import Settings
+from server.providers.whatsapp import NotSent, OutcomeUnknown, Outgoing, classify_transport_error
 from server.security import bridge_hmac
-from server.whatsapp.provider import NotSent, Outgoing, OutcomeUnknown, classify_transport_error
 
 CONNECT_TIMEOUT_SECONDS = 3.0
 

@@ -12,8 +12,8 @@ import requests
 from server.config import Settings
 from server.phones import InvalidPhone, to_e164
 from server.providers.twilio_rest import TwilioRestException, twilio_client
+from server.providers.whatsapp import NotSent, OutcomeUnknown, Outgoing, classify_transport_error
 from server.urls import abs_url
-from server.whatsapp.provider import NotSent, Outgoing, OutcomeUnknown, classify_transport_error
 
 STATUS_CALLBACK_PATH = "/webhook/whatsapp/twilio/status"
 

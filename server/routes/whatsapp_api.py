@@ -1,5 +1,5 @@
 """`POST /api/whatsapp/send`: staff send a WhatsApp message (authenticated: an open send endpoint
-would be a spam relay). The work is `server.whatsapp.send.send_whatsapp`."""
+would be a spam relay). The work, and every check of the body, is `server.whatsapp.send.send_whatsapp`."""
 from __future__ import annotations
 
 from flask import Blueprint, Response, g, jsonify, request
@@ -7,7 +7,7 @@ from flask import Blueprint, Response, g, jsonify, request
 from server.openapi import document, json_response, nullable, obj, operation
 from server.routes import db_session, settings
 from server.routes.auth_api import require_auth
-from server.web import ApiError, json_body
+from server.web import json_body
 from server.whatsapp.send import send_whatsapp
 
 bp = Blueprint("whatsapp_api", __name__)
@@ -17,23 +17,20 @@ bp = Blueprint("whatsapp_api", __name__)
 @require_auth()
 def send() -> Response:
     body = json_body()
-    text = body.get("text") if body.get("text") is not None else body.get("message")
-    for name, value in (("to", body.get("to")), ("text", text), ("provider", body.get("provider")),
-                        ("content_sid", body.get("content_sid"))):
-        if value is not None and not isinstance(value, str):
-            raise ApiError(400, f"invalid_{name}", f"{name} must be a string", success=False)
-    result = send_whatsapp(db_session(), settings(), g.business_id, to=body.get("to") or "", text=text,
-                           provider=body.get("provider") or "auto", content_sid=body.get("content_sid"),
-                           content_variables=body.get("content_variables"),
+    text = body.get("text") if body.get("text") is not None else body.get("message")  # `message`: an alias
+    provider = body.get("provider")
+    result = send_whatsapp(db_session(), settings(), g.business_id, to=body.get("to"), text=text,
+                           provider="auto" if provider in (None, "") else provider,
+                           content_sid=body.get("content_sid"), content_variables=body.get("content_variables"),
                            idempotency_key=request.headers.get("Idempotency-Key"), sender_user_id=g.user.id)
-    response = jsonify(result.to_json())
-    response.status_code = result.status_code
-    return response
+    return jsonify(result.to_json())
 
 
-# `success: false` comes with send failures; a malformed request gets the plain error shape.
+# `success: false` comes with every refusal and failure of the send; a body that is not a JSON object
+# gets the plain error shape. `field` names the body field an `invalid_field` (or other 400) is about.
 _SEND_ERROR = obj({"success": {"const": False}, "error": {"type": "string"}, "message": {"type": "string"},
-                   "provider": {"type": "string"}, "message_id": {"type": "integer"}}, ["error", "message"])
+                   "field": {"type": "string"}, "provider": {"type": "string"}, "message_id": {"type": "integer"}},
+                  ["error", "message"])
 
 OPENAPI_PATHS = {
     "/api/whatsapp/send": {
@@ -64,7 +61,8 @@ OPENAPI_PATHS = {
                                           "provider_message_id": {"type": "string"}},
                                          ["success", "provider", "message_id", "provider_message_id"]), "Sent"),
                 **{str(code): json_response(_SEND_ERROR, why) for code, why in (
-                    (400, "Missing or invalid to/text/provider/content_variables/Idempotency-Key"),
+                    (400, "A missing, empty or wrong-typed field (invalid_field, with field), or an invalid "
+                          "to/provider/content_variables/Idempotency-Key, or text over 4096 characters"),
                     (409, "A request with this Idempotency-Key is still being sent"),
                     (422, "Outside the 24-hour window a template is needed; or the key was used for another message"),
                     (501, "The chosen provider (or every provider) is not enabled"),

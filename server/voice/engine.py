@@ -5,14 +5,12 @@ call token on `start`, run a `CallSession`, and finish it on `stop` or when the 
 Malformed input (not JSON, an unknown event, a payload that isn't base64, a message over 64 KiB)
 is logged and skipped; the call goes on.
 
-Providers come from the `VOICE_PROVIDERS` plug-in (`module:factory`, the factory takes `Settings`
-and returns `VoiceProviders`). They are built on first use, in the worker, after fork, because
-gRPC channels must not cross a fork.
+Providers come from the `VOICE_PROVIDERS` plug-in (`server.providers.plugin`). They are built on
+first use, in the worker, after fork, because gRPC channels must not cross a fork.
 """
 from __future__ import annotations
 
 import gc
-import importlib
 import logging
 import time
 from typing import Optional
@@ -22,7 +20,8 @@ import gevent
 from server.config import Settings
 from server.db.engine import Database
 from server.logs import log_event
-from server.providers.base import ProviderError, VoiceProviders
+from server.providers.base import ProviderError
+from server.providers.plugin import load_providers
 from server.security.call_token import call_token_is_valid
 from server.voice.protocol import Connected, Dtmf, Mark, Media, ProtocolError, Start, Stop, parse_message
 from server.voice.session import CallSession, SessionServices
@@ -34,24 +33,6 @@ from server.voice.watchdog import redirect_to_voicemail
 log = logging.getLogger("agentlocator.voice.engine")
 
 LOGGED_BAD_MESSAGES = 20  # per stream; after that they are only counted (ws_end `malformed`)
-
-
-def load_voice_providers(settings: Settings) -> VoiceProviders:
-    """Build the providers named by `VOICE_PROVIDERS` (`package.module:factory`)."""
-    module_name, _, factory_name = settings.voice_providers.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), factory_name)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ProviderError(f"VOICE_PROVIDERS={settings.voice_providers!r} can't be loaded: {exc}") from None
-    try:
-        providers = factory(settings)
-    except ProviderError:
-        raise
-    except Exception as exc:  # a vendor SDK's own error (credentials, configuration): the same outcome
-        raise ProviderError(f"VOICE_PROVIDERS factory failed: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(providers, VoiceProviders):
-        raise ProviderError(f"VOICE_PROVIDERS factory returned {type(providers).__name__}, not VoiceProviders")
-    return providers
 
 
 class VoiceEngine:
@@ -68,7 +49,7 @@ class VoiceEngine:
 
     def services(self) -> SessionServices:
         if self._services is None:
-            self._services = SessionServices(settings=self.settings, providers=load_voice_providers(self.settings),
+            self._services = SessionServices(settings=self.settings, providers=load_providers(self.settings),
                                              store=self._store, phrases=self._phrases,
                                              redirect_to_voicemail=self._redirect)
             # What is alive now (the app, SQLAlchemy, the vendor SDKs: ~180k objects) lives as long

@@ -2,8 +2,9 @@
 
 The webhook only schedules the work (`schedule_auto_reply`, after its response is sent); a
 background greenlet does it with its own database sessions: the agent brain the phone uses
-(`build_system_prompt(business, "whatsapp")`, the thread's recent messages, `complete()`), then
-`send_whatsapp` through the provider the customer's message came in on.
+(`build_system_prompt(business, "whatsapp")`, the thread's recent messages, and `complete()` of the
+language model the `VOICE_PROVIDERS` plug-in builds for calls too), then `send_whatsapp` through the
+provider the customer's message came in on.
 
 One reply at a time per conversation, across workers: a lease on the thread row
 (`threads.ai_reply_lease_token/_until`) claimed with one conditional UPDATE. A row lock
@@ -19,12 +20,12 @@ The AI stays silent about a customer message once a staff member (an outgoing me
 """
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
 import uuid
 from datetime import timedelta
+from typing import Optional
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -33,9 +34,11 @@ from server.agent.prompt import build_system_prompt
 from server.config import Settings
 from server.db.engine import Database
 from server.db.models import Business, Customer, Message, Thread, utcnow
+from server.errors import DomainError
 from server.logs import log_event
-from server.providers.base import ProviderError
-from server.providers.openai_llm import OpenAILanguageModel
+from server.providers.base import LanguageModel, ProviderError
+from server.providers.plugin import load_providers
+from server.whatsapp.inbound import StoredInbound
 from server.whatsapp.send import send_whatsapp
 
 log = logging.getLogger("agentlocator.whatsapp.ai")
@@ -48,7 +51,15 @@ LEASE = timedelta(seconds=180)
 LEASE_POLL_SECONDS = 0.2
 
 
+def needs_reply(stored: Optional[StoredInbound]) -> bool:
+    """Whether a message a webhook has just stored gets an AI reply: a new one (not a replayed
+    webhook's), for a business that wants replies (`wants_auto_reply`)."""
+    return stored is not None and stored.created and wants_auto_reply(stored.business, stored.message)
+
+
 def wants_auto_reply(business: Business, message: Message) -> bool:
+    """The business has auto-replies on and `message` is the customer's, with text. Checked when the
+    webhook stores the message and again when the reply is written (the owner may have turned it off)."""
     return business.feature(FEATURE) and message.direction == "in" and bool(message.body.strip())
 
 
@@ -72,14 +83,14 @@ def reply_to_message(database: Database, settings: Settings, message_id: int) ->
             log_event(log, "wa_auto_reply_lease_timeout", logging.WARNING, message_id=message_id, thread_id=thread_id)
             return
         try:
-            _reply(database, settings, message_id, _language_model(settings))
+            _reply(database, settings, message_id)
         finally:
             _release_lease(database, thread_id, token)
     except Exception:  # a background task has no caller to report to: the log is where it ends
         log.exception("auto-reply failed", extra={"event": "wa_auto_reply_error", "message_id": message_id})
 
 
-def _reply(database: Database, settings: Settings, message_id: int, llm: OpenAILanguageModel) -> None:
+def _reply(database: Database, settings: Settings, message_id: int) -> None:
     with database.scope() as session:
         message = session.get(Message, message_id)
         business = session.get(Business, message.business_id)
@@ -97,7 +108,7 @@ def _reply(database: Database, settings: Settings, message_id: int, llm: OpenAIL
         provider, business_id, thread_id = message.provider, business.id, thread.id
     started = time.monotonic()
     try:
-        reply = llm.complete(prompt)  # no transaction is open while the model writes
+        reply = _language_model(settings).complete(prompt)  # no transaction is open while the model writes
     except ProviderError as exc:
         log_event(log, "wa_auto_reply_llm_failed", logging.WARNING, message_id=message_id, error=str(exc))
         return
@@ -108,20 +119,24 @@ def _reply(database: Database, settings: Settings, message_id: int, llm: OpenAIL
             log_event(log, "wa_auto_reply_skipped", message_id=message_id, thread_id=thread_id,
                       reason="a staff member replied while the model was writing")
             return
-        result = send_whatsapp(session, settings, business_id, to=recipient, text=reply, provider=provider,
-                               idempotency_key=f"wa-auto-reply-{answers_through}")
+        try:
+            sent = send_whatsapp(session, settings, business_id, to=recipient, text=reply, provider=provider,
+                                 idempotency_key=f"wa-auto-reply-{answers_through}")
+            outcome = {"success": True, "provider": sent.provider, "reply_message_id": sent.message_id,
+                       "error": None}
+        except DomainError as exc:  # refused, or failed and stored as failed: answered all the same
+            outcome = {"success": False, "provider": exc.details.get("provider"),
+                       "reply_message_id": exc.details.get("message_id"), "error": exc.code}
         session.execute(sa.update(Thread).where(Thread.id == thread_id)
                         .values(ai_replied_through_id=answers_through)
                         .execution_options(synchronize_session=False))
-    log_event(log, "wa_auto_reply", message_id=message_id, thread_id=thread_id, success=result.success,
-              provider=result.provider, reply_message_id=result.message_id, error=result.error,
+    log_event(log, "wa_auto_reply", message_id=message_id, thread_id=thread_id, **outcome,
               answers_through=answers_through, t_reply_ms=int((time.monotonic() - started) * 1000))
 
 
-@functools.lru_cache(maxsize=4)
-def _language_model(settings: Settings) -> OpenAILanguageModel:
-    """One client (and connection pool) per process and configuration."""
-    return OpenAILanguageModel(settings)
+def _language_model(settings: Settings) -> LanguageModel:
+    """The calls' language model (the `VOICE_PROVIDERS` plug-in); the factory keeps one per process."""
+    return load_providers(settings).llm
 
 
 def _reason_to_stay_silent(session: Session, business: Business, thread: Thread, message: Message) -> str | None:

@@ -17,6 +17,7 @@ from server.db.dao_crm import business_by_number, insert_message, upsert_custome
 from server.db.models import Business, Message
 from server.logs import log_event
 from server.phones import try_e164
+from server.text import storable_text
 
 log = logging.getLogger("agentlocator.whatsapp")
 
@@ -49,11 +50,6 @@ class StoredInbound:
     business: Business
 
 
-def clean_text(text: Any) -> str:
-    # PostgreSQL text cannot hold NUL characters; WhatsApp bodies occasionally carry them.
-    return str(text or "").replace("\x00", "")
-
-
 def twilio_inbound(form: Mapping[str, str]) -> InboundMessage:
     """An inbound message from Twilio's webhook form (`From`/`To` are `whatsapp:+E164`)."""
     sid = form.get("MessageSid") or form.get("SmsSid") or ""
@@ -72,7 +68,8 @@ def twilio_inbound(form: Mapping[str, str]) -> InboundMessage:
         media.append({"type": "location", "latitude": form["Latitude"], "longitude": form["Longitude"],
                       "address": form.get("Address", ""), "label": form.get("Label", "")})
     return InboundMessage(provider="twilio", provider_message_id=sid, business_number=business_number,
-                          phone=phone, name=clean_text(form.get("ProfileName")), body=clean_text(form.get("Body")),
+                          phone=phone, name=storable_text(form.get("ProfileName")),
+                          body=storable_text(form.get("Body")),
                           kind=_twilio_kind(form.get("MessageType"), located, media), media=media)
 
 
@@ -143,7 +140,7 @@ def baileys_inbound(event: Mapping[str, Any]) -> InboundMessage:
     """An inbound message from the bridge's `message` event (checked by `bridge_event`)."""
     return InboundMessage(provider="baileys", provider_message_id=f"{event['chat']}:{event['id']}",
                           business_number=event["to"], phone=event.get("from"), lid=event.get("lid"),
-                          name=clean_text(event.get("push_name")), body=clean_text(event["text"]))
+                          name=storable_text(event.get("push_name")), body=storable_text(event["text"]))
 
 
 def store_inbound(session: Session, inbound: InboundMessage) -> Optional[StoredInbound]:

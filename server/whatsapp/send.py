@@ -1,6 +1,7 @@
 """The one way to send a WhatsApp message: `send_whatsapp()`. The API route, staff replies from the
 CRM and AI auto-replies all call it. It picks the provider, stores the outgoing message and answers
-a `SendResult` carrying the HTTP status the API gives.
+a `SendResult`, or raises `DomainError`: a refusal (nothing stored or sent), or a failed send (the
+message is stored as failed; `provider` and `message_id` are in the error's details).
 
 Routing (`provider="auto"`) walks `WA_PROVIDER_PRIORITY` over the enabled providers and skips
 - Baileys when the bridge last reported that WhatsApp is not connected, or for a template;
@@ -31,12 +32,14 @@ from sqlalchemy.orm import Session
 from server.config import Settings
 from server.db.dao_crm import insert_message, upsert_customer, upsert_thread
 from server.db.models import Customer, IdempotencyRecord, Message, Thread, utcnow
+from server.errors import DomainError, Problem
 from server.logs import log_event
 from server.phones import InvalidPhone, to_e164
+from server.providers.whatsapp import NotSent, OutcomeUnknown, Outgoing, WhatsAppProvider, WhatsAppSendError
 from server.providers.whatsapp_baileys import BaileysBridge, baileys_problem
 from server.providers.whatsapp_twilio import TwilioWhatsApp, twilio_whatsapp_problem
+from server.text import clean_text
 from server.whatsapp.bridge_state import CONNECTED, bridge_state
-from server.whatsapp.provider import NotSent, Outgoing, OutcomeUnknown, WhatsAppProvider, WhatsAppSendError
 
 log = logging.getLogger("agentlocator.whatsapp")
 
@@ -51,32 +54,30 @@ PROVIDERS: dict[str, tuple[Callable[[Settings], Optional[str]], Callable[[Settin
 _LID = re.compile(r"^\d{1,20}@lid$")
 
 
+# The idempotency table keeps the HTTP status of the first answer; a key with none is still in flight.
+_ANSWERED_SENT, _ANSWERED_FAILED = 200, 502
+
+
 @dataclass(frozen=True)
 class SendResult:
-    success: bool
-    provider: Optional[str] = None
-    message_id: Optional[int] = None
-    provider_message_id: Optional[str] = None
-    error: Optional[str] = None
-    status_code: int = 200
-    message: str = ""  # what went wrong, for people
+    """A message the provider took."""
+    provider: str
+    message_id: int
+    provider_message_id: str
 
     def to_json(self) -> dict[str, Any]:
-        if self.success:
-            return {"success": True, "provider": self.provider, "message_id": self.message_id,
-                    "provider_message_id": self.provider_message_id}
-        body = {"success": False, "error": self.error, "message": self.message}
-        if self.message_id is not None:
-            body.update(provider=self.provider, message_id=self.message_id)
-        return body
+        return {"success": True, "provider": self.provider, "message_id": self.message_id,
+                "provider_message_id": self.provider_message_id}
 
 
-class _Refused(Exception):
-    """Refused before anything was stored or sent."""
+def _send_failed(code: str, message: str, provider: Optional[str], message_id: Optional[int]) -> DomainError:
+    """The message is stored (as failed) but no provider took it: `send_failed`, or `outcome_unknown`
+    when it may have gone out all the same."""
+    return DomainError(Problem.UPSTREAM_FAILED, code, message, provider=provider, message_id=message_id)
 
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.result = SendResult(False, error=code, status_code=status, message=message)
+
+def _invalid_field(field: str, message: str) -> DomainError:
+    return DomainError(Problem.INVALID, "invalid_field", message, field=field)
 
 
 def send_whatsapp(session: Session, settings: Settings, business_id: int, *, to: str, text: str | None = None,
@@ -87,67 +88,88 @@ def send_whatsapp(session: Session, settings: Settings, business_id: int, *, to:
 
     `to` may be `whatsapp:+9725…`, `+9725…`, `05…` or a `…@lid` address (Baileys only).
     Once it gets as far as storing the message it commits `session`, also when the send fails (the
-    failed message stays in the thread). Never raises for bad input or a provider failure:
-    `status_code` is 400/409/422 for the caller's mistakes, 501 for a provider that is not
-    enabled, 503 when no provider can take the message now, 502 when the send failed.
+    failed message stays in the thread). Raises `DomainError`: INVALID, CONFLICT or UNPROCESSABLE for
+    the caller's mistakes, NOT_CONFIGURED for a provider that is not enabled, UNAVAILABLE when no
+    provider can take the message now, UPSTREAM_FAILED when the send failed. Every error says `success: false` (the
+    send API's error body always has).
     """
     try:
-        outgoing = _outgoing(to, text, content_sid, content_variables)
-        if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH:
-            raise _Refused(400, "invalid_idempotency_key",
-                           f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LENGTH} characters")
-        fingerprint = _fingerprint(outgoing, provider)
-        if idempotency_key:
-            earlier = _earlier_result(session, business_id, idempotency_key, fingerprint)
-            if earlier:
-                return earlier
-        providers = _route(session, settings, business_id, provider, outgoing)
-        claim = _claim(session, business_id, idempotency_key, fingerprint) if idempotency_key else None
-    except _Refused as refusal:
-        return refusal.result
+        return _send(session, settings, business_id, to=to, text=text, provider=provider, content_sid=content_sid,
+                     content_variables=content_variables, idempotency_key=idempotency_key,
+                     sender_user_id=sender_user_id)
+    except DomainError as exc:
+        exc.details.setdefault("success", False)
+        raise
+
+
+def _send(session: Session, settings: Settings, business_id: int, *, to: Any, text: Any, provider: Any,
+          content_sid: Any, content_variables: Any, idempotency_key: str | None,
+          sender_user_id: int | None) -> SendResult:
+    if not isinstance(provider, str):
+        raise _invalid_field("provider", "provider must be auto, twilio or baileys")
+    outgoing = _outgoing(to, text, content_sid, content_variables)
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise DomainError(Problem.INVALID, "invalid_idempotency_key",
+                          f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LENGTH} characters")
+    fingerprint = _fingerprint(outgoing, provider)
+    if idempotency_key:
+        earlier = _earlier_result(session, business_id, idempotency_key, fingerprint)
+        if earlier:
+            return earlier
+    providers = _route(session, settings, business_id, provider, outgoing)
+    claim = _claim(session, business_id, idempotency_key, fingerprint) if idempotency_key else None
     if isinstance(claim, SendResult):
         return claim  # a concurrent request with the same key finished first
-    result = _deliver(session, business_id, outgoing, providers, sender_user_id)
+    outcome = _deliver(session, business_id, outgoing, providers, sender_user_id)
     if claim is not None:
-        claim.status_code = result.status_code
-        claim.response = {"fingerprint": fingerprint, "result": dataclasses.asdict(result)}
+        claim.status_code = _ANSWERED_SENT if isinstance(outcome, SendResult) else _ANSWERED_FAILED
+        claim.response = {"fingerprint": fingerprint, "result": _stored_outcome(outcome)}
     session.commit()
-    return result
+    if isinstance(outcome, DomainError):
+        raise outcome
+    return outcome
 
 
-def _outgoing(to: str, text: str | None, content_sid: str | None,
-              content_variables: dict[str, Any] | str | None) -> Outgoing:
+def _outgoing(to: Any, text: Any, content_sid: Any, content_variables: Any) -> Outgoing:
     if not isinstance(to, str) or not to.strip():
-        raise _Refused(400, "missing_to", "to is required")
+        raise _invalid_field("to", "to is required: a phone number or a WhatsApp LID (…@lid)")
     if text is not None and not isinstance(text, str):
-        raise _Refused(400, "invalid_text", "text must be a string")
+        raise _invalid_field("text", "text must be a string")
     text = (text or "").strip() or None
     if content_sid is not None and (not isinstance(content_sid, str) or not content_sid.strip()):
-        raise _Refused(400, "invalid_content_sid", "content_sid must be a template SID (HX…)")
+        raise _invalid_field("content_sid", "content_sid must be a template SID (HX…)")
     if not (text or content_sid):
-        raise _Refused(400, "missing_text", "text (or a template content_sid) is required")
-    if text and len(text) > MAX_TEXT_LENGTH:
-        raise _Refused(400, "text_too_long", f"text is longer than {MAX_TEXT_LENGTH} characters")
+        raise _invalid_field("text", "text (or a template content_sid) is required")
+    if text:
+        if len(text) > MAX_TEXT_LENGTH:
+            raise DomainError(Problem.INVALID, "text_too_long", f"text is longer than {MAX_TEXT_LENGTH} characters",
+                              field="text")
+        clean_text(text, "text", max_length=MAX_TEXT_LENGTH)  # what the database can't store is refused
+    if content_sid:
+        content_sid = clean_text(content_sid.strip(), "content_sid", max_length=MAX_TEXT_LENGTH)
     recipient = to.strip().removeprefix("whatsapp:")
     if not _LID.match(recipient):
         try:
             recipient = to_e164(recipient)
         except InvalidPhone:
-            raise _Refused(400, "invalid_to", f"not a phone number: {to!r}") from None
-    return Outgoing(to=recipient, text=text, content_sid=content_sid and content_sid.strip(),
+            raise DomainError(Problem.INVALID, "invalid_to", f"not a phone number: {to!r}", field="to") from None
+    return Outgoing(to=recipient, text=text, content_sid=content_sid,
                     content_variables=_content_variables(content_variables))
 
 
-def _content_variables(raw: dict[str, Any] | str | None) -> Optional[str]:
+def _content_variables(raw: Any) -> Optional[str]:
     if raw is None or raw == "":
         return None
+    if not isinstance(raw, (dict, str)):
+        raise _invalid_field("content_variables", "content_variables must be an object or a JSON string")
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
         except ValueError:
             raw = None
     if not isinstance(raw, dict):
-        raise _Refused(400, "invalid_content_variables", 'content_variables must be a JSON object like {"1": "Dana"}')
+        raise DomainError(Problem.INVALID, "invalid_content_variables",
+                          'content_variables must be a JSON object like {"1": "Dana"}', field="content_variables")
     return json.dumps(raw, ensure_ascii=False)
 
 
@@ -160,20 +182,21 @@ def _fingerprint(outgoing: Outgoing, provider: str) -> str:
 def _route(session: Session, settings: Settings, business_id: int, requested: str,
            outgoing: Outgoing) -> list[WhatsAppProvider]:
     if requested != "auto" and requested not in PROVIDERS:
-        raise _Refused(400, "invalid_provider", "provider must be auto, twilio or baileys")
+        raise DomainError(Problem.INVALID, "invalid_provider", "provider must be auto, twilio or baileys",
+                          field="provider")
     if requested != "auto":
         problem = PROVIDERS[requested][0](settings)
         if problem:
-            raise _Refused(501, "provider_disabled", problem)
+            raise DomainError(Problem.NOT_CONFIGURED, "provider_disabled", problem)
         reason = _unsuitable(requested, outgoing)
         if reason:
-            raise _Refused(400, "unsupported_by_provider", reason)
+            raise DomainError(Problem.INVALID, "unsupported_by_provider", reason, field="provider")
         return [PROVIDERS[requested][1](settings)]
 
     enabled = [name for name in settings.wa_provider_priority if PROVIDERS[name][0](settings) is None]
     if not enabled:
-        raise _Refused(501, "whatsapp_not_configured",
-                       "no WhatsApp provider is enabled (ENABLE_WA_TWILIO / ENABLE_WA_BAILEYS)")
+        raise DomainError(Problem.NOT_CONFIGURED, "whatsapp_not_configured",
+                          "no WhatsApp provider is enabled (ENABLE_WA_TWILIO / ENABLE_WA_BAILEYS)")
     chosen, skipped = [], {}
     for name in enabled:
         reason = _unsuitable(name, outgoing) or _unavailable(session, business_id, name, outgoing)
@@ -184,8 +207,9 @@ def _route(session: Session, settings: Settings, business_id: int, requested: st
     if not chosen:
         why = "; ".join(f"{name}: {reason}" for name, reason in skipped.items())
         if any("24-hour" in reason for reason in skipped.values()):
-            raise _Refused(422, "template_required", f"no provider can send free-form text now ({why})")
-        raise _Refused(503, "no_provider_available", f"no WhatsApp provider can send now ({why})")
+            raise DomainError(Problem.UNPROCESSABLE, "template_required",
+                              f"no provider can send free-form text now ({why})")
+        raise DomainError(Problem.UNAVAILABLE, "no_provider_available", f"no WhatsApp provider can send now ({why})")
     return chosen
 
 
@@ -238,11 +262,13 @@ def _earlier_result(session: Session, business_id: int, key: str, fingerprint: s
     if record is None:
         return None
     if (record.response or {}).get("fingerprint") != fingerprint:
-        raise _Refused(422, "idempotency_key_reused", "this Idempotency-Key was used for a different message")
+        raise DomainError(Problem.UNPROCESSABLE, "idempotency_key_reused",
+                          "this Idempotency-Key was used for a different message")
     if record.status_code is None:
-        raise _Refused(409, "idempotency_key_in_use", "a request with this Idempotency-Key is still being sent")
+        raise DomainError(Problem.CONFLICT, "idempotency_key_in_use",
+                          "a request with this Idempotency-Key is still being sent")
     log_event(log, "whatsapp_send_replayed", business_id=business_id, status_code=record.status_code)
-    return SendResult(**record.response["result"])
+    return _replayed(record.response["result"])
 
 
 def _claim(session: Session, business_id: int, key: str, fingerprint: str) -> IdempotencyRecord | SendResult:
@@ -256,7 +282,8 @@ def _claim(session: Session, business_id: int, key: str, fingerprint: str) -> Id
         session.commit()  # end this transaction so the next read sees the winner's row
         earlier = _earlier_result(session, business_id, key, fingerprint)
         if earlier is None:  # the winner rolled back: treat like any in-flight duplicate
-            raise _Refused(409, "idempotency_key_in_use", "a request with this Idempotency-Key is being sent")
+            raise DomainError(Problem.CONFLICT, "idempotency_key_in_use",
+                              "a request with this Idempotency-Key is being sent") from None
         return earlier
     session.commit()
     return record
@@ -264,7 +291,8 @@ def _claim(session: Session, business_id: int, key: str, fingerprint: str) -> Id
 
 # ---- delivery -----------------------------------------------------------------------------
 def _deliver(session: Session, business_id: int, outgoing: Outgoing, providers: list[WhatsAppProvider],
-             sender_user_id: int | None) -> SendResult:
+             sender_user_id: int | None) -> SendResult | DomainError:
+    """Store the message, then send it; a failure is answered (to be raised once the outcome is stored)."""
     is_lid = bool(_LID.match(outgoing.to))
     customer = upsert_customer(session, business_id, phone=None if is_lid else outgoing.to,
                                lid=outgoing.to if is_lid else None)
@@ -297,12 +325,28 @@ def _deliver(session: Session, business_id: int, outgoing: Outgoing, providers: 
         message.provider_message_id = provider_message_id
         message.status = "sent"
         log_event(log, "whatsapp_sent", provider=provider.name, message_id=message.id, business_id=business_id)
-        return SendResult(True, provider.name, message.id, provider_message_id)
+        return SendResult(provider.name, message.id, provider_message_id)
 
     message.status = "failed"
     message.error_code, message.error_message = failure.code, failure.detail
     uncertain = isinstance(failure, OutcomeUnknown)
     log_event(log, "whatsapp_send_failed", logging.WARNING, provider=message.provider, code=failure.code,
               outcome_unknown=uncertain, message_id=message.id, business_id=business_id)
-    return SendResult(False, message.provider, message.id, None, "outcome_unknown" if uncertain else "send_failed",
-                      502, failure.detail)
+    return _send_failed("outcome_unknown" if uncertain else "send_failed", failure.detail, message.provider, message.id)
+
+
+def _stored_outcome(outcome: SendResult | DomainError) -> dict[str, Any]:
+    """The outcome as the idempotency record keeps it (the same fields for every stored answer)."""
+    if isinstance(outcome, SendResult):
+        return {"success": True, **dataclasses.asdict(outcome), "error": None, "message": ""}
+    return {"success": False, "provider": outcome.details.get("provider"),
+            "message_id": outcome.details.get("message_id"), "provider_message_id": None,
+            "error": outcome.code, "message": outcome.message}
+
+
+def _replayed(stored: dict[str, Any]) -> SendResult:
+    """The first answer again: its result, or its failure raised."""
+    if stored.get("success"):
+        return SendResult(stored["provider"], stored["message_id"], stored["provider_message_id"])
+    raise _send_failed(stored.get("error") or "send_failed", stored.get("message") or "", stored.get("provider"),
+                       stored.get("message_id"))

@@ -10,6 +10,7 @@ report `undelivered` and still deliver on a retry). A `failed` after `delivered`
 """
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 import sqlalchemy as sa
@@ -17,6 +18,9 @@ from sqlalchemy.orm import Session
 
 from server.db.events import publish_message_status
 from server.db.models import Message, utcnow
+from server.logs import log_event
+
+log = logging.getLogger("agentlocator.whatsapp")
 
 PROGRESS = ("queued", "sent", "delivered", "read")
 FAILED = "failed"
@@ -30,6 +34,28 @@ TWILIO_STATUSES = {
 }
 # The bridge reports sent/delivered/read/failed, the CRM's own words (baileys-bridge/README.md).
 BAILEYS_STATUSES = {name: name for name in ("sent", "delivered", "read", FAILED)}
+STATUSES_BY_PROVIDER = {"twilio": TWILIO_STATUSES, "baileys": BAILEYS_STATUSES}
+
+
+def apply_status(session: Session, provider: str, provider_message_id: str, reported: str, *,
+                 error_code: Optional[str] = None, error_message: Optional[str] = None) -> bool:
+    """Apply a provider's delivery report (`reported` in the provider's own words) to the outgoing
+    message it names; True when the message moved forward.
+
+    Unknown statuses and unknown message ids are logged and ignored: the provider would only retry.
+    """
+    status = STATUSES_BY_PROVIDER[provider].get(reported)
+    if status is None:
+        log_event(log, "whatsapp_status_ignored", provider=provider, status=reported, reason="unknown status")
+        return False
+    message_id = session.scalar(sa.select(Message.id).where(Message.provider == provider,
+                                                            Message.provider_message_id == provider_message_id))
+    if message_id is None:
+        log_event(log, "whatsapp_status_ignored", provider=provider, status=reported, reason="unknown message")
+        return False
+    changed = advance_status(session, message_id, status, error_code=error_code, error_message=error_message)
+    log_event(log, "whatsapp_status", provider=provider, message_id=message_id, status=status, applied=changed)
+    return changed
 
 
 def predecessors(new: str) -> tuple[str, ...]:

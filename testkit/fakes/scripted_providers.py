@@ -43,7 +43,7 @@ from gevent.event import Event
 from gevent.queue import Queue
 
 from server.config import Settings
-from server.providers.base import ProviderError, Transcript, VoiceProviders
+from server.providers.base import ProviderError, ProviderTimeout, Transcript, VoiceProviders
 from server.voice.audio import FRAME_BYTES, FRAME_MS, MULAW_SILENCE, mulaw_to_linear
 from server.voice.conversation import END_CALL_MARKER
 
@@ -267,6 +267,18 @@ class ScriptedLanguageModel:
         for index, token in enumerate(reply_tokens(scripted_reply(user_text))):
             _sleep_until(started + (self._script.llm_first_token_ms + index * self._script.llm_token_ms) / 1000)
             yield token
+
+    def complete(self, messages: list[dict[str, str]]) -> str:
+        """The whole scripted reply to the last user message, after the first-token delay
+        ("llm:error" and "llm:stall" fail it, the stall as the timeout a real model would hit)."""
+        started = time.monotonic()
+        user_text = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        _sleep_until(started + self._script.llm_first_token_ms / 1000)
+        if "llm:error" in user_text:
+            raise ProviderError("scripted LLM failure")
+        if "llm:stall" in user_text:
+            raise ProviderTimeout("scripted LLM stall")
+        return scripted_reply(user_text).strip()
 
 
 def _sleep_until(deadline: float) -> None:

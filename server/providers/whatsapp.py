@@ -1,4 +1,5 @@
-"""What every WhatsApp provider (Twilio, the Baileys bridge) offers the send service, and how a send fails.
+"""The WhatsApp transport interface: what every WhatsApp provider (Twilio, the Baileys bridge) offers
+the send service, and how a send fails.
 
 The router may try the next provider only when the first one certainly did not send: a customer
 who gets the same message twice is worse than a failed send a person can retry. So a provider
