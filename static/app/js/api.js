@@ -145,3 +145,10 @@ export function qs(params) {
 export function idempotencyKey() {
   return (crypto.randomUUID && crypto.randomUUID()) || `${Date.now()}-${Math.random().toString(16).slice(2)}`;
 }
+
+// Keep a screen's filters in the address (a reload or a shared link keeps them), but only while
+// that screen is still shown: a late answer must not rewrite the address of the next screen.
+export function keepQuery(path, params) {
+  if (location.pathname !== path) return;
+  history.replaceState(null, '', path + qs(params));
+}

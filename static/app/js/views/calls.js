@@ -1,6 +1,6 @@
 // Calls: the list with filters, and one call as a conversation of its turns, each with its timing,
 // the outcome, and the recording or voicemail to play.
-import { ApiError, get, hebrewError, qs } from '../api.js';
+import { ApiError, get, hebrewError, keepQuery, qs } from '../api.js';
 import { clear, errorBox, field, h, select, spinner } from '../dom.js';
 import { dateTime, dayStart, ms, nextDay, seconds } from '../format.js';
 import { debounce, on } from '../live.js';
@@ -9,6 +9,7 @@ import { CALL_OUTCOME, CALL_STATUS, customerName, phoneEl, statusBadge } from '.
 export async function render(main, params) {
   if (params.sid) return renderCall(main, params.sid);
   document.title = 'שיחות · AgentLocator';
+  const path = location.pathname;
   const args = new URLSearchParams(location.search);
   const state = { status: args.get('status') || '', phone: args.get('phone') || '', q: args.get('q') || '',
     from: args.get('from') || '', to: args.get('to') || '' };
@@ -30,8 +31,7 @@ export async function render(main, params) {
     problem.replaceChildren();
     const query = { limit: 50, status: status.value, phone: phone.value.trim(), q: q.value.trim(),
       from: dayStart(from.value), to: to.value ? dayStart(nextDay(to.value)) : '', cursor: append ? cursor : '' };
-    history.replaceState(null, '', location.pathname + qs({ status: status.value, phone: phone.value.trim(),
-      q: q.value.trim(), from: from.value, to: to.value }));
+    keepQuery(path, { status: status.value, phone: phone.value.trim(), q: q.value.trim(), from: from.value, to: to.value });
     try {
       const page = await get(`/api/crm/calls${qs(query)}`);
       cursor = page.next_cursor;

@@ -1,6 +1,6 @@
 // Customers: search by name or phone in any format, create and edit, and the customer page with
 // their conversations, calls, deals, invoices, contracts and payments.
-import { ApiError, get, hebrewError, patch, post, qs } from '../api.js';
+import { ApiError, get, hebrewError, keepQuery, patch, post, qs } from '../api.js';
 import { announce, clear, errorBox, field, h, openDialog, spinner } from '../dom.js';
 import { amount, dateTime, phone as showPhone, seconds, shortWhen } from '../format.js';
 import { debounce } from '../live.js';
@@ -10,6 +10,7 @@ import { DOC_STATUS, documentDialog } from './documents.js';
 export async function render(main, params, ctx) {
   if (params.id) return renderCustomer(main, Number(params.id), ctx);
   document.title = 'לקוחות · AgentLocator';
+  const path = location.pathname;
   const q = h('input', { type: 'search', name: 'q', value: new URLSearchParams(location.search).get('q') || '',
     placeholder: 'שם, טלפון (בכל צורה) או אימייל' });
   const list = h('div', { class: 'table-wrap', 'aria-live': 'polite' }, spinner());
@@ -20,7 +21,7 @@ export async function render(main, params, ctx) {
     list, more);
   let cursor = null;
   async function load(append = false) {
-    history.replaceState(null, '', location.pathname + qs({ q: q.value.trim() }));
+    keepQuery(path, { q: q.value.trim() });
     try {
       const page = await get(`/api/crm/customers${qs({ q: q.value.trim(), limit: 50, cursor: append ? cursor : '' })}`);
       cursor = page.next_cursor;

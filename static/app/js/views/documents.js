@@ -1,6 +1,6 @@
 // Deals, invoices and contracts: lists, create, status changes, and from an invoice a payment link
 // sent on WhatsApp in one action, whose status then updates live.
-import { ApiError, get, hebrewError, patch, post, qs } from '../api.js';
+import { ApiError, get, hebrewError, keepQuery, patch, post, qs } from '../api.js';
 import { announce, clear, errorBox, field, h, openDialog, select, spinner } from '../dom.js';
 import { amount, dateTime } from '../format.js';
 import { debounce, on } from '../live.js';
@@ -39,6 +39,7 @@ export async function render(main, params, ctx) {
   const kind = params.kind;
   if (params.id) return renderOne(main, kind, Number(params.id), ctx);
   document.title = `${KIND[kind].many} · AgentLocator`;
+  const path = location.pathname;
   const status = select([['', 'הכול'], ...Object.entries(DOC_STATUS[kind])], new URLSearchParams(location.search).get('status') || '',
     { name: 'status' });
   const list = h('div', { class: 'table-wrap', 'aria-live': 'polite' }, spinner());
@@ -49,7 +50,7 @@ export async function render(main, params, ctx) {
   let cursor = null;
   let names = new Map();
   async function load(append = false) {
-    history.replaceState(null, '', location.pathname + qs({ status: status.value }));
+    keepQuery(path, { status: status.value });
     try {
       const [page, people] = await Promise.all([
         get(`/api/crm/${kind}${qs({ status: status.value, limit: 50, cursor: append ? cursor : '' })}`),

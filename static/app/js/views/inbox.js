@@ -1,7 +1,7 @@
 // The inbox: conversations (WhatsApp threads, and calls as their own kind of entry) with filters,
 // and the open conversation: messages and their delivery state, reply, assign, status, labels,
 // and whether the AI answers. Live events refresh what changed without a reload.
-import { ApiError, get, hebrewError, idempotencyKey, patch, post, qs } from '../api.js';
+import { ApiError, get, hebrewError, idempotencyKey, keepQuery, patch, post, qs } from '../api.js';
 import { announce, clear, errorBox, field, h, icon, select, spinner } from '../dom.js';
 import { dateTime, seconds, shortWhen } from '../format.js';
 import { debounce, on } from '../live.js';
@@ -22,9 +22,9 @@ function readFilters() {
 }
 
 function writeFilters() {
-  const search = qs({ status: filters.status === 'open' ? '' : filters.status || 'all', assignee: filters.assignee,
+  if (!location.pathname.startsWith('/app/inbox')) return;
+  keepQuery(location.pathname, { status: filters.status === 'open' ? '' : filters.status || 'all', assignee: filters.assignee,
     channel: filters.channel, q: filters.q, unread: filters.unread ? 'true' : '' });
-  history.replaceState(null, '', location.pathname + search);
 }
 
 export async function render(main, params, ctx) {
