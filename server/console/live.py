@@ -41,6 +41,7 @@ TOKEN_CHECK_SECONDS = 15.0
 PRUNE_EVERY_SECONDS = 600.0
 GAP_TTL_SECONDS = 60.0
 MAX_GAPS = 1000
+START_GAP_WINDOW = 200  # ids below the newest that a starting poller checks for late commits
 BATCH = 500
 QUEUE_SIZE = 1000
 RECONNECT_MS = 3000
@@ -106,10 +107,17 @@ class EventHub:
     def subscribe(self, business_id: int, token_digest: str) -> Subscription:
         with self._lock:
             if not self._subscribers:
-                # Idle until now: start from the table's newest row, not from where we stopped.
+                # Idle until now: start from the table's newest row, not from where we stopped. A
+                # recent id not there yet may belong to a transaction still open: watch it as a gap.
                 with self._db.scope() as session:
                     self._cursor = latest_event_id(session)
-                self._gaps.clear()
+                    recent = set(session.scalars(sa.select(Event.id).where(Event.id > self._cursor - START_GAP_WINDOW)))
+                now = time.monotonic()
+                self._gaps = {
+                    gap: now
+                    for gap in range(max(1, self._cursor - START_GAP_WINDOW + 1), self._cursor)
+                    if gap not in recent
+                }
             subscription = Subscription(business_id, token_digest, self._cursor)
             self._subscribers.add(subscription)
             if self._thread is None or not self._thread.is_alive():
