@@ -8,7 +8,7 @@ is stored without them (`storable_text`).
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Mapping
 
 from server.errors import DomainError, Problem
 
@@ -34,6 +34,22 @@ def clean_text(value: Any, field: str, *, max_length: int, allow_empty: bool = T
 def storable_text(value: Any) -> str:
     """`value` as text (None is empty) without NUL characters, lone surrogates replaced by U+FFFD."""
     return _LONE_SURROGATE.sub("\ufffd", str(value or "").replace("\x00", ""))
+
+
+def storable_fields(form: Mapping[str, Any]) -> dict[str, str]:
+    """A vendor's form (the first value of each field) with every key and value `storable_text`."""
+    return {storable_text(key): storable_text(value) for key, value in form.items()}
+
+
+def storable_json(value: Any) -> Any:
+    """Parsed JSON from a vendor with every string in it (keys too) `storable_text`; other values as they are."""
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, dict):
+        return {storable_text(key): storable_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [storable_json(item) for item in value]
+    return value
 
 
 def _invalid(field: str, message: str) -> DomainError:

@@ -3,26 +3,35 @@
 Both webhooks turn their wire format into an `InboundMessage`; `store_inbound` finds the business
 by the number the customer wrote to, upserts the customer and the conversation, and inserts the
 message idempotently on (provider, provider message id): a replayed webhook stores nothing new.
+
+What a provider sends can't be sent back to be fixed, so it is made storable here rather than
+refused: every string loses its NUL characters and lone surrogates (`server.text`), and text is
+cut to its column (a WhatsApp profile name has no length limit; `customers.name` has). Only an
+identifier that can't be stored as it is (a message id or LID longer than its column) makes the
+webhook a 400, since cutting it could merge two messages or two customers.
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 from sqlalchemy.orm import Session
 
+from server import safe_json
 from server.db.dao_crm import business_by_number, insert_message, upsert_customer, upsert_thread
-from server.db.models import Business, Message
+from server.db.models import Business, Customer, Message
 from server.logs import log_event
 from server.phones import try_e164
-from server.text import storable_text
+from server.text import storable_fields, storable_json, storable_text
 
 log = logging.getLogger("agentlocator.whatsapp")
 
 MAX_TWILIO_MEDIA = 10  # Twilio sends at most MediaUrl0…MediaUrl9
-MAX_PROVIDER_ID = 128  # messages.provider_message_id
+MAX_PROVIDER_ID = Message.__table__.c.provider_message_id.type.length
+MAX_NAME = Customer.__table__.c.name.type.length
+MAX_LID = Customer.__table__.c.wa_lid.type.length
+MAX_BRIDGE_STATE = 32  # `open`, `connecting`, `close`, `logged_out`…
 BRIDGE_EVENTS = ("message", "status", "connection")
 
 
@@ -52,9 +61,12 @@ class StoredInbound:
 
 def twilio_inbound(form: Mapping[str, str]) -> InboundMessage:
     """An inbound message from Twilio's webhook form (`From`/`To` are `whatsapp:+E164`)."""
+    form = storable_fields(form)
     sid = form.get("MessageSid") or form.get("SmsSid") or ""
     if not sid:
         raise InvalidInbound("MessageSid is missing")
+    if len(sid) > MAX_PROVIDER_ID:
+        raise InvalidInbound(f"MessageSid is longer than {MAX_PROVIDER_ID} characters")
     phone, business_number = try_e164(form.get("From")), try_e164(form.get("To"))
     if phone is None or business_number is None:
         raise InvalidInbound("From and To must be WhatsApp phone numbers (whatsapp:+E164)")
@@ -68,8 +80,7 @@ def twilio_inbound(form: Mapping[str, str]) -> InboundMessage:
         media.append({"type": "location", "latitude": form["Latitude"], "longitude": form["Longitude"],
                       "address": form.get("Address", ""), "label": form.get("Label", "")})
     return InboundMessage(provider="twilio", provider_message_id=sid, business_number=business_number,
-                          phone=phone, name=storable_text(form.get("ProfileName")),
-                          body=storable_text(form.get("Body")),
+                          phone=phone, name=form.get("ProfileName", "")[:MAX_NAME], body=form.get("Body", ""),
                           kind=_twilio_kind(form.get("MessageType"), located, media), media=media)
 
 
@@ -95,16 +106,17 @@ def is_twilio_status_callback(form: Mapping[str, str]) -> bool:
 def bridge_event(raw: bytes) -> dict[str, Any]:
     """The bridge's event (baileys-bridge/README.md), shape-checked; `InvalidInbound` says what is wrong."""
     try:
-        event = json.loads(raw)
-    except ValueError:
-        raise InvalidInbound("the body is not valid JSON") from None
+        event = storable_json(safe_json.loads(raw))
+    except ValueError as exc:
+        raise InvalidInbound(str(exc) if isinstance(exc, safe_json.JsonTooDeep) else "the body is not valid JSON") \
+            from None
     if not isinstance(event, dict) or event.get("event") not in BRIDGE_EVENTS:
         raise InvalidInbound(f"expected a JSON object with event one of {', '.join(BRIDGE_EVENTS)}")
     if event["event"] == "connection":
         _require(event, "state", str)
         if not isinstance(event.get("qr", False), bool):
             raise InvalidInbound("qr must be true or false")
-        return event
+        return {**event, "state": event["state"][:MAX_BRIDGE_STATE]}
     _require(event, "id", str)
     if event["event"] == "status":
         _require(event, "status", str)
@@ -123,6 +135,8 @@ def bridge_event(raw: bytes) -> dict[str, Any]:
         raise InvalidInbound("a message needs from (a phone number) or lid")
     if event.get("lid") and not event["lid"].endswith("@lid"):
         raise InvalidInbound("lid must look like 1234@lid")
+    if event.get("lid") and len(event["lid"]) > MAX_LID:
+        raise InvalidInbound(f"lid is longer than {MAX_LID} characters")
     normalised = {"from": event.get("from") and try_e164(event["from"]), "to": try_e164(event["to"])}
     if normalised["to"] is None or (event.get("from") and normalised["from"] is None):
         raise InvalidInbound("from and to must be phone numbers (+E164)")
@@ -140,7 +154,7 @@ def baileys_inbound(event: Mapping[str, Any]) -> InboundMessage:
     """An inbound message from the bridge's `message` event (checked by `bridge_event`)."""
     return InboundMessage(provider="baileys", provider_message_id=f"{event['chat']}:{event['id']}",
                           business_number=event["to"], phone=event.get("from"), lid=event.get("lid"),
-                          name=storable_text(event.get("push_name")), body=storable_text(event["text"]))
+                          name=storable_text(event.get("push_name"))[:MAX_NAME], body=storable_text(event["text"]))
 
 
 def store_inbound(session: Session, inbound: InboundMessage) -> Optional[StoredInbound]:

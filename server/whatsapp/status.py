@@ -23,6 +23,7 @@ from server.logs import log_event
 log = logging.getLogger("agentlocator.whatsapp")
 
 PROGRESS = ("queued", "sent", "delivered", "read")
+MAX_ERROR_CODE = Message.__table__.c.error_code.type.length
 FAILED = "failed"
 
 # Twilio's MessageStatus values (MessageEnumStatus) → the CRM's. `receiving`/`received` belong to
@@ -73,8 +74,9 @@ def advance_status(session: Session, message_id: int, new: str, *, error_code: O
     One conditional UPDATE, so two reports handled at once by two workers can't move a message
     backwards (the later writer re-checks the condition against the row the first one wrote).
     """
-    errors = {"error_code": error_code, "error_message": error_message} if new == FAILED \
-        else {"error_code": None, "error_message": None}
+    # A provider's error code has no documented length; the column has.
+    errors = {"error_code": error_code and error_code[:MAX_ERROR_CODE], "error_message": error_message} \
+        if new == FAILED else {"error_code": None, "error_message": None}
     changed = session.execute(
         sa.update(Message).where(Message.id == message_id, Message.direction == "out",
                                  Message.status.in_(predecessors(new)))

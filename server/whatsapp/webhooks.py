@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from server.errors import DomainError, Problem
 from server.logs import log_event
+from server.text import storable_fields
 from server.whatsapp.auto_reply import needs_reply
 from server.whatsapp.bridge_state import record_bridge_state
 from server.whatsapp.inbound import (
@@ -49,6 +50,7 @@ def receive_twilio(session: Session, form: Mapping[str, str]) -> Optional[int]:
 
 def receive_twilio_status(session: Session, form: Mapping[str, str]) -> None:
     """Twilio's status callback for a message we sent (`MessageStatus`, and on failure `ErrorCode`)."""
+    form = storable_fields(form)  # a NUL would fail even the lookup on PostgreSQL
     apply_status(session, "twilio", form.get("MessageSid") or form.get("SmsSid") or "",
                  (form.get("MessageStatus") or "").lower(),
                  error_code=form.get("ErrorCode") or None, error_message=form.get("ErrorMessage") or None)
