@@ -18,8 +18,8 @@ from testkit.fakes.twilio_webhooks import new_call_sid, signature_header, voice_
 
 AI_ENV = {"OPENAI_API_KEY": "sk-test", "GOOGLE_SPEECH_EMULATOR_HOST": "127.0.0.1:9",
           "GOOGLE_TTS_EMULATOR_HOST": "127.0.0.1:9"}
-SIGNED_ROUTES = ["/webhook/incoming_call", "/webhook/stream_ended", "/webhook/recording_done",
-                 "/webhook/call_status", "/webhook/recording_status"]
+SIGNED_ROUTES = ["/webhook/incoming_call", "/webhook/stream_status", "/webhook/stream_ended",
+                 "/webhook/recording_done", "/webhook/call_status", "/webhook/recording_status"]
 
 
 def independent_signature(token: str, url: str, params: dict[str, str] | list[tuple[str, str]]) -> str:
@@ -333,33 +333,62 @@ def test_preview_without_a_number_and_with_an_unknown_or_bad_one(client):
 
 # ---- stream_status ---------------------------------------------------------------------------
 
-def test_stream_status_records_the_event_without_a_signature(client, db, tenant):
+def stream_status_params(call_sid: str, event: str, **extra: str) -> dict[str, str]:
+    return {"AccountSid": BASE_TEST_ENV["TWILIO_ACCOUNT_SID"], "CallSid": call_sid, "StreamSid": "MZ" + "1" * 32,
+            "StreamName": "MZ" + "1" * 32, "StreamEvent": event, "Timestamp": "2026-01-01T10:00:00.000Z", **extra}
+
+
+def test_stream_status_records_the_event(client, db, tenant):
     call_sid = start_call(client, tenant)
-    response = client.post("/webhook/stream_status", data={
-        "AccountSid": BASE_TEST_ENV["TWILIO_ACCOUNT_SID"], "CallSid": call_sid, "StreamSid": "MZ" + "1" * 32,
-        "StreamName": "MZ" + "1" * 32, "StreamEvent": "stream-error", "StreamError": "Handshake failed",
-        "Timestamp": "2026-01-01T10:00:00.000Z"})
+    params = stream_status_params(call_sid, "stream-error", StreamError="Handshake failed")
+    response = post(client, "/webhook/stream_status", params)
     assert response.status_code == 204 and response.data == b""
     call = call_row(db, call_sid)
     assert (call.stream_status, call.stream_sid, call.stream_error) == ("stream-error", "MZ" + "1" * 32,
                                                                        "Handshake failed")
-    assert call.stream_started_at is None  # an unsigned callback never disarms the watchdog
+    assert call.stream_started_at is None  # only the token-checked WebSocket disarms the watchdog
 
 
-@pytest.mark.parametrize("body", [
-    {"data": b""},
-    {"data": b"\xff\xfe not a form", "content_type": "application/octet-stream"},
-    {"json": {"CallSid": "CA1", "StreamEvent": "stream-started"}},
-    {"data": {"CallSid": "CA-unknown", "StreamEvent": "x" * 500, "StreamSid": "y" * 500}},
-    {"data": "CallSid=%ZZ&&=&StreamEvent", "content_type": "application/x-www-form-urlencoded"},
+def test_an_unsigned_stream_status_changes_nothing(client, db, tenant):
+    call_sid = start_call(client, tenant)
+    forged = post(client, "/webhook/stream_status", stream_status_params(call_sid, "stream-stopped"), signed=False)
+    assert (forged.status_code, forged.get_json()["error"]) == (403, "invalid_signature")
+    assert call_row(db, call_sid).stream_status is None
+
+
+def test_stream_status_never_overwrites_a_final_state(client, db, tenant):
+    call_sid = start_call(client, tenant)
+    assert post(client, "/webhook/stream_status", stream_status_params(call_sid, "stream-started")).status_code == 204
+    assert post(client, "/webhook/stream_status", stream_status_params(call_sid, "stream-stopped")).status_code == 204
+    # a late (or replayed) start doesn't revive a stopped stream
+    assert post(client, "/webhook/stream_status", stream_status_params(call_sid, "stream-started")).status_code == 204
+    assert call_row(db, call_sid).stream_status == "stream-stopped"
+    # once the call is over, its stream can still be reported stopped, but not started
+    other = start_call(client, tenant)
+    assert post(client, "/webhook/call_status", voice_params(other, to=tenant.phone, status="completed",
+                                                             CallDuration="3")).status_code == 204
+    assert post(client, "/webhook/stream_status", stream_status_params(other, "stream-started")).status_code == 204
+    assert call_row(db, other).stream_status is None
+    assert post(client, "/webhook/stream_status", stream_status_params(other, "stream-error",
+                                                                       StreamError="gone")).status_code == 204
+    call = call_row(db, other)
+    assert (call.status, call.stream_status, call.stream_error) == ("completed", "stream-error", "gone")
+
+
+@pytest.mark.parametrize("params", [
+    {},
+    {"CallSid": "CA1", "StreamEvent": "stream-started"},
+    {"CallSid": "CA-unknown", "StreamEvent": "x" * 500, "StreamSid": "y" * 500},
+    {"CallSid": "", "StreamEvent": "stream-started\x00", "StreamError": "\x00"},
 ])
-def test_stream_status_answers_204_to_anything(client, body):
-    assert client.post("/webhook/stream_status", **body).status_code == 204
+def test_a_signed_stream_status_answers_204_to_anything(client, params):
+    assert post(client, "/webhook/stream_status", params).status_code == 204
 
 
-def test_stream_status_answers_204_to_an_oversized_body(voice_app):
-    client = voice_app(MAX_CONTENT_LENGTH="1000").test_client()
-    assert client.post("/webhook/stream_status", data={"CallSid": "CA1", "Pad": "x" * 5000}).status_code == 204
+def test_an_unknown_stream_event_is_not_stored(client, db, tenant):
+    call_sid = start_call(client, tenant)
+    assert post(client, "/webhook/stream_status", stream_status_params(call_sid, "x" * 500)).status_code == 204
+    assert call_row(db, call_sid).stream_status is None
 
 
 # ---- stream_ended / recording_done -----------------------------------------------------------

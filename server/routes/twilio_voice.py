@@ -1,7 +1,8 @@
 """Twilio Voice webhooks (docs/architecture.md, "A call"): TwiML for incoming calls, stream and call
 status, and the voicemail fallback.
 
-Every webhook except `stream_status` is Twilio-signed. What each one does to the call lives in
+Every webhook is Twilio-signed (Twilio signs every request it makes to an application, status
+callbacks included, with `X-Twilio-Signature`). What each one does to the call lives in
 `server.voice.call_events`; a view here checks the signature, hands over the form and answers.
 """
 from __future__ import annotations
@@ -47,8 +48,11 @@ def incoming_call_preview() -> Response:
 
 
 @bp.post("/webhook/stream_status")
+@require_twilio_signature
 def stream_status() -> Response:
-    """Unsigned, and always 204: Twilio would log a webhook failure for the call on any error."""
+    """`<Stream statusCallback>`: signed like every Twilio callback (Twilio's webhook security
+    documentation: all its requests carry `X-Twilio-Signature`). Once signed, always 204: Twilio
+    would log a webhook failure for the call on any error."""
     call_events.record_stream_status(db_session(), lambda: request.form)
     return _no_content()
 

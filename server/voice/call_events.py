@@ -29,6 +29,7 @@ from server.logs import log_event
 from server.phones import try_e164
 from server.providers.base import VoicemailTranscriber
 from server.security.call_token import call_token
+from server.text import storable_text
 from server.voice.twiml import hangup_twiml, stream_twiml, unknown_number_twiml, voicemail_twiml
 from server.voice.voicemail import transcribe_voicemail_later
 from server.voice.watchdog import FINAL_CALL_STATUSES, start_watchdog
@@ -102,13 +103,19 @@ def _call_answer(desk: CallDesk, live: bool, business_id: int | str, greeting: b
                         token=call_token(desk.app_secret, call_sid), greeting=greeting)
 
 
-def record_stream_status(session: Session, read_form: Callable[[], Mapping[str, str]]) -> None:
-    """Twilio's `<Stream statusCallback>`, unsigned, so it only records what it reports. Never raises.
+# Twilio's `StreamEvent`s. A stream that stopped or failed stays so: a late or replayed
+# `stream-started` (callbacks may arrive out of order) never brings it back.
+STREAM_EVENTS = ("stream-started", "stream-stopped", "stream-error")
+FINAL_STREAM_EVENTS = frozenset({"stream-stopped", "stream-error"})
 
-    Twilio would log a webhook failure for the call on any error answer, so an odd body (even one
-    too large to read: hence `read_form` is called in here) or a database hiccup is logged and
-    swallowed. It doesn't count as a stream start for the watchdog: only the token-checked
-    WebSocket does.
+
+def record_stream_status(session: Session, read_form: Callable[[], Mapping[str, str]]) -> None:
+    """Twilio's `<Stream statusCallback>` (signed): record the stream's state. Never raises.
+
+    Twilio would log a webhook failure for the call on any error answer, so an odd body or a
+    database hiccup is logged and swallowed. It doesn't count as a stream start for the watchdog:
+    only the token-checked WebSocket does. It never overwrites a final state: not a stream that
+    stopped or failed, nor anything of a call that is over (except to say how its stream ended).
     """
     try:
         form = read_form()
@@ -116,12 +123,18 @@ def record_stream_status(session: Session, read_form: Callable[[], Mapping[str, 
         log_event(log, "stream_status", call_sid=call_sid[:64], stream_sid=form.get("StreamSid", "")[:64],
                   stream_event=event[:24], stream_error=error[:500])
         call = call_by_sid(session, call_sid) if call_sid else None
-        if call is not None and event:
-            call.stream_status = event[:24]
-            call.stream_sid = form.get("StreamSid", "")[:64] or call.stream_sid
-            if error:
-                call.stream_error = error[:2000]
-            session.commit()
+        if call is None or event not in STREAM_EVENTS:
+            return
+        call_over = call.status in FINAL_CALL_STATUSES or call.ended_at is not None
+        if call.stream_status in FINAL_STREAM_EVENTS or (call_over and event not in FINAL_STREAM_EVENTS):
+            log_event(log, "stream_status_ignored", call_sid=call.call_sid, stream_event=event,
+                      stream_status=call.stream_status, call_status=call.status)
+            return
+        call.stream_status = event
+        call.stream_sid = storable_text(form.get("StreamSid", ""))[:64] or call.stream_sid
+        if error:
+            call.stream_error = storable_text(error)[:2000]
+        session.commit()
     except Exception:
         session.rollback()
         log.exception("stream_status not recorded", extra={"event": "stream_status_error"})
