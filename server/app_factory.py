@@ -30,6 +30,7 @@ BLUEPRINT_MODULES = (
     "whatsapp_webhooks", "whatsapp_api",
     "crm_api", "payments_api",
     "console", "events_api", "console_api",
+    "admin_api",
 )
 
 

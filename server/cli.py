@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 
 import click
+import sqlalchemy as sa
 from flask import Flask, current_app
 
+from server.crm import business as business_settings
+from server.db.dao_crm import audit
 from server.db.migrate import MigrationEnv, run_migrations
-from server.db.models import Business, BusinessNumber, User
+from server.db.models import ApiToken, Business, BusinessNumber, User
+from server.errors import DomainError
 from server.phones import InvalidPhone, to_e164
 from server.security.auth import ROLES, issue_token
 from server.security.passwords import hash_password
@@ -86,4 +90,29 @@ def register_cli(app: Flask) -> None:
                         role=role)
             session.add(user)
             session.flush()
-            _print({"id": user.id, "token": issue_token(session, user, name="cli")})
+            token = issue_token(session, user, name="cli")
+            token_id = session.scalar(sa.select(ApiToken.id).where(ApiToken.user_id == user.id))
+            audit(session, business_id, "cli", "token.created", "token", token_id, user_id=user.id, name="cli")
+            _print({"id": user.id, "token": token})
+
+    @app.cli.command("assign-number")
+    @click.option("--business-id", required=True, type=int)
+    @click.option("--voice", "voice_numbers", multiple=True, help="a voice number the business answers calls on")
+    @click.option("--whatsapp", "whatsapp_numbers", multiple=True, help="a WhatsApp number of the business")
+    @click.option("--replace", is_flag=True,
+                  help="make the numbers given the business's only ones of their kind (default: add them)")
+    def assign_number(business_id: int, voice_numbers: tuple[str, ...], whatsapp_numbers: tuple[str, ...],
+                      replace: bool) -> None:
+        """Give a business voice and/or WhatsApp numbers; prints its numbers afterwards."""
+        body = {field: list(numbers) for field, numbers in (("voice_numbers", voice_numbers),
+                                                            ("whatsapp_numbers", whatsapp_numbers)) if numbers}
+        if not body:
+            raise click.UsageError("give at least one --voice or --whatsapp number")
+        try:
+            with current_app.extensions["db"].scope() as session:
+                assigned = business_settings.assign_numbers(session, business_id, "cli", body,
+                                                            keep_current=not replace)
+        except DomainError as exc:
+            holder = f" (business {exc.details['business_id']})" if "business_id" in exc.details else ""
+            raise click.ClickException(f"{exc.message}{holder}") from None
+        _print(assigned)

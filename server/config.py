@@ -48,6 +48,24 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("expected a whole number, 0 or more")
+    return value
+
+
+def _rate_limits(raw: str) -> str:
+    from limits import parse_many
+
+    value = raw.strip()
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ValueError("expected limits such as 20/minute;200/hour") from None
+    return value
+
+
 def _log_level(raw: str) -> str:
     value = raw.strip().upper()
     if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
@@ -144,6 +162,13 @@ class Settings:
     sqlite_busy_timeout_seconds: float = env("SQLITE_BUSY_TIMEOUT_SECONDS", 5.0, _positive_float)
     secrets_key: str = env("SECRETS_KEY", "", _fernet_key, secret=True)
     secrets_key_previous: tuple = env("SECRETS_KEY_PREVIOUS", (), _fernet_keys, secret=True)
+
+    # sign-in and tokens
+    token_ttl_days: int = env("TOKEN_TTL_DAYS", 90, _non_negative_int)
+    session_idle_minutes: int = env("SESSION_IDLE_MINUTES", 720, _positive_int)
+    login_limit_per_address: str = env("LOGIN_LIMIT_PER_ADDRESS", "20/minute;200/hour", _rate_limits)
+    login_limit_per_account: str = env("LOGIN_LIMIT_PER_ACCOUNT", "10/10minutes;100/day", _rate_limits)
+    trusted_proxy_hops: int = env("TRUSTED_PROXY_HOPS", 0, _non_negative_int)
 
     # background jobs (URLs may carry a password)
     jobs_url: str = env("JOBS_URL", "", _jobs_url, secret=True)

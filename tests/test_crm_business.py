@@ -1,5 +1,8 @@
-"""`/api/crm/business`: a business's own settings, read by its staff and changed by its owner."""
+"""`/api/crm/business`: a business's own settings, read by its staff and changed by its owner (the
+phone numbers by admins only: tests/test_admin_numbers.py)."""
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import pytest
 
@@ -56,7 +59,11 @@ def test_agents_read_but_only_owners_and_admins_change(client, db, tenant):
     ("voice_numbers", ["+97235550001", "+97235550003"]),
     ("whatsapp_numbers", ["+972501112233"]),
 ])
-def test_the_owner_changes_each_field(client, db, tenant, field, value):
+def test_each_field_changes(client, db, tenant, field, value):
+    if field.endswith("_numbers"):  # an admin's, acting for the business
+        admin = create_tenant(db, name="Support", phone="+97235559991", whatsapp="+97235559992", role="admin")
+        tenant = SimpleNamespace(headers={**admin.headers, "X-Business-Id": str(tenant.business_id)},
+                                 business_id=tenant.business_id)
     response = patch(client, tenant, {field: value})
     assert response.status_code == 200, response.get_json()
     assert response.get_json()[field] == value
@@ -70,7 +77,9 @@ def test_the_owner_changes_each_field(client, db, tenant, field, value):
         assert getattr(stored, field) == value
 
 
-def test_numbers_in_any_format_replace_the_set(client, tenant):
+def test_numbers_in_any_format_replace_the_set(client, db, tenant):
+    admin = create_tenant(db, name="Support", phone="+97235559991", whatsapp="+97235559992", role="admin")
+    tenant = SimpleNamespace(headers={**admin.headers, "X-Business-Id": str(tenant.business_id)})
     body = {"voice_numbers": ["03-555-0009", "+972 3 555 0009", "972501234567"], "whatsapp_numbers": []}
     response = patch(client, tenant, body)
     assert response.status_code == 200, response.get_json()
@@ -82,7 +91,7 @@ def test_numbers_in_any_format_replace_the_set(client, tenant):
 
 def test_unchanged_values_change_nothing(client, tenant):
     current = client.get(URL, headers=tenant.headers).get_json()
-    unchanged = {key: value for key, value in current.items() if key != "id"}
+    unchanged = {key: value for key, value in current.items() if key != "id" and not key.endswith("_numbers")}
     assert patch(client, tenant, unchanged).get_json() == current
     assert patch(client, tenant, {}).get_json() == current
     assert client.get("/api/crm/audit", headers=tenant.headers).get_json()["items"] == []
@@ -107,10 +116,6 @@ def test_unchanged_values_change_nothing(client, tenant):
     ({"features": {"wa_auto_reply": True, "telepathy": True}}, "features.telepathy"),
     ({"features": {"wa_auto_reply": "on"}}, "features.wa_auto_reply"),
     ({"features": ["wa_auto_reply"]}, "features"),
-    ({"voice_numbers": ["not a phone"]}, "voice_numbers"),
-    ({"voice_numbers": "+97235550001"}, "voice_numbers"),
-    ({"whatsapp_numbers": ["+972501112233", 972501112234]}, "whatsapp_numbers"),
-    ({"whatsapp_numbers": ["05011122%02d" % i for i in range(21)]}, "whatsapp_numbers"),
 ])
 def test_bad_input_is_a_400_naming_the_field_and_changes_nothing(client, db, tenant, body, field):
     before = client.get(URL, headers=tenant.headers).get_json()
@@ -126,9 +131,11 @@ def test_a_body_that_is_not_an_object_is_a_400(client, tenant):
         assert response.status_code == 400 and response.get_json()["error"] == "invalid_json", data
 
 
-def test_another_business_number_is_a_409(client, db, tenant, other_tenant):
+def test_another_business_number_is_a_409_for_an_admin(client, db, tenant, other_tenant):
+    admin = create_tenant(db, name="Support", phone="+97235559991", whatsapp="+97235559992", role="admin")
+    support = SimpleNamespace(headers={**admin.headers, "X-Business-Id": str(tenant.business_id)})
     for field, theirs in (("voice_numbers", other_tenant.phone), ("whatsapp_numbers", other_tenant.whatsapp)):
-        response = patch(client, tenant, {"name": "Renamed", field: ["+97235550077", theirs]})
+        response = patch(client, support, {"name": "Renamed", field: ["+97235550077", theirs]})
         assert response.status_code == 409 and response.get_json()["field"] == field
         assert response.get_json()["error"] == "number_taken"
     mine = client.get(URL, headers=tenant.headers).get_json()
@@ -136,7 +143,7 @@ def test_another_business_number_is_a_409(client, db, tenant, other_tenant):
         ("Salon Dana", [tenant.phone], [tenant.whatsapp])
     assert client.get(URL, headers=other_tenant.headers).get_json()["voice_numbers"] == [other_tenant.phone]
     # the same number as voice in one business and WhatsApp in another is allowed
-    assert patch(client, tenant, {"whatsapp_numbers": [other_tenant.phone]}).status_code == 200
+    assert patch(client, support, {"whatsapp_numbers": [other_tenant.phone]}).status_code == 200
 
 
 def test_changes_stay_in_the_callers_business(client, db, tenant, other_tenant):
@@ -152,7 +159,7 @@ def test_changes_stay_in_the_callers_business(client, db, tenant, other_tenant):
 
 def test_every_change_is_audited_by_field_name(client, tenant, other_tenant):
     instructions = "סודי: " + "x" * 2000
-    patch(client, tenant, {"name": "Dana 2", "ai_instructions": instructions, "voice_numbers": ["035550003"],
+    patch(client, tenant, {"name": "Dana 2", "ai_instructions": instructions, "opening_line": "",
                            "greeting_enabled": False})
     entries = client.get("/api/crm/audit", headers=tenant.headers,
                          query_string={"action": "business.updated"}).get_json()["items"]
@@ -160,15 +167,18 @@ def test_every_change_is_audited_by_field_name(client, tenant, other_tenant):
     entry = entries[0]
     assert (entry["actor"], entry["entity_type"], entry["entity_id"]) == \
         (f"user:{tenant.user_id}", "business", str(tenant.business_id))
-    assert entry["details"] == {"fields": ["ai_instructions", "name", "voice_numbers"]}
+    assert entry["details"] == {"fields": ["ai_instructions", "name"]}
     assert client.get("/api/crm/audit", headers=other_tenant.headers).get_json()["items"] == []
 
 
 def test_settings_take_effect_for_auto_reply_and_call_routing(client, db, tenant, other_tenant):
     new_number = "+97237770001"
-    response = patch(client, tenant, {"features": {"wa_auto_reply": True},
-                                      "voice_numbers": [tenant.phone, "03-777-0001"]})
+    response = patch(client, tenant, {"features": {"wa_auto_reply": True}})
     assert response.status_code == 200, response.get_json()
+    admin = create_tenant(db, name="Support", phone="+97235559991", whatsapp="+97235559992", role="admin")
+    assigned = client.put(f"/api/admin/businesses/{tenant.business_id}/numbers", headers=admin.headers,
+                          json={"voice_numbers": [tenant.phone, "03-777-0001"]})
+    assert assigned.status_code == 200, assigned.get_json()
     assert business_row(db, tenant.business_id).feature("wa_auto_reply") is True
     assert business_row(db, other_tenant.business_id).feature("wa_auto_reply") is False
 

@@ -11,12 +11,16 @@ from server.db.dao_crm import audit
 from server.db.models import ApiToken, Business, User, utcnow
 from server.errors import DomainError, Problem
 from server.security import auth
+from server.security.rate_limits import LoginLimiter
 from server.security.sessions import SESSION_TOKEN_NAME
 
 
-def sign_in(session: Session, body: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    """Email and password → a new session token (for the cookie) and the session's description."""
-    token, user = auth.login(session, body, token_name=SESSION_TOKEN_NAME)
+def sign_in(
+    session: Session, body: Mapping[str, Any], *, limiter: LoginLimiter, address: str
+) -> tuple[str, dict[str, Any]]:
+    """Email and password → a new session token (for the cookie) and the session's description;
+    limited like every sign-in (per `address` and per account)."""
+    token, user = auth.login(session, body, limiter=limiter, address=address, token_name=SESSION_TOKEN_NAME)
     audit(session, user.business_id, f"user:{user.id}", "session.started", "user", user.id)
     return token, session_json(session, user, user.business_id)
 

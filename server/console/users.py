@@ -1,6 +1,7 @@
 """The owner's user management beyond creating users: disabling an account and setting a new
-password for someone who lost theirs. Nobody acts on a user whose role is above their own, and
-nobody disables themselves (a business must not lock its last owner out by a slip)."""
+password for someone who lost theirs. Owners manage agents and only admins manage owners
+(`security.auth.may_manage`); nobody disables themselves (a business must not lock its last owner
+out by a slip), and one's own password is changed with the current one (POST /api/auth/password)."""
 
 from __future__ import annotations
 
@@ -15,14 +16,13 @@ from server.crm.accounts import PASSWORD_MAX, PASSWORD_MIN
 from server.db.dao_crm import audit
 from server.db.models import ApiToken, User, utcnow
 from server.errors import DomainError, Problem
-from server.security.auth import ROLES, get_owned
+from server.security.auth import SIGN_IN_TOKEN_NAMES, get_owned, may_manage
 from server.security.passwords import hash_password
-from server.security.sessions import SESSION_TOKEN_NAME
 
 
 def _target(session: Session, business_id: int, actor: User, user_id: int) -> User:
     user = get_owned(session, User, business_id, user_id)
-    if ROLES.index(user.role) > ROLES.index(actor.role):
+    if user.id != actor.id and not may_manage(actor, user.role):
         raise DomainError(Problem.FORBIDDEN, "forbidden", f"a {actor.role} can't change a {user.role}'s account")
     return user
 
@@ -53,6 +53,9 @@ def update_user(
 def reset_password(session: Session, business_id: int, actor: User, user_id: int, body: Mapping[str, Any]) -> None:
     """Set `{password}` for the user and sign them out everywhere (their API tokens stay)."""
     user = _target(session, business_id, actor, user_id)
+    if user.id == actor.id:
+        raise DomainError(Problem.FORBIDDEN, "forbidden",
+                          "change your own password with POST /api/auth/password (it asks for the current one)")
     v.reject_unknown(body, ("password",))
     password = v.require(body, "password")
     if not isinstance(password, str) or not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
@@ -71,8 +74,3 @@ def reset_password(session: Session, business_id: int, actor: User, user_id: int
     audit(
         session, business_id, f"user:{actor.id}", "user.password_reset", "user", user.id, sessions_ended=len(signed_in)
     )
-
-
-# Tokens made by signing in (a console session, or POST /api/auth/login), as opposed to API tokens
-# an owner made on purpose: a new password ends the former only.
-SIGN_IN_TOKEN_NAMES = (SESSION_TOKEN_NAME, "login")

@@ -2,8 +2,12 @@
 time zone, feature flags, and the phone numbers it answers on (voice and WhatsApp).
 
 Payment settings have their own endpoint (`/api/crm/payments/settings`) and are left out here.
-A number belongs to at most one business per kind (calls and messages are routed by it), so a
-number another business already answers on is a 409.
+
+The numbers decide whose calls and messages a business receives, so assigning them is the
+service's own work (admins: `PUT /api/admin/businesses/<id>/numbers`, the `assign-number` CLI);
+an owner sees them read-only, and a PATCH that sends them is refused before they are even read,
+so it tells nothing about other businesses' numbers. A number belongs to at most one business per
+kind, so for an admin a number another business answers on is a 409 naming that business.
 """
 from __future__ import annotations
 
@@ -50,7 +54,15 @@ def load_business(session: Session, business_id: int, *, for_update: bool = Fals
     return session.scalar(stmt)
 
 
-def update_business(session: Session, business_id: int, actor: str, body: Mapping[str, Any]) -> dict[str, Any]:
+def update_business(session: Session, business_id: int, actor: str, body: Mapping[str, Any], *,
+                    numbers_allowed: bool = False) -> dict[str, Any]:
+    """Change the fields sent; the phone numbers only when `numbers_allowed` (an admin)."""
+    if not numbers_allowed:
+        sent = [field for field in NUMBER_FIELDS if field in body]
+        if sent:
+            raise DomainError(Problem.FORBIDDEN, "forbidden",
+                              "phone numbers are assigned by the service's administrators; ask them to change yours",
+                              field=sent[0])
     business = load_business(session, business_id, for_update=True)
     values = _parse(body)
     flags = {name: flag for name, flag in values.pop("features", {}).items() if business.feature(name) != flag}
@@ -74,6 +86,39 @@ def update_business(session: Session, business_id: int, actor: str, body: Mappin
             raise conflict from None
         audit(session, business.id, actor, "business.updated", "business", business.id, fields=sorted(changed))
     return business_json(business)
+
+
+def assign_numbers(session: Session, business_id: int, actor: str, body: Mapping[str, Any], *,
+                   keep_current: bool = False) -> dict[str, Any]:
+    """An admin's assignment: each of `voice_numbers` / `whatsapp_numbers` sent becomes the
+    business's numbers of that kind (`keep_current`: is added to them); a kind not sent is kept."""
+    business = load_business(session, business_id, for_update=True) if 1 <= business_id <= v.MAX_ID else None
+    if business is None:  # before the body is read, as for every object named in a path
+        raise DomainError(Problem.NOT_FOUND, "not_found", "no such business")
+    v.reject_unknown(body, NUMBER_FIELDS)
+    if not any(field in body for field in NUMBER_FIELDS):
+        raise v.invalid("voice_numbers", "send voice_numbers, whatsapp_numbers or both")
+    wanted = {field: _phone_numbers(body[field], field) for field in NUMBER_FIELDS if field in body}
+    if keep_current:
+        wanted = {field: list(dict.fromkeys([*business.numbers_of(NUMBER_FIELDS[field]), *numbers]))
+                  for field, numbers in wanted.items()}
+        for field, numbers in wanted.items():
+            if len(numbers) > NUMBERS_MAX:
+                raise v.invalid(field, f"a business has at most {NUMBERS_MAX} {NUMBER_FIELDS[field]} numbers")
+    changed = [field for field, numbers in wanted.items()
+               if _replace_numbers(session, business, field, numbers, name_holder=True)]
+    if changed:
+        try:
+            with session.begin_nested():
+                session.flush()
+        except IntegrityError:  # a concurrent assignment took one of the numbers since we looked
+            conflict = _numbers_taken(session, business.id, wanted, name_holder=True)
+            raise (conflict or DomainError(Problem.CONFLICT, "conflict", "the numbers changed meanwhile; try again")) \
+                from None
+        audit(session, business.id, actor, "business.numbers_assigned", "business", business.id,
+              **{field: sorted(business.numbers_of(NUMBER_FIELDS[field])) for field in changed})
+    return {"id": business.id,
+            **{field: sorted(business.numbers_of(kind)) for field, kind in NUMBER_FIELDS.items()}}
 
 
 def _parse(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -125,24 +170,30 @@ def _phone_numbers(value: Any, field: str) -> list[str]:
     return list(dict.fromkeys(v.phone(item, field) for item in value))
 
 
-def _numbers_taken(session: Session, business_id: int, numbers: Mapping[str, list[str]]) -> DomainError | None:
+def _numbers_taken(session: Session, business_id: int, numbers: Mapping[str, list[str]], *,
+                   name_holder: bool = False) -> DomainError | None:
+    """A 409 for the first number another business holds; `name_holder` (for admins) says which."""
     for field, wanted in numbers.items():
         kind = NUMBER_FIELDS[field]
-        taken = session.scalar(sa.select(BusinessNumber.number).where(
-            BusinessNumber.kind == kind, BusinessNumber.number.in_(wanted), BusinessNumber.business_id != business_id))
+        taken = session.execute(sa.select(BusinessNumber.number, BusinessNumber.business_id).where(
+            BusinessNumber.kind == kind, BusinessNumber.number.in_(wanted),
+            BusinessNumber.business_id != business_id).limit(1)).first()
         if taken is not None:
+            holder = {"business_id": taken.business_id} if name_holder else {}
             return DomainError(Problem.CONFLICT, "number_taken",
-                               f"{taken} is already a {kind} number of another business", field=field)
+                               f"{taken.number} is already a {kind} number of another business", field=field,
+                               **holder)
     return None
 
 
-def _replace_numbers(session: Session, business: Business, field: str, wanted: list[str]) -> bool:
+def _replace_numbers(session: Session, business: Business, field: str, wanted: list[str], *,
+                     name_holder: bool = False) -> bool:
     """Make `wanted` the business's numbers of the field's kind; False when they already are."""
     kind = NUMBER_FIELDS[field]
     current = {row.number: row for row in business.numbers if row.kind == kind}
     if set(current) == set(wanted):
         return False
-    conflict = _numbers_taken(session, business.id, {field: wanted})
+    conflict = _numbers_taken(session, business.id, {field: wanted}, name_holder=name_holder)
     if conflict:
         raise conflict
     for number, row in current.items():

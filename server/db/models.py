@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Dialect, ForeignKey, Index, Integer, String, Text,
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Dialect, Float, ForeignKey, Index, Integer, String, Text,
                         TypeDecorator, UniqueConstraint, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -124,6 +124,9 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = _created()
     last_used_at: Mapped[Optional[datetime]]
     revoked_at: Mapped[Optional[datetime]]
+    # Who made it: the user themselves (signing in), an owner or admin (for someone else), or None
+    # (the admin CLI). No foreign key: a column added later can't gain one on SQLite.
+    created_by_user_id: Mapped[Optional[int]] = mapped_column(Integer)
 
 
 class Customer(Base):
@@ -342,6 +345,17 @@ class ServiceState(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[dict[str, Any]] = mapped_column(default=dict)
     updated_at: Mapped[datetime] = _updated()
+
+
+class RateLimitWindow(Base):
+    """One fixed-window counter of a rate limit (sign-in tries per address and per account), shared
+    by every worker and instance through the database when no Redis is configured. `key` is a
+    digest, so no address or e-mail address is stored; `expires_at` is in epoch seconds."""
+    __tablename__ = "rate_limit_windows"
+    __table_args__ = (Index("ix_rate_limit_windows_expires_at", "expires_at"),)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hits: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[float] = mapped_column(Float)
 
 
 class Event(Base):

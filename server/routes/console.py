@@ -14,9 +14,9 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from server.config import PROJECT_ROOT
 from server.console import session as console_session
 from server.errors import DomainError, Problem
-from server.openapi import document, error_responses, json_response, obj, operation
+from server.openapi import document, error_responses, json_response, obj, operation, ref
 from server.routes import db_session, settings
-from server.routes.auth_api import authenticate_request, require_auth
+from server.routes.auth_api import authenticate_request, login_limiter, request_address, require_auth, token_policy
 from server.security import sessions
 from server.web import json_body
 
@@ -57,9 +57,11 @@ def _own_origins() -> set[str]:
 @bp.post("/api/auth/session")
 def sign_in() -> Response:
     sessions.check_sign_in_origin(request.headers.get("Origin"), _own_origins())
-    token, body = console_session.sign_in(db_session(), json_body())
+    token, body = console_session.sign_in(db_session(), json_body(), limiter=login_limiter(),
+                                          address=request_address())
     response = jsonify(body)
-    response.set_cookie(sessions.COOKIE_NAME, token, **sessions.cookie_options(settings().public_base_url))
+    response.set_cookie(sessions.COOKIE_NAME, token,
+                        **sessions.cookie_options(settings().public_base_url, token_policy().ttl))
     return response
 
 
@@ -127,6 +129,9 @@ OPENAPI_PATHS = {
             body=obj({"email": {"type": "string"}, "password": {"type": "string"}}, ["email", "password"]),
             responses={
                 "200": json_response(_SESSION, "Signed in; Set-Cookie: al_session=…"),
+                "429": json_response(
+                    ref("Error"), "Too many sign-in attempts (rate_limited, as POST /api/auth/login); see Retry-After"
+                ),
                 **error_responses(400, 401, 403),
             },
         ),

@@ -2,8 +2,9 @@
 audit, and `/api/openapi.json`. Thin: parse, authorise, call `server.crm`, answer.
 
 Roles: `agent` reads everything, works threads (reply, read, status/assignee/labels) and edits
-customers; `owner` also writes deals, invoices and contracts, manages users and tokens and reads
-the audit log; `admin` does all of it for any business (`X-Business-Id`).
+customers; `owner` also writes deals, invoices and contracts, manages agents and tokens and reads
+the audit log; `admin` does all of it for any business (`X-Business-Id`), manages owners and
+assigns phone numbers.
 
 A write to an object named in the path fetches it (another business's, or none: 404) before the
 body is read (400), so the two mistakes are told apart in that order.
@@ -16,7 +17,7 @@ from server.crm import accounts, audit_log, business, calls, conversations, cust
 from server.db.models import Customer, Thread
 from server.openapi import document, openapi_spec
 from server.routes import db_session, settings
-from server.routes.auth_api import require_auth
+from server.routes.auth_api import require_auth, token_policy
 from server.routes.crm_openapi import OPENAPI_PATHS, OPENAPI_SCHEMAS
 from server.security.auth import get_owned
 from server.web import json_body
@@ -167,13 +168,14 @@ def create_user():
 @bp.get(f"{CRM}/tokens")
 @require_auth("owner")
 def list_tokens():
-    return jsonify(accounts.list_tokens(db_session(), g.business_id))
+    return jsonify(accounts.list_tokens(db_session(), g.business_id, token_policy()))
 
 
 @bp.post(f"{CRM}/tokens")
 @require_auth("owner")
 def create_token():
-    return jsonify(accounts.create_token(db_session(), g.business_id, g.user, json_body(required=False))), 201
+    created = accounts.create_token(db_session(), g.business_id, g.user, json_body(required=False), token_policy())
+    return jsonify(created), 201
 
 
 @bp.delete(f"{CRM}/tokens/<int:token_id>")
@@ -206,4 +208,5 @@ def get_business():
 @bp.patch(f"{CRM}/business")
 @require_auth("owner")
 def update_business():
-    return jsonify(business.update_business(db_session(), g.business_id, _actor(), json_body()))
+    return jsonify(business.update_business(db_session(), g.business_id, _actor(), json_body(),
+                                            numbers_allowed=g.user.role == "admin"))

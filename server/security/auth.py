@@ -5,11 +5,20 @@ values, handed in by the route layer's `require_auth`) into the user and the bus
 for. Every query of a business's data goes through `scoped()` / `get_owned()` with that business,
 so another business's object is a 404, never a leak. `admin` users (support) may act for any
 business by sending `X-Business-Id`.
+
+Tokens expire (`TokenPolicy`): every token `TOKEN_TTL_DAYS` after it was made, and a console
+session also after `SESSION_IDLE_MINUTES` without use (sliding: each use pushes it on). A disabled
+user's tokens stop working at once. Signing in is rate-limited per address and per account before
+any password is checked (`server.security.rate_limits`), and an unknown e-mail costs the same hash
+as a known one.
+
+Who manages whom: owners manage agents; only admins manage owners (and admins).
 """
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Mapping, Optional, Type, TypeVar
 
 import sqlalchemy as sa
@@ -18,6 +27,7 @@ from sqlalchemy.orm import Session
 from server.db.models import ApiToken, Business, User, utcnow
 from server.errors import DomainError, Problem
 from server.security.passwords import new_token, token_digest, verify_password
+from server.security.rate_limits import LoginLimiter
 from server.security.sessions import SESSION_IDLE, SESSION_TOKEN_NAME
 
 log = logging.getLogger("agentlocator.auth")
@@ -28,43 +38,99 @@ _RANK = {role: rank for rank, role in enumerate(ROLES)}
 M = TypeVar("M")
 
 
-def issue_token(session: Session, user: User, name: str = "") -> str:
-    """Create a bearer token for `user`; only its digest is stored, so show it to the user once."""
+# Tokens made by signing in (a console session, or POST /api/auth/login), as opposed to API tokens
+# an owner made on purpose: a new password ends the former only.
+SIGN_IN_TOKEN_NAMES = (SESSION_TOKEN_NAME, "login")
+
+
+@dataclass(frozen=True)
+class TokenPolicy:
+    """How long tokens work: any token for `ttl` after it was made (None: no limit), and a console
+    session only while it is used at least every `session_idle`."""
+    ttl: Optional[timedelta] = timedelta(days=90)
+    session_idle: timedelta = SESSION_IDLE
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "TokenPolicy":
+        return cls(ttl=timedelta(days=settings.token_ttl_days) if settings.token_ttl_days else None,
+                   session_idle=timedelta(minutes=settings.session_idle_minutes))
+
+    def expires_at(self, token: ApiToken) -> Optional[datetime]:
+        """When the token stops working whatever its use (a session may stop sooner, when idle)."""
+        return token.created_at + self.ttl if self.ttl is not None else None
+
+    def expired(self, token: ApiToken, now: datetime) -> bool:
+        ends = self.expires_at(token)
+        if ends is not None and now >= ends:
+            return True
+        return token.name == SESSION_TOKEN_NAME and now - (token.last_used_at or token.created_at) > self.session_idle
+
+
+def issue_token(session: Session, user: User, name: str = "", *, created_by: Optional[User] = None) -> str:
+    """Create a bearer token for `user`, made by `created_by` (None: the operator's CLI); only its
+    digest is stored, so show it to the user once."""
     token = new_token()
-    session.add(ApiToken(user_id=user.id, token_hash=token_digest(token), name=name))
+    session.add(ApiToken(user_id=user.id, token_hash=token_digest(token), name=name,
+                         created_by_user_id=created_by.id if created_by is not None else None))
     session.flush()
     return token
 
 
-def login(session: Session, body: Mapping[str, Any], *, token_name: str = "login") -> tuple[str, User]:
-    """Email and password → a new bearer token (named `token_name`) and its user."""
+def check_login_body(body: Mapping[str, Any]) -> tuple[str, str]:
     for field in ("email", "password"):
         if not isinstance(body.get(field), str) or not body[field]:
             raise DomainError(Problem.INVALID, "invalid_field", f"{field} is required (a string)", field=field)
-    user = session.scalar(sa.select(User).where(User.email == body["email"].strip().lower()))
-    if user is None or not verify_password(user.password_hash, body["password"]):
+    return body["email"].strip().lower(), body["password"]
+
+
+def login(session: Session, body: Mapping[str, Any], *, limiter: LoginLimiter, address: str,
+          token_name: str = "login") -> tuple[str, User]:
+    """Email and password → a new bearer token (named `token_name`) and its user. The try is
+    counted against `address` and the account before anything is looked up."""
+    email, password = check_login_body(body)
+    limiter.hit(address, email)
+    user = session.scalar(sa.select(User).where(User.email == email))
+    # An unknown e-mail is checked against a dummy hash: the answer takes as long either way.
+    if not verify_password(user.password_hash if user is not None else None, password) or user is None:
         log.info("login refused", extra={"event": "login_refused"})
         raise DomainError(Problem.UNAUTHENTICATED, "invalid_credentials", "wrong email or password")
     if user.disabled_at is not None:  # said only to someone who knows the password
         raise DomainError(Problem.FORBIDDEN, "account_disabled", "this account has been disabled by the business owner")
-    return issue_token(session, user, name=token_name), user
+    return issue_token(session, user, name=token_name, created_by=user), user
 
 
-def user_for_token(session: Session, token: str) -> Optional[User]:
+def token_in_use(session: Session, token: str, policy: TokenPolicy) -> Optional[tuple[ApiToken, User]]:
+    """The token's row and its user, if it works: known, not revoked, not expired, user enabled."""
     row = session.scalar(sa.select(ApiToken).where(ApiToken.token_hash == token_digest(token),
                                                    ApiToken.revoked_at.is_(None)))
-    if row is None:
+    if row is None or policy.expired(row, utcnow()):
         return None
-    now = utcnow()
-    if row.name == SESSION_TOKEN_NAME and now - (row.last_used_at or row.created_at) > SESSION_IDLE:
-        return None  # a console session left unused too long has expired
     user = session.get(User, row.user_id)
     if user is None or user.disabled_at is not None:
         return None
-    # Recording use at most once a minute keeps an ordinary GET from becoming a write transaction.
+    return row, user
+
+
+def user_for_token(session: Session, token: str, policy: TokenPolicy = TokenPolicy()) -> Optional[User]:
+    found = token_in_use(session, token, policy)
+    if found is None:
+        return None
+    _record_use(found[0])
+    return found[1]
+
+
+def _record_use(row: ApiToken) -> None:
+    # At most once a minute keeps an ordinary GET from becoming a write transaction (and slides a
+    # console session's idle limit on).
+    now = utcnow()
     if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
         row.last_used_at = now
-    return user
+
+
+def may_manage(actor: User, role: str) -> bool:
+    """Whether `actor` may create, disable, reset or mint tokens for a user with `role`: owners
+    manage agents, admins everyone."""
+    return actor.role == "admin" or (actor.role == "owner" and role == "agent")
 
 
 def check_role(role: str) -> str:
@@ -74,19 +140,24 @@ def check_role(role: str) -> str:
     return role
 
 
-def authenticate(session: Session, authorization: str, acting_for: Optional[str], role: str) -> tuple[User, int]:
+def authenticate(session: Session, authorization: str, acting_for: Optional[str], role: str,
+                 policy: TokenPolicy = TokenPolicy()) -> tuple[User, int]:
     """The user behind `Authorization: Bearer <token>`, if their role is at least `role` (agent <
     owner < admin), and the business they act for: their own, or for an admin the one named by
     `X-Business-Id` (`acting_for`)."""
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise DomainError(Problem.UNAUTHENTICATED, "unauthorized", "send Authorization: Bearer <token>")
-    user = user_for_token(session, token.strip())
-    if user is None:
-        raise DomainError(Problem.UNAUTHENTICATED, "unauthorized", "the token is unknown or revoked")
+    found = token_in_use(session, token.strip(), policy)
+    if found is None:
+        raise DomainError(Problem.UNAUTHENTICATED, "unauthorized", "the token is unknown, revoked or expired")
+    row, user = found
     if _RANK.get(user.role, -1) < _RANK[check_role(role)]:
         raise DomainError(Problem.FORBIDDEN, "forbidden", f"this needs the {role} role")
-    return user, _acting_business_id(session, user, acting_for)
+    business_id = _acting_business_id(session, user, acting_for)
+    # Last, so the request's session holds no pending write while the route still looks things up.
+    _record_use(row)
+    return user, business_id
 
 
 def _acting_business_id(session: Session, user: User, requested: Optional[str]) -> int:

@@ -4,7 +4,8 @@ request's values).
 A console session is an ordinary token of the token store, named `console session`, carried in
 the `al_session` cookie: HttpOnly (page scripts can't read it), SameSite=Lax (other sites' pages
 don't send it with their POSTs), Secure when the service is public over https. Signing out revokes
-the token; a session unused for `SESSION_IDLE` is refused like a revoked one.
+the token; a session unused for `SESSION_IDLE_MINUTES` (sliding: each use pushes the limit on), or
+older than `TOKEN_TTL_DAYS`, is refused like a revoked one (`server.security.auth.TokenPolicy`).
 
 A browser attaches the cookie to any request to this origin, including one a hostile page makes
 it send, so a state-changing request (POST, PUT, PATCH, DELETE) authenticated by the cookie must
@@ -22,8 +23,8 @@ from server.errors import DomainError, Problem
 
 COOKIE_NAME = "al_session"
 SESSION_TOKEN_NAME = "console session"
-SESSION_IDLE = timedelta(days=14)  # unused this long: signed out
-COOKIE_MAX_AGE = SESSION_IDLE  # the browser forgets it no later than the server does
+SESSION_IDLE = timedelta(minutes=720)  # unused this long: signed out (SESSION_IDLE_MINUTES's default)
+COOKIE_MAX_AGE = timedelta(days=90)  # TOKEN_TTL_DAYS's default: no session outlives it
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -61,14 +62,16 @@ def check_csrf(method: str, origin: Optional[str], referer: Optional[str], allow
         )
 
 
-def cookie_options(public_base_url: str) -> dict:
-    """The `Set-Cookie` attributes of the session cookie (Secure only where the service is https)."""
+def cookie_options(public_base_url: str, max_age: Optional[timedelta] = COOKIE_MAX_AGE) -> dict:
+    """The `Set-Cookie` attributes of the session cookie (Secure only where the service is https).
+    `max_age` is the longest a session can live (TOKEN_TTL_DAYS), so the browser forgets the cookie
+    no later than the server would refuse it; None (no limit) keeps the previous default."""
     return {
         "httponly": True,
         "samesite": "Lax",
         "path": "/",
         "secure": (origin_of(public_base_url) or "").startswith("https://"),
-        "max_age": int(COOKIE_MAX_AGE.total_seconds()),
+        "max_age": int((max_age or COOKIE_MAX_AGE).total_seconds()),
     }
 
 
