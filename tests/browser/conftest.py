@@ -156,7 +156,9 @@ def console(request, tmp_path_factory):
                "WA_BAILEYS_TIMEOUT_SECONDS": "2", "WA_PROVIDER_PRIORITY": "twilio,baileys",
                "PAYPAL_CLIENT_ID": paypal.client_id, "PAYPAL_CLIENT_SECRET": paypal.client_secret,
                "PAYPAL_WEBHOOK_ID": paypal.webhook_id, "PAYPAL_API_BASE_URL": paypal.url,
-               "PAYMENTS_HTTP_TIMEOUT_SECONDS": "5"}
+               "PAYMENTS_HTTP_TIMEOUT_SECONDS": "5",
+               # Every test signs in afresh, the owner a dozen times per module, all from 127.0.0.1.
+               "LOGIN_LIMIT_PER_ADDRESS": "1000/minute", "LOGIN_LIMIT_PER_ACCOUNT": "1000/minute"}
         server = GunicornServer(env, workers=2, log_path=log_dir / "gunicorn.log")
         # The browser reaches the app at its own address, so that is the public origin (cookies, CSRF,
         # signatures and payment links all use it).
