@@ -270,6 +270,9 @@ def test_a_provider_timeout_is_answered_with_an_apology_and_the_call_goes_on(liv
     assert "<Record" in redirect.form["Twiml"]
     caller.hang_up()
 
+    # The stream's end is stored after every turn of the call is: then all of them can be read.
+    call = live.wait_for_call(caller.call_sid, lambda c: c.stream_ended_at is not None)
+    assert call.ended_at is None  # redirected to voicemail: the call goes on without the stream
     turns = live.turns(caller.call_sid)
     assert [t.agent_text for t in turns[1:]] == [APOLOGY_TEXT, scripted_reply("מה המחיר?"), APOLOGY_TEXT,
                                                  APOLOGY_TEXT]
@@ -277,8 +280,6 @@ def test_a_provider_timeout_is_answered_with_an_apology_and_the_call_goes_on(liv
     assert [f["consecutive"] for f in failures] == [1, 1, 2]
     assert "llm" in failures[0]["error"] and "tts" in failures[1]["error"]
     assert live.events("voice_fallback", caller.call_sid)
-    call = live.wait_for_call(caller.call_sid, lambda c: c.stream_ended_at is not None)
-    assert call.ended_at is None  # redirected to voicemail: the call goes on without the stream
 
 
 def test_a_second_stream_for_the_call_replaces_the_first(live):
