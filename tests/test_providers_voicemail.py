@@ -93,7 +93,7 @@ def test_no_transcriber_without_speech_configuration(make_app, caplog):
     assert app.extensions[TRANSCRIBER_EXTENSION] is None
     assert make_settings().speech_configured is False and voicemail_transcriber(make_settings()) is None
     with caplog.at_level(logging.INFO):
-        assert transcribe_voicemail_later(app.extensions["db"], make_settings(), None, CALL_SID,
+        assert transcribe_voicemail_later(app.extensions["jobs"], None, CALL_SID,
                                           "https://api.twilio.com/x") is None
     [skipped] = [r for r in caplog.records if getattr(r, "event", "") == "voicemail_transcription_skipped"]
     assert skipped.call_sid == CALL_SID

@@ -469,7 +469,7 @@ def test_recording_status_stores_a_voicemail_once(client, db, tenant, monkeypatc
 
     transcriptions = []
     monkeypatch.setattr(call_events, "transcribe_voicemail_later",
-                        lambda database, settings, transcriber, sid, url: transcriptions.append((sid, url)))
+                        lambda jobs, transcriber, sid, url: transcriptions.append((sid, url)))
     call_sid = start_call(client, tenant)
     params = recording_params(call_sid, tenant)
     assert post(client, "/webhook/recording_status", params).status_code == 204

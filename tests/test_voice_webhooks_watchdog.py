@@ -1,7 +1,7 @@
 """The call watchdog and the voicemail hooks against the fake Twilio REST server (and real gunicorn).
 
-Greenlets run when the hub gets the CPU; in this (unpatched) test process that is `gevent.sleep`,
-in production the gevent worker's loop.
+The watchdog and transcriptions are background jobs: here they run in threads of the test process
+(`testkit.jobs.InProcessJobs`), under gunicorn in the jobs worker process, as in production.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from tests.conftest import (BASE_TEST_ENV, TEST_BASE_URL, TEST_TWILIO_TOKEN, cre
                             truncate_all)
 from testkit.fakes.twilio_rest import FakeTwilioRest
 from testkit.fakes.twilio_webhooks import new_call_sid, signature_header, voice_params
+from testkit.jobs import InProcessJobs
 from testkit.servers import GunicornServer
 from tests.test_voice_webhooks import AI_ENV, assert_voicemail, call_row, recording_params, start_call
 
@@ -38,8 +39,11 @@ def twilio_rest():
 
 @pytest.fixture
 def app(make_app, twilio_rest):
-    return make_app(**AI_ENV, TWILIO_API_BASE_URL=twilio_rest.url, WATCHDOG_SECONDS="0.3",
-                    TWILIO_API_TIMEOUT_SECONDS="0.5")
+    """The app, with its background jobs (the watchdog, transcriptions) run as the jobs worker would."""
+    app = make_app(**AI_ENV, TWILIO_API_BASE_URL=twilio_rest.url, WATCHDOG_SECONDS="0.3",
+                   TWILIO_API_TIMEOUT_SECONDS="0.5")
+    with InProcessJobs(app):
+        yield app
 
 
 def wait_until(predicate, timeout=3.0):
@@ -265,7 +269,7 @@ def test_watchdog_fires_under_gunicorn_gevent(pg_database, twilio_rest, tmp_path
     truncate_all(database_url)
     env = {**BASE_TEST_ENV, **AI_ENV, "DATABASE_URL": database_url, "TWILIO_API_BASE_URL": twilio_rest.url,
            "WATCHDOG_SECONDS": "0.5"}
-    with GunicornServer(env, log_path=tmp_path / "gunicorn.log") as server:
+    with GunicornServer(env, log_path=tmp_path / "gunicorn.log", jobs_worker=True) as server:
         database = Database(make_settings(DATABASE_URL=database_url).sqlalchemy_url)
         tenant = create_tenant(database)
         call_sid, started_sid = new_call_sid(), new_call_sid()
@@ -279,5 +283,6 @@ def test_watchdog_fires_under_gunicorn_gevent(pg_database, twilio_rest, tmp_path
         assert twilio_rest.wait_for_requests("Calls", sid=call_sid, timeout=5), server.logs()[-3000:]
         time.sleep(0.5)
         assert [r.sid for r in twilio_rest.requests_for("Calls")] == [call_sid]
-        assert '"voicemail_redirect"' in server.logs()
+        # the redirect ran in the jobs worker process, not on the web worker
+        assert '"voicemail_redirect"' in server.jobs_worker.logs() and '"voicemail_redirect"' not in server.logs()
         database.engine.dispose()

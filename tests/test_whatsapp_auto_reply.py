@@ -14,6 +14,7 @@ from server.db.models import Business, Thread, utcnow
 from server.whatsapp.auto_reply import reply_to_message
 from testkit.fakes.openai_server import FakeOpenAI
 from testkit.fakes.scripted_providers import scripted_reply
+from testkit.jobs import InProcessJobs
 from tests.test_whatsapp_support import (  # noqa: F401  (fixtures: used by name)
     CUSTOMER,
     TWILIO_INBOUND,
@@ -47,7 +48,10 @@ def llm(llm_server):
 
 @pytest.fixture
 def wa_app(make_app, wa_env, llm):
-    return make_app(**wa_env(OPENAI_API_KEY=llm.api_key, OPENAI_BASE_URL=llm.base_url))
+    """The app, with its background jobs (the AI replies) run as the jobs worker would."""
+    app = make_app(**wa_env(OPENAI_API_KEY=llm.api_key, OPENAI_BASE_URL=llm.base_url))
+    with InProcessJobs(app):
+        yield app
 
 
 def set_auto_reply(db, business_id: int, on: bool = True) -> None:

@@ -1,5 +1,6 @@
 """WhatsApp under production conditions: real gunicorn, gevent workers, two of them, both databases.
-The AI reply runs in a greenlet after the webhook's response; the thread lease holds across workers."""
+The AI reply is a job queued after the webhook's response and run by the jobs worker process (two
+threads); the thread lease holds across them."""
 from __future__ import annotations
 
 import concurrent.futures
@@ -42,7 +43,7 @@ def test_ai_replies_across_two_gevent_workers(database_url, db, tmp_path, wa_env
         model = llm.reply_fn = GatedModel()
         env = {**BASE_TEST_ENV, **wa_env(OPENAI_API_KEY=llm.api_key, OPENAI_BASE_URL=llm.base_url),
                "DATABASE_URL": database_url}
-        with GunicornServer(env, workers=2, log_path=tmp_path / "gunicorn.log") as server:
+        with GunicornServer(env, workers=2, log_path=tmp_path / "gunicorn.log", jobs_worker=True) as server:
             # Twilio: signed inbound → 204 at once → the reply goes back through Twilio.
             form = twilio_form(tenant.whatsapp, body="מה שעות הפתיחה?")
             signature = RequestValidator(TEST_TWILIO_TOKEN).compute_signature(TEST_BASE_URL + TWILIO_INBOUND, form)

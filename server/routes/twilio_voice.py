@@ -24,7 +24,8 @@ TRANSCRIBER_EXTENSION = "voicemail_transcriber"
 def _desk() -> CallDesk:
     app = current_app
     return CallDesk(settings=settings(), database=app.extensions["db"], app_secret=app.config["APP_SECRET"],
-                    lifecycle=app.extensions["lifecycle"], transcriber=app.extensions.get(TRANSCRIBER_EXTENSION))
+                    lifecycle=app.extensions["lifecycle"], jobs=app.extensions["jobs"],
+                    transcriber=app.extensions.get(TRANSCRIBER_EXTENSION))
 
 
 def _twiml(xml: str) -> Response:

@@ -60,5 +60,5 @@ def _no_content(reply_to: Optional[int] = None) -> Response:
     if reply_to is not None:
         # Runs once the response is out (and the message committed); never inside the request.
         app = current_app._get_current_object()
-        response.call_on_close(lambda: schedule_auto_reply(app.extensions["db"], app.config["SETTINGS"], reply_to))
+        response.call_on_close(lambda: schedule_auto_reply(app.extensions["jobs"], reply_to))
     return response

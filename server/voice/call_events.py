@@ -24,6 +24,7 @@ from server.db.dao_crm import audit, business_by_number, call_by_sid, create_cal
 from server.db.engine import Database
 from server.db.models import Thread, utcnow
 from server.errors import DomainError, Problem
+from server.jobs import JobQueue
 from server.lifecycle import Lifecycle
 from server.logs import log_event
 from server.phones import try_e164
@@ -47,6 +48,7 @@ class CallDesk:
     database: Database
     app_secret: str
     lifecycle: Lifecycle
+    jobs: JobQueue  # the watchdog and voicemail transcription run as background jobs
     transcriber: Optional[VoicemailTranscriber] = None
 
     @property
@@ -73,7 +75,7 @@ def incoming_call(desk: CallDesk, session: Session, form: Mapping[str, str]) -> 
     # The watchdog reads the call from the database, possibly before the request would commit.
     session.commit()
     if created and live:
-        start_watchdog(desk.database, desk.settings, call_sid)
+        start_watchdog(desk.jobs, desk.settings, call_sid)
     log_event(log, "incoming_call", call_sid=call_sid, business_id=business.id, replay=not created,
               mode="ai" if live else "voicemail", greeting=business.greeting_enabled)
     return answer
@@ -200,7 +202,7 @@ def store_voicemail(desk: CallDesk, session: Session, form: Mapping[str, str]) -
     log_event(log, "voicemail_stored", call_sid=call_sid, recording_sid=recording_sid, replay=not new_recording,
               new_message=created)
     if new_recording:
-        transcribe_voicemail_later(desk.database, desk.settings, desk.transcriber, call_sid, recording_url)
+        transcribe_voicemail_later(desk.jobs, desk.transcriber, call_sid, recording_url)
 
 
 def twilio_timestamp(raw: Optional[str]) -> Optional[datetime]:

@@ -1,10 +1,11 @@
 """The call watchdog: a caller whose media stream never starts ends up recording a message.
 
-`start_watchdog` is armed when `incoming_call` serves the `<Connect><Stream>` TwiML. After
-`WATCHDOG_SECONDS` it reads the call from the database (the WebSocket may have landed on another
-worker or instance, which records `calls.stream_started_at` on `start`) and, when no stream has
-started and the call is still live, redirects the call to the voicemail TwiML through Twilio's REST
-API. It is one gevent timer per call, not a thread, and it never raises.
+`start_watchdog` is armed when `incoming_call` serves the `<Connect><Stream>` TwiML: a background
+job (`call_watchdog`) scheduled `WATCHDOG_SECONDS` later, so it survives a restart of the web worker
+and runs in the jobs worker, never on a call's gevent loop. It reads the call from the database (the
+WebSocket may have landed on another worker or instance, which records `calls.stream_started_at` on
+`start`) and, when no stream has started and the call is still live, redirects the call to the
+voicemail TwiML through Twilio's REST API. It never raises.
 
 `redirect_to_voicemail` is also what the live engine calls when the stream dies early or the
 pipeline keeps failing.
@@ -13,12 +14,13 @@ from __future__ import annotations
 
 import logging
 
-import gevent
 import requests
 
 from server.config import Settings
 from server.db.dao_crm import audit, call_by_sid
 from server.db.engine import Database
+from server.errors import DomainError
+from server.jobs import JobContext, JobQueue, job
 from server.logs import log_event
 from server.providers.twilio_rest import TwilioException, TwilioNotConfigured, TwilioRestException, twilio_client
 from server.voice.twiml import voicemail_twiml
@@ -30,10 +32,16 @@ FINAL_CALL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "ca
 CALL_ALREADY_OVER_CODES = frozenset({20404, 21220})
 
 
-def start_watchdog(database: Database, settings: Settings, call_sid: str) -> gevent.Greenlet:
-    # Timers count from the loop's cached clock, which is stale after a long stretch without yielding.
-    gevent.get_hub().loop.update_now()
-    return gevent.spawn_later(settings.watchdog_seconds, check_stream_started, database, settings, call_sid)
+def start_watchdog(jobs: JobQueue, settings: Settings, call_sid: str) -> None:
+    try:
+        jobs.enqueue("call_watchdog", f"call_watchdog:{call_sid}", call_sid, delay=settings.watchdog_seconds)
+    except DomainError:  # the queue is down (logged): the call goes on, without its safety net
+        pass
+
+
+@job("call_watchdog")
+def _watchdog_job(ctx: JobContext, call_sid: str) -> None:
+    check_stream_started(ctx.database, ctx.settings, call_sid)
 
 
 def check_stream_started(database: Database, settings: Settings, call_sid: str) -> bool:

@@ -1,7 +1,8 @@
 """AI auto-replies on WhatsApp, for businesses with the feature `wa_auto_reply` turned on.
 
-The webhook only schedules the work (`schedule_auto_reply`, after its response is sent); a
-background greenlet does it with its own database sessions: the agent brain the phone uses
+The webhook only schedules the work (`schedule_auto_reply`, after its response is sent): a durable
+background job (`wa_auto_reply`, keyed by the message, so a replay runs it once) that the jobs worker
+runs with its own database sessions: the agent brain the phone uses
 (`build_system_prompt(business, "whatsapp")`, the thread's recent messages, and `complete()` of the
 language model the `VOICE_PROVIDERS` plug-in builds for calls too), then `send_whatsapp` through the
 provider the customer's message came in on.
@@ -13,7 +14,7 @@ the same row for every new message; the lease is held by no transaction at all.
 Two quick messages: whatever has arrived when a reply's context is read is answered by that one
 reply (`threads.ai_replied_through_id` records the newest message it saw), so messages that came
 together are coalesced; a message arriving while the model is writing is answered afterwards, by
-its own task, which waits for the lease and sees the first reply in its context.
+its own job, which waits for the lease and sees the first reply in its context.
 
 The AI stays silent about a customer message once a staff member (an outgoing message with
 `sender_user_id`) has written after it, also when that happens while the model is writing.
@@ -21,7 +22,6 @@ The AI stays silent about a customer message once a staff member (an outgoing me
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from datetime import timedelta
@@ -35,6 +35,7 @@ from server.config import Settings
 from server.db.engine import Database
 from server.db.models import Business, Customer, Message, Thread, utcnow
 from server.errors import DomainError
+from server.jobs import JobContext, JobQueue, job
 from server.logs import log_event
 from server.providers.base import LanguageModel, ProviderError
 from server.providers.plugin import load_providers
@@ -63,11 +64,17 @@ def wants_auto_reply(business: Business, message: Message) -> bool:
     return business.feature(FEATURE) and message.direction == "in" and bool(message.body.strip())
 
 
-def schedule_auto_reply(database: Database, settings: Settings, message_id: int) -> None:
-    """Answer message `message_id` in the background: a greenlet under gunicorn's gevent worker
-    (where `threading` is patched to greenlets), a daemon thread under a plain WSGI server."""
-    threading.Thread(target=reply_to_message, args=(database, settings, message_id),
-                     name=f"wa-auto-reply-{message_id}", daemon=True).start()
+def schedule_auto_reply(jobs: JobQueue, message_id: int) -> None:
+    """Answer message `message_id` in the jobs worker, never on the web worker."""
+    try:
+        jobs.enqueue("wa_auto_reply", f"wa_auto_reply:{message_id}", message_id)
+    except DomainError:  # the queue is down (logged): this message goes unanswered by the AI
+        pass
+
+
+@job("wa_auto_reply")
+def _auto_reply_job(ctx: JobContext, message_id: int) -> None:
+    reply_to_message(ctx.database, ctx.settings, message_id)
 
 
 def reply_to_message(database: Database, settings: Settings, message_id: int) -> None:
