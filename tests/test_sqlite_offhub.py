@@ -34,11 +34,18 @@ def _incoming_call(base_url: str, phone: str, call_sid: str) -> tuple[requests.R
     return response, time.monotonic() - started
 
 
-def _in_background(results: dict, base_url: str, phone: str, call_sid: str) -> threading.Thread:
-    def post() -> None:
-        results["response"], results["seconds"] = _incoming_call(base_url, phone, call_sid)
+def _rename_business(base_url: str, tenant, name: str) -> tuple[requests.Response, float]:
+    """A staff write through the API: its answer is the database's (a webhook may answer without it)."""
+    started = time.monotonic()
+    response = requests.patch(base_url + "/api/crm/business", json={"name": name}, headers=tenant.headers, timeout=30)
+    return response, time.monotonic() - started
 
-    thread = threading.Thread(target=post)
+
+def _in_background(results: dict, name: str, request, *args) -> threading.Thread:
+    def run() -> None:
+        results[name] = request(*args)
+
+    thread = threading.Thread(target=run)
     thread.start()
     return thread
 
@@ -67,32 +74,41 @@ def test_a_held_write_lock_leaves_the_gevent_worker_serving(tmp_path):
 
         locker = _hold_write_lock(path)
         waiting: dict = {}
-        webhook = _in_background(waiting, server.url, tenant.phone, new_call_sid())
-        time.sleep(0.5)  # the webhook is now waiting for the lock
+        writers = [
+            _in_background(waiting, "webhook", _incoming_call, server.url, tenant.phone, new_call_sid()),
+            _in_background(waiting, "api", _rename_business, server.url, tenant, "Renamed"),
+        ]
+        time.sleep(0.5)  # both are now waiting for the lock
         health = [_timed_get(server.url + "/healthz") for _ in range(5)]
         readiness_status, readiness_seconds = _timed_get(server.url + "/readyz")
-        webhook.join(30)
+        for writer in writers:
+            writer.join(30)
         locker.rollback()
 
         assert all(status == 200 for status, _ in health)
         assert max(seconds for _, seconds in health) < 0.5, health  # the worker's loop is not blocked
         assert readiness_status == 503 and readiness_seconds < 2.5
-        response, seconds = waiting["response"], waiting["seconds"]
+        response, seconds = waiting["api"]
         assert response.status_code == 503, response.text
         assert response.json()["error"] == "database_busy"
+        assert BUSY_TIMEOUT - 0.5 <= seconds < BUSY_TIMEOUT + 3
+        # The webhook waited as long, then answered without a 500 (Twilio gets TwiML or a 503).
+        webhook, seconds = waiting["webhook"]
+        assert webhook.status_code < 500 or webhook.json()["error"] == "database_busy", webhook.text
         assert BUSY_TIMEOUT - 0.5 <= seconds < BUSY_TIMEOUT + 3
 
         # A lock released within the busy timeout only delays the write.
         locker = _hold_write_lock(path)
         call_sid = new_call_sid()
         waiting.clear()
-        webhook = _in_background(waiting, server.url, tenant.phone, call_sid)
+        webhook_thread = _in_background(waiting, "webhook", _incoming_call, server.url, tenant.phone, call_sid)
         time.sleep(1.0)
         assert _timed_get(server.url + "/healthz")[1] < 0.5
         locker.rollback()
         locker.close()
-        webhook.join(30)
-        assert waiting["response"].status_code == 200 and 0.9 <= waiting["seconds"] < BUSY_TIMEOUT
+        webhook_thread.join(30)
+        response, seconds = waiting["webhook"]
+        assert response.status_code == 200 and 0.9 <= seconds < BUSY_TIMEOUT
         with database.scope() as session:
             assert session.scalar(sa.select(sa.func.count()).select_from(Call).where(Call.call_sid == call_sid)) == 1
         assert requests.get(server.url + "/readyz", timeout=5).status_code == 200
@@ -144,13 +160,8 @@ def test_a_busy_database_is_a_503_with_the_error_shape(make_app, database_url):
     tenant = create_tenant(client.application.extensions["db"])
     locker = _hold_write_lock(sa.engine.make_url(database_url).database)
     try:
-        params = voice_params(new_call_sid(), to=tenant.phone)
         started = time.monotonic()
-        response = client.post(
-            "/webhook/incoming_call",
-            data=params,
-            headers=signature_header(TEST_BASE_URL + "/webhook/incoming_call", params),
-        )
+        response = client.patch("/api/crm/business", json={"name": "Renamed"}, headers=tenant.headers)
         elapsed = time.monotonic() - started
     finally:
         locker.rollback()
