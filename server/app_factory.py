@@ -76,13 +76,13 @@ def _local_app_secret() -> str:
 def register_database(app: Flask, settings: Settings) -> None:
     box = app.extensions["secrets_box"]
     database = Database(settings.sqlalchemy_url, sqlite_busy_timeout=settings.sqlite_busy_timeout_seconds,
-                        secrets_box=box)
+                        secrets_box=box, connect_timeout=settings.database_connect_timeout_seconds)
     app.extensions["db"] = database
     run_migrations(database.engine, env=MigrationEnv(secrets_box=box))
 
 
 # Modules that register background job kinds (`@job`); the consumer process runs them.
-JOB_MODULES = ("server.whatsapp.auto_reply", "server.voice.voicemail", "server.voice.watchdog")
+JOB_MODULES = ("server.whatsapp.auto_reply", "server.whatsapp.intake", "server.voice.voicemail", "server.voice.watchdog")
 
 
 def register_jobs(app: Flask, settings: Settings) -> None:

@@ -160,6 +160,7 @@ class Settings:
     build_time: str = env("BUILD_TIME", "")
     deploy_id: str = env("DEPLOY_ID", "")
     sqlite_busy_timeout_seconds: float = env("SQLITE_BUSY_TIMEOUT_SECONDS", 5.0, _positive_float)
+    database_connect_timeout_seconds: float = env("DATABASE_CONNECT_TIMEOUT_SECONDS", 1.5, _positive_float)
     secrets_key: str = env("SECRETS_KEY", "", _fernet_key, secret=True)
     secrets_key_previous: tuple = env("SECRETS_KEY_PREVIOUS", (), _fernet_keys, secret=True)
 

@@ -24,9 +24,9 @@ _ERROR_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: 
 
 STATUS_BY_PROBLEM = {
     Problem.INVALID: 400, Problem.UNAUTHENTICATED: 401, Problem.FORBIDDEN: 403, Problem.NOT_FOUND: 404,
-    Problem.CONFLICT: 409, Problem.UNPROCESSABLE: 422, Problem.GONE: 410, Problem.TOO_LARGE: 413, Problem.UNSUPPORTED_MEDIA: 415,
-    Problem.RATE_LIMITED: 429, Problem.NOT_CONFIGURED: 501, Problem.UPSTREAM_FAILED: 502,
-    Problem.UNAVAILABLE: 503,
+    Problem.CONFLICT: 409, Problem.UNPROCESSABLE: 422, Problem.GONE: 410, Problem.TOO_LARGE: 413,
+    Problem.UNSUPPORTED_MEDIA: 415, Problem.RATE_LIMITED: 429, Problem.NOT_CONFIGURED: 501,
+    Problem.UPSTREAM_FAILED: 502, Problem.UNAVAILABLE: 503,
 }
 
 

@@ -15,10 +15,22 @@ from server.errors import DomainError, Problem
 
 # How long a write waits for SQLite's write lock before the request gets a 503 (SQLITE_BUSY_TIMEOUT_SECONDS).
 DEFAULT_SQLITE_BUSY_TIMEOUT = 5.0
+# How long opening a PostgreSQL connection may take (DATABASE_CONNECT_TIMEOUT_SECONDS): a request that
+# needs the database learns it is unreachable in time to do something else (a call still gets TwiML).
+DEFAULT_CONNECT_TIMEOUT = 1.5
+
+# The errors that mean the database can't be reached (or can't take the work) now: worth trying again later.
+DATABASE_UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the database is down, unreachable or busy (rather than a bug or bad data)."""
+    return isinstance(exc, DATABASE_UNAVAILABLE) or (
+        isinstance(exc, DomainError) and exc.problem is Problem.UNAVAILABLE and exc.code == "database_busy")
 
 
 def make_engine(url: str, *, sqlite_busy_timeout: float = DEFAULT_SQLITE_BUSY_TIMEOUT,
-                offhub: OffHub | None = None) -> sa.Engine:
+                offhub: OffHub | None = None, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> sa.Engine:
     """An engine for `url`. Statement parameters (a customer's words, a gateway secret) never appear in
     logs or in a failed statement's error text (`hide_parameters`): those go to log pipelines."""
     if url.startswith("sqlite"):
@@ -44,7 +56,20 @@ def make_engine(url: str, *, sqlite_busy_timeout: float = DEFAULT_SQLITE_BUSY_TI
             cursor.close()
     else:
         engine = sa.create_engine(url, hide_parameters=True, pool_pre_ping=True, pool_size=10, max_overflow=20,
-                                  pool_recycle=1800)
+                                  pool_recycle=1800, connect_args={"connect_timeout": max(1, int(connect_timeout))})
+
+        @sa.event.listens_for(engine, "do_connect")
+        def _connect_within_timeout(dialect, _record, cargs, cparams):
+            # libpq applies connect_timeout only to a blocking connect. Under gevent (psycogreen's wait
+            # callback) it connects without blocking and would wait on an unreachable server for minutes.
+            import psycopg2.extensions
+
+            if psycopg2.extensions.get_wait_callback() is None:
+                return None  # SQLAlchemy connects as usual, within libpq's connect_timeout
+            import gevent
+
+            with gevent.Timeout(connect_timeout, psycopg2.OperationalError("timeout expired")):
+                return dialect.connect(*cargs, **cparams)
 
     @sa.event.listens_for(engine, "handle_error")
     def _busy_is_unavailable(context):
@@ -60,8 +85,8 @@ class Database:
     """The engine plus a session factory; `scope()` is a unit of work that commits or rolls back."""
 
     def __init__(self, url: str, *, sqlite_busy_timeout: float = DEFAULT_SQLITE_BUSY_TIMEOUT,
-                 secrets_box=None):
-        self.engine = make_engine(url, sqlite_busy_timeout=sqlite_busy_timeout)
+                 secrets_box=None, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT):
+        self.engine = make_engine(url, sqlite_busy_timeout=sqlite_busy_timeout, connect_timeout=connect_timeout)
         self._sqlite_busy_timeout_ms = int(sqlite_busy_timeout * 1000)
         # Sessions carry the box that seals stored secrets (server/security/secrets_box.py).
         self.sessions = sessionmaker(self.engine, expire_on_commit=False, info={"secrets_box": secrets_box})

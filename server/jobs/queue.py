@@ -25,7 +25,7 @@ from huey import RedisHuey, SqliteHuey, signals
 from huey.exceptions import RetryTask
 
 from server.config import PROJECT_ROOT, Settings
-from server.db.engine import Database
+from server.db.engine import Database, database_unavailable
 from server.db.offhub import OffHub
 from server.errors import DomainError, Problem
 from server.jobs import runs
@@ -37,6 +37,9 @@ QUEUE_NAME = "agentlocator"
 DEFAULT_ATTEMPTS = 5
 BACKOFF_BASE = 2.0  # seconds before the second attempt
 BACKOFF_CAP = 300.0  # the longest wait between two attempts
+# While the database is unreachable a job waits and tries again (spending no attempt), at most this long apart.
+DATABASE_WAIT_CAP = 15.0
+CUT_OFF_PREFIX = "cut-off:"  # queue-store mark of a run the database went away under
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ class JobQueue:
         # lock): in a web worker, the queue file is touched from one OS thread, never the hub.
         self._offhub = OffHub(threads=1) if isinstance(self.huey, SqliteHuey) else None
         self._tasks = {kind.name: self._register(kind) for kind in _KINDS.values()}
+        self._database_waits = 0  # tries in a row that found the database unreachable
         self.huey.signal(signals.SIGNAL_INTERRUPTED)(self._requeue_interrupted)
 
     @property
@@ -172,14 +176,29 @@ class JobQueue:
 
     def _run(self, kind: JobKind, key: str, args: tuple) -> None:
         database = self.context.database
-        with database.scope() as session:
-            attempt = runs.claim(session, key, kind.name)
+        cut_off = self.huey.get(CUT_OFF_PREFIX + key, peek=True) is not None
+        try:
+            with database.scope() as session:
+                attempt = runs.claim(session, key, kind.name, resume=cut_off)
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            raise self._wait_for_database(kind, key, exc) from exc
+        self._database_waits = 0
+        if cut_off:
+            self.huey.get(CUT_OFF_PREFIX + key)  # taken over: forget the mark
         if attempt is None:
             log_event(log, "job_skipped", kind=kind.name, key=key, reason="already done, failed or running")
             return
         try:
             kind.fn(self.context, *args)
         except Exception as exc:
+            if database_unavailable(exc):
+                # The database went away under the job: not the job's failure, and its run (left
+                # `running`, since nothing can be recorded now) is taken over by the next try,
+                # marked in the queue's own store, which doesn't depend on the database.
+                self.huey.put(CUT_OFF_PREFIX + key, True)
+                raise self._wait_for_database(kind, key, exc) from exc
             error = type(exc).__name__ + (f":{exc.code}" if isinstance(exc, DomainError) else "")
             if attempt < kind.attempts:
                 delay = backoff_seconds(attempt)
@@ -208,6 +227,15 @@ class JobQueue:
         with database.scope() as session:
             runs.finish(session, key, "done")
         log_event(log, "job_done", kind=kind.name, key=key, attempt=attempt)
+
+    def _wait_for_database(self, kind: JobKind, key: str, exc: Exception) -> RetryTask:
+        """Try the job again once the database may be back: a wait that doubles while it stays
+        unreachable (up to DATABASE_WAIT_CAP), as often as it takes, spending none of its attempts."""
+        self._database_waits += 1
+        delay = min(BACKOFF_BASE * 2 ** (self._database_waits - 1), DATABASE_WAIT_CAP)
+        log_event(log, "job_waiting_for_database", logging.WARNING, kind=kind.name, key=key,
+                  retry_in_seconds=delay, error=type(exc).__name__)
+        return RetryTask(delay=delay)
 
     def _requeue_interrupted(self, signal: str, task) -> None:
         """A job cut off by the consumer's shutdown runs again on the next start."""

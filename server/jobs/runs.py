@@ -37,9 +37,10 @@ class JobRun(Base):
 STALE_RUN = timedelta(minutes=15)
 
 
-def claim(session: Session, key: str, kind: str) -> Optional[int]:
+def claim(session: Session, key: str, kind: str, *, resume: bool = False) -> Optional[int]:
     """Start a run of job `key`: its attempt number, or None when it is done, failed for good, or
-    running on another worker (a duplicate of the same job is then a no-op)."""
+    running on another worker (a duplicate of the same job is then a no-op). `resume` takes over a
+    run left `running` by an attempt the database went away under (it could record nothing)."""
     now = utcnow()
     if session.get(JobRun, key) is None:
         try:
@@ -55,7 +56,9 @@ def claim(session: Session, key: str, kind: str) -> Optional[int]:
         sa.update(JobRun)
         .where(
             JobRun.key == key,
-            sa.or_(JobRun.state == "retrying", sa.and_(JobRun.state == "running", JobRun.updated_at < now - STALE_RUN)),
+            sa.or_(JobRun.state == "retrying",
+                  sa.and_(JobRun.state == "running", sa.or_(sa.true() if resume else sa.false(),
+                                                              JobRun.updated_at < now - STALE_RUN))),
         )
         .values(state="running", attempts=JobRun.attempts + 1, updated_at=now)
         .execution_options(synchronize_session=False)

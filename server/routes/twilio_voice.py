@@ -13,7 +13,7 @@ from server.routes import db_session, settings
 from server.security.twilio_signature import require_twilio_signature
 from server.voice import call_events
 from server.voice.call_events import CallDesk
-from server.voice.twiml import hangup_twiml
+from server.voice.twiml import hangup_twiml, voicemail_twiml
 
 bp = Blueprint("twilio_voice", __name__)
 
@@ -62,6 +62,14 @@ def stream_status() -> Response:
 @require_twilio_signature
 def stream_ended() -> Response:
     return _twiml(call_events.stream_ended(_desk(), db_session(), request.form))
+
+
+@bp.route("/webhook/fallback_call", methods=["GET", "POST"])
+def fallback_call() -> Response:
+    """The number's "Primary handler fails" URL at Twilio: the voicemail TwiML, made from the settings
+    alone, so it answers whatever broke `incoming_call` (docs/operations.md). Unsigned on purpose: it
+    reads and changes nothing, and an operator can open it to check it."""
+    return _twiml(voicemail_twiml(settings().base_url))
 
 
 @bp.post("/webhook/recording_done")

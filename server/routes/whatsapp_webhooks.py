@@ -1,7 +1,8 @@
 """WhatsApp webhooks: Twilio (inbound + delivery status, `X-Twilio-Signature`) and the Baileys bridge
-(`X-Bridge-Signature` over the raw body). Each checks its signature first, hands the body to its
-function in `server.whatsapp.webhooks` (which stores it idempotently) and answers 204 with no body.
-An AI reply the service asks for starts only after the response has been sent.
+(`X-Bridge-Signature` over the raw body). Each checks its signature first, hands the body to
+`server.whatsapp.intake` (which stores it idempotently, or queues it while the database is down)
+and answers 204 with no body. An AI reply the service asks for starts only after the response has
+been sent.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from server.security import bridge_hmac
 from server.security.twilio_signature import require_twilio_signature
 from server.whatsapp.auto_reply import schedule_auto_reply
 from server.whatsapp.bridge_state import register_readiness_probe
-from server.whatsapp.webhooks import receive_bridge_event, receive_twilio, receive_twilio_status
+from server.whatsapp.intake import accept_webhook
 
 bp = Blueprint("whatsapp_webhooks", __name__)
 log = logging.getLogger("agentlocator.whatsapp")
@@ -31,13 +32,13 @@ def _register_probe(state) -> None:
 @bp.post("/webhook/whatsapp/twilio")
 @require_twilio_signature
 def twilio_inbound_webhook() -> Response:
-    return _no_content(reply_to=receive_twilio(db_session(), request.form))
+    return _no_content(reply_to=_accept("twilio", request.form.to_dict()))
 
 
 @bp.post("/webhook/whatsapp/twilio/status")
 @require_twilio_signature
 def twilio_status_webhook() -> Response:
-    receive_twilio_status(db_session(), request.form)
+    _accept("twilio_status", request.form.to_dict())
     return _no_content()
 
 
@@ -52,7 +53,11 @@ def baileys_webhook() -> Response:
     if reason:
         log_event(log, "bridge_signature_rejected", logging.WARNING, reason=reason)
         raise DomainError(Problem.UNAUTHENTICATED, "invalid_signature", reason)
-    return _no_content(reply_to=receive_bridge_event(db_session(), raw))
+    return _no_content(reply_to=_accept("baileys", raw))
+
+
+def _accept(webhook: str, payload) -> Optional[int]:
+    return accept_webhook(db_session(), current_app.extensions["jobs"], webhook, payload)
 
 
 def _no_content(reply_to: Optional[int] = None) -> Response:

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from server.config import Settings
 from server.db.dao_crm import audit, business_by_number, call_by_sid, create_call, insert_message
-from server.db.engine import Database
+from server.db.engine import Database, database_unavailable
 from server.db.models import Thread, utcnow
 from server.errors import DomainError, Problem
 from server.jobs import JobQueue
@@ -58,10 +58,26 @@ class CallDesk:
 
 
 def incoming_call(desk: CallDesk, session: Session, form: Mapping[str, str]) -> str:
-    """A call to one of our numbers: record it and connect it to the media stream (or to voicemail)."""
+    """A call to one of our numbers: record it and connect it to the media stream (or to voicemail).
+
+    When the database can't be reached the caller still hears the apology and can leave a message
+    (the voicemail TwiML, which needs no database), instead of Twilio's "application error".
+    """
     call_sid = form.get("CallSid", "")
     if not call_sid:
         raise DomainError(Problem.INVALID, "missing_call_sid", "CallSid is required", field="CallSid")
+    try:
+        return _answer_call(desk, session, form, call_sid)
+    except Exception as exc:
+        if not database_unavailable(exc):
+            raise
+        session.rollback()
+        log_event(log, "incoming_call_database_unavailable", logging.ERROR, call_sid=call_sid,
+                  error=type(exc).__name__)
+        return voicemail_twiml(desk.settings.base_url)
+
+
+def _answer_call(desk: CallDesk, session: Session, form: Mapping[str, str], call_sid: str) -> str:
     to_number = try_e164(form.get("To"))
     business = business_by_number(session, to_number, "voice") if to_number else None
     if to_number is None or business is None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from datetime import timedelta
 from typing import Optional
 
@@ -85,7 +84,10 @@ def reply_to_message(database: Database, settings: Settings, message_id: int) ->
             thread_id = message.thread_id if message is not None else None
         if thread_id is None:
             return
-        token = uuid.uuid4().hex
+        # The lease is the message's own: a retry of this reply (its worker stopped mid-way, the lease
+        # still held) takes it straight back instead of waiting out LEASE. The job's key lets only one
+        # run for a message at a time.
+        token = f"message-{message_id}"
         if not _acquire_lease(database, thread_id, token):
             log_event(log, "wa_auto_reply_lease_timeout", logging.WARNING, message_id=message_id, thread_id=thread_id)
             return
@@ -177,7 +179,8 @@ def _acquire_lease(database: Database, thread_id: int, token: str) -> bool:
             now = utcnow()
             claimed = session.execute(
                 sa.update(Thread).where(Thread.id == thread_id, sa.or_(Thread.ai_reply_lease_until.is_(None),
-                                                                       Thread.ai_reply_lease_until < now))
+                                                                       Thread.ai_reply_lease_until < now,
+                                                                       Thread.ai_reply_lease_token == token))
                 .values(ai_reply_lease_token=token, ai_reply_lease_until=now + LEASE)
                 .execution_options(synchronize_session=False)).rowcount
         if claimed == 1:

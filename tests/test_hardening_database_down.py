@@ -1,0 +1,167 @@
+"""The database goes away (a proxy in front of the real PostgreSQL refuses or swallows connections):
+a call still gets the voicemail TwiML within 2 s, and a signed WhatsApp webhook is answered 204 and
+kept in the job queue until the database is back, then stored once."""
+from __future__ import annotations
+
+import json
+import time
+import xml.etree.ElementTree as ET
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+
+from server.app_factory import create_app
+from server.app_state import services
+from server.db.models import Call, Message
+from server.jobs.runs import JobRun
+from testkit.fakes.tcp_proxy import FaultyProxy
+from testkit.fakes.twilio_webhooks import new_call_sid, signature_header, voice_params
+from testkit.jobs import InProcessJobs
+from tests.conftest import PG_ADMIN_URL, TEST_BASE_URL, create_tenant, make_settings
+from tests.test_voice_webhooks import AI_ENV
+from tests.test_whatsapp_support import (
+    TWILIO_INBOUND,
+    TWILIO_STATUS,
+    WA_SECRET,
+    bridge_message,
+    post_bridge,
+    post_twilio,
+    status_form,
+    twilio_form,
+)
+
+ANSWER_WITHIN_SECONDS = 2.0
+
+
+@pytest.fixture
+def proxy(pg_database):
+    url = sa.make_url(PG_ADMIN_URL)
+    with FaultyProxy((url.host, url.port or 5432)) as faulty:
+        yield faulty
+
+
+@pytest.fixture
+def app(pg_database, proxy, tmp_path):
+    through_proxy = sa.make_url(pg_database).set(host="127.0.0.1", port=proxy.port)
+    app = create_app(make_settings(
+        DATABASE_URL=through_proxy.render_as_string(hide_password=False), JOBS_URL=f"sqlite:///{tmp_path / 'jobs.db'}",
+        WA_SHARED_SECRET=WA_SECRET, WATCHDOG_SECONDS="600", TWILIO_API_BASE_URL="http://127.0.0.1:9", **AI_ENV))
+    app.config["TESTING"] = True
+    yield app
+    services(app).database.engine.dispose()
+
+
+@pytest.fixture
+def db(app):
+    from tests.conftest import truncate_all
+
+    database = services(app).database
+    truncate_all(database.engine.url.render_as_string(hide_password=False))
+    return database
+
+
+def call_answer(client, to: str) -> tuple[float, ET.Element]:
+    params = voice_params(new_call_sid(), to=to)
+    started = time.monotonic()
+    response = client.post("/webhook/incoming_call", data=params,
+                           headers=signature_header(TEST_BASE_URL + "/webhook/incoming_call", params))
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200 and response.mimetype == "text/xml", response.get_data(as_text=True)
+    return elapsed, ET.fromstring(response.data)
+
+
+def is_voicemail(root: ET.Element) -> bool:
+    return [child.tag for child in root] == ["Play", "Record", "Hangup"]
+
+
+@pytest.mark.parametrize("fault", ["refuse", "blackhole"])
+def test_a_call_gets_the_voicemail_twiml_in_time_when_the_database_is_down(app, db, proxy, fault):
+    tenant = create_tenant(db)
+    client = app.test_client()
+    _, normal = call_answer(client, tenant.phone)
+    assert normal.find("Connect/Stream") is not None
+    getattr(proxy, fault)()
+    elapsed, answer = call_answer(client, tenant.phone)
+    assert is_voicemail(answer) and elapsed < ANSWER_WITHIN_SECONDS, elapsed
+    proxy.forward()
+    _, again = call_answer(client, tenant.phone)
+    assert again.find("Connect/Stream") is not None
+    with db.scope() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Call)) == 2
+
+
+def test_the_fallback_call_url_answers_the_voicemail_twiml_without_the_database(app, proxy):
+    proxy.refuse()
+    client = app.test_client()
+    for method in ("get", "post"):
+        response = getattr(client, method)("/webhook/fallback_call", data={"CallSid": new_call_sid()})
+        assert response.status_code == 200 and response.mimetype == "text/xml"
+        root = ET.fromstring(response.data)
+        assert is_voicemail(root)
+        assert root.find("Record").get("recordingStatusCallback") == TEST_BASE_URL + "/webhook/recording_status"
+
+
+def test_whatsapp_webhooks_are_queued_while_the_database_is_down_and_stored_once_it_is_back(app, db, proxy):
+    tenant = create_tenant(db)
+    client = app.test_client()
+    form = twilio_form(tenant.whatsapp, body="שלום, אפשר לקבוע תור?")
+    event = bridge_message(tenant.whatsapp, text="ועוד שאלה", from_="+972507654321")
+    proxy.refuse()
+    assert post_twilio(client, TWILIO_INBOUND, form).status_code == 204
+    assert post_twilio(client, TWILIO_INBOUND, form).status_code == 204  # Twilio delivers it again
+    assert post_bridge(client, event).status_code == 204
+    assert post_twilio(client, TWILIO_STATUS, status_form("SM" + "9" * 32, "delivered")).status_code == 204
+    jobs = InProcessJobs(app)
+    assert jobs.run_due() == 4  # each finds the database away and waits…
+    assert jobs.run_due() == 0  # …for later
+    proxy.forward()
+    later = datetime.now(timezone.utc).replace(tzinfo=None) + timedelta(seconds=60)
+    assert jobs.run_due(at=later) == 4
+    with db.scope() as session:
+        stored = session.scalars(sa.select(Message).order_by(Message.id)).all()
+        runs = session.scalars(sa.select(JobRun).where(JobRun.kind == "wa_webhook")).all()
+    assert sorted((m.provider, m.body) for m in stored) == [("baileys", "ועוד שאלה"),
+                                                             ("twilio", "שלום, אפשר לקבוע תור?")]
+    assert sorted(r.state for r in runs) == ["done", "done", "done"]  # the second delivery was the same job
+    assert json.dumps([r.attempts for r in runs]) == "[1, 1, 1]"
+
+
+def test_a_queued_webhook_the_database_went_away_under_is_taken_over_by_its_next_try(app, db, proxy, monkeypatch):
+    from server.whatsapp import intake
+
+    tenant = create_tenant(db)
+    client = app.test_client()
+    proxy.refuse()
+    assert post_bridge(client, bridge_message(tenant.whatsapp)).status_code == 204
+    proxy.forward()
+    receive = intake.RECEIVERS["baileys"]
+
+    def cut_off_midway(session, payload):  # claimed, then the database is gone before the message is stored
+        proxy.refuse()
+        return receive(session, payload)
+
+    monkeypatch.setitem(intake.RECEIVERS, "baileys", cut_off_midway)
+    jobs = InProcessJobs(app)
+    assert jobs.run_due() == 1
+    monkeypatch.setitem(intake.RECEIVERS, "baileys", receive)
+    proxy.forward()
+    later = datetime.now(timezone.utc).replace(tzinfo=None) + timedelta(seconds=60)
+    assert jobs.run_due(at=later) == 1
+    with db.scope() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Message)) == 1
+        [run] = session.scalars(sa.select(JobRun).where(JobRun.kind == "wa_webhook")).all()
+    assert run.state == "done"
+
+
+def test_with_the_queue_down_too_the_webhook_is_a_503_the_provider_retries(app, db, proxy, monkeypatch):
+    tenant = create_tenant(db)
+    queue = services(app).jobs
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("queue store unreachable")
+
+    monkeypatch.setattr(queue, "_storage", unreachable)
+    proxy.refuse()
+    response = post_bridge(app.test_client(), bridge_message(tenant.whatsapp))
+    assert (response.status_code, response.json["error"]) == (503, "jobs_unavailable")
