@@ -171,6 +171,7 @@ function openConversation(pane, threadId, ctx, users, listChanged) {
   }
 
   let labelsOpen = false;
+  let labelsDraft = null;  // labels being typed: a live redraw of the header must not wipe them
   function renderHead() {
     // A live update redraws the header: keep what the person was doing (focus, open labels).
     const active = document.activeElement;
@@ -189,13 +190,15 @@ function openConversation(pane, threadId, ctx, users, listChanged) {
     assignee.addEventListener('change', () => update({ assignee: assignee.value ? Number(assignee.value) : null }, 'השיוך עודכן'));
     const takeMine = thread.assignee === selfId ? null : h('button', { type: 'button', class: 'ghost',
       onclick: () => update({ assignee: selfId }, 'השיחה שויכה אלייך') }, 'שיוך אליי');
-    const labels = h('input', { type: 'text', name: 'labels', value: (thread.labels || []).join(', '), placeholder: 'למשל: VIP, החזר' });
+    const labels = h('input', { type: 'text', name: 'labels', value: labelsDraft ?? (thread.labels || []).join(', '),
+      placeholder: 'למשל: VIP, החזר', oninput: (e) => { labelsDraft = e.target.value; } });
     const saveLabels = h('button', { type: 'submit', class: 'ghost' }, 'שמירת תוויות');
     const labelForm = h('details', { class: 'labels-box', open: labelsOpen, ontoggle: (e) => { labelsOpen = e.target.open; } },
       h('summary', {}, 'תוויות', ' ', (thread.labels || []).length ? (thread.labels || []).map((l) => statusBadge(l, 'label')) : h('span', { class: 'muted' }, '(אין)')),
       h('form', { class: 'inline', onsubmit: (e) => {
         e.preventDefault();
         const list = labels.value.split(/[,،]/).map((s) => s.trim()).filter(Boolean);
+        labelsDraft = null;
         update({ labels: list }, 'התוויות נשמרו');
       } }, field('תוויות (מופרדות בפסיק)', labels), saveLabels));
     // Taking a conversation over from the AI needs the server to know the thread's AI state
