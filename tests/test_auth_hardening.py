@@ -48,7 +48,7 @@ def audit_rows(db, action: str) -> list[AuditLog]:
 
 # ---- rate limits ---------------------------------------------------------------------------------
 
-def test_tries_for_one_account_are_limited_with_retry_after(make_app, owner):
+def test_tries_for_one_account_are_limited_with_retry_after(make_app, db, owner):
     client = make_app(LOGIN_LIMIT_PER_ACCOUNT="3/minute").test_client()
     for _ in range(3):
         assert login(client, password="wrong").status_code == 401
@@ -57,8 +57,8 @@ def test_tries_for_one_account_are_limited_with_retry_after(make_app, owner):
     retry_after = int(refused.headers["Retry-After"])
     assert 1 <= retry_after <= 60 and refused.json["retry_after"] == retry_after
     # the address itself is not blocked: another account still signs in
-    other = add_user(client.application.extensions["db"], owner.business_id, "agent")
-    assert login(client, email_of(client.application.extensions["db"], other.user_id)).status_code == 200
+    other = add_user(db, owner.business_id, "agent")
+    assert login(client, email_of(db, other.user_id)).status_code == 200
 
 
 def test_unknown_accounts_are_counted_like_known_ones(make_app, owner):

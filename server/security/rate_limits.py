@@ -49,8 +49,10 @@ def _digest(value: str) -> str:
 class SqlWindowStorage(Storage):
     """`limits` storage for fixed windows in the `rate_limit_windows` table (no moving windows).
 
-    Each call is its own short transaction on its own connection, so a count survives the request's
-    rollback (a refused login is an error answer) and holds no lock past the statement."""
+    Each write is one statement in autocommit on a connection of its own: the count survives the
+    request's rollback (a refused login is an error answer), and on SQLite the statement and its
+    commit are one trip to the database's writer threads, never a lock held while waiting for a
+    second trip (with more writers than threads, that wait would last until the busy timeout)."""
 
     STORAGE_SCHEME = None  # made with an engine, never looked up by URL
 
@@ -73,12 +75,15 @@ class SqlWindowStorage(Storage):
             set_={"hits": sa.case((expired, amount), else_=_WINDOWS.c.hits + amount),
                   "expires_at": sa.case((expired, now + expiry), else_=_WINDOWS.c.expires_at)},
         ).returning(_WINDOWS.c.hits)
-        with self._engine.begin() as conn:
+        with self._autocommit() as conn:
             hits = conn.execute(stmt).scalar_one()
             if now >= self._next_prune:  # windows that ended long ago are dead rows; drop them now and then
                 self._next_prune = now + PRUNE_EVERY_SECONDS
                 conn.execute(sa.delete(_WINDOWS).where(_WINDOWS.c.expires_at < now - PRUNE_EVERY_SECONDS))
         return hits
+
+    def _autocommit(self) -> sa.Connection:
+        return self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
     def get(self, key: str) -> int:
         with self._engine.connect() as conn:
@@ -97,11 +102,11 @@ class SqlWindowStorage(Storage):
         return True
 
     def reset(self) -> Optional[int]:
-        with self._engine.begin() as conn:
+        with self._autocommit() as conn:
             return conn.execute(sa.delete(_WINDOWS)).rowcount
 
     def clear(self, key: str) -> None:
-        with self._engine.begin() as conn:
+        with self._autocommit() as conn:
             conn.execute(sa.delete(_WINDOWS).where(_WINDOWS.c.key == _digest(key)))
 
 
