@@ -8,6 +8,7 @@ the reason; under CI (`CI=true`) they fail instead, so a database that vanished 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import uuid
@@ -71,14 +72,34 @@ def pg_database():
         run_migrations(engine)
         engine.dispose()
         yield url
+        _emptying_engine(url).dispose()
+
+
+@functools.cache
+def _emptying_engine(url: str) -> sa.Engine:
+    return sa.create_engine(url, poolclass=sa.pool.StaticPool)
+
+
+@functools.cache
+def _emptying_sql(url: str) -> str:
+    """DELETE from every table, children first, then restart the tables' own sequences: the same end
+    state as `TRUNCATE … RESTART IDENTITY`, at a small fraction of its cost on a handful of rows
+    (TRUNCATE replaces every table's and index's files)."""
+    tables = [t.name for t in Base.metadata.sorted_tables]
+    with _emptying_engine(url).connect() as conn:
+        sequences = conn.execute(sa.text(
+            "SELECT seq.relname FROM pg_class seq JOIN pg_depend dep ON dep.objid = seq.oid "
+            "JOIN pg_class tab ON dep.refobjid = tab.oid "
+            "WHERE seq.relkind = 'S' AND dep.deptype IN ('a', 'i') AND tab.relname = ANY(:tables)"),
+            {"tables": tables}).scalars().all()
+    return "; ".join([f'DELETE FROM "{name}"' for name in reversed(tables)]
+                     + [f'ALTER SEQUENCE "{name}" RESTART' for name in sorted(sequences)])
 
 
 def truncate_all(url: str) -> None:
-    engine = sa.create_engine(url)
-    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-    engine.dispose()
+    """Empty every table of the PostgreSQL database at `url` and restart its ids from 1."""
+    with _emptying_engine(url).begin() as conn:
+        conn.exec_driver_sql(_emptying_sql(url))
 
 
 @pytest.fixture(scope="session")
@@ -152,6 +173,12 @@ class Tenant:
         return {"Authorization": f"Bearer {self.token}"}
 
 
+@functools.cache
+def password_hash(password: str) -> str:
+    """The stored hash of a test user's password, computed once: scrypt is slow on purpose."""
+    return hash_password(password)
+
+
 def create_tenant(db, *, name: str = "Salon Dana", phone: str = "+97235550001", whatsapp: str = "+97235550002",
                   role: str = "owner", email: str | None = None, **business_fields) -> Tenant:
     with db.scope() as session:
@@ -161,7 +188,7 @@ def create_tenant(db, *, name: str = "Salon Dana", phone: str = "+97235550001", 
         session.add_all([BusinessNumber(business_id=business.id, number=phone, kind="voice"),
                          BusinessNumber(business_id=business.id, number=whatsapp, kind="whatsapp")])
         user = User(business_id=business.id, email=email or f"{role}-{uuid.uuid4().hex[:6]}@example.test",
-                    password_hash=hash_password("correct horse"), role=role)
+                    password_hash=password_hash("correct horse"), role=role)
         session.add(user)
         session.flush()
         token = issue_token(session, user)
@@ -172,7 +199,7 @@ def add_user(db, business_id: int, role: str) -> Tenant:
     """Another user (and token) in an existing business."""
     with db.scope() as session:
         user = User(business_id=business_id, email=f"{role}-{uuid.uuid4().hex[:6]}@example.test",
-                    password_hash=hash_password("correct horse"), role=role)
+                    password_hash=password_hash("correct horse"), role=role)
         session.add(user)
         session.flush()
         business = session.get(Business, business_id)
