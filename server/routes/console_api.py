@@ -257,8 +257,8 @@ OPENAPI_PATHS: dict[str, Any] = {
             "Disable or enable a user",
             tags=["users"],
             role="owner",
-            description="A disabled user can't sign in, and their sessions and tokens stop working. Nobody changes a "
-            "user above their own role (403), and nobody disables themselves (409 cannot_disable_self).",
+            description="A disabled user can't sign in, and their sessions and tokens stop working. Owners manage "
+            "agents and only admins manage owners (403), and nobody disables themselves (409 cannot_disable_self).",
             parameters=[path_param("user_id", _ID)],
             body=obj({"disabled": {"type": "boolean"}}, ["disabled"], closed=True),
             responses={"200": json_response(ref("User")), **error_responses(400, 409)},
@@ -269,7 +269,9 @@ OPENAPI_PATHS: dict[str, Any] = {
             "Set a new password for a user (and sign them out everywhere)",
             tags=["users"],
             role="owner",
-            description="Ends the user's console sessions and login tokens; API tokens made on purpose stay.",
+            description="Ends the user's console sessions and login tokens; API tokens made on purpose stay. Owners "
+            "reset agents' passwords and only admins owners' (403); one's own password is changed with "
+            "POST /api/auth/password, which asks for the current one (403 here).",
             parameters=[path_param("user_id", _ID)],
             body=obj({"password": {"type": "string", "minLength": 8, "maxLength": 200}}, ["password"], closed=True),
             responses={"204": {"description": "Password changed"}, **error_responses(400)},

@@ -104,8 +104,13 @@ _CUSTOMER_DETAIL = _all(ref("Customer"), obj(
 _USER = obj({"id": INT, "email": STR, "role": {"enum": list(ROLES)}, "created_at": DT,
              "disabled": {"type": "boolean", "description": "an owner disabled the account: no sign-in"}},
             ["id", "email", "role", "created_at", "disabled"])
-_TOKEN = obj({"id": INT, "user_id": INT, "name": STR, "created_at": DT, "last_used_at": DT_N, "revoked_at": DT_N},
-             ["id", "user_id", "name", "created_at", "last_used_at", "revoked_at"])
+_TOKEN = obj({"id": INT, "user_id": INT, "name": STR, "created_at": DT, "last_used_at": DT_N, "revoked_at": DT_N,
+              "created_by_user_id": {**INT_N, "description": "who made it: the user signing in, the owner or admin "
+                                                             "who minted it, or null for the admin CLI"},
+              "expires_at": {**DT_N, "description": "created_at + TOKEN_TTL_DAYS (null: no expiry); a console "
+                                                    "session also ends after SESSION_IDLE_MINUTES unused"}},
+             ["id", "user_id", "name", "created_at", "last_used_at", "revoked_at", "created_by_user_id",
+              "expires_at"])
 _AUDIT = obj({"id": INT, "actor": {**STR, "description": "user:<id> or system"},
               "action": {**STR, "description": "e.g. invoice.status_changed"}, "entity_type": STR,
               "entity_id": STR_N, "details": {"type": "object"}, "created_at": DT},
@@ -203,7 +208,8 @@ _BUSINESS_INPUT = obj({
     "features": obj({name: {"type": "boolean"} for name in business.FEATURES}, closed=True),
     **{field: {"type": "array", "maxItems": business.NUMBERS_MAX,
                "items": {"type": "string", "minLength": 1, "maxLength": business.PHONE_MAX},
-               "description": f"the {kind} numbers in any format (stored E.164); replaces the current set"}
+               "description": f"admins only (an owner gets 403): the {kind} numbers in any format (stored "
+                              "E.164); replaces the current set"}
        for field, kind in business.NUMBER_FIELDS.items()}}, closed=True)
 _USER_INPUT = obj({"email": {**STR, "maxLength": 254}, "password": {**STR, "minLength": 8, "maxLength": 200},
                    "role": {"enum": list(ROLES)}}, ["email", "password", "role"], closed=True)
@@ -305,7 +311,7 @@ OPENAPI_PATHS: dict[str, Any] = {
     f"{_CRM}/users": {
         "get": operation("The business's users", tags=["users"], role="owner",
                          responses={"200": json_response(obj({"items": _array(ref("User"))}, ["items"]))}),
-        "post": operation("Create a user (no role above the caller's)", tags=["users"], role="owner",
+        "post": operation("Create a user (owners create agents; admins any role)", tags=["users"], role="owner",
                           body=_USER_INPUT,
                           responses={"201": json_response(ref("User"), "Created"), **error_responses(400, 409)}),
     },
@@ -313,18 +319,25 @@ OPENAPI_PATHS: dict[str, Any] = {
         "get": operation("The business's API tokens (never the secret)", tags=["users"], role="owner",
                          responses={"200": json_response(obj({"items": _array(ref("Token"))}, ["items"]))}),
         "post": operation("Create an API token; the secret is shown once", tags=["users"], role="owner",
+                          description="For the caller, or for a user the caller manages (owners: agents; "
+                                      "admins: anyone), else 403. The token records who made it, and "
+                                      "token.created is audited under the maker's name.",
                           body=_TOKEN_INPUT, body_required=False,
                           responses={"201": json_response(ref("TokenCreated"), "Created"), **error_responses(400)}),
     },
     f"{_CRM}/tokens/{{token_id}}": {"delete": operation(
         "Revoke a token", tags=["users"], role="owner", parameters=_id("token_id"),
+        description="One's own, or one of a user the caller manages (owners: agents' tokens), else 403.",
         responses={"204": {"description": "Revoked"}})},
     f"{_CRM}/business": {
         "get": operation("The caller's business and its settings", tags=["business"],
                          responses={"200": json_response(ref("Business"))}),
         "patch": operation("Change the business's settings", tags=["business"], role="owner", body=_BUSINESS_INPUT,
-                           description="Only the fields sent change. A number another business answers on: 409. "
-                                       "Payment settings: /api/crm/payments/settings.",
+                           description="Only the fields sent change. voice_numbers and whatsapp_numbers are for "
+                                       "admins (owners: 403 forbidden, and nothing is changed; numbers are "
+                                       "assigned with PUT /api/admin/businesses/{business_id}/numbers); for an "
+                                       "admin a number another business answers on is 409. Payment settings: "
+                                       "/api/crm/payments/settings.",
                            responses={"200": json_response(ref("Business")), **error_responses(400, 409)}),
     },
     f"{_CRM}/audit": {"get": operation(
