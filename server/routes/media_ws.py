@@ -56,7 +56,8 @@ def _engine() -> VoiceEngine:
     engine = current_app.extensions.get("voice_engine")
     if engine is None:
         engine = current_app.extensions["voice_engine"] = VoiceEngine(
-            settings(), current_app.extensions["db"], current_app.config["APP_SECRET"])
+            settings(), current_app.extensions["db"], current_app.config["APP_SECRET"],
+            lifecycle=current_app.extensions["lifecycle"])
     return engine
 
 

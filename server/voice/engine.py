@@ -19,6 +19,7 @@ import gevent
 
 from server.config import Settings
 from server.db.engine import Database
+from server.lifecycle import Lifecycle
 from server.logs import log_event
 from server.providers.base import ProviderError
 from server.providers.plugin import load_providers
@@ -33,10 +34,15 @@ from server.voice.watchdog import redirect_to_voicemail
 log = logging.getLogger("agentlocator.voice.engine")
 
 LOGGED_BAD_MESSAGES = 20  # per stream; after that they are only counted (ws_end `malformed`)
+# On shutdown, calls still going this long before the grace period runs out are ended by us, so
+# each still stores its turns and logs its ws_end before gunicorn kills the worker.
+END_CALLS_BEFORE_GRACE_ENDS = 2.0
+GOING_AWAY = 1001  # RFC 6455 close code: the server is going down
 
 
 class VoiceEngine:
-    def __init__(self, settings: Settings, database: Database, app_secret: str):
+    def __init__(self, settings: Settings, database: Database, app_secret: str,
+                 lifecycle: Optional[Lifecycle] = None):
         self.settings = settings
         self._app_secret = app_secret
         self._store = CallStore(database)
@@ -46,6 +52,24 @@ class VoiceEngine:
         # Process-local: a duplicate stream landing on another worker can't be closed from here, but
         # it reads the conversation so far from the database, and Twilio drops the old one itself.
         self.sessions: dict[str, CallSession] = {}
+        if lifecycle is not None:
+            lifecycle.on_drain(self.drain)
+
+    def drain(self) -> None:
+        """Shutdown has begun: live calls go on for the grace period (SHUTDOWN_GRACE_SECONDS), and those
+        still going just before it runs out are ended here (`end_live_calls`)."""
+        delay = max(0.0, self.settings.shutdown_grace_seconds - END_CALLS_BEFORE_GRACE_ENDS)
+        log_event(log, "voice_draining", live_calls=len(self.sessions), end_calls_in_s=delay)
+        gevent.spawn_later(delay, self.end_live_calls)
+
+    def end_live_calls(self) -> None:
+        """End every live call of this worker as the stream's end would: its turns (the one under way
+        as interrupted) and transcript stored, its socket closed with 1001, which makes Twilio ask
+        `stream_ended` (another worker's voicemail TwiML), and `ws_end` logged by its `serve`."""
+        for session in list(self.sessions.values()):
+            log_event(log, "call_ended_for_shutdown", call_sid=session.call_sid)
+            session.finish("shutdown")
+            session.socket.close(GOING_AWAY, "the server is shutting down")
 
     def services(self) -> SessionServices:
         if self._services is None:
