@@ -28,10 +28,11 @@ def _drain_on_exit(worker):
     stop = worker.handle_exit
 
     def handle_exit(sig, frame):
-        app = getattr(worker, "wsgi", None)
-        lifecycle = getattr(app, "extensions", {}).get("lifecycle")
-        if lifecycle is not None:
-            lifecycle.start_draining()
+        from server.app_state import services  # in the worker, once gevent has patched it
+
+        app = getattr(worker, "wsgi", None)  # None until the worker has loaded the app
+        if app is not None:
+            services(app).lifecycle.start_draining()
         worker.log.info("draining: live calls may finish within %ss", worker.cfg.graceful_timeout)
         stop(sig, frame)
 

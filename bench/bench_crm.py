@@ -32,6 +32,7 @@ import requests
 import sqlalchemy as sa
 
 from server.app_factory import create_app
+from server.app_state import services
 from server.config import Settings
 from server.db.models import Business, BusinessNumber, User
 from server.security.auth import issue_token
@@ -147,7 +148,7 @@ def measure(session: requests.Session, url: str, count: int, worker: int, warmup
 def explain_endpoints(url: str, token: str, paths: list[str]) -> None:
     """Run each endpoint in-process, capture its SELECTs, and print EXPLAIN ANALYZE of each."""
     app = create_app(Settings.from_env({"DATABASE_URL": url, "APP_SECRET": "bench", "LOG_LEVEL": "WARNING"}))
-    engine = app.extensions["db"].engine
+    engine = services(app).database.engine
     captured: list[tuple[str, object]] = []
 
     @sa.event.listens_for(engine, "before_cursor_execute")
@@ -184,7 +185,7 @@ def main() -> int:
     url = args.admin_url.rsplit("/", 1)[0] + "/" + name
     try:
         app = create_app(Settings.from_env({"DATABASE_URL": url, "APP_SECRET": "bench", "LOG_LEVEL": "WARNING"}))
-        database = app.extensions["db"]
+        database = services(app).database
         with database.scope() as session:
             business = Business(name="Bench Salon")
             session.add(business)

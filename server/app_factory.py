@@ -1,4 +1,4 @@
-"""`create_app()`: configuration → logging → database + migrations → blueprints → errors → CLI.
+"""`create_app()`: configuration → logging → services (database + migrations, jobs) → blueprints → errors → CLI.
 
 Each step is one named function, so this file reads as the table of contents of the service.
 """
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from flask import Flask
 
+from server.app_state import AppServices, install_services
 from server.config import PROJECT_ROOT, Settings
 from server.cooperative import make_io_cooperative
 from server.db import Database
@@ -40,13 +41,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     configure_logging(settings.log_level)
     app = Flask(__name__, static_folder=str(PROJECT_ROOT / "static"), static_url_path="/static")
     register_config(app, settings)
-    register_database(app, settings)
-    app.extensions["voicemail_transcriber"] = voicemail_transcriber(settings)
-    register_jobs(app, settings)
+    app_services = register_services(app, settings)
     register_blueprints(app)
     register_errors(app)
     register_cli_commands(app)
-    log.info("app ready", extra={"event": "app_ready", "database": app.extensions["db"].engine.dialect.name,
+    log.info("app ready", extra={"event": "app_ready", "database": app_services.database.engine.dialect.name,
                                  "providers": settings.providers_configured()})
     return app
 
@@ -55,9 +54,6 @@ def register_config(app: Flask, settings: Settings) -> None:
     app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_content_length,
                       APP_SECRET=settings.app_secret or _local_app_secret(), JSON_SORT_KEYS=False)
     app.json.ensure_ascii = False
-    app.extensions["lifecycle"] = Lifecycle()
-    app.extensions["secrets_box"] = SecretsBox.from_config(settings.secrets_key, settings.secrets_key_previous,
-                                                           app.config["APP_SECRET"])
 
 
 def _local_app_secret() -> str:
@@ -73,23 +69,32 @@ def _local_app_secret() -> str:
     return path.read_text().strip()
 
 
-def register_database(app: Flask, settings: Settings) -> None:
-    box = app.extensions["secrets_box"]
+def register_services(app: Flask, settings: Settings) -> AppServices:
+    """The services every request and job shares: secrets at rest, the database (migrated), the
+    voicemail transcriber and the job queue."""
+    box = SecretsBox.from_config(settings.secrets_key, settings.secrets_key_previous, app.config["APP_SECRET"])
+    app_services = AppServices(lifecycle=Lifecycle(), secrets_box=box, database=open_database(settings, box),
+                               voicemail_transcriber=voicemail_transcriber(settings))
+    app_services.jobs = job_queue(settings, app_services)
+    install_services(app, app_services)
+    return app_services
+
+
+def open_database(settings: Settings, box: SecretsBox) -> Database:
     database = Database(settings.sqlalchemy_url, sqlite_busy_timeout=settings.sqlite_busy_timeout_seconds,
                         secrets_box=box, connect_timeout=settings.database_connect_timeout_seconds)
-    app.extensions["db"] = database
     run_migrations(database.engine, env=MigrationEnv(secrets_box=box))
+    return database
 
 
 # Modules that register background job kinds (`@job`); the consumer process runs them.
 JOB_MODULES = ("server.whatsapp.auto_reply", "server.whatsapp.intake", "server.voice.voicemail", "server.voice.watchdog")
 
 
-def register_jobs(app: Flask, settings: Settings) -> None:
+def job_queue(settings: Settings, app_services: AppServices) -> JobQueue:
     for name in JOB_MODULES:
         importlib.import_module(name)
-    app.extensions["jobs"] = JobQueue(settings, JobContext(database=app.extensions["db"], settings=settings,
-                                                           extensions=app.extensions))
+    return JobQueue(settings, JobContext(database=app_services.database, settings=settings, services=app_services))
 
 
 def register_blueprints(app: Flask) -> None:

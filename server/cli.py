@@ -8,6 +8,7 @@ import click
 import sqlalchemy as sa
 from flask import Flask, current_app
 
+from server.app_state import services
 from server.crm import business as business_settings
 from server.db.dao_crm import audit
 from server.db.migrate import MigrationEnv, run_migrations
@@ -33,14 +34,14 @@ def register_cli(app: Flask) -> None:
     @app.cli.command("migrate")
     def migrate() -> None:
         """Apply pending migrations."""
-        applied = run_migrations(current_app.extensions["db"].engine,
-                                 env=MigrationEnv(secrets_box=current_app.extensions["secrets_box"]))
+        applied = run_migrations(services(current_app).database.engine,
+                                 env=MigrationEnv(secrets_box=services(current_app).secrets_box))
         _print({"applied": applied})
 
     @app.cli.command("jobs")
     def jobs() -> None:
         """Background jobs: how many are queued, scheduled, running, retrying and failed."""
-        queue = current_app.extensions["jobs"]
+        queue = services(current_app).jobs
         _print({**queue.counts(), "kinds": queue.kinds, "recent_failures": queue.recent_failures()})
 
     @app.cli.command("jobs-worker")
@@ -48,8 +49,8 @@ def register_cli(app: Flask) -> None:
     def jobs_worker(workers: int | None) -> None:
         """Run background jobs until SIGTERM/SIGINT (running jobs finish first)."""
         settings = current_app.config["SETTINGS"]
-        consumer = current_app.extensions["jobs"].consumer(workers or settings.jobs_workers,
-                                                           shutdown_timeout=settings.shutdown_grace_seconds)
+        consumer = services(current_app).jobs.consumer(workers or settings.jobs_workers,
+                                                       shutdown_timeout=settings.shutdown_grace_seconds)
         consumer.run()
 
     @app.cli.command("rotate-secrets")
@@ -57,8 +58,8 @@ def register_cli(app: Flask) -> None:
         """Re-seal every stored secret under SECRETS_KEY (after a key change; plain values get sealed)."""
         from server.payments.gateway_secrets import reseal_all
 
-        with current_app.extensions["db"].scope() as session:
-            _print({"payment_gateways": reseal_all(session, current_app.extensions["secrets_box"])})
+        with services(current_app).database.scope() as session:
+            _print({"payment_gateways": reseal_all(session, services(current_app).secrets_box)})
 
     @app.cli.command("create-business")
     @click.option("--name", required=True)
@@ -66,7 +67,7 @@ def register_cli(app: Flask) -> None:
     @click.option("--whatsapp", "whatsapp_numbers", multiple=True, help="a WhatsApp number, E.164")
     def create_business(name: str, phones: tuple[str, ...], whatsapp_numbers: tuple[str, ...]) -> None:
         """Create a business with its numbers."""
-        with current_app.extensions["db"].scope() as session:
+        with services(current_app).database.scope() as session:
             business = Business(name=name)
             session.add(business)
             session.flush()
@@ -83,7 +84,7 @@ def register_cli(app: Flask) -> None:
     @click.option("--role", required=True, type=click.Choice(ROLES))
     def create_user(business_id: int, email: str, password: str, role: str) -> None:
         """Create a user and print a bearer token for it."""
-        with current_app.extensions["db"].scope() as session:
+        with services(current_app).database.scope() as session:
             if session.get(Business, business_id) is None:
                 raise click.BadParameter(f"no business with id {business_id}", param_hint="--business-id")
             user = User(business_id=business_id, email=email.strip().lower(), password_hash=hash_password(password),
@@ -109,7 +110,7 @@ def register_cli(app: Flask) -> None:
         if not body:
             raise click.UsageError("give at least one --voice or --whatsapp number")
         try:
-            with current_app.extensions["db"].scope() as session:
+            with services(current_app).database.scope() as session:
                 assigned = business_settings.assign_numbers(session, business_id, "cli", body,
                                                             keep_current=not replace)
         except DomainError as exc:

@@ -18,6 +18,8 @@ from typing import Any, Iterable, Mapping
 
 from flask import Blueprint, Flask
 
+from server.app_state import services
+
 BEARER = [{"bearer": []}]
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
@@ -123,7 +125,7 @@ def openapi_paths(rule: str) -> list[str]:
 def document(bp: Blueprint, paths: Mapping[str, Any], schemas: Mapping[str, Any] | None = None) -> None:
     """Publish `bp`'s path items and component schemas in the document of every app it is registered on."""
     def publish(state) -> None:
-        state.app.extensions.setdefault("openapi_parts", []).append((bp.name, paths, schemas or {}))
+        services(state.app).openapi_parts.append((bp.name, paths, schemas or {}))
 
     bp.record_once(publish)
 
@@ -131,7 +133,7 @@ def document(bp: Blueprint, paths: Mapping[str, Any], schemas: Mapping[str, Any]
 def build_spec(app: Flask, title: str = "AgentLocator API", version: str = "1") -> dict[str, Any]:
     paths: dict[str, Any] = {}
     schemas: dict[str, Any] = dict(SHARED_SCHEMAS)
-    for blueprint, bp_paths, bp_schemas in app.extensions.get("openapi_parts", []):
+    for blueprint, bp_paths, bp_schemas in services(app).openapi_parts:
         for path, item in bp_paths.items():
             for method in item:
                 if method in HTTP_METHODS and method in paths.get(path, {}):
@@ -156,7 +158,7 @@ def build_spec(app: Flask, title: str = "AgentLocator API", version: str = "1") 
 
 def openapi_spec(app: Flask) -> dict[str, Any]:
     """The document for `app`, built once per app (its blueprints don't change while it runs)."""
-    if "openapi_spec" not in app.extensions:
-        settings = app.config["SETTINGS"]
-        app.extensions["openapi_spec"] = build_spec(app, version=settings.git_commit or "1")
-    return app.extensions["openapi_spec"]
+    state = services(app)
+    if state.openapi_spec is None:
+        state.openapi_spec = build_spec(app, version=app.config["SETTINGS"].git_commit or "1")
+    return state.openapi_spec

@@ -12,12 +12,17 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Optional
+
+from flask import Flask
+
+from server.app_state import services
+from server.jobs import JobQueue
 
 
 class InProcessJobs:
-    def __init__(self, app_or_queue: Any, *, threads: int = 2, poll_seconds: float = 0.02):
-        queue = app_or_queue.extensions["jobs"] if hasattr(app_or_queue, "extensions") else app_or_queue
+    def __init__(self, app_or_queue: Flask | JobQueue, *, threads: int = 2, poll_seconds: float = 0.02):
+        queue = services(app_or_queue).jobs if isinstance(app_or_queue, Flask) else app_or_queue
         self.huey = queue.huey
         self.threads = threads
         self.poll_seconds = poll_seconds

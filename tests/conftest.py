@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from server.app_factory import create_app
+from server.app_state import services
 from server.config import Settings
 from server.db.migrate import run_migrations
 from server.db.models import Base, Business, BusinessNumber, User
@@ -142,7 +143,7 @@ def make_app(database_url, tmp_path):
 
     yield build
     for app in apps:
-        app.extensions["db"].engine.dispose()
+        services(app).database.engine.dispose()
 
 
 @pytest.fixture
@@ -157,7 +158,7 @@ def client(app):
 
 @pytest.fixture
 def db(app):
-    return app.extensions["db"]
+    return services(app).database
 
 
 @dataclass

@@ -8,12 +8,13 @@ from urllib.parse import urlsplit
 import pytest
 import sqlalchemy as sa
 
+from server.app_state import services
 from server.db.models import AuditLog, Business, Invoice, Payment, User
 from server.providers import paypal as paypal_client
 from server.security.auth import issue_token
-from tests.conftest import TEST_BASE_URL, Tenant
 from testkit.fakes.paypal_server import FakePayPal
 from testkit.fakes.tranzila_server import FakeTranzila
+from tests.conftest import TEST_BASE_URL, Tenant
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +69,7 @@ def pay_client(pay_app):
 def business_owner(app, *, name: str = "Salon Dana", **business_fields: Any) -> Tenant:
     """A business and its owner's bearer token, without `create_tenant`'s password hashing (these owners
     only ever use tokens, and scrypt would dominate the run time of these tests)."""
-    with app.extensions["db"].scope() as session:
+    with services(app).database.scope() as session:
         business = Business(name=name, **business_fields)
         session.add(business)
         session.flush()
@@ -106,19 +107,19 @@ def created_link(client, tenant, **body: Any) -> dict[str, Any]:
 
 
 def payment_row(app, payment_id: int) -> Payment:
-    with app.extensions["db"].scope() as session:
+    with services(app).database.scope() as session:
         return session.get(Payment, payment_id)
 
 
 def audit_actions(app, payment_id: int) -> list[str]:
-    with app.extensions["db"].scope() as session:
+    with services(app).database.scope() as session:
         return list(session.scalars(sa.select(AuditLog.action).where(AuditLog.entity_type == "payment",
                                                                      AuditLog.entity_id == str(payment_id))
                                     .order_by(AuditLog.id)))
 
 
 def add_invoice(app, business_id: int, *, amount_minor: int = 4990, status: str = "open", **fields: Any) -> int:
-    with app.extensions["db"].scope() as session:
+    with services(app).database.scope() as session:
         invoice = Invoice(business_id=business_id, amount_minor=amount_minor, currency="ILS", status=status,
                           title="ייעוץ", **fields)
         session.add(invoice)
@@ -127,5 +128,5 @@ def add_invoice(app, business_id: int, *, amount_minor: int = 4990, status: str 
 
 
 def invoice_row(app, invoice_id: int) -> Invoice:
-    with app.extensions["db"].scope() as session:
+    with services(app).database.scope() as session:
         return session.get(Invoice, invoice_id)

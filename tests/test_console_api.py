@@ -10,6 +10,7 @@ import pytest
 import segno
 import sqlalchemy as sa
 
+from server.app_state import services
 from server.db import dao_crm
 from server.db.models import ApiToken, Customer, Message, Payment, User
 from server.whatsapp.bridge_state import record_bridge_state
@@ -63,7 +64,7 @@ def rec_app(make_app, twilio, tmp_path):
 
 
 def test_a_recording_is_fetched_once_with_basic_auth_then_served_from_disk(rec_app, twilio, tmp_path):
-    client, db = rec_app.test_client(), rec_app.extensions["db"]
+    client, db = rec_app.test_client(), services(rec_app).database
     tenant = create_tenant(db)
     add_call(db, tenant.business_id, "CA" + "1" * 32)
     twilio.recordings[RECORDING] = AUDIO
@@ -77,7 +78,7 @@ def test_a_recording_is_fetched_once_with_basic_auth_then_served_from_disk(rec_a
 
 
 def test_a_recording_answers_range_requests_for_seeking(rec_app, twilio):
-    client, db = rec_app.test_client(), rec_app.extensions["db"]
+    client, db = rec_app.test_client(), services(rec_app).database
     tenant = create_tenant(db)
     add_call(db, tenant.business_id, "CA" + "2" * 32)
     twilio.recordings[RECORDING] = AUDIO
@@ -95,7 +96,7 @@ def test_a_recording_answers_range_requests_for_seeking(rec_app, twilio):
 
 
 def test_no_recording_another_business_or_unknown_call_is_404(rec_app, twilio):
-    client, db = rec_app.test_client(), rec_app.extensions["db"]
+    client, db = rec_app.test_client(), services(rec_app).database
     tenant = create_tenant(db)
     other = create_tenant(db, name="Garage Moshe", phone="+97235550101", whatsapp="+97235550102")
     add_call(db, tenant.business_id, "CA" + "3" * 32, recording_sid=None)
@@ -111,7 +112,7 @@ def test_no_recording_another_business_or_unknown_call_is_404(rec_app, twilio):
 
 
 def test_twilio_failures_are_clear_and_nothing_is_cached(rec_app, twilio, tmp_path):
-    client, db = rec_app.test_client(), rec_app.extensions["db"]
+    client, db = rec_app.test_client(), services(rec_app).database
     tenant = create_tenant(db)
     add_call(db, tenant.business_id, "CA" + "5" * 32)
     path = f"/api/crm/calls/{'CA' + '5' * 32}/recording"
@@ -130,8 +131,8 @@ def test_twilio_failures_are_clear_and_nothing_is_cached(rec_app, twilio, tmp_pa
 
 def test_wrong_twilio_credentials_are_a_502_not_a_leak(make_app, twilio, tmp_path):
     app = make_app(TWILIO_API_BASE_URL=twilio.url, TWILIO_AUTH_TOKEN="not-the-token", RECORDING_CACHE_DIR=str(tmp_path))
-    tenant = create_tenant(app.extensions["db"])
-    add_call(app.extensions["db"], tenant.business_id, "CA" + "6" * 32)
+    tenant = create_tenant(services(app).database)
+    add_call(services(app).database, tenant.business_id, "CA" + "6" * 32)
     response = app.test_client().get(f"/api/crm/calls/{'CA' + '6' * 32}/recording", headers=tenant.headers)
     assert response.status_code == 502 and "not-the-token" not in response.get_data(as_text=True)
 
@@ -145,7 +146,7 @@ def wa_app(make_app, bridge):
 
 
 def test_connection_status_follows_the_bridge(wa_app, bridge):
-    client, tenant = wa_app.test_client(), create_tenant(wa_app.extensions["db"])
+    client, tenant = wa_app.test_client(), create_tenant(services(wa_app).database)
     status = lambda: client.get("/api/crm/whatsapp/connection", headers=tenant.headers).json  # noqa: E731
     assert status() == {"provider": "baileys", "status": "connected", "qr_available": False}
     bridge.state, bridge.qr = "connecting", "2@ref,noise=,identity=,adv="
@@ -157,7 +158,7 @@ def test_connection_status_follows_the_bridge(wa_app, bridge):
 
 
 def test_the_qr_code_is_drawn_from_the_bridge_string_fetched_with_the_signature(wa_app, bridge):
-    client, tenant = wa_app.test_client(), create_tenant(wa_app.extensions["db"])
+    client, tenant = wa_app.test_client(), create_tenant(services(wa_app).database)
     bridge.state, bridge.qr = "connecting", "2@AbCdEf123,NoiseKey=,IdentityKey=,Adv="
     response = client.get("/api/crm/whatsapp/qr.svg", headers=tenant.headers)
     assert response.status_code == 200 and response.mimetype == "image/svg+xml"
@@ -178,7 +179,7 @@ def test_the_qr_code_is_drawn_from_the_bridge_string_fetched_with_the_signature(
 
 
 def test_no_qr_code_is_404_and_a_silent_bridge_503(wa_app, bridge):
-    client, db = wa_app.test_client(), wa_app.extensions["db"]
+    client, db = wa_app.test_client(), services(wa_app).database
     tenant = create_tenant(db)
     response = client.get("/api/crm/whatsapp/qr.svg", headers=tenant.headers)
     assert response.status_code == 404 and response.json["error"] == "no_qr"
@@ -198,14 +199,14 @@ def test_no_qr_code_is_404_and_a_silent_bridge_503(wa_app, bridge):
 def test_a_bridge_refusing_our_signature_is_503_not_a_qr(make_app, bridge):
     app = make_app(ENABLE_WA_BAILEYS="true", WA_SHARED_SECRET="another-secret", WA_BAILEYS_URL=bridge.url)
     bridge.qr = "2@x,y=,z=,w="
-    tenant = create_tenant(app.extensions["db"])
+    tenant = create_tenant(services(app).database)
     response = app.test_client().get("/api/crm/whatsapp/qr.svg", headers=tenant.headers)
     assert response.status_code == 503 and [r.signature_ok for r in bridge.qr_requests] == [False]
 
 
 def test_without_baileys_the_status_names_twilio_or_disabled(make_app):
     twilio_only = make_app(ENABLE_WA_TWILIO="true", TWILIO_WA_FROM="+97235550999")
-    tenant = create_tenant(twilio_only.extensions["db"])
+    tenant = create_tenant(services(twilio_only).database)
     client = twilio_only.test_client()
     assert client.get("/api/crm/whatsapp/connection", headers=tenant.headers).json == {
         "provider": "twilio",
@@ -214,7 +215,7 @@ def test_without_baileys_the_status_names_twilio_or_disabled(make_app):
     }
     assert client.get("/api/crm/whatsapp/qr.svg", headers=tenant.headers).status_code == 501
     nothing = make_app()
-    other = create_tenant(nothing.extensions["db"], name="B", phone="+97235550301", whatsapp="+97235550302")
+    other = create_tenant(services(nothing).database, name="B", phone="+97235550301", whatsapp="+97235550302")
     assert nothing.test_client().get("/api/crm/whatsapp/connection", headers=other.headers).json == {
         "provider": None,
         "status": "disabled",
@@ -223,7 +224,7 @@ def test_without_baileys_the_status_names_twilio_or_disabled(make_app):
 
 
 def test_only_owners_see_the_connection_screen(wa_app):
-    db = wa_app.extensions["db"]
+    db = services(wa_app).database
     agent = add_user(db, create_tenant(db).business_id, "agent")
     for path in ("/api/crm/whatsapp/connection", "/api/crm/whatsapp/qr.svg"):
         assert wa_app.test_client().get(path, headers=agent.headers).status_code == 403
@@ -245,7 +246,7 @@ def link_app(make_app, paypal, tranzila, bridge):  # noqa: F811
 
 @pytest.fixture
 def shop(link_app):
-    db = link_app.extensions["db"]
+    db = services(link_app).database
     tenant = create_tenant(db, payments_enabled=True)
     with db.scope() as session:
         record_bridge_state(session, "open", False)
@@ -270,7 +271,7 @@ def test_an_invoice_link_is_created_and_sent_on_whatsapp_in_one_step(link_app, s
     assert body["whatsapp"]["status"] == "sent"
     [send] = bridge.accepted
     assert send.body["to"] == CUSTOMER and body["url"] in send.body["text"] and "49.90" in send.body["text"]
-    with link_app.extensions["db"].scope() as session:
+    with services(link_app).database.scope() as session:
         message = session.get(Message, body["whatsapp"]["message_id"])
         assert message.thread_id == shop.thread_id and message.status == "sent" and body["url"] in message.body
 
@@ -303,7 +304,7 @@ def test_a_failed_send_keeps_the_payment(link_app, shop, bridge):
     )
     assert response.status_code == 201, response.json
     assert response.json["whatsapp"]["status"] == "failed" and response.json["whatsapp"]["error"]
-    with link_app.extensions["db"].scope() as session:
+    with services(link_app).database.scope() as session:
         assert session.get(Payment, response.json["payment"]["payment_id"]) is not None
 
 
@@ -347,13 +348,13 @@ def test_bad_link_requests_are_400_and_make_nothing(link_app, shop, bridge, path
     )
     response = link_app.test_client().post(path, json=body, headers=shop.headers)
     assert response.status_code == 400 and response.json["field"] == field, response.json
-    with link_app.extensions["db"].scope() as session:
+    with services(link_app).database.scope() as session:
         assert session.scalar(sa.select(sa.func.count(Payment.id))) == 0
     assert bridge.sends == []
 
 
 def test_links_for_another_business_or_a_customer_without_whatsapp_are_refused(link_app, shop, bridge):
-    db = link_app.extensions["db"]
+    db = services(link_app).database
     other = create_tenant(db, name="Garage Moshe", phone="+97235550101", whatsapp="+97235550102", payments_enabled=True)
     theirs = add_invoice(link_app, other.business_id)
     client = link_app.test_client()

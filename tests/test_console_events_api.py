@@ -14,6 +14,7 @@ import pytest
 import requests
 from twilio.request_validator import RequestValidator
 
+from server.app_state import services
 from server.security import bridge_hmac
 from server.security.sessions import COOKIE_NAME
 from testkit.servers import GunicornServer
@@ -54,7 +55,7 @@ def test_the_stream_needs_a_session_or_token_and_starts_with_ready(client, tenan
 def test_a_head_request_holds_no_stream_open(client, app, tenant):
     response = client.head("/api/crm/events", headers=tenant.headers)
     assert response.status_code == 200 and response.mimetype == "text/event-stream" and response.data == b""
-    hub = app.extensions.get("console_event_hub")
+    hub = services(app).event_hub
     assert hub is None or hub.subscriber_count == 0
 
 

@@ -8,11 +8,12 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from server.app_state import services
 from server.db.models import AuditLog, Message, Thread
-from tests.conftest import TEST_BASE_URL, add_user
-from tests.crm_seed import T0, minutes, seed_call, seed_message
 from testkit.fakes.bridge import FakeBridge
 from testkit.fakes.twilio_webhooks import ACCOUNT_SID, signature_header
+from tests.conftest import TEST_BASE_URL, add_user
+from tests.crm_seed import T0, minutes, seed_call, seed_message
 
 CALLS = "/api/crm/calls"
 THREADS = "/api/crm/threads"
@@ -278,7 +279,7 @@ def wa_app(make_app, bridge):
 
 def test_staff_reply_goes_out_through_the_send_service(wa_app, bridge, tenant, threads):
     client = wa_app.test_client()
-    agent = add_user(wa_app.extensions["db"], tenant.business_id, "agent")
+    agent = add_user(services(wa_app).database, tenant.business_id, "agent")
     response = client.post(f"{THREADS}/{threads['dana']}/messages", json={"text": "נתראה מחר ב-10"},
                            headers={**agent.headers, "Idempotency-Key": "reply-1"})
     body = response.get_json()
@@ -291,7 +292,7 @@ def test_staff_reply_goes_out_through_the_send_service(wa_app, bridge, tenant, t
     again = client.post(f"{THREADS}/{threads['dana']}/messages", json={"text": "נתראה מחר ב-10"},
                         headers={**agent.headers, "Idempotency-Key": "reply-1"})
     assert again.get_json()["message_id"] == body["message_id"] and len(bridge.accepted) == 1
-    with wa_app.extensions["db"].scope() as session:
+    with services(wa_app).database.scope() as session:
         audit = session.scalar(sa.select(AuditLog).where(AuditLog.entity_type == "message",
                                                          AuditLog.entity_id == str(body["message_id"])))
         assert audit.action == "message.created" and audit.actor == f"user:{agent.user_id}"

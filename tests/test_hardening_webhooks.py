@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from server.app_factory import create_app
+from server.app_state import services
 from server.db.models import Business, BusinessNumber, Customer, Message, ServiceState
 from tests.conftest import make_settings, truncate_all
 from tests.test_whatsapp_support import (
@@ -46,7 +47,7 @@ def pg_app(pg_database):
     app = create_app(make_settings(DATABASE_URL=pg_database, WA_SHARED_SECRET=WA_SECRET, LOG_LEVEL="WARNING"))
     app.config["TESTING"] = True
     yield app
-    app.extensions["db"].engine.dispose()
+    services(app).database.engine.dispose()
 
 
 @pytest.fixture
@@ -54,7 +55,7 @@ def setup(pg_app, pg_database):
     """Call for a fresh start (each hypothesis example): a new business with numbers of its own."""
     truncate_all(pg_database)
     numbers = itertools.count(1000000)
-    database = pg_app.extensions["db"]
+    database = services(pg_app).database
 
     def fresh():
         whatsapp = f"+9723{next(numbers)}"

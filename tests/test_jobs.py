@@ -14,6 +14,7 @@ import redis
 import requests
 import sqlalchemy as sa
 
+from server.app_state import services
 from server.config import PROJECT_ROOT, ConfigError
 from server.db.engine import Database
 from server.jobs import backoff_seconds, job
@@ -52,7 +53,7 @@ def _now() -> datetime:
 
 
 def test_a_job_runs_once_per_key(app, db):
-    queue = app.extensions["jobs"]
+    queue = services(app).jobs
     key = f"test:{uuid.uuid4().hex}"
     queue.enqueue("test_record", key, "once", 0)
     queue.enqueue("test_record", key, "once", 0)  # a replayed webhook enqueues the same job again
@@ -65,7 +66,7 @@ def test_a_job_runs_once_per_key(app, db):
 
 
 def test_a_failed_attempt_is_retried_after_its_backoff(app, db):
-    queue, jobs = app.extensions["jobs"], InProcessJobs(app)
+    queue, jobs = services(app).jobs, InProcessJobs(app)
     key = f"test:{uuid.uuid4().hex}"
     queue.enqueue("test_record", key, "flaky", 1)
     before = _now()
@@ -86,7 +87,7 @@ def test_backoff_doubles_and_is_capped():
 
 
 def test_a_job_whose_attempts_run_out_is_failed_and_shown_to_the_operator(app, client, db, database_url, tmp_path):
-    queue, jobs = app.extensions["jobs"], InProcessJobs(app)
+    queue, jobs = services(app).jobs, InProcessJobs(app)
     key = f"test:{uuid.uuid4().hex}"
     queue.enqueue("test_record", key, "broken", 99)
     at = _now()
@@ -135,16 +136,16 @@ def test_the_queue_on_redis(make_app, db):
     except redis.ConnectionError:
         pytest.skip("Redis is not running on 127.0.0.1:6379")
     app = make_app(JOBS_URL=url)
-    queue, jobs = app.extensions["jobs"], InProcessJobs(app)
+    queue, jobs = services(app).jobs, InProcessJobs(app)
     assert type(queue.huey).__name__ == "RedisHuey"
     key = f"test:{uuid.uuid4().hex}"
     queue.enqueue("test_record", key, "redis", 1)
     jobs.run_due()
-    assert _run(app.extensions["db"], key).state == "retrying"
+    assert _run(services(app).database, key).state == "retrying"
     assert jobs.run_due(at=_now() + timedelta(seconds=3)) == 1
-    assert CALLS == ["redis", "redis"] and _run(app.extensions["db"], key).state == "done"
+    assert CALLS == ["redis", "redis"] and _run(services(app).database, key).state == "done"
     # the in-process drain reads the same Redis keys the consumer process does
-    with app.extensions["db"].scope() as session:
+    with services(app).database.scope() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(JobRun).where(JobRun.key == key)) == 1
 
 
@@ -153,7 +154,7 @@ def test_an_unreachable_queue_is_a_503_for_the_enqueuer_and_shown_by_readyz(make
     from server.errors import DomainError
 
     with pytest.raises(DomainError) as raised:
-        app.extensions["jobs"].enqueue("test_record", "test:unreachable", "x", 0)
+        services(app).jobs.enqueue("test_record", "test:unreachable", "x", 0)
     assert raised.value.code == "jobs_unavailable"
     response = app.test_client().get("/readyz")
     assert response.status_code == 200 and response.json["jobs"] == {"error": "unreachable"}

@@ -7,6 +7,7 @@ import pytest
 from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
 
 from server.app_factory import create_app
+from server.app_state import services
 from server.openapi import openapi_paths
 from tests.conftest import create_tenant, make_settings
 
@@ -16,11 +17,11 @@ IGNORED_METHODS = {"HEAD", "OPTIONS"}
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     app = create_app(make_settings(DATABASE_URL=f"sqlite:///{tmp_path_factory.mktemp('openapi') / 'db.sqlite'}"))
-    owner = create_tenant(app.extensions["db"])
+    owner = create_tenant(services(app).database)
     response = app.test_client().get("/api/openapi.json", headers=owner.headers)
     assert response.status_code == 200 and response.mimetype == "application/json"
     yield app, response.get_json()
-    app.extensions["db"].engine.dispose()
+    services(app).database.engine.dispose()
 
 
 def test_the_document_needs_a_token_and_is_valid_openapi_31(served):

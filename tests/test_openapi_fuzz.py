@@ -19,12 +19,13 @@ from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
 from server.app_factory import create_app
+from server.app_state import services
 from server.db.models import User
 from server.security.auth import issue_token
-from tests.conftest import BASE_TEST_ENV, TEST_TWILIO_TOKEN, create_tenant, make_settings
-from tests.crm_seed import seed_business
 from testkit.fakes.bridge import FakeBridge
 from testkit.fakes.twilio_rest import FakeTwilioRest
+from tests.conftest import BASE_TEST_ENV, TEST_TWILIO_TOKEN, create_tenant, make_settings
+from tests.crm_seed import seed_business
 
 # a long schemathesis run over every operation
 pytestmark = pytest.mark.slow
@@ -47,7 +48,7 @@ def fuzz_target():
             DATABASE_URL=f"sqlite:///{directory / 'fuzz.db'}", LOG_LEVEL="WARNING",
             ENABLE_WA_BAILEYS="true", WA_BAILEYS_URL=bridge.url, WA_SHARED_SECRET=BRIDGE_SECRET,
             ENABLE_WA_TWILIO="true", TWILIO_WA_FROM="+97235550002", TWILIO_API_BASE_URL=twilio.url))
-        database = app.extensions["db"]
+        database = services(app).database
         owner = create_tenant(database)
         other = create_tenant(database, name="Garage Moshe", phone="+97235550101", whatsapp="+97235550102")
         seed_business(database, owner.business_id, label="a")
@@ -83,7 +84,7 @@ def _node_id_for_schemathesis(request):
 
 def fresh_owner_token(app, owner) -> dict[str, str]:
     """A new token per case: DELETE /api/crm/tokens/{id} may well revoke the one in use."""
-    with app.extensions["db"].scope() as session:
+    with services(app).database.scope() as session:
         return {"Authorization": f"Bearer {issue_token(session, session.get(User, owner.user_id))}"}
 
 

@@ -6,15 +6,29 @@ import threading
 import pytest
 import sqlalchemy as sa
 
+from server.app_state import services
 from server.db.models import Customer, Payment, PaymentGateway
 from tests.conftest import TEST_BASE_URL, add_user
-from tests.payments_support import (add_invoice, audit_actions, business_owner, create_link,  # noqa: F401
-                                    created_link, invoice_row, pay_app, pay_client, payment_env, paypal,
-                                    paypal_server, shop, tranzila, tranzila_server)
+from tests.payments_support import (  # noqa: F401
+    add_invoice,
+    audit_actions,
+    business_owner,
+    create_link,
+    created_link,
+    invoice_row,
+    pay_app,
+    pay_client,
+    payment_env,
+    paypal,
+    paypal_server,
+    shop,
+    tranzila,
+    tranzila_server,
+)
 
 
 def _customer(app, business_id: int) -> int:
-    with app.extensions["db"].scope() as session:
+    with services(app).database.scope() as session:
         customer = Customer(business_id=business_id, phone="+972501234567", name="Noa")
         session.add(customer)
         session.flush()
@@ -101,7 +115,7 @@ def test_business_gateway_credentials_come_first_and_a_disabled_gateway_means_no
     app = make_app(**payment_env(paypal, tranzila, PAYPAL_CLIENT_ID=""))
     tenant = business_owner(app, payments_enabled=True)
     client = app.test_client()
-    with app.extensions["db"].scope() as session:
+    with services(app).database.scope() as session:
         session.add(PaymentGateway(business_id=tenant.business_id, provider="paypal",
                                    settings={"client_id": "biz-id", "client_secret": "biz-secret"}))
         session.add(PaymentGateway(business_id=tenant.business_id, provider="tranzila", enabled=False, settings={}))
@@ -201,7 +215,7 @@ def test_another_business_cannot_read_the_payment(pay_app, pay_client, shop, str
 
 
 def test_an_agent_may_create_links(pay_app, pay_client, shop):
-    agent = add_user(pay_app.extensions["db"], shop.business_id, "agent")
+    agent = add_user(services(pay_app).database, shop.business_id, "agent")
     assert create_link(pay_client, agent).status_code == 201
 
 
@@ -247,6 +261,6 @@ def test_concurrent_requests_with_one_key_create_one_payment(pay_app, shop):
         thread.join()
     assert sorted(code for code, _ in answers) == [200, 200, 200, 201]
     assert len({payment_id for _, payment_id in answers}) == 1
-    with pay_app.extensions["db"].scope() as session:
+    with services(pay_app).database.scope() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Payment)
                               .where(Payment.idempotency_key == "race")) == 1

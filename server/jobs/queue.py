@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Optional, Protocol
 
 import sqlalchemy as sa
 from huey import RedisHuey, SqliteHuey, signals
@@ -30,6 +30,7 @@ from server.db.offhub import OffHub
 from server.errors import DomainError, Problem
 from server.jobs import runs
 from server.logs import log_event
+from server.providers.base import VoicemailTranscriber
 
 log = logging.getLogger("agentlocator.jobs")
 
@@ -42,13 +43,23 @@ DATABASE_WAIT_CAP = 15.0
 CUT_OFF_PREFIX = "cut-off:"  # queue-store mark of a run the database went away under
 
 
+class JobServices(Protocol):
+    """The app's services a job may use (the app's `AppServices`, shared with its routes)."""
+
+    @property
+    def jobs(self) -> JobQueue: ...
+
+    @property
+    def voicemail_transcriber(self) -> Optional[VoicemailTranscriber]: ...
+
+
 @dataclass(frozen=True)
 class JobContext:
-    """What a job gets from the process that runs it: its database, settings and app extensions."""
+    """What a job gets from the process that runs it: its database, settings and the app's services."""
 
     database: Database
     settings: Settings
-    extensions: Mapping[str, Any]
+    services: JobServices
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from flask import Flask, current_app, g
 from sqlalchemy.orm import Session
 
+from server.app_state import AppServices, services
 from server.config import Settings
 
 
@@ -15,9 +16,14 @@ def settings() -> Settings:
     return current_app.config["SETTINGS"]
 
 
+def app_services() -> AppServices:
+    """The services of the app handling this request."""
+    return services(current_app)
+
+
 def db_session() -> Session:
     if "db_session" not in g:
-        g.db_session = current_app.extensions["db"].sessions()
+        g.db_session = app_services().database.sessions()
     return g.db_session
 
 

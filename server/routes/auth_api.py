@@ -11,11 +11,11 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
 from server.crm import accounts
 from server.openapi import document, error_responses, json_response, obj, operation
-from server.routes import db_session, settings
+from server.routes import app_services, db_session, settings
 from server.security import auth, sessions
 from server.security.passwords import token_digest
 from server.security.rate_limits import LoginLimiter, client_address
@@ -26,18 +26,18 @@ bp = Blueprint("auth_api", __name__)
 
 def token_policy() -> auth.TokenPolicy:
     """The app's token lifetimes (TOKEN_TTL_DAYS, SESSION_IDLE_MINUTES)."""
-    extensions = current_app.extensions
-    if "token_policy" not in extensions:
-        extensions["token_policy"] = auth.TokenPolicy.from_settings(settings())
-    return extensions["token_policy"]
+    state = app_services()
+    if state.token_policy is None:
+        state.token_policy = auth.TokenPolicy.from_settings(settings())
+    return state.token_policy
 
 
 def login_limiter() -> LoginLimiter:
     """The app's sign-in limiter; its counters are shared by every worker (Redis or the database)."""
-    extensions = current_app.extensions
-    if "login_limiter" not in extensions:
-        extensions["login_limiter"] = LoginLimiter.from_settings(settings(), extensions["db"].engine)
-    return extensions["login_limiter"]
+    state = app_services()
+    if state.login_limiter is None:
+        state.login_limiter = LoginLimiter.from_settings(settings(), state.database.engine)
+    return state.login_limiter
 
 
 def request_address() -> str:

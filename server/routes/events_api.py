@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import re
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, g, request
 
 from server.console.live import EventHub, sse_stream
 from server.errors import DomainError, Problem
 from server.openapi import document, error_responses, operation
+from server.routes import app_services
 from server.routes.auth_api import require_auth
 
 bp = Blueprint("events_api", __name__)
-HUB = "console_event_hub"
 _EVENT_ID = re.compile(r"^[0-9]{1,18}$", re.ASCII)
 
 
 def _hub() -> EventHub:
     """This worker's one hub (made on first use, after the fork, so each worker has its own poller)."""
-    extensions = current_app.extensions
-    if HUB not in extensions:
-        lifecycle = extensions["lifecycle"]
-        extensions[HUB] = EventHub(extensions["db"], draining=lambda: lifecycle.draining)
-    return extensions[HUB]
+    state = app_services()
+    if state.event_hub is None:
+        lifecycle = state.lifecycle
+        state.event_hub = EventHub(state.database, draining=lambda: lifecycle.draining)
+    return state.event_hub
 
 
 def _last_event_id() -> int | None:

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 
 from server.db.migrate import pending_migrations
-from server.routes import settings
+from server.routes import app_services, settings
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger("agentlocator.health")
@@ -31,9 +31,10 @@ def readyz() -> Response:
     cfg = settings()
     body: dict = {"status": "ready", "providers": cfg.providers_configured(),
                   "voice": "ai" if cfg.voice_ai_ready else "degraded"}
-    lifecycle = current_app.extensions["lifecycle"]
+    state = app_services()
+    lifecycle = state.lifecycle
     try:
-        database = current_app.extensions["db"]
+        database = state.database
         database.ping()
         pending = pending_migrations(database.engine)
     except Exception as exc:  # the reason goes to the log, not to the caller
@@ -50,7 +51,7 @@ def readyz() -> Response:
     body["jobs"] = _job_counts()
     if lifecycle.draining:
         return _not_ready(body, "draining")
-    for probe in current_app.extensions.get("readiness_probes", []):
+    for probe in state.readiness_probes:
         body.update(probe())
     return jsonify(body)
 
@@ -59,7 +60,7 @@ def _job_counts() -> dict:
     """Queued and failed background jobs, for the operator; an unreachable queue doesn't make the
     instance unready (calls don't need it), it shows here and in the log."""
     try:
-        return current_app.extensions["jobs"].counts()
+        return app_services().jobs.counts()
     except Exception as exc:
         log.warning("readiness: job queue unreachable: %s", type(exc).__name__, extra={"event": "readyz_jobs_error"})
         return {"error": "unreachable"}

@@ -15,7 +15,7 @@ from simple_websocket import Server
 
 from server.errors import DomainError, Problem
 from server.logs import log_event
-from server.routes import settings
+from server.routes import app_services, settings
 from server.security.twilio_signature import websocket_signature_problem
 from server.voice.engine import VoiceEngine
 from server.voice.protocol import SUBPROTOCOL
@@ -53,12 +53,11 @@ def twilio_media():
 
 def _engine() -> VoiceEngine:
     """One engine per worker process, made on the first call (after gunicorn forked)."""
-    engine = current_app.extensions.get("voice_engine")
-    if engine is None:
-        engine = current_app.extensions["voice_engine"] = VoiceEngine(
-            settings(), current_app.extensions["db"], current_app.config["APP_SECRET"],
-            lifecycle=current_app.extensions["lifecycle"])
-    return engine
+    state = app_services()
+    if state.voice_engine is None:
+        state.voice_engine = VoiceEngine(settings(), state.database, current_app.config["APP_SECRET"],
+                                         lifecycle=state.lifecycle)
+    return state.voice_engine
 
 
 class _WebSocketDone(Response):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, request
 
-from server.routes import db_session, settings
+from server.routes import app_services, db_session, settings
 from server.security.twilio_signature import require_twilio_signature
 from server.voice import call_events
 from server.voice.call_events import CallDesk
@@ -17,15 +17,11 @@ from server.voice.twiml import hangup_twiml, voicemail_twiml
 
 bp = Blueprint("twilio_voice", __name__)
 
-# `create_app` keeps the worker's voicemail transcriber here (None without speech recognition).
-TRANSCRIBER_EXTENSION = "voicemail_transcriber"
-
 
 def _desk() -> CallDesk:
-    app = current_app
-    return CallDesk(settings=settings(), database=app.extensions["db"], app_secret=app.config["APP_SECRET"],
-                    lifecycle=app.extensions["lifecycle"], jobs=app.extensions["jobs"],
-                    transcriber=app.extensions.get(TRANSCRIBER_EXTENSION))
+    state = app_services()
+    return CallDesk(settings=settings(), database=state.database, app_secret=current_app.config["APP_SECRET"],
+                    lifecycle=state.lifecycle, jobs=state.jobs, transcriber=state.voicemail_transcriber)
 
 
 def _twiml(xml: str) -> Response:

@@ -9,15 +9,16 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, request
 
+from server.app_state import services
 from server.errors import DomainError, Problem
 from server.logs import log_event
-from server.routes import db_session, settings
+from server.routes import app_services, db_session, settings
 from server.security import bridge_hmac
 from server.security.twilio_signature import require_twilio_signature
 from server.whatsapp.auto_reply import schedule_auto_reply
-from server.whatsapp.bridge_state import register_readiness_probe
+from server.whatsapp.bridge_state import bridge_readiness
 from server.whatsapp.intake import accept_webhook
 
 bp = Blueprint("whatsapp_webhooks", __name__)
@@ -26,7 +27,8 @@ log = logging.getLogger("agentlocator.whatsapp")
 
 @bp.record_once
 def _register_probe(state) -> None:
-    register_readiness_probe(state.app)
+    app_settings, app_state = state.app.config["SETTINGS"], services(state.app)
+    app_state.readiness_probes.append(lambda: bridge_readiness(app_settings, app_state.database))
 
 
 @bp.post("/webhook/whatsapp/twilio")
@@ -57,13 +59,13 @@ def baileys_webhook() -> Response:
 
 
 def _accept(webhook: str, payload) -> Optional[int]:
-    return accept_webhook(db_session(), current_app.extensions["jobs"], webhook, payload)
+    return accept_webhook(db_session(), app_services().jobs, webhook, payload)
 
 
 def _no_content(reply_to: Optional[int] = None) -> Response:
     response = Response(status=204)
     if reply_to is not None:
         # Runs once the response is out (and the message committed); never inside the request.
-        app = current_app._get_current_object()
-        response.call_on_close(lambda: schedule_auto_reply(app.extensions["jobs"], reply_to))
+        jobs = app_services().jobs
+        response.call_on_close(lambda: schedule_auto_reply(jobs, reply_to))
     return response

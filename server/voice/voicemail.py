@@ -30,10 +30,6 @@ from server.urls import abs_url
 log = logging.getLogger("agentlocator.voice.voicemail")
 
 
-# Where `create_app` keeps the process's transcriber (None without speech recognition).
-TRANSCRIBER_EXTENSION = "voicemail_transcriber"
-
-
 class RecordingUnavailable(Exception):
     """Twilio answered the recording's download with a server error: worth another try."""
 
@@ -54,7 +50,7 @@ def transcribe_voicemail_later(jobs: JobQueue, transcriber: Optional[VoicemailTr
 
 @job("voicemail_transcription")
 def _transcription_job(ctx: JobContext, call_sid: str, recording_url: str) -> None:
-    transcriber = ctx.extensions.get(TRANSCRIBER_EXTENSION)
+    transcriber = ctx.services.voicemail_transcriber
     if transcriber is None:
         log_event(log, "voicemail_transcription_skipped", logging.WARNING, call_sid=call_sid,
                   reason="the jobs worker has no speech recognition configured")

@@ -8,10 +8,11 @@ from __future__ import annotations
 from typing import Optional
 
 import sqlalchemy as sa
-from flask import Flask
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from server.config import Settings
+from server.db.engine import Database
 from server.db.models import ServiceState, utcnow
 
 STATE_KEY = "baileys_bridge"
@@ -39,12 +40,9 @@ def bridge_state(session: Session) -> Optional[str]:
     return (value or {}).get("state")
 
 
-def register_readiness_probe(app: Flask) -> None:
-    """`/readyz` shows `whatsapp_baileys_state`: the bridge's state, `unknown`, or `disabled`."""
-    def probe() -> dict:
-        if not app.config["SETTINGS"].enable_wa_baileys:
-            return {"whatsapp_baileys_state": "disabled"}
-        with app.extensions["db"].scope() as session:
-            return {"whatsapp_baileys_state": bridge_state(session) or "unknown"}
-
-    app.extensions.setdefault("readiness_probes", []).append(probe)
+def bridge_readiness(settings: Settings, database: Database) -> dict[str, str]:
+    """What `/readyz` shows: `whatsapp_baileys_state`, the bridge's state, `unknown`, or `disabled`."""
+    if not settings.enable_wa_baileys:
+        return {"whatsapp_baileys_state": "disabled"}
+    with database.scope() as session:
+        return {"whatsapp_baileys_state": bridge_state(session) or "unknown"}
