@@ -7,11 +7,14 @@ import time
 
 import pytest
 import requests
+import sqlalchemy as sa
 
-from server.db.models import Business
+from server.db.models import Business, Call, Message
 from server.phones import search_variants, to_e164
 from server.voice.protocol import ProtocolError, parse_message
-from tests.conftest import BASE_TEST_ENV, add_user
+from testkit.fakes.twilio_webhooks import new_call_sid, signature_header, voice_params
+from testkit.servers import GunicornServer
+from tests.conftest import BASE_TEST_ENV, TEST_BASE_URL, add_user
 from tests.test_whatsapp_support import (  # noqa: F401  (fixtures: used by name)
     CUSTOMER,
     TWILIO_INBOUND,
@@ -26,7 +29,6 @@ from tests.test_whatsapp_support import (  # noqa: F401  (fixtures: used by name
     wa_client,
     wa_db,
 )
-from testkit.servers import GunicornServer
 
 CUSTOMERS = "/api/crm/customers"
 ARABIC_INDIC = str.maketrans("0123456789+", "٠١٢٣٤٥٦٧٨٩+")
@@ -165,3 +167,38 @@ def test_the_business_numbers_an_operator_types_are_stored_in_ascii(app, db):
     with db.scope() as session:
         business = session.get(Business, business_id)
         assert (business.numbers_of("voice"), business.numbers_of("whatsapp")) == (["+97235550001"], ["+97235550002"])
+
+
+# ---- call webhooks: odd numbers in signed fields -------------------------------------------------
+@pytest.mark.parametrize("duration", ["²", "٣", "9" * 20, "-5", ""])
+def test_a_call_or_recording_duration_that_is_no_count_of_seconds_is_stored_as_unknown(client, db, tenant, duration):
+    def post(path, params):
+        return client.post(path, data=params, headers=signature_header(TEST_BASE_URL + path, params))
+
+    call_sid = new_call_sid()
+    assert post("/webhook/incoming_call", voice_params(call_sid, to=tenant.phone)).status_code == 200
+    recording = voice_params(call_sid, to=tenant.phone, RecordingSid="RE" + "1" * 32, RecordingStatus="completed",
+                             RecordingUrl="https://api.twilio.com/recordings/RE1", RecordingDuration=duration)
+    assert post("/webhook/recording_status", recording).status_code == 204
+    ended = voice_params(call_sid, to=tenant.phone, status="completed", CallDuration=duration)
+    assert post("/webhook/call_status", ended).status_code == 204
+    with db.scope() as session:
+        call = session.scalar(sa.select(Call).where(Call.call_sid == call_sid))
+        [voicemail] = session.scalars(sa.select(Message).where(Message.call_id == call.id)).all()
+    assert (call.status, call.duration_seconds) == ("completed", None)
+    assert voicemail.media[0]["duration_seconds"] is None
+
+
+def test_a_recording_whose_sid_or_url_no_column_holds_is_ignored(client, db, tenant):
+    call_sid = new_call_sid()
+    path = "/webhook/incoming_call"
+    params = voice_params(call_sid, to=tenant.phone)
+    assert client.post(path, data=params, headers=signature_header(TEST_BASE_URL + path, params)).status_code == 200
+    path = "/webhook/recording_status"
+    for sid, url in (("RE" + "1" * 100, "https://api.twilio.com/r"), ("RE1", "https://api.twilio.com/" + "r" * 600)):
+        params = voice_params(call_sid, to=tenant.phone, RecordingSid=sid, RecordingUrl=url,
+                              RecordingStatus="completed")
+        response = client.post(path, data=params, headers=signature_header(TEST_BASE_URL + path, params))
+        assert response.status_code == 204
+    with db.scope() as session:
+        assert session.scalars(sa.select(Message).where(Message.kind == "voicemail")).all() == []

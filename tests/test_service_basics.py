@@ -4,8 +4,6 @@ import logging
 import pytest
 from flask import Blueprint
 
-from server.app_state import services
-
 
 def test_root_health_version(client):
     assert client.get("/").data == b"ok"
@@ -31,19 +29,19 @@ def test_readyz_lists_providers_and_voice_mode(client, make_app):
 
 
 def test_readyz_is_503_when_the_database_is_unreachable(app, client):
-    services(app).database.engine.dispose()
-    original = services(app).database.ping
-    services(app).database.ping = lambda: (_ for _ in ()).throw(ConnectionError("db down"))
+    app.extensions["db"].engine.dispose()
+    original = app.extensions["db"].ping
+    app.extensions["db"].ping = lambda: (_ for _ in ()).throw(ConnectionError("db down"))
     try:
         response = client.get("/readyz")
     finally:
-        services(app).database.ping = original
+        app.extensions["db"].ping = original
     assert response.status_code == 503 and response.json["reason"] == "database_unreachable"
     assert "db down" not in response.get_data(as_text=True)
 
 
 def test_readyz_is_503_while_draining(app, client):
-    services(app).lifecycle.start_draining()
+    app.extensions["lifecycle"].start_draining()
     response = client.get("/readyz")
     assert response.status_code == 503 and response.json["reason"] == "draining"
 

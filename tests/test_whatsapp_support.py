@@ -11,7 +11,6 @@ import pytest
 import sqlalchemy as sa
 from twilio.request_validator import RequestValidator
 
-from server.app_state import services
 from server.db.models import Customer, Message, Thread
 from server.security import bridge_hmac
 from testkit.fakes.bridge import FakeBridge
@@ -124,7 +123,7 @@ def wa_client(wa_app):
 
 @pytest.fixture
 def wa_db(wa_app):
-    return services(wa_app).database
+    return wa_app.extensions["db"]
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from server.config import Settings
 from server.db.dao_crm import audit, business_by_number, call_by_sid, create_call, insert_message
 from server.db.engine import Database, database_unavailable
-from server.db.models import Thread, utcnow
+from server.db.models import Call, Thread, utcnow
 from server.errors import DomainError, Problem
 from server.jobs import JobQueue
 from server.lifecycle import Lifecycle
@@ -38,6 +38,8 @@ from server.voice.watchdog import FINAL_CALL_STATUSES, start_watchdog
 log = logging.getLogger("agentlocator.voice.webhooks")
 
 PREVIEW_CALL_SID = "CA" + "0" * 32
+MAX_RECORDING_SID = Call.__table__.c.recording_sid.type.length
+MAX_RECORDING_URL = Call.__table__.c.recording_url.type.length
 PREVIEW_BUSINESS_ID = "preview"
 
 
@@ -182,8 +184,7 @@ def record_call_status(session: Session, form: Mapping[str, str]) -> None:
     call.status = status
     if status in FINAL_CALL_STATUSES:
         call.ended_at = twilio_timestamp(form.get("Timestamp")) or utcnow()
-        duration = form.get("CallDuration", "")
-        call.duration_seconds = int(duration) if duration.isdigit() else None
+        call.duration_seconds = _seconds(form.get("CallDuration"))
         audit(session, call.business_id, "twilio", "call.ended", "call", call.id, call_sid=call_sid,
               status=status, duration_seconds=call.duration_seconds)
     log_event(log, "call_status", call_sid=call_sid, status=status, duration_seconds=call.duration_seconds)
@@ -196,7 +197,8 @@ def store_voicemail(desk: CallDesk, session: Session, form: Mapping[str, str]) -
                                               form.get("RecordingUrl", ""))
     recording_state = form.get("RecordingStatus", "completed")
     call = call_by_sid(session, call_sid) if call_sid else None
-    if call is None or recording_state != "completed" or not (recording_sid and recording_url):
+    if call is None or recording_state != "completed" or not (recording_sid and recording_url) \
+            or len(recording_sid) > MAX_RECORDING_SID or len(recording_url) > MAX_RECORDING_URL:
         log_event(log, "recording_status_ignored", logging.WARNING, call_sid=call_sid,
                   recording_sid=recording_sid, recording_status=recording_state, known_call=call is not None)
         return
@@ -207,18 +209,25 @@ def store_voicemail(desk: CallDesk, session: Session, form: Mapping[str, str]) -
     created = False
     thread = session.get(Thread, call.thread_id) if call.thread_id is not None else None
     if thread is not None:
-        duration = form.get("RecordingDuration", "")
         _, created = insert_message(
             session, thread, direction="in", kind="voicemail", provider="twilio",
             provider_message_id=recording_sid, call_id=call.id,
             media=[{"url": recording_url, "content_type": "audio/x-wav",
-                    "duration_seconds": int(duration) if duration.isdigit() else None}])
+                    "duration_seconds": _seconds(form.get("RecordingDuration"))}])
     # The transcription reads the voicemail message back in its own session.
     session.commit()
     log_event(log, "voicemail_stored", call_sid=call_sid, recording_sid=recording_sid, replay=not new_recording,
               new_message=created)
     if new_recording:
         transcribe_voicemail_later(desk.jobs, desk.transcriber, call_sid, recording_url)
+
+
+def _seconds(raw: Optional[str]) -> Optional[int]:
+    """Twilio's `CallDuration`/`RecordingDuration`, or None for anything but a plausible count of
+    seconds (`str.isdigit` alone takes "²", which `int` refuses, and digits no column holds)."""
+    if raw and raw.isascii() and raw.isdigit() and len(raw) <= 9:
+        return int(raw)
+    return None
 
 
 def twilio_timestamp(raw: Optional[str]) -> Optional[datetime]:

@@ -83,7 +83,8 @@ class CallStore:
         with self._db.scope() as session:
             call = call_by_sid(session, call_sid)
             if call is None:
-                business = session.get(Business, int(business_id_param)) if business_id_param.isdigit() else None
+                known = business_id_param.isascii() and business_id_param.isdigit() and len(business_id_param) <= 9
+                business = session.get(Business, int(business_id_param)) if known else None
                 if business is None:
                     return None
                 call, _ = create_call(session, business.id, call_sid=call_sid, from_number="", to_number="",
