@@ -5,10 +5,21 @@ import json
 
 import sqlalchemy as sa
 
+from server.app_state import services
 from server.db.models import AuditLog, PaymentGateway
 from tests.conftest import add_user
-from tests.payments_support import (business_owner, created_link, pay_app, pay_client,  # noqa: F401
-                                    payment_env, paypal, paypal_server, shop, tranzila, tranzila_server)
+from tests.payments_support import (  # noqa: F401
+    business_owner,
+    created_link,
+    pay_app,
+    pay_client,
+    payment_env,
+    paypal,
+    paypal_server,
+    shop,
+    tranzila,
+    tranzila_server,
+)
 
 
 def test_the_owner_enables_payments_and_picks_the_default_provider(make_app, paypal, tranzila):
@@ -16,7 +27,7 @@ def test_the_owner_enables_payments_and_picks_the_default_provider(make_app, pay
     client = app.test_client()
     owner = business_owner(app)
     assert client.post("/api/crm/payments/create", json={"amount": "5"}, headers=owner.headers).status_code == 403
-    agent = add_user(app.extensions["db"], owner.business_id, "agent")
+    agent = add_user(services(app).database, owner.business_id, "agent")
     assert client.put("/api/crm/payments/settings", json={"payments_enabled": True},
                       headers=agent.headers).status_code == 403
     response = client.put("/api/crm/payments/settings", headers=owner.headers,
@@ -40,11 +51,11 @@ def test_gateway_secrets_are_write_only(pay_app, pay_client, shop):
     everything = json.dumps(listed) + json.dumps(view)
     assert "s3cr3t-value" not in everything
     assert [g["provider"] for g in listed["gateways"]] == ["paypal", "tranzila"]
-    with pay_app.extensions["db"].scope() as session:
+    with services(pay_app).database.scope() as session:
         row = session.scalar(sa.select(PaymentGateway).where(PaymentGateway.business_id == shop.business_id))
         # stored sealed (secrets at rest), opened by the app's key only
         assert row.settings["client_secret"].startswith("enc:v1:") and "s3cr3t" not in json.dumps(row.settings)
-        assert pay_app.extensions["secrets_box"].open(row.settings["client_secret"]) == "s3cr3t-value"
+        assert services(pay_app).secrets_box.open(row.settings["client_secret"]) == "s3cr3t-value"
         details = [a.details for a in session.scalars(sa.select(AuditLog).where(
             AuditLog.action == "payment_gateway.updated"))]
     assert details == [{"provider": "paypal", "changed": ["client_id", "client_secret", "webhook_id"]}]
@@ -57,7 +68,7 @@ def test_gateway_secrets_are_write_only(pay_app, pay_client, shop):
 
 
 def test_gateway_updates_are_validated_and_owner_only(pay_app, pay_client, shop):
-    agent = add_user(pay_app.extensions["db"], shop.business_id, "agent")
+    agent = add_user(services(pay_app).database, shop.business_id, "agent")
     assert pay_client.put("/api/crm/payments/gateways/paypal", json={"client_id": "x"},
                           headers=agent.headers).status_code == 403
     assert pay_client.get("/api/crm/payments/gateways", headers=agent.headers).status_code == 403

@@ -7,6 +7,7 @@ import pytest
 import requests
 
 from server.app_factory import create_app
+from server.app_state import services
 from testkit.servers import GunicornServer
 from tests.conftest import BASE_TEST_ENV, make_settings, truncate_all
 from tests.payments_support import business_owner, payment_env, paypal, paypal_server, tranzila, tranzila_server  # noqa: F401
@@ -19,7 +20,7 @@ def test_paypal_and_tranzila_links_under_gunicorn_gevent(pg_database, paypal, tr
     truncate_all(pg_database)
     app = create_app(make_settings(DATABASE_URL=pg_database))
     owner = business_owner(app, payments_enabled=True)
-    app.extensions["db"].engine.dispose()
+    services(app).database.engine.dispose()
     env = {**BASE_TEST_ENV, **payment_env(paypal, tranzila), "DATABASE_URL": pg_database, "LOG_LEVEL": "WARNING"}
     server = GunicornServer(env, log_path=tmp_path / "gunicorn.log")
     server.env["PUBLIC_BASE_URL"] = server.url

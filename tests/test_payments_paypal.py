@@ -9,11 +9,26 @@ from urllib.parse import parse_qs, urlsplit
 import requests
 import sqlalchemy as sa
 
+from server.app_state import services
 from server.db.models import Payment, PaymentGateway
 from tests.conftest import TEST_BASE_URL
-from tests.payments_support import (add_invoice, audit_actions, business_owner, created_link,  # noqa: F401
-                                    invoice_row, pay_app, pay_client, path_of, payment_env, payment_row, paypal,
-                                    paypal_server, shop, tranzila, tranzila_server)
+from tests.payments_support import (  # noqa: F401
+    add_invoice,
+    audit_actions,
+    business_owner,
+    created_link,
+    invoice_row,
+    path_of,
+    pay_app,
+    pay_client,
+    payment_env,
+    payment_row,
+    paypal,
+    paypal_server,
+    shop,
+    tranzila,
+    tranzila_server,
+)
 
 
 def _open(client, link: dict, **headers):
@@ -207,7 +222,7 @@ def test_a_fresh_order_is_reused_and_an_expired_one_replaced(pay_app, pay_client
     first = _open(pay_client, link).headers["Location"]
     assert _open(pay_client, link).headers["Location"] == first
     assert len(paypal.requests_to("create_order")) == 1
-    with pay_app.extensions["db"].scope() as session:  # 3 hours later
+    with services(pay_app).database.scope() as session:  # 3 hours later
         payment = session.get(Payment, link["payment_id"])
         data = dict(payment.provider_data)
         data["order"] = {**data["order"], "created_at": int(time.time()) - 3 * 3600}
@@ -247,7 +262,7 @@ def test_link_pages_for_unknown_expired_and_previewed_links(pay_app, pay_client,
     assert paypal.requests_to("create_order") == []
     assert payment_row(pay_app, link["payment_id"]).status == "created"
 
-    with pay_app.extensions["db"].scope() as session:
+    with services(pay_app).database.scope() as session:
         session.execute(sa.update(Payment).where(Payment.id == link["payment_id"])
                         .values(expires_at=sa.func.current_timestamp()))
     expired = _open(pay_client, link)
@@ -282,7 +297,7 @@ def test_refused_credentials_give_a_502_page(make_app, paypal, tranzila):
 
 def test_a_business_paypal_account_is_used_for_its_links_and_webhooks(pay_app, pay_client, shop, paypal):
     paypal.add_account("biz-client", "biz-secret", "WH-BIZ")
-    with pay_app.extensions["db"].scope() as session:
+    with services(pay_app).database.scope() as session:
         session.add(PaymentGateway(business_id=shop.business_id, provider="paypal",
                                    settings={"client_id": "biz-client", "client_secret": "biz-secret",
                                              "webhook_id": "WH-BIZ"}))

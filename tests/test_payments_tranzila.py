@@ -9,13 +9,28 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from server.app_state import services
 from server.db.models import Payment
 from server.providers import tranzila as tranzila_client
-from tests.conftest import TEST_BASE_URL
 from testkit.fakes.tranzila_server import HandshakeMismatch
-from tests.payments_support import (add_invoice, audit_actions, business_owner, created_link,  # noqa: F401
-                                    invoice_row, pay_app, pay_client, path_of, payment_env, payment_row, paypal,
-                                    paypal_server, shop, tranzila, tranzila_server)
+from tests.conftest import TEST_BASE_URL
+from tests.payments_support import (  # noqa: F401
+    add_invoice,
+    audit_actions,
+    business_owner,
+    created_link,
+    invoice_row,
+    path_of,
+    pay_app,
+    pay_client,
+    payment_env,
+    payment_row,
+    paypal,
+    paypal_server,
+    shop,
+    tranzila,
+    tranzila_server,
+)
 
 
 def _open(client, link):
@@ -127,7 +142,7 @@ def test_a_declined_card_keeps_the_link_open_for_another_try(pay_app, pay_client
 def test_money_taken_for_a_link_closed_meanwhile_is_audited(pay_app, pay_client, shop, tranzila):
     link = _link(pay_client, shop)
     notification = tranzila.pay(_open(pay_client, link))
-    with pay_app.extensions["db"].scope() as session:  # the link expired before Tranzila's notification came
+    with services(pay_app).database.scope() as session:  # the link expired before Tranzila's notification came
         session.get(Payment, link["payment_id"]).status = "expired"
     assert _notify(pay_client, notification).get_json() == {"status": "closed"}
     assert payment_row(pay_app, link["payment_id"]).status == "expired"

@@ -7,17 +7,17 @@ import logging
 import pytest
 import sqlalchemy as sa
 
+from server.app_state import services
 from server.db.dao_crm import create_call, insert_message
 from server.db.models import Call, Message, Thread
 from server.providers.base import ProviderError
 from server.providers.google_stt import GoogleSpeechToText
 from server.providers.voicemail_google import SpeechVoicemailTranscriber, first_channel, voicemail_transcriber
-from server.routes.twilio_voice import TRANSCRIBER_EXTENSION
 from server.voice.voicemail import transcribe_voicemail, transcribe_voicemail_later
-from tests.conftest import BASE_TEST_ENV, TEST_TWILIO_TOKEN, create_tenant, make_settings
 from testkit.fakes.google_speech import FakeSpeech, pcm16, pcm_wav, silence, speech
 from testkit.fakes.google_tts import wav_container
 from testkit.fakes.twilio_rest import FakeTwilioRest
+from tests.conftest import BASE_TEST_ENV, TEST_TWILIO_TOKEN, create_tenant, make_settings
 
 ACCOUNT_SID = BASE_TEST_ENV["TWILIO_ACCOUNT_SID"]
 CALL_SID = "CA" + "7" * 32
@@ -40,9 +40,9 @@ def test_voicemail_text_lands_on_the_message(make_app, speech_fake):
     with FakeTwilioRest(account_sid=ACCOUNT_SID, auth_token=TEST_TWILIO_TOKEN) as twilio:
         twilio.recordings[RECORDING_SID] = recording
         app = make_app(GOOGLE_SPEECH_EMULATOR_HOST=speech_fake.address, TWILIO_API_BASE_URL=twilio.url)
-        transcriber = app.extensions[TRANSCRIBER_EXTENSION]  # what `create_app` built from the settings
+        transcriber = services(app).voicemail_transcriber  # what `create_app` built from the settings
         assert isinstance(transcriber, SpeechVoicemailTranscriber)
-        database = app.extensions["db"]
+        database = services(app).database
         tenant = create_tenant(database)
         with database.scope() as session:
             call, _ = create_call(session, tenant.business_id, call_sid=CALL_SID, from_number="+972501234567",
@@ -90,10 +90,10 @@ def test_unreadable_recordings_are_provider_errors(speech_fake):
 
 def test_no_transcriber_without_speech_configuration(make_app, caplog):
     app = make_app()
-    assert app.extensions[TRANSCRIBER_EXTENSION] is None
+    assert services(app).voicemail_transcriber is None
     assert make_settings().speech_configured is False and voicemail_transcriber(make_settings()) is None
     with caplog.at_level(logging.INFO):
-        assert transcribe_voicemail_later(app.extensions["jobs"], None, CALL_SID,
+        assert transcribe_voicemail_later(services(app).jobs, None, CALL_SID,
                                           "https://api.twilio.com/x") is None
     [skipped] = [r for r in caplog.records if getattr(r, "event", "") == "voicemail_transcription_skipped"]
     assert skipped.call_sid == CALL_SID

@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
+from server.app_state import services
 from server.config import ConfigError
 from server.db.engine import Database, make_engine
 from server.db.migrate import MIGRATIONS_DIR, MigrationEnv, migration_files, run_migrations
@@ -87,8 +88,8 @@ def test_the_api_stores_sealed_secrets_and_payments_use_them(pay_app, pay_client
         json={"terminal": "shopterm", "app_key": "key-1", "secret": "tz-secret-77", "mode": "payment_request"},
     )
     assert response.status_code == 200
-    box = pay_app.extensions["secrets_box"]
-    with pay_app.extensions["db"].scope() as session:
+    box = services(pay_app).secrets_box
+    with services(pay_app).database.scope() as session:
         stored = session.scalar(
             sa.select(PaymentGateway.settings).where(PaymentGateway.business_id == shop.business_id)
         )
@@ -103,7 +104,7 @@ def test_the_api_stores_sealed_secrets_and_payments_use_them(pay_app, pay_client
 
 
 def _stored_secret(app, business_id: int) -> str:
-    with app.extensions["db"].scope() as session:
+    with services(app).database.scope() as session:
         return session.scalar(sa.select(PaymentGateway.settings).where(PaymentGateway.business_id == business_id))[
             "secret"
         ]

@@ -4,6 +4,8 @@ import logging
 import pytest
 from flask import Blueprint
 
+from server.app_state import services
+
 
 def test_root_health_version(client):
     assert client.get("/").data == b"ok"
@@ -29,19 +31,19 @@ def test_readyz_lists_providers_and_voice_mode(client, make_app):
 
 
 def test_readyz_is_503_when_the_database_is_unreachable(app, client):
-    app.extensions["db"].engine.dispose()
-    original = app.extensions["db"].ping
-    app.extensions["db"].ping = lambda: (_ for _ in ()).throw(ConnectionError("db down"))
+    services(app).database.engine.dispose()
+    original = services(app).database.ping
+    services(app).database.ping = lambda: (_ for _ in ()).throw(ConnectionError("db down"))
     try:
         response = client.get("/readyz")
     finally:
-        app.extensions["db"].ping = original
+        services(app).database.ping = original
     assert response.status_code == 503 and response.json["reason"] == "database_unreachable"
     assert "db down" not in response.get_data(as_text=True)
 
 
 def test_readyz_is_503_while_draining(app, client):
-    app.extensions["lifecycle"].start_draining()
+    services(app).lifecycle.start_draining()
     response = client.get("/readyz")
     assert response.status_code == 503 and response.json["reason"] == "draining"
 

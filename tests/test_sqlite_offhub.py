@@ -13,6 +13,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
+from server.app_state import services
 from server.db.engine import Database
 from server.db.models import Call, ServiceState
 from testkit.fakes.twilio_webhooks import new_call_sid, signature_header, voice_params
@@ -157,7 +158,7 @@ def test_readyz_is_not_ready_when_the_database_refuses_writes(client, db, databa
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_busy_database_is_a_503_with_the_error_shape(make_app, database_url):
     client = make_app(SQLITE_BUSY_TIMEOUT_SECONDS="0.5").test_client()
-    tenant = create_tenant(client.application.extensions["db"])
+    tenant = create_tenant(services(client.application).database)
     locker = _hold_write_lock(sa.engine.make_url(database_url).database)
     try:
         started = time.monotonic()

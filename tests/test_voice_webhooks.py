@@ -10,11 +10,12 @@ import xml.etree.ElementTree as ET
 import pytest
 import sqlalchemy as sa
 
+from server.app_state import services
 from server.db.models import AuditLog, Business, Call, Message, Thread
 from server.security.call_token import call_token_is_valid
-from tests.conftest import BASE_TEST_ENV, TEST_BASE_URL, TEST_TWILIO_TOKEN, create_tenant
 from testkit.fakes.twilio_rest import FakeTwilioRest
 from testkit.fakes.twilio_webhooks import new_call_sid, signature_header, voice_params
+from tests.conftest import BASE_TEST_ENV, TEST_BASE_URL, TEST_TWILIO_TOKEN, create_tenant
 
 AI_ENV = {"OPENAI_API_KEY": "sk-test", "GOOGLE_SPEECH_EMULATOR_HOST": "127.0.0.1:9",
           "GOOGLE_TTS_EMULATOR_HOST": "127.0.0.1:9"}
@@ -283,7 +284,7 @@ def test_degraded_mode_answers_voicemail_and_readyz_says_so(make_app, db, twilio
 def test_a_draining_worker_sends_new_calls_to_voicemail(voice_app, db):
     app = voice_app()
     tenant = create_tenant(db)
-    app.extensions["lifecycle"].start_draining()
+    services(app).lifecycle.start_draining()
     call_sid = new_call_sid()
     assert_voicemail(twiml(post(app.test_client(), "/webhook/incoming_call", voice_params(call_sid, to=tenant.phone))))
     assert call_row(db, call_sid) is not None

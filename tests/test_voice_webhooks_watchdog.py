@@ -14,18 +14,17 @@ import pytest
 import requests
 import sqlalchemy as sa
 
+from server.app_state import services
 from server.db.engine import Database
 from server.db.models import AuditLog, Call, Message
 from server.providers.base import VoicemailTranscriber
-from server.routes.twilio_voice import TRANSCRIBER_EXTENSION
 from server.voice.voicemail import recording_wav_url
 from server.voice.watchdog import redirect_to_voicemail
-from tests.conftest import (BASE_TEST_ENV, TEST_BASE_URL, TEST_TWILIO_TOKEN, create_tenant, make_settings,
-                            truncate_all)
 from testkit.fakes.twilio_rest import FakeTwilioRest
 from testkit.fakes.twilio_webhooks import new_call_sid, signature_header, voice_params
 from testkit.jobs import InProcessJobs
 from testkit.servers import GunicornServer
+from tests.conftest import BASE_TEST_ENV, TEST_BASE_URL, TEST_TWILIO_TOKEN, create_tenant, make_settings, truncate_all
 from tests.test_voice_webhooks import AI_ENV, assert_voicemail, call_row, recording_params, start_call
 
 ACCOUNT_SID = BASE_TEST_ENV["TWILIO_ACCOUNT_SID"]
@@ -192,7 +191,7 @@ class ScriptedTranscriber(VoicemailTranscriber):
 
 def test_voicemail_is_transcribed_when_speech_recognition_is_configured(app, client, db, tenant, twilio_rest):
     transcriber = ScriptedTranscriber()
-    app.extensions[TRANSCRIBER_EXTENSION] = transcriber
+    services(app).voicemail_transcriber = transcriber
     call_sid = start_call(client, tenant)
     set_call(db, call_sid, stream_started_at=sa.func.now())
     recording_sid = "RE" + "b" * 32
@@ -221,7 +220,7 @@ def test_recording_is_downloaded_only_from_the_configured_twilio_host(twilio_res
 
 
 def test_failed_transcription_download_is_logged(app, client, db, tenant, twilio_rest, caplog):
-    app.extensions[TRANSCRIBER_EXTENSION] = ScriptedTranscriber()
+    services(app).voicemail_transcriber = ScriptedTranscriber()
     twilio_rest.fail("Recordings", code=20404, status=404)
     call_sid = start_call(client, tenant)
     set_call(db, call_sid, stream_started_at=sa.func.now())

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from server.app_state import services
 from server.db.models import Message, utcnow
 from server.errors import DomainError, Problem
 from server.security import bridge_hmac
@@ -244,7 +245,7 @@ def test_a_failed_send_is_stored_as_failed(wa_client, wa_db, tenant, bridge):
 # ---- the 24-hour window ----------------------------------------------------------------------
 def test_twilio_free_form_needs_the_24_hour_window(make_app, tenant, wa_env, twilio_api):
     client = make_app(**wa_env(ENABLE_WA_BAILEYS="false")).test_client()
-    db = client.application.extensions["db"]
+    db = services(client.application).database
     response = send(client, tenant, {"to": CUSTOMER, "text": "hi"})
     assert (response.status_code, response.json["error"]) == (422, "template_required")
     customer_wrote_via_twilio(client, tenant)

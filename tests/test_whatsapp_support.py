@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 from twilio.request_validator import RequestValidator
 
+from server.app_state import services
 from server.db.models import Customer, Message, Thread
 from server.security import bridge_hmac
 from testkit.fakes.bridge import FakeBridge
@@ -123,7 +124,7 @@ def wa_client(wa_app):
 
 @pytest.fixture
 def wa_db(wa_app):
-    return wa_app.extensions["db"]
+    return services(wa_app).database
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from twilio.request_validator import RequestValidator
 
+from server.app_state import services
 from server.db.dao_crm import insert_message, upsert_customer, upsert_thread
 from server.db.models import ServiceState
 from server.security import bridge_hmac
@@ -351,7 +352,7 @@ def test_connection_events_are_shared_state_and_shown_by_readyz(make_app, tenant
     assert post_bridge(client, {"event": "connection", "state": "open", "qr": False}).status_code == 204
     body = client.get("/readyz")
     assert body.status_code == 200 and body.json["whatsapp_baileys_state"] == "open"
-    with app.extensions["db"].scope() as session:
+    with services(app).database.scope() as session:
         assert session.get(ServiceState, "baileys_bridge").value["state"] == "open"
 
 
