@@ -118,7 +118,7 @@ def audit_actions(app, payment_id: int) -> list[str]:
                                     .order_by(AuditLog.id)))
 
 
-def add_invoice(app, business_id: int, *, amount_minor: int = 4990, status: str = "open", **fields: Any) -> int:
+def add_invoice(app, business_id: int, *, amount_minor: int = 4990, status: str = "issued", **fields: Any) -> int:
     with services(app).database.scope() as session:
         invoice = Invoice(business_id=business_id, amount_minor=amount_minor, currency="ILS", status=status,
                           title="ייעוץ", **fields)

@@ -173,6 +173,9 @@ def test_an_invoice_over_a_million_gets_a_payment_link(pay_client, shop):
     invoice = pay_client.post("/api/crm/invoices", json={"title": "שיפוץ", "amount": "1500000.00"},
                               headers=shop.headers)
     assert invoice.status_code == 201, invoice.get_json()
+    issued = pay_client.post(f"/api/crm/invoices/{invoice.get_json()['id']}/status", json={"status": "issued"},
+                             headers=shop.headers)
+    assert issued.status_code == 200, issued.get_json()
     response = pay_client.post("/api/crm/payments/create", json={"invoice_id": invoice.get_json()["id"]},
                                headers=shop.headers)
     assert response.status_code == 201, response.get_json()

@@ -25,6 +25,7 @@ from server.crm.queries import documents_query
 from server.db.dao_crm import audit
 from server.db.models import Contract, Customer, Deal, Invoice, utcnow
 from server.errors import DomainError, Problem
+from server.payments.states import close_invoice_links
 from server.security.auth import get_owned
 
 TITLE_MAX, NOTES_MAX, BODY_MAX, NUMBER_MAX = 200, 20_000, 200_000, 40
@@ -187,4 +188,6 @@ def change_status(session: Session, kind: DocumentKind, document: Any, actor: st
     session.flush()
     audit(session, document.business_id, actor, f"{kind.name}.status_changed", kind.name, document.id,
           **{"from": current, "to": target})
+    if kind.model is Invoice and target in ("void", "paid"):  # its links must take no more money
+        close_invoice_links(session, document.id, actor, f"invoice_{target}")
     return out.document_json(document)

@@ -114,6 +114,27 @@ def system_configured(settings: Settings, provider: str) -> bool:
     return _BUILDERS[provider](_system_values(settings, provider), "system") is not None
 
 
+def readiness_warnings(session: Session, settings: Settings) -> list[dict[str, Any]]:
+    """What an operator should know although the instance is ready: Tranzila terminals without API
+    keys, whose notifications can't be confirmed with Tranzila, so their payments wait for an owner."""
+    if not settings.payments_enabled:
+        return []
+    system = _tranzila_from(_system_values(settings, "tranzila"), "system")
+    rows = session.scalars(sa.select(PaymentGateway).where(PaymentGateway.provider == "tranzila",
+                                                           PaymentGateway.enabled.is_(True)))
+    # Present secrets are enough to know; they are not opened here.
+    own = [_tranzila_from(row.settings or {}, "business") for row in rows]
+    businesses = sum(1 for account in own if account is not None and not account.has_api_keys)
+    unkeyed_system = system is not None and not system.has_api_keys
+    if not (unkeyed_system or businesses):
+        return []
+    where = " and ".join(part for part in ("the server's terminal" if unkeyed_system else "",
+                                           f"{businesses} business terminal(s)" if businesses else "") if part)
+    return [{"code": "tranzila_without_api_keys", "system": unkeyed_system, "businesses": businesses,
+             "message": f"Tranzila API keys missing for {where}: notifications can't be confirmed with Tranzila, "
+                        f"so those payments wait as awaiting_confirm until an owner confirms them"}]
+
+
 # ---- the owner's view and update of a business's rows ------------------------------------------
 def list_gateways(session: Session, settings: Settings, business_id: int) -> dict[str, Any]:
     return {"gateways": [gateway_view(gateway_row(session, business_id, provider), settings, provider)

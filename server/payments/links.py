@@ -17,12 +17,12 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from server.config import Settings
-from server.db.models import Business, Customer, Payment, utcnow
+from server.db.models import Business, Customer, Invoice, Payment, utcnow
 from server.logs import log_event
 from server.money import major_text, to_major
 from server.payments.accounts import PayPalAccount, TranzilaAccount, provider_account
 from server.payments.notifications import capture_and_apply, order_ids
-from server.payments.states import transition
+from server.payments.states import invoice_payable, transition
 from server.providers.base import ProviderError, ProviderTimeout
 from server.providers.payment_http import PaymentProviderError, PaymentProviderUnavailable
 from server.providers.paypal import approve_link
@@ -35,7 +35,8 @@ log = logging.getLogger("agentlocator.payments")
 PAYPAL_ORDER_REUSE_SECONDS = 3 * 3600 - 15 * 60
 # Link-preview fetchers (WhatsApp shows a preview of every link it is sent): they get the page only.
 PREVIEW_AGENTS = ("whatsapp", "facebookexternalhit", "telegrambot", "twitterbot", "slackbot", "skypeuripreview")
-STATUS_PAGES = {"paid": 200, "refunded": 410, "failed": 410, "expired": 410}
+STATUS_PAGES = {"paid": 200, "awaiting_confirm": 200, "refunded": 410, "refund_required": 410, "failed": 410,
+                "expired": 410}
 
 
 @dataclass
@@ -65,7 +66,7 @@ def open_link(session: Session, settings: Settings, token: str, *, preview: bool
         return Page("not_found", 404)
     if payment.status in STATUS_PAGES:
         return Page(payment.status, STATUS_PAGES[payment.status], payment)
-    if _expire_if_due(session, payment):
+    if _expire_if_due(session, payment) or _expire_if_invoice_closed(session, payment):
         return Page("expired", 410, payment)
     if preview:
         return Page("preview", 200, payment)
@@ -142,6 +143,17 @@ def _expire_if_due(session: Session, payment: Payment) -> bool:
     if payment.expires_at is None or payment.expires_at > utcnow():
         return False
     transition(session, payment, "expired", "system")
+    session.commit()  # kept although the customer's answer is a 410
+    return True
+
+
+def _expire_if_invoice_closed(session: Session, payment: Payment) -> bool:
+    """A link whose invoice can no longer be paid (voided, or paid by another link) takes no money,
+    even one left open by a void that raced its creation, or one made before links needed an issue."""
+    invoice = session.get(Invoice, payment.invoice_id) if payment.invoice_id is not None else None
+    if invoice is None or invoice_payable(invoice):
+        return False
+    transition(session, payment, "expired", "system", reason=f"invoice_{invoice.status}")
     session.commit()  # kept although the customer's answer is a 410
     return True
 

@@ -4,11 +4,17 @@ PayPal: a capture counts only when its status is COMPLETED, its amount and curre
 stored ones, and its order is one we created for this payment. Webhooks are verified by PayPal
 (`verify-webhook-signature`) before anything is read from them.
 
-Tranzila's notify POST is not signed. It is trusted only through (1) the per-payment secret nonce
-in its URL, used up atomically together with the move to `paid`, so a replay finds it consumed;
-(2) Response "000", our terminal, and the stored amount and currency; (3) when the terminal has
-API keys, the same transaction fetched from Tranzila (`POST /v1/transactions`), which must agree;
-(4) the transaction index being unique per provider, so one real charge cannot pay two links.
+Tranzila's notify POST is not signed, and its address (with the per-payment nonce) passes through
+the payer's browser, so the notification alone proves nothing. It is checked for (1) the nonce,
+used up atomically together with the status move, so a replay finds it consumed; (2) Response
+"000", our terminal, and the stored amount and currency; (3) the transaction index being unique
+per provider, so one real charge cannot pay two links. It pays only when the server confirmed it
+with Tranzila itself (`POST /v1/transactions`, which needs the terminal's API keys) and the
+fetched transaction agrees. Without API keys the payment waits as `awaiting_confirm` until an
+owner confirms it by hand (`service.confirm_payment`).
+
+Where confirmed money goes (paid, or refund_required for a void invoice) is decided by
+`states.settle`.
 
 Each handler returns the outcome it reached ("paid", "ignored", …), which the provider is told with
 a 200, or raises `DomainError` when the delivery must be refused (401, 400) or sent again later
@@ -16,25 +22,27 @@ a 200, or raises `DomainError` when the delivery must be refused (401, 400) or s
 """
 from __future__ import annotations
 
-import json
 import logging
+import re
 from typing import Any, Mapping, Optional
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from server import safe_json
 from server.config import Settings
 from server.db.dao_crm import audit
 from server.db.models import Payment, utcnow
 from server.errors import DomainError, Problem
 from server.logs import log_event
 from server.money import from_provider
-from server.payments.accounts import provider_account
-from server.payments.states import DuplicateTransaction, reject, transition
+from server.payments.accounts import TranzilaAccount, provider_account
+from server.payments.states import RECEIVING, DuplicateTransaction, reject, settle, transition
 from server.providers.base import ProviderError, ProviderTimeout
 from server.providers.payment_http import PaymentProviderError, PaymentProviderUnavailable
 from server.providers.paypal import WEBHOOK_HEADERS, PayPalClient, first_capture
 from server.providers.tranzila import APPROVED, CURRENCY_CODES
+from server.security.auth import MAX_ID
 
 log = logging.getLogger("agentlocator.payments")
 
@@ -44,6 +52,8 @@ PAYPAL_EVENTS = ("CHECKOUT.ORDER.APPROVED", "PAYMENT.CAPTURE.COMPLETED", "PAYMEN
 PAYER_MUST_ACT = ("ORDER_NOT_APPROVED", "INSTRUMENT_DECLINED", "PAYER_ACTION_REQUIRED")
 # What we keep of a Tranzila notification: never card data (ccno, TranzilaTK, expiry …).
 TRANZILA_FIELDS_KEPT = ("Response", "sum", "currency", "supplier", "terminal_name", "index", "ConfirmationCode")
+# Tranzila's transaction index: a plain number (ASCII digits only: "²".isdigit() is true, int() refuses it).
+TRANZILA_INDEX = re.compile(r"[0-9]{1,18}")
 
 
 # ---- PayPal ------------------------------------------------------------------------------------
@@ -102,14 +112,13 @@ def apply_capture(session: Session, payment: Payment, capture: Optional[Mapping[
                amount=capture.get("amount"))
         return "rejected"
     if status == "COMPLETED":
-        now = utcnow()
         try:
-            moved = transition(session, payment, "paid", actor, values={"paid_at": now, "provider_txn_id": capture_id},
-                               capture_id=capture_id, order_id=related)
+            # PayPal's own answer (a capture we made, or a webhook PayPal verified): confirmed.
+            return settle(session, payment, actor, confirmed=True, values={"provider_txn_id": capture_id},
+                          capture_id=capture_id, order_id=related)
         except DuplicateTransaction:
             reject(session, payment, actor, ["transaction_already_used"], capture_id=capture_id)
             return "rejected"
-        return "paid" if moved else "unchanged"
     if status in ("DECLINED", "FAILED"):
         moved = transition(session, payment, "failed", actor, capture_id=capture_id, capture_status=status)
         return "failed" if moved else "unchanged"
@@ -119,12 +128,15 @@ def apply_capture(session: Session, payment: Payment, capture: Optional[Mapping[
 def paypal_webhook(session: Session, settings: Settings, raw: bytes, headers: Mapping[str, str]) -> str:
     """The outcome: "ignored" (not about a payment of ours), or what `apply_capture` / `_refund` reached."""
     try:
-        event = json.loads(raw)
+        event = safe_json.loads(raw)
+    except safe_json.JsonTooDeep as exc:
+        raise DomainError(Problem.INVALID, "invalid_json", str(exc)) from None
     except ValueError:
         event = None
     if not isinstance(event, dict) or not isinstance(event.get("resource"), dict):
         raise DomainError(Problem.INVALID, "invalid_json", "expected a PayPal webhook event")
     event_type, resource = event.get("event_type"), event["resource"]
+    _check_resource(resource)
     payment = _payment_for_event(session, resource) if event_type in PAYPAL_EVENTS else None
     if payment is None:
         # Nothing of ours would change, so there is nothing to verify.
@@ -185,13 +197,50 @@ def _refunded_capture_id(refund: Mapping[str, Any]) -> Optional[str]:
     return None
 
 
+def _bad_field(field: str, message: str) -> DomainError:
+    return DomainError(Problem.INVALID, "invalid_field", message, field=field)
+
+
+def _check_resource(resource: Mapping[str, Any]) -> None:
+    """The resource fields we read have the shapes PayPal gives them, or the event is a 400 before
+    anything is looked up or asked of PayPal (a verified event could still never be applied)."""
+    for name in ("id", "status", "custom_id"):
+        if resource.get(name) is not None and not isinstance(resource[name], str):
+            raise _bad_field(name, f"{name} must be a string")
+    units = resource.get("purchase_units")
+    if units is not None and not (isinstance(units, list) and all(
+            isinstance(unit, dict) and isinstance(unit.get("custom_id"), (str, type(None))) for unit in units)):
+        raise _bad_field("purchase_units", "purchase_units must be a list of objects (custom_id a string)")
+    supplementary = resource.get("supplementary_data")
+    if supplementary is not None:
+        related = supplementary.get("related_ids") if isinstance(supplementary, dict) else None
+        if not isinstance(supplementary, dict) or not isinstance(related, (dict, type(None))) \
+                or not isinstance((related or {}).get("order_id"), (str, type(None))):
+            raise _bad_field("supplementary_data", "supplementary_data must be an object whose related_ids.order_id "
+                                                   "is a string")
+    for name, kind in (("links", list), ("amount", dict)):
+        if resource.get(name) is not None and not isinstance(resource[name], kind):
+            raise _bad_field(name, f"{name} must be {'a list' if kind is list else 'an object'}")
+
+
+def _custom_payment_id(custom_id: Optional[str]) -> Optional[int]:
+    """The payment id a custom_id names; None when it is no number at all (another integration's
+    label). A number that can't be one of our ids ("²", thirty digits) is a 400, never a query."""
+    if not custom_id or not custom_id.isdigit():
+        return None
+    if not custom_id.isascii() or len(custom_id) > len(str(MAX_ID)) or not 1 <= int(custom_id) <= MAX_ID:
+        raise _bad_field("custom_id", "custom_id is not a payment id")
+    return int(custom_id)
+
+
 def _payment_for_event(session: Session, resource: Mapping[str, Any]) -> Optional[Payment]:
-    """Our payment named by a webhook resource: by custom_id, else order id, else refunded capture id."""
+    """Our payment named by a webhook resource (shapes checked by `_check_resource`): by custom_id,
+    else order id, else refunded capture id."""
     units = resource.get("purchase_units") or [{}]
-    custom_id = resource.get("custom_id") or (units[0].get("custom_id") if isinstance(units[0], dict) else None)
+    payment_id = _custom_payment_id(resource.get("custom_id") or units[0].get("custom_id"))
     paypal = sa.select(Payment).where(Payment.provider == "paypal")
-    if isinstance(custom_id, str) and custom_id.isdigit():
-        payment = session.scalar(paypal.where(Payment.id == int(custom_id)))
+    if payment_id is not None:
+        payment = session.scalar(paypal.where(Payment.id == payment_id))
         if payment is not None:
             return payment
     order_id = (resource.get("id") if "purchase_units" in resource else
@@ -206,34 +255,33 @@ def _payment_for_event(session: Session, resource: Mapping[str, Any]) -> Optiona
 
 # ---- Tranzila ----------------------------------------------------------------------------------
 def tranzila_notify(session: Session, settings: Settings, nonce: str, fields: Mapping[str, Any]) -> str:
-    """The outcome: "paid", "declined", "closed" or "already_processed"."""
+    """The outcome: "paid", "awaiting_confirm", "refund_required", "declined" or "already_processed"."""
     payment = session.scalar(sa.select(Payment).where(Payment.notify_nonce == nonce, Payment.provider == "tranzila"))
     if payment is None:
         log_event(log, "tranzila_notify_unknown", logging.WARNING)
         raise DomainError(Problem.NOT_FOUND, "not_found", "unknown notification address")
     received = {name: str(fields[name]) for name in TRANZILA_FIELDS_KEPT if name in fields}
-    if payment.status in ("expired", "failed") and received.get("Response") == APPROVED:
-        # Tranzila took money for a link that was closed meanwhile: it cannot become paid again
-        # (states only go forward), so the business must see it in the audit and settle it.
-        reject(session, payment, "tranzila", ["payment_closed"], received=received)
-        return "closed"
-    if payment.notify_consumed_at is not None or payment.status != "pending":
+    # A link closed meanwhile (expired, failed) still takes a charge made on a page already open:
+    # `settle` records it as refund_required.
+    if payment.notify_consumed_at is not None or payment.status not in RECEIVING:
         log_event(log, "tranzila_notify_replayed", payment_id=payment.id, status=payment.status)
         return "already_processed"
     if received.get("Response") != APPROVED:
+        if payment.status != "pending":
+            return "already_processed"
         # A declined card: the payer may still try another one on the same page, so nothing is used up.
         audit(session, payment.business_id, "tranzila", "payment.declined", "payment", payment.id,
               response=received.get("Response"))
         return "declined"
-    terminal = (payment.provider_data or {}).get("terminal")
+    terminal = str((payment.provider_data or {}).get("terminal") or "")
     reasons = _notify_mismatches(payment, received, terminal)
     if reasons:
         reject(session, payment, "tranzila", reasons, received=received)
         raise _rejected("the notification does not match this payment")
     index = received["index"]
-    verified_by = "notification"
     account = provider_account(session, settings, payment.business_id, "tranzila")
-    if account is not None and account.has_api_keys:
+    confirmed = isinstance(account, TranzilaAccount) and account.has_api_keys
+    if isinstance(account, TranzilaAccount) and confirmed:
         try:
             transaction = account.client(settings).get_transaction(terminal=terminal, index=int(index))
         except ProviderError as exc:
@@ -244,18 +292,18 @@ def tranzila_notify(session: Session, settings: Settings, nonce: str, fields: Ma
         if reasons:
             reject(session, payment, "tranzila", reasons, received=received)
             raise _rejected("Tranzila does not confirm this transaction")
-        verified_by = "transaction_query"
-    now = utcnow()
+    else:
+        log_event(log, "tranzila_notify_unconfirmed", logging.WARNING, payment_id=payment.id)
     try:
-        moved = transition(session, payment, "paid", "tranzila",
-                           where=[Payment.notify_nonce == nonce, Payment.notify_consumed_at.is_(None)],
-                           values={"notify_consumed_at": now, "paid_at": now, "provider_txn_id": index},
-                           transaction_index=index, confirmation_code=received.get("ConfirmationCode"),
-                           verified_by=verified_by)
+        outcome = settle(session, payment, "tranzila", confirmed=confirmed,
+                         where=[Payment.notify_nonce == nonce, Payment.notify_consumed_at.is_(None)],
+                         values={"notify_consumed_at": utcnow(), "provider_txn_id": index},
+                         transaction_index=index, confirmation_code=received.get("ConfirmationCode"),
+                         verified_by="transaction_query" if confirmed else "notification")
     except DuplicateTransaction:
         reject(session, payment, "tranzila", ["transaction_already_used"], received=received)
         raise _rejected("this transaction already paid another payment") from None
-    return "paid" if moved else "already_processed"
+    return "already_processed" if outcome == "unchanged" else outcome
 
 
 def _rejected(message: str) -> DomainError:
@@ -265,8 +313,10 @@ def _rejected(message: str) -> DomainError:
 
 def _notify_mismatches(payment: Payment, received: Mapping[str, str], terminal: Optional[str]) -> list[str]:
     reasons = []
-    if not received.get("index", "").isdigit():
+    if not received.get("index"):
         reasons.append("index_missing")
+    elif not TRANZILA_INDEX.fullmatch(received["index"]):
+        reasons.append("index_invalid")
     if not terminal or received.get("supplier", received.get("terminal_name")) != terminal:
         reasons.append("terminal_mismatch")
     return reasons + _money_mismatches(payment, received.get("currency"), received.get("sum"))

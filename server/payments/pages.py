@@ -17,6 +17,9 @@ TEXTS = {
     "refunded": ("התשלום הוחזר", "התשלום בוטל והכסף הוחזר אליכם. לשאלות פנו לעסק."),
     "paid": ("התשלום התקבל", "תודה! התשלום התקבל בהצלחה."),
     "processing": ("התשלום בבדיקה", "אנחנו ממתינים לאישור סופי של התשלום. הדף יתעדכן מעצמו."),
+    "awaiting_confirm": ("התשלום התקבל לבדיקה", "העסק יאשר את התשלום בהקדם. אין צורך לשלם שוב."),
+    "refund_required": ("לא ניתן להשלים את התשלום", "החיוב התקבל אבל אינו נדרש עוד. העסק יחזיר לכם את הכסף. "
+                                                    "לשאלות פנו לעסק."),
     "cancelled": ("התשלום בוטל", "לא בוצע חיוב. אפשר לחזור לתשלום בכל עת."),
     "declined": ("התשלום לא הושלם", "התשלום לא אושר. אפשר לנסות שוב, גם באמצעי תשלום אחר."),
     "unavailable": ("התשלום אינו זמין כרגע", "לא ניתן לשלם כרגע בקישור הזה. נסו שוב מאוחר יותר או פנו לעסק."),
@@ -59,7 +62,8 @@ def _html(session: Session, page: Page) -> str:
         business = session.get(Business, payment.business_id)
         parts.append(f'<p class="business">{escape(business.name)}</p>')
     parts.append(f"<h1>{escape(title)}</h1>")
-    if payment is not None and page.kind in ("paid", "preview", "processing", "declined", "cancelled"):
+    if payment is not None and page.kind in ("paid", "preview", "processing", "awaiting_confirm", "declined",
+                                             "cancelled"):
         parts.append(f'<p class="amount"><bdi>{escape(display(payment.amount_minor, payment.currency))}</bdi></p>')
         if payment.description:
             parts.append(f"<p>{escape(payment.description)}</p>")

@@ -3,7 +3,8 @@
 The order (each step has its own test): authentication (the route's decorator) → another
 business's customer or invoice 404 → payments off on this server 501 → off for this business 403
 → the provider (explicit, else the business's default, else PayPal) unknown 400 / without
-credentials 501 → amount, currency, description, Idempotency-Key 400 (invoice already paid 409).
+credentials 501 → amount, currency, description, Idempotency-Key 400 (an invoice already paid, or not
+issued, 409).
 
 Amounts follow `server.money`: a payment is never 0, and may be as large as any invoice.
 """
@@ -22,12 +23,14 @@ from server.db.dao_crm import _insert_or_get, audit
 from server.db.models import Business, Customer, Invoice, Payment, utcnow
 from server.errors import DomainError, Problem
 from server.payments.accounts import LABELS, PROVIDERS, provider_account
+from server.payments.states import invoice_payable, settle
 from server.security.auth import MAX_ID
 from server.urls import abs_url
 
 DEFAULT_PROVIDER = "paypal"
 MAX_DESCRIPTION = 500
 MAX_IDEMPOTENCY_KEY = 128
+MAX_NOTE = 500
 
 
 def create_payment(session: Session, settings: Settings, *, business_id: int, actor: str, body: Mapping[str, Any],
@@ -50,6 +53,10 @@ def create_payment(session: Session, settings: Settings, *, business_id: int, ac
     key = _idempotency_key(idempotency_key)
     if invoice is not None and invoice.status == "paid":
         raise DomainError(Problem.CONFLICT, "invoice_already_paid", "this invoice is already paid")
+    if not invoice_payable(invoice):
+        raise DomainError(Problem.CONFLICT, "invoice_not_payable",
+                          f"this invoice is {invoice.status!r}: only an issued invoice can be paid by link",
+                          status=invoice.status)
 
     request = {"amount_minor": amount_minor, "currency": currency, "provider": provider,
                "customer_id": customer.id if customer else (invoice.customer_id if invoice else None),
@@ -97,13 +104,40 @@ def payment_view(settings: Settings, payment: Payment) -> dict[str, Any]:
 
 
 def get_payment(session: Session, settings: Settings, business_id: int, payment_id: int) -> dict[str, Any]:
+    return payment_view(settings, _payment(session, business_id, payment_id))
+
+
+def confirm_payment(session: Session, settings: Settings, business_id: int, payment_id: int, actor: str,
+                    body: Mapping[str, Any]) -> dict[str, Any]:
+    """An owner confirms by hand a payment the server could not confirm with the gateway (a Tranzila
+    terminal without API keys), having seen the charge in the gateway's own reports. It becomes
+    paid, or refund_required when its invoice can no longer take it (voided meanwhile)."""
+    unknown = sorted(set(body) - {"note"})
+    if unknown:
+        raise _invalid(unknown[0], f"unknown field {unknown[0]!r}; only note")
+    note = body.get("note")
+    if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE):
+        raise _invalid("note", f"note must be a string of at most {MAX_NOTE} characters")
+    payment = _payment(session, business_id, payment_id)
+    outcome = "unchanged"
+    if payment.status == "awaiting_confirm":
+        outcome = settle(session, payment, actor, confirmed=True, verified_by="staff",
+                         note=(note or "").strip() or None)
+    if outcome == "unchanged":  # not awaiting, or another owner's confirmation won
+        raise DomainError(Problem.CONFLICT, "payment_not_awaiting_confirmation",
+                          f"this payment is {payment.status!r}: only a payment awaiting confirmation can be "
+                          f"confirmed", status=payment.status)
+    return payment_view(settings, payment)
+
+
+def _payment(session: Session, business_id: int, payment_id: int) -> Payment:
     payment = None
     if 1 <= payment_id <= MAX_ID:
         payment = session.scalar(sa.select(Payment).where(Payment.id == payment_id,
                                                           Payment.business_id == business_id))
     if payment is None:
         raise DomainError(Problem.NOT_FOUND, "not_found", "no such payment")
-    return payment_view(settings, payment)
+    return payment
 
 
 def set_business_payments(session: Session, business_id: int, actor: str, body: Mapping[str, Any]) -> dict[str, Any]:

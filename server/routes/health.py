@@ -51,8 +51,12 @@ def readyz() -> Response:
     body["jobs"] = _job_counts()
     if lifecycle.draining:
         return _not_ready(body, "draining")
+    warnings: list = []  # what an operator should know although the instance is ready
     for probe in state.readiness_probes:
-        body.update(probe())
+        found = probe()
+        warnings += found.pop("warnings", [])
+        body.update(found)
+    body["warnings"] = warnings
     return jsonify(body)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, g, jsonify, request
 
+from server.app_state import services
 from server.openapi import document
 from server.payments import accounts, links, notifications, pages, service
 from server.routes import db_session, settings
@@ -16,6 +17,18 @@ from server.web import json_body
 
 bp = Blueprint("payments_api", __name__)
 document(bp, OPENAPI_PATHS, OPENAPI_SCHEMAS)
+
+
+@bp.record_once
+def _register_probe(state) -> None:
+    """`/readyz` lists `warnings` (a warning, not a failure: the instance is ready)."""
+    app_settings, app_state = state.app.config["SETTINGS"], services(state.app)
+
+    def probe() -> dict:
+        with app_state.database.scope() as session:
+            return {"warnings": accounts.readiness_warnings(session, app_settings)}
+
+    app_state.readiness_probes.append(probe)
 
 
 def _actor() -> str:
@@ -36,6 +49,13 @@ def create_payment() -> tuple[Response, int]:
 @require_auth()
 def get_payment(payment_id: int) -> Response:
     return jsonify(service.get_payment(db_session(), settings(), g.business_id, payment_id))
+
+
+@bp.post("/api/crm/payments/<int:payment_id>/confirm")
+@require_auth("owner")
+def confirm_payment(payment_id: int) -> Response:
+    return jsonify(service.confirm_payment(db_session(), settings(), g.business_id, payment_id, _actor(),
+                                           json_body(required=False)))
 
 
 @bp.get("/api/crm/payments/gateways")

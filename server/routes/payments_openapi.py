@@ -10,18 +10,21 @@ from typing import Any
 from server import money
 from server.openapi import error_responses, json_response, obj, operation, path_param, ref
 from server.payments.accounts import GATEWAY_FIELDS, LABELS, PROVIDERS, TRANZILA_MODES
-from server.payments.service import MAX_DESCRIPTION, MAX_IDEMPOTENCY_KEY
-from server.payments.states import FINAL, NEXT
+from server.payments.service import MAX_DESCRIPTION, MAX_IDEMPOTENCY_KEY, MAX_NOTE
+from server.payments.states import STATUSES
 from server.security.auth import MAX_ID
 
 _PROVIDER = {"type": "string", "enum": list(PROVIDERS)}
-_STATUSES = [*NEXT, *FINAL]  # every state: those with a way on, then the final ones
+_STATUSES = list(STATUSES)
 _DT_N = {"type": ["string", "null"], "format": "date-time"}
 _INT_N = {"type": ["integer", "null"]}
 
 _PAYMENT = obj({
     "payment_id": {"type": "integer"},
-    "status": {"type": "string", "enum": _STATUSES},
+    "status": {"type": "string", "enum": _STATUSES,
+               "description": "awaiting_confirm: reported by the gateway, not confirmed with it (an owner "
+                              "confirms it); refund_required: money taken that can't be kept (a void invoice, "
+                              "an invoice paid already, a closed link)"},
     "url": {"type": "string", "format": "uri", "description": "the stable link to send the customer"},
     "provider": _PROVIDER, "amount_minor": {"type": "integer", "description": "agorot (cents)"},
     "currency": {"type": "string"}, "description": {"type": "string"},
@@ -51,8 +54,12 @@ _CREATE_INPUT = obj({
                  "description": "default: the business's default provider, else paypal"},
     "description": {"type": "string", "maxLength": MAX_DESCRIPTION},
     "customer_id": _INT_N,
-    "invoice_id": {**_INT_N, "description": "marked paid when this payment is paid; its amount is the default"},
+    "invoice_id": {**_INT_N, "description": "an issued, unpaid invoice: marked paid when this payment is paid; "
+                                            "its amount is the default"},
 }, closed=True)
+_CONFIRM_INPUT = obj({"note": {"type": "string", "maxLength": MAX_NOTE,
+                               "description": "what was checked (kept in the audit log)"}}, closed=True)
+_PAYMENT_ID = path_param("payment_id", {"type": "integer", "minimum": 1, "maximum": MAX_ID})
 _GATEWAY_INPUT = obj({
     "enabled": {"type": "boolean"},
     **{name: {"type": ["string", "null"], "description": f"{LABELS[provider]}, write-only" if secret
@@ -70,7 +77,8 @@ OPENAPI_PATHS: dict[str, Any] = {
                     "payments_disabled (switched off on the server); 403 payments_disabled_for_business; "
                     "400 invalid_field for the provider / 501 provider_not_configured (\"PayPal not configured\", "
                     "\"Tranzila not configured\"); 400 invalid_field for the amount, currency or description, "
-                    "invalid_idempotency_key for the key; 409 for an invoice already paid.",
+                    "invalid_idempotency_key for the key; 409 invoice_already_paid, or invoice_not_payable for an "
+                    "invoice that is not issued (draft, void).",
         parameters=[{"name": "Idempotency-Key", "in": "header", "required": False,
                      "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY},
                      "description": "A repeat with the same key answers the same payment (200)."}],
@@ -78,9 +86,17 @@ OPENAPI_PATHS: dict[str, Any] = {
                    "200": json_response(ref("PaymentLink"), "The payment of a repeated Idempotency-Key"),
                    **error_responses(400, 409, 501)})},
     f"{_PAYMENTS}/{{payment_id}}": {"get": operation(
-        "A payment and its status", tags=_TAGS,
-        parameters=[path_param("payment_id", {"type": "integer", "minimum": 1, "maximum": MAX_ID})],
+        "A payment and its status", tags=_TAGS, parameters=[_PAYMENT_ID],
         responses={"200": json_response(ref("PaymentLink"))})},
+    f"{_PAYMENTS}/{{payment_id}}/confirm": {"post": operation(
+        "Confirm by hand a payment awaiting confirmation", tags=_TAGS, role="owner", body=_CONFIRM_INPUT,
+        body_required=False, parameters=[_PAYMENT_ID],
+        description="For a payment in awaiting_confirm (a Tranzila terminal without API keys: the server could "
+                    "not confirm the charge with Tranzila). Check the charge in the terminal's own reports "
+                    "first. The payment becomes paid (and its invoice paid), or refund_required when its "
+                    "invoice was voided or paid meanwhile. Audited with the caller and the note. 409 "
+                    "payment_not_awaiting_confirmation (with the current status) for any other payment.",
+        responses={"200": json_response(ref("PaymentLink")), **error_responses(400, 409)})},
     f"{_PAYMENTS}/gateways": {"get": operation(
         "The business's provider credentials (secrets only as set / not set)", tags=_TAGS, role="owner",
         responses={"200": json_response(obj({"gateways": {"type": "array", "items": ref("PaymentGateway")}},
