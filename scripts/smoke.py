@@ -2,7 +2,9 @@
 """GO/NO-GO checks against a running AgentLocator deployment (`smoke.sh [BASE_URL] [--json]`).
 
 Standard library only, so an operator can run it from anywhere. Each check prints one line,
-PASS / FAIL / SKIP with what it saw; the exit status is non-zero when any check failed.
+PASS / FAIL / SKIP with what it saw; the exit status is non-zero when any check failed. What
+`/readyz` lists under `warnings` (a deployment that works but should be looked at, such as a
+Tranzila terminal without API keys) prints as WARN lines, which don't make the run NO-GO.
 
 Environment: PUBLIC_BASE_URL (default base; signed requests are signed for it, as Twilio signs
 them, so BASE_URL may be an internal address), TWILIO_AUTH_TOKEN (signs the stream_ended check),
@@ -33,7 +35,7 @@ PRODUCT_NAMES = {"agentlocator", "agent locator", "agent-locator"}
 @dataclass
 class Result:
     name: str
-    status: str  # PASS | FAIL | SKIP
+    status: str  # PASS | FAIL | SKIP | WARN
     detail: str
 
 
@@ -69,6 +71,7 @@ class Smoke:
         self.base = base.rstrip("/")
         self.public_base = (os.environ.get("PUBLIC_BASE_URL") or base).rstrip("/")
         self.results: list[Result] = []
+        self.readyz_warnings: list = []
 
     def url(self, path: str) -> str:
         return self.base + path
@@ -105,7 +108,12 @@ class Smoke:
             body = r.json()
             assert r.status == 200, f"GET /readyz → {r.status} reason={body.get('reason')}"
             off = sorted(k for k, v in body.get("providers", {}).items() if not v)
+            self.readyz_warnings = [w for w in body.get("warnings") or [] if isinstance(w, dict)]
             return f"GET /readyz → 200 voice={body.get('voice')} unconfigured={','.join(off) or 'none'}"
+
+        for warning in self.readyz_warnings:
+            self.results.append(Result(f"warning {warning.get('code', '')}".strip(), "WARN",
+                                       str(warning.get("message", ""))))
 
         @self.check("version")
         def _():
@@ -147,12 +155,18 @@ class Smoke:
 
         @self.check("stream_status")
         def _():
-            data = urllib.parse.urlencode({"StreamEvent": "stream-started", "StreamSid": "MZsmoke",
-                                           "CallSid": "CAsmoke"}).encode()
-            r = request("POST", self.url("/webhook/stream_status"), data=data,
-                        headers={"Content-Type": "application/x-www-form-urlencoded"})
+            params = {"StreamEvent": "stream-started", "StreamSid": "MZsmoke", "CallSid": "CAsmoke"}
+            token = os.environ.get("TWILIO_AUTH_TOKEN")
+            headers = {"Content-Type": "application/x-www-form-urlencoded"}
+            if token:  # signed like every Twilio callback, over the public URL
+                headers["X-Twilio-Signature"] = twilio_signature(token, self.public_base + "/webhook/stream_status",
+                                                                 params)
+            r = request("POST", self.url("/webhook/stream_status"), data=urllib.parse.urlencode(params).encode(),
+                        headers=headers)
+            if not token and r.status == 403:
+                return "SKIP", "TWILIO_AUTH_TOKEN not set: can't sign the request (unsigned → 403)"
             assert r.status == 204, f"POST /webhook/stream_status → {r.status}"
-            return "POST /webhook/stream_status → 204"
+            return f"{'signed ' if token else ''}POST /webhook/stream_status → 204"
 
         @self.check("stream_ended")
         def _():
@@ -244,15 +258,15 @@ def main(argv: list[str]) -> int:
     smoke = Smoke(base)
     smoke.run()
     failed = [r for r in smoke.results if r.status == "FAIL"]
-    counts = {s: sum(r.status == s for r in smoke.results) for s in ("PASS", "FAIL", "SKIP")}
+    counts = {s: sum(r.status == s for r in smoke.results) for s in ("PASS", "FAIL", "SKIP", "WARN")}
     if as_json:
         print(json.dumps({"base_url": smoke.base, "results": [asdict(r) for r in smoke.results],
                           "summary": counts, "go": not failed}, ensure_ascii=False, indent=2))
     else:
         for r in smoke.results:
             print(f"{r.status:4}  {r.name:24} {r.detail}")
-        print(f"\n{counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped — "
-              f"{'GO' if not failed else 'NO-GO'}")
+        print(f"\n{counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped, "
+              f"{counts['WARN']} warnings — {'GO' if not failed else 'NO-GO'}")
     return 1 if failed else 0
 
 

@@ -34,10 +34,13 @@ def twilio():
 
 
 def test_smoke_passes_against_a_configured_deployment(tmp_path, twilio):
+    # A Tranzila terminal without API keys works (its payments wait for an owner's confirmation):
+    # smoke shows it as a WARN line, and the run stays GO.
     env = {**BASE_TEST_ENV, "DATABASE_URL": f"sqlite:///{tmp_path / 'smoke.db'}", "GIT_COMMIT": "0123456789ab",
            "OPENAI_API_KEY": "sk-smoke", "GOOGLE_SPEECH_EMULATOR_HOST": "127.0.0.1:9",
            "GOOGLE_TTS_EMULATOR_HOST": "127.0.0.1:9", "ENABLE_WA_TWILIO": "true",
-           "TWILIO_WA_FROM": WHATSAPP_NUMBER, "TWILIO_API_BASE_URL": twilio.url, "WATCHDOG_SECONDS": "30"}
+           "TWILIO_WA_FROM": WHATSAPP_NUMBER, "TWILIO_API_BASE_URL": twilio.url, "WATCHDOG_SECONDS": "30",
+           "TRANZILA_TERMINAL": "smoke-terminal"}
     server = GunicornServer(env, log_path=tmp_path / "gunicorn.log")
     env["PUBLIC_BASE_URL"] = server.env["PUBLIC_BASE_URL"] = server.url
     business = flask_cli(env, "create-business", "--name", "Smoke Salon", "--phone", VOICE_NUMBER,
@@ -57,13 +60,15 @@ def test_smoke_passes_against_a_configured_deployment(tmp_path, twilio):
         lines = [line for line in result.stdout.splitlines() if line[:4] in ("PASS", "FAIL", "SKIP")]
         assert result.returncode == 0, result.stdout + result.stderr
         assert len(lines) == 12 and all(line.startswith("PASS") for line in lines), result.stdout
+        [warning] = [line for line in result.stdout.splitlines() if line.startswith("WARN")]
+        assert "tranzila_without_api_keys" in warning and "awaiting_confirm" in warning
         assert "GO" in result.stdout.splitlines()[-1] and "NO-GO" not in result.stdout
         assert len(twilio.requests_for("Messages")) == 1
 
         machine = _smoke(server.url, smoke_env, "--json")
         report = json.loads(machine.stdout)
         assert machine.returncode == 0 and report["go"] is True
-        assert report["summary"] == {"PASS": 12, "FAIL": 0, "SKIP": 0}
+        assert report["summary"] == {"PASS": 12, "FAIL": 0, "SKIP": 0, "WARN": 1}
         assert {r["name"] for r in report["results"]} >= {"websocket handshake", "twiml preview", "stream_ended"}
 
 
