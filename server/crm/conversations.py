@@ -1,6 +1,7 @@
 """Working a thread: the thread list, a thread with its messages page by page, marking it read,
-status/assignee/labels, and the staff reply, which goes out through the one WhatsApp send service
-(same routing, same 24-hour rule as `/api/whatsapp/send`)."""
+status/assignee/labels, taking the conversation over from the AI (`ai_paused`), and the staff reply,
+which goes out through the one WhatsApp send service (same routing, same 24-hour rule as
+`/api/whatsapp/send`)."""
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -69,7 +70,7 @@ def _thread_json(session: Session, thread: Thread) -> dict[str, Any]:
 
 
 def update_thread(session: Session, thread: Thread, actor: str, body: Mapping[str, Any]) -> dict[str, Any]:
-    v.reject_unknown(body, ("status", "assignee", "labels"))
+    v.reject_unknown(body, ("status", "assignee", "labels", "ai_paused"))
     changes: dict[str, Any] = {}
     if "status" in body:
         changes["status"] = v.choice(body["status"], "status", THREAD_STATUSES)
@@ -77,6 +78,8 @@ def update_thread(session: Session, thread: Thread, actor: str, body: Mapping[st
         changes["assignee_user_id"] = _assignee(session, thread.business_id, body["assignee"])
     if "labels" in body:
         changes["labels"] = v.labels(body["labels"])
+    if "ai_paused" in body:  # read by the AI auto-reply (server/whatsapp/auto_reply.py) before it answers
+        changes["ai_paused"] = v.boolean(body["ai_paused"], "ai_paused")
     changed = {name: value for name, value in changes.items() if getattr(thread, name) != value}
     if changed:
         before = {name: getattr(thread, name) for name in changed}

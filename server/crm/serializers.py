@@ -77,7 +77,8 @@ def thread_json(thread: Thread, customer: Optional[Customer], last_message: Opti
                 ) -> dict[str, Any]:
     return {"id": thread.id, "channel": thread.channel, "status": thread.status,
             "assignee": thread.assignee_user_id, "labels": list(thread.labels or []),
-            "unread_count": thread.unread_count, "last_activity_at": iso(thread.last_activity_at),
+            "unread_count": thread.unread_count, "ai_paused": thread.ai_paused,
+            "last_activity_at": iso(thread.last_activity_at),
             "last_inbound_at": iso(thread.last_inbound_at), "created_at": iso(thread.created_at),
             "customer": customer_summary(customer), "last_message": message_preview(last_message)}
 

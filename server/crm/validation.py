@@ -51,6 +51,13 @@ def object_id(value: Any, field: str) -> int:
     return value
 
 
+def boolean(value: Any, field: str) -> bool:
+    """JSON true or false only: 0, 1, "true" or null are refused, not guessed at."""
+    if not isinstance(value, bool):
+        raise invalid(field, f"{field} must be true or false")
+    return value
+
+
 def choice(value: Any, field: str, allowed: Iterable[str]) -> str:
     allowed = tuple(allowed)
     if not isinstance(value, str) or value not in allowed:

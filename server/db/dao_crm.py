@@ -88,6 +88,7 @@ def merge_customers(session: Session, *, source: Customer, target: Customer) -> 
             session.execute(sa.update(Message).where(Message.thread_id == thread.id).values(thread_id=twin.id))
             twin.last_activity_at = max(twin.last_activity_at, thread.last_activity_at)
             twin.unread_count += thread.unread_count
+            twin.ai_paused = twin.ai_paused or thread.ai_paused  # it is one customer: staff took them over
             session.delete(thread)
     session.execute(sa.update(Call).where(Call.customer_id == source.id).values(customer_id=target.id))
     target.wa_lid = target.wa_lid or source.wa_lid

@@ -5,7 +5,7 @@ Kinds and payloads (the payload is ids only; the console fetches what it shows t
     message         {thread_id, message_id}                       a message stored (in or out), or its text filled in
     message_status  {thread_id, message_id, status, error?}        an outgoing message's delivery status moved
     thread          {thread_id}                                    a thread created or changed (status, assignee,
-                                                                   labels, unread count, last activity)
+                                                                   labels, AI paused, unread count, last activity)
     call            {call_sid}                                     a call row or one of its turns written
     payment         {payment_id, status, invoice_id?}              a payment created or its status moved
 

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from typing import Any, Optional
 
 from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Dialect, Float, ForeignKey, Index, Integer, String, Text,
-                        TypeDecorator, UniqueConstraint, text)
+                        TypeDecorator, UniqueConstraint, false, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -169,6 +169,8 @@ class Thread(Base):
     ai_reply_lease_token: Mapped[Optional[str]] = mapped_column(String(32))
     ai_reply_lease_until: Mapped[Optional[datetime]]
     ai_replied_through_id: Mapped[Optional[int]] = mapped_column(Integer)  # newest message an AI reply answered
+    # Staff took the conversation over: no AI auto-reply in this thread until they hand it back.
+    ai_paused: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = _created()
 
 

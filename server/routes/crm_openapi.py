@@ -79,7 +79,10 @@ _MESSAGE_PREVIEW = obj({"id": INT, "direction": STR, "kind": STR, "body": STR, "
 _THREAD_FIELDS = {"id": INT, "channel": {**STR, "description": "whatsapp or voice"},
                   "status": {**STR, "description": "open, pending or resolved"},
                   "assignee": {**INT_N, "description": "a user id of this business"}, "labels": _array(STR),
-                  "unread_count": INT, "last_activity_at": DT, "last_inbound_at": DT_N, "created_at": DT,
+                  "unread_count": INT,
+                  "ai_paused": {"type": "boolean",
+                                "description": "staff took the conversation over: no WhatsApp AI auto-reply in it"},
+                  "last_activity_at": DT, "last_inbound_at": DT_N, "created_at": DT,
                   "customer": nullable(ref("CustomerSummary")), "last_message": nullable(ref("MessagePreview"))}
 _THREAD = obj(_THREAD_FIELDS, list(_THREAD_FIELDS))
 _THREAD_DETAIL = _all(ref("Thread"), obj({"customer": ref("Customer"), "messages": _page("Message")},
@@ -195,7 +198,10 @@ _KIND_INPUT = {"deals": {},
 _THREAD_UPDATE = obj({"status": {"enum": list(THREAD_STATUSES)},
                       "assignee": {**ID_IN, "type": ["integer", "null"], "description": "a user id, or null"},
                       "labels": {"type": "array", "maxItems": 20,
-                                 "items": {"type": "string", "minLength": 1, "maxLength": 32}}}, closed=True)
+                                 "items": {"type": "string", "minLength": 1, "maxLength": 32}},
+                      "ai_paused": {"type": "boolean",
+                                    "description": "true: staff take the conversation over and the AI stops "
+                                                   "answering in it; false: hand it back to the AI"}}, closed=True)
 _REPLY_INPUT = obj({"text": _text(REPLY_TEXT_MAX), "provider": {"enum": list(PROVIDERS)},
                     "content_sid": {**_text(64), "description": "a WhatsApp template (outside the 24-hour window)"},
                     "content_variables": {"type": ["object", "string", "null"]},
@@ -268,7 +274,10 @@ OPENAPI_PATHS: dict[str, Any] = {
                          description="Reading does not mark the thread read: POST …/read does.",
                          parameters=[*_id("thread_id"), *_MESSAGE_PAGING],
                          responses={"200": json_response(ref("ThreadDetail")), **error_responses(400)}),
-        "patch": operation("Change a thread's status, assignee or labels", tags=["threads"],
+        "patch": operation("Change a thread's status, assignee, labels or AI pause", tags=["threads"],
+                           description="Only the fields sent change; a change is audited (thread.updated) and "
+                                       "told to consoles as a thread event. With ai_paused true no AI reply "
+                                       "is sent in the thread, also for a message that arrived before.",
                            parameters=_id("thread_id"), body=_THREAD_UPDATE,
                            responses={"200": json_response(ref("Thread")), **error_responses(400)}),
     },

@@ -17,7 +17,10 @@ together are coalesced; a message arriving while the model is writing is answere
 its own job, which waits for the lease and sees the first reply in its context.
 
 The AI stays silent about a customer message once a staff member (an outgoing message with
-`sender_user_id`) has written after it, also when that happens while the model is writing.
+`sender_user_id`) has written after it, and in a thread staff have taken over (`threads.ai_paused`,
+the console's switch). The pause is checked when the webhook stores the message; both are checked
+when the job runs and again before the written reply is sent, since staff may act while the job
+waits in the queue or while the model is writing.
 """
 from __future__ import annotations
 
@@ -53,14 +56,16 @@ LEASE_POLL_SECONDS = 0.2
 
 def needs_reply(stored: Optional[StoredInbound]) -> bool:
     """Whether a message a webhook has just stored gets an AI reply: a new one (not a replayed
-    webhook's), for a business that wants replies (`wants_auto_reply`)."""
-    return stored is not None and stored.created and wants_auto_reply(stored.business, stored.message)
+    webhook's), for a business and thread that want replies (`wants_auto_reply`)."""
+    return stored is not None and stored.created and wants_auto_reply(stored.business, stored.thread, stored.message)
 
 
-def wants_auto_reply(business: Business, message: Message) -> bool:
-    """The business has auto-replies on and `message` is the customer's, with text. Checked when the
-    webhook stores the message and again when the reply is written (the owner may have turned it off)."""
-    return business.feature(FEATURE) and message.direction == "in" and bool(message.body.strip())
+def wants_auto_reply(business: Business, thread: Thread, message: Message) -> bool:
+    """The business has auto-replies on, staff haven't taken `thread` over, and `message` is the
+    customer's, with text. Checked when the webhook stores the message and again when the reply is
+    written (the owner may have turned the feature off, or staff taken the thread over, meanwhile)."""
+    return (business.feature(FEATURE) and not thread.ai_paused and message.direction == "in"
+            and bool(message.body.strip()))
 
 
 def schedule_auto_reply(jobs: JobQueue, message_id: int) -> None:
@@ -124,9 +129,10 @@ def _reply(database: Database, settings: Settings, message_id: int) -> None:
     if not reply:
         return
     with database.scope() as session:
-        if _staff_replied_after(session, thread_id, message_id):
+        late = _staff_took_over(session, thread_id, message_id)
+        if late:
             log_event(log, "wa_auto_reply_skipped", message_id=message_id, thread_id=thread_id,
-                      reason="a staff member replied while the model was writing")
+                      reason=f"{late} while the model was writing")
             return
         try:
             sent = send_whatsapp(session, settings, business_id, to=recipient, text=reply, provider=provider,
@@ -149,11 +155,22 @@ def _language_model(settings: Settings) -> LanguageModel:
 
 
 def _reason_to_stay_silent(session: Session, business: Business, thread: Thread, message: Message) -> str | None:
-    if not wants_auto_reply(business, message):
+    if thread.ai_paused:
+        return "staff took the thread over"
+    if not wants_auto_reply(business, thread, message):
         return "auto-replies are off or the message has no text"
     if (thread.ai_replied_through_id or 0) >= message.id:
         return "already answered together with an earlier message"
     if _staff_replied_after(session, thread.id, message.id):
+        return "a staff member replied"
+    return None
+
+
+def _staff_took_over(session: Session, thread_id: int, message_id: int) -> str | None:
+    """Why the reply written for `message_id` must not be sent after all, read afresh."""
+    if session.scalar(sa.select(Thread.ai_paused).where(Thread.id == thread_id)):
+        return "staff took the thread over"
+    if _staff_replied_after(session, thread_id, message_id):
         return "a staff member replied"
     return None
 

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from server import safe_json
 from server.db.dao_crm import business_by_number, insert_message, upsert_customer, upsert_thread
-from server.db.models import Business, Customer, Message
+from server.db.models import Business, Customer, Message, Thread
 from server.logs import log_event
 from server.phones import try_e164
 from server.text import storable_fields, storable_json, storable_text
@@ -57,6 +57,7 @@ class StoredInbound:
     message: Message
     created: bool
     business: Business
+    thread: Thread
 
 
 def twilio_inbound(form: Mapping[str, str]) -> InboundMessage:
@@ -171,7 +172,7 @@ def store_inbound(session: Session, inbound: InboundMessage) -> Optional[StoredI
                                       media=inbound.media)
     log_event(log, "whatsapp_inbound" if created else "whatsapp_inbound_replay", provider=inbound.provider,
               business_id=business.id, message_id=message.id, thread_id=thread.id)
-    return StoredInbound(message, created, business)
+    return StoredInbound(message, created, business, thread)
 
 
 def _int(raw: Any) -> int:
