@@ -19,15 +19,19 @@ from tests.test_whatsapp_support import (  # noqa: F401  (fixtures: used by name
     CUSTOMER,
     TWILIO_INBOUND,
     WA_SECRET,
+    bridge,
     bridge_message,
     customers,
     messages,
     post_bridge,
     post_twilio,
     tenant,
+    twilio_api,
     twilio_form,
+    twilio_server,
     wa_client,
     wa_db,
+    wa_env,
 )
 
 CUSTOMERS = "/api/crm/customers"
@@ -202,3 +206,12 @@ def test_a_recording_whose_sid_or_url_no_column_holds_is_ignored(client, db, ten
         assert response.status_code == 204
     with db.scope() as session:
         assert session.scalars(sa.select(Message).where(Message.kind == "voicemail")).all() == []
+
+
+def test_content_variables_nested_too_deep_are_a_400(make_app, wa_env, tenant, bridge, twilio_api):
+    client = make_app(**wa_env()).test_client()
+    body = {"to": CUSTOMER, "content_sid": "HX1", "content_variables": "[" * 5000 + "]" * 5000, "provider": "twilio"}
+    response = client.post("/api/whatsapp/send", json=body, headers=tenant.headers)
+    assert (response.status_code, response.json["error"], response.json["field"]) == \
+        (400, "invalid_content_variables", "content_variables")
+    assert twilio_api.requests_for("Messages") == []

@@ -13,9 +13,9 @@ from server.config import Settings
 from server.db.dao_crm import create_call
 from server.db.engine import Database
 from server.db.models import Business, BusinessNumber, Call
-from tests.conftest import BASE_TEST_ENV, TEST_TWILIO_TOKEN
 from testkit.fakes.twilio_caller import TwilioCaller, new_sid, twilio_signature
 from testkit.servers import GunicornServer
+from tests.conftest import BASE_TEST_ENV, TEST_TWILIO_TOKEN
 
 pytestmark = pytest.mark.slow
 

@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from server import safe_json
 from server.config import Settings
 from server.db.dao_crm import insert_message, upsert_customer, upsert_thread
 from server.db.models import Customer, IdempotencyRecord, Message, Thread, utcnow
@@ -164,7 +165,7 @@ def _content_variables(raw: Any) -> Optional[str]:
         raise _invalid_field("content_variables", "content_variables must be an object or a JSON string")
     if isinstance(raw, str):
         try:
-            raw = json.loads(raw)
+            raw = safe_json.loads(raw)  # nesting-limited: a string of `[[[…` is a 400, not a RecursionError
         except ValueError:
             raw = None
     if not isinstance(raw, dict):
