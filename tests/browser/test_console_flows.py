@@ -1,6 +1,6 @@
 """The staff console's flows in Chromium: signing in and out, the live inbox, replies and their
-delivery states, a call's turns and recording, an invoice paid through a payment link sent on
-WhatsApp, the WhatsApp QR code, and what an agent may not reach."""
+delivery states, taking a conversation over from the AI, a call's turns and recording, an invoice
+paid through a payment link sent on WhatsApp, the WhatsApp QR code, and what an agent may not reach."""
 from __future__ import annotations
 
 import re
@@ -272,6 +272,33 @@ def test_assign_label_and_resolve_a_conversation_then_find_it_by_filters(page, c
     # The filters live in the address, so a reload keeps them.
     page.reload()
     expect(page.get_by_role("search").get_by_label("שיוך")).to_have_value("none")
+
+
+def test_taking_a_conversation_over_from_the_ai_survives_a_reload(page, console):
+    customer = new_customer_phone()
+    console.inbound_whatsapp(customer, "אפשר לדבר עם נציג?", name="גלית")
+    sign_in(page, console)
+    page.locator(".thread-item", has_text="גלית").click()
+
+    def ai_switch():
+        return page.locator(".conv-head").get_by_role("switch", name="מענה אוטומטי")
+
+    def paused_in_database() -> bool:
+        return console.execute(sa.select(Thread.ai_paused).join(Customer, Customer.id == Thread.customer_id)
+                               .where(Customer.phone == customer, Thread.channel == "whatsapp")).scalar_one()
+
+    expect(ai_switch()).to_have_attribute("aria-checked", "true")
+    ai_switch().click()
+    expect(ai_switch()).to_have_attribute("aria-checked", "false")
+    page.reload()
+    expect(ai_switch()).to_have_attribute("aria-checked", "false")
+    expect(ai_switch()).to_contain_text("ה-AI מושהה")
+    assert paused_in_database() is True
+    ai_switch().click()  # hand it back
+    expect(ai_switch()).to_have_attribute("aria-checked", "true")
+    page.reload()
+    expect(ai_switch()).to_have_attribute("aria-checked", "true")
+    assert paused_in_database() is False
 
 
 def test_create_edit_and_find_a_customer_by_phone_in_any_format(page, console):
