@@ -372,3 +372,20 @@ class Event(Base):
     kind: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = _created()
+
+
+class PendingStatus(Base):
+    """A WhatsApp delivery status whose message doesn't have the provider's id yet: the send stores
+    that id once the provider answers, and the status callback can come first. `server/whatsapp/status.py`
+    applies it when the id is stored and prunes it after a day if no message ever takes that id.
+    `status` is already in the CRM's words."""
+    __tablename__ = "pending_statuses"
+    __table_args__ = (UniqueConstraint("provider", "provider_message_id", "status", name="uq_pending_statuses_report"),
+                      Index("ix_pending_statuses_received_at", "received_at"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(String(16))
+    provider_message_id: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))
+    error_code: Mapped[Optional[str]] = mapped_column(String(32))
+    error_message: Mapped[Optional[str]] = mapped_column(Text)
+    received_at: Mapped[datetime] = _created()

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Optional
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from server import safe_json
@@ -41,6 +41,7 @@ from server.providers.whatsapp_baileys import BaileysBridge, baileys_problem
 from server.providers.whatsapp_twilio import TwilioWhatsApp, twilio_whatsapp_problem
 from server.text import clean_text
 from server.whatsapp.bridge_state import CONNECTED, bridge_state
+from server.whatsapp.status import settle_pending
 
 log = logging.getLogger("agentlocator.whatsapp")
 
@@ -128,6 +129,7 @@ def _send(session: Session, settings: Settings, business_id: int, *, to: Any, te
     session.commit()
     if isinstance(outcome, DomainError):
         raise outcome
+    _settle_early_reports(session, outcome)
     return outcome
 
 
@@ -334,6 +336,23 @@ def _deliver(session: Session, business_id: int, outgoing: Outgoing, providers: 
     log_event(log, "whatsapp_send_failed", logging.WARNING, provider=message.provider, code=failure.code,
               outcome_unknown=uncertain, message_id=message.id, business_id=business_id)
     return _send_failed("outcome_unknown" if uncertain else "send_failed", failure.detail, message.provider, message.id)
+
+
+def _settle_early_reports(session: Session, sent: SendResult) -> None:
+    """Apply the delivery reports that reached us before the provider's id was committed.
+
+    Only after that commit: a callback that missed the message kept its report and committed it
+    before looking again, so one of the two sides always sees both (`status.keep_for_later`). The
+    message has gone out whatever happens here, so a database error is logged and not raised: an
+    error answer would invite a second send, and the next report for the message settles them too.
+    """
+    try:
+        settle_pending(session, sent.provider, sent.provider_message_id)
+        session.commit()
+    except SQLAlchemyError as exc:
+        session.rollback()
+        log_event(log, "whatsapp_status_settle_failed", logging.WARNING, provider=sent.provider,
+                  message_id=sent.message_id, error=type(exc).__name__)
 
 
 def _stored_outcome(outcome: SendResult | DomainError) -> dict[str, Any]:

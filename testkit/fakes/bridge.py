@@ -14,6 +14,10 @@ setting `WA_BAILEYS_URL=<fake.url>` and the same `WA_SHARED_SECRET`.
         401 without a valid signature. Each one is recorded in `qr_requests` (headers, signature verdict).
 
 Every POST /send is recorded in `sends` (parsed body, headers, whether the signature verified).
+
+`before_answer`, when set, is called with the id of each message sent before its 200 goes out: the
+real bridge forwards the message's first status events as they happen, and they can reach the app
+before the answer to /send does.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, Callable, Optional
 
 from server.security import bridge_hmac
 from testkit.fakes.local_http import LocalHTTPFake
@@ -47,6 +51,7 @@ class FakeBridge(LocalHTTPFake):
         self.qr_requests: list[RecordedSend] = []
         self.sends: list[RecordedSend] = []
         self._ids_by_key: dict[str, str] = {}
+        self.before_answer: Optional[Callable[[str], None]] = None
         self._lock = threading.Lock()
         self._release = threading.Event()
         self._listen(type("Handler", (_Handler,), {"fake": self}))
@@ -121,7 +126,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(502, {"error": "send_failed", "message": "rate-overlimit"})
         if fake.mode == "stall" and fake._release.wait(fake.stall_seconds) is False:
             return
-        self._json(200, {"id": fake._message_id(body.get("idempotency_key"))})
+        message_id = fake._message_id(body.get("idempotency_key"))
+        if fake.before_answer is not None:
+            fake.before_answer(message_id)
+        self._json(200, {"id": message_id})
 
     def _json(self, status: int, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode("utf-8")

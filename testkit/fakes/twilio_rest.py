@@ -33,6 +33,10 @@ Behaviour per resource kind (`"Calls"`, `"Messages"`, `"Recordings"`), optionall
     twilio.set_call_status("CA…", "completed")        # then a redirect (Twiml/Url) answers 21220
     twilio.recordings["RE…"] = b"RIFF…"               # media bytes (default: `default_recording`)
 
+`twilio.before_answer = fn` calls `fn(message)` with each message created (its JSON) before the
+201 goes out: Twilio posts status callbacks as the message moves, and one can reach the app before
+the answer to the create does.
+
 Every request is recorded (`requests`, `requests_for(kind)`, `wait_for_requests(kind, n)`) with
 its method, path, query, form params (last value per key, plus `form_lists`), headers and the
 basic-auth user. To extend it, add a route in `_Handler._route` and a `_kind` name for it.
@@ -48,7 +52,7 @@ import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, Callable, Optional
 from urllib.parse import parse_qs, urlsplit
 
 from testkit.fakes.local_http import LocalHTTPFake
@@ -120,6 +124,7 @@ class FakeTwilioRest(LocalHTTPFake):
         self.messages: dict[str, dict[str, Any]] = {}
         self.recordings: dict[str, bytes] = {}
         self.default_recording = WAV_SILENCE
+        self.before_answer: Optional[Callable[[dict[str, Any]], None]] = None
         self._behaviours: dict[tuple[str, str | None], _Behaviour] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -309,7 +314,10 @@ class _Handler(BaseHTTPRequestHandler):
         if kind == "Calls" and self.command == "GET":
             return self._json(*fake._fetch_call(record.sid))
         if kind == "Messages" and self.command == "POST" and record.sid is None:
-            return self._json(*fake._create_message(record.form))
+            status, message = fake._create_message(record.form)
+            if status == 201 and fake.before_answer is not None:
+                fake.before_answer(message)
+            return self._json(status, message)
         if kind == "Messages" and self.command == "GET" and record.sid:
             return self._json(*fake._fetch_message(record.sid, record.path))
         if kind == "Recordings" and self.command == "GET":
