@@ -2,7 +2,7 @@
 
 Whichever worker (or instance) handles a webhook writes an `events` row in the same transaction as
 the change (`server.db.events`). Every worker that has browsers connected runs one `EventHub`
-poller: a thread — a greenlet under gunicorn's gevent worker, which patches `threading` — that
+poller (`server.cooperative.start_background`: a greenlet in gunicorn's gevent worker) that
 reads the rows newer than the last one it saw about every 300 ms, one query for the whole worker
 however many browsers it serves, and puts each row on the queues of that business's streams.
 
@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import sqlalchemy as sa
 
+from server.cooperative import start_background
 from server.db.engine import Database
 from server.db.events import events_after, latest_event_id, prune_events
 from server.db.models import ApiToken, Event, User
@@ -98,7 +99,7 @@ class EventHub:
         self._lock = threading.Lock()
         self._subscribers: set[Subscription] = set()
         self._wake = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._poller_running: Optional[Callable[[], bool]] = None
         self._cursor = 0
         self._gaps: dict[int, float] = {}
         self.polls = 0  # how many times the table was read (one query each)
@@ -120,9 +121,8 @@ class EventHub:
                 }
             subscription = Subscription(business_id, token_digest, self._cursor)
             self._subscribers.add(subscription)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="console-events", daemon=True)
-                self._thread.start()
+            if self._poller_running is None or not self._poller_running():
+                self._poller_running = start_background(self._run, "console-events")
         self._wake.set()
         return subscription
 

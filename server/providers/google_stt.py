@@ -14,9 +14,9 @@ Streaming (live calls):
 - Any other failure, or Google ending a stream on its own, ends `transcripts()` with a
   `ProviderError`, so the engine can open a new stream.
 
-Threads: each stream has a reader thread (a greenlet under gunicorn's gevent worker, where
-`threading` is patched) iterating the responses, and gRPC's own request-consumer thread pulling
-audio from the buffer. `send_audio` never blocks.
+Concurrency: each stream has a reader (`server.cooperative.start_background`: a greenlet in the
+gevent worker, where gRPC is cooperative) iterating the responses, and gRPC's own request consumer
+pulling audio from the buffer. `send_audio` never blocks.
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from google.cloud import speech_v1 as speech
 from google.cloud.speech_v1.services.speech.transports import SpeechGrpcTransport
 
 from server.config import Settings
+from server.cooperative import start_background
 from server.logs import log_event
 from server.providers.base import ProviderError, ProviderTimeout, Transcript
 from server.providers.google_credentials import LazyClient, build_google_client
@@ -354,7 +355,7 @@ class GoogleSpeechStream:
             if self.closed:
                 return
             self._sessions = [s for s in self._sessions if not s.stopped] + [session]
-        threading.Thread(target=session.run, name="stt-stream", daemon=True).start()
+        start_background(session.run, "stt-stream")
 
     def hand_over(self, session: _StreamSession) -> None:
         """`session` reached the restart age: stop it taking audio and let a new stream continue."""

@@ -6,10 +6,10 @@ The `openai` SDK's client is created lazily (after gunicorn forks) and reads onl
 
 A live call cannot wait for the SDK's default 10-minute timeout and two retries, so streaming uses
 one retry and short connect/read timeouts, and a watchdog bounds the time from the request to the
-first text token (`LLM_FIRST_TOKEN_TIMEOUT_SECONDS`). The HTTP stream is read by a helper
-thread that hands deltas over a queue; the caller waits on the queue with a timeout. Under
-gunicorn's gevent worker `threading` and `queue` are monkey-patched, so the helper is a greenlet
-and the wait is cooperative; in plain threads the same code uses real threads.
+first text token (`LLM_FIRST_TOKEN_TIMEOUT_SECONDS`). The HTTP stream is read by a background
+reader (`server.cooperative.start_background`) that hands deltas over a queue; the caller waits on
+the queue with a timeout. In gunicorn's gevent worker the reader is a greenlet and both waits are
+cooperative; without gevent it is an OS thread.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from typing import Any, Iterator
 import openai
 
 from server.config import Settings
+from server.cooperative import start_background
 from server.logs import log_event
 from server.providers.base import ProviderError, ProviderTimeout
 
@@ -66,7 +67,7 @@ class OpenAILanguageModel:
 
         Closing the iterator early (the caller barged in) closes the HTTP stream too.
         """
-        client = self.client  # a missing key fails here, in the caller, not in the helper thread
+        client = self.client  # a missing key fails here, in the caller, not in the reader
         deltas: queue.Queue[tuple[str, Any]] = queue.Queue()
         cancelled = threading.Event()
         opened: list[Any] = []
@@ -87,7 +88,7 @@ class OpenAILanguageModel:
             except Exception as exc:  # handed to the caller, which raises it as a ProviderError
                 deltas.put((_ERROR, exc))
 
-        threading.Thread(target=read_stream, name="openai-stream", daemon=True).start()
+        start_background(read_stream, "openai-stream")
         wait = self.first_token_timeout
         try:
             while True:
