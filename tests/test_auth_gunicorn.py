@@ -87,3 +87,32 @@ def test_the_limit_holds_across_workers_and_instances(database_url, tmp_path):
         assert _login(second.url, PASSWORD) == 429
         for server in (first, second):
             assert "Traceback" not in server.logs(), server.logs()[-3000:]
+
+
+def test_a_flood_of_logins_is_shed_at_once_instead_of_queueing(database_url, tmp_path):
+    env = {**BASE_TEST_ENV, "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING",
+           "LOGIN_LIMIT_PER_ADDRESS": "100000/minute", "LOGIN_LIMIT_PER_ACCOUNT": "100000/minute"}
+    with GunicornServer(env, workers=1, log_path=tmp_path / "gunicorn.log") as server:
+        answers: list[tuple[int, str, float]] = []
+
+        def attempt():
+            started = time.perf_counter()
+            response = requests.post(server.url + "/api/auth/login", json={"email": EMAIL, "password": "wrong"},
+                                     timeout=60)
+            answers.append((response.status_code, response.json()["error"], time.perf_counter() - started))
+
+        flood = [threading.Thread(target=attempt) for _ in range(40)]
+        for thread in flood:
+            thread.start()
+        for thread in flood:
+            thread.join()
+        # Refused at once: too many hashes in flight, or (SQLite) the count's write gave up quickly
+        # behind the flood's other writes; either way a 503 to retry, never a wait in a queue.
+        shed = [seconds for status, error, seconds in answers if status == 503]
+        checked = [seconds for status, error, seconds in answers if (status, error) == (401, "invalid_credentials")]
+        assert len(shed) + len(checked) == 40, answers
+        assert {error for status, error, _ in answers if status == 503} <= {"sign_in_busy", "database_busy"}
+        assert any(error == "sign_in_busy" for _, error, _ in answers), answers
+        assert len(checked) >= 8  # at most 8 wait or run at once; the rest are told so at once
+        assert statistics.median(shed) < statistics.median(checked), answers
+        assert _login(server.url, PASSWORD) == 200  # and sign-in works again once the flood is over

@@ -100,6 +100,9 @@ _CREDENTIALS = obj({"email": {"type": "string"}, "password": {"type": "string"}}
 _RATE_LIMITED = json_response({"$ref": "#/components/schemas/Error"},
                               "Too many sign-in attempts from this address or for this account (rate_limited); "
                               "the Retry-After header says in how many seconds to try again")
+_BUSY = json_response({"$ref": "#/components/schemas/Error"},
+                      "Too many sign-ins are being checked at once (sign_in_busy), or the database is busy "
+                      "(database_busy); try again in a moment")
 
 document(bp, {
     "/api/auth/login": {"post": operation(
@@ -111,7 +114,7 @@ document(bp, {
         body=_CREDENTIALS,
         responses={"200": json_response(obj({"token": {"type": "string"}, "role": {"type": "string"},
                                              "business_id": {"type": "integer"}}, ["token", "role", "business_id"])),
-                   "429": _RATE_LIMITED, **error_responses(400, 401, 403)})},
+                   "429": _RATE_LIMITED, "503": _BUSY, **error_responses(400, 401, 403)})},
     "/api/auth/password": {"post": operation(
         "Change your own password", tags=["auth"],
         description="Needs the current password (400 invalid_field on current_password when it is wrong; the "
@@ -120,7 +123,7 @@ document(bp, {
         body=obj({"current_password": {"type": "string", "minLength": 1},
                   "new_password": {"type": "string", "minLength": 8, "maxLength": 200}},
                  ["current_password", "new_password"], closed=True),
-        responses={"204": {"description": "Changed"}, "429": _RATE_LIMITED, **error_responses(400)})},
+        responses={"204": {"description": "Changed"}, "429": _RATE_LIMITED, "503": _BUSY, **error_responses(400)})},
     "/api/auth/token": {"delete": operation(
         "Revoke the token this request is made with", tags=["auth"],
         description="The bearer token (or console session) sent with this request stops working at once.",

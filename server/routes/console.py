@@ -132,6 +132,9 @@ OPENAPI_PATHS = {
                 "429": json_response(
                     ref("Error"), "Too many sign-in attempts (rate_limited, as POST /api/auth/login); see Retry-After"
                 ),
+                "503": json_response(
+                    ref("Error"), "Too many sign-ins being checked at once (sign_in_busy), or the database is busy"
+                ),
                 **error_responses(400, 401, 403),
             },
         ),

@@ -90,6 +90,10 @@ def login(session: Session, body: Mapping[str, Any], *, limiter: LoginLimiter, a
     email, password = check_login_body(body)
     limiter.hit(address, email)
     user = session.scalar(sa.select(User).where(User.email == email))
+    # Nothing is written yet: end the read, so the database connection goes back to the pool while
+    # the hash is checked on another thread (a queue of logins must not hold the connections every
+    # call needs).
+    session.commit()
     # An unknown e-mail is checked against a dummy hash: the answer takes as long either way.
     if not verify_password(user.password_hash if user is not None else None, password) or user is None:
         log.info("login refused", extra={"event": "login_refused"})

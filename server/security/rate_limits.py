@@ -17,12 +17,13 @@ member of staff out, and each try still costs an attacker a full password hash.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import logging
 import math
 import time
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 import sqlalchemy as sa
 from limits import RateLimitItem, parse_many
@@ -39,6 +40,7 @@ log = logging.getLogger("agentlocator.rate_limits")
 REDIS_KEY_PREFIX = "agentlocator:limits"
 REDIS_TIMEOUT_SECONDS = 2.0
 PRUNE_EVERY_SECONDS = 300.0
+SQLITE_LOCK_WAIT_MS = 250
 _WINDOWS = RateLimitWindow.__table__
 
 
@@ -82,8 +84,21 @@ class SqlWindowStorage(Storage):
                 conn.execute(sa.delete(_WINDOWS).where(_WINDOWS.c.expires_at < now - PRUNE_EVERY_SECONDS))
         return hits
 
-    def _autocommit(self) -> sa.Connection:
-        return self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    @contextlib.contextmanager
+    def _autocommit(self) -> Iterator[sa.Connection]:
+        with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            if conn.dialect.name != "sqlite":
+                yield conn
+                return
+            # A count shares SQLite's few writer threads with the live calls' writes; behind another
+            # writer's lock it gives up soon (503 database_busy) instead of holding a thread for the
+            # whole busy timeout, so a login flood can't make the calls' writes queue.
+            previous = conn.exec_driver_sql("PRAGMA busy_timeout").scalar()
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_LOCK_WAIT_MS}")
+            try:
+                yield conn
+            finally:
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={int(previous or 0)}")
 
     def get(self, key: str) -> int:
         with self._engine.connect() as conn:
