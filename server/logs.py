@@ -72,6 +72,7 @@ def configure_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
-def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
-    """One structured record: `{"msg": event, "event": event, ...fields}`."""
+def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, /, **fields: Any) -> None:
+    """One structured record: `{"msg": event, "event": event, ...fields}` (the first three are
+    positional only, so no field can be taken for them)."""
     logger.log(level, event, extra={"event": event, **fields})

@@ -389,3 +389,11 @@ class PendingStatus(Base):
     error_code: Mapped[Optional[str]] = mapped_column(String(32))
     error_message: Mapped[Optional[str]] = mapped_column(Text)
     received_at: Mapped[datetime] = _created()
+
+
+def string_length(model: type[Base], column: str) -> int:
+    """The declared length of `model`'s String column: what longer input is cut to or refused at."""
+    column_type = model.__table__.c[column].type
+    if not isinstance(column_type, String) or column_type.length is None:
+        raise TypeError(f"{model.__name__}.{column} is not a String column with a length")
+    return column_type.length

@@ -14,6 +14,7 @@ patches only after the `post_fork` hook, so clients are created lazily, on first
 """
 from __future__ import annotations
 
+import importlib
 import json
 import threading
 from typing import Any, Callable
@@ -34,7 +35,8 @@ _cooperative_lock = threading.Lock()
 def make_grpc_cooperative() -> None:
     """Switch gRPC to gevent's hub when (and only when) gevent has monkey-patched this process."""
     from gevent import monkey
-    from grpc._cython import cygrpc
+
+    cygrpc = importlib.import_module("grpc._cython.cygrpc")  # compiled; grpc's type stubs don't describe it
 
     with _cooperative_lock:
         if monkey.is_module_patched("socket") and not getattr(cygrpc, "g_gevent_activated", False):

@@ -26,7 +26,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Optional, Protocol, cast
 
 from google.api_core import exceptions as google_exceptions
 from google.api_core import retry as google_retry
@@ -218,6 +218,14 @@ class _AudioBuffer:
             self._ready.notify_all()
 
 
+class _StreamingCall(Protocol):
+    """A gRPC response stream: Google's answers, and a way to end the call from our side."""
+
+    def __iter__(self) -> Iterator[speech.StreamingRecognizeResponse]: ...
+
+    def cancel(self) -> bool: ...
+
+
 class _StreamSession:
     """One Google StreamingRecognize call, fed from the shared buffer."""
 
@@ -231,7 +239,7 @@ class _StreamSession:
         self.mid_utterance = False  # the last result was an interim one: the caller is still talking
         self.unconfirmed: list[bytes] = []
         self._unconfirmed_bytes = 0
-        self.call = None
+        self.call: Optional[_StreamingCall] = None
 
     def note_sent(self, chunk: bytes) -> None:
         if not self.confirmed and self._unconfirmed_bytes < REPLAY_LIMIT_BYTES:
@@ -250,20 +258,23 @@ class _StreamSession:
             if age >= restart_by or (age >= restart_after and not self.mid_utterance):
                 self.owner.hand_over(self)
                 return
-            chunk = self.owner.audio.take(self, min(max(restart_after - age, 0.05), 0.5))
-            if chunk is None:
+            taken = self.owner.audio.take(self, min(max(restart_after - age, 0.05), 0.5))
+            if taken is None:
                 if self.stopped:
                     return
                 continue
-            yield speech.StreamingRecognizeRequest(audio_content=chunk)
+            yield speech.StreamingRecognizeRequest(audio_content=taken)
 
     def run(self) -> None:
         stt = self.owner.stt
         config = speech.StreamingRecognitionConfig(config=stt.recognition_config(self.model), interim_results=True)
         try:
-            self.call = stt.client.streaming_recognize(
+            # The SDK's SpeechClient adds `streaming_recognize(config, requests)` over the generated
+            # method, but its type information only shows the generated one (and a plain Iterable
+            # for what is the gRPC call, cancel() included).
+            self.call = cast(_StreamingCall, stt.client.streaming_recognize(  # type: ignore[call-arg]
                 config=config, requests=self.requests(), retry=None,
-                timeout=stt.stream_restart_seconds + stt.stream_restart_grace_seconds + STREAM_DEADLINE_MARGIN_SECONDS)
+                timeout=stt.stream_restart_seconds + stt.stream_restart_grace_seconds + STREAM_DEADLINE_MARGIN_SECONDS))
             for response in self.call:
                 self._confirm()
                 for result in response.results:

@@ -17,9 +17,10 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Iterator, cast
 
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 
 from server.config import Settings
 from server.cooperative import start_background
@@ -75,7 +76,8 @@ class OpenAILanguageModel:
 
         def read_stream() -> None:
             try:
-                stream = client.chat.completions.create(model=self.model, messages=messages, stream=True)
+                stream = client.chat.completions.create(model=self.model, messages=_sdk_messages(messages),
+                                                        stream=True)
                 opened.append(stream)
                 with stream:
                     for chunk in stream:
@@ -115,12 +117,18 @@ class OpenAILanguageModel:
         """The whole reply as one string (WhatsApp text answers)."""
         try:
             response = self.client.with_options(timeout=COMPLETE_TIMEOUT_SECONDS, max_retries=COMPLETE_MAX_RETRIES) \
-                .chat.completions.create(model=self.model, messages=messages)
+                .chat.completions.create(model=self.model, messages=_sdk_messages(messages))
         except openai.OpenAIError as exc:
             raise _provider_error(exc) from exc
         if not response.choices:
             raise ProviderError("the language model returned no choices")
         return (response.choices[0].message.content or "").strip()
+
+
+def _sdk_messages(messages: list[dict[str, str]]) -> list[ChatCompletionMessageParam]:
+    """Our messages ({"role": "system" | "user" | "assistant", "content": text}, as the prompt
+    builders make them) under the SDK's type, which has one dict type per role."""
+    return cast("list[ChatCompletionMessageParam]", messages)
 
 
 def _delta_text(chunk: Any) -> str:

@@ -7,6 +7,8 @@ the 24-hour window; outside it Twilio needs an approved template (`ContentSid` +
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import requests
 
 from server.config import Settings
@@ -42,7 +44,8 @@ class TwilioWhatsApp:
     def send(self, message: Outgoing) -> str:
         if message.to.endswith("@lid"):
             raise NotSent("unsupported_recipient", "Twilio can only send to a phone number")
-        params = {"to": "whatsapp:" + message.to, "from_": self.sender, "status_callback": self.status_callback}
+        params: dict[str, Optional[str]] = {"to": "whatsapp:" + message.to, "from_": self.sender,
+                                            "status_callback": self.status_callback}
         if message.content_sid:
             params["content_sid"] = message.content_sid
             if message.content_variables:

@@ -88,7 +88,8 @@ class SpeechDetector:
             if not self.speaking and self.voiced_frames >= self._min_voiced_frames:
                 self.speaking = True
                 return True
-        elif self.run_started_at is not None and now - self.last_voice_at > self._max_gap_s:
+        elif (self.run_started_at is not None and self.last_voice_at is not None  # both set by a loud frame
+              and now - self.last_voice_at > self._max_gap_s):
             self.run_started_at = None
             self.voiced_frames = 0
             self.speaking = False

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from server.config import Settings
 from server.db.dao_crm import audit, business_by_number, call_by_sid, create_call, insert_message
 from server.db.engine import Database, database_unavailable
-from server.db.models import Call, Thread, utcnow
+from server.db.models import Call, Thread, string_length, utcnow
 from server.errors import DomainError, Problem
 from server.jobs import JobQueue
 from server.lifecycle import Lifecycle
@@ -38,8 +38,8 @@ from server.voice.watchdog import FINAL_CALL_STATUSES, start_watchdog
 log = logging.getLogger("agentlocator.voice.webhooks")
 
 PREVIEW_CALL_SID = "CA" + "0" * 32
-MAX_RECORDING_SID = Call.__table__.c.recording_sid.type.length
-MAX_RECORDING_URL = Call.__table__.c.recording_url.type.length
+MAX_RECORDING_SID = string_length(Call, "recording_sid")
+MAX_RECORDING_URL = string_length(Call, "recording_url")
 PREVIEW_BUSINESS_ID = "preview"
 
 

@@ -133,17 +133,16 @@ class VoiceEngine:
                     if malformed <= LOGGED_BAD_MESSAGES:
                         log_event(log, "ws_message_skipped", logging.WARNING, call_sid=call_sid, reason=str(exc)[:200])
                     continue
-                kind = type(message)
-                if kind is Media:
+                if isinstance(message, Media):
                     if session is not None:
                         session.on_media(message)
-                elif kind is Mark:
+                elif isinstance(message, Mark):
                     if session is not None:
                         session.on_mark(message.name)
-                elif kind is Stop:
+                elif isinstance(message, Stop):
                     reason = "stop"
                     break
-                elif kind is Start:
+                elif isinstance(message, Start):
                     if session is not None:
                         log_event(log, "ws_message_skipped", logging.WARNING, call_sid=call_sid,
                                   reason="a second start on the same stream")
@@ -153,10 +152,10 @@ class VoiceEngine:
                     if session is None:
                         reason = "rejected"
                         break
-                elif kind is Dtmf:
+                elif isinstance(message, Dtmf):
                     if session is not None:
                         session.on_dtmf(message)
-                elif kind is Connected:
+                elif isinstance(message, Connected):
                     log_event(log, "ws_twilio_connected", protocol=message.protocol, version=message.version)
         except ConnectionClosed:
             pass
@@ -180,14 +179,16 @@ class VoiceEngine:
     def _start(self, socket: MediaSocket, start: Start) -> Optional[CallSession]:
         started_at = time.monotonic()
         if not call_token_is_valid(self._app_secret, start.call_sid, start.custom_parameters.get("token")):
-            return self._reject(socket, start, "the call token is missing or wrong")
+            self._reject(socket, start, "the call token is missing or wrong")
+            return None
         older = self.sessions.get(start.call_sid)
         if older is not None:
             older.supersede()
         context = self._store.open_stream(start.call_sid, start.stream_sid,
                                           start.custom_parameters.get("business_id", ""))
         if context is None:
-            return self._reject(socket, start, "no such call")
+            self._reject(socket, start, "no such call")
+            return None
         log_event(log, "ws_start", call_sid=start.call_sid, stream_sid=start.stream_sid,
                   business_id=context.business.id, resumed=bool(context.history), tracks=list(start.tracks))
         try:
@@ -206,7 +207,6 @@ class VoiceEngine:
     def _reject(self, socket: MediaSocket, start: Start, why: str) -> None:
         log_event(log, "ws_rejected", logging.WARNING, call_sid=start.call_sid, stream_sid=start.stream_sid, reason=why)
         socket.close(POLICY_VIOLATION, why)
-        return None
 
     def _warm_apology(self, services: SessionServices) -> None:
         """Synthesize the apology once per worker, ahead of need: when TTS is down it can't be made then."""

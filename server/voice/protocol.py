@@ -11,7 +11,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 from server import safe_json
 
@@ -132,8 +132,9 @@ def _parse_connected(message: dict) -> Connected:
     return Connected(_text(message.get("protocol") or ""), _text(message.get("version") or ""))
 
 
-_PARSERS = {"connected": _parse_connected, "start": _parse_start, "media": _parse_media, "mark": _parse_mark,
-            "dtmf": _parse_dtmf, "stop": _parse_stop}
+_PARSERS: dict[str, Callable[[dict], InboundMessage]] = {
+    "connected": _parse_connected, "start": _parse_start, "media": _parse_media, "mark": _parse_mark,
+    "dtmf": _parse_dtmf, "stop": _parse_stop}
 
 
 def _text(value: Any) -> str:

@@ -185,6 +185,8 @@ class CallSession:
     def _interrupt(self, source: str) -> None:
         """Barge-in: stop the agent, keep what the caller heard."""
         turn, self.turn = self.turn, None
+        if turn is None:  # nothing is being said
+            return
         turn.cancel()
         cleared = self.pacer.clear()
         self.barge_ins += 1

@@ -92,7 +92,7 @@ class CallStore:
             call.stream_sid = stream_sid
             if call.stream_started_at is None:
                 call.stream_started_at = utcnow()
-            business = session.get(Business, call.business_id)
+            business = session.get_one(Business, call.business_id)
             turns = session.scalars(sa.select(CallTurn).where(CallTurn.call_id == call.id)
                                     .order_by(CallTurn.turn_index)).all()
             profile = BusinessProfile(id=business.id, name=business.name, ai_instructions=business.ai_instructions,
@@ -104,14 +104,14 @@ class CallStore:
     def _record_turn(self, call_id: int, *, turn_index: int, exchange: Exchange, interrupted: bool,
                     metrics: dict[str, Optional[int]], transcript: str) -> None:
         with self._db.scope() as session:
-            call = session.get(Call, call_id)
+            call = session.get_one(Call, call_id)
             add_call_turn(session, call, turn_index=turn_index, user_text=exchange.user_text,
                           agent_text=exchange.agent_text, interrupted=interrupted, **metrics)
             call.transcript = transcript
 
     def _set_outcome(self, call_id: int, outcome: str) -> None:
         with self._db.scope() as session:
-            session.get(Call, call_id).outcome = outcome
+            session.get_one(Call, call_id).outcome = outcome
 
     def _close_stream(self, call_id: int, *, transcript: str, stream_ended: bool, call_ended: bool) -> None:
         """Keep the transcript; record when the stream ended and, if the call ended with it, the call's end.
@@ -119,7 +119,7 @@ class CallStore:
         A stream replaced by a newer one for the same call ends neither.
         """
         with self._db.scope() as session:
-            call = session.get(Call, call_id)
+            call = session.get_one(Call, call_id)
             call.transcript = transcript
             now = utcnow()
             if stream_ended and call.stream_ended_at is None:

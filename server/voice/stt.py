@@ -55,7 +55,7 @@ class SpeechInput:
     def run(self) -> None:
         """The reader greenlet: open the stream, deliver its transcripts, reopen it when it ends."""
         failures = 0
-        while not self._closed:
+        while not self._is_closed():
             if failures:
                 if failures >= MAX_QUICK_FAILURES:
                     self._on_unavailable(f"speech-to-text failed {failures} times in a row")
@@ -83,7 +83,7 @@ class SpeechInput:
                 if transcript.is_final:
                     self._unrecognised.clear()
                 self._on_transcript(transcript)
-            if self._closed:
+            if self._is_closed():
                 return
             if stream is self._retiring:
                 self._retiring = None
@@ -112,6 +112,11 @@ class SpeechInput:
         age = self._clock() - self._opened_at
         if age > ROTATE_AFTER_SECONDS and (age > ROTATE_BY_SECONDS or self._caller_quiet()):
             self._retire(stream)
+
+    def _is_closed(self) -> bool:
+        # A call, not an attribute read: `close()` runs in another greenlet while `run` waits, which a
+        # type checker narrowing `self._closed` inside the loop can't know.
+        return self._closed
 
     def close(self) -> None:
         self._closed = True

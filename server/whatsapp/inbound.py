@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from server import safe_json
 from server.db.dao_crm import business_by_number, insert_message, upsert_customer, upsert_thread
-from server.db.models import Business, Customer, Message, Thread
+from server.db.models import Business, Customer, Message, Thread, string_length
 from server.logs import log_event
 from server.phones import try_e164
 from server.text import storable_fields, storable_json, storable_text
@@ -28,9 +28,9 @@ from server.text import storable_fields, storable_json, storable_text
 log = logging.getLogger("agentlocator.whatsapp")
 
 MAX_TWILIO_MEDIA = 10  # Twilio sends at most MediaUrl0…MediaUrl9
-MAX_PROVIDER_ID = Message.__table__.c.provider_message_id.type.length
-MAX_NAME = Customer.__table__.c.name.type.length
-MAX_LID = Customer.__table__.c.wa_lid.type.length
+MAX_PROVIDER_ID = string_length(Message, "provider_message_id")
+MAX_NAME = string_length(Customer, "name")
+MAX_LID = string_length(Customer, "wa_lid")
 MAX_BRIDGE_STATE = 32  # `open`, `connecting`, `close`, `logged_out`…
 BRIDGE_EVENTS = ("message", "status", "connection")
 
