@@ -28,6 +28,13 @@ def list_users(session: Session, business_id: int) -> dict[str, Any]:
     return {"items": [out.user_json(u) for u in users]}
 
 
+def staff_directory(session: Session, business_id: int) -> dict[str, Any]:
+    """The business's staff for every role to read (agents see colleagues' names, not numbers);
+    disabled users stay in it, since their messages and assignments still name them."""
+    users = session.scalars(scoped(User, business_id).order_by(User.id)).all()
+    return {"items": [out.staff_json(u) for u in users]}
+
+
 def new_password(body: Mapping[str, Any], field: str) -> str:
     """The body's `field` as a new password: a string of PASSWORD_MIN to PASSWORD_MAX characters."""
     password = v.require(body, field)

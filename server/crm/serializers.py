@@ -108,6 +108,13 @@ def user_json(user: User) -> dict[str, Any]:
             "disabled": user.disabled_at is not None}
 
 
+def staff_json(user: User) -> dict[str, Any]:
+    """A colleague as every role may see them: who they are, not when or how their account was made.
+    `name` is null while users have no display name; the console shows the email then."""
+    return {"id": user.id, "name": None, "email": user.email, "role": user.role,
+            "disabled": user.disabled_at is not None}
+
+
 def token_json(token: ApiToken) -> dict[str, Any]:
     return {"id": token.id, "user_id": token.user_id, "name": token.name, "created_at": iso(token.created_at),
             "last_used_at": iso(token.last_used_at), "revoked_at": iso(token.revoked_at)}

@@ -1,10 +1,10 @@
 """`/api/crm/*`: calls, threads and messages, customers, deals, invoices, contracts, users, tokens,
 audit, and `/api/openapi.json`. Thin: parse, authorise, call `server.crm`, answer.
 
-Roles: `agent` reads everything, works threads (reply, read, status/assignee/labels) and edits
-customers; `owner` also writes deals, invoices and contracts, manages agents and tokens and reads
-the audit log; `admin` does all of it for any business (`X-Business-Id`), manages owners and
-assigns phone numbers.
+Roles: `agent` reads everything (users only as the staff directory), works threads (reply, read,
+status/assignee/labels) and edits customers; `owner` also writes deals, invoices and contracts,
+manages agents and tokens and reads the audit log; `admin` does all of it for any business
+(`X-Business-Id`), manages owners and assigns phone numbers.
 
 A write to an object named in the path fetches it (another business's, or none: 404) before the
 body is read (400), so the two mistakes are told apart in that order.
@@ -157,6 +157,12 @@ def change_document_status(kind: str, document_id: int):
 @require_auth("owner")
 def list_users():
     return jsonify(accounts.list_users(db_session(), g.business_id))
+
+
+@bp.get(f"{CRM}/staff")
+@require_auth()
+def list_staff():
+    return jsonify(accounts.staff_directory(db_session(), g.business_id))
 
 
 @bp.post(f"{CRM}/users")

@@ -107,6 +107,11 @@ _CUSTOMER_DETAIL = _all(ref("Customer"), obj(
 _USER = obj({"id": INT, "email": STR, "role": {"enum": list(ROLES)}, "created_at": DT,
              "disabled": {"type": "boolean", "description": "an owner disabled the account: no sign-in"}},
             ["id", "email", "role", "created_at", "disabled"])
+_STAFF = obj({"id": INT, "name": {**STR_N, "description": "a display name; null while users have none (show "
+                                                             "the email)"},
+              "email": STR, "role": {"enum": list(ROLES)},
+              "disabled": {"type": "boolean", "description": "no longer signs in; still named on their messages"}},
+             ["id", "name", "email", "role", "disabled"])
 _TOKEN = obj({"id": INT, "user_id": INT, "name": STR, "created_at": DT, "last_used_at": DT_N, "revoked_at": DT_N,
               "created_by_user_id": {**INT_N, "description": "who made it: the user signing in, the owner or admin "
                                                              "who minted it, or null for the admin CLI"},
@@ -135,7 +140,7 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
     "CustomerSummary": _CUSTOMER_SUMMARY, "Customer": _CUSTOMER, "CustomerDetail": _CUSTOMER_DETAIL,
     "Call": _CALL, "CallTurn": _TURN, "CallDetail": _CALL_DETAIL, "Message": _MESSAGE,
     "MessagePreview": _MESSAGE_PREVIEW, "Thread": _THREAD, "ThreadDetail": _THREAD_DETAIL,
-    "PaymentSummary": _PAYMENT, "User": _USER, "Token": _TOKEN,
+    "PaymentSummary": _PAYMENT, "User": _USER, "StaffMember": _STAFF, "Token": _TOKEN,
     "TokenCreated": _all(ref("Token"), obj({"token": {**STR, "description": "shown once"}}, ["token"])),
     "AuditEntry": _AUDIT, "ReplyResult": _REPLY, "Business": _BUSINESS,
     **{_SCHEMA_NAMES[kind]: obj({**_DOCUMENT_FIELDS, "status": {"enum": list(spec.statuses)},
@@ -323,6 +328,13 @@ OPENAPI_PATHS: dict[str, Any] = {
         "post": operation("Create a user (owners create agents; admins any role)", tags=["users"], role="owner",
                           body=_USER_INPUT,
                           responses={"201": json_response(ref("User"), "Created"), **error_responses(400, 409)}),
+    },
+    f"{_CRM}/staff": {
+        "get": operation("The business's staff directory, for every role", tags=["users"],
+                         description="Who each user id is (assignees, the senders of staff replies): id, name, "
+                                     "email, role and whether disabled. Only the caller's business; managing "
+                                     "users is GET/POST /api/crm/users, for owners.",
+                         responses={"200": json_response(obj({"items": _array(ref("StaffMember"))}, ["items"]))}),
     },
     f"{_CRM}/tokens": {
         "get": operation("The business's API tokens (never the secret)", tags=["users"], role="owner",

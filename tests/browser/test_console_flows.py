@@ -274,6 +274,33 @@ def test_assign_label_and_resolve_a_conversation_then_find_it_by_filters(page, c
     expect(page.get_by_role("search").get_by_label("שיוך")).to_have_value("none")
 
 
+def test_an_agent_sees_colleagues_by_name_not_by_number(page, browser, console):
+    customer = new_customer_phone()
+    console.inbound_whatsapp(customer, "עד מתי אתם פתוחים היום?", name="רונית")
+    sign_in(page, console)  # the owner takes the conversation and answers
+    page.locator(".thread-item", has_text="רונית").click()
+    page.locator(".conv-head").get_by_role("button", name="שיוך אליי").click()
+    expect(page.locator(".conv-head").get_by_label("משויך ל")).to_have_value(str(console.owner_id))
+    page.get_by_label("תשובה ללקוח").fill("עד שבע בערב")
+    page.get_by_role("button", name="שליחה").click()
+    expect(page.locator(".timeline .msg.out", has_text="עד שבע בערב")).to_be_visible()
+
+    agent = browser.new_context(base_url=console.url, locale="he-IL").new_page()
+    try:
+        sign_in(agent, console, console.agent_email)
+        item = agent.locator(".thread-item", has_text="רונית")
+        expect(item).to_contain_text(console.owner_email)
+        item.click()
+        expect(agent.locator(".timeline .msg.out", has_text="עד שבע בערב")).to_contain_text(
+            f"נשלח על ידי {console.owner_email}")
+        assignee = agent.locator(".conv-head").get_by_label("משויך ל")
+        expect(assignee).to_have_value(str(console.owner_id))
+        expect(assignee.locator("option:checked")).to_have_text(console.owner_email)
+        expect(agent.get_by_text("נציג/ה מס׳")).to_have_count(0)
+    finally:
+        agent.context.close()
+
+
 def test_taking_a_conversation_over_from_the_ai_survives_a_reload(page, console):
     customer = new_customer_phone()
     console.inbound_whatsapp(customer, "אפשר לדבר עם נציג?", name="גלית")

@@ -31,14 +31,12 @@ export function customerName(customer) {
   return customer.name || phone(customer.phone) || customer.wa_lid || `לקוח ${customer.id}`;
 }
 
-// Staff names: the owner can list users; an agent knows only themself.
+// Staff names, from the staff directory every role may read (if it can't be had, at least oneself).
 let usersPromise = null;
 export function loadUsers(ctx) {
   if (!usersPromise) {
     const self = [{ ...ctx.session.user }];
-    usersPromise = ctx.owner
-      ? get('/api/crm/users').then((r) => r.items).catch(() => self)
-      : Promise.resolve(self);
+    usersPromise = get('/api/crm/staff').then((r) => r.items).catch(() => self);
   }
   return usersPromise;
 }
