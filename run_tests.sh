@@ -30,7 +30,7 @@ if [ $# -gt 0 ]; then
   step pytest .venv/bin/python -m pytest -q "$@"
 else
   step "ruff check" .venv/bin/ruff check .
-  step "ruff format" .venv/bin/ruff format --check .
+  step "ruff format" .venv/bin/ruff format --check --output-format concise .
   step mypy .venv/bin/mypy server
   step "import contracts" .venv/bin/lint-imports
   step pytest .venv/bin/python -m pytest -q
