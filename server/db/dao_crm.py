@@ -61,12 +61,12 @@ def upsert_customer(session: Session, business_id: int, *, phone: str | None = N
         merge_customers(session, source=by_lid, target=by_phone)
     customer = by_phone or by_lid
     if customer is None:
-        customer, _ = _insert_or_get(
+        customer = _insert_or_get(
             session,
             lambda: Customer(business_id=business_id, phone=phone, wa_lid=lid, name=name or ""),
             lambda: session.scalar(sa.select(Customer).where(Customer.business_id == business_id,
                                                              Customer.phone == phone)) if phone else None,
-        )
+        )[0]
     if phone and not customer.phone:
         customer.phone = phone
     if lid and not customer.wa_lid:

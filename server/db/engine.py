@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -21,6 +21,12 @@ DEFAULT_CONNECT_TIMEOUT = 1.5
 
 # The errors that mean the database can't be reached (or can't take the work) now: worth trying again later.
 DATABASE_UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
+
+
+def rows_affected(result: sa.Result[Any]) -> int:
+    """How many rows an INSERT, UPDATE or DELETE touched. `Session.execute` is typed as returning a
+    plain `Result`; for those statements it is a `CursorResult`, which counts them."""
+    return cast(sa.CursorResult[Any], result).rowcount
 
 
 def database_unavailable(exc: BaseException) -> bool:

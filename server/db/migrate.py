@@ -52,8 +52,9 @@ def migration_files(directory: Path = MIGRATIONS_DIR) -> list[Path]:
 
 def _load_upgrade(path: Path):
     spec = importlib.util.spec_from_file_location(f"agentlocator_migration_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"migration {path.name} can't be loaded as a Python module")
     module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
     spec.loader.exec_module(module)
     return module.upgrade
 

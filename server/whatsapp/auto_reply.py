@@ -27,14 +27,14 @@ from __future__ import annotations
 import logging
 import time
 from datetime import timedelta
-from typing import Optional
+from typing import Optional, TypeGuard
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from server.agent.prompt import build_system_prompt
 from server.config import Settings
-from server.db.engine import Database
+from server.db.engine import Database, rows_affected
 from server.db.models import Business, Customer, Message, Thread, utcnow
 from server.errors import DomainError
 from server.jobs import JobContext, JobQueue, job
@@ -54,7 +54,7 @@ LEASE = timedelta(seconds=180)
 LEASE_POLL_SECONDS = 0.2
 
 
-def needs_reply(stored: Optional[StoredInbound]) -> bool:
+def needs_reply(stored: Optional[StoredInbound]) -> TypeGuard[StoredInbound]:
     """Whether a message a webhook has just stored gets an AI reply: a new one (not a replayed
     webhook's), for a business and thread that want replies (`wants_auto_reply`)."""
     return stored is not None and stored.created and wants_auto_reply(stored.business, stored.thread, stored.message)
@@ -106,20 +106,24 @@ def reply_to_message(database: Database, settings: Settings, message_id: int) ->
 
 def _reply(database: Database, settings: Settings, message_id: int) -> None:
     with database.scope() as session:
-        message = session.get(Message, message_id)
-        business = session.get(Business, message.business_id)
-        thread = session.get(Thread, message.thread_id)
+        message = session.get_one(Message, message_id)
+        business = session.get_one(Business, message.business_id)
+        thread = session.get_one(Thread, message.thread_id)
         skip = _reason_to_stay_silent(session, business, thread, message)
         if skip:
             log_event(log, "wa_auto_reply_skipped", message_id=message_id, thread_id=thread.id, reason=skip)
             return
-        customer = session.get(Customer, thread.customer_id)
-        recipient = customer.phone or customer.wa_lid
+        customer = session.get_one(Customer, thread.customer_id)
+        recipient, provider = customer.phone or customer.wa_lid, message.provider
+        if recipient is None or provider is None:  # every inbound message has both
+            log_event(log, "wa_auto_reply_skipped", message_id=message_id, thread_id=thread.id,
+                      reason="no WhatsApp address or provider to answer through")
+            return
         history = _history(session, thread)
         prompt = [{"role": "system", "content": build_system_prompt(business, "whatsapp")},
                   *[{"role": "user" if m.direction == "in" else "assistant", "content": m.body} for m in history]]
         answers_through = max([m.id for m in history if m.direction == "in"] + [message.id])
-        provider, business_id, thread_id = message.provider, business.id, thread.id
+        business_id, thread_id = business.id, thread.id
     started = time.monotonic()
     try:
         reply = _language_model(settings).complete(prompt)  # no transaction is open while the model writes
@@ -176,9 +180,9 @@ def _staff_took_over(session: Session, thread_id: int, message_id: int) -> str |
 
 
 def _staff_replied_after(session: Session, thread_id: int, message_id: int) -> bool:
-    return session.scalar(sa.select(sa.func.count()).select_from(Message).where(
+    return (session.scalar(sa.select(sa.func.count()).select_from(Message).where(
         Message.thread_id == thread_id, Message.direction == "out", Message.sender_user_id.is_not(None),
-        Message.id > message_id)) > 0
+        Message.id > message_id)) or 0) > 0
 
 
 def _history(session: Session, thread: Thread) -> list[Message]:
@@ -194,12 +198,12 @@ def _acquire_lease(database: Database, thread_id: int, token: str) -> bool:
     while True:
         with database.scope() as session:
             now = utcnow()
-            claimed = session.execute(
+            claimed = rows_affected(session.execute(
                 sa.update(Thread).where(Thread.id == thread_id, sa.or_(Thread.ai_reply_lease_until.is_(None),
                                                                        Thread.ai_reply_lease_until < now,
                                                                        Thread.ai_reply_lease_token == token))
                 .values(ai_reply_lease_token=token, ai_reply_lease_until=now + LEASE)
-                .execution_options(synchronize_session=False)).rowcount
+                .execution_options(synchronize_session=False)))
         if claimed == 1:
             return True
         if time.monotonic() > deadline:

@@ -28,7 +28,7 @@ def record_bridge_state(session: Session, state: str, qr: bool) -> None:
                 session.add(ServiceState(key=STATE_KEY, value=value))
             return
         except IntegrityError:  # another worker stored the first report at the same moment
-            row = session.get(ServiceState, STATE_KEY)
+            row = session.get_one(ServiceState, STATE_KEY)
     row.value = value
     row.updated_at = utcnow()
     session.flush()

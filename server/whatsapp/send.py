@@ -264,14 +264,15 @@ def _earlier_result(session: Session, business_id: int, key: str, fingerprint: s
     record = _idempotency_record(session, business_id, key)
     if record is None:
         return None
-    if (record.response or {}).get("fingerprint") != fingerprint:
+    response = record.response or {}
+    if response.get("fingerprint") != fingerprint:
         raise DomainError(Problem.UNPROCESSABLE, "idempotency_key_reused",
                           "this Idempotency-Key was used for a different message")
     if record.status_code is None:
         raise DomainError(Problem.CONFLICT, "idempotency_key_in_use",
                           "a request with this Idempotency-Key is still being sent")
     log_event(log, "whatsapp_send_replayed", business_id=business_id, status_code=record.status_code)
-    return _replayed(record.response["result"])
+    return _replayed(response["result"])
 
 
 def _claim(session: Session, business_id: int, key: str, fingerprint: str) -> IdempotencyRecord | SendResult:
@@ -330,6 +331,8 @@ def _deliver(session: Session, business_id: int, outgoing: Outgoing, providers: 
         log_event(log, "whatsapp_sent", provider=provider.name, message_id=message.id, business_id=business_id)
         return SendResult(provider.name, message.id, provider_message_id)
 
+    # Every pass of the loop (one at least: providers[0] is stored above) returned or set it.
+    assert failure is not None
     message.status = "failed"
     message.error_code, message.error_message = failure.code, failure.detail
     uncertain = isinstance(failure, OutcomeUnknown)

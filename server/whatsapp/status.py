@@ -23,15 +23,16 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from server.db.engine import rows_affected
 from server.db.events import publish_message_status
-from server.db.models import Message, PendingStatus, utcnow
+from server.db.models import Message, PendingStatus, string_length, utcnow
 from server.logs import log_event
 
 log = logging.getLogger("agentlocator.whatsapp")
 
 PROGRESS = ("queued", "sent", "delivered", "read")
-MAX_ERROR_CODE = Message.__table__.c.error_code.type.length
-MAX_PROVIDER_ID = Message.__table__.c.provider_message_id.type.length
+MAX_ERROR_CODE = string_length(Message, "error_code")
+MAX_PROVIDER_ID = string_length(Message, "provider_message_id")
 FAILED = "failed"
 # A report kept for a message without its provider id yet. `queued` and `sent` are left out: the
 # send itself marks the message `sent` when it stores the id, so they could never move it.
@@ -100,8 +101,9 @@ def keep_for_later(session: Session, provider: str, provider_message_id: str, st
             session.execute(sa.insert(PendingStatus).values(**row))
     except IntegrityError:
         pass  # the same report delivered again: kept once
-    pruned = session.execute(sa.delete(PendingStatus).where(PendingStatus.received_at < utcnow() - PENDING_RETENTION)
-                             .execution_options(synchronize_session=False)).rowcount
+    pruned = rows_affected(session.execute(
+        sa.delete(PendingStatus).where(PendingStatus.received_at < utcnow() - PENDING_RETENTION)
+        .execution_options(synchronize_session=False)))
     session.commit()
     log_event(log, "whatsapp_status_pending", provider=provider, status=status, pruned=pruned)
     return settle_pending(session, provider, provider_message_id)
@@ -126,8 +128,8 @@ def settle_pending(session: Session, provider: str, provider_message_id: str) ->
         return False
     changed = False
     for row in kept:
-        taken = session.execute(sa.delete(PendingStatus).where(PendingStatus.id == row.id)
-                                .execution_options(synchronize_session=False)).rowcount
+        taken = rows_affected(session.execute(sa.delete(PendingStatus).where(PendingStatus.id == row.id)
+                                              .execution_options(synchronize_session=False)))
         if taken == 1:
             applied = advance_status(session, message_id, row.status, error_code=row.error_code,
                                      error_message=row.error_message)
@@ -155,10 +157,10 @@ def advance_status(session: Session, message_id: int, new: str, *, error_code: O
     # A provider's error code has no documented length; the column has.
     errors = {"error_code": error_code and error_code[:MAX_ERROR_CODE], "error_message": error_message} \
         if new == FAILED else {"error_code": None, "error_message": None}
-    changed = session.execute(
+    changed = rows_affected(session.execute(
         sa.update(Message).where(Message.id == message_id, Message.direction == "out",
                                  Message.status.in_(predecessors(new)))
-        .values(status=new, updated_at=utcnow(), **errors).execution_options(synchronize_session=False)).rowcount
+        .values(status=new, updated_at=utcnow(), **errors).execution_options(synchronize_session=False)))
     if changed == 1:
         publish_message_status(session, message_id)  # the console shows the tick at once
     return changed == 1
