@@ -43,8 +43,18 @@ import gevent.pool  # noqa: E402
 import requests  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
-from bench.bench_calls import (APP_SECRET, AUTH_TOKEN, BENCH_SCRIPT, ProcessMeter, report, run_call,  # noqa: E402
-                               scripted_providers, setup_database, spread, worker_pid)
+from bench.bench_calls import (  # noqa: E402
+    APP_SECRET,
+    AUTH_TOKEN,
+    BENCH_SCRIPT,
+    ProcessMeter,
+    report,
+    run_call,
+    scripted_providers,
+    setup_database,
+    spread,
+    worker_pid,
+)
 from server.db.engine import Database  # noqa: E402
 from server.db.models import Business, User  # noqa: E402
 from server.security.passwords import hash_password  # noqa: E402

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from server.db.models import Business, Call
-from tests.conftest import TEST_BASE_URL, add_user, create_tenant
 from testkit.fakes.twilio_webhooks import new_call_sid, signature_header, voice_params
+from tests.conftest import TEST_BASE_URL, add_user, create_tenant
 
 URL = "/api/crm/business"
 
