@@ -92,7 +92,10 @@ def assign_numbers(session: Session, business_id: int, actor: str, body: Mapping
                    keep_current: bool = False) -> dict[str, Any]:
     """An admin's assignment: each of `voice_numbers` / `whatsapp_numbers` sent becomes the
     business's numbers of that kind (`keep_current`: is added to them); a kind not sent is kept."""
-    business = load_business(session, business_id, for_update=True) if 1 <= business_id <= v.MAX_ID else None
+    business = None
+    if 1 <= business_id <= v.MAX_ID:
+        business = session.scalar(sa.select(Business).where(Business.id == business_id).with_for_update()
+                                  .execution_options(populate_existing=True))
     if business is None:  # before the body is read, as for every object named in a path
         raise DomainError(Problem.NOT_FOUND, "not_found", "no such business")
     v.reject_unknown(body, NUMBER_FIELDS)
