@@ -157,6 +157,73 @@ def test_a_confirmation_for_an_invoice_voided_meanwhile_needs_a_refund(keyless_a
     assert invoice_row(keyless_app, invoice_id).status == "void"
 
 
+def test_the_owner_rejects_a_forged_awaiting_payment(keyless_app, tranzila):
+    client = keyless_app.test_client()
+    owner = business_owner(keyless_app, payments_enabled=True)
+    agent = add_user(services(keyless_app).database, owner.business_id, "agent")
+    stranger = business_owner(keyless_app, name="Garage Moshe", payments_enabled=True)
+    invoice_id = add_invoice(keyless_app, owner.business_id)
+    link = created_link(client, owner, provider="tranzila", invoice_id=invoice_id)
+    reject = f"/api/crm/payments/{link['payment_id']}/reject"
+
+    not_yet = client.post(reject, headers=owner.headers)
+    assert not_yet.status_code == 409 and not_yet.get_json()["error"] == "payment_not_awaiting_confirmation"
+    assert not_yet.get_json()["status"] == "created"
+    path, form = _forged_notification(_open(client, link))
+    assert client.post(path, data=form).get_json() == {"status": "awaiting_confirm"}
+
+    assert client.post(reject, headers=agent.headers).status_code == 403
+    assert client.post(reject, headers=stranger.headers).status_code == 404
+    for missing in (0, 2**31, 10**30):
+        assert client.post(f"/api/crm/payments/{missing}/reject", headers=owner.headers).status_code == 404
+    wrong = client.post(reject, json={"reason": "x"}, headers=owner.headers)
+    assert wrong.status_code == 400 and wrong.get_json()["field"] == "reason"
+    for note in ("x" * 501, 7):
+        bad = client.post(reject, json={"note": note}, headers=owner.headers)
+        assert bad.status_code == 400 and bad.get_json()["field"] == "note"
+    assert payment_row(keyless_app, link["payment_id"]).status == "awaiting_confirm"
+
+    done = client.post(reject, json={"note": " not in the terminal's report "}, headers=owner.headers)
+    assert done.status_code == 200, done.get_json()
+    assert done.get_json()["status"] == "rejected" and done.get_json()["paid_at"] is None
+    rejected = payment_row(keyless_app, link["payment_id"])
+    assert rejected.status == "rejected" and rejected.paid_at is None
+    assert invoice_row(keyless_app, invoice_id).status == "issued"  # a new link may be sent
+    last = _audit(keyless_app, rejected.id)[-1]
+    assert last.action == "payment.rejected" and last.actor == f"user:{owner.user_id}"
+    assert last.details == {"from_status": "awaiting_confirm", "verified_by": "staff",
+                            "note": "not in the terminal's report"}
+    # Final: neither a second rejection, nor a confirmation, nor the notification replayed moves it.
+    again = client.post(reject, headers=owner.headers)
+    assert again.status_code == 409 and again.get_json()["status"] == "rejected"
+    late = client.post(f"/api/crm/payments/{link['payment_id']}/confirm", headers=owner.headers)
+    assert late.status_code == 409 and late.get_json()["status"] == "rejected"
+    assert client.post(path, data=form).get_json() == {"status": "already_processed"}
+    assert payment_row(keyless_app, link["payment_id"]).status == "rejected"
+    # The payer's link says it could not be confirmed, and offers no checkout.
+    page = client.get(path_of(link["url"]))
+    assert page.status_code == 410 and "לא הצלחנו לאשר את התשלום" in page.get_data(as_text=True)
+    assert tranzila.requests_to("transactions") == []
+
+
+def test_a_confirmed_payment_cannot_be_rejected(keyless_app, tranzila):
+    client = keyless_app.test_client()
+    owner = business_owner(keyless_app, payments_enabled=True)
+    invoice_id = add_invoice(keyless_app, owner.business_id)
+    link = created_link(client, owner, provider="tranzila", invoice_id=invoice_id)
+    notification = tranzila.pay(_open(client, link))
+    client.post(path_of(notification.url), data=notification.form)
+    confirmed = client.post(f"/api/crm/payments/{link['payment_id']}/confirm", headers=owner.headers)
+    assert confirmed.status_code == 200 and confirmed.get_json()["status"] == "paid"
+    refused = client.post(f"/api/crm/payments/{link['payment_id']}/reject", json={"note": "x"}, headers=owner.headers)
+    assert refused.status_code == 409 and refused.get_json() == {
+        "error": "payment_not_awaiting_confirmation", "status": "paid",
+        "message": "this payment is 'paid': only a payment awaiting confirmation can be rejected"}
+    assert payment_row(keyless_app, link["payment_id"]).status == "paid"
+    assert invoice_row(keyless_app, invoice_id).status == "paid"
+    assert "payment.rejected" not in audit_actions(keyless_app, link["payment_id"])
+
+
 def test_readyz_warns_about_terminals_without_api_keys(keyless_app, pay_app):
     warned = keyless_app.test_client().get("/readyz")
     assert warned.status_code == 200 and warned.get_json()["status"] == "ready"

@@ -17,11 +17,13 @@ def test_the_state_machine_only_goes_forward():
     assert sources_of("pending") == ["created"]
     assert sources_of("paid") == ["pending", "awaiting_confirm"]
     assert sources_of("awaiting_confirm") == ["pending"]
+    assert sources_of("rejected") == ["awaiting_confirm"]
     assert sorted(sources_of("refund_required")) == ["awaiting_confirm", "expired", "failed", "pending"]
     assert sorted(sources_of("refunded")) == ["paid", "refund_required"]
     assert sorted(sources_of("expired")) == ["created", "pending"]
     assert all(state not in NEXT for state in FINAL)
-    order = ["created", "pending", "awaiting_confirm", "expired", "failed", "paid", "refund_required", "refunded"]
+    order = ["created", "pending", "awaiting_confirm", "expired", "failed", "paid", "refund_required", "refunded",
+             "rejected"]
     assert sorted(order) == sorted(STATUSES)
     for source, targets in NEXT.items():
         for target in targets:

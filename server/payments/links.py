@@ -36,7 +36,7 @@ PAYPAL_ORDER_REUSE_SECONDS = 3 * 3600 - 15 * 60
 # Link-preview fetchers (WhatsApp shows a preview of every link it is sent): they get the page only.
 PREVIEW_AGENTS = ("whatsapp", "facebookexternalhit", "telegrambot", "twitterbot", "slackbot", "skypeuripreview")
 STATUS_PAGES = {"paid": 200, "awaiting_confirm": 200, "refunded": 410, "refund_required": 410, "failed": 410,
-                "expired": 410}
+                "expired": 410, "rejected": 410}
 
 
 @dataclass

@@ -23,7 +23,7 @@ from server.db.dao_crm import _insert_or_get, audit
 from server.db.models import Business, Customer, Invoice, Payment, utcnow
 from server.errors import DomainError, Problem
 from server.payments.accounts import LABELS, PROVIDERS, provider_account
-from server.payments.states import invoice_payable, settle
+from server.payments.states import invoice_payable, settle, transition
 from server.security.auth import MAX_ID
 from server.urls import abs_url
 
@@ -112,22 +112,45 @@ def confirm_payment(session: Session, settings: Settings, business_id: int, paym
     """An owner confirms by hand a payment the server could not confirm with the gateway (a Tranzila
     terminal without API keys), having seen the charge in the gateway's own reports. It becomes
     paid, or refund_required when its invoice can no longer take it (voided meanwhile)."""
+    note = _note(body)
+    payment = _payment(session, business_id, payment_id)
+    outcome = "unchanged"
+    if payment.status == "awaiting_confirm":
+        outcome = settle(session, payment, actor, confirmed=True, verified_by="staff", note=note)
+    if outcome == "unchanged":  # not awaiting, or another owner's confirmation (or rejection) won
+        raise _not_awaiting(payment, "confirmed")
+    return payment_view(settings, payment)
+
+
+def reject_payment(session: Session, settings: Settings, business_id: int, payment_id: int, actor: str,
+                   body: Mapping[str, Any]) -> dict[str, Any]:
+    """An owner rejects a payment awaiting confirmation whose charge the gateway's own reports don't
+    show: the notification was forged. It becomes `rejected` (final, no money; its invoice stays
+    as it was, so a new link can be sent)."""
+    note = _note(body)
+    payment = _payment(session, business_id, payment_id)
+    # The conditional UPDATE decides a race with a confirmation: whichever lands second finds the
+    # payment moved and answers 409.
+    if not transition(session, payment, "rejected", actor, verified_by="staff", note=note):
+        raise _not_awaiting(payment, "rejected")
+    return payment_view(settings, payment)
+
+
+def _note(body: Mapping[str, Any]) -> Optional[str]:
+    """The optional note of a confirmation or rejection (kept in the audit row), the only field."""
     unknown = sorted(set(body) - {"note"})
     if unknown:
         raise _invalid(unknown[0], f"unknown field {unknown[0]!r}; only note")
     note = body.get("note")
     if note is not None and (not isinstance(note, str) or len(note) > MAX_NOTE):
         raise _invalid("note", f"note must be a string of at most {MAX_NOTE} characters")
-    payment = _payment(session, business_id, payment_id)
-    outcome = "unchanged"
-    if payment.status == "awaiting_confirm":
-        outcome = settle(session, payment, actor, confirmed=True, verified_by="staff",
-                         note=(note or "").strip() or None)
-    if outcome == "unchanged":  # not awaiting, or another owner's confirmation won
-        raise DomainError(Problem.CONFLICT, "payment_not_awaiting_confirmation",
-                          f"this payment is {payment.status!r}: only a payment awaiting confirmation can be "
-                          f"confirmed", status=payment.status)
-    return payment_view(settings, payment)
+    return (note or "").strip() or None
+
+
+def _not_awaiting(payment: Payment, verb: str) -> DomainError:
+    return DomainError(Problem.CONFLICT, "payment_not_awaiting_confirmation",
+                       f"this payment is {payment.status!r}: only a payment awaiting confirmation can be {verb}",
+                       status=payment.status)
 
 
 def _payment(session: Session, business_id: int, payment_id: int) -> Payment:

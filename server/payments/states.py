@@ -2,6 +2,7 @@
 
     created → pending → paid → refunded
     pending → awaiting_confirm → paid (an owner confirms what the gateway could not)
+    awaiting_confirm → rejected (an owner finds no such charge in the terminal: a forged notification)
     pending | awaiting_confirm | expired | failed → refund_required → refunded
     created | pending → expired;  pending → failed
 
@@ -15,6 +16,11 @@ owner did, by hand) and the payment may still take money: a link that is still o
 invoice that is issued and not paid by another payment. Confirmed money for anything else (a
 voided invoice, an invoice paid already, a link closed meanwhile) is `refund_required`: the
 business must see it and give it back. Money the server could not confirm is `awaiting_confirm`.
+
+`rejected` is final and takes no money: an owner looked for the charge in the gateway's own reports
+and it isn't there, so the notification that made it `awaiting_confirm` was forged. Its nonce is
+used up already, so the notification replayed changes nothing; a real payment needs a new link.
+It is not `failed` (a declined card), which may still receive money from a page left open.
 """
 from __future__ import annotations
 
@@ -35,14 +41,14 @@ log = logging.getLogger("agentlocator.payments")
 NEXT = {
     "created": ("pending", "expired"),
     "pending": ("paid", "awaiting_confirm", "refund_required", "failed", "expired"),
-    "awaiting_confirm": ("paid", "refund_required"),
+    "awaiting_confirm": ("paid", "refund_required", "rejected"),
     # A closed link can still receive money (the payer was already on the provider's page).
     "expired": ("refund_required",),
     "failed": ("refund_required",),
     "paid": ("refunded",),
     "refund_required": ("refunded",),
 }
-FINAL = ("refunded",)
+FINAL = ("refunded", "rejected")
 STATUSES = (*NEXT, *FINAL)
 # The states in which a link still takes money: the checkout may be opened, a capture applied.
 OPEN = ("created", "pending")

@@ -58,6 +58,13 @@ def confirm_payment(payment_id: int) -> Response:
                                            json_body(required=False)))
 
 
+@bp.post("/api/crm/payments/<int:payment_id>/reject")
+@require_auth("owner")
+def reject_payment(payment_id: int) -> Response:
+    return jsonify(service.reject_payment(db_session(), settings(), g.business_id, payment_id, _actor(),
+                                          json_body(required=False)))
+
+
 @bp.get("/api/crm/payments/gateways")
 @require_auth("owner")
 def list_gateways() -> Response:

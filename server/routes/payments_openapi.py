@@ -24,7 +24,8 @@ _PAYMENT = obj({
     "status": {"type": "string", "enum": _STATUSES,
                "description": "awaiting_confirm: reported by the gateway, not confirmed with it (an owner "
                               "confirms it); refund_required: money taken that can't be kept (a void invoice, "
-                              "an invoice paid already, a closed link)"},
+                              "an invoice paid already, a closed link); rejected: an owner found no such "
+                              "charge in the gateway's reports (final, no money)"},
     "url": {"type": "string", "format": "uri", "description": "the stable link to send the customer"},
     "provider": _PROVIDER, "amount_minor": {"type": "integer", "description": "agorot (cents)"},
     "currency": {"type": "string"}, "description": {"type": "string"},
@@ -95,6 +96,14 @@ OPENAPI_PATHS: dict[str, Any] = {
                     "not confirm the charge with Tranzila). Check the charge in the terminal's own reports "
                     "first. The payment becomes paid (and its invoice paid), or refund_required when its "
                     "invoice was voided or paid meanwhile. Audited with the caller and the note. 409 "
+                    "payment_not_awaiting_confirmation (with the current status) for any other payment.",
+        responses={"200": json_response(ref("PaymentLink")), **error_responses(400, 409)})},
+    f"{_PAYMENTS}/{{payment_id}}/reject": {"post": operation(
+        "Reject a payment awaiting confirmation that the gateway doesn't show", tags=_TAGS, role="owner",
+        body=_CONFIRM_INPUT, body_required=False, parameters=[_PAYMENT_ID],
+        description="For a payment in awaiting_confirm whose charge is not in the terminal's own reports: the "
+                    "notification was forged. The payment becomes rejected (final; no money; its invoice keeps "
+                    "its status, so a new link can be sent). Audited with the caller and the note. 409 "
                     "payment_not_awaiting_confirmation (with the current status) for any other payment.",
         responses={"200": json_response(ref("PaymentLink")), **error_responses(400, 409)})},
     f"{_PAYMENTS}/gateways": {"get": operation(
