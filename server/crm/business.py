@@ -51,7 +51,7 @@ def load_business(session: Session, business_id: int, *, for_update: bool = Fals
     stmt = sa.select(Business).where(Business.id == business_id)
     if for_update:
         stmt = stmt.with_for_update().execution_options(populate_existing=True)
-    return session.scalar(stmt)
+    return session.scalars(stmt).one()
 
 
 def update_business(session: Session, business_id: int, actor: str, body: Mapping[str, Any], *,

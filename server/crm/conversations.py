@@ -34,7 +34,7 @@ def list_threads(session: Session, business_id: int, user_id: int, args: Mapping
 def thread_detail(session: Session, business_id: int, thread_id: int, args: Mapping[str, str]) -> dict[str, Any]:
     """The thread, its customer in full, and the first page of its messages (`args` pages them)."""
     thread = get_owned(session, Thread, business_id, thread_id)
-    customer = session.get(Customer, thread.customer_id)
+    customer = session.get_one(Customer, thread.customer_id)
     return {**out.thread_json(thread, customer), "customer": out.customer_json(customer),
             "messages": messages_page(session, thread, args)}
 

@@ -36,7 +36,7 @@ Parser = Callable[[Session, int, Any], Any]
 @dataclass(frozen=True)
 class DocumentKind:
     name: str                      # "deal": the entity type in audit rows and messages
-    model: type
+    model: type[Deal] | type[Contract] | type[Invoice]
     initial: str
     transitions: Mapping[str, tuple[str, ...]]
     extra_fields: Mapping[str, Parser] = field(default_factory=dict)
@@ -58,7 +58,8 @@ def _customer_id(session: Session, business_id: int, value: Any) -> int | None:
     return None if value is None else _owned_reference(session, business_id, Customer, value, "customer_id")
 
 
-def _owned_reference(session: Session, business_id: int, model: type, value: Any, name: str) -> int:
+def _owned_reference(session: Session, business_id: int, model: type[Deal] | type[Customer], value: Any,
+                     name: str) -> int:
     object_id = v.object_id(value, name)
     if session.scalar(sa.select(model.id).where(model.id == object_id, model.business_id == business_id)) is None:
         raise v.invalid(name, f"{name} {object_id} does not exist in this business")

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Callable, Mapping, Sequence
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import QueryableAttribute, Session
 
 from server.crm.validation import MAX_ID, invalid, query_int
 from server.db.models import UTCDateTime
@@ -27,7 +27,7 @@ MAX_LIMIT = 200
 @dataclass(frozen=True)
 class Keyset:
     """The columns a list is ordered by, newest first; the last one is the unique id (the tie-breaker)."""
-    columns: tuple[sa.ColumnElement, ...]
+    columns: tuple[QueryableAttribute[Any], ...]
 
     def encode(self, row: Any) -> str:
         values = [getattr(row, column.key) for column in self.columns]
@@ -47,7 +47,7 @@ class Keyset:
             raise invalid(field, f"{field} is not a cursor this list returned") from None
 
     @staticmethod
-    def _decode_value(column: sa.ColumnElement, value: Any) -> Any:
+    def _decode_value(column: QueryableAttribute[Any], value: Any) -> Any:
         if isinstance(column.type, UTCDateTime):
             if not isinstance(value, str):
                 raise ValueError

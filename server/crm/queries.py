@@ -10,10 +10,10 @@ Phone numbers match in whatever form the user typed (`05…`, `+9725…`, `9725�
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from typing import Any, Mapping
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import QueryableAttribute, Session, aliased
 
 from server.crm import validation as v
 from server.crm.pagination import Keyset
@@ -37,23 +37,23 @@ def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def contains(column: sa.ColumnElement, text: str) -> sa.ColumnElement[bool]:
+def contains(column: QueryableAttribute[Any], text: str) -> sa.ColumnElement[bool]:
     return column.ilike(f"%{_like_escape(text)}%", escape="\\")
 
 
-def words_match(session: Session, column: sa.ColumnElement, q: str) -> sa.ColumnElement[bool]:
+def words_match(session: Session, column: QueryableAttribute[Any], q: str) -> sa.ColumnElement[bool]:
     """Every word of `q` occurs in `column` (see the module docstring for how, per database)."""
     words = _WORD.findall(q)[:MAX_SEARCH_WORDS]
     if not words:
         return sa.false()
     if session.get_bind().dialect.name == "postgresql":
-        simple = sa.literal_column("'simple'")
+        simple: sa.ColumnClause[Any] = sa.literal_column("'simple'")
         query = " & ".join(words)
         return sa.func.to_tsvector(simple, column).op("@@")(sa.func.to_tsquery(simple, query))
     return sa.and_(*(contains(column, word) for word in words))
 
 
-def phone_matches(column: sa.ColumnElement, q: str) -> sa.ColumnElement[bool]:
+def phone_matches(column: QueryableAttribute[Any], q: str) -> sa.ColumnElement[bool]:
     """`column` (E.164) contains the digits typed, read as local (`05…`) or international (`9725…`)."""
     variants = search_variants(q)
     if not variants:
