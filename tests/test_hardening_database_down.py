@@ -9,16 +9,19 @@ import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import requests
 import sqlalchemy as sa
 
 from server.app_factory import create_app
 from server.app_state import services
+from server.db.engine import Database
 from server.db.models import Call, Message
 from server.jobs.runs import JobRun
 from testkit.fakes.tcp_proxy import FaultyProxy
 from testkit.fakes.twilio_webhooks import new_call_sid, signature_header, voice_params
 from testkit.jobs import InProcessJobs
-from tests.conftest import PG_ADMIN_URL, TEST_BASE_URL, create_tenant, make_settings
+from testkit.servers import GunicornServer
+from tests.conftest import BASE_TEST_ENV, PG_ADMIN_URL, TEST_BASE_URL, create_tenant, make_settings, truncate_all
 from tests.test_voice_webhooks import AI_ENV
 from tests.test_whatsapp_support import (
     TWILIO_INBOUND,
@@ -54,8 +57,6 @@ def app(pg_database, proxy, tmp_path):
 
 @pytest.fixture
 def db(app):
-    from tests.conftest import truncate_all
-
     database = services(app).database
     truncate_all(database.engine.url.render_as_string(hide_password=False))
     return database
@@ -165,3 +166,29 @@ def test_with_the_queue_down_too_the_webhook_is_a_503_the_provider_retries(app, 
     proxy.refuse()
     response = post_bridge(app.test_client(), bridge_message(tenant.whatsapp))
     assert (response.status_code, response.json["error"]) == (503, "jobs_unavailable")
+
+
+@pytest.mark.slow
+def test_under_gunicorn_a_call_gets_the_voicemail_twiml_in_time_from_an_unreachable_database(pg_database, proxy,
+                                                                                               tmp_path):
+    """Under gevent psycopg2 connects without blocking, where libpq's own connect_timeout doesn't apply."""
+    through_proxy = sa.make_url(pg_database).set(host="127.0.0.1", port=proxy.port)
+    env = {**BASE_TEST_ENV, **AI_ENV, "DATABASE_URL": through_proxy.render_as_string(hide_password=False),
+           "JOBS_URL": f"sqlite:///{tmp_path / 'jobs.db'}", "WATCHDOG_SECONDS": "600",
+           "TWILIO_API_BASE_URL": "http://127.0.0.1:9"}
+    truncate_all(pg_database)
+    database = Database(pg_database)
+    tenant = create_tenant(database)
+    database.engine.dispose()
+    with GunicornServer(env, log_path=tmp_path / "gunicorn.log") as server:
+        proxy.blackhole()
+        for _ in range(2):  # the pooled connection is cut, then a new one hangs
+            params = voice_params(new_call_sid(), to=tenant.phone)
+            started = time.monotonic()
+            response = requests.post(server.url + "/webhook/incoming_call", data=params, timeout=10,
+                                     headers=signature_header(TEST_BASE_URL + "/webhook/incoming_call", params))
+            elapsed = time.monotonic() - started
+            assert response.status_code == 200 and is_voicemail(ET.fromstring(response.content)), response.text
+            assert elapsed < ANSWER_WITHIN_SECONDS, elapsed
+        proxy.forward()
+        assert '"incoming_call_database_unavailable"' in server.logs()
