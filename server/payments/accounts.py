@@ -10,7 +10,7 @@ never what it is. They are stored sealed (server/payments/gateway_secrets.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Literal, Mapping, Optional, Union, overload
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -95,6 +95,20 @@ def _system_values(settings: Settings, provider: str) -> dict[str, Any]:
 
 
 _BUILDERS = {"paypal": _paypal_from, "tranzila": _tranzila_from}
+
+
+@overload
+def provider_account(session: Session, settings: Settings, business_id: int,
+                     provider: Literal["paypal"]) -> Optional[PayPalAccount]: ...
+
+
+@overload
+def provider_account(session: Session, settings: Settings, business_id: int,
+                     provider: Literal["tranzila"]) -> Optional[TranzilaAccount]: ...
+
+
+@overload
+def provider_account(session: Session, settings: Settings, business_id: int, provider: str) -> Optional[Account]: ...
 
 
 def provider_account(session: Session, settings: Settings, business_id: int, provider: str) -> Optional[Account]:

@@ -70,7 +70,7 @@ def open_link(session: Session, settings: Settings, token: str, *, preview: bool
         return Page("expired", 410, payment)
     if preview:
         return Page("preview", 200, payment)
-    business = session.get(Business, payment.business_id)
+    business = session.get_one(Business, payment.business_id)
     account = provider_account(session, settings, payment.business_id, payment.provider)
     if not (settings.payments_enabled and business.payments_enabled) or account is None:
         log_event(log, "payment_link_unavailable", logging.WARNING, payment_id=payment.id, provider=payment.provider,

@@ -59,7 +59,7 @@ def _html(session: Session, page: Page) -> str:
     payment = page.payment
     parts = []
     if payment is not None:
-        business = session.get(Business, payment.business_id)
+        business = session.get_one(Business, payment.business_id)
         parts.append(f'<p class="business">{escape(business.name)}</p>')
     parts.append(f"<h1>{escape(title)}</h1>")
     if payment is not None and page.kind in ("paid", "preview", "processing", "awaiting_confirm", "declined",

@@ -38,7 +38,7 @@ def create_payment(session: Session, settings: Settings, *, business_id: int, ac
     """The payment for this request, and whether it was created now (False: an Idempotency-Key repeat)."""
     customer = _owned(session, Customer, business_id, body.get("customer_id"), "customer_id")
     invoice = _owned(session, Invoice, business_id, body.get("invoice_id"), "invoice_id")
-    business = session.get(Business, business_id)
+    business = session.get_one(Business, business_id)
     if not settings.payments_enabled:
         raise DomainError(Problem.NOT_CONFIGURED, "payments_disabled",
                           "payments are switched off on this server (PAYMENTS_ENABLED)")
@@ -168,7 +168,7 @@ def set_business_payments(session: Session, business_id: int, actor: str, body: 
     unknown = sorted(set(body) - {"payments_enabled", "default_payment_provider"})
     if unknown:
         raise _invalid(unknown[0], f"unknown field {unknown[0]!r}")
-    business = session.get(Business, business_id)
+    business = session.get_one(Business, business_id)
     if "payments_enabled" in body:
         if not isinstance(body["payments_enabled"], bool):
             raise _invalid("payments_enabled", "payments_enabled must be true or false")
@@ -186,7 +186,7 @@ def set_business_payments(session: Session, business_id: int, actor: str, body: 
 
 
 def business_payments_view(session: Session, business_id: int) -> dict[str, Any]:
-    business = session.get(Business, business_id)
+    business = session.get_one(Business, business_id)
     return {"payments_enabled": business.payments_enabled,
             "default_payment_provider": business.default_payment_provider}
 

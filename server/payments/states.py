@@ -32,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server.db.dao_crm import audit
+from server.db.engine import rows_affected
 from server.db.events import publish_payment
 from server.db.models import Invoice, Payment, utcnow
 from server.logs import log_event
@@ -76,7 +77,7 @@ def transition(session: Session, payment: Payment, target: str, actor: str, *, w
                  .execution_options(synchronize_session=False))
     try:
         with session.begin_nested():
-            moved = session.execute(statement).rowcount == 1
+            moved = rows_affected(session.execute(statement)) == 1
     except IntegrityError:
         raise DuplicateTransaction(str((values or {}).get("provider_txn_id"))) from None
     session.refresh(payment)
