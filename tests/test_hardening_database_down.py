@@ -17,14 +17,18 @@ from server.app_state import services
 from server.db.engine import Database
 from server.db.models import Call, Message
 from server.jobs.runs import JobRun
+from testkit.fakes.openai_server import FakeOpenAI, last_user_text
 from testkit.fakes.tcp_proxy import FaultyProxy
+from testkit.fakes.twilio_rest import FakeTwilioRest
 from testkit.fakes.twilio_webhooks import new_call_sid, signature_header, voice_params
 from testkit.jobs import InProcessJobs
 from testkit.servers import GunicornServer
-from tests.conftest import BASE_TEST_ENV, PG_ADMIN_URL, TEST_BASE_URL, create_tenant, make_settings, truncate_all
+from tests.conftest import (BASE_TEST_ENV, PG_ADMIN_URL, TEST_BASE_URL, TEST_TWILIO_TOKEN, create_tenant, make_settings,
+                            truncate_all)
 from tests.test_voice_webhooks import AI_ENV
 from tests.test_whatsapp_support import (
     TWILIO_INBOUND,
+    TWILIO_SENDER,
     TWILIO_STATUS,
     WA_SECRET,
     bridge_message,
@@ -153,6 +157,47 @@ def test_a_queued_webhook_the_database_went_away_under_is_taken_over_by_its_next
         assert session.scalar(sa.select(sa.func.count()).select_from(Message)) == 1
         [run] = session.scalars(sa.select(JobRun).where(JobRun.kind == "wa_webhook")).all()
     assert run.state == "done"
+
+
+def test_an_ai_reply_the_database_went_away_under_waits_for_it_and_is_sent_once(pg_database, proxy, tmp_path):
+    """The model writes, the database goes away before the reply is recorded: the job waits for the
+    database instead of counting as done, and the customer gets the reply once it is back."""
+    through_proxy = sa.make_url(pg_database).set(host="127.0.0.1", port=proxy.port)
+    with FakeOpenAI() as llm, FakeTwilioRest(BASE_TEST_ENV["TWILIO_ACCOUNT_SID"], TEST_TWILIO_TOKEN) as twilio:
+        app = create_app(make_settings(
+            DATABASE_URL=through_proxy.render_as_string(hide_password=False),
+            JOBS_URL=f"sqlite:///{tmp_path / 'jobs.db'}", ENABLE_WA_TWILIO="true",
+            TWILIO_WA_FROM=f"whatsapp:{TWILIO_SENDER}", TWILIO_API_BASE_URL=twilio.url,
+            OPENAI_API_KEY=llm.api_key, OPENAI_BASE_URL=llm.base_url))
+        app.config["TESTING"] = True
+        database = services(app).database
+        truncate_all(pg_database)
+        tenant = create_tenant(database, features={"wa_auto_reply": True})
+        jobs = InProcessJobs(app)
+
+        def database_goes_away_while_writing(messages):
+            proxy.refuse()
+            return "תשובה: " + last_user_text(messages)
+
+        llm.reply_fn = database_goes_away_while_writing
+        assert post_twilio(app.test_client(), TWILIO_INBOUND,
+                           twilio_form(tenant.whatsapp, body="יש תור מחר?")).status_code == 204
+        assert jobs.run_due() == 1
+        assert len(llm.requests) == 1 and twilio.requests_for("Messages") == []
+        proxy.forward()
+        llm.reply_fn = lambda messages: "תשובה: " + last_user_text(messages)
+        with database.scope() as session:
+            [run] = session.scalars(sa.select(JobRun).where(JobRun.kind == "wa_auto_reply")).all()
+        assert run.state == "running"  # not done: its next try takes it over
+        later = datetime.now(timezone.utc).replace(tzinfo=None) + timedelta(seconds=60)
+        assert jobs.run_due(at=later) == 1
+        [sent] = twilio.requests_for("Messages")
+        assert sent.form["Body"] == "תשובה: יש תור מחר?"
+        with database.scope() as session:
+            assert session.get(JobRun, run.key).state == "done"
+            assert [m.body for m in session.scalars(sa.select(Message).where(Message.direction == "out"))] == \
+                ["תשובה: יש תור מחר?"]
+        database.engine.dispose()
 
 
 def test_with_the_queue_down_too_the_webhook_is_a_503_the_provider_retries(app, db, proxy, monkeypatch):

@@ -32,7 +32,9 @@ def rows_affected(result: sa.Result[Any]) -> int:
 def database_unavailable(exc: BaseException) -> bool:
     """Whether `exc` says the database is down, unreachable or busy (rather than a bug or bad data)."""
     return isinstance(exc, DATABASE_UNAVAILABLE) or (
-        isinstance(exc, DomainError) and exc.problem is Problem.UNAVAILABLE and exc.code == "database_busy")
+        isinstance(exc, DomainError) and exc.problem is Problem.UNAVAILABLE and exc.code == "database_busy") or (
+        # a connection that broke mid-statement, whatever error class the driver chose for it
+        isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated)
 
 
 def make_engine(url: str, *, sqlite_busy_timeout: float = DEFAULT_SQLITE_BUSY_TIMEOUT,

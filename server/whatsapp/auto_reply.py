@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from server.agent.prompt import build_system_prompt
 from server.config import Settings
-from server.db.engine import Database, rows_affected
+from server.db.engine import Database, database_unavailable, rows_affected
 from server.db.models import Business, Customer, Message, Thread, utcnow
 from server.errors import DomainError
 from server.jobs import JobContext, JobQueue, job
@@ -100,7 +100,12 @@ def reply_to_message(database: Database, settings: Settings, message_id: int) ->
             _reply(database, settings, message_id)
         finally:
             _release_lease(database, thread_id, token)
-    except Exception:  # a background task has no caller to report to: the log is where it ends
+    except Exception as exc:
+        if database_unavailable(exc):
+            # Not this reply's failure: the job queue waits for the database and runs it again (the
+            # lease is the message's own, the send is idempotent), so the customer still gets it.
+            raise
+        # A background task has no caller to report to: the log is where it ends.
         log.exception("auto-reply failed", extra={"event": "wa_auto_reply_error", "message_id": message_id})
 
 
@@ -144,6 +149,8 @@ def _reply(database: Database, settings: Settings, message_id: int) -> None:
             outcome = {"success": True, "provider": sent.provider, "reply_message_id": sent.message_id,
                        "error": None}
         except DomainError as exc:  # refused, or failed and stored as failed: answered all the same
+            if database_unavailable(exc):
+                raise
             outcome = {"success": False, "provider": exc.details.get("provider"),
                        "reply_message_id": exc.details.get("message_id"), "error": exc.code}
         session.execute(sa.update(Thread).where(Thread.id == thread_id)
