@@ -20,6 +20,7 @@ It prints bench_calls' figures (frames lost, outbound inter-arrival p50/p99, …
 answers, the lock holds, `/healthz` latency during the run, and whether the target holds:
 outbound inter-arrival p99 ≤ 30 ms and no frame lost.
 """
+
 from __future__ import annotations
 
 from gevent import monkey
@@ -81,8 +82,14 @@ def add_attacked_user(database_url: str, business_id: int) -> None:
     database = Database(database_url)
     with database.scope() as session:
         if session.scalar(sa.select(User.id).where(User.email == ATTACKED_EMAIL)) is None:
-            session.add(User(business_id=business_id, email=ATTACKED_EMAIL, password_hash=hash_password("the real one"),
-                             role="owner"))
+            session.add(
+                User(
+                    business_id=business_id,
+                    email=ATTACKED_EMAIL,
+                    password_hash=hash_password("the real one"),
+                    role="owner",
+                )
+            )
         assert session.get(Business, business_id) is not None
     database.engine.dispose()
 
@@ -94,8 +101,9 @@ def login_attack(url: str, rate: float, answers: collections.Counter, latencies:
     def one() -> None:
         started = time.monotonic()
         try:
-            status = requests.post(url + "/api/auth/login", json={"email": ATTACKED_EMAIL, "password": "wrong"},
-                                   timeout=30).status_code
+            status = requests.post(
+                url + "/api/auth/login", json={"email": ATTACKED_EMAIL, "password": "wrong"}, timeout=30
+            ).status_code
         except requests.RequestException as exc:
             status = type(exc).__name__
         answers[status] += 1
@@ -130,8 +138,13 @@ def main() -> None:
     parser.add_argument("--ramp-seconds", type=float, default=2.0)
     parser.add_argument("--database-url", default="", help="default: a fresh SQLite file")
     parser.add_argument("--no-pin", action="store_true")
-    parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
-                        help="extra environment for the server (e.g. GEVENT_MONITOR_THREAD_ENABLE=true)")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the server (e.g. GEVENT_MONITOR_THREAD_ENABLE=true)",
+    )
     args = parser.parse_args()
     args.providers = "scripted"
 
@@ -139,14 +152,26 @@ def main() -> None:
     database_url = args.database_url or f"sqlite:///{workdir / 'bench.db'}"
     sqlite_path = sa.engine.make_url(database_url).database if database_url.startswith("sqlite") else None
     pin = not args.no_pin and len(os.sched_getaffinity(0)) >= 2
-    limits = {} if args.login_limits == "default" else {"LOGIN_LIMIT_PER_ADDRESS": "1000000/minute",
-                                                        "LOGIN_LIMIT_PER_ACCOUNT": "1000000/minute"}
+    limits = (
+        {}
+        if args.login_limits == "default"
+        else {"LOGIN_LIMIT_PER_ADDRESS": "1000000/minute", "LOGIN_LIMIT_PER_ACCOUNT": "1000000/minute"}
+    )
     with scripted_providers(BENCH_SCRIPT) as provider_env:
-        server = GunicornServer({"DATABASE_URL": database_url, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-                                 "TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "APP_SECRET": APP_SECRET,
-                                 "LOG_LEVEL": "INFO", **provider_env, **limits,
-                                 **dict(item.split("=", 1) for item in args.server_env)},
-                                log_path=workdir / "server.log", extra_args=("--worker-connections", "2000"))
+        server = GunicornServer(
+            {
+                "DATABASE_URL": database_url,
+                "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+                "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+                "APP_SECRET": APP_SECRET,
+                "LOG_LEVEL": "INFO",
+                **provider_env,
+                **limits,
+                **dict(item.split("=", 1) for item in args.server_env),
+            },
+            log_path=workdir / "server.log",
+            extra_args=("--worker-connections", "2000"),
+        )
         server.env["PUBLIC_BASE_URL"] = server.url
         with server:
             worker = worker_pid(server.process.pid)
@@ -160,20 +185,36 @@ def main() -> None:
             idle_rss = meter.rss_kb()
             holder = None
             if sqlite_path and args.lock_hold_seconds > 0:
-                holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, sqlite_path, str(args.lock_hold_seconds),
-                                           str(args.lock_every_seconds)], stdout=subprocess.PIPE, text=True)
+                holder = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-c",
+                        LOCK_HOLDER,
+                        sqlite_path,
+                        str(args.lock_hold_seconds),
+                        str(args.lock_every_seconds),
+                    ],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
             answers: collections.Counter = collections.Counter()
             login_ms: list[float] = []
             healthz_ms: list[float] = []
-            background = [gevent.spawn(probe_healthz, server.url, healthz_ms),
-                          gevent.spawn(lambda: [(meter.rss_kb(), gevent.sleep(0.5)) for _ in iter(int, 1)])]
+            background = [
+                gevent.spawn(probe_healthz, server.url, healthz_ms),
+                gevent.spawn(lambda: [(meter.rss_kb(), gevent.sleep(0.5)) for _ in iter(int, 1)]),
+            ]
             if args.login_rate > 0:
                 background.append(gevent.spawn(login_attack, server.url, args.login_rate, answers, login_ms))
             client_cpu_start = time.process_time()
             cpu_start, wall_start = meter.cpu_seconds(), time.monotonic()
             gc.disable()  # see bench_calls: a full collection would stall this client
-            jobs = [gevent.spawn(run_call, server.url, sid, business_id, args.turns,
-                                 args.ramp_seconds * n / max(1, args.calls)) for n, sid in enumerate(sids)]
+            jobs = [
+                gevent.spawn(
+                    run_call, server.url, sid, business_id, args.turns, args.ramp_seconds * n / max(1, args.calls)
+                )
+                for n, sid in enumerate(sids)
+            ]
             gevent.joinall(jobs)
             wall = time.monotonic() - wall_start
             cpu = meter.cpu_seconds() - cpu_start
@@ -185,21 +226,37 @@ def main() -> None:
                 holds = sum(1 for line in holder.communicate(timeout=10)[0].splitlines() if line.startswith("held"))
             gevent.sleep(1.0)  # let the server log every ws_end
             log_text = server.logs()
-    figures = report(SimpleNamespace(calls=args.calls, turns=args.turns, providers="scripted"),
-                     [job.value for job in jobs], log_text, cpu, wall, idle_rss, meter.peak_rss_kb, client_cpu, pin,
-                     database_url)
+    figures = report(
+        SimpleNamespace(calls=args.calls, turns=args.turns, providers="scripted"),
+        [job.value for job in jobs],
+        log_text,
+        cpu,
+        wall,
+        idle_rss,
+        meter.peak_rss_kb,
+        client_cpu,
+        pin,
+        database_url,
+    )
     p99 = figures["outbound_interarrival_ms"]["p99"]
     lost = figures["frames_lost"]["inbound"] + figures["frames_lost"]["outbound"]
     figures["attack"] = {
-        "login_rate_per_second": args.login_rate, "login_limits": args.login_limits,
+        "login_rate_per_second": args.login_rate,
+        "login_limits": args.login_limits,
         "login_answers": {str(status): count for status, count in sorted(answers.items(), key=str)},
         "login_latency_ms": spread(login_ms, 50, 99),
-        "sqlite_lock": ({"hold_seconds": args.lock_hold_seconds, "every_seconds": args.lock_every_seconds,
-                         "holds": holds} if holder is not None else None),
+        "sqlite_lock": (
+            {"hold_seconds": args.lock_hold_seconds, "every_seconds": args.lock_every_seconds, "holds": holds}
+            if holder is not None
+            else None
+        ),
         "healthz_ms": spread(healthz_ms, 50, 99),
     }
-    figures["target"] = {"outbound_interarrival_p99_ms": TARGET_P99_MS, "frames_lost": 0,
-                         "met": p99 is not None and p99 <= TARGET_P99_MS and lost == 0 and not figures["calls_lost"]}
+    figures["target"] = {
+        "outbound_interarrival_p99_ms": TARGET_P99_MS,
+        "frames_lost": 0,
+        "met": p99 is not None and p99 <= TARGET_P99_MS and lost == 0 and not figures["calls_lost"],
+    }
     print(json.dumps(figures, ensure_ascii=False, indent=2))
 
 

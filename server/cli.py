@@ -1,5 +1,6 @@
 """Admin CLI (`flask --app main …`); each command prints one JSON object on stdout, except
 `jobs-worker`, which runs background jobs until it is stopped and only logs."""
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,9 @@ def register_cli(app: Flask) -> None:
     @app.cli.command("migrate")
     def migrate() -> None:
         """Apply pending migrations."""
-        applied = run_migrations(services(current_app).database.engine,
-                                 env=MigrationEnv(secrets_box=services(current_app).secrets_box))
+        applied = run_migrations(
+            services(current_app).database.engine, env=MigrationEnv(secrets_box=services(current_app).secrets_box)
+        )
         _print({"applied": applied})
 
     @app.cli.command("jobs")
@@ -49,8 +51,9 @@ def register_cli(app: Flask) -> None:
     def jobs_worker(workers: int | None) -> None:
         """Run background jobs until SIGTERM/SIGINT (running jobs finish first)."""
         settings = current_app.config["SETTINGS"]
-        consumer = services(current_app).jobs.consumer(workers or settings.jobs_workers,
-                                                       shutdown_timeout=settings.shutdown_grace_seconds)
+        consumer = services(current_app).jobs.consumer(
+            workers or settings.jobs_workers, shutdown_timeout=settings.shutdown_grace_seconds
+        )
         consumer.run()
 
     @app.cli.command("rotate-secrets")
@@ -87,8 +90,9 @@ def register_cli(app: Flask) -> None:
         with services(current_app).database.scope() as session:
             if session.get(Business, business_id) is None:
                 raise click.BadParameter(f"no business with id {business_id}", param_hint="--business-id")
-            user = User(business_id=business_id, email=email.strip().lower(), password_hash=hash_password(password),
-                        role=role)
+            user = User(
+                business_id=business_id, email=email.strip().lower(), password_hash=hash_password(password), role=role
+            )
             session.add(user)
             session.flush()
             token = issue_token(session, user, name="cli")
@@ -100,19 +104,25 @@ def register_cli(app: Flask) -> None:
     @click.option("--business-id", required=True, type=int)
     @click.option("--voice", "voice_numbers", multiple=True, help="a voice number the business answers calls on")
     @click.option("--whatsapp", "whatsapp_numbers", multiple=True, help="a WhatsApp number of the business")
-    @click.option("--replace", is_flag=True,
-                  help="make the numbers given the business's only ones of their kind (default: add them)")
-    def assign_number(business_id: int, voice_numbers: tuple[str, ...], whatsapp_numbers: tuple[str, ...],
-                      replace: bool) -> None:
+    @click.option(
+        "--replace",
+        is_flag=True,
+        help="make the numbers given the business's only ones of their kind (default: add them)",
+    )
+    def assign_number(
+        business_id: int, voice_numbers: tuple[str, ...], whatsapp_numbers: tuple[str, ...], replace: bool
+    ) -> None:
         """Give a business voice and/or WhatsApp numbers; prints its numbers afterwards."""
-        body = {field: list(numbers) for field, numbers in (("voice_numbers", voice_numbers),
-                                                            ("whatsapp_numbers", whatsapp_numbers)) if numbers}
+        body = {
+            field: list(numbers)
+            for field, numbers in (("voice_numbers", voice_numbers), ("whatsapp_numbers", whatsapp_numbers))
+            if numbers
+        }
         if not body:
             raise click.UsageError("give at least one --voice or --whatsapp number")
         try:
             with services(current_app).database.scope() as session:
-                assigned = business_settings.assign_numbers(session, business_id, "cli", body,
-                                                            keep_current=not replace)
+                assigned = business_settings.assign_numbers(session, business_id, "cli", body, keep_current=not replace)
         except DomainError as exc:
             holder = f" (business {exc.details['business_id']})" if "business_id" in exc.details else ""
             raise click.ClickException(f"{exc.message}{holder}") from None

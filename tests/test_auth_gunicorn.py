@@ -1,6 +1,7 @@
 """Sign-in under real gunicorn gevent workers: password hashing leaves the hub (so `/healthz`, and
 every live call's audio on the same loop, stays fast while logins are checked), and the sign-in
 limits hold across workers and across instances sharing one database."""
+
 from __future__ import annotations
 
 import statistics
@@ -29,10 +30,14 @@ def database_url(tmp_path):
     db = Database(url)
     run_migrations(db.engine)
     with db.engine.begin() as conn:
-        business_id = conn.execute(sa.insert(Business).values(name="Salon", features={}).returning(Business.id))\
-            .scalar()
-        conn.execute(sa.insert(User).values(business_id=business_id, email=EMAIL, password_hash=hash_password(PASSWORD),
-                                            role="owner"))
+        business_id = conn.execute(
+            sa.insert(Business).values(name="Salon", features={}).returning(Business.id)
+        ).scalar()
+        conn.execute(
+            sa.insert(User).values(
+                business_id=business_id, email=EMAIL, password_hash=hash_password(PASSWORD), role="owner"
+            )
+        )
     db.engine.dispose()
     return url
 
@@ -42,8 +47,13 @@ def _login(url: str, password: str = "wrong password") -> int:
 
 
 def test_healthz_stays_fast_while_logins_are_checked(database_url, tmp_path):
-    env = {**BASE_TEST_ENV, "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING",
-           "LOGIN_LIMIT_PER_ADDRESS": "100000/minute", "LOGIN_LIMIT_PER_ACCOUNT": "100000/minute"}
+    env = {
+        **BASE_TEST_ENV,
+        "DATABASE_URL": database_url,
+        "LOG_LEVEL": "WARNING",
+        "LOGIN_LIMIT_PER_ADDRESS": "100000/minute",
+        "LOGIN_LIMIT_PER_ACCOUNT": "100000/minute",
+    }
     with GunicornServer(env, workers=1, log_path=tmp_path / "gunicorn.log") as server:
         assert _login(server.url, PASSWORD) == 200
         stop = threading.Event()
@@ -76,10 +86,17 @@ def test_healthz_stays_fast_while_logins_are_checked(database_url, tmp_path):
 
 
 def test_the_limit_holds_across_workers_and_instances(database_url, tmp_path):
-    env = {**BASE_TEST_ENV, "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING",
-           "LOGIN_LIMIT_PER_ADDRESS": "1000/minute", "LOGIN_LIMIT_PER_ACCOUNT": "6/minute"}
-    with GunicornServer(env, workers=2, log_path=tmp_path / "a.log") as first, \
-            GunicornServer(env, workers=1, log_path=tmp_path / "b.log") as second:
+    env = {
+        **BASE_TEST_ENV,
+        "DATABASE_URL": database_url,
+        "LOG_LEVEL": "WARNING",
+        "LOGIN_LIMIT_PER_ADDRESS": "1000/minute",
+        "LOGIN_LIMIT_PER_ACCOUNT": "6/minute",
+    }
+    with (
+        GunicornServer(env, workers=2, log_path=tmp_path / "a.log") as first,
+        GunicornServer(env, workers=1, log_path=tmp_path / "b.log") as second,
+    ):
         statuses = [_login(server.url) for server in (first, second) * 3]  # a new connection each: any worker
         assert statuses == [401] * 6
         refused = requests.post(first.url + "/api/auth/login", json={"email": EMAIL, "password": PASSWORD}, timeout=30)
@@ -90,15 +107,21 @@ def test_the_limit_holds_across_workers_and_instances(database_url, tmp_path):
 
 
 def test_a_flood_of_logins_is_shed_at_once_instead_of_queueing(database_url, tmp_path):
-    env = {**BASE_TEST_ENV, "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING",
-           "LOGIN_LIMIT_PER_ADDRESS": "100000/minute", "LOGIN_LIMIT_PER_ACCOUNT": "100000/minute"}
+    env = {
+        **BASE_TEST_ENV,
+        "DATABASE_URL": database_url,
+        "LOG_LEVEL": "WARNING",
+        "LOGIN_LIMIT_PER_ADDRESS": "100000/minute",
+        "LOGIN_LIMIT_PER_ACCOUNT": "100000/minute",
+    }
     with GunicornServer(env, workers=1, log_path=tmp_path / "gunicorn.log") as server:
         answers: list[tuple[int, str, float]] = []
 
         def attempt():
             started = time.perf_counter()
-            response = requests.post(server.url + "/api/auth/login", json={"email": EMAIL, "password": "wrong"},
-                                     timeout=60)
+            response = requests.post(
+                server.url + "/api/auth/login", json={"email": EMAIL, "password": "wrong"}, timeout=60
+            )
             answers.append((response.status_code, response.json()["error"], time.perf_counter() - started))
 
         flood = [threading.Thread(target=attempt) for _ in range(40)]

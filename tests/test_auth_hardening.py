@@ -1,6 +1,7 @@
 """Sign-in and offboarding: rate limits, the dummy hash, token expiry and sliding sessions, revoking
 one's own token, changing one's own password, who mints tokens and who manages whom. SQLite and
 PostgreSQL; the limiter's Redis storage against the machine's Redis."""
+
 from __future__ import annotations
 
 import statistics
@@ -47,6 +48,7 @@ def audit_rows(db, action: str) -> list[AuditLog]:
 
 
 # ---- rate limits ---------------------------------------------------------------------------------
+
 
 def test_tries_for_one_account_are_limited_with_retry_after(make_app, db, owner):
     client = make_app(LOGIN_LIMIT_PER_ACCOUNT="3/minute").test_client()
@@ -175,6 +177,7 @@ def test_addresses_are_counted_per_ipv4_address_and_ipv6_64():
 
 # ---- the dummy hash ------------------------------------------------------------------------------
 
+
 def test_an_unknown_email_costs_a_hash_like_a_known_one(client, owner, monkeypatch):
     checks = []
     real = passwords.check_password_hash
@@ -202,6 +205,7 @@ def test_unknown_and_known_accounts_take_about_as_long(client, owner):
 
 # ---- token expiry and sliding sessions -----------------------------------------------------------
 
+
 def test_tokens_expire_after_token_ttl_days(make_app, db, owner):
     client = make_app(TOKEN_TTL_DAYS="30").test_client()
     assert client.get("/api/crm/calls", headers=owner.headers).status_code == 200
@@ -225,8 +229,11 @@ def test_console_sessions_slide_with_use_and_end_when_idle(make_app, db, owner):
 
     def idle_for(minutes):
         with db.scope() as session:
-            session.execute(sa.update(ApiToken).where(ApiToken.name == "console session")
-                            .values(last_used_at=utcnow() - timedelta(minutes=minutes)))
+            session.execute(
+                sa.update(ApiToken)
+                .where(ApiToken.name == "console session")
+                .values(last_used_at=utcnow() - timedelta(minutes=minutes))
+            )
 
     idle_for(29)
     assert client.get("/api/auth/me").status_code == 200  # in use: the idle limit starts again
@@ -237,12 +244,16 @@ def test_console_sessions_slide_with_use_and_end_when_idle(make_app, db, owner):
     assert client.get("/api/auth/me").status_code == 401
     # an API token is not a session: idle means nothing to it
     with db.scope() as session:
-        session.execute(sa.update(ApiToken).where(ApiToken.name != "console session")
-                        .values(last_used_at=utcnow() - timedelta(days=5)))
+        session.execute(
+            sa.update(ApiToken)
+            .where(ApiToken.name != "console session")
+            .values(last_used_at=utcnow() - timedelta(days=5))
+        )
     assert client.get("/api/crm/calls", headers=owner.headers).status_code == 200
 
 
 # ---- revoking one's own token --------------------------------------------------------------------
+
 
 def test_a_token_revokes_itself(client, db, owner):
     second = login(client).json["token"]
@@ -265,6 +276,7 @@ def test_a_cookie_session_revokes_itself_only_from_our_own_pages(client, owner):
 
 # ---- changing one's own password -----------------------------------------------------------------
 
+
 def test_changing_ones_own_password(client, db, owner):
     browser = client.application.test_client()
     assert browser.post("/api/auth/session", json={"email": EMAIL, "password": PASSWORD}).status_code == 200
@@ -280,17 +292,20 @@ def test_changing_ones_own_password(client, db, owner):
     assert entry.actor == f"user:{owner.user_id}" and entry.details == {"sessions_ended": 1}
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"current_password": "wrong", "new_password": "a much better passphrase"}, "current_password"),
-    ({"current_password": PASSWORD, "new_password": "short"}, "new_password"),
-    ({"current_password": PASSWORD, "new_password": PASSWORD}, "new_password"),
-    ({"current_password": PASSWORD, "new_password": 12345678}, "new_password"),
-    ({"current_password": PASSWORD, "new_password": "x" * 201}, "new_password"),
-    ({"current_password": PASSWORD, "new_password": "with\x00nul inside"}, "new_password"),
-    ({"current_password": "", "new_password": "a much better passphrase"}, "current_password"),
-    ({"new_password": "a much better passphrase"}, "current_password"),
-    ({"current_password": PASSWORD, "new_password": "a much better passphrase", "x": 1}, "x"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"current_password": "wrong", "new_password": "a much better passphrase"}, "current_password"),
+        ({"current_password": PASSWORD, "new_password": "short"}, "new_password"),
+        ({"current_password": PASSWORD, "new_password": PASSWORD}, "new_password"),
+        ({"current_password": PASSWORD, "new_password": 12345678}, "new_password"),
+        ({"current_password": PASSWORD, "new_password": "x" * 201}, "new_password"),
+        ({"current_password": PASSWORD, "new_password": "with\x00nul inside"}, "new_password"),
+        ({"current_password": "", "new_password": "a much better passphrase"}, "current_password"),
+        ({"new_password": "a much better passphrase"}, "current_password"),
+        ({"current_password": PASSWORD, "new_password": "a much better passphrase", "x": 1}, "x"),
+    ],
+)
 def test_bad_password_changes_are_a_400_naming_the_field(client, owner, body, field):
     response = client.post("/api/auth/password", json=body, headers=owner.headers)
     assert response.status_code == 400 and response.json["error"] == "invalid_field"
@@ -307,17 +322,22 @@ def test_guessing_the_current_password_is_rate_limited(make_app, owner):
 
 # ---- who manages whom, and who minted a token ----------------------------------------------------
 
+
 def test_owners_manage_agents_but_not_other_owners(client, db, owner):
     partner = add_user(db, owner.business_id, "owner")
     agent = add_user(db, owner.business_id, "agent")
     partner_token = client.get("/api/crm/tokens", headers=partner.headers).json["items"]
     partner_token_id = [t["id"] for t in partner_token if t["user_id"] == partner.user_id][0]
     refused = [
-        client.post("/api/crm/users", json={"email": "third@example.test", "password": "long enough",
-                                            "role": "owner"}, headers=owner.headers),
+        client.post(
+            "/api/crm/users",
+            json={"email": "third@example.test", "password": "long enough", "role": "owner"},
+            headers=owner.headers,
+        ),
         client.patch(f"/api/crm/users/{partner.user_id}", json={"disabled": True}, headers=owner.headers),
-        client.post(f"/api/crm/users/{partner.user_id}/password", json={"password": "taken over!"},
-                    headers=owner.headers),
+        client.post(
+            f"/api/crm/users/{partner.user_id}/password", json={"password": "taken over!"}, headers=owner.headers
+        ),
         client.post("/api/crm/tokens", json={"user_id": partner.user_id}, headers=owner.headers),
         client.delete(f"/api/crm/tokens/{partner_token_id}", headers=owner.headers),
     ]
@@ -326,25 +346,32 @@ def test_owners_manage_agents_but_not_other_owners(client, db, owner):
     assert login(client, email_of(db, partner.user_id)).status_code == 200
     # agents are the owner's to manage
     assert client.post("/api/crm/tokens", json={"user_id": agent.user_id}, headers=owner.headers).status_code == 201
-    assert client.patch(f"/api/crm/users/{agent.user_id}", json={"disabled": True},
-                        headers=owner.headers).status_code == 200
+    assert (
+        client.patch(f"/api/crm/users/{agent.user_id}", json={"disabled": True}, headers=owner.headers).status_code
+        == 200
+    )
     # and an owner's own token and password are their own business
     assert client.post("/api/crm/tokens", json={"user_id": owner.user_id}, headers=owner.headers).status_code == 201
-    own_reset = client.post(f"/api/crm/users/{owner.user_id}/password", json={"password": "no current needed"},
-                            headers=owner.headers)
+    own_reset = client.post(
+        f"/api/crm/users/{owner.user_id}/password", json={"password": "no current needed"}, headers=owner.headers
+    )
     assert own_reset.status_code == 403  # one's own password needs the current one: POST /api/auth/password
 
 
 def test_admins_manage_owners(client, db, owner):
     admin = create_tenant(db, name="Support", phone="+97235559991", whatsapp="+97235559992", role="admin")
     support = {**admin.headers, "X-Business-Id": str(owner.business_id)}
-    created = client.post("/api/crm/users", json={"email": "second-owner@example.test", "password": "long enough",
-                                                  "role": "owner"}, headers=support)
+    created = client.post(
+        "/api/crm/users",
+        json={"email": "second-owner@example.test", "password": "long enough", "role": "owner"},
+        headers=support,
+    )
     assert created.status_code == 201
     minted = client.post("/api/crm/tokens", json={"user_id": owner.user_id}, headers=support)
     assert minted.status_code == 201 and minted.json["created_by_user_id"] == admin.user_id
-    reset = client.post(f"/api/crm/users/{owner.user_id}/password", json={"password": "reset by support"},
-                        headers=support)
+    reset = client.post(
+        f"/api/crm/users/{owner.user_id}/password", json={"password": "reset by support"}, headers=support
+    )
     assert reset.status_code == 204
     assert client.patch(f"/api/crm/users/{owner.user_id}", json={"disabled": True}, headers=support).status_code == 200
     assert client.get("/api/crm/calls", headers=owner.headers).status_code == 401
@@ -357,15 +384,28 @@ def test_each_token_names_who_made_it(app, client, db, owner):
     assert (minted.json["user_id"], minted.json["created_by_user_id"]) == (agent.user_id, owner.user_id)
     [entry] = audit_rows(db, "token.created")
     assert entry.actor == f"user:{owner.user_id}" and entry.details == {
-        "user_id": agent.user_id, "created_by_user_id": owner.user_id, "name": "zapier"}
+        "user_id": agent.user_id,
+        "created_by_user_id": owner.user_id,
+        "name": "zapier",
+    }
     signed_in = login(client).json["token"]
     listed = {t["id"]: t for t in client.get("/api/crm/tokens", headers=owner.headers).json["items"]}
     mine = [t for t in listed.values() if t["user_id"] == owner.user_id and t["name"] == "login"]
     assert len(mine) == 1 and mine[0]["created_by_user_id"] == owner.user_id and signed_in
     # the operator's CLI mints the first token: audited as made by the CLI
-    made = app.test_cli_runner().invoke(args=["create-user", "--business-id", str(owner.business_id), "--email",
-                                              "cli-owner@example.test", "--password", "long enough", "--role",
-                                              "owner"])
+    made = app.test_cli_runner().invoke(
+        args=[
+            "create-user",
+            "--business-id",
+            str(owner.business_id),
+            "--email",
+            "cli-owner@example.test",
+            "--password",
+            "long enough",
+            "--role",
+            "owner",
+        ]
+    )
     assert made.exit_code == 0, made.output
     cli_entries = [e for e in audit_rows(db, "token.created") if e.actor == "cli"]
     assert len(cli_entries) == 1 and cli_entries[0].details["name"] == "cli"
@@ -374,15 +414,19 @@ def test_each_token_names_who_made_it(app, client, db, owner):
 def test_a_disabled_agent_whose_tokens_were_revoked_can_not_sign_in_again(client, db, owner):
     agent = add_user(db, owner.business_id, "agent")
     email = email_of(db, agent.user_id)
-    assert client.patch(f"/api/crm/users/{agent.user_id}", json={"disabled": True},
-                        headers=owner.headers).status_code == 200
+    assert (
+        client.patch(f"/api/crm/users/{agent.user_id}", json={"disabled": True}, headers=owner.headers).status_code
+        == 200
+    )
     for token in client.get("/api/crm/tokens", headers=owner.headers).json["items"]:
         if token["user_id"] == agent.user_id:
             assert client.delete(f"/api/crm/tokens/{token['id']}", headers=owner.headers).status_code == 204
     again = login(client, email)
     assert again.status_code == 403 and again.json["error"] == "account_disabled"
     assert client.get("/api/crm/calls", headers=agent.headers).status_code == 401
-    assert client.patch(f"/api/crm/users/{agent.user_id}", json={"disabled": False},
-                        headers=owner.headers).status_code == 200
+    assert (
+        client.patch(f"/api/crm/users/{agent.user_id}", json={"disabled": False}, headers=owner.headers).status_code
+        == 200
+    )
     assert login(client, email).status_code == 200
     assert client.get("/api/crm/calls", headers=agent.headers).status_code == 401  # revoked stays revoked

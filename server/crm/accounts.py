@@ -4,6 +4,7 @@ Owners manage agents; only admins manage owners (`security.auth.may_manage`): an
 create, mint a token for, or revoke the token of another owner. A token is shown once, when it is
 created; only its digest is stored, with who made it, and its making is audited under that name.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping, Optional
@@ -52,8 +53,9 @@ def create_user(session: Session, business_id: int, actor: User, body: Mapping[s
     password = new_password(body, "password")
     role = v.choice(v.require(body, "role"), "role", ROLES)
     if not may_manage(actor, role):
-        raise DomainError(Problem.FORBIDDEN, "forbidden", f"a {actor.role} can't create a user with the {role} role",
-                          field="role")
+        raise DomainError(
+            Problem.FORBIDDEN, "forbidden", f"a {actor.role} can't create a user with the {role} role", field="role"
+        )
     if session.scalar(sa.select(User.id).where(User.email == email)) is not None:
         raise DomainError(Problem.CONFLICT, "duplicate_email", "a user with this email already exists", field="email")
     user = User(business_id=business_id, email=email, password_hash=hash_password(password), role=role)
@@ -64,8 +66,11 @@ def create_user(session: Session, business_id: int, actor: User, body: Mapping[s
 
 
 def token_json(token: ApiToken, policy: TokenPolicy) -> dict[str, Any]:
-    return {**out.token_json(token), "created_by_user_id": token.created_by_user_id,
-            "expires_at": out.iso(policy.expires_at(token))}
+    return {
+        **out.token_json(token),
+        "created_by_user_id": token.created_by_user_id,
+        "expires_at": out.iso(policy.expires_at(token)),
+    }
 
 
 def list_tokens(session: Session, business_id: int, policy: TokenPolicy) -> dict[str, Any]:
@@ -73,24 +78,36 @@ def list_tokens(session: Session, business_id: int, policy: TokenPolicy) -> dict
     return {"items": [token_json(t, policy) for t in tokens]}
 
 
-def create_token(session: Session, business_id: int, actor: User, body: Mapping[str, Any],
-                 policy: TokenPolicy) -> dict[str, Any]:
+def create_token(
+    session: Session, business_id: int, actor: User, body: Mapping[str, Any], policy: TokenPolicy
+) -> dict[str, Any]:
     """The new token, with its secret: shown this once."""
     v.reject_unknown(body, ("name", "user_id"))
     name = v.optional_text(body.get("name"), "name", max_length=TOKEN_NAME_MAX)
     user = actor
     if body.get("user_id") is not None:
         user_id = v.object_id(body["user_id"], "user_id")
-        user = session.scalar(sa.select(User).where(User.id == user_id, User.business_id == business_id))
-        if user is None:
+        named = session.scalar(sa.select(User).where(User.id == user_id, User.business_id == business_id))
+        if named is None:
             raise v.invalid("user_id", f"user {user_id} is not a user of this business")
-        if user.id != actor.id and not may_manage(actor, user.role):
-            raise DomainError(Problem.FORBIDDEN, "forbidden", f"a {actor.role} can't make a token for a {user.role}",
-                              field="user_id")
+        if named.id != actor.id and not may_manage(actor, named.role):
+            raise DomainError(
+                Problem.FORBIDDEN, "forbidden", f"a {actor.role} can't make a token for a {named.role}", field="user_id"
+            )
+        user = named
     secret = issue_token(session, user, name=name, created_by=actor)
-    token = session.scalar(sa.select(ApiToken).where(ApiToken.token_hash == token_digest(secret)))
-    audit(session, business_id, f"user:{actor.id}", "token.created", "token", token.id, user_id=user.id,
-          created_by_user_id=actor.id, name=name)
+    token = session.scalars(sa.select(ApiToken).where(ApiToken.token_hash == token_digest(secret))).one()
+    audit(
+        session,
+        business_id,
+        f"user:{actor.id}",
+        "token.created",
+        "token",
+        token.id,
+        user_id=user.id,
+        created_by_user_id=actor.id,
+        name=name,
+    )
     return {**token_json(token, policy), "token": secret}
 
 
@@ -101,8 +118,9 @@ def business_tokens(business_id: int) -> sa.Select:
 def revoke_token(session: Session, business_id: int, actor: User, token_id: int) -> None:
     row = None
     if 1 <= token_id <= v.MAX_ID:
-        row = session.execute(business_tokens(business_id).add_columns(User.role)
-                              .where(ApiToken.id == token_id)).first()
+        row = session.execute(
+            business_tokens(business_id).add_columns(User.role).where(ApiToken.id == token_id)
+        ).first()
     if row is None:
         raise DomainError(Problem.NOT_FOUND, "not_found", "no such token")
     token, owner_role = row
@@ -117,8 +135,11 @@ def revoke_token(session: Session, business_id: int, actor: User, token_id: int)
 def revoke_own_token(session: Session, user: User, digest: str) -> None:
     """Revoke the token the request came with (`DELETE /api/auth/token`): a leaked or finished
     script's token ends itself without an owner's help."""
-    token = session.scalar(sa.select(ApiToken).where(ApiToken.token_hash == digest, ApiToken.user_id == user.id,
-                                                     ApiToken.revoked_at.is_(None)))
+    token = session.scalar(
+        sa.select(ApiToken).where(
+            ApiToken.token_hash == digest, ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None)
+        )
+    )
     if token is None:  # authenticated a moment ago, so only a concurrent revocation gets here
         return
     token.revoked_at = utcnow()
@@ -126,8 +147,9 @@ def revoke_own_token(session: Session, user: User, digest: str) -> None:
     audit(session, user.business_id, f"user:{user.id}", "token.revoked", "token", token.id, user_id=user.id)
 
 
-def change_own_password(session: Session, user: User, digest: str, body: Mapping[str, Any],
-                        limiter: LoginLimiter) -> int:
+def change_own_password(
+    session: Session, user: User, digest: str, body: Mapping[str, Any], limiter: LoginLimiter
+) -> int:
     """`{current_password, new_password}` for the signed-in user. Proving the current password is
     counted like a sign-in try for the account, so a stolen session can't guess it at leisure.
     Ends the user's other sign-ins (sessions, login tokens), not the one in use nor API tokens;
@@ -144,14 +166,16 @@ def change_own_password(session: Session, user: User, digest: str, body: Mapping
         raise v.invalid("new_password", "the new password must differ from the current one")
     user.password_hash = hash_password(password)
     ended = _end_sign_ins(session, user, keep_digest=digest)
-    audit(session, user.business_id, f"user:{user.id}", "user.password_changed", "user", user.id,
-          sessions_ended=ended)
+    audit(session, user.business_id, f"user:{user.id}", "user.password_changed", "user", user.id, sessions_ended=ended)
     return ended
 
 
 def _end_sign_ins(session: Session, user: User, *, keep_digest: Optional[str] = None) -> int:
-    tokens = session.scalars(sa.select(ApiToken).where(
-        ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None), ApiToken.name.in_(SIGN_IN_TOKEN_NAMES))).all()
+    tokens = session.scalars(
+        sa.select(ApiToken).where(
+            ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None), ApiToken.name.in_(SIGN_IN_TOKEN_NAMES)
+        )
+    ).all()
     now = utcnow()
     ended = 0
     for token in tokens:

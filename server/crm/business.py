@@ -9,6 +9,7 @@ an owner sees them read-only, and a PATCH that sends them is refused before they
 so it tells nothing about other businesses' numbers. A number belongs to at most one business per
 kind, so for an admin a number another business answers on is a 409 naming that business.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -26,7 +27,7 @@ from server.whatsapp import auto_reply
 
 NAME_MAX, INSTRUCTIONS_MAX, OPENING_LINE_MAX, TIMEZONE_MAX = 200, 8000, 500, 64
 NUMBERS_MAX = 20  # per kind
-PHONE_MAX = 40    # as typed, before normalising: the limit of validation.phone
+PHONE_MAX = 40  # as typed, before normalising: the limit of validation.phone
 # The flags a business may switch itself. Other keys in `Business.features` are kept as they are.
 FEATURES = (auto_reply.FEATURE,)
 NUMBER_FIELDS = {"voice_numbers": "voice", "whatsapp_numbers": "whatsapp"}
@@ -35,10 +36,16 @@ _FIELDS = (*_TEXT_LIMITS, "greeting_enabled", "timezone", "features", *NUMBER_FI
 
 
 def business_json(business: Business) -> dict[str, Any]:
-    return {"id": business.id, "name": business.name, "ai_instructions": business.ai_instructions,
-            "opening_line": business.opening_line, "greeting_enabled": business.greeting_enabled,
-            "timezone": business.timezone, "features": {name: business.feature(name) for name in FEATURES},
-            **{field: sorted(business.numbers_of(kind)) for field, kind in NUMBER_FIELDS.items()}}
+    return {
+        "id": business.id,
+        "name": business.name,
+        "ai_instructions": business.ai_instructions,
+        "opening_line": business.opening_line,
+        "greeting_enabled": business.greeting_enabled,
+        "timezone": business.timezone,
+        "features": {name: business.feature(name) for name in FEATURES},
+        **{field: sorted(business.numbers_of(kind)) for field, kind in NUMBER_FIELDS.items()},
+    }
 
 
 def get_business(session: Session, business_id: int) -> dict[str, Any]:
@@ -54,15 +61,19 @@ def load_business(session: Session, business_id: int, *, for_update: bool = Fals
     return session.scalars(stmt).one()
 
 
-def update_business(session: Session, business_id: int, actor: str, body: Mapping[str, Any], *,
-                    numbers_allowed: bool = False) -> dict[str, Any]:
+def update_business(
+    session: Session, business_id: int, actor: str, body: Mapping[str, Any], *, numbers_allowed: bool = False
+) -> dict[str, Any]:
     """Change the fields sent; the phone numbers only when `numbers_allowed` (an admin)."""
     if not numbers_allowed:
         sent = [field for field in NUMBER_FIELDS if field in body]
         if sent:
-            raise DomainError(Problem.FORBIDDEN, "forbidden",
-                              "phone numbers are assigned by the service's administrators; ask them to change yours",
-                              field=sent[0])
+            raise DomainError(
+                Problem.FORBIDDEN,
+                "forbidden",
+                "phone numbers are assigned by the service's administrators; ask them to change yours",
+                field=sent[0],
+            )
     business = load_business(session, business_id, for_update=True)
     values = _parse(body)
     flags = {name: flag for name, flag in values.pop("features", {}).items() if business.feature(name) != flag}
@@ -88,14 +99,19 @@ def update_business(session: Session, business_id: int, actor: str, body: Mappin
     return business_json(business)
 
 
-def assign_numbers(session: Session, business_id: int, actor: str, body: Mapping[str, Any], *,
-                   keep_current: bool = False) -> dict[str, Any]:
+def assign_numbers(
+    session: Session, business_id: int, actor: str, body: Mapping[str, Any], *, keep_current: bool = False
+) -> dict[str, Any]:
     """An admin's assignment: each of `voice_numbers` / `whatsapp_numbers` sent becomes the
     business's numbers of that kind (`keep_current`: is added to them); a kind not sent is kept."""
     business = None
     if 1 <= business_id <= v.MAX_ID:
-        business = session.scalar(sa.select(Business).where(Business.id == business_id).with_for_update()
-                                  .execution_options(populate_existing=True))
+        business = session.scalar(
+            sa.select(Business)
+            .where(Business.id == business_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
     if business is None:  # before the body is read, as for every object named in a path
         raise DomainError(Problem.NOT_FOUND, "not_found", "no such business")
     v.reject_unknown(body, NUMBER_FIELDS)
@@ -103,25 +119,37 @@ def assign_numbers(session: Session, business_id: int, actor: str, body: Mapping
         raise v.invalid("voice_numbers", "send voice_numbers, whatsapp_numbers or both")
     wanted = {field: _phone_numbers(body[field], field) for field in NUMBER_FIELDS if field in body}
     if keep_current:
-        wanted = {field: list(dict.fromkeys([*business.numbers_of(NUMBER_FIELDS[field]), *numbers]))
-                  for field, numbers in wanted.items()}
+        wanted = {
+            field: list(dict.fromkeys([*business.numbers_of(NUMBER_FIELDS[field]), *numbers]))
+            for field, numbers in wanted.items()
+        }
         for field, numbers in wanted.items():
             if len(numbers) > NUMBERS_MAX:
                 raise v.invalid(field, f"a business has at most {NUMBERS_MAX} {NUMBER_FIELDS[field]} numbers")
-    changed = [field for field, numbers in wanted.items()
-               if _replace_numbers(session, business, field, numbers, name_holder=True)]
+    changed = [
+        field
+        for field, numbers in wanted.items()
+        if _replace_numbers(session, business, field, numbers, name_holder=True)
+    ]
     if changed:
         try:
             with session.begin_nested():
                 session.flush()
         except IntegrityError:  # a concurrent assignment took one of the numbers since we looked
             conflict = _numbers_taken(session, business.id, wanted, name_holder=True)
-            raise (conflict or DomainError(Problem.CONFLICT, "conflict", "the numbers changed meanwhile; try again")) \
-                from None
-        audit(session, business.id, actor, "business.numbers_assigned", "business", business.id,
-              **{field: sorted(business.numbers_of(NUMBER_FIELDS[field])) for field in changed})
-    return {"id": business.id,
-            **{field: sorted(business.numbers_of(kind)) for field, kind in NUMBER_FIELDS.items()}}
+            raise (
+                conflict or DomainError(Problem.CONFLICT, "conflict", "the numbers changed meanwhile; try again")
+            ) from None
+        audit(
+            session,
+            business.id,
+            actor,
+            "business.numbers_assigned",
+            "business",
+            business.id,
+            **{field: sorted(business.numbers_of(NUMBER_FIELDS[field])) for field in changed},
+        )
+    return {"id": business.id, **{field: sorted(business.numbers_of(kind)) for field, kind in NUMBER_FIELDS.items()}}
 
 
 def _parse(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -129,8 +157,9 @@ def _parse(body: Mapping[str, Any]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name, limit in _TEXT_LIMITS.items():
         if name in body:
-            values[name] = v.clean_text(body[name], name, max_length=limit,
-                                        allow_empty=name != "name")  # instructions may be cleared; the name not
+            values[name] = v.clean_text(
+                body[name], name, max_length=limit, allow_empty=name != "name"
+            )  # instructions may be cleared; the name not
     if "greeting_enabled" in body:
         values["greeting_enabled"] = _boolean(body["greeting_enabled"], "greeting_enabled")
     if "timezone" in body:
@@ -173,24 +202,36 @@ def _phone_numbers(value: Any, field: str) -> list[str]:
     return list(dict.fromkeys(v.phone(item, field) for item in value))
 
 
-def _numbers_taken(session: Session, business_id: int, numbers: Mapping[str, list[str]], *,
-                   name_holder: bool = False) -> DomainError | None:
+def _numbers_taken(
+    session: Session, business_id: int, numbers: Mapping[str, list[str]], *, name_holder: bool = False
+) -> DomainError | None:
     """A 409 for the first number another business holds; `name_holder` (for admins) says which."""
     for field, wanted in numbers.items():
         kind = NUMBER_FIELDS[field]
-        taken = session.execute(sa.select(BusinessNumber.number, BusinessNumber.business_id).where(
-            BusinessNumber.kind == kind, BusinessNumber.number.in_(wanted),
-            BusinessNumber.business_id != business_id).limit(1)).first()
+        taken = session.execute(
+            sa.select(BusinessNumber.number, BusinessNumber.business_id)
+            .where(
+                BusinessNumber.kind == kind,
+                BusinessNumber.number.in_(wanted),
+                BusinessNumber.business_id != business_id,
+            )
+            .limit(1)
+        ).first()
         if taken is not None:
             holder = {"business_id": taken.business_id} if name_holder else {}
-            return DomainError(Problem.CONFLICT, "number_taken",
-                               f"{taken.number} is already a {kind} number of another business", field=field,
-                               **holder)
+            return DomainError(
+                Problem.CONFLICT,
+                "number_taken",
+                f"{taken.number} is already a {kind} number of another business",
+                field=field,
+                **holder,
+            )
     return None
 
 
-def _replace_numbers(session: Session, business: Business, field: str, wanted: list[str], *,
-                     name_holder: bool = False) -> bool:
+def _replace_numbers(
+    session: Session, business: Business, field: str, wanted: list[str], *, name_holder: bool = False
+) -> bool:
     """Make `wanted` the business's numbers of the field's kind; False when they already are."""
     kind = NUMBER_FIELDS[field]
     current = {row.number: row for row in business.numbers if row.kind == kind}

@@ -4,6 +4,7 @@ Assigning phone numbers lives here because a number decides whose calls and mess
 receives: an owner who could claim one would receive another's customers. Thin: parse,
 authorise, call `server.crm`, answer.
 """
+
 from __future__ import annotations
 
 from flask import Blueprint, g, jsonify
@@ -24,19 +25,34 @@ def assign_numbers(business_id: int):
     return jsonify(business.assign_numbers(db_session(), business_id, f"user:{g.user.id}", json_body()))
 
 
-_NUMBERS = {"type": "array", "maxItems": business.NUMBERS_MAX,
-            "items": {"type": "string", "description": "a phone number, any format; stored as E.164"}}
-_ASSIGNED = obj({"id": {"type": "integer"}, **{field: {"type": "array", "items": {"type": "string"}}
-                                              for field in business.NUMBER_FIELDS}},
-                ["id", *business.NUMBER_FIELDS])
+_NUMBERS = {
+    "type": "array",
+    "maxItems": business.NUMBERS_MAX,
+    "items": {"type": "string", "description": "a phone number, any format; stored as E.164"},
+}
+_ASSIGNED = obj(
+    {
+        "id": {"type": "integer"},
+        **{field: {"type": "array", "items": {"type": "string"}} for field in business.NUMBER_FIELDS},
+    },
+    ["id", *business.NUMBER_FIELDS],
+)
 
-document(bp, {
-    "/api/admin/businesses/{business_id}/numbers": {"put": operation(
-        "Assign a business's voice and WhatsApp numbers", tags=["admin"], role="admin",
-        description="Each list sent becomes the business's numbers of that kind; a kind not sent is kept. A "
-                    "number another business answers on is 409 number_taken, with that business's id "
-                    "(business_id). Audited in the business as business.numbers_assigned.",
-        parameters=[path_param("business_id", {"type": "integer", "minimum": 1, "maximum": MAX_ID})],
-        body=obj({field: _NUMBERS for field in business.NUMBER_FIELDS}, closed=True, minProperties=1),
-        responses={"200": json_response(_ASSIGNED), **error_responses(400, 409)})},
-})
+document(
+    bp,
+    {
+        "/api/admin/businesses/{business_id}/numbers": {
+            "put": operation(
+                "Assign a business's voice and WhatsApp numbers",
+                tags=["admin"],
+                role="admin",
+                description="Each list sent becomes the business's numbers of that kind; a kind not sent is kept. A "
+                "number another business answers on is 409 number_taken, with that business's id "
+                "(business_id). Audited in the business as business.numbers_assigned.",
+                parameters=[path_param("business_id", {"type": "integer", "minimum": 1, "maximum": MAX_ID})],
+                body=obj({field: _NUMBERS for field in business.NUMBER_FIELDS}, closed=True, minProperties=1),
+                responses={"200": json_response(_ASSIGNED), **error_responses(400, 409)},
+            )
+        },
+    },
+)

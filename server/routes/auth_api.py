@@ -6,6 +6,7 @@ The rules (tokens and their expiry, roles, which business an admin acts for, sig
 in `server.security.auth`; this module only reads the headers, hands them over, and puts the answer
 on the request.
 """
+
 from __future__ import annotations
 
 import functools
@@ -68,11 +69,16 @@ def authenticate_request(role: str = "agent") -> None:
     cookie = request.cookies.get(sessions.COOKIE_NAME) if authorization is None else None
     if cookie:
         authorization = f"Bearer {cookie}"
-    g.user, g.business_id = auth.authenticate(db_session(), authorization or "", request.headers.get("X-Business-Id"),
-                                              role, token_policy())
+    g.user, g.business_id = auth.authenticate(
+        db_session(), authorization or "", request.headers.get("X-Business-Id"), role, token_policy()
+    )
     if cookie:
-        sessions.check_csrf(request.method, request.headers.get("Origin"), request.headers.get("Referer"),
-                            sessions.own_origins(settings().public_base_url, request.host_url))
+        sessions.check_csrf(
+            request.method,
+            request.headers.get("Origin"),
+            request.headers.get("Referer"),
+            sessions.own_origins(settings().public_base_url, request.host_url),
+        )
     g.token_digest = token_digest((authorization or "").partition(" ")[2].strip())
 
 
@@ -97,35 +103,77 @@ def revoke_own_token():
 
 
 _CREDENTIALS = obj({"email": {"type": "string"}, "password": {"type": "string"}}, ["email", "password"])
-_RATE_LIMITED = json_response({"$ref": "#/components/schemas/Error"},
-                              "Too many sign-in attempts from this address or for this account (rate_limited); "
-                              "the Retry-After header says in how many seconds to try again")
-_BUSY = json_response({"$ref": "#/components/schemas/Error"},
-                      "Too many sign-ins are being checked at once (sign_in_busy), or the database is busy "
-                      "(database_busy); try again in a moment")
+_RATE_LIMITED = json_response(
+    {"$ref": "#/components/schemas/Error"},
+    "Too many sign-in attempts from this address or for this account (rate_limited); "
+    "the Retry-After header says in how many seconds to try again",
+)
+_BUSY = json_response(
+    {"$ref": "#/components/schemas/Error"},
+    "Too many sign-ins are being checked at once (sign_in_busy), or the database is busy "
+    "(database_busy); try again in a moment",
+)
 
-document(bp, {
-    "/api/auth/login": {"post": operation(
-        "Log in with email and password; answers a bearer token", tags=["auth"], role=None,
-        description="The token works for TOKEN_TTL_DAYS (default 90) and can be revoked with DELETE "
-                    "/api/auth/token. Tries are limited per client address and per account "
-                    "(LOGIN_LIMIT_PER_ADDRESS, LOGIN_LIMIT_PER_ACCOUNT), counted whether or not the "
-                    "account exists.",
-        body=_CREDENTIALS,
-        responses={"200": json_response(obj({"token": {"type": "string"}, "role": {"type": "string"},
-                                             "business_id": {"type": "integer"}}, ["token", "role", "business_id"])),
-                   "429": _RATE_LIMITED, "503": _BUSY, **error_responses(400, 401, 403)})},
-    "/api/auth/password": {"post": operation(
-        "Change your own password", tags=["auth"],
-        description="Needs the current password (400 invalid_field on current_password when it is wrong; the "
-                    "tries count against the account's sign-in limit). Ends your other console sessions and "
-                    "login tokens; the token or session used here and your API tokens keep working.",
-        body=obj({"current_password": {"type": "string", "minLength": 1},
-                  "new_password": {"type": "string", "minLength": 8, "maxLength": 200}},
-                 ["current_password", "new_password"], closed=True),
-        responses={"204": {"description": "Changed"}, "429": _RATE_LIMITED, "503": _BUSY, **error_responses(400)})},
-    "/api/auth/token": {"delete": operation(
-        "Revoke the token this request is made with", tags=["auth"],
-        description="The bearer token (or console session) sent with this request stops working at once.",
-        responses={"204": {"description": "Revoked"}})},
-})
+document(
+    bp,
+    {
+        "/api/auth/login": {
+            "post": operation(
+                "Log in with email and password; answers a bearer token",
+                tags=["auth"],
+                role=None,
+                description="The token works for TOKEN_TTL_DAYS (default 90) and can be revoked with DELETE "
+                "/api/auth/token. Tries are limited per client address and per account "
+                "(LOGIN_LIMIT_PER_ADDRESS, LOGIN_LIMIT_PER_ACCOUNT), counted whether or not the "
+                "account exists.",
+                body=_CREDENTIALS,
+                responses={
+                    "200": json_response(
+                        obj(
+                            {
+                                "token": {"type": "string"},
+                                "role": {"type": "string"},
+                                "business_id": {"type": "integer"},
+                            },
+                            ["token", "role", "business_id"],
+                        )
+                    ),
+                    "429": _RATE_LIMITED,
+                    "503": _BUSY,
+                    **error_responses(400, 401, 403),
+                },
+            )
+        },
+        "/api/auth/password": {
+            "post": operation(
+                "Change your own password",
+                tags=["auth"],
+                description="Needs the current password (400 invalid_field on current_password when it is wrong; the "
+                "tries count against the account's sign-in limit). Ends your other console sessions and "
+                "login tokens; the token or session used here and your API tokens keep working.",
+                body=obj(
+                    {
+                        "current_password": {"type": "string", "minLength": 1},
+                        "new_password": {"type": "string", "minLength": 8, "maxLength": 200},
+                    },
+                    ["current_password", "new_password"],
+                    closed=True,
+                ),
+                responses={
+                    "204": {"description": "Changed"},
+                    "429": _RATE_LIMITED,
+                    "503": _BUSY,
+                    **error_responses(400),
+                },
+            )
+        },
+        "/api/auth/token": {
+            "delete": operation(
+                "Revoke the token this request is made with",
+                tags=["auth"],
+                description="The bearer token (or console session) sent with this request stops working at once.",
+                responses={"204": {"description": "Revoked"}},
+            )
+        },
+    },
+)

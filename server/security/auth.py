@@ -14,12 +14,13 @@ as a known one.
 
 Who manages whom: owners manage agents; only admins manage owners (and admins).
 """
+
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Mapping, Optional, Type, TypeVar
+from typing import Any, Mapping, Optional, Type, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -47,13 +48,16 @@ SIGN_IN_TOKEN_NAMES = (SESSION_TOKEN_NAME, "login")
 class TokenPolicy:
     """How long tokens work: any token for `ttl` after it was made (None: no limit), and a console
     session only while it is used at least every `session_idle`."""
+
     ttl: Optional[timedelta] = timedelta(days=90)
     session_idle: timedelta = SESSION_IDLE
 
     @classmethod
     def from_settings(cls, settings: Any) -> "TokenPolicy":
-        return cls(ttl=timedelta(days=settings.token_ttl_days) if settings.token_ttl_days else None,
-                   session_idle=timedelta(minutes=settings.session_idle_minutes))
+        return cls(
+            ttl=timedelta(days=settings.token_ttl_days) if settings.token_ttl_days else None,
+            session_idle=timedelta(minutes=settings.session_idle_minutes),
+        )
 
     def expires_at(self, token: ApiToken) -> Optional[datetime]:
         """When the token stops working whatever its use (a session may stop sooner, when idle)."""
@@ -70,8 +74,14 @@ def issue_token(session: Session, user: User, name: str = "", *, created_by: Opt
     """Create a bearer token for `user`, made by `created_by` (None: the operator's CLI); only its
     digest is stored, so show it to the user once."""
     token = new_token()
-    session.add(ApiToken(user_id=user.id, token_hash=token_digest(token), name=name,
-                         created_by_user_id=created_by.id if created_by is not None else None))
+    session.add(
+        ApiToken(
+            user_id=user.id,
+            token_hash=token_digest(token),
+            name=name,
+            created_by_user_id=created_by.id if created_by is not None else None,
+        )
+    )
     session.flush()
     return token
 
@@ -83,8 +93,9 @@ def check_login_body(body: Mapping[str, Any]) -> tuple[str, str]:
     return body["email"].strip().lower(), body["password"]
 
 
-def login(session: Session, body: Mapping[str, Any], *, limiter: LoginLimiter, address: str,
-          token_name: str = "login") -> tuple[str, User]:
+def login(
+    session: Session, body: Mapping[str, Any], *, limiter: LoginLimiter, address: str, token_name: str = "login"
+) -> tuple[str, User]:
     """Email and password → a new bearer token (named `token_name`) and its user. The try is
     counted against `address` and the account before anything is looked up."""
     email, password = check_login_body(body)
@@ -105,8 +116,9 @@ def login(session: Session, body: Mapping[str, Any], *, limiter: LoginLimiter, a
 
 def token_in_use(session: Session, token: str, policy: TokenPolicy) -> Optional[tuple[ApiToken, User]]:
     """The token's row and its user, if it works: known, not revoked, not expired, user enabled."""
-    row = session.scalar(sa.select(ApiToken).where(ApiToken.token_hash == token_digest(token),
-                                                   ApiToken.revoked_at.is_(None)))
+    row = session.scalar(
+        sa.select(ApiToken).where(ApiToken.token_hash == token_digest(token), ApiToken.revoked_at.is_(None))
+    )
     if row is None or policy.expired(row, utcnow()):
         return None
     user = session.get(User, row.user_id)
@@ -144,8 +156,9 @@ def check_role(role: str) -> str:
     return role
 
 
-def authenticate(session: Session, authorization: str, acting_for: Optional[str], role: str,
-                 policy: TokenPolicy = TokenPolicy()) -> tuple[User, int]:
+def authenticate(
+    session: Session, authorization: str, acting_for: Optional[str], role: str, policy: TokenPolicy = TokenPolicy()
+) -> tuple[User, int]:
     """The user behind `Authorization: Bearer <token>`, if their role is at least `role` (agent <
     owner < admin), and the business they act for: their own, or for an admin the one named by
     `X-Business-Id` (`acting_for`)."""
@@ -168,24 +181,32 @@ def _acting_business_id(session: Session, user: User, requested: Optional[str]) 
     if not requested or user.role != "admin":
         return user.business_id
     # ASCII digits only ("²" and "٣" pass `isdigit` but not `int`), and few enough for `int` to take
-    if not requested.isascii() or not requested.isdigit() or len(requested) > len(str(MAX_ID)) \
-            or not 1 <= int(requested) <= MAX_ID or session.get(Business, int(requested)) is None:
+    if (
+        not requested.isascii()
+        or not requested.isdigit()
+        or len(requested) > len(str(MAX_ID))
+        or not 1 <= int(requested) <= MAX_ID
+        or session.get(Business, int(requested)) is None
+    ):
         raise DomainError(Problem.NOT_FOUND, "not_found", "no such business")
     return int(requested)
 
 
 def scoped(model: Type[M], business_id: int) -> sa.Select:
     """`SELECT model WHERE business_id = business_id`."""
-    return sa.select(model).where(model.business_id == business_id)
+    columns: Any = model  # every model scoped by business has a business_id column
+    return sa.select(model).where(columns.business_id == business_id)
 
 
-def get_owned(session: Session, model: Type[M], business_id: int, object_id: Any, *, column: str = "id",
-              for_update: bool = False) -> M:
+def get_owned(
+    session: Session, model: Type[M], business_id: int, object_id: Any, *, column: str = "id", for_update: bool = False
+) -> M:
     """The business's object, or a 404 (also for another business's object, and for an id no row can
     have). `for_update` locks the row until commit and reads it once locked."""
-    name = model.__tablename__.rstrip("s")
-    if column == "id" and (isinstance(object_id, bool) or not isinstance(object_id, int)
-                           or not 1 <= object_id <= MAX_ID):
+    name = cast(Any, model).__tablename__.rstrip("s")
+    if column == "id" and (
+        isinstance(object_id, bool) or not isinstance(object_id, int) or not 1 <= object_id <= MAX_ID
+    ):
         raise DomainError(Problem.NOT_FOUND, "not_found", f"no such {name}")
     stmt = scoped(model, business_id).where(getattr(model, column) == object_id)
     if for_update:

@@ -16,6 +16,7 @@ its database connection, behind a flood.
 An unknown account (or one without a usable hash) is checked against a dummy hash of the same
 cost, so the time a login takes doesn't tell which e-mail addresses have accounts.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -62,8 +63,9 @@ def _off_the_hub(fn: Callable[..., T], *args: Any) -> T:
     if not _hashing.offloads_here():
         return fn(*args)
     if not _in_flight.acquire(blocking=False):
-        raise DomainError(Problem.UNAVAILABLE, "sign_in_busy", "too many sign-ins at once; try again in a moment",
-                          retry_after=1)
+        raise DomainError(
+            Problem.UNAVAILABLE, "sign_in_busy", "too many sign-ins at once; try again in a moment", retry_after=1
+        )
     try:
         return _hashing.run(_at_lowest_priority, fn, args)
     finally:

@@ -15,6 +15,7 @@ Identifiers are hashed before they become keys, so neither store holds addresses
 If Redis can't be reached the try is let through (and logged): a Redis outage must not lock every
 member of staff out, and each try still costs an attacker a full password hash.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,7 +24,7 @@ import ipaddress
 import logging
 import math
 import time
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Iterator, Optional, cast
 
 import sqlalchemy as sa
 from limits import RateLimitItem, parse_many
@@ -41,7 +42,7 @@ REDIS_KEY_PREFIX = "agentlocator:limits"
 REDIS_TIMEOUT_SECONDS = 2.0
 PRUNE_EVERY_SECONDS = 300.0
 SQLITE_LOCK_WAIT_MS = 250
-_WINDOWS = RateLimitWindow.__table__
+_WINDOWS = cast(sa.Table, RateLimitWindow.__table__)
 
 
 def _digest(value: str) -> str:
@@ -71,14 +72,16 @@ class SqlWindowStorage(Storage):
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         now = time.time()
         expired = _WINDOWS.c.expires_at <= now
-        stmt = self._insert(_WINDOWS).values(key=_digest(key), hits=amount, expires_at=now + expiry)
-        stmt = stmt.on_conflict_do_update(
+        insert = self._insert(_WINDOWS).values(key=_digest(key), hits=amount, expires_at=now + expiry)
+        upsert = insert.on_conflict_do_update(
             index_elements=[_WINDOWS.c.key],
-            set_={"hits": sa.case((expired, amount), else_=_WINDOWS.c.hits + amount),
-                  "expires_at": sa.case((expired, now + expiry), else_=_WINDOWS.c.expires_at)},
+            set_={
+                "hits": sa.case((expired, amount), else_=_WINDOWS.c.hits + amount),
+                "expires_at": sa.case((expired, now + expiry), else_=_WINDOWS.c.expires_at),
+            },
         ).returning(_WINDOWS.c.hits)
         with self._autocommit() as conn:
-            hits = conn.execute(stmt).scalar_one()
+            hits = conn.execute(upsert).scalar_one()
             if now >= self._next_prune:  # windows that ended long ago are dead rows; drop them now and then
                 self._next_prune = now + PRUNE_EVERY_SECONDS
                 conn.execute(sa.delete(_WINDOWS).where(_WINDOWS.c.expires_at < now - PRUNE_EVERY_SECONDS))
@@ -102,8 +105,9 @@ class SqlWindowStorage(Storage):
 
     def get(self, key: str) -> int:
         with self._engine.connect() as conn:
-            hits = conn.scalar(sa.select(_WINDOWS.c.hits).where(_WINDOWS.c.key == _digest(key),
-                                                                _WINDOWS.c.expires_at > time.time()))
+            hits = conn.scalar(
+                sa.select(_WINDOWS.c.hits).where(_WINDOWS.c.key == _digest(key), _WINDOWS.c.expires_at > time.time())
+            )
         return hits or 0
 
     def get_expiry(self, key: str) -> float:
@@ -130,8 +134,13 @@ def make_storage(redis_url: str, engine: sa.Engine) -> Storage:
     if not redis_url:
         return SqlWindowStorage(engine)
     url = "redis+unix://" + redis_url.removeprefix("unix://") if redis_url.startswith("unix://") else redis_url
-    return RedisStorage(url, key_prefix=REDIS_KEY_PREFIX, wrap_exceptions=True,
-                        socket_timeout=REDIS_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_TIMEOUT_SECONDS)
+    return RedisStorage(
+        url,
+        key_prefix=REDIS_KEY_PREFIX,
+        wrap_exceptions=True,
+        socket_timeout=REDIS_TIMEOUT_SECONDS,
+        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+    )
 
 
 def client_address(remote_addr: Optional[str], forwarded_for: Optional[str], trusted_hops: int) -> str:
@@ -170,8 +179,9 @@ class LoginLimiter:
 
     @classmethod
     def from_settings(cls, settings, engine: sa.Engine) -> "LoginLimiter":
-        return cls(make_storage(settings.redis_url, engine), settings.login_limit_per_address,
-                   settings.login_limit_per_account)
+        return cls(
+            make_storage(settings.redis_url, engine), settings.login_limit_per_address, settings.login_limit_per_account
+        )
 
     def hit(self, address: str, account: str) -> None:
         """Count a sign-in try from `address` for the e-mail `account` (known or not)."""
@@ -188,13 +198,18 @@ class LoginLimiter:
             try:
                 allowed = self._limiter.hit(item, scope, key)
             except StorageError as exc:
-                log.error("rate limit store unreachable; try let through",
-                          extra={"event": "rate_limit_store_error", "error": type(exc.storage_error).__name__})
+                log.error(
+                    "rate limit store unreachable; try let through",
+                    extra={"event": "rate_limit_store_error", "error": type(exc.storage_error).__name__},
+                )
                 return
             if not allowed:
-                raise DomainError(Problem.RATE_LIMITED, "rate_limited",
-                                  "too many sign-in attempts; try again later",
-                                  retry_after=self._retry_after(item, scope, key))
+                raise DomainError(
+                    Problem.RATE_LIMITED,
+                    "rate_limited",
+                    "too many sign-in attempts; try again later",
+                    retry_after=self._retry_after(item, scope, key),
+                )
 
     def _retry_after(self, item: RateLimitItem, scope: str, key: str) -> int:
         try:
