@@ -53,7 +53,8 @@ def create_app(settings: Settings | None = None) -> Flask:
 def register_config(app: Flask, settings: Settings) -> None:
     app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_content_length,
                       APP_SECRET=settings.app_secret or _local_app_secret(), JSON_SORT_KEYS=False)
-    app.json.ensure_ascii = False
+    # Flask types `app.json` as the JSONProvider base; the DefaultJSONProvider it is has ensure_ascii.
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
 
 
 def _local_app_secret() -> str:
@@ -88,7 +89,8 @@ def open_database(settings: Settings, box: SecretsBox) -> Database:
 
 
 # Modules that register background job kinds (`@job`); the consumer process runs them.
-JOB_MODULES = ("server.whatsapp.auto_reply", "server.whatsapp.intake", "server.voice.voicemail", "server.voice.watchdog")
+JOB_MODULES = ("server.whatsapp.auto_reply", "server.whatsapp.intake", "server.voice.voicemail",
+               "server.voice.watchdog", "server.voice.call_events")
 
 
 def job_queue(settings: Settings, app_services: AppServices) -> JobQueue:

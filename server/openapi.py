@@ -20,7 +20,7 @@ from flask import Blueprint, Flask
 
 from server.app_state import services
 
-BEARER = [{"bearer": []}]
+BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 _STATUS_TEXT = {200: "OK", 201: "Created", 204: "No content", 400: "The request is invalid (the field is named)",

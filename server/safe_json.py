@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Iterator
 
 MAX_DEPTH = 64  # our own messages nest 4 deep; no request or webhook we take needs more than a few
 
@@ -31,14 +31,15 @@ def loads(raw: str | bytes | bytearray, *, max_depth: int = MAX_DEPTH) -> Any:
 
 
 def check_depth(raw: str | bytes | bytearray, max_depth: int = MAX_DEPTH) -> None:
+    matches: Iterator[re.Match[str]] | Iterator[re.Match[bytes]]
     if isinstance(raw, str):
-        opening, tokens = raw.count("[") + raw.count("{"), _TOKENS_STR
+        opening, matches = raw.count("[") + raw.count("{"), _TOKENS_STR.finditer(raw)
     else:
-        opening, tokens = raw.count(b"[") + raw.count(b"{"), _TOKENS_BYTES
+        opening, matches = raw.count(b"[") + raw.count(b"{"), _TOKENS_BYTES.finditer(raw)
     if opening <= max_depth:
         return
     depth = 0
-    for match in tokens.finditer(raw):
+    for match in matches:
         kind = match.lastindex
         if kind == 1:
             depth += 1

@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from flask import Flask, Request, Response, g, jsonify, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 from werkzeug.utils import cached_property
 from werkzeug.wsgi import LimitedStream
 
@@ -86,7 +86,7 @@ class BoundedRequest(Request):
     """Flask's request, with streamed bodies held to MAX_CONTENT_LENGTH like declared ones."""
 
     @cached_property
-    def stream(self):  # type: ignore[override]
+    def stream(self):
         limit = self.max_content_length
         if self.content_length is None and limit is not None and "wsgi.input_terminated" in self.environ \
                 and not self.shallow:
@@ -134,7 +134,7 @@ def register_error_handlers(app: Flask) -> None:
         if status == 413:
             message = f"the body is larger than {app.config.get('MAX_CONTENT_LENGTH')} bytes"
         response = error_response(status, None, message)
-        if status == 405 and getattr(exc, "valid_methods", None):
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
 

@@ -40,7 +40,7 @@ from server.payments.accounts import TranzilaAccount, provider_account
 from server.payments.states import RECEIVING, DuplicateTransaction, reject, settle, transition
 from server.providers.base import ProviderError, ProviderTimeout
 from server.providers.payment_http import PaymentProviderError, PaymentProviderUnavailable
-from server.providers.paypal import WEBHOOK_HEADERS, PayPalClient, first_capture
+from server.providers.paypal import WEBHOOK_HEADERS, HeaderLookup, PayPalClient, first_capture
 from server.providers.tranzila import APPROVED, CURRENCY_CODES
 from server.security.auth import MAX_ID
 
@@ -125,7 +125,7 @@ def apply_capture(session: Session, payment: Payment, capture: Optional[Mapping[
     return "pending"
 
 
-def paypal_webhook(session: Session, settings: Settings, raw: bytes, headers: Mapping[str, str]) -> str:
+def paypal_webhook(session: Session, settings: Settings, raw: bytes, headers: HeaderLookup) -> str:
     """The outcome: "ignored" (not about a payment of ours), or what `apply_capture` / `_refund` reached."""
     try:
         event = safe_json.loads(raw)

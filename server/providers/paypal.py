@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Protocol, overload
 
 import requests
 
@@ -26,6 +26,18 @@ WEBHOOK_HEADERS = {
     "transmission_sig": "PAYPAL-TRANSMISSION-SIG",
     "transmission_time": "PAYPAL-TRANSMISSION-TIME",
 }
+
+
+
+class HeaderLookup(Protocol):
+    """A request's headers, looked up by name (an HTTP framework's case-insensitive headers)."""
+
+    @overload
+    def get(self, key: str, /) -> Optional[str]: ...
+
+    @overload
+    def get(self, key: str, default: str, /) -> str: ...
+
 
 _token_cache: dict[tuple[str, str], tuple[str, float]] = {}
 _token_lock = threading.Lock()
@@ -110,7 +122,7 @@ class PayPalClient:
         return self._ok(*self._call("GET", f"/v2/checkout/orders/{order_id}"), "order lookup")
 
     # ---- webhooks -----------------------------------------------------------------------------
-    def verify_webhook_signature(self, *, headers: Mapping[str, str], raw_event: bytes, webhook_id: str) -> bool:
+    def verify_webhook_signature(self, *, headers: HeaderLookup, raw_event: bytes, webhook_id: str) -> bool:
         """Ask PayPal whether this delivery is genuine. The event goes back byte for byte as received."""
         envelope = {name: headers.get(header, "") for name, header in WEBHOOK_HEADERS.items()}
         envelope["webhook_id"] = webhook_id

@@ -19,7 +19,7 @@ def send() -> Response:
     body = json_body()
     text = body.get("text") if body.get("text") is not None else body.get("message")  # `message`: an alias
     provider = body.get("provider")
-    result = send_whatsapp(db_session(), settings(), g.business_id, to=body.get("to"), text=text,
+    result = send_whatsapp(db_session(), settings(), g.business_id, to=body.get("to", ""), text=text,
                            provider="auto" if provider in (None, "") else provider,
                            content_sid=body.get("content_sid"), content_variables=body.get("content_variables"),
                            idempotency_key=request.headers.get("Idempotency-Key"), sender_user_id=g.user.id)

@@ -14,4 +14,6 @@ def call_token(secret: str, call_sid: str) -> str:
 
 
 def call_token_is_valid(secret: str, call_sid: str, token: str | None) -> bool:
-    return bool(token) and hmac.compare_digest(call_token(secret, call_sid), token)
+    if not token:
+        return False
+    return hmac.compare_digest(call_token(secret, call_sid), token)
