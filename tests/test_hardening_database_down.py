@@ -23,8 +23,15 @@ from testkit.fakes.twilio_rest import FakeTwilioRest
 from testkit.fakes.twilio_webhooks import new_call_sid, signature_header, voice_params
 from testkit.jobs import InProcessJobs
 from testkit.servers import GunicornServer
-from tests.conftest import (BASE_TEST_ENV, PG_ADMIN_URL, TEST_BASE_URL, TEST_TWILIO_TOKEN, create_tenant, make_settings,
-                            truncate_all)
+from tests.conftest import (
+    BASE_TEST_ENV,
+    PG_ADMIN_URL,
+    TEST_BASE_URL,
+    TEST_TWILIO_TOKEN,
+    create_tenant,
+    make_settings,
+    truncate_all,
+)
 from tests.test_voice_webhooks import AI_ENV
 from tests.test_whatsapp_support import (
     TWILIO_INBOUND,
@@ -66,8 +73,8 @@ def db(app):
     return database
 
 
-def call_answer(client, to: str) -> tuple[float, ET.Element]:
-    params = voice_params(new_call_sid(), to=to)
+def call_answer(client, to: str, params: dict | None = None) -> tuple[float, ET.Element]:
+    params = params or voice_params(new_call_sid(), to=to)
     started = time.monotonic()
     response = client.post("/webhook/incoming_call", data=params,
                            headers=signature_header(TEST_BASE_URL + "/webhook/incoming_call", params))
@@ -198,6 +205,39 @@ def test_an_ai_reply_the_database_went_away_under_waits_for_it_and_is_sent_once(
             assert [m.body for m in session.scalars(sa.select(Message).where(Message.direction == "out"))] == \
                 ["תשובה: יש תור מחר?"]
         database.engine.dispose()
+
+
+def test_a_voicemail_left_while_the_database_is_down_reaches_the_crm_once_it_is_back(app, db, proxy):
+    tenant = create_tenant(db)
+    client = app.test_client()
+    proxy.refuse()
+    call = voice_params(new_call_sid(), to=tenant.phone)
+    call_sid = call["CallSid"]
+    _, answer = call_answer(client, tenant.phone, params=call)
+    assert is_voicemail(answer)
+    recording = {"AccountSid": call["AccountSid"], "CallSid": call_sid, "RecordingSid": "RE" + "7" * 32,
+                 "RecordingUrl": "https://api.twilio.com/recordings/RE" + "7" * 32, "RecordingStatus": "completed",
+                 "RecordingDuration": "12"}
+    status = {**call, "CallStatus": "completed", "CallDuration": "31"}
+    for path, form in (("/webhook/recording_status", recording), ("/webhook/recording_status", recording),
+                       ("/webhook/call_status", status)):
+        response = client.post(path, data=form, headers=signature_header(TEST_BASE_URL + path, form))
+        assert response.status_code == 204, response.get_data(as_text=True)
+    jobs = InProcessJobs(app)
+    assert jobs.run_due() == 4  # the call, its voicemail (delivered twice: one job key) and its status wait…
+    proxy.forward()
+    at = datetime.now(timezone.utc).replace(tzinfo=None)
+    for _ in range(4):  # a callback that runs before its call is recorded tries again shortly
+        at += timedelta(seconds=60)
+        jobs.run_due(at=at)
+    with db.scope() as session:
+        [stored] = session.scalars(sa.select(Call)).all()
+        voicemails = session.scalars(sa.select(Message).where(Message.kind == "voicemail")).all()
+        runs = session.scalars(sa.select(JobRun).where(JobRun.kind == "voice_callback")).all()
+    assert (stored.call_sid, stored.status, stored.duration_seconds) == (call_sid, "completed", 31)
+    assert stored.recording_sid == recording["RecordingSid"] and stored.outcome == "voicemail"
+    assert [m.provider_message_id for m in voicemails] == [recording["RecordingSid"]]
+    assert sorted(r.state for r in runs) == ["done", "done", "done"]
 
 
 def test_with_the_queue_down_too_the_webhook_is_a_503_the_provider_retries(app, db, proxy, monkeypatch):

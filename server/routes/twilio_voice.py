@@ -78,12 +78,12 @@ def recording_done() -> Response:
 @bp.post("/webhook/call_status")
 @require_twilio_signature
 def call_status() -> Response:
-    call_events.record_call_status(db_session(), request.form)
+    call_events.accept_callback(_desk(), db_session(), "call_status", request.form)
     return _no_content()
 
 
 @bp.post("/webhook/recording_status")
 @require_twilio_signature
 def recording_status() -> Response:
-    call_events.store_voicemail(_desk(), db_session(), request.form)
+    call_events.accept_callback(_desk(), db_session(), "recording_status", request.form)
     return _no_content()

@@ -11,6 +11,8 @@ store a voicemail twice.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -24,7 +26,7 @@ from server.db.dao_crm import audit, business_by_number, call_by_sid, create_cal
 from server.db.engine import Database, database_unavailable
 from server.db.models import Call, Thread, string_length, utcnow
 from server.errors import DomainError, Problem
-from server.jobs import JobQueue
+from server.jobs import JobContext, JobQueue, job
 from server.lifecycle import Lifecycle
 from server.logs import log_event
 from server.phones import try_e164
@@ -76,6 +78,11 @@ def incoming_call(desk: CallDesk, session: Session, form: Mapping[str, str]) -> 
         session.rollback()
         log_event(log, "incoming_call_database_unavailable", logging.ERROR, call_sid=call_sid,
                   error=type(exc).__name__)
+        # The call is recorded once the database is back, so its voicemail has a call to land on.
+        try:
+            queue_callback(desk.jobs, "incoming_call", form, exc)
+        except DomainError:  # the queue is down too (logged): the caller still gets the voicemail TwiML
+            pass
         return voicemail_twiml(desk.settings.base_url)
 
 
@@ -172,6 +179,84 @@ def stream_ended(desk: CallDesk, session: Session, form: Mapping[str, str]) -> s
     return hangup_twiml() if said_goodbye else voicemail_twiml(desk.settings.base_url)
 
 
+# ---- status callbacks, now or (while the database is away) from the job queue -------------------
+CALLBACK_JOB = "voice_callback"
+# A queued callback that keeps failing once the database is back (not while it is away: that spends
+# no attempts; a voicemail whose call is itself still queued does) is retried for about half an hour.
+CALLBACK_ATTEMPTS = 10
+
+
+def accept_callback(desk: CallDesk, session: Session, callback: str, form: Mapping[str, str]) -> None:
+    """Apply Twilio's `callback` ("call_status" or "recording_status") now and commit, or, when the
+    database can't be reached, keep the signed form in the job queue (whose store doesn't depend on
+    the database) to apply once it is back: Twilio gets its answer either way and the voicemail still
+    reaches the CRM. Raises DomainError(UNAVAILABLE) only when the queue can't be reached either."""
+    try:
+        CALLBACKS[callback](desk.jobs, desk.transcriber, session, form, False)
+        session.commit()
+    except Exception as exc:
+        if not database_unavailable(exc):
+            raise
+        session.rollback()
+        queue_callback(desk.jobs, callback, form, exc)
+
+
+def queue_callback(jobs: JobQueue, callback: str, form: Mapping[str, str], exc: Exception) -> None:
+    fields = {name: form.get(name, "") for name in form.keys()}  # a plain dict: it is pickled
+    raw = json.dumps([callback, fields], sort_keys=True).encode("utf-8", "replace")
+    key = f"{CALLBACK_JOB}:{callback}:{hashlib.sha256(raw).hexdigest()}"  # a redelivery is the same job
+    jobs.enqueue(CALLBACK_JOB, key, callback, fields)
+    log_event(log, "voice_callback_queued", logging.WARNING, callback=callback, key=key,
+              call_sid=fields.get("CallSid", "")[:64], error=type(exc).__name__)
+
+
+@job(CALLBACK_JOB, attempts=CALLBACK_ATTEMPTS)
+def _queued_callback_job(ctx: JobContext, callback: str, fields: dict) -> None:
+    with ctx.database.scope() as session:
+        CALLBACKS[callback](ctx.services.jobs, ctx.services.voicemail_transcriber, session, fields, True)
+
+
+def _record_call_later(jobs: JobQueue, transcriber: Optional[VoicemailTranscriber], session: Session,
+                       form: Mapping[str, str], queued: bool) -> None:
+    """A call answered with the voicemail TwiML while the database was away, recorded afterwards."""
+    call_sid, to_number = form.get("CallSid", ""), try_e164(form.get("To"))
+    business = business_by_number(session, to_number, "voice") if to_number else None
+    if not call_sid or business is None:
+        return
+    _, created = create_call(session, business.id, call_sid=call_sid, to_number=to_number or "",
+                             from_number=try_e164(form.get("From")) or "",
+                             status=(form.get("CallStatus") or "ringing")[:24])
+    log_event(log, "incoming_call_recorded_late", call_sid=call_sid, business_id=business.id, replay=not created)
+
+
+def _call_status(jobs: JobQueue, transcriber: Optional[VoicemailTranscriber], session: Session,
+                 form: Mapping[str, str], queued: bool) -> None:
+    if queued:
+        _call_recorded(session, form.get("CallSid", ""))
+    record_call_status(session, form)
+
+
+def _recording_status(jobs: JobQueue, transcriber: Optional[VoicemailTranscriber], session: Session,
+                      form: Mapping[str, str], queued: bool) -> None:
+    if queued:
+        _call_recorded(session, form.get("CallSid", ""))
+    store_voicemail_with(jobs, transcriber, session, form)
+
+
+def _call_recorded(session: Session, call_sid: str) -> None:
+    """A queued callback may run before its call (queued too, in the same outage) is recorded: then
+    it is tried again later, as a failed attempt."""
+    if call_sid and call_by_sid(session, call_sid) is None:
+        raise DomainError(Problem.CONFLICT, "call_not_recorded_yet", "the callback's call is not recorded yet")
+
+
+CALLBACKS: dict[str, Callable[[JobQueue, Optional[VoicemailTranscriber], Session, Mapping[str, str], bool], None]] = {
+    "incoming_call": _record_call_later,
+    "call_status": _call_status,
+    "recording_status": _recording_status,
+}
+
+
 def record_call_status(session: Session, form: Mapping[str, str]) -> None:
     """Twilio's call status callback: follow the call's status and close it once, on the first final one."""
     call_sid, status = form.get("CallSid", ""), (form.get("CallStatus") or "")[:24]
@@ -193,6 +278,12 @@ def record_call_status(session: Session, form: Mapping[str, str]) -> None:
 def store_voicemail(desk: CallDesk, session: Session, form: Mapping[str, str]) -> None:
     """The voicemail is ready: keep it on the call and as a message in the caller's voice thread,
     then have it transcribed (once per recording)."""
+    store_voicemail_with(desk.jobs, desk.transcriber, session, form)
+
+
+def store_voicemail_with(jobs: JobQueue, transcriber: Optional[VoicemailTranscriber], session: Session,
+                         form: Mapping[str, str]) -> None:
+    """`store_voicemail`, given only what it uses of the worker (a queued callback has no CallDesk)."""
     call_sid, recording_sid, recording_url = (form.get("CallSid", ""), form.get("RecordingSid", ""),
                                               form.get("RecordingUrl", ""))
     recording_state = form.get("RecordingStatus", "completed")
@@ -219,7 +310,7 @@ def store_voicemail(desk: CallDesk, session: Session, form: Mapping[str, str]) -
     log_event(log, "voicemail_stored", call_sid=call_sid, recording_sid=recording_sid, replay=not new_recording,
               new_message=created)
     if new_recording:
-        transcribe_voicemail_later(desk.jobs, desk.transcriber, call_sid, recording_url)
+        transcribe_voicemail_later(jobs, transcriber, call_sid, recording_url)
 
 
 def _seconds(raw: Optional[str]) -> Optional[int]:
