@@ -28,6 +28,7 @@ from server.security import bridge_hmac
 from server.security.passwords import hash_password
 from testkit.fakes.bridge import FakeBridge
 from testkit.fakes.paypal_server import FakePayPal
+from testkit.fakes.tranzila_server import FakeTranzila
 from testkit.fakes.twilio_rest import FakeTwilioRest
 from testkit.servers import PROJECT_ROOT, GunicornServer
 from tests.conftest import BASE_TEST_ENV, TEST_TWILIO_TOKEN, throwaway_pg_database
@@ -60,6 +61,7 @@ class Console:
     twilio: FakeTwilioRest
     bridge: FakeBridge
     paypal: FakePayPal
+    tranzila: FakeTranzila
     business_id: int
     owner_email: str
     agent_email: str
@@ -148,7 +150,7 @@ def console(request, tmp_path_factory):
     seeded = _seed(db.engine)
     log_dir = tmp_path_factory.mktemp("console-logs")
     with FakeTwilioRest(account_sid=BASE_TEST_ENV["TWILIO_ACCOUNT_SID"], auth_token=TEST_TWILIO_TOKEN) as twilio, \
-            FakeBridge(WA_SECRET) as bridge, FakePayPal() as paypal:
+            FakeBridge(WA_SECRET) as bridge, FakePayPal() as paypal, FakeTranzila() as tranzila:
         env = {**BASE_TEST_ENV, "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING",
                "TWILIO_API_BASE_URL": twilio.url, "TWILIO_API_TIMEOUT_SECONDS": "3",
                "ENABLE_WA_TWILIO": "true", "TWILIO_WA_FROM": f"whatsapp:{TWILIO_SENDER}",
@@ -156,6 +158,8 @@ def console(request, tmp_path_factory):
                "WA_BAILEYS_TIMEOUT_SECONDS": "2", "WA_PROVIDER_PRIORITY": "twilio,baileys",
                "PAYPAL_CLIENT_ID": paypal.client_id, "PAYPAL_CLIENT_SECRET": paypal.client_secret,
                "PAYPAL_WEBHOOK_ID": paypal.webhook_id, "PAYPAL_API_BASE_URL": paypal.url,
+               # No system Tranzila terminal: a business stores its own (the hosted page is the fake's).
+               "TRANZILA_API_BASE_URL": tranzila.url, "TRANZILA_IFRAME_BASE_URL": tranzila.url,
                "PAYMENTS_HTTP_TIMEOUT_SECONDS": "5",
                # Every test signs in afresh, the owner a dozen times per module, all from 127.0.0.1.
                "LOGIN_LIMIT_PER_ADDRESS": "1000/minute", "LOGIN_LIMIT_PER_ACCOUNT": "1000/minute"}
@@ -165,6 +169,7 @@ def console(request, tmp_path_factory):
         server.env["PUBLIC_BASE_URL"] = server.url
         with server:
             yield Console(url=server.url, server=server, db=db, twilio=twilio, bridge=bridge, paypal=paypal,
+                          tranzila=tranzila,
                           business_id=seeded["business_id"], owner_id=seeded["owner"][0],
                           owner_email=seeded["owner"][1], agent_id=seeded["agent"][0],
                           agent_email=seeded["agent"][1])

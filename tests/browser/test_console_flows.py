@@ -1,6 +1,7 @@
 """The staff console's flows in Chromium: signing in and out, the live inbox, replies and their
 delivery states, taking a conversation over from the AI, a call's turns and recording, an invoice
-paid through a payment link sent on WhatsApp, the WhatsApp QR code, and what an agent may not reach."""
+paid through a payment link sent on WhatsApp, a Tranzila payment awaiting confirmation
+settled by the owner, the WhatsApp QR code, and what an agent may not reach."""
 from __future__ import annotations
 
 import re
@@ -13,8 +14,16 @@ import requests
 import sqlalchemy as sa
 from playwright.sync_api import expect
 
-from server.db.models import Customer, Message, Thread
-from tests.browser.conftest import BUSINESS_VOICE, PASSWORD, new_customer_phone, sign_in, wait_until
+from server.db.models import AuditLog, Customer, Message, Payment, Thread
+from tests.browser.conftest import (
+    BUSINESS_VOICE,
+    PASSWORD,
+    WIDTHS,
+    new_customer_phone,
+    screenshot,
+    sign_in,
+    wait_until,
+)
 from tests.crm_seed import seed_call
 
 pytestmark = pytest.mark.slow
@@ -219,6 +228,104 @@ def test_an_invoice_payment_link_sent_on_whatsapp_and_paid_shows_paid_without_re
     expect(dialog.locator(".payment-status")).to_have_text("שולם", timeout=5000)
     dialog.get_by_role("button", name="סגירה").click()
     expect(row).to_contain_text("שולמה", timeout=5000)
+
+
+def _api(page, console, method: str, path: str, body: dict) -> dict:
+    """The signed-in page's own API call (its session cookie, its Origin)."""
+    response = page.request.fetch(path, method=method, data=body, headers={"Origin": console.url})
+    assert response.ok, (path, response.status, response.text())
+    return response.json()
+
+
+def _keyless_tranzila_link(page, console, title: str, amount: str) -> tuple[dict, dict]:
+    """An issued invoice without a customer and its Tranzila link, on the business's own terminal
+    without API keys: the server can't ask Tranzila to confirm what the terminal reports."""
+    _api(page, console, "PUT", "/api/crm/payments/gateways/tranzila",
+         {"enabled": True, "terminal": console.tranzila.terminal, "app_key": None, "secret": None, "mode": "iframe"})
+    invoice = _api(page, console, "POST", "/api/crm/invoices", {"title": title, "amount": amount})
+    _api(page, console, "POST", f"/api/crm/invoices/{invoice['id']}/status", {"status": "issued"})
+    link = _api(page, console, "POST", "/api/crm/payments/create",
+                {"provider": "tranzila", "invoice_id": invoice["id"]})
+    return invoice, link
+
+
+def test_a_tranzila_payment_awaiting_confirmation_is_confirmed_by_the_owner_live(page, browser, console):
+    sign_in(page, console)
+
+    invoice, link = _keyless_tranzila_link(page, console, "טיפול פנים", "180.00")
+
+    page.goto(f"/app/invoices/{invoice['id']}")
+    page.evaluate("() => { window.__sameDocument = true; }")
+    item = page.locator("section.payments li", has_text="tranzila")
+    expect(item.locator(".badge")).to_have_text("נוצר")
+    expect(page.get_by_role("button", name=re.compile("^אישור תשלום"))).to_have_count(0)
+    # The payer opens the link, reaches Tranzila's hosted page; Tranzila posts its notification to the app.
+    payer = browser.new_page()
+    try:
+        payer.goto(link["url"])
+        expect(payer.locator("body")).to_contain_text("Tranzila")
+        notification = console.tranzila.pay(payer.url)
+    finally:
+        payer.close()
+    expect(item.locator(".badge")).to_have_text("ממתין לתשלום", timeout=5000)  # the link was opened
+    answer = requests.post(notification.url, data=notification.form, timeout=10)
+    assert answer.json() == {"status": "awaiting_confirm"}, answer.text
+
+    expect(item.locator(".badge")).to_have_text("ממתין לאישור", timeout=5000)
+    expect(page.locator("dd.doc-status")).to_have_text("הונפקה")
+    confirm = page.get_by_role("button", name=re.compile("^אישור תשלום"))
+    reject = page.get_by_role("button", name=re.compile("^דחיית תשלום"))
+    expect(confirm).to_be_visible()
+    expect(reject).to_be_visible()
+    for name, width in WIDTHS.items():
+        page.set_viewport_size({"width": width[0], "height": width[1]})
+        screenshot(page, f"invoice-awaiting-confirm-{name}")
+    page.set_viewport_size({"width": WIDTHS["desktop"][0], "height": WIDTHS["desktop"][1]})
+
+    # Rejecting asks first; cancelling changes nothing.
+    reject.click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text("דוחות המסוף")
+    dialog.get_by_role("button", name="ביטול").click()
+    expect(dialog).to_have_count(0)
+    expect(item.locator(".badge")).to_have_text("ממתין לאישור")
+
+    confirm.click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_label("הערה (לא חובה)").fill("החיוב מופיע בדוח המסוף")
+    screenshot(page, "invoice-confirm-dialog")
+    dialog.get_by_role("button", name="אישור התשלום").click()
+    expect(page.locator("dd.doc-status")).to_have_text("שולמה", timeout=5000)
+    expect(item.locator(".badge")).to_have_text("שולם")
+    expect(page.get_by_role("button", name=re.compile("^(אישור|דחיית) תשלום"))).to_have_count(0)
+    assert page.evaluate("() => window.__sameDocument") is True
+    stored = console.execute(sa.select(Payment.status, Payment.provider_txn_id)
+                             .where(Payment.id == link["payment_id"])).one()
+    assert stored == ("paid", notification.form["index"])
+    note = console.execute(sa.select(AuditLog.details).where(
+        AuditLog.entity_type == "payment", AuditLog.entity_id == str(link["payment_id"]),
+        AuditLog.action == "payment.paid")).scalar_one()["note"]
+    assert note == "החיוב מופיע בדוח המסוף"
+
+
+def test_a_payment_settled_meanwhile_answers_in_hebrew(page, browser, console):
+    sign_in(page, console)
+
+    invoice, link = _keyless_tranzila_link(page, console, "מניקור", "90.00")
+    hosted_page = requests.get(link["url"], allow_redirects=False, timeout=10).headers["Location"]
+    notification = console.tranzila.pay(hosted_page)
+    assert requests.post(notification.url, data=notification.form, timeout=10).json() == \
+        {"status": "awaiting_confirm"}
+
+    page.goto(f"/app/invoices/{invoice['id']}")
+    page.get_by_role("button", name=re.compile("^דחיית תשלום")).click()
+    dialog = page.get_by_role("dialog")
+    # Another owner rejects it first (on their own screen).
+    _api(page, console, "POST", f"/api/crm/payments/{link['payment_id']}/reject", {"note": "not in the report"})
+    expect(page.locator("section.payments .badge")).to_have_text("נדחה", timeout=5000)
+    dialog.get_by_role("button", name="דחיית התשלום").click()
+    expect(dialog.get_by_role("alert")).to_have_text(re.compile("כבר אינו ממתין לאישור"))
+    expect(page.locator("dd.doc-status")).to_have_text("הונפקה")
 
 
 # ---- the WhatsApp connection --------------------------------------------------------------------

@@ -58,6 +58,8 @@ const MESSAGES = {
   payments_disabled_for_business: 'תשלומים אינם מופעלים לעסק. אפשר להפעיל אותם בהגדרות.',
   provider_not_configured: 'ספק התשלום אינו מוגדר. יש להזין פרטי חיבור בהגדרות.',
   invoice_already_paid: 'החשבונית כבר שולמה.',
+  invoice_not_payable: 'אפשר לשלוח קישור לתשלום רק לחשבונית שהונפקה.',
+  payment_not_awaiting_confirmation: 'התשלום כבר אינו ממתין לאישור (ייתכן שמישהו אחר כבר טיפל בו). המצב המעודכן מוצג כעת.',
   not_configured: 'התכונה אינה מוגדרת בשרת.',
   payload_too_large: 'התוכן גדול מדי.',
   too_many_requests: 'יותר מדי ניסיונות. יש לנסות שוב בעוד מעט.',
@@ -81,7 +83,7 @@ const FIELDS = {
   due_date: 'תאריך לתשלום', body: 'תוכן', status: 'סטטוס', labels: 'תוויות', assignee: 'שיוך', text: 'הודעה',
   password: 'סיסמה', role: 'תפקיד', timezone: 'אזור זמן', ai_instructions: 'הנחיות ל-AI',
   opening_line: 'משפט פתיחה', description: 'תיאור', provider: 'ספק', client_id: 'Client ID',
-  client_secret: 'Client secret', terminal: 'מסוף', app_key: 'App key', secret: 'סוד',
+  client_secret: 'Client secret', terminal: 'מסוף', app_key: 'App key', secret: 'סוד', note: 'הערה',
 };
 
 // The Hebrew for an error code alone (e.g. a failed WhatsApp send inside a successful answer).

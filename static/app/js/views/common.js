@@ -17,6 +17,7 @@ export const CALL_STATUS = {
 export const CALL_OUTCOME = { agent_goodbye: 'הסוכן סיים את השיחה', voicemail: 'הושארה הודעה קולית' };
 export const PAYMENT_STATUS = {
   created: 'נוצר', pending: 'ממתין לתשלום', paid: 'שולם', failed: 'נכשל', expired: 'פג תוקף', refunded: 'הוחזר',
+  awaiting_confirm: 'ממתין לאישור', refund_required: 'נדרש החזר', rejected: 'נדחה',
 };
 export const PROVIDERS = [['paypal', 'PayPal'], ['tranzila', 'Tranzila']];
 export const ROLE = { owner: 'בעלים', agent: 'נציג/ה', admin: 'מנהל/ת מערכת' };

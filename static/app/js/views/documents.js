@@ -1,5 +1,6 @@
 // Deals, invoices and contracts: lists, create, status changes, and from an invoice a payment link
-// sent on WhatsApp in one action, whose status then updates live.
+// sent on WhatsApp in one action, whose status then updates live. An owner confirms or rejects an
+// invoice's payment that waits for confirmation (a charge the server could not check with the gateway).
 import { ApiError, get, hebrewError, keepQuery, patch, post, qs } from '../api.js';
 import { announce, clear, errorBox, field, h, openDialog, select, spinner } from '../dom.js';
 import { amount, dateTime } from '../format.js';
@@ -111,7 +112,11 @@ async function renderOne(main, kind, id, ctx) {
   document.title = `${KIND[kind].one} · AgentLocator`;
   const body = h('div', {}, spinner());
   main.append(h('a', { href: `/app/${kind}`, class: 'back' }, `→ כל ה${KIND[kind].many}`), body);
+  // Payment events come in bursts (a link opened, then paid): only the latest load may draw, so an
+  // older answer arriving last can't put back a status that has moved on.
+  let latest = 0;
   async function load() {
+    const mine = ++latest;
     let d;
     try {
       d = await get(`/api/crm/${kind}/${id}`);
@@ -122,6 +127,14 @@ async function renderOne(main, kind, id, ctx) {
     let customer = null;
     if (d.customer_id) { try { customer = await get(`/api/crm/customers/${d.customer_id}`); } catch { customer = null; } }
     const payments = customer ? (customer.payments || []).filter((p) => kind === 'invoices' && p.invoice_id === d.id) : [];
+    if (kind === 'invoices' && d.payment_id && !payments.some((p) => p.id === d.payment_id)) {
+      // An invoice without a customer (or a payment the customer's list doesn't reach): its link's payment.
+      try {
+        const p = await get(`/api/crm/payments/${d.payment_id}`);
+        payments.push({ ...p, id: p.payment_id });
+      } catch { /* the facts above still show */ }
+    }
+    if (mine !== latest) return;
     const editable = ctx.owner && ['open', 'draft'].includes(d.status);
     clear(body,
       h('div', { class: 'title-row' }, h('h1', {}, d.title || `${KIND[kind].one} #${d.id}`),
@@ -135,12 +148,64 @@ async function renderOne(main, kind, id, ctx) {
         h('dt', {}, 'נוצר'), h('dd', {}, dateTime(d.created_at)),
         h('dt', {}, 'הערות'), h('dd', { class: 'notes' }, d.notes || '—')),
       kind === 'contracts' && d.body ? h('section', {}, h('h2', {}, 'נוסח החוזה'), h('pre', { class: 'transcript' }, d.body)) : null,
-      payments.length ? h('section', { class: 'related' }, h('h2', {}, 'תשלומים'), h('ul', {}, payments.map((p) =>
-        h('li', {}, `${amount(p.amount_minor, p.currency)} · ${p.provider} · `, statusBadge(PAYMENT_STATUS[p.status] || p.status, p.status),
-          ` · ${dateTime(p.created_at)}`)))) : null);
+      payments.length ? h('section', { class: 'related payments' }, h('h2', {}, 'תשלומים'), h('ul', {}, payments.map((p) =>
+        h('li', { dataset: { paymentId: p.id, status: p.status } },
+          `${amount(p.amount_minor, p.currency)} · ${p.provider} · `, statusBadge(PAYMENT_STATUS[p.status] || p.status, p.status),
+          ` · ${dateTime(p.created_at)}`,
+          ctx.owner && p.status === 'awaiting_confirm' ? settleButtons(p, load) : null)))) : null);
   }
   await load();
   return on('payment', debounce((event) => { if (event.invoice_id === id) load(); }, 200));
+}
+
+// Confirming or rejecting a payment that waits for confirmation: the server could not check the
+// charge with the gateway, so the owner looks for it in the terminal's own reports first.
+const SETTLE = {
+  confirm: {
+    label: 'אישור תשלום', submit: 'אישור התשלום', kind: 'primary', done: 'התשלום אושר',
+    text: 'יש לאשר רק אחרי שהחיוב נמצא בדוחות המסוף של חברת הסליקה. התשלום יסומן כשולם, וגם החשבונית.',
+  },
+  reject: {
+    label: 'דחיית תשלום', submit: 'דחיית התשלום', kind: 'danger', done: 'התשלום נדחה',
+    text: 'יש לדחות רק כשהחיוב אינו מופיע בדוחות המסוף (הודעת תשלום מזויפת). התשלום יסומן כנדחה והחשבונית תישאר פתוחה, כך שאפשר לשלוח ללקוח קישור חדש.',
+  },
+};
+
+function settleButtons(p, changed) {
+  const what = amount(p.amount_minor, p.currency);
+  return h('div', { class: 'actions payment-actions' }, Object.entries(SETTLE).map(([action, text]) =>
+    h('button', { type: 'button', class: `${text.kind} small`, 'aria-label': `${text.label}: ${what}`,
+      onclick: () => settleDialog(p, action, changed) }, text.label)));
+}
+
+function settleDialog(p, action, changed) {
+  const text = SETTLE[action];
+  openDialog(`${text.label}: ${amount(p.amount_minor, p.currency)}`, (close) => {
+    const note = h('textarea', { name: 'note', rows: 2, maxlength: 500 });
+    const problem = h('div');
+    const submit = h('button', { type: 'submit', class: text.kind }, text.submit);
+    const form = h('form', { class: 'stack' }, h('p', {}, text.text),
+      field('הערה (לא חובה)', note, 'מה נבדק בדוחות המסוף; נשמר ביומן הפעולות.'), problem,
+      h('div', { class: 'actions' }, submit, h('button', { type: 'button', class: 'ghost', onclick: close }, 'ביטול')));
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      problem.replaceChildren();
+      submit.disabled = true;
+      const written = note.value.trim();
+      try {
+        await post(`/api/crm/payments/${p.id}/${action}`, written ? { note: written } : {});
+        close();
+        announce(text.done);
+        changed();
+      } catch (error) {
+        problem.append(errorBox(hebrewError(error)));
+        submit.disabled = false;
+        // Someone else settled it meanwhile: the view behind the dialog shows where it is now.
+        if (error instanceof ApiError && error.status === 409) changed();
+      }
+    });
+    return form;
+  });
 }
 
 // Create (values without id) or edit a document. `preset` may carry customer_id.
