@@ -12,8 +12,13 @@ saves.
 SQLAlchemy's Python code still runs in the calling greenlet; only the driver's C call moves, and
 pysqlite releases the GIL inside it, so the threads don't compete with the hub for the interpreter.
 
-The pool has several threads, not one: a greenlet whose transaction already holds the write lock
-must be able to commit while other writers sit in SQLite's busy wait for that very lock.
+Waiting for the write lock never holds a pool thread for long. A transaction that writes and then
+commits needs two trips (or more) to the pool, the later ones while it holds the lock; were the
+other writers to sit in SQLite's busy wait inside every pool thread, the holder's commit could get
+no thread and all would wait out the busy timeout. So inside a thread SQLite waits only
+`IN_THREAD_BUSY_MS`; on "database is locked" the statement comes back to its greenlet, which sleeps
+cooperatively (backing off) and tries again until the connection's own busy timeout has passed,
+then gives up with the same error SQLite would have raised.
 
 Outside gevent (tests, the CLI, the jobs worker) and on threads other than the hub's (a pool
 thread, the live engine's call writer, a job's thread), a statement runs where it is called: only
@@ -23,7 +28,8 @@ that thread waits, so there is nothing to free.
 from __future__ import annotations
 
 import sqlite3
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
+import time
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar, cast
 
 from gevent import monkey
 
@@ -40,6 +46,15 @@ _READ_ONLY_PREFIXES = ("SELECT", "PRAGMA")
 # them in its low byte).
 SQLITE_BUSY = 5
 SQLITE_LOCKED = 6
+# A read snapshot that another writer has moved past: waiting can't help, only a new transaction.
+SQLITE_BUSY_SNAPSHOT = 517
+
+# How long SQLite's busy wait may hold a pool thread before the statement returns to its greenlet.
+IN_THREAD_BUSY_MS = 20
+# The greenlet's cooperative pauses between tries: short at first, so a lock held for one commit
+# costs little, then longer, so a lock held for seconds costs few trips.
+FIRST_PAUSE_SECONDS = 0.005
+LONGEST_PAUSE_SECONDS = 0.1
 
 _os_thread_ident = monkey.get_original("_thread", "get_ident")
 
@@ -84,13 +99,22 @@ def sqlite_connection_class(offhub: OffHub) -> type[sqlite3.Connection]:
         def execute(self, sql, parameters=(), /):
             if sql.lstrip()[:6].upper() in _READ_ONLY_PREFIXES:
                 return super().execute(sql, parameters)
-            return offhub.run(super().execute, sql, parameters)
+            return _writer(self).write(super().execute, sql, parameters)
 
         def executemany(self, sql, seq_of_parameters, /):
-            return offhub.run(super().executemany, sql, seq_of_parameters)
+            # In a transaction (pysqlite's default) only the first row can meet a held lock, before
+            # anything is written, so a try is safe to repeat; in autocommit mode earlier rows may
+            # already be committed, so it waits in the thread as a whole instead.
+            if self.connection.isolation_level is None:
+                return offhub.run(super().executemany, sql, seq_of_parameters)
+            return _writer(self).write(super().executemany, sql, seq_of_parameters)
 
         def executescript(self, script, /):
+            # A script commits statement by statement: one that failed half-way can't be repeated.
             return offhub.run(super().executescript, script)
+
+    def _writer(cursor: sqlite3.Cursor) -> "OffHubConnection":
+        return cast(OffHubConnection, cursor.connection)  # a cursor of this class belongs to one
 
     class OffHubConnection(sqlite3.Connection):
         def cursor(self, factory=OffHubCursor):
@@ -99,10 +123,45 @@ def sqlite_connection_class(offhub: OffHub) -> type[sqlite3.Connection]:
         def commit(self):
             # Only a transaction that wrote has anything to flush (and may run a WAL checkpoint).
             if self.in_transaction:
-                return offhub.run(super().commit)
+                return self.write(super().commit)
             return super().commit()
 
+        def write(self, fn: Callable[..., T], *args: Any) -> T:
+            """`fn(*args)` in a pool thread, waiting for a held lock in this greenlet, not in the thread."""
+            if not offhub.offloads_here():
+                return fn(*args)
+            # The patience the connection was given (SQLITE_BUSY_TIMEOUT_SECONDS, or a probe's own):
+            # reading it takes no lock, so it stays on the hub.
+            patience_ms = int(super().execute("PRAGMA busy_timeout").fetchone()[0])
+            give_up = time.monotonic() + patience_ms / 1000
+            pause = FIRST_PAUSE_SECONDS
+            while True:
+                try:
+                    return offhub.run(self._try_briefly, patience_ms, fn, args)
+                except sqlite3.OperationalError as exc:
+                    left = give_up - time.monotonic()
+                    if left <= 0 or not _worth_waiting(exc):
+                        raise
+                time.sleep(min(pause, left))  # gevent's sleep: the hub serves everyone else meanwhile
+                pause = min(pause * 2, LONGEST_PAUSE_SECONDS)
+
+        def _try_briefly(self, patience_ms: int, fn: Callable[..., T], args: tuple) -> T:
+            # Runs in the pool thread, while its greenlet waits: nothing else uses the connection.
+            super().execute(f"PRAGMA busy_timeout={min(IN_THREAD_BUSY_MS, patience_ms)}")
+            try:
+                return fn(*args)
+            finally:
+                super().execute(f"PRAGMA busy_timeout={patience_ms}")
+
     return OffHubConnection
+
+
+def _worth_waiting(exc: sqlite3.OperationalError) -> bool:
+    """A lock another connection holds (it will let go), not a snapshot that can never be brought up to date."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None:
+        return is_sqlite_busy(exc)
+    return code & 0xFF == SQLITE_BUSY and code != SQLITE_BUSY_SNAPSHOT
 
 
 def is_sqlite_busy(exc: BaseException) -> bool:
