@@ -51,9 +51,9 @@ def register_cli(app: Flask) -> None:
     def jobs_worker(workers: int | None) -> None:
         """Run background jobs until SIGTERM/SIGINT (running jobs finish first)."""
         settings = current_app.config["SETTINGS"]
-        consumer = services(current_app).jobs.consumer(
-            workers or settings.jobs_workers, shutdown_timeout=settings.shutdown_grace_seconds
-        )
+        queue = services(current_app).jobs
+        consumer = queue.consumer(workers or settings.jobs_workers, shutdown_timeout=settings.shutdown_grace_seconds)
+        queue.start_lease_keeper()  # renews this worker's leases, requeues what killed workers left
         consumer.run()
 
     @app.cli.command("rotate-secrets")

@@ -161,6 +161,8 @@ class Settings:
     deploy_id: str = env("DEPLOY_ID", "")
     sqlite_busy_timeout_seconds: float = env("SQLITE_BUSY_TIMEOUT_SECONDS", 5.0, _positive_float)
     database_connect_timeout_seconds: float = env("DATABASE_CONNECT_TIMEOUT_SECONDS", 1.5, _positive_float)
+    database_pool_size: int = env("DATABASE_POOL_SIZE", 10, _positive_int)
+    database_pool_timeout_seconds: float = env("DATABASE_POOL_TIMEOUT_SECONDS", 5.0, _positive_float)
     secrets_key: str = env("SECRETS_KEY", "", _fernet_key, secret=True)
     secrets_key_previous: tuple = env("SECRETS_KEY_PREVIOUS", (), _fernet_keys, secret=True)
 
@@ -175,6 +177,9 @@ class Settings:
     jobs_url: str = env("JOBS_URL", "", _jobs_url, secret=True)
     redis_url: str = env("REDIS_URL", "", _jobs_url, secret=True)
     jobs_workers: int = env("JOBS_WORKERS", 4, _positive_int)
+    # A running job's lease, renewed by its worker: a job whose worker died is queued again this long
+    # after the worker's last renewal, plus as much again for workers to renew after a database outage.
+    jobs_lease_seconds: float = env("JOBS_LEASE_SECONDS", 30.0, _positive_float)
 
     # Twilio (voice + WhatsApp)
     twilio_account_sid: str = env("TWILIO_ACCOUNT_SID", "")

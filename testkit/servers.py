@@ -138,6 +138,17 @@ class JobsWorker:
             self._log.close()
         return self.process.returncode
 
+    def kill(self) -> int | None:
+        """SIGKILL, as a lost machine or the out-of-memory killer would: nothing of the worker's runs."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
+        return self.process.returncode
+
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 

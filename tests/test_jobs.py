@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -17,7 +18,7 @@ import sqlalchemy as sa
 from server.app_state import services
 from server.config import PROJECT_ROOT, ConfigError
 from server.db.engine import Database
-from server.jobs import backoff_seconds, job
+from server.jobs import JobQueue, backoff_seconds, job
 from server.jobs.queue import BACKOFF_CAP, queue_location
 from server.jobs.runs import JobRun
 from testkit.fakes.twilio_rest import FakeTwilioRest
@@ -36,6 +37,26 @@ def record(ctx, label: str, failures: int) -> None:
     CALLS.append(label)
     if CALLS.count(label) <= failures:
         raise RuntimeError(f"upstream refused card 4580-1111-2222-3333 for {label}")
+
+
+class WorkerKilled(BaseException):
+    """Stands for the worker process dying mid-job: nothing of the job's own handling runs."""
+
+
+@job("test_killed_once")
+def killed_once(ctx, label: str) -> None:
+    CALLS.append(label)
+    if CALLS.count(label) == 1:
+        raise WorkerKilled()
+
+
+SLOW_STARTED, SLOW_RELEASE = threading.Event(), threading.Event()
+
+
+@job("test_slow")
+def slow(ctx) -> None:
+    SLOW_STARTED.set()
+    SLOW_RELEASE.wait(10)
 
 
 @pytest.fixture(autouse=True)
@@ -80,6 +101,52 @@ def test_a_failed_attempt_is_retried_after_its_backoff(app, db):
     run = _run(db, key)
     assert (run.state, run.attempts, run.error) == ("done", 2, "RuntimeError")
     assert CALLS == ["flaky", "flaky"]
+
+
+def test_a_job_whose_worker_died_mid_run_is_queued_again_once_its_lease_runs_out(make_app, db):
+    app = make_app(JOBS_LEASE_SECONDS="0.3")
+    queue, jobs = services(app).jobs, InProcessJobs(app)
+    key = f"test:{uuid.uuid4().hex}"
+    queue.enqueue("test_killed_once", key, "killed")
+    with pytest.raises(WorkerKilled):
+        jobs.run_due()  # taken off the queue, then the worker is gone
+    run = _run(db, key)
+    assert (run.state, queue.counts()["queued"]) == ("running", 0)
+    assert queue.requeue_expired() == 0  # its lease still holds
+    time.sleep(0.7)  # the lease, and as long again for a live worker to renew it
+    assert queue.requeue_expired() == 1
+    assert _run(db, key).state == "retrying" and queue.requeue_expired() == 0
+    assert jobs.run_due() == 1
+    run = _run(db, key)
+    assert (run.state, run.attempts, run.error, run.lease_until) == ("done", 2, "WorkerLost", None)
+    assert CALLS == ["killed", "killed"]
+    time.sleep(0.7)
+    assert queue.requeue_expired() == 0 and jobs.run_due() == 0  # done: never again
+
+
+def test_a_running_job_keeps_its_lease_while_its_worker_renews_it(make_app, db):
+    app = make_app(JOBS_LEASE_SECONDS="0.3")
+    queue = services(app).jobs
+    other_worker = JobQueue(app.config["SETTINGS"], queue.context)  # another process on the same queue
+    SLOW_STARTED.clear()
+    SLOW_RELEASE.clear()
+    key = f"test:{uuid.uuid4().hex}"
+    queue.enqueue("test_slow", key)
+    stop = queue.start_lease_keeper()
+    runner = threading.Thread(target=InProcessJobs(queue).run_due)
+    try:
+        runner.start()
+        assert SLOW_STARTED.wait(10)
+        for _ in range(4):  # well past its lease, twice over: renewed all along
+            time.sleep(0.4)
+            assert other_worker.requeue_expired() == 0 and _run(db, key).state == "running"
+        stop.set()  # the worker stops renewing (as a dead one would)
+        time.sleep(0.8)
+        assert other_worker.requeue_expired() == 1
+    finally:
+        stop.set()
+        SLOW_RELEASE.set()
+        runner.join(10)
 
 
 def test_backoff_doubles_and_is_capped():
@@ -129,6 +196,7 @@ def test_the_queue_lives_where_the_settings_say(tmp_path):
         make_settings(JOBS_URL="amqp://rabbit")
 
 
+@pytest.mark.xdist_group("redis-jobs")  # one Redis queue name: its runs must not overlap on two workers
 def test_the_queue_on_redis(make_app, db):
     url = f"redis://127.0.0.1:6379/{random.randint(1, 15)}"
     try:
@@ -208,3 +276,38 @@ def test_queued_jobs_survive_restarts_and_an_interrupted_job_runs_again(tmp_path
         assert (run.state, run.attempts) == ("done", 2)
         assert '"voicemail_redirect"' in second.logs()
         database.engine.dispose()
+
+
+@pytest.mark.slow
+def test_a_job_whose_worker_is_killed_mid_run_runs_again_on_the_next_worker(tmp_path):
+    """SIGKILL leaves no chance to put the job back: its lease runs out and the next worker queues it."""
+    with FakeTwilioRest(BASE_TEST_ENV["TWILIO_ACCOUNT_SID"], TEST_TWILIO_TOKEN) as twilio:
+        env = {**BASE_TEST_ENV, **AI_ENV, "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
+               "TWILIO_API_BASE_URL": twilio.url, "WATCHDOG_SECONDS": "0.5", "TWILIO_API_TIMEOUT_SECONDS": "10",
+               "JOBS_LEASE_SECONDS": "1"}
+        with GunicornServer(env, log_path=tmp_path / "gunicorn.log") as server:
+            database = Database(f"sqlite:///{tmp_path / 'app.db'}")
+            tenant = create_tenant(database)
+            call_sid = new_call_sid()
+            params = voice_params(call_sid, to=tenant.phone)
+            assert requests.post(server.url + "/webhook/incoming_call", data=params, timeout=10,
+                                 headers=signature_header(TEST_BASE_URL + "/webhook/incoming_call", params)).ok
+
+            twilio.stall("Calls", seconds=8, times=1)
+            first = JobsWorker(server.env, log_path=tmp_path / "worker-1.log").start()
+            assert twilio.wait_for_requests("Calls", sid=call_sid, timeout=10)  # the redirect is under way…
+            assert first.kill() == -9  # …when the worker is killed outright
+            with database.scope() as session:
+                assert session.get(JobRun, f"call_watchdog:{call_sid}").state == "running"
+
+            with JobsWorker(server.env, log_path=tmp_path / "worker-2.log") as second:
+                assert len(twilio.wait_for_requests("Calls", 2, sid=call_sid, timeout=15)) == 2, second.logs()[-3000:]
+                deadline = time.monotonic() + 10
+                while _run(database, f"call_watchdog:{call_sid}").state != "done" and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                time.sleep(3)  # a second copy would have run by now
+            run = _run(database, f"call_watchdog:{call_sid}")
+            assert (run.state, run.attempts, run.error) == ("done", 2, "WorkerLost")
+            assert len(twilio.requests_for("Calls")) == 2
+            assert '"reason": "lease expired"' in second.logs()
+            database.engine.dispose()

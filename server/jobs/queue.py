@@ -11,12 +11,22 @@ Each enqueued job carries an idempotency key; `job_runs` (server/jobs/runs.py) r
 that already ran, or is running on another worker, is a no-op. A failure is retried with
 exponential backoff (BACKOFF_BASE × 2ⁿ seconds, capped at BACKOFF_CAP) until the kind's attempts
 run out; then the run is `failed` and counted by `/readyz` and `flask --app main jobs`.
+
+huey has no acknowledgements: a job taken off the queue by a worker that is then killed (SIGKILL,
+a lost machine) is gone from the queue. So a running job holds a lease on its `job_runs` row
+(JOBS_LEASE_SECONDS), renewed by its worker's lease keeper while it runs, and the row keeps the
+job's arguments; every worker's lease keeper, on start and then periodically, queues again the jobs
+whose lease ran out (once more than a lease ago, which leaves live workers time to renew after a
+database outage). The idempotency key keeps a job that did finish from running again.
 """
 
 from __future__ import annotations
 
 import logging
+import pickle
+import threading
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
 
@@ -119,6 +129,9 @@ class JobQueue:
         self._offhub = OffHub(threads=1) if isinstance(self.huey, SqliteHuey) else None
         self._tasks = {kind.name: self._register(kind) for kind in _KINDS.values()}
         self._database_waits = 0  # tries in a row that found the database unreachable
+        self.lease = timedelta(seconds=settings.jobs_lease_seconds)
+        self._running: set[str] = set()  # keys of the jobs this process is running: their leases are renewed
+        self._running_lock = threading.Lock()
         self.huey.signal(signals.SIGNAL_INTERRUPTED)(self._requeue_interrupted)
 
     @property
@@ -190,7 +203,8 @@ class JobQueue:
         cut_off = self.huey.get(CUT_OFF_PREFIX + key, peek=True) is not None
         try:
             with database.scope() as session:
-                attempt = runs.claim(session, key, kind.name, resume=cut_off)
+                attempt = runs.claim(session, key, kind.name, resume=cut_off, lease=self.lease,
+                                     task_args=pickle.dumps(args))
         except Exception as exc:
             if not database_unavailable(exc):
                 raise
@@ -201,6 +215,16 @@ class JobQueue:
         if attempt is None:
             log_event(log, "job_skipped", kind=kind.name, key=key, reason="already done, failed or running")
             return
+        with self._running_lock:
+            self._running.add(key)
+        try:
+            self._attempt(kind, key, args, attempt)
+        finally:
+            with self._running_lock:
+                self._running.discard(key)
+
+    def _attempt(self, kind: JobKind, key: str, args: tuple, attempt: int) -> None:
+        database = self.context.database
         try:
             kind.fn(self.context, *args)
         except Exception as exc:
@@ -238,6 +262,58 @@ class JobQueue:
         with database.scope() as session:
             runs.finish(session, key, "done")
         log_event(log, "job_done", kind=kind.name, key=key, attempt=attempt)
+
+    # ---- leases: what a killed worker was running is queued again -----------------------------
+    def renew_leases(self) -> None:
+        with self._running_lock:
+            keys = sorted(self._running)
+        if keys:
+            with self.context.database.scope() as session:
+                runs.renew(session, keys, self.lease)
+
+    def requeue_expired(self) -> int:
+        """Queue again each job left `running` whose lease ran out more than a lease ago (its worker
+        died: no renewal came since); how many. A job waiting for the database has a retry scheduled
+        already (marked in the queue's own store), and is left to it."""
+        with self.context.database.scope() as session:
+            expired = runs.expired(session, self.lease)
+        requeued = 0
+        for key, kind, task_args in expired:
+            with self._running_lock:
+                ours = key in self._running
+            if ours or kind not in self._tasks or self._storage(self.huey.get, CUT_OFF_PREFIX + key, True) is not None:
+                continue
+            # Queued before it is marked: a worker killed between the two leaves it expired, and the
+            # next pass queues it again (the key makes the extra copy a no-op).
+            self.enqueue(kind, key, *pickle.loads(task_args))
+            with self.context.database.scope() as session:
+                if not runs.release_expired(session, key, self.lease):
+                    continue  # it finished, or another worker queued it, meanwhile
+            requeued += 1
+            log_event(log, "job_requeued", logging.WARNING, kind=kind, key=key, reason="lease expired")
+        return requeued
+
+    def keep_leases(self, stop: threading.Event) -> None:
+        """The worker's lease keeper: renew what this process runs and requeue what dead workers left,
+        at once and then every third of a lease, until `stop` is set."""
+        interval = max(self.lease.total_seconds() / 3, 0.1)
+        while True:
+            try:
+                self.renew_leases()
+                self.requeue_expired()
+            except Exception as exc:
+                if not database_unavailable(exc):
+                    log.exception("lease keeping failed", extra={"event": "job_lease_error"})
+                else:
+                    log_event(log, "job_lease_waiting_for_database", logging.WARNING, error=type(exc).__name__)
+            if stop.wait(interval):
+                return
+
+    def start_lease_keeper(self) -> threading.Event:
+        """Run `keep_leases` in a daemon thread; set the returned event to stop it."""
+        stop = threading.Event()
+        threading.Thread(target=self.keep_leases, args=(stop,), name="jobs-lease-keeper", daemon=True).start()
+        return stop
 
     def _wait_for_database(self, kind: JobKind, key: str, exc: Exception) -> RetryTask:
         """Try the job again once the database may be back: a wait that doubles while it stays

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Optional, cast
 
 import sqlalchemy as sa
-from sqlalchemy import Index, String
+from sqlalchemy import Index, LargeBinary, String
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -23,7 +23,8 @@ class JobRun(Base):
     kind, never its message (a message may quote a customer's words or a credential)."""
 
     __tablename__ = "job_runs"
-    __table_args__ = (Index("ix_job_runs_state_updated", "state", "updated_at"),)
+    __table_args__ = (Index("ix_job_runs_state_updated", "state", "updated_at"),
+                      Index("ix_job_runs_state_lease", "state", "lease_until"))
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     kind: Mapped[str] = mapped_column(String(60))
     state: Mapped[str] = mapped_column(String(16))
@@ -31,22 +32,29 @@ class JobRun(Base):
     error: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, nullable=False)
+    # While `running`: until when its worker holds it (renewed as it runs), and the job's arguments
+    # (pickled), so that a job whose worker died can be queued again.
+    lease_until: Mapped[Optional[datetime]] = mapped_column(nullable=True)
+    task_args: Mapped[Optional[bytes]] = mapped_column(LargeBinary, nullable=True)
 
 
 # Claimed runs older than this are taken to belong to a worker that died mid-job.
 STALE_RUN = timedelta(minutes=15)
 
 
-def claim(session: Session, key: str, kind: str, *, resume: bool = False) -> Optional[int]:
+def claim(session: Session, key: str, kind: str, *, resume: bool = False, lease: timedelta = STALE_RUN,
+          task_args: Optional[bytes] = None) -> Optional[int]:
     """Start a run of job `key`: its attempt number, or None when it is done, failed for good, or
     running on another worker (a duplicate of the same job is then a no-op). `resume` takes over a
-    run left `running` by an attempt the database went away under (it could record nothing)."""
+    run left `running` by an attempt the database went away under (it could record nothing). The
+    run is leased for `lease` (see `renew`) and keeps `task_args` to be queued again (`expired`)."""
     now = utcnow()
     if session.get(JobRun, key) is None:
         try:
             with session.begin_nested():
                 session.add(
-                    JobRun(key=key, kind=kind, state="running", attempts=1, error="", created_at=now, updated_at=now)
+                    JobRun(key=key, kind=kind, state="running", attempts=1, error="", created_at=now, updated_at=now,
+                           lease_until=now + lease, task_args=task_args)
                 )
                 session.flush()
             return 1
@@ -60,7 +68,8 @@ def claim(session: Session, key: str, kind: str, *, resume: bool = False) -> Opt
                   sa.and_(JobRun.state == "running", sa.or_(sa.true() if resume else sa.false(),
                                                               JobRun.updated_at < now - STALE_RUN))),
         )
-        .values(state="running", attempts=JobRun.attempts + 1, updated_at=now)
+        .values(state="running", attempts=JobRun.attempts + 1, updated_at=now, lease_until=now + lease,
+                task_args=task_args)
         .execution_options(synchronize_session=False)
     )
     if cast(sa.CursorResult, result).rowcount != 1:
@@ -71,12 +80,42 @@ def claim(session: Session, key: str, kind: str, *, resume: bool = False) -> Opt
 def finish(session: Session, key: str, state: str, error: str = "") -> None:
     """Record the end of a run: `done`, `retrying` (another attempt is scheduled) or `failed`.
     A run that succeeds keeps the error of its last failed attempt, if any."""
-    values: dict = {"state": state, "updated_at": utcnow()}
+    values: dict = {"state": state, "updated_at": utcnow(), "lease_until": None}
     if error:
         values["error"] = error[:200]
     session.execute(
         sa.update(JobRun).where(JobRun.key == key).values(**values).execution_options(synchronize_session=False)
     )
+
+
+def renew(session: Session, keys: list[str], lease: timedelta) -> None:
+    """Extend the leases of the runs of `keys` that this worker is running."""
+    if keys:
+        session.execute(
+            sa.update(JobRun).where(JobRun.key.in_(keys), JobRun.state == "running")
+            .values(lease_until=utcnow() + lease).execution_options(synchronize_session=False)
+        )
+
+
+def expired(session: Session, older_than: timedelta) -> list[tuple[str, str, bytes]]:
+    """Runs left `running` whose lease ran out more than `older_than` ago: (key, kind, task_args)."""
+    rows = session.execute(
+        sa.select(JobRun.key, JobRun.kind, JobRun.task_args).where(
+            JobRun.state == "running", JobRun.lease_until < utcnow() - older_than, JobRun.task_args.is_not(None))
+    ).all()
+    return [(key, kind, args) for key, kind, args in rows]
+
+
+def release_expired(session: Session, key: str, older_than: timedelta) -> bool:
+    """Mark run `key` (found by `expired`) as waiting for its next attempt, unless it has meanwhile
+    finished or been renewed: whether it was still expired."""
+    result = session.execute(
+        sa.update(JobRun).where(JobRun.key == key, JobRun.state == "running",
+                                JobRun.lease_until < utcnow() - older_than)
+        .values(state="retrying", error="WorkerLost", lease_until=None, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return cast(sa.CursorResult, result).rowcount == 1
 
 
 def state_counts(session: Session) -> dict[str, int]:
