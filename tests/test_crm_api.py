@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from server.app_state import services
-from server.db.models import AuditLog, Message, Thread
+from server.db.models import AuditLog, Thread
 from testkit.fakes.bridge import FakeBridge
 from testkit.fakes.twilio_webhooks import ACCOUNT_SID, signature_header
 from tests.conftest import TEST_BASE_URL, add_user

@@ -477,7 +477,8 @@ def test_recording_status_stores_a_voicemail_once(client, db, tenant, monkeypatc
     assert post(client, "/webhook/recording_status", params).status_code == 204
     [message] = voicemail_messages(db)
     call = call_row(db, call_sid)
-    assert (message.direction, message.provider, message.provider_message_id) == ("in", "twilio", params["RecordingSid"])
+    assert (message.direction, message.provider, message.provider_message_id) == (
+        "in", "twilio", params["RecordingSid"])
     assert message.thread_id == call.thread_id and message.call_id == call.id
     assert message.media[0]["url"] == params["RecordingUrl"] and message.media[0]["duration_seconds"] == 12
     assert (call.recording_sid, call.recording_url, call.outcome) == (params["RecordingSid"], params["RecordingUrl"],

@@ -34,7 +34,7 @@ from server.voice.pacer import OutboundPacer
 from server.voice.protocol import Dtmf, Media, OutboundMessages
 from server.voice.store import CallContext, CallStore
 from server.voice.stt import SpeechInput
-from server.voice.transport import MediaSocket, NORMAL_CLOSURE
+from server.voice.transport import NORMAL_CLOSURE, MediaSocket
 from server.voice.turns import PhraseCache, Turn, TurnServices
 
 log = logging.getLogger("agentlocator.voice.session")
