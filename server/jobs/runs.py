@@ -103,7 +103,7 @@ def expired(session: Session, older_than: timedelta) -> list[tuple[str, str, byt
         sa.select(JobRun.key, JobRun.kind, JobRun.task_args).where(
             JobRun.state == "running", JobRun.lease_until < utcnow() - older_than, JobRun.task_args.is_not(None))
     ).all()
-    return [(key, kind, args) for key, kind, args in rows]
+    return [(key, kind, args) for key, kind, args in rows if args is not None]  # as the query asked
 
 
 def release_expired(session: Session, key: str, older_than: timedelta) -> bool:
