@@ -83,7 +83,8 @@ def register_services(app: Flask, settings: Settings) -> AppServices:
 
 def open_database(settings: Settings, box: SecretsBox) -> Database:
     database = Database(settings.sqlalchemy_url, sqlite_busy_timeout=settings.sqlite_busy_timeout_seconds,
-                        secrets_box=box, connect_timeout=settings.database_connect_timeout_seconds)
+                        secrets_box=box, connect_timeout=settings.database_connect_timeout_seconds,
+                        pool_size=settings.database_pool_size, pool_timeout=settings.database_pool_timeout_seconds)
     run_migrations(database.engine, env=MigrationEnv(secrets_box=box))
     return database
 

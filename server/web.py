@@ -5,12 +5,14 @@ import logging
 import uuid
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Flask, Request, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTooLarge
 from werkzeug.utils import cached_property
 from werkzeug.wsgi import LimitedStream
 
 from server import safe_json
+from server.db.engine import unavailable_error
 from server.errors import DomainError, Problem
 from server.logs import request_id_var
 
@@ -123,7 +125,7 @@ def register_error_handlers(app: Flask) -> None:
     def _domain_error(exc: DomainError) -> Response:
         response = jsonify(exc.body())
         response.status_code = STATUS_BY_PROBLEM[exc.problem]
-        if exc.problem is Problem.RATE_LIMITED and "retry_after" in exc.details:
+        if exc.problem in (Problem.RATE_LIMITED, Problem.UNAVAILABLE) and "retry_after" in exc.details:
             response.headers["Retry-After"] = str(exc.details["retry_after"])
         return response
 
@@ -137,6 +139,12 @@ def register_error_handlers(app: Flask) -> None:
         if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
+
+    @app.errorhandler(sa.exc.SQLAlchemyError)
+    def _database_error(exc: sa.exc.SQLAlchemyError) -> Response:
+        # A full pool or an unreachable database is a 503 to retry, on every endpoint alike.
+        unavailable = unavailable_error(exc)
+        return _domain_error(unavailable) if unavailable is not None else _unexpected(exc)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

@@ -169,7 +169,12 @@ def test_a_busy_database_is_a_503_with_the_error_shape(make_app, database_url):
         locker.close()
     assert 0.4 <= elapsed < 3
     assert response.status_code == 503
-    assert response.json == {"error": "database_busy", "message": "the database is busy; try again in a moment"}
+    assert response.json == {
+        "error": "database_busy",
+        "message": "the database is busy; try again in a moment",
+        "retry_after": 1,
+    }
+    assert response.headers["Retry-After"] == "1"
 
 
 PROBE = """

@@ -18,6 +18,13 @@ DEFAULT_SQLITE_BUSY_TIMEOUT = 5.0
 # How long opening a PostgreSQL connection may take (DATABASE_CONNECT_TIMEOUT_SECONDS): a request that
 # needs the database learns it is unreachable in time to do something else (a call still gets TwiML).
 DEFAULT_CONNECT_TIMEOUT = 1.5
+# Connections each worker keeps open (DATABASE_POOL_SIZE; twice as many more lent at a peak), and how
+# long a request waits for one when all are lent (DATABASE_POOL_TIMEOUT_SECONDS) before it answers 503:
+# a client told to retry beats one left hanging half a minute.
+DEFAULT_POOL_SIZE = 10
+DEFAULT_POOL_TIMEOUT = 5.0
+# What a client that got a 503 from the database is told to wait before trying again (Retry-After).
+RETRY_AFTER_SECONDS = 1
 
 # The errors that mean the database can't be reached (or can't take the work) now: worth trying again later.
 DATABASE_UNAVAILABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
@@ -37,17 +44,36 @@ def database_unavailable(exc: BaseException) -> bool:
         isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated)
 
 
+def unavailable_error(exc: BaseException) -> DomainError | None:
+    """The 503 to answer for a database that can't take the request now, or None for any other error
+    (a failed statement is a bug to see, not a reason to retry).
+
+    A pool with every connection lent is busy; a connection that could not be opened, or broke under
+    the statement, means the database is unreachable."""
+    if isinstance(exc, sa.exc.TimeoutError):
+        return DomainError(Problem.UNAVAILABLE, "database_busy", "the database is busy; try again in a moment",
+                           retry_after=RETRY_AFTER_SECONDS)
+    if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) and (
+            exc.connection_invalidated or exc.statement is None):  # no statement: it failed connecting
+        return DomainError(Problem.UNAVAILABLE, "database_unavailable",
+                           "the database can't be reached; try again in a moment", retry_after=RETRY_AFTER_SECONDS)
+    return None
+
+
 def make_engine(url: str, *, sqlite_busy_timeout: float = DEFAULT_SQLITE_BUSY_TIMEOUT,
-                offhub: OffHub | None = None, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> sa.Engine:
+                offhub: OffHub | None = None, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+                pool_size: int = DEFAULT_POOL_SIZE, pool_timeout: float = DEFAULT_POOL_TIMEOUT) -> sa.Engine:
     """An engine for `url`. Statement parameters (a customer's words, a gateway secret) never appear in
     logs or in a failed statement's error text (`hide_parameters`): those go to log pipelines."""
     if url.startswith("sqlite"):
         database = sa.engine.make_url(url).database
+        pool: dict[str, Any] = {}
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
+            pool = {"pool_size": pool_size, "max_overflow": 2 * pool_size, "pool_timeout": pool_timeout}
         # Writes leave the gevent hub (server/db/offhub.py); a short busy timeout turns a held lock
         # into a quick 503 instead of a request hanging for half a minute.
-        engine = sa.create_engine(url, hide_parameters=True, connect_args={
+        engine = sa.create_engine(url, hide_parameters=True, **pool, connect_args={
             "check_same_thread": False, "timeout": sqlite_busy_timeout,
             "factory": sqlite_connection_class(offhub or OffHub())})
 
@@ -63,8 +89,9 @@ def make_engine(url: str, *, sqlite_busy_timeout: float = DEFAULT_SQLITE_BUSY_TI
             cursor.execute(f"PRAGMA busy_timeout={int(sqlite_busy_timeout * 1000)}")
             cursor.close()
     else:
-        engine = sa.create_engine(url, hide_parameters=True, pool_pre_ping=True, pool_size=10, max_overflow=20,
-                                  pool_recycle=1800, connect_args={"connect_timeout": max(1, int(connect_timeout))})
+        engine = sa.create_engine(url, hide_parameters=True, pool_pre_ping=True, pool_size=pool_size,
+                                  max_overflow=2 * pool_size, pool_timeout=pool_timeout, pool_recycle=1800,
+                                  connect_args={"connect_timeout": max(1, int(connect_timeout))})
 
         @sa.event.listens_for(engine, "do_connect")
         def _connect_within_timeout(dialect, _record, cargs, cparams):
@@ -83,8 +110,8 @@ def make_engine(url: str, *, sqlite_busy_timeout: float = DEFAULT_SQLITE_BUSY_TI
     def _busy_is_unavailable(context):
         # Every caller, route or job, sees one clear error: the HTTP answer is a 503 to retry later.
         if is_sqlite_busy(context.original_exception):
-            raise DomainError(Problem.UNAVAILABLE, "database_busy",
-                              "the database is busy; try again in a moment") from context.sqlalchemy_exception
+            raise DomainError(Problem.UNAVAILABLE, "database_busy", "the database is busy; try again in a moment",
+                              retry_after=RETRY_AFTER_SECONDS) from context.sqlalchemy_exception
 
     return engine
 
@@ -93,8 +120,10 @@ class Database:
     """The engine plus a session factory; `scope()` is a unit of work that commits or rolls back."""
 
     def __init__(self, url: str, *, sqlite_busy_timeout: float = DEFAULT_SQLITE_BUSY_TIMEOUT,
-                 secrets_box=None, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT):
-        self.engine = make_engine(url, sqlite_busy_timeout=sqlite_busy_timeout, connect_timeout=connect_timeout)
+                 secrets_box=None, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+                 pool_size: int = DEFAULT_POOL_SIZE, pool_timeout: float = DEFAULT_POOL_TIMEOUT):
+        self.engine = make_engine(url, sqlite_busy_timeout=sqlite_busy_timeout, connect_timeout=connect_timeout,
+                                  pool_size=pool_size, pool_timeout=pool_timeout)
         self._sqlite_busy_timeout_ms = int(sqlite_busy_timeout * 1000)
         # Sessions carry the box that seals stored secrets (server/security/secrets_box.py).
         self.sessions = sessionmaker(self.engine, expire_on_commit=False, info={"secrets_box": secrets_box})
