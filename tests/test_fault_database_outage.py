@@ -1,8 +1,8 @@
 """Fault test: the database goes away for ~30 s under real gunicorn (2 gevent workers) and a real jobs
 worker, while 100 signed WhatsApp messages arrive (some delivered twice) and a call comes in; the
 jobs worker is killed (SIGKILL) in the middle of an AI reply and a new one started. Afterwards: every
-message stored once, every
-due AI reply sent exactly once (counted at the Twilio REST fake), and the call was answered in time."""
+message stored once, every due AI reply sent exactly once (counted at the Twilio REST fake), and the
+call was answered in time."""
 from __future__ import annotations
 
 import threading
