@@ -17,7 +17,9 @@ from server.db import dao_crm
 from server.db.events import events_after, latest_event_id, prune_events, publish_event
 from server.db.models import ApiToken, Call, Event, Message, Payment, Thread, User, utcnow
 from server.payments.states import transition
+from server.security.auth import TokenPolicy, issue_token
 from server.security.passwords import token_digest
+from server.security.sessions import SESSION_TOKEN_NAME
 from server.whatsapp.status import advance_status
 
 CUSTOMER = "+972501234567"
@@ -368,3 +370,38 @@ def test_draining_ends_every_stream(db, tenant):
 def _rows(db) -> list[Event]:
     with db.scope() as session:
         return list(session.scalars(sa.select(Event).order_by(Event.id)))
+
+
+def test_an_expired_token_ends_the_stream(db, tenant, monkeypatch):
+    monkeypatch.setattr("server.console.live.TOKEN_CHECK_SECONDS", 0.1)
+    hub = EventHub(db, poll_interval=0.05, policy=TokenPolicy(ttl=timedelta(days=90)))
+    stream = StreamReader(hub, tenant.business_id, token_of(tenant), None)
+    stream.wait_for(1)
+    time.sleep(0.3)
+    assert not stream.ended.is_set()
+    with db.scope() as session:
+        session.scalar(sa.select(ApiToken).where(ApiToken.user_id == tenant.user_id)).created_at = utcnow() - timedelta(
+            days=90, minutes=1
+        )
+    assert stream.ended.wait(3)
+    assert hub.subscriber_count == 0
+
+
+def test_an_idle_console_session_ends_its_stream_which_does_not_keep_it_alive(db, tenant, monkeypatch):
+    monkeypatch.setattr("server.console.live.TOKEN_CHECK_SECONDS", 0.1)
+    hub = EventHub(db, poll_interval=0.05, policy=TokenPolicy(session_idle=timedelta(minutes=30)))
+    with db.scope() as session:
+        token = issue_token(session, session.get(User, tenant.user_id), name=SESSION_TOKEN_NAME)
+        session.scalar(sa.select(ApiToken).where(ApiToken.token_hash == token_digest(token))).last_used_at = (
+            utcnow() - timedelta(minutes=29, seconds=58)
+        )
+    stream = StreamReader(hub, tenant.business_id, token_digest(token), None)
+    stream.wait_for(1)
+    time.sleep(0.3)
+    assert not stream.ended.is_set()  # still within its idle limit
+    # Streaming is no use of the session: a couple of seconds on, its idle limit has passed.
+    assert stream.ended.wait(5)
+    assert hub.subscriber_count == 0
+    with db.scope() as session:
+        used = session.scalar(sa.select(ApiToken.last_used_at).where(ApiToken.token_hash == token_digest(token)))
+    assert utcnow() - used > timedelta(minutes=30)

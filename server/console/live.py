@@ -12,7 +12,9 @@ for a minute; when its row appears it is delivered late rather than never (a rol
 leaves a gap that simply expires). On SQLite writes are serialised and no such gaps arise.
 
 The poller also, every 15 s, checks in one query that the tokens behind its streams are still
-valid (not revoked, user not disabled) and ends the streams of those that aren't; every 10
+valid (not revoked, not expired by age or, for a console session, by idleness, user not disabled)
+and ends the streams of those that aren't (an open stream is no use of the session: it doesn't
+keep an idle one alive); every 10
 minutes it prunes events older than a day; and when the worker starts draining it ends every
 stream, so browsers reconnect to a worker that stays.
 """
@@ -32,7 +34,8 @@ import sqlalchemy as sa
 from server.cooperative import start_background
 from server.db.engine import Database
 from server.db.events import events_after, latest_event_id, prune_events
-from server.db.models import ApiToken, Event, User
+from server.db.models import ApiToken, Event, User, utcnow
+from server.security.auth import TokenPolicy
 
 log = logging.getLogger("agentlocator.console.live")
 
@@ -92,8 +95,10 @@ class EventHub:
         *,
         draining: Callable[[], bool] = lambda: False,
         poll_interval: float = POLL_INTERVAL_SECONDS,
+        policy: Optional[TokenPolicy] = None,
     ):
         self._db = database
+        self._policy = policy or TokenPolicy()  # None: the defaults (TOKEN_TTL_DAYS, SESSION_IDLE_MINUTES)
         self._draining = draining
         self._poll_interval = poll_interval
         self._lock = threading.Lock()
@@ -243,13 +248,19 @@ class EventHub:
         digests = sorted({s.token_digest for s in subscribers})
         if not digests:
             return
-        valid = set(
-            connection.execute(
-                sa.select(ApiToken.token_hash)
-                .join(User, User.id == ApiToken.user_id)
-                .where(ApiToken.token_hash.in_(digests), ApiToken.revoked_at.is_(None), User.disabled_at.is_(None))
-            ).scalars()
-        )
+        rows = connection.execute(
+            sa.select(ApiToken.token_hash, ApiToken.name, ApiToken.created_at, ApiToken.last_used_at)
+            .join(User, User.id == ApiToken.user_id)
+            .where(ApiToken.token_hash.in_(digests), ApiToken.revoked_at.is_(None), User.disabled_at.is_(None))
+        ).all()
+        now = utcnow()
+        valid = {
+            row.token_hash
+            for row in rows
+            if not self._policy.expired(
+                ApiToken(name=row.name, created_at=row.created_at, last_used_at=row.last_used_at), now
+            )
+        }
         for subscription in subscribers:
             if subscription.token_digest not in valid:
                 subscription.end("revoked")

@@ -10,7 +10,7 @@ from server.console.live import EventHub, sse_stream
 from server.errors import DomainError, Problem
 from server.openapi import document, error_responses, operation
 from server.routes import app_services
-from server.routes.auth_api import require_auth
+from server.routes.auth_api import require_auth, token_policy
 
 bp = Blueprint("events_api", __name__)
 _EVENT_ID = re.compile(r"^[0-9]{1,18}$", re.ASCII)
@@ -21,7 +21,7 @@ def _hub() -> EventHub:
     state = app_services()
     if state.event_hub is None:
         lifecycle = state.lifecycle
-        state.event_hub = EventHub(state.database, draining=lambda: lifecycle.draining)
+        state.event_hub = EventHub(state.database, draining=lambda: lifecycle.draining, policy=token_policy())
     return state.event_hub
 
 
@@ -74,7 +74,8 @@ OPENAPI_PATHS = {
             "event, `ready` {last_event_id, replayed}, comes once the stream is live (after any replay). "
             "A reconnect with `Last-Event-ID` first replays what was missed (events are kept a day). "
             "A comment line every 15 s keeps the connection open. The stream ends when the session is "
-            "revoked or the worker shuts down; the browser reconnects by itself. Works with the session "
+            "revoked or expires (an open stream doesn't keep an idle session alive) or the worker shuts "
+            "down; the browser reconnects by itself. Works with the session "
             "cookie or a bearer token.",
             parameters=[
                 {
