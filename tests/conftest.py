@@ -21,12 +21,13 @@ from server.app_factory import create_app
 from server.app_state import services
 from server.config import Settings
 from server.db.migrate import run_migrations
-from server.db.models import Base, Business, BusinessNumber, User
+from server.db.models import Business, BusinessNumber, User
 from server.security.auth import issue_token
 from server.security.passwords import hash_password
 from testkit.env import BASE_TEST_ENV as BASE_TEST_ENV
 from testkit.env import TEST_BASE_URL as TEST_BASE_URL
 from testkit.env import TEST_TWILIO_TOKEN as TEST_TWILIO_TOKEN
+from testkit.pool import AppPool, empty_database, forget_database
 
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql+psycopg2://127.0.0.1:5432/test")
 
@@ -73,39 +74,17 @@ def pg_database():
         run_migrations(engine)
         engine.dispose()
         yield url
-        _emptying_engine(url).dispose()
-
-
-@functools.cache
-def _emptying_engine(url: str) -> sa.Engine:
-    return sa.create_engine(url, poolclass=sa.pool.StaticPool)
-
-
-@functools.cache
-def _emptying_sql(url: str) -> str:
-    """DELETE from every table, children first, then restart the tables' own sequences: the same end
-    state as `TRUNCATE … RESTART IDENTITY`, at a small fraction of its cost on a handful of rows
-    (TRUNCATE replaces every table's and index's files)."""
-    tables = [t.name for t in Base.metadata.sorted_tables]
-    with _emptying_engine(url).connect() as conn:
-        sequences = conn.execute(sa.text(
-            "SELECT seq.relname FROM pg_class seq JOIN pg_depend dep ON dep.objid = seq.oid "
-            "JOIN pg_class tab ON dep.refobjid = tab.oid "
-            "WHERE seq.relkind = 'S' AND dep.deptype IN ('a', 'i') AND tab.relname = ANY(:tables)"),
-            {"tables": tables}).scalars().all()
-    return "; ".join([f'DELETE FROM "{name}"' for name in reversed(tables)]
-                     + [f'ALTER SEQUENCE "{name}" RESTART' for name in sorted(sequences)])
+        forget_database(url)
 
 
 def truncate_all(url: str) -> None:
-    """Empty every table of the PostgreSQL database at `url` and restart its ids from 1."""
-    with _emptying_engine(url).begin() as conn:
-        conn.exec_driver_sql(_emptying_sql(url))
+    """Empty every table of the database at `url` (SQLite or PostgreSQL) and restart its ids from 1."""
+    empty_database(url)
 
 
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory):
-    """An SQLite file migrated once; each test starts from a copy (much cheaper than migrating)."""
+    """An SQLite file migrated once (copying it is much cheaper than migrating)."""
     path = tmp_path_factory.mktemp("sqlite-template") / "agentlocator.db"
     engine = sa.create_engine(f"sqlite:///{path}")
     run_migrations(engine)
@@ -113,13 +92,19 @@ def sqlite_template(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def sqlite_database(sqlite_template, tmp_path_factory):
+    """This session's SQLite database (a copy of the template), emptied before each test like PostgreSQL's."""
+    path = tmp_path_factory.mktemp("sqlite") / "agentlocator.db"
+    shutil.copyfile(sqlite_template, path)
+    yield f"sqlite:///{path}"
+    forget_database(f"sqlite:///{path}")
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path):
-    if request.param == "sqlite":
-        path = tmp_path / "agentlocator.db"
-        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
-        return f"sqlite:///{path}"
-    url = request.getfixturevalue("pg_database")
+def database_url(request):
+    """The session's database of each kind, emptied for this test."""
+    url = request.getfixturevalue("sqlite_database" if request.param == "sqlite" else "pg_database")
     truncate_all(url)
     return url
 
@@ -129,21 +114,35 @@ def make_settings(**env: str) -> Settings:
     return Settings.from_env({**BASE_TEST_ENV, **env})
 
 
+def build_test_app(database_url: str, env: dict[str, str]):
+    app = create_app(make_settings(DATABASE_URL=database_url, **env))
+    app.config["TESTING"] = True
+    return app
+
+
+@pytest.fixture(scope="session")
+def app_pool(tmp_path_factory):
+    """Apps built once per session and lent to test after test (see testkit/pool.py)."""
+    pool = AppPool(build_test_app, tmp_path_factory.mktemp("jobs"))
+    yield pool
+    pool.close()
+
+
 @pytest.fixture
-def make_app(database_url, tmp_path):
-    """Build an app on this test's database (and job queue) with extra environment variables."""
+def make_app(request, database_url, app_pool):
+    """An app on this test's database (with a job queue of its own) with extra environment variables:
+    one lent by the session's pool, or, for a test marked `fresh_app`, one built for it alone."""
     apps = []
+    fresh = request.node.get_closest_marker("fresh_app") is not None
 
     def build(**env: str):
-        env = {"JOBS_URL": f"sqlite:///{tmp_path / 'jobs.db'}", **env}
-        app = create_app(make_settings(DATABASE_URL=database_url, **env))
-        app.config["TESTING"] = True
+        app = app_pool.build_fresh(database_url, env) if fresh else app_pool.acquire(database_url, env)
         apps.append(app)
         return app
 
     yield build
     for app in apps:
-        services(app).database.engine.dispose()
+        app_pool.release(app)
 
 
 @pytest.fixture

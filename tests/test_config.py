@@ -58,6 +58,7 @@ def test_dotenv_file_is_read_and_environment_wins(tmp_path, monkeypatch):
     assert settings.log_level == "WARNING"
 
 
+@pytest.mark.fresh_app  # what building an app logs
 def test_start_up_logs_do_not_contain_secrets(make_app, caplog):
     caplog.set_level(logging.DEBUG)
     make_app(OPENAI_API_KEY="sk-should-not-leak", WA_SHARED_SECRET="never-log-me")

@@ -43,8 +43,10 @@ ids = st.one_of(st.text(string.ascii_letters + string.digits, min_size=1, max_si
 
 
 @pytest.fixture(scope="module")
-def pg_app(pg_database):
-    app = create_app(make_settings(DATABASE_URL=pg_database, WA_SHARED_SECRET=WA_SECRET, LOG_LEVEL="WARNING"))
+def pg_app(pg_database, tmp_path_factory):
+    jobs = tmp_path_factory.mktemp("jobs") / "jobs.db"
+    app = create_app(make_settings(DATABASE_URL=pg_database, JOBS_URL=f"sqlite:///{jobs}", WA_SHARED_SECRET=WA_SECRET,
+                                   LOG_LEVEL="WARNING"))
     app.config["TESTING"] = True
     yield app
     services(app).database.engine.dispose()

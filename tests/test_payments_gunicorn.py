@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 def test_paypal_and_tranzila_links_under_gunicorn_gevent(pg_database, paypal, tranzila, tmp_path):
     truncate_all(pg_database)
-    app = create_app(make_settings(DATABASE_URL=pg_database))
+    app = create_app(make_settings(DATABASE_URL=pg_database, JOBS_URL=f"sqlite:///{tmp_path / 'jobs.db'}"))
     owner = business_owner(app, payments_enabled=True)
     services(app).database.engine.dispose()
     env = {**BASE_TEST_ENV, **payment_env(paypal, tranzila), "DATABASE_URL": pg_database, "LOG_LEVEL": "WARNING"}
