@@ -25,6 +25,7 @@ const INBOUND_DEDUPE_MAX = 10000;
  * @param {(dir: string) => Promise<{state, saveCreds}>} [options.authStateFactory]  default useMultiFileAuthState
  * @param {typeof fetch} [options.fetch]  used to POST events to the app
  * @param {() => number} [options.now]  clock in milliseconds
+ * @param {{setTimeout, clearTimeout}} [options.timers]  schedule the reconnects (default the global timers)
  * @param {object} [options.logger]  default: JSON lines on stdout at config.logLevel
  */
 export function createBridge({
@@ -33,6 +34,7 @@ export function createBridge({
   authStateFactory = useMultiFileAuthState,
   fetch = globalThis.fetch,
   now = Date.now,
+  timers = { setTimeout, clearTimeout },
   logger = createLogger({ level: config.logLevel }),
 }) {
   const secrets = signingSecrets(config);
@@ -90,6 +92,7 @@ export function createBridge({
     logger: logger.child({ component: 'connection' }),
     libraryLogger: logger.child({ component: 'baileys' }, { level: libraryLogLevel(config.logLevel) }),
     now,
+    timers,
     onConnectionChange: (report) => forwarder.enqueue({ event: 'connection', ...report }),
     onIncomingMessages: forwardIncoming,
     onMessageUpdates: forwardStatuses,

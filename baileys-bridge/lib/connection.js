@@ -54,6 +54,7 @@ export function createConnectionManager({
   logger,
   libraryLogger,
   now = Date.now,
+  timers = { setTimeout, clearTimeout },
   onConnectionChange,
   onIncomingMessages,
   onMessageUpdates,
@@ -129,7 +130,7 @@ export function createConnectionManager({
     reconnectAttempt += 1;
     const delayMs = backoffDelay(reconnectAttempt, config.reconnectBaseMs, config.reconnectMaxMs);
     logger.info({ attempt: reconnectAttempt, delayMs, lastDisconnectCode, reason }, 'reconnecting to WhatsApp');
-    reconnectTimer = setTimeout(connect, delayMs);
+    reconnectTimer = timers.setTimeout(connect, delayMs);
   }
 
   async function handleEvents(sock, saveCreds, events) {
@@ -214,7 +215,7 @@ export function createConnectionManager({
 
     async stop() {
       stopped = true;
-      clearTimeout(reconnectTimer);
+      timers.clearTimeout(reconnectTimer);
       reconnectTimer = null;
       const sock = socket;
       if (sock) await sock.end(undefined);

@@ -44,8 +44,17 @@ for (const code of [401, 403]) {
     }));
 }
 
-test('transient closes reconnect with growing backoff, reset once open', () =>
-  withBridge({ fake: { autoOpen: false } }, async (t) => {
+test('transient closes reconnect with growing backoff, reset once open', () => {
+  // The waits the bridge asks for, exactly: what it measures on the wall clock also holds on a loaded machine.
+  const delays = [];
+  const timers = {
+    setTimeout: (fn, ms) => {
+      delays.push(ms);
+      return setTimeout(fn, ms);
+    },
+    clearTimeout,
+  };
+  return withBridge({ fake: { autoOpen: false }, timers }, async (t) => {
     await socketCount(t, 1);
     await t.makeSocket.sockets[0].close(428);
     assert.equal(t.bridge.status().state, 'close');
@@ -58,6 +67,7 @@ test('transient closes reconnect with growing backoff, reset once open', () =>
     assert.ok(s1 - s0 >= 18, `first retry after ~20 ms, got ${s1 - s0}`);
     assert.ok(s2 - s1 >= 38, `then ~40 ms, got ${s2 - s1}`);
     assert.ok(s3 - s2 >= 78, `then ~80 ms, got ${s3 - s2}`);
+    assert.deepEqual(delays, [20, 40, 80]);
     assert.equal(t.bridge.status().lastDisconnectCode, 408);
 
     t.makeSocket.sockets[3].open();
@@ -65,8 +75,10 @@ test('transient closes reconnect with growing backoff, reset once open', () =>
     const closedAt = Date.now();
     await t.makeSocket.sockets[3].close(440);
     await socketCount(t, 5);
-    assert.ok(t.makeSocket.sockets[4].createdAt - closedAt < 60, 'backoff starts over after a successful open');
-  }));
+    assert.deepEqual(delays, [20, 40, 80, 20], 'backoff starts over after a successful open');
+    assert.ok(t.makeSocket.sockets[4].createdAt - closedAt >= 18, 'after the base delay');
+  });
+});
 
 test('515 restartRequired reconnects at once', () =>
   withBridge({ config: { reconnectBaseMs: 5000 } }, async (t, app) => {

@@ -94,7 +94,7 @@ export async function startFakeApp(respond = () => 204) {
  * A bridge with the fake socket and a temporary session dir. Options: config overrides, fake
  * socket options, app (a startFakeApp() result; default: an app that refuses connections).
  */
-export async function startTestBridge({ config: overrides = {}, fake = {}, app, logger, authStateFactory } = {}) {
+export async function startTestBridge({ config: overrides = {}, fake = {}, app, logger, authStateFactory, timers } = {}) {
   const sessionDir = await tempDir();
   const makeSocket = createFakeSocketFactory(fake);
   const config = testConfig({ sessionDir, appUrl: app?.url ?? `http://127.0.0.1:${await unusedPort()}`, ...overrides });
@@ -103,6 +103,7 @@ export async function startTestBridge({ config: overrides = {}, fake = {}, app, 
     config,
     logger: logger ?? createLogger({ level: 'silent' }),
     ...(authStateFactory && { authStateFactory }),
+    ...(timers && { timers }),
   });
   const { port } = await bridge.start();
   const base = `http://127.0.0.1:${port}`;
