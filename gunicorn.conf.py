@@ -8,6 +8,7 @@ Shutdown: on SIGTERM gunicorn stops accepting connections and gives open request
 calls' WebSockets, `graceful_timeout` (SHUTDOWN_GRACE_SECONDS) to finish. The worker also marks the
 app as draining, so `/readyz` answers 503 and new calls on kept-alive connections go to voicemail.
 """
+
 from server.config import ConfigError, Settings
 
 try:

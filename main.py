@@ -1,4 +1,5 @@
 """WSGI entry point: `gunicorn main:app` (run from the project root)."""
+
 import sys
 
 from server.app_factory import create_app

@@ -27,6 +27,7 @@ With two or more CPUs the worker is pinned to CPU 0 and this client to CPU 1. Fi
   barge_in_after_stt subtracts the scripted STT's interim delay (when the STT reports speech).
 * worker_cpu_percent (of one core) and worker_rss_mb, and both per call.
 """
+
 from __future__ import annotations
 
 from gevent import monkey
@@ -62,10 +63,10 @@ from testkit.servers import GunicornServer  # noqa: E402
 
 AUTH_TOKEN = "bench-twilio-token"
 APP_SECRET = "bench-app-secret"
-BENCH_SCRIPT = Script(stt_final_ms=300, stt_interim_ms=200, llm_first_token_ms=400, llm_token_ms=20,
-                      tts_ms=150, tts_ms_per_char=50)
-QUESTIONS = ("מה שעות הפתיחה שלכם מחר", "כמה עולה תספורת לילד", "אפשר לקבוע תור ליום שלישי",
-             "איפה אתם נמצאים בדיוק")
+BENCH_SCRIPT = Script(
+    stt_final_ms=300, stt_interim_ms=200, llm_first_token_ms=400, llm_token_ms=20, tts_ms=150, tts_ms_per_char=50
+)
+QUESTIONS = ("מה שעות הפתיחה שלכם מחר", "כמה עולה תספורת לילד", "אפשר לקבוע תור ליום שלישי", "איפה אתם נמצאים בדיוק")
 LONG_QUESTION = "תספרו לי הכל בבקשה long"
 INTERRUPTION = "רגע סליחה שאלה אחרת"
 REPLY_GAP_SECONDS = 0.25  # a longer silence between two frames separates two replies
@@ -75,11 +76,15 @@ REPLY_GAP_SECONDS = 0.25  # a longer silence between two frames separates two re
 @contextlib.contextmanager
 def scripted_providers(script: Script) -> Iterator[dict[str, str]]:
     """In-process scripted providers (testkit/fakes/scripted_providers.py)."""
-    yield {"VOICE_PROVIDERS": "testkit.fakes.scripted_providers:build",
-           "SCRIPTED_STT_FINAL_MS": str(script.stt_final_ms), "SCRIPTED_STT_INTERIM_MS": str(script.stt_interim_ms),
-           "SCRIPTED_LLM_FIRST_TOKEN_MS": str(script.llm_first_token_ms),
-           "SCRIPTED_LLM_TOKEN_MS": str(script.llm_token_ms), "SCRIPTED_TTS_MS": str(script.tts_ms),
-           "SCRIPTED_TTS_MS_PER_CHAR": str(script.tts_ms_per_char)}
+    yield {
+        "VOICE_PROVIDERS": "testkit.fakes.scripted_providers:build",
+        "SCRIPTED_STT_FINAL_MS": str(script.stt_final_ms),
+        "SCRIPTED_STT_INTERIM_MS": str(script.stt_interim_ms),
+        "SCRIPTED_LLM_FIRST_TOKEN_MS": str(script.llm_first_token_ms),
+        "SCRIPTED_LLM_TOKEN_MS": str(script.llm_token_ms),
+        "SCRIPTED_TTS_MS": str(script.tts_ms),
+        "SCRIPTED_TTS_MS_PER_CHAR": str(script.tts_ms_per_char),
+    }
 
 
 # name → a context manager factory taking the Script and yielding the server's environment. Other
@@ -102,7 +107,7 @@ def provider_mode(name: str):
 @dataclass
 class CallResult:
     call_sid: str
-    utterances: list[str] = field(default_factory=list)      # in turn order (turn 1, 2, …)
+    utterances: list[str] = field(default_factory=list)  # in turn order (turn 1, 2, …)
     barge_in_ms: list[float] = field(default_factory=list)
     first_audio_ms: list[float] = field(default_factory=list)
     caller: Optional[TwilioCaller] = None
@@ -113,8 +118,9 @@ def run_call(server_url: str, call_sid: str, business_id: int, turns: int, start
     result = CallResult(call_sid)
     gevent.sleep(start_delay)
     try:
-        caller = result.caller = TwilioCaller.dial(server_url, call_sid, auth_token=AUTH_TOKEN, app_secret=APP_SECRET,
-                                                   business_id=business_id)
+        caller = result.caller = TwilioCaller.dial(
+            server_url, call_sid, auth_token=AUTH_TOKEN, app_secret=APP_SECRET, business_id=business_id
+        )
         if not caller.wait_for(lambda c: c.marks_echoed >= 1, 20):
             raise RuntimeError("no opening line")
         caller.wait_until_quiet(0.3, 20)
@@ -250,12 +256,19 @@ def setup_database(url: str, calls: int) -> tuple[int, list[str]]:
         business = Business(name="מספרת הבנץ'", ai_instructions="מספרה לכל המשפחה.")
         session.add(business)
         session.flush()
-        session.add(BusinessNumber(business_id=business.id, number=f"+9723{random.randint(1000000, 9999999)}",
-                                   kind="voice"))
+        session.add(
+            BusinessNumber(business_id=business.id, number=f"+9723{random.randint(1000000, 9999999)}", kind="voice")
+        )
         sids = [new_sid("CA") for _ in range(calls)]
         for n, sid in enumerate(sids):
-            create_call(session, business.id, call_sid=sid, from_number=f"+97250{n:07d}", to_number="+97235550001",
-                        status="in-progress")
+            create_call(
+                session,
+                business.id,
+                call_sid=sid,
+                from_number=f"+97250{n:07d}",
+                to_number="+97235550001",
+                status="in-progress",
+            )
         business_id = business.id
     database.engine.dispose()
     return business_id, sids
@@ -269,19 +282,32 @@ def main() -> None:
     parser.add_argument("--database-url", default="", help="default: a fresh SQLite file")
     parser.add_argument("--ramp-seconds", type=float, default=2.0, help="spread the call starts over this long")
     parser.add_argument("--no-pin", action="store_true", help="don't pin server and client to separate CPUs")
-    parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
-                        help="extra environment for the server (e.g. GEVENT_MONITOR_THREAD_ENABLE=true)")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for the server (e.g. GEVENT_MONITOR_THREAD_ENABLE=true)",
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="agentlocator-bench-"))
     database_url = args.database_url or f"sqlite:///{workdir / 'bench.db'}"
     pin = not args.no_pin and len(os.sched_getaffinity(0)) >= 2
     with provider_mode(args.providers)(BENCH_SCRIPT) as provider_env:
-        server = GunicornServer({"DATABASE_URL": database_url, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-                                 "TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "APP_SECRET": APP_SECRET,
-                                 "LOG_LEVEL": "INFO", **provider_env,
-                                 **dict(item.split("=", 1) for item in args.server_env)},
-                                log_path=workdir / "server.log", extra_args=("--worker-connections", "2000"))
+        server = GunicornServer(
+            {
+                "DATABASE_URL": database_url,
+                "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+                "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+                "APP_SECRET": APP_SECRET,
+                "LOG_LEVEL": "INFO",
+                **provider_env,
+                **dict(item.split("=", 1) for item in args.server_env),
+            },
+            log_path=workdir / "server.log",
+            extra_args=("--worker-connections", "2000"),
+        )
         server.env["PUBLIC_BASE_URL"] = server.url
         with server:
             worker = worker_pid(server.process.pid)
@@ -301,20 +327,36 @@ def main() -> None:
             # Every received frame is kept for the analysis; a full collection over hundreds of
             # thousands of them would stall this client (and show up as server jitter).
             gc.disable()
-            jobs = [gevent.spawn(run_call, server.url, sid, business_id, args.turns,
-                                 args.ramp_seconds * n / max(1, args.calls)) for n, sid in enumerate(sids)]
+            jobs = [
+                gevent.spawn(
+                    run_call, server.url, sid, business_id, args.turns, args.ramp_seconds * n / max(1, args.calls)
+                )
+                for n, sid in enumerate(sids)
+            ]
             gevent.joinall(jobs)
             wall = time.monotonic() - wall_start
             cpu = meter.cpu_seconds() - cpu_start
             client_cpu = time.process_time() - client_cpu_start
-            waits = {"worker": meter.runqueue_wait_seconds() - wait_start,
-                     "client": client.runqueue_wait_seconds() - client_wait_start}
+            waits = {
+                "worker": meter.runqueue_wait_seconds() - wait_start,
+                "client": client.runqueue_wait_seconds() - client_wait_start,
+            }
             sampler.kill()
             lag_probe.kill()
             gevent.sleep(1.0)  # let the server log every ws_end
             log_text = server.logs()
-    figures = report(args, [job.value for job in jobs], log_text, cpu, wall, idle_rss, meter.peak_rss_kb,
-                     client_cpu, pin, database_url)
+    figures = report(
+        args,
+        [job.value for job in jobs],
+        log_text,
+        cpu,
+        wall,
+        idle_rss,
+        meter.peak_rss_kb,
+        client_cpu,
+        pin,
+        database_url,
+    )
     figures["client_loop_lag_ms"] = spread(loop_lag, 50, 99)
     # Time spent runnable but without a CPU: other processes on the machine, not this code.
     figures["runqueue_wait_percent"] = {name: round(100 * seconds / wall, 1) for name, seconds in waits.items()}
@@ -329,12 +371,27 @@ def measure_loop_lag(samples: list[float]) -> None:
         samples.append((time.monotonic() - due) * 1000)
 
 
-def report(args, results: list[CallResult], log_text: str, cpu: float, wall: float, idle_rss_kb: int,
-           peak_rss_kb: int, client_cpu: float, pinned: bool, database_url: str) -> dict:
+def report(
+    args,
+    results: list[CallResult],
+    log_text: str,
+    cpu: float,
+    wall: float,
+    idle_rss_kb: int,
+    peak_rss_kb: int,
+    client_cpu: float,
+    pinned: bool,
+    database_url: str,
+) -> dict:
     ends, turn_records = server_records(log_text)
     by_call = {r.call_sid: r for r in results}
-    losses = count_losses([(r.call_sid, r.caller.frames_sent if r.caller else 0, len(r.caller.media) if r.caller else 0)
-                           for r in results], ends)
+    losses = count_losses(
+        [
+            (r.call_sid, r.caller.frames_sent if r.caller else 0, len(r.caller.media) if r.caller else 0)
+            for r in results
+        ],
+        ends,
+    )
     gaps: list[float] = []
     underruns = 0
     for result in results:
@@ -352,17 +409,25 @@ def report(args, results: list[CallResult], log_text: str, cpu: float, wall: flo
             continue
         if turn - 1 >= len(result.utterances):
             continue
-        scripted = (BENCH_SCRIPT.stt_final_ms + first_sentence_ms(result.utterances[turn - 1], BENCH_SCRIPT)
-                    + BENCH_SCRIPT.tts_ms)
+        scripted = (
+            BENCH_SCRIPT.stt_final_ms
+            + first_sentence_ms(result.utterances[turn - 1], BENCH_SCRIPT)
+            + BENCH_SCRIPT.tts_ms
+        )
         first_audio.append(record["t_first_audio_ms"])
         added.append(record["t_first_audio_ms"] - scripted)
     barge = [ms for r in results for ms in r.barge_in_ms]
     errors = [f"{r.call_sid}: {r.error}" for r in results if r.error]
     return {
-        "calls": args.calls, "turns_per_call": args.turns, "providers": args.providers,
-        "database": database_url.split(":", 1)[0], "pinned_server_cpu0_client_cpu1": pinned,
-        "calls_failed": len(errors), "errors": errors[:5],
-        "calls_lost": len(losses.lost_calls), "lost_calls": losses.lost_calls[:5],
+        "calls": args.calls,
+        "turns_per_call": args.turns,
+        "providers": args.providers,
+        "database": database_url.split(":", 1)[0],
+        "pinned_server_cpu0_client_cpu1": pinned,
+        "calls_failed": len(errors),
+        "errors": errors[:5],
+        "calls_lost": len(losses.lost_calls),
+        "lost_calls": losses.lost_calls[:5],
         "frames_lost": {"inbound": losses.inbound_frames, "outbound": losses.outbound_frames},
         "outbound_interarrival_ms": spread(gaps, 50, 99),
         "playout_underruns": underruns,
@@ -379,9 +444,13 @@ def report(args, results: list[CallResult], log_text: str, cpu: float, wall: flo
         "client_cpu_percent": round(100 * client_cpu / wall, 1),
         "client_late_ticks": sum(r.caller.mic_late_ticks for r in results if r.caller),
         "wall_seconds": round(wall, 1),
-        "script_ms": {"stt_final": BENCH_SCRIPT.stt_final_ms, "stt_interim": BENCH_SCRIPT.stt_interim_ms,
-                      "llm_first_token": BENCH_SCRIPT.llm_first_token_ms, "llm_token": BENCH_SCRIPT.llm_token_ms,
-                      "tts": BENCH_SCRIPT.tts_ms},
+        "script_ms": {
+            "stt_final": BENCH_SCRIPT.stt_final_ms,
+            "stt_interim": BENCH_SCRIPT.stt_interim_ms,
+            "llm_first_token": BENCH_SCRIPT.llm_first_token_ms,
+            "llm_token": BENCH_SCRIPT.llm_token_ms,
+            "tts": BENCH_SCRIPT.tts_ms,
+        },
     }
 
 

@@ -16,6 +16,7 @@ Printed: p50 / p95 / max latency in ms, then the gzipped size of the files of th
 (index.html, the CSS and the modules the sign-in and inbox screens import), and the whole result
 as JSON on the last line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,20 +81,33 @@ def _seed(url: str) -> str:
     run_migrations(engine)
     email = f"owner-{uuid.uuid4().hex[:6]}@bench.example"
     with engine.begin() as conn:
-        business_id = conn.execute(sa.insert(Business).values(name="Bench", timezone="Asia/Jerusalem", features={})
-                                   .returning(Business.id)).scalar()
+        business_id = conn.execute(
+            sa.insert(Business).values(name="Bench", timezone="Asia/Jerusalem", features={}).returning(Business.id)
+        ).scalar()
         conn.execute(sa.insert(BusinessNumber).values(business_id=business_id, number=BUSINESS_NUMBER, kind="whatsapp"))
-        conn.execute(sa.insert(User).values(business_id=business_id, email=email, password_hash=hash_password(PASSWORD),
-                                            role="owner"))
+        conn.execute(
+            sa.insert(User).values(
+                business_id=business_id, email=email, password_hash=hash_password(PASSWORD), role="owner"
+            )
+        )
     engine.dispose()
     return email
 
 
 def _inbound(url: str, body: str) -> None:
     sid = "SM" + secrets.token_hex(16)
-    form = {"MessageSid": sid, "SmsMessageSid": sid, "AccountSid": ACCOUNT_SID, "From": f"whatsapp:{CUSTOMER}",
-            "To": f"whatsapp:{BUSINESS_NUMBER}", "Body": body, "NumMedia": "0", "ProfileName": "Bench",
-            "WaId": CUSTOMER.lstrip("+"), "ApiVersion": "2010-04-01"}
+    form = {
+        "MessageSid": sid,
+        "SmsMessageSid": sid,
+        "AccountSid": ACCOUNT_SID,
+        "From": f"whatsapp:{CUSTOMER}",
+        "To": f"whatsapp:{BUSINESS_NUMBER}",
+        "Body": body,
+        "NumMedia": "0",
+        "ProfileName": "Bench",
+        "WaId": CUSTOMER.lstrip("+"),
+        "ApiVersion": "2010-04-01",
+    }
     path = "/webhook/whatsapp/twilio"
     signature = RequestValidator(AUTH_TOKEN).compute_signature(url + path, form)
     response = requests.post(url + path, data=form, headers={"X-Twilio-Signature": signature}, timeout=10)
@@ -171,8 +185,13 @@ def main() -> None:
             stack.callback(drop)
             url = args.admin_url.rsplit("/", 1)[0] + "/" + name
         email = _seed(url)
-        env = {"DATABASE_URL": url, "TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-               "APP_SECRET": "bench-app-secret", "LOG_LEVEL": "WARNING"}
+        env = {
+            "DATABASE_URL": url,
+            "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+            "APP_SECRET": "bench-app-secret",
+            "LOG_LEVEL": "WARNING",
+        }
         server = GunicornServer(env, workers=args.workers)
         server.env["PUBLIC_BASE_URL"] = server.url
         stack.enter_context(server)
@@ -180,18 +199,28 @@ def main() -> None:
 
     ordered = sorted(latencies)
     p95 = ordered[min(len(ordered) - 1, int(round(0.95 * len(ordered))) - 1)]
-    result = {"messages": len(latencies), "workers": args.workers, "database": args.database,
-              "p50_ms": round(statistics.median(ordered), 1), "p95_ms": round(p95, 1), "max_ms": round(ordered[-1], 1)}
-    print(f"webhook → shown in the open inbox ({args.database}, {args.workers} workers, {len(latencies)} messages): "
-          f"p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms, max {result['max_ms']} ms")
+    result = {
+        "messages": len(latencies),
+        "workers": args.workers,
+        "database": args.database,
+        "p50_ms": round(statistics.median(ordered), 1),
+        "p95_ms": round(p95, 1),
+        "max_ms": round(ordered[-1], 1),
+    }
+    print(
+        f"webhook → shown in the open inbox ({args.database}, {args.workers} workers, {len(latencies)} messages): "
+        f"p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms, max {result['max_ms']} ms"
+    )
     files = first_load_files()
     sizes = {str(path.relative_to(PROJECT_ROOT)): gzipped_size(path) for path in files}
     for name, size in sizes.items():
         print(f"  {size:>7} B gz  {name}")
     result["first_load_gzip_bytes"] = sum(sizes.values())
     result["all_console_files_gzip_bytes"] = sum(gzipped_size(p) for p in APP_DIR.rglob("*") if p.is_file())
-    print(f"first load (JS + CSS + HTML, gzip): {result['first_load_gzip_bytes']} B; "
-          f"every console file: {result['all_console_files_gzip_bytes']} B")
+    print(
+        f"first load (JS + CSS + HTML, gzip): {result['first_load_gzip_bytes']} B; "
+        f"every console file: {result['all_console_files_gzip_bytes']} B"
+    )
     print(json.dumps(result))
 
 

@@ -15,6 +15,7 @@ the worker's CPU time per request, then `EXPLAIN (ANALYZE, BUFFERS)` of every qu
 endpoints (and the searches) run, captured from the application itself. The database is dropped
 at the end. Target: p95 <= 25 ms.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,10 @@ from testkit.servers import GunicornServer
 
 CALLS, MESSAGES, CUSTOMERS, VOICE_CUSTOMERS, BIG_THREAD_MESSAGES = 10_000, 100_000, 5_000, 3_000, 5_000
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)
-WORDS = ("שלום אני רוצה לקבוע תור למחר בבוקר כמה עולה תספורת האם אפשר לשלם בכרטיס אשראי תודה רבה "
-         "hello appointment tomorrow price opening hours parking available").split()
+WORDS = (
+    "שלום אני רוצה לקבוע תור למחר בבוקר כמה עולה תספורת האם אפשר לשלם בכרטיס אשראי תודה רבה "
+    "hello appointment tomorrow price opening hours parking available"
+).split()
 RARE_WORD, RARE_EVERY = "ביטול", 500  # one call (message) in 500 mentions a cancellation: the GIN index's case
 TARGET_P95_MS = 25.0
 
@@ -65,46 +68,138 @@ def seed(engine: sa.Engine, business_id: int) -> int:
     rng = random.Random(7)
     raw = engine.raw_connection()
     try:
+
         def at(days_ago: float) -> str:
             return (NOW - timedelta(days=days_ago)).isoformat()
 
         phones = [f"+97250{1000000 + i:07d}" for i in range(CUSTOMERS)]
-        copy_rows(raw, "customers", ["id", "business_id", "phone", "name", "notes", "created_at", "updated_at"],
-                  ((i + 1, business_id, phones[i], f"לקוח {i}", "", at(200 - i / 50), at(1)) for i in range(CUSTOMERS)))
+        copy_rows(
+            raw,
+            "customers",
+            ["id", "business_id", "phone", "name", "notes", "created_at", "updated_at"],
+            ((i + 1, business_id, phones[i], f"לקוח {i}", "", at(200 - i / 50), at(1)) for i in range(CUSTOMERS)),
+        )
         # a WhatsApp thread per customer, a voice thread for the first VOICE_CUSTOMERS
-        threads = [(i + 1, i + 1, "whatsapp") for i in range(CUSTOMERS)] + \
-                  [(CUSTOMERS + i + 1, i + 1, "voice") for i in range(VOICE_CUSTOMERS)]
+        threads = [(i + 1, i + 1, "whatsapp") for i in range(CUSTOMERS)] + [
+            (CUSTOMERS + i + 1, i + 1, "voice") for i in range(VOICE_CUSTOMERS)
+        ]
         big_thread = 1
         messages, activity = [], {}
-        spread = [big_thread] * BIG_THREAD_MESSAGES + \
-                 [rng.randint(2, CUSTOMERS) for _ in range(MESSAGES - BIG_THREAD_MESSAGES)]
+        spread = [big_thread] * BIG_THREAD_MESSAGES + [
+            rng.randint(2, CUSTOMERS) for _ in range(MESSAGES - BIG_THREAD_MESSAGES)
+        ]
         for message_id, thread_id in enumerate(spread, start=1):
             when = NOW - timedelta(seconds=rng.randint(0, 90 * 86400))
             direction = "in" if rng.random() < 0.6 else "out"
             status = "received" if direction == "in" else "sent"
             body = sentence(rng, rng.randint(3, 25)) + (f" {RARE_WORD}" if message_id % RARE_EVERY == 0 else "")
-            messages.append((message_id, business_id, thread_id, direction, "text", body,
-                             "twilio", f"SM{uuid.UUID(int=message_id).hex}", status, "[]", when.isoformat(),
-                             when.isoformat()))
+            messages.append(
+                (
+                    message_id,
+                    business_id,
+                    thread_id,
+                    direction,
+                    "text",
+                    body,
+                    "twilio",
+                    f"SM{uuid.UUID(int=message_id).hex}",
+                    status,
+                    "[]",
+                    when.isoformat(),
+                    when.isoformat(),
+                )
+            )
             activity[thread_id] = max(activity.get(thread_id, when), when)
-        copy_rows(raw, "threads", ["id", "business_id", "customer_id", "channel", "status", "labels", "unread_count",
-                                   "last_activity_at", "created_at"],
-                  ((tid, business_id, cid, channel, rng.choice(("open", "open", "pending", "resolved")), "[]",
-                    rng.choice((0, 0, 0, 1, 3)), (activity.get(tid) or NOW - timedelta(days=rng.randint(0, 90))),
-                    at(200)) for tid, cid, channel in threads))
-        copy_rows(raw, "messages", ["id", "business_id", "thread_id", "direction", "kind", "body", "provider",
-                                    "provider_message_id", "status", "media", "created_at", "updated_at"], messages)
+        copy_rows(
+            raw,
+            "threads",
+            [
+                "id",
+                "business_id",
+                "customer_id",
+                "channel",
+                "status",
+                "labels",
+                "unread_count",
+                "last_activity_at",
+                "created_at",
+            ],
+            (
+                (
+                    tid,
+                    business_id,
+                    cid,
+                    channel,
+                    rng.choice(("open", "open", "pending", "resolved")),
+                    "[]",
+                    rng.choice((0, 0, 0, 1, 3)),
+                    (activity.get(tid) or NOW - timedelta(days=rng.randint(0, 90))),
+                    at(200),
+                )
+                for tid, cid, channel in threads
+            ),
+        )
+        copy_rows(
+            raw,
+            "messages",
+            [
+                "id",
+                "business_id",
+                "thread_id",
+                "direction",
+                "kind",
+                "body",
+                "provider",
+                "provider_message_id",
+                "status",
+                "media",
+                "created_at",
+                "updated_at",
+            ],
+            messages,
+        )
         calls = []
         for call_id in range(1, CALLS + 1):
             customer = rng.randint(1, VOICE_CUSTOMERS)
             when = NOW - timedelta(seconds=rng.randint(0, 90 * 86400))
             transcript = sentence(rng, 80) + (f" {RARE_WORD}" if call_id % RARE_EVERY == 0 else "")
-            calls.append((call_id, business_id, customer, CUSTOMERS + customer, f"CA{uuid.UUID(int=call_id).hex}",
-                          phones[customer - 1], "+97235550001", rng.choice(("completed", "completed", "no-answer")),
-                          when.isoformat(), rng.randint(5, 600), transcript, when.isoformat(), when.isoformat()))
-        copy_rows(raw, "calls", ["id", "business_id", "customer_id", "thread_id", "call_sid", "from_number",
-                                 "to_number", "status", "started_at", "duration_seconds", "transcript", "created_at",
-                                 "updated_at"], calls)
+            calls.append(
+                (
+                    call_id,
+                    business_id,
+                    customer,
+                    CUSTOMERS + customer,
+                    f"CA{uuid.UUID(int=call_id).hex}",
+                    phones[customer - 1],
+                    "+97235550001",
+                    rng.choice(("completed", "completed", "no-answer")),
+                    when.isoformat(),
+                    rng.randint(5, 600),
+                    transcript,
+                    when.isoformat(),
+                    when.isoformat(),
+                )
+            )
+        copy_rows(
+            raw,
+            "calls",
+            [
+                "id",
+                "business_id",
+                "customer_id",
+                "thread_id",
+                "call_sid",
+                "from_number",
+                "to_number",
+                "status",
+                "started_at",
+                "duration_seconds",
+                "transcript",
+                "created_at",
+                "updated_at",
+            ],
+            calls,
+        )
         with raw.cursor() as cursor:
             for table in ("customers", "threads", "messages", "calls"):
                 cursor.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
@@ -131,8 +226,9 @@ def worker_pid(server: GunicornServer) -> int:
     return int(children[0])
 
 
-def measure(session: requests.Session, url: str, count: int, worker: int, warmup: int = 30
-            ) -> tuple[list[float], float]:
+def measure(
+    session: requests.Session, url: str, count: int, worker: int, warmup: int = 30
+) -> tuple[list[float], float]:
     """Wall-clock latencies (ms) of `count` sequential GETs, and the worker's CPU ms per request."""
     for _ in range(warmup):
         session.get(url).raise_for_status()
@@ -153,8 +249,11 @@ def explain_endpoints(url: str, token: str, paths: list[str]) -> None:
 
     @sa.event.listens_for(engine, "before_cursor_execute")
     def _capture(_conn, _cursor, statement, parameters, _context, _executemany):
-        if statement.lstrip().upper().startswith("SELECT") and "api_tokens" not in statement \
-                and "FROM users" not in statement:
+        if (
+            statement.lstrip().upper().startswith("SELECT")
+            and "api_tokens" not in statement
+            and "FROM users" not in statement
+        ):
             captured.append((statement, parameters))
 
     client = app.test_client()
@@ -197,8 +296,9 @@ def main() -> int:
             token, business_id = issue_token(session, owner), business.id
         started = time.perf_counter()
         big_thread = seed(database.engine, business_id)
-        print(f"seeded {CALLS} calls, {MESSAGES} messages, {CUSTOMERS} customers in "
-              f"{time.perf_counter() - started:.1f} s")
+        print(
+            f"seeded {CALLS} calls, {MESSAGES} messages, {CUSTOMERS} customers in {time.perf_counter() - started:.1f} s"
+        )
         database.engine.dispose()
 
         with requests.Session() as http:
@@ -207,10 +307,14 @@ def main() -> int:
             with GunicornServer(env, workers=1) as server:
                 deep = http.get(f"{server.url}/api/crm/calls", params={"limit": 200}).json()
                 for _ in range(24):  # page 26 of 200: row 5,000 and beyond
-                    deep = http.get(f"{server.url}/api/crm/calls",
-                                    params={"limit": 200, "cursor": deep["next_cursor"]}).json()
-                main_endpoints = {"GET /api/crm/calls": "/api/crm/calls", "GET /api/crm/threads": "/api/crm/threads",
-                                  "GET /api/crm/threads/<id> (5,000 messages)": f"/api/crm/threads/{big_thread}"}
+                    deep = http.get(
+                        f"{server.url}/api/crm/calls", params={"limit": 200, "cursor": deep["next_cursor"]}
+                    ).json()
+                main_endpoints = {
+                    "GET /api/crm/calls": "/api/crm/calls",
+                    "GET /api/crm/threads": "/api/crm/threads",
+                    "GET /api/crm/threads/<id> (5,000 messages)": f"/api/crm/threads/{big_thread}",
+                }
                 context = {
                     "GET /api/crm/calls?cursor=<row 5,000>": f"/api/crm/calls?cursor={deep['next_cursor']}",
                     "GET /api/crm/calls?phone=050-1000042": "/api/crm/calls?phone=050-1000042",
@@ -227,8 +331,10 @@ def main() -> int:
                     count = args.requests if label in main_endpoints else max(50, args.requests // 4)
                     results[label] = measure(http, server.url + path, count, worker)
                 load_after = os.getloadavg()[0]
-        print(f"\nlatency over keep-alive, one gunicorn gevent worker, sequential ({args.requests} requests each "
-              f"for the first three); {os.cpu_count()} CPUs, load average {load_before:.1f} → {load_after:.1f}")
+        print(
+            f"\nlatency over keep-alive, one gunicorn gevent worker, sequential ({args.requests} requests each "
+            f"for the first three); {os.cpu_count()} CPUs, load average {load_before:.1f} → {load_after:.1f}"
+        )
         print(f"{'endpoint':58} {'p50':>8} {'p95':>8} {'p99':>8} {'worker CPU/req':>15}")
         failed = False
         for label, (samples, cpu) in results.items():
@@ -236,8 +342,13 @@ def main() -> int:
             print(f"{label:58} {p50:7.2f}ms {p95:7.2f}ms {p99:7.2f}ms {cpu:13.2f}ms")
             failed |= label in main_endpoints and p95 > TARGET_P95_MS
         print(f"\ntarget p95 <= {TARGET_P95_MS:.0f} ms on the first three: {'FAIL' if failed else 'PASS'}")
-        searches = ["/api/crm/calls?q=תספורת", f"/api/crm/calls?q={RARE_WORD}", "/api/crm/threads?q=parking",
-                    f"/api/crm/threads?q={RARE_WORD}", "/api/crm/calls?phone=050-1000042"]
+        searches = [
+            "/api/crm/calls?q=תספורת",
+            f"/api/crm/calls?q={RARE_WORD}",
+            "/api/crm/threads?q=parking",
+            f"/api/crm/threads?q={RARE_WORD}",
+            "/api/crm/calls?phone=050-1000042",
+        ]
         explain_endpoints(url, token, [*main_endpoints.values(), *searches])
         return 1 if failed else 0
     finally:

@@ -17,6 +17,7 @@ After each webhook pass it counts the message rows against the unique MessageSid
 (sent, answered, not stored) and `duplicated` (stored more than once) must both be 0.
 The last line is the whole result as JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,8 +68,14 @@ def main() -> None:
             session.add(business)
             session.flush()
             session.add(BusinessNumber(business_id=business.id, number=BUSINESS_NUMBER, kind="whatsapp"))
-        env = {"DATABASE_URL": database_url, "PUBLIC_BASE_URL": PUBLIC_BASE_URL, "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
-               "TWILIO_AUTH_TOKEN": AUTH_TOKEN, "APP_SECRET": "bench", "LOG_LEVEL": "INFO"}
+        env = {
+            "DATABASE_URL": database_url,
+            "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
+            "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+            "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+            "APP_SECRET": "bench",
+            "LOG_LEVEL": "INFO",
+        }
         log_path = Path(tempfile.gettempdir()) / f"bench-webhooks-{os.getpid()}.log"
         results = {"workers": args.workers, "clients": args.clients, "unique_requests": args.requests}
         with GunicornServer(env, workers=args.workers, log_path=log_path) as server:
@@ -79,7 +86,7 @@ def main() -> None:
                 webhooks = signed_webhooks(server.url, args.requests, args.customers)
                 jobs = [job for job in webhooks for _ in range(copies)]  # copies side by side: sent together
                 outcome = run_pass(jobs, args.clients, args.max_seconds)
-                sent_sids = [job[2]["MessageSid"] for job in webhooks[:outcome["sent"] // copies]]
+                sent_sids = [job[2]["MessageSid"] for job in webhooks[: outcome["sent"] // copies]]
                 outcome.update(count_rows(engine, sent_sids))
                 results[f"webhook_{name}"] = outcome
                 report(f"webhook {name} (x{copies})", outcome)
@@ -94,12 +101,27 @@ def signed_webhooks(server_url: str, count: int, customers: int) -> list[tuple]:
     for n in range(count):
         sid = "SM" + secrets.token_hex(16)
         sender = f"+9725{n % customers:08d}"
-        form = {"SmsMessageSid": sid, "NumMedia": "0", "ProfileName": f"לקוח {n % customers}", "MessageType": "text",
-                "SmsSid": sid, "WaId": sender[1:], "SmsStatus": "received", "Body": f"הודעה מספר {n}",
-                "To": f"whatsapp:{BUSINESS_NUMBER}", "NumSegments": "1", "ReferralNumMedia": "0", "MessageSid": sid,
-                "AccountSid": ACCOUNT_SID, "From": f"whatsapp:{sender}", "ApiVersion": "2010-04-01"}
-        headers = {"X-Twilio-Signature": validator.compute_signature(PUBLIC_BASE_URL + PATH, form),
-                   "Content-Type": "application/x-www-form-urlencoded"}
+        form = {
+            "SmsMessageSid": sid,
+            "NumMedia": "0",
+            "ProfileName": f"לקוח {n % customers}",
+            "MessageType": "text",
+            "SmsSid": sid,
+            "WaId": sender[1:],
+            "SmsStatus": "received",
+            "Body": f"הודעה מספר {n}",
+            "To": f"whatsapp:{BUSINESS_NUMBER}",
+            "NumSegments": "1",
+            "ReferralNumMedia": "0",
+            "MessageSid": sid,
+            "AccountSid": ACCOUNT_SID,
+            "From": f"whatsapp:{sender}",
+            "ApiVersion": "2010-04-01",
+        }
+        headers = {
+            "X-Twilio-Signature": validator.compute_signature(PUBLIC_BASE_URL + PATH, form),
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
         jobs.append(("POST", server_url + PATH, form, {"data": urlencode(form).encode(), "headers": headers}))
     return jobs
 
@@ -137,28 +159,44 @@ def run_pass(jobs: list[tuple], clients: int, max_seconds: float) -> dict:
             future.result()
     wall = time.perf_counter() - started
     ordered = sorted(latencies)
-    return {"sent": len(latencies), "seconds": round(wall, 2), "requests_per_second": round(len(latencies) / wall, 1),
-            "p50_ms": round(statistics.median(ordered) * 1000, 1),
-            "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 1),
-            "statuses": {str(k): v for k, v in statuses.items()}}
+    return {
+        "sent": len(latencies),
+        "seconds": round(wall, 2),
+        "requests_per_second": round(len(latencies) / wall, 1),
+        "p50_ms": round(statistics.median(ordered) * 1000, 1),
+        "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 1),
+        "statuses": {str(k): v for k, v in statuses.items()},
+    }
 
 
 def count_rows(engine: sa.Engine, sids: list[str]) -> dict:
     """Rows stored for these MessageSids: every one exactly once."""
     with engine.connect() as conn:
-        stored = Counter(conn.execute(sa.select(Message.provider_message_id).where(
-            Message.provider == "twilio", Message.provider_message_id.in_(sids))).scalars())
-    return {"unique_sent": len(sids), "rows": sum(stored.values()),
-            "lost": sum(1 for sid in sids if sid not in stored),
-            "duplicated": sum(count - 1 for count in stored.values() if count > 1)}
+        stored = Counter(
+            conn.execute(
+                sa.select(Message.provider_message_id).where(
+                    Message.provider == "twilio", Message.provider_message_id.in_(sids)
+                )
+            ).scalars()
+        )
+    return {
+        "unique_sent": len(sids),
+        "rows": sum(stored.values()),
+        "lost": sum(1 for sid in sids if sid not in stored),
+        "duplicated": sum(count - 1 for count in stored.values() if count > 1),
+    }
 
 
 def report(name: str, outcome: dict) -> None:
-    line = (f"{name:<22} {outcome['sent']:>6} req  {outcome['requests_per_second']:>8} req/s  "
-            f"p50 {outcome['p50_ms']:>7} ms  p99 {outcome['p99_ms']:>7} ms  statuses {outcome['statuses']}")
+    line = (
+        f"{name:<22} {outcome['sent']:>6} req  {outcome['requests_per_second']:>8} req/s  "
+        f"p50 {outcome['p50_ms']:>7} ms  p99 {outcome['p99_ms']:>7} ms  statuses {outcome['statuses']}"
+    )
     if "rows" in outcome:
-        line += (f"  rows {outcome['rows']}/{outcome['unique_sent']} lost {outcome['lost']}"
-                 f" duplicated {outcome['duplicated']}")
+        line += (
+            f"  rows {outcome['rows']}/{outcome['unique_sent']} lost {outcome['lost']}"
+            f" duplicated {outcome['duplicated']}"
+        )
     print(line, flush=True)
 
 
@@ -166,8 +204,9 @@ class throwaway_database:
     """A fresh PostgreSQL database next to `admin_url`, dropped on exit."""
 
     def __init__(self, admin_url: str):
-        self.admin = sa.create_engine(admin_url.replace("postgresql://", "postgresql+psycopg2://", 1),
-                                      isolation_level="AUTOCOMMIT")
+        self.admin = sa.create_engine(
+            admin_url.replace("postgresql://", "postgresql+psycopg2://", 1), isolation_level="AUTOCOMMIT"
+        )
         self.name = f"agentlocator_bench_{uuid.uuid4().hex[:10]}"
         self.url = admin_url.rsplit("/", 1)[0] + "/" + self.name
 

@@ -1,6 +1,7 @@
 """Reading the live-call benchmark's server log: each call's end record, the turn metrics, and which
 calls were lost. Kept apart from `bench_calls` (which patches the process for gevent on import) so
 that it can be tested on its own."""
+
 from __future__ import annotations
 
 import json

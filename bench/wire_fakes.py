@@ -7,6 +7,7 @@ answers `scripted_reply` with the same token timing, and the TTS fake takes the 
 speaks as long per character. What differs is everything the production providers add: gRPC
 streams batched to 100 ms, HTTP streaming and SSE parsing, WAV parsing.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,14 +20,28 @@ from testkit.fakes.wire_fakes import wire_fakes
 @contextlib.contextmanager
 def provider_env(script: Script) -> Iterator[dict[str, str]]:
     options = {
-        "testkit.fakes.google_speech": ["--final-silence-ms", str(script.stt_final_ms),
-                                      "--interim-every-ms", str(script.stt_interim_ms),
-                                      "--decode", "testkit.fakes.scripted_providers:decode_speech"],
-        "testkit.fakes.google_tts": ["--delay-ms", str(script.tts_ms),
-                                     "--ms-per-character", str(script.tts_ms_per_char)],
-        "testkit.fakes.openai_server": ["--first-token-delay-ms", str(script.llm_first_token_ms),
-                                      "--token-delay-ms", str(script.llm_token_ms),
-                                      "--reply-with", "testkit.fakes.scripted_providers:scripted_reply"],
+        "testkit.fakes.google_speech": [
+            "--final-silence-ms",
+            str(script.stt_final_ms),
+            "--interim-every-ms",
+            str(script.stt_interim_ms),
+            "--decode",
+            "testkit.fakes.scripted_providers:decode_speech",
+        ],
+        "testkit.fakes.google_tts": [
+            "--delay-ms",
+            str(script.tts_ms),
+            "--ms-per-character",
+            str(script.tts_ms_per_char),
+        ],
+        "testkit.fakes.openai_server": [
+            "--first-token-delay-ms",
+            str(script.llm_first_token_ms),
+            "--token-delay-ms",
+            str(script.llm_token_ms),
+            "--reply-with",
+            "testkit.fakes.scripted_providers:scripted_reply",
+        ],
     }
     with wire_fakes(options) as env:
         yield {**env, "VOICE_PROVIDERS": "server.providers.google_openai:build_voice_providers"}

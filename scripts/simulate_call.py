@@ -26,6 +26,7 @@ app under gunicorn on a temporary SQLite database with a demo business, and call
 speech recogniser turns every burst of sound into the next line of a scripted Hebrew
 conversation, so any recording (or, without WAV files, generated test tones) works.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,7 +65,7 @@ def to_mono_pcm16(frames: bytes, width: int, channels: int) -> list[int]:
     for start in range(0, len(frames) - width * channels + 1, width * channels):
         total = 0
         for channel in range(channels):
-            raw = frames[start + channel * width:start + (channel + 1) * width]
+            raw = frames[start + channel * width : start + (channel + 1) * width]
             value = raw[0] - 128 if width == 1 else int.from_bytes(raw, "little", signed=True)
             total += value << 8 if width == 1 else value >> (8 * (width - 2))
         samples.append(total // channels)
@@ -126,8 +127,11 @@ def print_report(line: Line, call_sid: str, api_token: str) -> None:
     for turn in call.get("turns", []):
         m = turn["metrics"]
         cells = [m.get(k) for k in ("t_audio_ms", "t_nlp_ms", "t_tts_ms", "t_total_ms", "t_first_audio_ms")]
-        print(f"{turn['turn_index']:>4}  " + "  ".join(f"{'-' if v is None else v:>6}" for v in cells)
-              + f"  {'yes' if turn['interrupted'] else 'no':>11}  {turn['agent_text'][:60]}")
+        print(
+            f"{turn['turn_index']:>4}  "
+            + "  ".join(f"{'-' if v is None else v:>6}" for v in cells)
+            + f"  {'yes' if turn['interrupted'] else 'no':>11}  {turn['agent_text'][:60]}"
+        )
 
 
 # ---- running everything locally ---------------------------------------------------------------
@@ -145,15 +149,29 @@ def local_app_with_fakes() -> Iterator[tuple[Line, str]]:
     from testkit.servers import GunicornServer
 
     account_sid, auth_token = "AC" + "0" * 32, "simulated-auth-token"
-    with tempfile.TemporaryDirectory() as scratch, FakeSpeech() as stt, FakeTextToSpeech() as tts, \
-            FakeOpenAI() as llm, FakeTwilioRest(account_sid=account_sid, auth_token=auth_token) as twilio:
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        FakeSpeech() as stt,
+        FakeTextToSpeech() as tts,
+        FakeOpenAI() as llm,
+        FakeTwilioRest(account_sid=account_sid, auth_token=auth_token) as twilio,
+    ):
         stt.script(*FAKE_CONVERSATION)
         database_url = f"sqlite:///{scratch}/simulated.db"
-        server = GunicornServer({
-            "DATABASE_URL": database_url, "APP_SECRET": "simulated-app-secret",
-            "TWILIO_ACCOUNT_SID": account_sid, "TWILIO_AUTH_TOKEN": auth_token, "TWILIO_API_BASE_URL": twilio.url,
-            "GOOGLE_SPEECH_EMULATOR_HOST": stt.address, "GOOGLE_TTS_EMULATOR_HOST": tts.address,
-            "OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": llm.api_key}, log_path=Path(scratch) / "app.log")
+        server = GunicornServer(
+            {
+                "DATABASE_URL": database_url,
+                "APP_SECRET": "simulated-app-secret",
+                "TWILIO_ACCOUNT_SID": account_sid,
+                "TWILIO_AUTH_TOKEN": auth_token,
+                "TWILIO_API_BASE_URL": twilio.url,
+                "GOOGLE_SPEECH_EMULATOR_HOST": stt.address,
+                "GOOGLE_TTS_EMULATOR_HOST": tts.address,
+                "OPENAI_BASE_URL": llm.base_url,
+                "OPENAI_API_KEY": llm.api_key,
+            },
+            log_path=Path(scratch) / "app.log",
+        )
         server.env["PUBLIC_BASE_URL"] = server.url
         with server:
             database = Database(database_url)
@@ -162,16 +180,31 @@ def local_app_with_fakes() -> Iterator[tuple[Line, str]]:
                 session.add(business)
                 session.flush()
                 session.add(BusinessNumber(business_id=business.id, number=DEMO_NUMBER, kind="voice"))
-                user = User(business_id=business.id, email="owner@simulated.example", role="owner",
-                            password_hash=hash_password("simulated-password"))
+                user = User(
+                    business_id=business.id,
+                    email="owner@simulated.example",
+                    role="owner",
+                    password_hash=hash_password("simulated-password"),
+                )
                 session.add(user)
                 session.flush()
                 token = issue_token(session, user)
             database.engine.dispose()
-            print(f"app on {server.url} (log: {server.log_path} while running); fakes: speech {stt.address}, "
-                  f"tts {tts.address}, openai {llm.base_url}")
-            yield Line(app_url=server.url, public_url=server.url, account_sid=account_sid, auth_token=auth_token,
-                       from_number=DEMO_CALLER, to_number=DEMO_NUMBER), token
+            print(
+                f"app on {server.url} (log: {server.log_path} while running); fakes: speech {stt.address}, "
+                f"tts {tts.address}, openai {llm.base_url}"
+            )
+            yield (
+                Line(
+                    app_url=server.url,
+                    public_url=server.url,
+                    account_sid=account_sid,
+                    auth_token=auth_token,
+                    from_number=DEMO_CALLER,
+                    to_number=DEMO_NUMBER,
+                ),
+                token,
+            )
 
 
 def generated_utterances() -> list[bytes]:
@@ -181,8 +214,9 @@ def generated_utterances() -> list[bytes]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     parser.add_argument("wavs", nargs="*", type=Path, help="what the caller says, one WAV file per turn")
     parser.add_argument("--with-fakes", action="store_true", help="start the vendor fakes and the app locally")
     parser.add_argument("--app-url", help="where the app is reached (default: PUBLIC_BASE_URL)")
@@ -203,11 +237,18 @@ def main(argv: list[str] | None = None) -> int:
             settings = Settings.from_env()
             app_url = args.app_url or settings.public_base_url
             if not (app_url and args.to and utterances and settings.twilio_auth_token):
-                parser.error("without --with-fakes: --app-url (or PUBLIC_BASE_URL), --to, at least one WAV "
-                             "file and TWILIO_AUTH_TOKEN are required")
-            line = Line(app_url=app_url, public_url=args.public_url or settings.public_base_url or app_url,
-                        account_sid=settings.twilio_account_sid or "AC" + "0" * 32,
-                        auth_token=settings.twilio_auth_token, from_number=args.from_number, to_number=args.to)
+                parser.error(
+                    "without --with-fakes: --app-url (or PUBLIC_BASE_URL), --to, at least one WAV "
+                    "file and TWILIO_AUTH_TOKEN are required"
+                )
+            line = Line(
+                app_url=app_url,
+                public_url=args.public_url or settings.public_base_url or app_url,
+                account_sid=settings.twilio_account_sid or "AC" + "0" * 32,
+                auth_token=settings.twilio_auth_token,
+                from_number=args.from_number,
+                to_number=args.to,
+            )
             api_token = args.api_token
         caller = run_call(line, utterances, answer_timeout=args.answer_timeout)
         write_mulaw_as_wav(args.out, caller.audio())

@@ -11,6 +11,7 @@ them, so BASE_URL may be an internal address), TWILIO_AUTH_TOKEN (signs the stre
 SMOKE_TO (a business's Twilio number for the TwiML preview), SMOKE_WA_TO + SMOKE_API_TOKEN (an
 optional real WhatsApp send), SMOKE_TIMEOUT (seconds per request, default 10).
 """
+
 from __future__ import annotations
 
 import base64
@@ -87,6 +88,7 @@ class Smoke:
                 status, detail = "FAIL", f"{type(exc).__name__}: {exc}"
             self.results.append(Result(name, status, detail))
             return fn
+
         return decorator
 
     def run(self) -> None:
@@ -112,8 +114,9 @@ class Smoke:
             return f"GET /readyz → 200 voice={body.get('voice')} unconfigured={','.join(off) or 'none'}"
 
         for warning in self.readyz_warnings:
-            self.results.append(Result(f"warning {warning.get('code', '')}".strip(), "WARN",
-                                       str(warning.get("message", ""))))
+            self.results.append(
+                Result(f"warning {warning.get('code', '')}".strip(), "WARN", str(warning.get("message", "")))
+            )
 
         @self.check("version")
         def _():
@@ -127,6 +130,7 @@ class Smoke:
             return f"GET /version → {body}"
 
         for name in ("greeting_he.mp3", "fallback_he.mp3"):
+
             @self.check(f"static {name}")
             def _(name=name):
                 r = request("HEAD", self.url(f"/static/tts/{name}"))
@@ -143,8 +147,11 @@ class Smoke:
             connect = root.find("Connect")
             stream = connect.find("Stream") if connect is not None else None
             assert stream is not None, "no <Connect><Stream> (unknown SMOKE_TO number, or voice degraded)"
-            urls = {"Stream url": stream.get("url", ""), "Connect action": connect.get("action", ""),
-                    "statusCallback": stream.get("statusCallback", "")}
+            urls = {
+                "Stream url": stream.get("url", ""),
+                "Connect action": connect.get("action", ""),
+                "statusCallback": stream.get("statusCallback", ""),
+            }
             # Twilio only connects to wss://; plain ws:// is acceptable only for a local http deployment.
             wanted = "wss://" if self.public_base.startswith("https://") else ("wss://", "ws://")
             assert urls["Stream url"].startswith(wanted), f"Stream url is not wss://: {urls['Stream url']}"
@@ -159,10 +166,15 @@ class Smoke:
             token = os.environ.get("TWILIO_AUTH_TOKEN")
             headers = {"Content-Type": "application/x-www-form-urlencoded"}
             if token:  # signed like every Twilio callback, over the public URL
-                headers["X-Twilio-Signature"] = twilio_signature(token, self.public_base + "/webhook/stream_status",
-                                                                 params)
-            r = request("POST", self.url("/webhook/stream_status"), data=urllib.parse.urlencode(params).encode(),
-                        headers=headers)
+                headers["X-Twilio-Signature"] = twilio_signature(
+                    token, self.public_base + "/webhook/stream_status", params
+                )
+            r = request(
+                "POST",
+                self.url("/webhook/stream_status"),
+                data=urllib.parse.urlencode(params).encode(),
+                headers=headers,
+            )
             if not token and r.status == 403:
                 return "SKIP", "TWILIO_AUTH_TOKEN not set: can't sign the request (unsigned → 403)"
             assert r.status == 204, f"POST /webhook/stream_status → {r.status}"
@@ -176,9 +188,15 @@ class Smoke:
             params = {"CallSid": "CAsmoke0000000000000000000000000", "AccountSid": "ACsmoke"}
             # The app checks signatures over its public URL, which is what Twilio calls.
             signed_url = self.public_base + "/webhook/stream_ended"
-            r = request("POST", self.url("/webhook/stream_ended"), data=urllib.parse.urlencode(params).encode(),
-                        headers={"Content-Type": "application/x-www-form-urlencoded",
-                                 "X-Twilio-Signature": twilio_signature(token, signed_url, params)})
+            r = request(
+                "POST",
+                self.url("/webhook/stream_ended"),
+                data=urllib.parse.urlencode(params).encode(),
+                headers={
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "X-Twilio-Signature": twilio_signature(token, signed_url, params),
+                },
+            )
             assert r.status in (200, 204), f"signed POST /webhook/stream_ended → {r.status} {r.body[:120]!r}"
             if r.status == 200:
                 ET.fromstring(r.body)
@@ -195,9 +213,15 @@ class Smoke:
         @self.check("bad signature refused")
         def _():
             data = urllib.parse.urlencode({"CallSid": "CAsmoke", "From": "+972500000000", "To": "+972500000001"})
-            r = request("POST", self.url("/webhook/incoming_call"), data=data.encode(),
-                        headers={"Content-Type": "application/x-www-form-urlencoded",
-                                 "X-Twilio-Signature": "bm90LWEtc2lnbmF0dXJl"})
+            r = request(
+                "POST",
+                self.url("/webhook/incoming_call"),
+                data=data.encode(),
+                headers={
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "X-Twilio-Signature": "bm90LWEtc2lnbmF0dXJl",
+                },
+            )
             assert r.status == 403, f"forged POST /webhook/incoming_call → {r.status}"
             return "forged POST /webhook/incoming_call → 403"
 
@@ -207,8 +231,12 @@ class Smoke:
             if not (to and token):
                 return "SKIP", "set SMOKE_WA_TO and SMOKE_API_TOKEN to send a real message"
             body = json.dumps({"to": to, "text": "בדיקת מערכת (smoke)", "provider": "auto"}).encode()
-            r = request("POST", self.url("/api/whatsapp/send"), data=body,
-                        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+            r = request(
+                "POST",
+                self.url("/api/whatsapp/send"),
+                data=body,
+                headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+            )
             result = r.json()
             assert r.status == 200 and result.get("success"), f"send → {r.status} {result}"
             return f"sent via {result.get('provider')} id={result.get('provider_message_id')}"
@@ -224,9 +252,13 @@ def websocket_handshake(http_url: str) -> tuple[int, dict[str, str]]:
         sock = ssl.create_default_context().wrap_socket(sock, server_hostname=parts.hostname)
     key = base64.b64encode(os.urandom(16)).decode()
     host = parts.netloc
-    sock.sendall((f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
-                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                  f"Sec-WebSocket-Protocol: audio.twilio.com\r\n\r\n").encode())
+    sock.sendall(
+        (
+            f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Sec-WebSocket-Protocol: audio.twilio.com\r\n\r\n"
+        ).encode()
+    )
     raw = b""
     deadline = time.monotonic() + TIMEOUT
     while b"\r\n\r\n" not in raw and time.monotonic() < deadline:
@@ -260,13 +292,25 @@ def main(argv: list[str]) -> int:
     failed = [r for r in smoke.results if r.status == "FAIL"]
     counts = {s: sum(r.status == s for r in smoke.results) for s in ("PASS", "FAIL", "SKIP", "WARN")}
     if as_json:
-        print(json.dumps({"base_url": smoke.base, "results": [asdict(r) for r in smoke.results],
-                          "summary": counts, "go": not failed}, ensure_ascii=False, indent=2))
+        print(
+            json.dumps(
+                {
+                    "base_url": smoke.base,
+                    "results": [asdict(r) for r in smoke.results],
+                    "summary": counts,
+                    "go": not failed,
+                },
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
     else:
         for r in smoke.results:
             print(f"{r.status:4}  {r.name:24} {r.detail}")
-        print(f"\n{counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped, "
-              f"{counts['WARN']} warnings — {'GO' if not failed else 'NO-GO'}")
+        print(
+            f"\n{counts['PASS']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped, "
+            f"{counts['WARN']} warnings — {'GO' if not failed else 'NO-GO'}"
+        )
     return 1 if failed else 0
 
 

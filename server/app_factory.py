@@ -2,6 +2,7 @@
 
 Each step is one named function, so this file reads as the table of contents of the service.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -26,11 +27,18 @@ from server.security.secrets_box import SecretsBox
 log = logging.getLogger("agentlocator.app")
 
 BLUEPRINT_MODULES = (
-    "health", "legacy_stripe", "auth_api",
-    "twilio_voice", "media_ws",
-    "whatsapp_webhooks", "whatsapp_api",
-    "crm_api", "payments_api",
-    "console", "events_api", "console_api",
+    "health",
+    "legacy_stripe",
+    "auth_api",
+    "twilio_voice",
+    "media_ws",
+    "whatsapp_webhooks",
+    "whatsapp_api",
+    "crm_api",
+    "payments_api",
+    "console",
+    "events_api",
+    "console_api",
     "admin_api",
 )
 
@@ -45,14 +53,24 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_blueprints(app)
     register_errors(app)
     register_cli_commands(app)
-    log.info("app ready", extra={"event": "app_ready", "database": app_services.database.engine.dialect.name,
-                                 "providers": settings.providers_configured()})
+    log.info(
+        "app ready",
+        extra={
+            "event": "app_ready",
+            "database": app_services.database.engine.dialect.name,
+            "providers": settings.providers_configured(),
+        },
+    )
     return app
 
 
 def register_config(app: Flask, settings: Settings) -> None:
-    app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=settings.max_content_length,
-                      APP_SECRET=settings.app_secret or _local_app_secret(), JSON_SORT_KEYS=False)
+    app.config.update(
+        SETTINGS=settings,
+        MAX_CONTENT_LENGTH=settings.max_content_length,
+        APP_SECRET=settings.app_secret or _local_app_secret(),
+        JSON_SORT_KEYS=False,
+    )
     # Flask types `app.json` as the JSONProvider base; the DefaultJSONProvider it is has ensure_ascii.
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
 
@@ -74,24 +92,38 @@ def register_services(app: Flask, settings: Settings) -> AppServices:
     """The services every request and job shares: secrets at rest, the database (migrated), the
     voicemail transcriber and the job queue."""
     box = SecretsBox.from_config(settings.secrets_key, settings.secrets_key_previous, app.config["APP_SECRET"])
-    app_services = AppServices(lifecycle=Lifecycle(), secrets_box=box, database=open_database(settings, box),
-                               voicemail_transcriber=voicemail_transcriber(settings))
+    app_services = AppServices(
+        lifecycle=Lifecycle(),
+        secrets_box=box,
+        database=open_database(settings, box),
+        voicemail_transcriber=voicemail_transcriber(settings),
+    )
     app_services.jobs = job_queue(settings, app_services)
     install_services(app, app_services)
     return app_services
 
 
 def open_database(settings: Settings, box: SecretsBox) -> Database:
-    database = Database(settings.sqlalchemy_url, sqlite_busy_timeout=settings.sqlite_busy_timeout_seconds,
-                        secrets_box=box, connect_timeout=settings.database_connect_timeout_seconds,
-                        pool_size=settings.database_pool_size, pool_timeout=settings.database_pool_timeout_seconds)
+    database = Database(
+        settings.sqlalchemy_url,
+        sqlite_busy_timeout=settings.sqlite_busy_timeout_seconds,
+        secrets_box=box,
+        connect_timeout=settings.database_connect_timeout_seconds,
+        pool_size=settings.database_pool_size,
+        pool_timeout=settings.database_pool_timeout_seconds,
+    )
     run_migrations(database.engine, env=MigrationEnv(secrets_box=box))
     return database
 
 
 # Modules that register background job kinds (`@job`); the consumer process runs them.
-JOB_MODULES = ("server.whatsapp.auto_reply", "server.whatsapp.intake", "server.voice.voicemail",
-               "server.voice.watchdog", "server.voice.call_events")
+JOB_MODULES = (
+    "server.whatsapp.auto_reply",
+    "server.whatsapp.intake",
+    "server.voice.voicemail",
+    "server.voice.watchdog",
+    "server.voice.call_events",
+)
 
 
 def job_queue(settings: Settings, app_services: AppServices) -> JobQueue:

@@ -5,6 +5,7 @@ so each service has a declared type and a misspelt one is a type error, not a `K
 The services a worker makes on first use (after gunicorn forked: the voice engine, the console's
 event hub, the sign-in limiter…) start as None and are filled in by the module that owns them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

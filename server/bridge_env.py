@@ -3,6 +3,7 @@
 `start_all.sh` evals this, so `.env` files and validation work the same for both processes.
 Prints nothing when the bridge is disabled.
 """
+
 from __future__ import annotations
 
 import shlex

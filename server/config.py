@@ -3,6 +3,7 @@
 Nothing else in the project reads `os.environ`: every module receives `Settings`. A wrong value
 stops start-up with one line naming the variable, and secrets never appear in `repr()` or logs.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -109,6 +110,7 @@ def _choice(*allowed: str) -> Callable[[str], str]:
         if value not in allowed:
             raise ValueError(f"expected one of {', '.join(allowed)}")
         return value
+
     return parse
 
 
@@ -125,8 +127,9 @@ def _fernet_key(raw: str) -> str:
     try:
         Fernet(value)
     except (ValueError, TypeError):
-        raise ValueError("expected a Fernet key (32 random bytes, URL-safe base64; see docs/operations.md "
-                         "\"Secrets at rest\")") from None
+        raise ValueError(
+            'expected a Fernet key (32 random bytes, URL-safe base64; see docs/operations.md "Secrets at rest")'
+        ) from None
     return value
 
 
@@ -248,7 +251,7 @@ class Settings:
             # postgresql:// would pick psycopg 3; the driver we ship (and make cooperative) is psycopg2.
             for prefix in ("postgres://", "postgresql://"):
                 if self.database_url.startswith(prefix):
-                    return "postgresql+psycopg2://" + self.database_url[len(prefix):]
+                    return "postgresql+psycopg2://" + self.database_url[len(prefix) :]
             return self.database_url
         return f"sqlite:///{PROJECT_ROOT / 'instance' / 'agentlocator.db'}"
 
@@ -329,8 +332,11 @@ class Settings:
                 values[f.name] = f.metadata["parse"](raw)
             except (ValueError, TypeError) as exc:
                 shown = "(hidden)" if f.metadata["secret"] else repr(raw)
-                reason = str(exc) if not isinstance(exc, ValueError) or "invalid literal" not in str(exc) \
+                reason = (
+                    str(exc)
+                    if not isinstance(exc, ValueError) or "invalid literal" not in str(exc)
                     else "expected a number"
+                )
                 raise ConfigError(f"Invalid {name}={shown}: {reason}") from None
         settings = cls(**values)
         settings.validate()

@@ -12,6 +12,7 @@ with `start_background`: a gevent greenlet on the hub in the gevent worker. A bl
 must stay off the hub gets a real OS thread of its own, where it is made (gevent's `ThreadPool`,
 see `server.db.offhub` and `server.voice.store`), never here.
 """
+
 from __future__ import annotations
 
 import threading

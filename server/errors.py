@@ -5,6 +5,7 @@ stable machine-readable `code`, a human `message` and, for input mistakes, the o
 `server.web` maps each `Problem` to an HTTP status and renders the one JSON error shape, so the same
 mistake gets the same code and status on every endpoint.
 """
+
 from __future__ import annotations
 
 from enum import Enum
@@ -33,8 +34,7 @@ class DomainError(Exception):
     `details` are extra JSON fields of the error body (for example `retry_after`, `success`).
     """
 
-    def __init__(self, problem: Problem, code: str, message: str = "", *, field: str | None = None,
-                 **details: Any):
+    def __init__(self, problem: Problem, code: str, message: str = "", *, field: str | None = None, **details: Any):
         super().__init__(message or code)
         self.problem = problem
         self.code = code

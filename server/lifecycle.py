@@ -3,6 +3,7 @@
 On SIGTERM the worker starts draining (gunicorn.conf.py): `/readyz` answers 503, new calls go to
 voicemail, and what registered with `on_drain` (the live-call engine) is told, once.
 """
+
 from __future__ import annotations
 
 from typing import Callable

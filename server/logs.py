@@ -3,6 +3,7 @@
 `turn_metrics` and audit records are ordinary INFO records with structured fields, so an operator
 can `grep '"event": "turn_metrics"'` or feed stdout to any log pipeline.
 """
+
 from __future__ import annotations
 
 import contextvars

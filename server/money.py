@@ -18,6 +18,7 @@ The rules:
 
 Every refusal is `DomainError(Problem.INVALID, "invalid_field", …, field=<the field>)`.
 """
+
 from __future__ import annotations
 
 import re
@@ -49,8 +50,11 @@ def _invalid(field: str, message: str) -> DomainError:
 def parse_amount(value: Any, field: str = "amount", *, allow_zero: bool = False) -> int:
     """An `amount` in major units (decimal string or integer) → minor units: `"49.90"` → 4990."""
     if isinstance(value, float):
-        raise _invalid(field, f'send {field} as a decimal string such as "49.90": a JSON fraction is a binary '
-                             "float, which can't hold every agorot value exactly")
+        raise _invalid(
+            field,
+            f'send {field} as a decimal string such as "49.90": a JSON fraction is a binary '
+            "float, which can't hold every agorot value exactly",
+        )
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise _invalid(field, f'{field} must be a decimal string such as "49.90" (or a whole number)')
     if isinstance(value, int):

@@ -10,6 +10,7 @@ document lacks, or documents without a rule.
 The small builders here (`operation`, `ref`, `error_responses`, …) are for every area's paths, so
 that all errors share one schema and one security scheme.
 """
+
 from __future__ import annotations
 
 import copy
@@ -23,13 +24,24 @@ from server.app_state import services
 BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
-_STATUS_TEXT = {200: "OK", 201: "Created", 204: "No content", 400: "The request is invalid (the field is named)",
-                401: "No token, or an unknown or revoked one", 403: "The caller's role is too low",
-                404: "No such object in the caller's business", 405: "Method not allowed",
-                409: "Conflict with the object's current state", 410: "Gone", 413: "The body is too large",
-                422: "The request is well-formed but can't be processed", 429: "Too many requests",
-                501: "Not configured on this deployment", 502: "The provider failed",
-                503: "Temporarily unavailable"}
+_STATUS_TEXT = {
+    200: "OK",
+    201: "Created",
+    204: "No content",
+    400: "The request is invalid (the field is named)",
+    401: "No token, or an unknown or revoked one",
+    403: "The caller's role is too low",
+    404: "No such object in the caller's business",
+    405: "Method not allowed",
+    409: "Conflict with the object's current state",
+    410: "Gone",
+    413: "The body is too large",
+    422: "The request is well-formed but can't be processed",
+    429: "Too many requests",
+    501: "Not configured on this deployment",
+    502: "The provider failed",
+    503: "Temporarily unavailable",
+}
 
 
 def ref(name: str) -> dict[str, str]:
@@ -44,8 +56,9 @@ def nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {**schema, "type": [*(kind if isinstance(kind, list) else [kind]), "null"]}
 
 
-def obj(properties: dict[str, Any], required: Iterable[str] = (), *, closed: bool = False,
-        **extra: Any) -> dict[str, Any]:
+def obj(
+    properties: dict[str, Any], required: Iterable[str] = (), *, closed: bool = False, **extra: Any
+) -> dict[str, Any]:
     """An object schema; `closed` refuses unknown properties (request bodies: the API answers 400)."""
     schema: dict[str, Any] = {"type": "object", "properties": properties, **extra}
     required = list(required)
@@ -76,9 +89,17 @@ def query_param(name: str, schema: dict[str, Any], description: str = "") -> dic
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
-def operation(summary: str, *, tags: list[str], responses: dict[str, Any], role: str | None = "agent",
-              parameters: Iterable[dict[str, Any]] = (), body: dict[str, Any] | None = None,
-              body_required: bool = True, description: str = "") -> dict[str, Any]:
+def operation(
+    summary: str,
+    *,
+    tags: list[str],
+    responses: dict[str, Any],
+    role: str | None = "agent",
+    parameters: Iterable[dict[str, Any]] = (),
+    body: dict[str, Any] | None = None,
+    body_required: bool = True,
+    description: str = "",
+) -> dict[str, Any]:
     """One operation. With a `role`, it takes the bearer token and may answer 401, 403 and 404
     (an admin's `X-Business-Id` naming no business) besides `responses`."""
     op: dict[str, Any] = {"summary": summary, "tags": tags}
@@ -100,12 +121,15 @@ def operation(summary: str, *, tags: list[str], responses: dict[str, Any], role:
 
 
 SHARED_SCHEMAS: dict[str, Any] = {
-    "Error": obj({
-        "error": {"type": "string", "description": "a stable code, e.g. invalid_field, not_found"},
-        "message": {"type": "string", "description": "human-readable text"},
-        "field": {"type": "string", "description": "the request field at fault (invalid_field and others)"},
-        "request_id": {"type": "string"},
-    }, ["error", "message"]),
+    "Error": obj(
+        {
+            "error": {"type": "string", "description": "a stable code, e.g. invalid_field, not_found"},
+            "message": {"type": "string", "description": "human-readable text"},
+            "field": {"type": "string", "description": "the request field at fault (invalid_field and others)"},
+            "request_id": {"type": "string"},
+        },
+        ["error", "message"],
+    ),
 }
 
 
@@ -117,13 +141,17 @@ def openapi_paths(rule: str) -> list[str]:
     """A Flask rule in OpenAPI form: `<int:id>` → `{id}`; an `any(a, b)` segment gives one path per choice."""
     choices = _ANY.search(rule)
     if choices:
-        return [path for choice in choices.group(1).split(",")
-                for path in openapi_paths(rule[:choices.start()] + choice.strip() + rule[choices.end():])]
+        return [
+            path
+            for choice in choices.group(1).split(",")
+            for path in openapi_paths(rule[: choices.start()] + choice.strip() + rule[choices.end() :])
+        ]
     return [_PARAM.sub(r"{\1}", rule)]
 
 
 def document(bp: Blueprint, paths: Mapping[str, Any], schemas: Mapping[str, Any] | None = None) -> None:
     """Publish `bp`'s path items and component schemas in the document of every app it is registered on."""
+
     def publish(state) -> None:
         services(state.app).openapi_parts.append((bp.name, paths, schemas or {}))
 
@@ -142,16 +170,25 @@ def build_spec(app: Flask, title: str = "AgentLocator API", version: str = "1") 
         schemas.update(copy.deepcopy(bp_schemas))
     return {
         "openapi": "3.1.0",
-        "info": {"title": title, "version": version,
-                 "description": "Every /api/* endpoint except login takes `Authorization: Bearer <token>`. "
-                                "Errors are `{\"error\": code, \"message\": text}`; a mistake in one field "
-                                "(`invalid_field`) names the `field`. Another business's object is a 404."},
+        "info": {
+            "title": title,
+            "version": version,
+            "description": "Every /api/* endpoint except login takes `Authorization: Bearer <token>`. "
+            'Errors are `{"error": code, "message": text}`; a mistake in one field '
+            "(`invalid_field`) names the `field`. Another business's object is a 404.",
+        },
         "servers": [{"url": "/"}],
         "security": BEARER,
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                                      "description": "a token from POST /api/auth/login or "
-                                                                     "POST /api/crm/tokens"}},
-                       "schemas": dict(sorted(schemas.items()))},
+        "components": {
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a token from POST /api/auth/login or POST /api/crm/tokens",
+                }
+            },
+            "schemas": dict(sorted(schemas.items())),
+        },
         "paths": dict(sorted(paths.items())),
     }
 

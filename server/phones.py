@@ -4,6 +4,7 @@ Digits may arrive in any script: Arabic-Indic `٠٥٠…` from an Arabic keyboar
 from an East Asian one. They are read as the ASCII digits they stand for, so the same number is
 stored, matched and searched as one.
 """
+
 from __future__ import annotations
 
 import re
@@ -31,7 +32,7 @@ def to_e164(raw: str | None, country_code: str = DEFAULT_COUNTRY_CODE) -> str:
         raise InvalidPhone("phone number is missing")
     text = ascii_digits(str(raw).strip())
     if text.lower().startswith("whatsapp:"):
-        text = text[len("whatsapp:"):]
+        text = text[len("whatsapp:") :]
     text = text.split("@", 1)[0].split(":", 1)[0]  # a WhatsApp JID: 9725…:12@s.whatsapp.net
     has_plus = text.startswith(_PLUS_SIGNS)
     digits = _NOT_DIGITS.sub("", text)

@@ -6,6 +6,7 @@ as a 500. The standard library has no depth option, so the nesting is measured f
 regular-expression pass over the brackets outside strings (skipped when the text doesn't even
 contain `MAX_DEPTH` brackets), then the usual parser. Every failure is a `ValueError`.
 """
+
 from __future__ import annotations
 
 import json

@@ -5,6 +5,7 @@ UTF-8 encoding; either fails the INSERT with a driver error. Client input with t
 (`clean_text`: a 400 naming the field); text from a vendor, which can't be sent back to be fixed,
 is stored without them (`storable_text`).
 """
+
 from __future__ import annotations
 
 import re

@@ -3,6 +3,7 @@
 Twilio error 11100 ("Invalid play URL") came from a `//` in a joined URL, so every URL the service
 hands out goes through `abs_url` / `ws_url`, which join the base and the path with exactly one `/`.
 """
+
 from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
@@ -30,4 +31,4 @@ def abs_url(base_url: str, path: str = "/") -> str:
 def ws_url(base_url: str, path: str) -> str:
     """The WebSocket form of `abs_url`: https → wss, http → ws."""
     url = abs_url(base_url, path)
-    return "wss" + url[len("https"):] if url.startswith("https") else "ws" + url[len("http"):]
+    return "wss" + url[len("https") :] if url.startswith("https") else "ws" + url[len("http") :]

@@ -1,4 +1,5 @@
 """HTTP plumbing shared by every blueprint: one JSON error shape, request ids, strict JSON bodies."""
+
 from __future__ import annotations
 
 import logging
@@ -18,17 +19,38 @@ from server.logs import request_id_var
 
 log = logging.getLogger("agentlocator.web")
 
-_ERROR_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-                405: "method_not_allowed", 409: "conflict", 410: "gone", 413: "payload_too_large",
-                415: "unsupported_media_type", 422: "unprocessable", 429: "too_many_requests",
-                501: "not_implemented", 502: "bad_gateway", 503: "unavailable"}
+_ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    410: "gone",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+    429: "too_many_requests",
+    501: "not_implemented",
+    502: "bad_gateway",
+    503: "unavailable",
+}
 
 
 STATUS_BY_PROBLEM = {
-    Problem.INVALID: 400, Problem.UNAUTHENTICATED: 401, Problem.FORBIDDEN: 403, Problem.NOT_FOUND: 404,
-    Problem.CONFLICT: 409, Problem.UNPROCESSABLE: 422, Problem.GONE: 410, Problem.TOO_LARGE: 413,
-    Problem.UNSUPPORTED_MEDIA: 415, Problem.RATE_LIMITED: 429, Problem.NOT_CONFIGURED: 501,
-    Problem.UPSTREAM_FAILED: 502, Problem.UNAVAILABLE: 503,
+    Problem.INVALID: 400,
+    Problem.UNAUTHENTICATED: 401,
+    Problem.FORBIDDEN: 403,
+    Problem.NOT_FOUND: 404,
+    Problem.CONFLICT: 409,
+    Problem.UNPROCESSABLE: 422,
+    Problem.GONE: 410,
+    Problem.TOO_LARGE: 413,
+    Problem.UNSUPPORTED_MEDIA: 415,
+    Problem.RATE_LIMITED: 429,
+    Problem.NOT_CONFIGURED: 501,
+    Problem.UPSTREAM_FAILED: 502,
+    Problem.UNAVAILABLE: 503,
 }
 
 
@@ -90,8 +112,12 @@ class BoundedRequest(Request):
     @cached_property
     def stream(self):
         limit = self.max_content_length
-        if self.content_length is None and limit is not None and "wsgi.input_terminated" in self.environ \
-                and not self.shallow:
+        if (
+            self.content_length is None
+            and limit is not None
+            and "wsgi.input_terminated" in self.environ
+            and not self.shallow
+        ):
             return _BodyOverLimit(self.environ["wsgi.input"], limit, is_max=True)
         return super().stream
 
@@ -148,7 +174,12 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.path,
-                      extra={"event": "unhandled_error", "path": request.path})
-        return error_response(500, "internal_error", "an internal error occurred; quote the request id",
-                              request_id=g.get("request_id"))
+        log.exception(
+            "unhandled error on %s %s",
+            request.method,
+            request.path,
+            extra={"event": "unhandled_error", "path": request.path},
+        )
+        return error_response(
+            500, "internal_error", "an internal error occurred; quote the request id", request_id=g.get("request_id")
+        )

@@ -1,5 +1,6 @@
 """The settings every test app starts from: a public origin, a Twilio account and the secrets the
 signatures in the tests are computed with. The fakes that sign requests as Twilio does use the same."""
+
 from __future__ import annotations
 
 TEST_BASE_URL = "https://agent.example.test"

@@ -5,6 +5,7 @@ can stop and start the database under a running service without touching anyone 
         pg.stop()    # the database is gone (connections cut, new ones refused)
         pg.start()   # and back, with its data
 """
+
 from __future__ import annotations
 
 import glob
@@ -46,15 +47,36 @@ class TemporaryPostgres:
     def create(self) -> "TemporaryPostgres":
         if os.geteuid() == 0:
             shutil.chown(self.directory, "postgres", "postgres")
-        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", SUPERUSER, "-E", "UTF8",
-                  "--no-instructions")
+        self._run(
+            str(self.bin / "initdb"),
+            "-D",
+            str(self.data),
+            "-A",
+            "trust",
+            "-U",
+            SUPERUSER,
+            "-E",
+            "UTF8",
+            "--no-instructions",
+        )
         self.start()
         self._run(str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER, DATABASE)
         return self
 
     def start(self) -> None:
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
-                  "-o", f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.directory} -c fsync=off", "start")
+        self._run(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.directory} -c fsync=off",
+            "start",
+        )
 
     def stop(self) -> None:
         """Fast shutdown: open connections are cut, as when the server crashes or is restarted."""

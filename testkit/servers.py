@@ -1,5 +1,6 @@
 """Run the app as production does: real gunicorn with the gevent worker, on a free local port, and
 (`jobs_worker=True`, or `JobsWorker`) the background jobs worker process beside it."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,15 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 def flask_cli(env: dict[str, str], *args: str) -> dict:
     """Run an admin CLI command (`flask --app main …`) as an operator would; return its JSON."""
     flask = str(Path(sys.executable).with_name("flask"))
-    result = subprocess.run([flask, "--app", "main", *args], cwd=PROJECT_ROOT, env={**os.environ, **env},
-                            capture_output=True, text=True, timeout=60, check=True)
+    result = subprocess.run(
+        [flask, "--app", "main", *args],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -36,26 +44,54 @@ class GunicornServer:
     different tests never share jobs; `jobs_worker=True` also runs the jobs worker on it
     (`server.jobs_worker`)."""
 
-    def __init__(self, env: dict[str, str], *, workers: int = 1, log_path: Path | None = None,
-                 extra_args: tuple[str, ...] = (), jobs_worker: bool = False):
+    def __init__(
+        self,
+        env: dict[str, str],
+        *,
+        workers: int = 1,
+        log_path: Path | None = None,
+        extra_args: tuple[str, ...] = (),
+        jobs_worker: bool = False,
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path or Path(f"/tmp/agentlocator-gunicorn-{self.port}.log")
-        self.env = {**os.environ, "PORT": str(self.port),
-                    "JOBS_URL": f"sqlite:///{self.log_path.with_name(self.log_path.stem + '-jobs.db')}", **env}
+        self.env = {
+            **os.environ,
+            "PORT": str(self.port),
+            "JOBS_URL": f"sqlite:///{self.log_path.with_name(self.log_path.stem + '-jobs.db')}",
+            **env,
+        }
         self.workers = workers
         self.extra_args = extra_args
         self.process: subprocess.Popen | None = None
-        self.jobs_worker = JobsWorker(self.env, log_path=self.log_path.with_name(self.log_path.stem + "-jobs.log")) \
-            if jobs_worker else None
+        self.jobs_worker = (
+            JobsWorker(self.env, log_path=self.log_path.with_name(self.log_path.stem + "-jobs.log"))
+            if jobs_worker
+            else None
+        )
 
     def start(self, timeout: float = 30.0) -> "GunicornServer":
         gunicorn = str(Path(sys.executable).with_name("gunicorn"))
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
-            [gunicorn, "-k", "gevent", "-w", str(self.workers), "--no-control-socket",
-             "-b", f"127.0.0.1:{self.port}", *self.extra_args, "main:app"],
-            cwd=PROJECT_ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+            [
+                gunicorn,
+                "-k",
+                "gevent",
+                "-w",
+                str(self.workers),
+                "--no-control-socket",
+                "-b",
+                f"127.0.0.1:{self.port}",
+                *self.extra_args,
+                "main:app",
+            ],
+            cwd=PROJECT_ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -111,8 +147,13 @@ class JobsWorker:
     def start(self, timeout: float = 30.0) -> "JobsWorker":
         flask = str(Path(sys.executable).with_name("flask"))
         self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen([flask, "--app", "main", "jobs-worker", "--workers", str(self.workers)],
-                                        cwd=PROJECT_ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [flask, "--app", "main", "jobs-worker", "--workers", str(self.workers)],
+            cwd=PROJECT_ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

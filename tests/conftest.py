@@ -5,6 +5,7 @@ at the end), so parallel runs never see each other's rows. When PostgreSQL can't
 (`TEST_PG_ADMIN_URL`, by default 127.0.0.1:5432), its tests are skipped with the connection error as
 the reason; under CI (`CI=true`) they fail instead, so a database that vanished can't pass as green.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -179,16 +180,32 @@ def password_hash(password: str) -> str:
     return hash_password(password)
 
 
-def create_tenant(db, *, name: str = "Salon Dana", phone: str = "+97235550001", whatsapp: str = "+97235550002",
-                  role: str = "owner", email: str | None = None, **business_fields) -> Tenant:
+def create_tenant(
+    db,
+    *,
+    name: str = "Salon Dana",
+    phone: str = "+97235550001",
+    whatsapp: str = "+97235550002",
+    role: str = "owner",
+    email: str | None = None,
+    **business_fields,
+) -> Tenant:
     with db.scope() as session:
         business = Business(name=name, **business_fields)
         session.add(business)
         session.flush()
-        session.add_all([BusinessNumber(business_id=business.id, number=phone, kind="voice"),
-                         BusinessNumber(business_id=business.id, number=whatsapp, kind="whatsapp")])
-        user = User(business_id=business.id, email=email or f"{role}-{uuid.uuid4().hex[:6]}@example.test",
-                    password_hash=password_hash("correct horse"), role=role)
+        session.add_all(
+            [
+                BusinessNumber(business_id=business.id, number=phone, kind="voice"),
+                BusinessNumber(business_id=business.id, number=whatsapp, kind="whatsapp"),
+            ]
+        )
+        user = User(
+            business_id=business.id,
+            email=email or f"{role}-{uuid.uuid4().hex[:6]}@example.test",
+            password_hash=password_hash("correct horse"),
+            role=role,
+        )
         session.add(user)
         session.flush()
         token = issue_token(session, user)
@@ -198,13 +215,22 @@ def create_tenant(db, *, name: str = "Salon Dana", phone: str = "+97235550001", 
 def add_user(db, business_id: int, role: str) -> Tenant:
     """Another user (and token) in an existing business."""
     with db.scope() as session:
-        user = User(business_id=business_id, email=f"{role}-{uuid.uuid4().hex[:6]}@example.test",
-                    password_hash=password_hash("correct horse"), role=role)
+        user = User(
+            business_id=business_id,
+            email=f"{role}-{uuid.uuid4().hex[:6]}@example.test",
+            password_hash=password_hash("correct horse"),
+            role=role,
+        )
         session.add(user)
         session.flush()
         business = session.get(Business, business_id)
-        return Tenant(business_id, user.id, issue_token(session, user), *(business.numbers_of("voice")[:1] or [""]),
-                      *(business.numbers_of("whatsapp")[:1] or [""]))
+        return Tenant(
+            business_id,
+            user.id,
+            issue_token(session, user),
+            *(business.numbers_of("voice")[:1] or [""]),
+            *(business.numbers_of("whatsapp")[:1] or [""]),
+        )
 
 
 @pytest.fixture

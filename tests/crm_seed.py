@@ -1,4 +1,5 @@
 """CRM test data, written through the same DAO the webhooks and the voice engine use."""
+
 from __future__ import annotations
 
 import secrets
@@ -11,36 +12,74 @@ from server.db.models import ApiToken, Contract, Deal, Invoice, Payment, Thread,
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=timezone.utc)
 
 
-def seed_call(db, business_id: int, *, sid: str, caller: str = "+972501234567", to: str = "+97235550001",
-              at: datetime | None = None, status: str = "completed", transcript: str = "",
-              turns: tuple[tuple[str, str], ...] = ()) -> int:
+def seed_call(
+    db,
+    business_id: int,
+    *,
+    sid: str,
+    caller: str = "+972501234567",
+    to: str = "+97235550001",
+    at: datetime | None = None,
+    status: str = "completed",
+    transcript: str = "",
+    turns: tuple[tuple[str, str], ...] = (),
+) -> int:
     with db.scope() as session:
         call, _ = create_call(session, business_id, call_sid=sid, from_number=caller, to_number=to, status=status)
         if at is not None:
             call.created_at = call.started_at = at
         call.transcript, call.duration_seconds = transcript, 42
         for index, (user_text, agent_text) in enumerate(turns):
-            add_call_turn(session, call, turn_index=index, user_text=user_text, agent_text=agent_text,
-                          t_audio_ms=120, t_nlp_ms=400 + index, t_tts_ms=90, t_total_ms=610 + index,
-                          t_first_audio_ms=700)
+            add_call_turn(
+                session,
+                call,
+                turn_index=index,
+                user_text=user_text,
+                agent_text=agent_text,
+                t_audio_ms=120,
+                t_nlp_ms=400 + index,
+                t_tts_ms=90,
+                t_total_ms=610 + index,
+                t_first_audio_ms=700,
+            )
         return call.id
 
 
-def seed_message(db, business_id: int, *, phone: str = "+972501234567", body: str = "שלום", name: str = "",
-                 direction: str = "in", channel: str = "whatsapp", at: datetime | None = None,
-                 kind: str = "text", call_id: int | None = None) -> tuple[int, int]:
+def seed_message(
+    db,
+    business_id: int,
+    *,
+    phone: str = "+972501234567",
+    body: str = "שלום",
+    name: str = "",
+    direction: str = "in",
+    channel: str = "whatsapp",
+    at: datetime | None = None,
+    kind: str = "text",
+    call_id: int | None = None,
+) -> tuple[int, int]:
     """Store one message (in the customer's thread on `channel`); returns (thread id, message id)."""
     with db.scope() as session:
         customer = upsert_customer(session, business_id, phone=phone, name=name or None)
         thread = upsert_thread(session, business_id, customer.id, channel)
-        message, _ = insert_message(session, thread, direction=direction, body=body, kind=kind, call_id=call_id,
-                                    provider="twilio", provider_message_id="SM" + secrets.token_hex(16), at=at)
+        message, _ = insert_message(
+            session,
+            thread,
+            direction=direction,
+            body=body,
+            kind=kind,
+            call_id=call_id,
+            provider="twilio",
+            provider_message_id="SM" + secrets.token_hex(16),
+            at=at,
+        )
         return thread.id, message.id
 
 
 @dataclass
 class SeededBusiness:
     """One of everything, for access tests."""
+
     customer_id: int
     whatsapp_thread_id: int
     voice_thread_id: int
@@ -55,45 +94,100 @@ class SeededBusiness:
 
     def ids(self) -> dict[str, object]:
         """Values for each path parameter of the CRM routes."""
-        return {"thread_id": self.whatsapp_thread_id, "customer_id": self.customer_id, "call_sid": self.call_sid,
-                "token_id": self.token_id, "payment_id": self.payment_id, "provider": "paypal",
-                "invoice_id": self.invoice_id, "user_id": self.agent_user_id,
-                "document_id": {"deals": self.deal_id, "invoices": self.invoice_id, "contracts": self.contract_id}}
+        return {
+            "thread_id": self.whatsapp_thread_id,
+            "customer_id": self.customer_id,
+            "call_sid": self.call_sid,
+            "token_id": self.token_id,
+            "payment_id": self.payment_id,
+            "provider": "paypal",
+            "invoice_id": self.invoice_id,
+            "user_id": self.agent_user_id,
+            "document_id": {"deals": self.deal_id, "invoices": self.invoice_id, "contracts": self.contract_id},
+        }
 
 
 def seed_business(db, business_id: int, *, phone: str = "+972501234567", label: str = "a") -> SeededBusiness:
     sid = f"CA{label}{secrets.token_hex(15)}"
-    call_id = seed_call(db, business_id, sid=sid, caller=phone, transcript="לקוח: שלום\nסוכן: שלום, במה אפשר לעזור?",
-                        turns=(("שלום", "שלום, במה אפשר לעזור?"),))
+    call_id = seed_call(
+        db,
+        business_id,
+        sid=sid,
+        caller=phone,
+        transcript="לקוח: שלום\nסוכן: שלום, במה אפשר לעזור?",
+        turns=(("שלום", "שלום, במה אפשר לעזור?"),),
+    )
     thread_id, message_id = seed_message(db, business_id, phone=phone, body="אני רוצה לקבוע תור", name="Dana")
     with db.scope() as session:
         voice_thread = session.query(Thread).filter_by(business_id=business_id, channel="voice").one()
-        insert_message(session, voice_thread, direction="in", kind="voicemail", body="", call_id=call_id,
-                       provider="twilio", provider_message_id="RE" + secrets.token_hex(16),
-                       media=[{"url": "https://api.twilio.com/rec.wav", "content_type": "audio/x-wav"}])
+        insert_message(
+            session,
+            voice_thread,
+            direction="in",
+            kind="voicemail",
+            body="",
+            call_id=call_id,
+            provider="twilio",
+            provider_message_id="RE" + secrets.token_hex(16),
+            media=[{"url": "https://api.twilio.com/rec.wav", "content_type": "audio/x-wav"}],
+        )
         customer_id = voice_thread.customer_id
-        deal = Deal(business_id=business_id, customer_id=customer_id, title="Haircut package", amount_minor=30000,
-                    status="open")
+        deal = Deal(
+            business_id=business_id, customer_id=customer_id, title="Haircut package", amount_minor=30000, status="open"
+        )
         session.add(deal)
         session.flush()
-        invoice = Invoice(business_id=business_id, customer_id=customer_id, deal_id=deal.id, title="Invoice",
-                          amount_minor=30000, status="issued")
-        contract = Contract(business_id=business_id, customer_id=customer_id, deal_id=deal.id, title="Contract",
-                            body="terms", status="draft")
+        invoice = Invoice(
+            business_id=business_id,
+            customer_id=customer_id,
+            deal_id=deal.id,
+            title="Invoice",
+            amount_minor=30000,
+            status="issued",
+        )
+        contract = Contract(
+            business_id=business_id,
+            customer_id=customer_id,
+            deal_id=deal.id,
+            title="Contract",
+            body="terms",
+            status="draft",
+        )
         session.add_all([invoice, contract])
         session.flush()
-        payment = Payment(business_id=business_id, customer_id=customer_id, invoice_id=invoice.id,
-                          amount_minor=30000, provider="paypal", link_token=secrets.token_hex(16))
+        payment = Payment(
+            business_id=business_id,
+            customer_id=customer_id,
+            invoice_id=invoice.id,
+            amount_minor=30000,
+            provider="paypal",
+            link_token=secrets.token_hex(16),
+        )
         session.add(payment)
-        agent = User(business_id=business_id, email=f"agent-{label}-{secrets.token_hex(3)}@example.test",
-                     password_hash="-", role="agent")
+        agent = User(
+            business_id=business_id,
+            email=f"agent-{label}-{secrets.token_hex(3)}@example.test",
+            password_hash="-",
+            role="agent",
+        )
         session.add(agent)
         session.flush()
         token = ApiToken(user_id=agent.id, token_hash=secrets.token_hex(32), name="seeded")
         session.add(token)
         session.flush()
-        return SeededBusiness(customer_id, thread_id, voice_thread.id, message_id, sid, deal.id, invoice.id,
-                              contract.id, payment.id, agent.id, token.id)
+        return SeededBusiness(
+            customer_id,
+            thread_id,
+            voice_thread.id,
+            message_id,
+            sid,
+            deal.id,
+            invoice.id,
+            contract.id,
+            payment.id,
+            agent.id,
+            token.id,
+        )
 
 
 def minutes(n: int) -> timedelta:

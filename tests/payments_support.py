@@ -1,4 +1,5 @@
 """Fixtures and helpers shared by the payments tests (imported by each `tests/test_payments_*.py`)."""
+
 from __future__ import annotations
 
 import uuid
@@ -46,11 +47,16 @@ def tranzila(tranzila_server) -> FakeTranzila:
 def payment_env(paypal: FakePayPal, tranzila: FakeTranzila, **overrides: str) -> dict[str, str]:
     """Environment variables pointing the app at both fakes (system-wide credentials)."""
     env = {
-        "PAYPAL_CLIENT_ID": paypal.client_id, "PAYPAL_CLIENT_SECRET": paypal.client_secret,
-        "PAYPAL_WEBHOOK_ID": paypal.webhook_id, "PAYPAL_API_BASE_URL": paypal.url,
-        "TRANZILA_TERMINAL": tranzila.terminal, "TRANZILA_API_APP_KEY": tranzila.app_key,
-        "TRANZILA_API_SECRET": tranzila.secret, "TRANZILA_API_BASE_URL": tranzila.url,
-        "TRANZILA_IFRAME_BASE_URL": tranzila.url, "PAYMENTS_HTTP_TIMEOUT_SECONDS": "3",
+        "PAYPAL_CLIENT_ID": paypal.client_id,
+        "PAYPAL_CLIENT_SECRET": paypal.client_secret,
+        "PAYPAL_WEBHOOK_ID": paypal.webhook_id,
+        "PAYPAL_API_BASE_URL": paypal.url,
+        "TRANZILA_TERMINAL": tranzila.terminal,
+        "TRANZILA_API_APP_KEY": tranzila.app_key,
+        "TRANZILA_API_SECRET": tranzila.secret,
+        "TRANZILA_API_BASE_URL": tranzila.url,
+        "TRANZILA_IFRAME_BASE_URL": tranzila.url,
+        "PAYMENTS_HTTP_TIMEOUT_SECONDS": "3",
     }
     env.update(overrides)
     return {k: v for k, v in env.items() if v is not None}
@@ -73,8 +79,9 @@ def business_owner(app, *, name: str = "Salon Dana", **business_fields: Any) -> 
         business = Business(name=name, **business_fields)
         session.add(business)
         session.flush()
-        user = User(business_id=business.id, email=f"owner-{uuid.uuid4().hex[:8]}@example.test",
-                    password_hash="", role="owner")
+        user = User(
+            business_id=business.id, email=f"owner-{uuid.uuid4().hex[:8]}@example.test", password_hash="", role="owner"
+        )
         session.add(user)
         session.flush()
         return Tenant(business.id, user.id, issue_token(session, user), "", "")
@@ -113,15 +120,20 @@ def payment_row(app, payment_id: int) -> Payment:
 
 def audit_actions(app, payment_id: int) -> list[str]:
     with services(app).database.scope() as session:
-        return list(session.scalars(sa.select(AuditLog.action).where(AuditLog.entity_type == "payment",
-                                                                     AuditLog.entity_id == str(payment_id))
-                                    .order_by(AuditLog.id)))
+        return list(
+            session.scalars(
+                sa.select(AuditLog.action)
+                .where(AuditLog.entity_type == "payment", AuditLog.entity_id == str(payment_id))
+                .order_by(AuditLog.id)
+            )
+        )
 
 
 def add_invoice(app, business_id: int, *, amount_minor: int = 4990, status: str = "issued", **fields: Any) -> int:
     with services(app).database.scope() as session:
-        invoice = Invoice(business_id=business_id, amount_minor=amount_minor, currency="ILS", status=status,
-                          title="ייעוץ", **fields)
+        invoice = Invoice(
+            business_id=business_id, amount_minor=amount_minor, currency="ILS", status=status, title="ייעוץ", **fields
+        )
         session.add(invoice)
         session.flush()
         return invoice.id

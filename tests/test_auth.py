@@ -17,12 +17,15 @@ def test_login_gives_a_working_token(client, db):
     assert response.json["token"].startswith("al_") and response.json["business_id"] == tenant.business_id
 
 
-@pytest.mark.parametrize("body, status", [
-    ({"email": "owner@salon.example", "password": "wrong"}, 401),
-    ({"email": "nobody@salon.example", "password": "correct horse"}, 401),
-    ({"email": "owner@salon.example"}, 400),
-    ({"email": 5, "password": []}, 400),
-])
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        ({"email": "owner@salon.example", "password": "wrong"}, 401),
+        ({"email": "nobody@salon.example", "password": "correct horse"}, 401),
+        ({"email": "owner@salon.example"}, 400),
+        ({"email": 5, "password": []}, 400),
+    ],
+)
 def test_bad_logins_are_refused_clearly(client, db, body, status):
     from tests.conftest import create_tenant
 
@@ -90,8 +93,12 @@ def test_another_business_object_is_404_and_admin_can_act_for_it(guarded_app, te
     assert client.get(f"/api/test/customers/{theirs}", headers=tenant.headers).status_code == 404
     assert client.get("/api/test/customers/999999", headers=tenant.headers).status_code == 404
     # X-Business-Id means nothing for non-admins
-    assert client.get(f"/api/test/customers/{theirs}",
-                      headers={**tenant.headers, "X-Business-Id": str(other_tenant.business_id)}).status_code == 404
+    assert (
+        client.get(
+            f"/api/test/customers/{theirs}", headers={**tenant.headers, "X-Business-Id": str(other_tenant.business_id)}
+        ).status_code
+        == 404
+    )
     admin = add_user(db, tenant.business_id, "admin")
     headers = {**admin.headers, "X-Business-Id": str(other_tenant.business_id)}
     assert client.get(f"/api/test/customers/{theirs}", headers=headers).status_code == 200

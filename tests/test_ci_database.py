@@ -3,6 +3,7 @@
 Each case runs pytest in a subprocess on a one-test module that needs the PostgreSQL fixture,
 pointed (through `TEST_PG_ADMIN_URL`) at a local port where nothing listens.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,9 +33,26 @@ def run_pytest_without_postgresql(tmp_path, *, ci: bool) -> tuple[int, str, str]
     if ci:
         env["CI"] = "true"
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "--rootdir", str(PROJECT_ROOT),
-         "-c", str(PROJECT_ROOT / "pyproject.toml"), str(tmp_path / "test_needs_postgresql.py")],
-        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(PROJECT_ROOT),
+            "-c",
+            str(PROJECT_ROOT / "pyproject.toml"),
+            str(tmp_path / "test_needs_postgresql.py"),
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return result.returncode, result.stdout + result.stderr, url
 
 

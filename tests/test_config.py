@@ -17,12 +17,23 @@ def test_defaults_without_any_environment():
     assert settings.watchdog_seconds == 6.0
 
 
-@pytest.mark.parametrize("name, value", [
-    ("WA_BAILEYS_PORT", "abc"), ("WA_BAILEYS_PORT", "70000"), ("PORT", "-1"), ("ENABLE_WA_TWILIO", "maybe"),
-    ("LOG_LEVEL", "LOUD"), ("PUBLIC_BASE_URL", "ftp://x"), ("PUBLIC_BASE_URL", "agent.example.com"),
-    ("WATCHDOG_SECONDS", "0"), ("WA_PROVIDER_PRIORITY", "baileys,carrier-pigeon"), ("PAYPAL_MODE", "prod"),
-    ("GOOGLE_SPEECH_EMULATOR_HOST", "localhost"), ("MAX_CONTENT_LENGTH", "lots"),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("WA_BAILEYS_PORT", "abc"),
+        ("WA_BAILEYS_PORT", "70000"),
+        ("PORT", "-1"),
+        ("ENABLE_WA_TWILIO", "maybe"),
+        ("LOG_LEVEL", "LOUD"),
+        ("PUBLIC_BASE_URL", "ftp://x"),
+        ("PUBLIC_BASE_URL", "agent.example.com"),
+        ("WATCHDOG_SECONDS", "0"),
+        ("WA_PROVIDER_PRIORITY", "baileys,carrier-pigeon"),
+        ("PAYPAL_MODE", "prod"),
+        ("GOOGLE_SPEECH_EMULATOR_HOST", "localhost"),
+        ("MAX_CONTENT_LENGTH", "lots"),
+    ],
+)
 def test_a_wrong_value_names_the_variable_in_one_line(name, value):
     with pytest.raises(ConfigError) as exc:
         Settings.from_env({name: value})
@@ -34,8 +45,14 @@ def test_secret_values_never_appear_in_errors_or_repr():
     with pytest.raises(ConfigError) as exc:
         Settings.from_env({"ENABLE_WA_BAILEYS": "true"})
     assert "WA_SHARED_SECRET" in str(exc.value)
-    settings = Settings.from_env({"TWILIO_AUTH_TOKEN": "tok-very-secret", "OPENAI_API_KEY": "sk-very-secret",
-                                  "WA_SHARED_SECRET": "bridge-very-secret", "PAYPAL_CLIENT_SECRET": "pp-very-secret"})
+    settings = Settings.from_env(
+        {
+            "TWILIO_AUTH_TOKEN": "tok-very-secret",
+            "OPENAI_API_KEY": "sk-very-secret",
+            "WA_SHARED_SECRET": "bridge-very-secret",
+            "PAYPAL_CLIENT_SECRET": "pp-very-secret",
+        }
+    )
     shown = repr(settings)
     for secret in ("tok-very-secret", "sk-very-secret", "bridge-very-secret", "pp-very-secret"):
         assert secret not in shown
@@ -74,12 +91,19 @@ def test_bad_configuration_stops_gunicorn_start_with_one_line(tmp_path):
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    result = subprocess.run([str(Path(sys.executable).with_name("flask")), "--app", "main", "migrate"], cwd=root,
-                            env={**os.environ, "WA_BAILEYS_PORT": "abc", "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"},
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("flask")), "--app", "main", "migrate"],
+        cwd=root,
+        env={**os.environ, "WA_BAILEYS_PORT": "abc", "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[-1] == \
-        "configuration error: Invalid WA_BAILEYS_PORT='abc': expected a number"
+    assert (
+        result.stderr.strip().splitlines()[-1]
+        == "configuration error: Invalid WA_BAILEYS_PORT='abc': expected a number"
+    )
 
 
 def test_the_operations_guide_documents_every_setting():

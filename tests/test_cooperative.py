@@ -29,7 +29,9 @@ def test_under_gevent_psycopg2_is_cooperative_at_once_and_grpc_before_its_first_
 
 
 def test_without_gevent_nothing_is_patched():
-    probe = ("import psycopg2.extensions\nfrom server.cooperative import make_io_cooperative\n"
-             "make_io_cooperative()\nprint(psycopg2.extensions.get_wait_callback())")
+    probe = (
+        "import psycopg2.extensions\nfrom server.cooperative import make_io_cooperative\n"
+        "make_io_cooperative()\nprint(psycopg2.extensions.get_wait_callback())"
+    )
     out = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "None", out.stderr

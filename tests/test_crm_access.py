@@ -1,9 +1,9 @@
 """Who may do what: roles, tenant isolation on every CRM route, users, tokens and the audit log."""
+
 from __future__ import annotations
 
 import re
 
-import pytest
 import sqlalchemy as sa
 
 from server.db.models import AuditLog
@@ -14,14 +14,20 @@ _PARAM = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
 _ANY = re.compile(r"<any\(([^)]*)\):\w+>")
 
 # A plausible body for each write, so that a refusal can only come from the id in the path.
-_BODIES = {"crm_api.update_thread": {"status": "pending"}, "crm_api.reply_to_thread": {"text": "hi"},
-           "crm_api.update_customer": {"name": "x"}, "crm_api.update_document": {"notes": "x"},
-           "crm_api.change_document_status": {"status": "void"}}
+_BODIES = {
+    "crm_api.update_thread": {"status": "pending"},
+    "crm_api.reply_to_thread": {"text": "hi"},
+    "crm_api.update_customer": {"name": "x"},
+    "crm_api.update_document": {"notes": "x"},
+    "crm_api.change_document_status": {"status": "void"},
+}
 # The event stream never ends, so it can't be read to the end here (tests/test_console_events*.py).
 _STREAMS = {"events_api.events"}
 # A read of our own seeded objects that answers something else by design.
-_OWN_GET_STATUS = {"console_api.call_recording": 404,  # the seeded call has no recording
-                   "console_api.whatsapp_qr": 501}  # WhatsApp through the bridge is off in this app
+_OWN_GET_STATUS = {
+    "console_api.call_recording": 404,  # the seeded call has no recording
+    "console_api.whatsapp_qr": 501,
+}  # WhatsApp through the bridge is off in this app
 
 
 def crm_requests(app, ids: dict) -> list[tuple[str, str, dict]]:
@@ -32,6 +38,7 @@ def crm_requests(app, ids: dict) -> list[tuple[str, str, dict]]:
             continue
         kinds = _ANY.search(rule.rule)
         for kind in [k.strip() for k in kinds.group(1).split(",")] if kinds else [None]:
+
             def value(match, kind=kind):
                 found = ids[match.group(2)]
                 return str(found[kind] if isinstance(found, dict) else found)
@@ -59,26 +66,41 @@ def test_every_id_of_another_business_is_a_404_on_every_route(app, client, db, t
 
 def test_lists_and_references_never_reach_another_business(client, db, tenant, other_tenant):
     theirs = seed_business(db, other_tenant.business_id, phone="+972521111111", label="b")
-    for url in ("/api/crm/calls", "/api/crm/threads", "/api/crm/customers", "/api/crm/deals", "/api/crm/invoices",
-                "/api/crm/contracts", "/api/crm/audit"):
+    for url in (
+        "/api/crm/calls",
+        "/api/crm/threads",
+        "/api/crm/customers",
+        "/api/crm/deals",
+        "/api/crm/invoices",
+        "/api/crm/contracts",
+        "/api/crm/audit",
+    ):
         assert client.get(url, headers=tenant.headers).get_json()["items"] == [], url
-    assert [u["id"] for u in client.get("/api/crm/users", headers=tenant.headers).get_json()["items"]] == \
-        [tenant.user_id]
-    assert {t["user_id"] for t in client.get("/api/crm/tokens", headers=tenant.headers).get_json()["items"]} == \
-        {tenant.user_id}
-    for url, params in (("/api/crm/calls", {"phone": "0521111111"}), ("/api/crm/threads", {"q": "Dana"}),
-                        ("/api/crm/customers", {"q": "0521111111"}),
-                        ("/api/crm/deals", {"customer_id": theirs.customer_id}),
-                        ("/api/crm/audit", {"entity_type": "deal"})):
+    assert [u["id"] for u in client.get("/api/crm/users", headers=tenant.headers).get_json()["items"]] == [
+        tenant.user_id
+    ]
+    assert {t["user_id"] for t in client.get("/api/crm/tokens", headers=tenant.headers).get_json()["items"]} == {
+        tenant.user_id
+    }
+    for url, params in (
+        ("/api/crm/calls", {"phone": "0521111111"}),
+        ("/api/crm/threads", {"q": "Dana"}),
+        ("/api/crm/customers", {"q": "0521111111"}),
+        ("/api/crm/deals", {"customer_id": theirs.customer_id}),
+        ("/api/crm/audit", {"entity_type": "deal"}),
+    ):
         assert client.get(url, headers=tenant.headers, query_string=params).get_json()["items"] == [], url
-    for url, body, field in (("/api/crm/deals", {"customer_id": theirs.customer_id}, "customer_id"),
-                             ("/api/crm/invoices", {"deal_id": theirs.deal_id}, "deal_id"),
-                             ("/api/crm/tokens", {"user_id": theirs.agent_user_id}, "user_id")):
+    for url, body, field in (
+        ("/api/crm/deals", {"customer_id": theirs.customer_id}, "customer_id"),
+        ("/api/crm/invoices", {"deal_id": theirs.deal_id}, "deal_id"),
+        ("/api/crm/tokens", {"user_id": theirs.agent_user_id}, "user_id"),
+    ):
         response = client.post(url, json=body, headers=tenant.headers)
         assert response.status_code == 400 and response.get_json()["field"] == field, url
     ours = seed_business(db, tenant.business_id, phone="+972521111111", label="a")
-    response = client.patch(f"/api/crm/threads/{ours.whatsapp_thread_id}", json={"assignee": theirs.agent_user_id},
-                            headers=tenant.headers)
+    response = client.patch(
+        f"/api/crm/threads/{ours.whatsapp_thread_id}", json={"assignee": theirs.agent_user_id}, headers=tenant.headers
+    )
     assert response.status_code == 400 and response.get_json()["field"] == "assignee"
     # the same phone number in two businesses is two customers
     assert client.post("/api/crm/customers", json={"phone": "0529999999"}, headers=tenant.headers).status_code == 201
@@ -93,10 +115,18 @@ def test_roles(app, client, db, tenant, other_tenant):
     def status(who, method, url, body=None):
         return client.open(url, method=method, json=body or {}, headers=who.headers).status_code
 
-    for url in ("/api/crm/calls", f"/api/crm/calls/{seeded.call_sid}", "/api/crm/threads",
-                f"/api/crm/threads/{seeded.whatsapp_thread_id}", "/api/crm/customers",
-                f"/api/crm/customers/{seeded.customer_id}", "/api/crm/deals", f"/api/crm/invoices/{seeded.invoice_id}",
-                "/api/crm/contracts", "/api/openapi.json"):
+    for url in (
+        "/api/crm/calls",
+        f"/api/crm/calls/{seeded.call_sid}",
+        "/api/crm/threads",
+        f"/api/crm/threads/{seeded.whatsapp_thread_id}",
+        "/api/crm/customers",
+        f"/api/crm/customers/{seeded.customer_id}",
+        "/api/crm/deals",
+        f"/api/crm/invoices/{seeded.invoice_id}",
+        "/api/crm/contracts",
+        "/api/openapi.json",
+    ):
         assert status(agent, "GET", url) == 200, url
     thread = f"/api/crm/threads/{seeded.whatsapp_thread_id}"
     assert status(agent, "PATCH", thread, {"status": "pending", "assignee": agent.user_id}) == 200
@@ -104,13 +134,18 @@ def test_roles(app, client, db, tenant, other_tenant):
     assert status(agent, "POST", f"{thread}/messages", {"text": "hi"}) == 501  # allowed; no provider configured
     assert status(agent, "POST", "/api/crm/customers", {"phone": "0507654321"}) == 201
     assert status(agent, "PATCH", f"/api/crm/customers/{seeded.customer_id}", {"name": "Dana"}) == 200
-    for method, url, body in (("POST", "/api/crm/deals", {}), ("PATCH", f"/api/crm/deals/{seeded.deal_id}", {}),
-                              ("POST", f"/api/crm/invoices/{seeded.invoice_id}/status", {"status": "paid"}),
-                              ("POST", "/api/crm/contracts", {}), ("GET", "/api/crm/users", None),
-                              ("POST", "/api/crm/users", {}), ("GET", "/api/crm/tokens", None),
-                              ("POST", "/api/crm/tokens", None),
-                              ("DELETE", f"/api/crm/tokens/{seeded.token_id}", None),
-                              ("GET", "/api/crm/audit", None)):
+    for method, url, body in (
+        ("POST", "/api/crm/deals", {}),
+        ("PATCH", f"/api/crm/deals/{seeded.deal_id}", {}),
+        ("POST", f"/api/crm/invoices/{seeded.invoice_id}/status", {"status": "paid"}),
+        ("POST", "/api/crm/contracts", {}),
+        ("GET", "/api/crm/users", None),
+        ("POST", "/api/crm/users", {}),
+        ("GET", "/api/crm/tokens", None),
+        ("POST", "/api/crm/tokens", None),
+        ("DELETE", f"/api/crm/tokens/{seeded.token_id}", None),
+        ("GET", "/api/crm/audit", None),
+    ):
         response = client.open(url, method=method, json=body or {}, headers=agent.headers)
         assert response.status_code == 403 and response.get_json()["error"] == "forbidden", (method, url)
     assert status(tenant, "POST", f"/api/crm/invoices/{seeded.invoice_id}/status", {"status": "paid"}) == 200
@@ -122,34 +157,47 @@ def test_roles(app, client, db, tenant, other_tenant):
     customers = client.get("/api/crm/customers", headers=as_admin).get_json()["items"]
     assert seeded.customer_id in [c["id"] for c in customers]
     assert client.post("/api/crm/deals", json={"title": "by support"}, headers=as_admin).status_code == 201
-    assert client.get("/api/crm/audit", headers=as_admin, query_string={"actor": f"user:{admin.user_id}"}) \
-        .get_json()["items"][0]["action"] == "deal.created"
+    assert (
+        client.get("/api/crm/audit", headers=as_admin, query_string={"actor": f"user:{admin.user_id}"}).get_json()[
+            "items"
+        ][0]["action"]
+        == "deal.created"
+    )
     assert client.get("/api/crm/customers", headers=admin.headers).get_json()["items"] == []  # its own business
     assert client.get("/api/crm/customers", headers={**admin.headers, "X-Business-Id": "999999"}).status_code == 404
-    owner_tries = client.get("/api/crm/customers", headers={**other_tenant.headers,
-                                                           "X-Business-Id": str(tenant.business_id)})
+    owner_tries = client.get(
+        "/api/crm/customers", headers={**other_tenant.headers, "X-Business-Id": str(tenant.business_id)}
+    )
     assert owner_tries.get_json()["items"] == []  # the header means nothing below admin
 
 
 def test_users_and_tokens(app, client, db, tenant):
-    created = client.post("/api/crm/users", json={"email": "Agent@Example.test", "password": "long enough",
-                                                  "role": "agent"}, headers=tenant.headers)
+    created = client.post(
+        "/api/crm/users",
+        json={"email": "Agent@Example.test", "password": "long enough", "role": "agent"},
+        headers=tenant.headers,
+    )
     user = created.get_json()
     assert created.status_code == 201 and (user["email"], user["role"]) == ("agent@example.test", "agent")
     login = client.post("/api/auth/login", json={"email": "agent@example.test", "password": "long enough"})
-    assert login.status_code == 200 and client.get("/api/crm/calls", headers={
-        "Authorization": f"Bearer {login.get_json()['token']}"}).status_code == 200
-    for body, code, field in (({"email": "agent@example.test", "password": "long enough", "role": "agent"}, 409,
-                               "email"),
-                              ({"email": "x@example.test", "password": "short", "role": "agent"}, 400, "password"),
-                              ({"email": "nope", "password": "long enough", "role": "agent"}, 400, "email"),
-                              ({"email": "y@example.test", "password": "long enough", "role": "boss"}, 400, "role"),
-                              ({"email": "z@example.test", "password": "long enough", "role": "admin"}, 403, "role"),
-                              ({"email": "z@example.test", "password": "long enough"}, 400, "role")):
+    assert (
+        login.status_code == 200
+        and client.get("/api/crm/calls", headers={"Authorization": f"Bearer {login.get_json()['token']}"}).status_code
+        == 200
+    )
+    for body, code, field in (
+        ({"email": "agent@example.test", "password": "long enough", "role": "agent"}, 409, "email"),
+        ({"email": "x@example.test", "password": "short", "role": "agent"}, 400, "password"),
+        ({"email": "nope", "password": "long enough", "role": "agent"}, 400, "email"),
+        ({"email": "y@example.test", "password": "long enough", "role": "boss"}, 400, "role"),
+        ({"email": "z@example.test", "password": "long enough", "role": "admin"}, 403, "role"),
+        ({"email": "z@example.test", "password": "long enough"}, 400, "role"),
+    ):
         response = client.post("/api/crm/users", json=body, headers=tenant.headers)
         assert response.status_code == code and response.get_json()["field"] == field, body
-    assert [u["email"] for u in client.get("/api/crm/users", headers=tenant.headers).get_json()["items"]][1:] == \
-        ["agent@example.test"]
+    assert [u["email"] for u in client.get("/api/crm/users", headers=tenant.headers).get_json()["items"]][1:] == [
+        "agent@example.test"
+    ]
 
     made = client.post("/api/crm/tokens", json={"name": "zapier", "user_id": user["id"]}, headers=tenant.headers)
     token = made.get_json()
@@ -164,19 +212,24 @@ def test_users_and_tokens(app, client, db, tenant):
     assert client.delete(f"/api/crm/tokens/{token['id']}", headers=tenant.headers).status_code == 204
     assert client.get("/api/crm/threads", headers=bearer).status_code == 401
     assert client.delete(f"/api/crm/tokens/{token['id']}", headers=tenant.headers).status_code == 204  # again: fine
-    revoked = [t for t in client.get("/api/crm/tokens", headers=tenant.headers).get_json()["items"]
-               if t["id"] == token["id"]]
+    revoked = [
+        t for t in client.get("/api/crm/tokens", headers=tenant.headers).get_json()["items"] if t["id"] == token["id"]
+    ]
     assert revoked[0]["revoked_at"] is not None
     assert client.delete("/api/crm/tokens/99999", headers=tenant.headers).status_code == 404
     admin = add_user(db, tenant.business_id, "admin")
     admin_token = client.post("/api/crm/tokens", json={"user_id": admin.user_id}, headers=tenant.headers)
     assert admin_token.status_code == 403 and admin_token.get_json()["field"] == "user_id"
-    admin_tokens = [t["id"] for t in client.get("/api/crm/tokens", headers=tenant.headers).get_json()["items"]
-                    if t["user_id"] == admin.user_id]
+    admin_tokens = [
+        t["id"]
+        for t in client.get("/api/crm/tokens", headers=tenant.headers).get_json()["items"]
+        if t["user_id"] == admin.user_id
+    ]
     assert client.delete(f"/api/crm/tokens/{admin_tokens[0]}", headers=tenant.headers).status_code == 403
     with db.scope() as session:
-        actions = session.scalars(sa.select(AuditLog.action).where(AuditLog.business_id == tenant.business_id)
-                                  .order_by(AuditLog.id)).all()
+        actions = session.scalars(
+            sa.select(AuditLog.action).where(AuditLog.business_id == tenant.business_id).order_by(AuditLog.id)
+        ).all()
     assert actions == ["user.created", "token.created", "token.created", "token.revoked"]
 
 
@@ -193,8 +246,13 @@ def test_audit_log_lists_every_change_with_filters_and_pages(client, db, tenant)
         return response.get_json()
 
     everything = audit()["items"]
-    assert [e["action"] for e in everything] == ["customer.updated", "deal.status_changed", "deal.updated",
-                                                 "deal.created", "customer.created"]
+    assert [e["action"] for e in everything] == [
+        "customer.updated",
+        "deal.status_changed",
+        "deal.updated",
+        "deal.created",
+        "customer.created",
+    ]
     assert {e["actor"] for e in everything} == {f"user:{tenant.user_id}"}
     assert everything[1]["details"] == {"from": "open", "to": "won"}
     assert everything[2]["details"] == {"fields": ["title"]}
@@ -206,15 +264,23 @@ def test_audit_log_lists_every_change_with_filters_and_pages(client, db, tenant)
     third = audit(limit=2, cursor=second["next_cursor"])
     assert [e["id"] for e in first["items"] + second["items"] + third["items"]] == [e["id"] for e in everything]
     assert third["next_cursor"] is None
-    assert client.get("/api/crm/audit", headers=tenant.headers, query_string={"entity_type": "x" * 33}) \
-        .get_json()["field"] == "entity_type"
+    assert (
+        client.get("/api/crm/audit", headers=tenant.headers, query_string={"entity_type": "x" * 33}).get_json()["field"]
+        == "entity_type"
+    )
 
 
 def test_odd_ids_are_404_not_500(client, tenant):
-    for method, url in (("GET", "/api/crm/threads/abc"), ("GET", "/api/crm/threads/-1"),
-                        ("GET", "/api/crm/threads/99999999999"), ("GET", "/api/crm/calls/a%00b"),
-                        ("GET", "/api/crm/calls/" + "C" * 65), ("GET", "/api/crm/invoices/0"),
-                        ("PATCH", "/api/crm/customers/99999999999999999999"),
-                        ("DELETE", "/api/crm/tokens/99999999999"), ("GET", "/api/crm/refunds")):
+    for method, url in (
+        ("GET", "/api/crm/threads/abc"),
+        ("GET", "/api/crm/threads/-1"),
+        ("GET", "/api/crm/threads/99999999999"),
+        ("GET", "/api/crm/calls/a%00b"),
+        ("GET", "/api/crm/calls/" + "C" * 65),
+        ("GET", "/api/crm/invoices/0"),
+        ("PATCH", "/api/crm/customers/99999999999999999999"),
+        ("DELETE", "/api/crm/tokens/99999999999"),
+        ("GET", "/api/crm/refunds"),
+    ):
         response = client.open(url, method=method, headers=tenant.headers)
         assert response.status_code == 404 and response.get_json()["error"] == "not_found", url

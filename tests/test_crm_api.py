@@ -1,4 +1,5 @@
 """CRM API: calls, threads and messages, customers (both databases, through the HTTP API)."""
+
 from __future__ import annotations
 
 import base64
@@ -40,15 +41,37 @@ def pages_while_inserting(client, tenant, url, limit, insert) -> list[dict]:
 
 # ---- calls --------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def calls(db, tenant):
-    seed_call(db, tenant.business_id, sid="CA-old", caller="+972501111111", at=T0, status="completed",
-              transcript="לקוח: אני רוצה לקבוע תור למחר\nסוכן: בשמחה")
-    seed_call(db, tenant.business_id, sid="CA-mid", caller="+972502222222", at=T0 + timedelta(days=1),
-              status="no-answer", transcript="")
-    seed_call(db, tenant.business_id, sid="CA-new", caller="+972501111111", at=T0 + timedelta(days=2),
-              status="completed", transcript="caller: what are your opening hours?",
-              turns=(("what are your opening hours?", "We open at nine."), ("thanks", "Bye")))
+    seed_call(
+        db,
+        tenant.business_id,
+        sid="CA-old",
+        caller="+972501111111",
+        at=T0,
+        status="completed",
+        transcript="לקוח: אני רוצה לקבוע תור למחר\nסוכן: בשמחה",
+    )
+    seed_call(
+        db,
+        tenant.business_id,
+        sid="CA-mid",
+        caller="+972502222222",
+        at=T0 + timedelta(days=1),
+        status="no-answer",
+        transcript="",
+    )
+    seed_call(
+        db,
+        tenant.business_id,
+        sid="CA-new",
+        caller="+972501111111",
+        at=T0 + timedelta(days=2),
+        status="completed",
+        transcript="caller: what are your opening hours?",
+        turns=(("what are your opening hours?", "We open at nine."), ("thanks", "Bye")),
+    )
     return ["CA-new", "CA-mid", "CA-old"]
 
 
@@ -86,13 +109,22 @@ def test_call_list_and_filters(client, tenant, calls):
 
 
 BAD_CALL_FILTERS = [
-    ({"from": "yesterday"}, "from"), ({"to": "2025-13-01"}, "to"), ({"from": "2025-03-01T25:00"}, "from"),
-    ({"from": ""}, "from"), ({"from": "2025-03-05", "to": "2025-03-01"}, "to"),
-    ({"limit": "0"}, "limit"), ({"limit": "201"}, "limit"), ({"limit": "ten"}, "limit"), ({"limit": "-5"}, "limit"),
-    ({"limit": ""}, "limit"), ({"cursor": "not-a-cursor"}, "cursor"),
+    ({"from": "yesterday"}, "from"),
+    ({"to": "2025-13-01"}, "to"),
+    ({"from": "2025-03-01T25:00"}, "from"),
+    ({"from": ""}, "from"),
+    ({"from": "2025-03-05", "to": "2025-03-01"}, "to"),
+    ({"limit": "0"}, "limit"),
+    ({"limit": "201"}, "limit"),
+    ({"limit": "ten"}, "limit"),
+    ({"limit": "-5"}, "limit"),
+    ({"limit": ""}, "limit"),
+    ({"cursor": "not-a-cursor"}, "cursor"),
     ({"cursor": base64.urlsafe_b64encode(b'["x", 1]').decode()}, "cursor"),
     ({"cursor": base64.urlsafe_b64encode(b'{"a": 1}').decode()}, "cursor"),
-    ({"phone": "abc"}, "phone"), ({"q": "a\x00b"}, "q"), ({"status": "x" * 25}, "status"),
+    ({"phone": "abc"}, "phone"),
+    ({"q": "a\x00b"}, "q"),
+    ({"status": "x" * 25}, "status"),
 ]
 
 
@@ -106,16 +138,29 @@ def test_call_detail_has_transcript_turns_metrics_and_voicemail(client, tenant, 
     detail = get(client, tenant, f"{CALLS}/CA-new")
     assert detail["call_sid"] == "CA-new" and detail["transcript"] == "caller: what are your opening hours?"
     assert [t["user_text"] for t in detail["turns"]] == ["what are your opening hours?", "thanks"]
-    assert detail["turns"][1]["metrics"] == {"t_audio_ms": 120, "t_nlp_ms": 401, "t_tts_ms": 90,
-                                             "t_total_ms": 611, "t_first_audio_ms": 700}
+    assert detail["turns"][1]["metrics"] == {
+        "t_audio_ms": 120,
+        "t_nlp_ms": 401,
+        "t_tts_ms": 90,
+        "t_total_ms": 611,
+        "t_first_audio_ms": 700,
+    }
     assert detail["voicemail"] is None
     with db.scope() as session:
         call_id = session.execute(sa.text("SELECT id, thread_id FROM calls WHERE call_sid = 'CA-mid'")).one()
         thread = session.get(Thread, call_id.thread_id)
         from server.db.dao_crm import insert_message
 
-        insert_message(session, thread, direction="in", kind="voicemail", call_id=call_id.id, provider="twilio",
-                       provider_message_id="RE1", media=[{"url": "https://api.twilio.com/r.wav"}])
+        insert_message(
+            session,
+            thread,
+            direction="in",
+            kind="voicemail",
+            call_id=call_id.id,
+            provider="twilio",
+            provider_message_id="RE1",
+            media=[{"url": "https://api.twilio.com/r.wav"}],
+        )
     voicemail = get(client, tenant, f"{CALLS}/CA-mid")["voicemail"]
     assert voicemail["kind"] == "voicemail" and voicemail["media"][0]["url"].endswith("r.wav")
     get(client, tenant, f"{CALLS}/CA-unknown", expect=404)
@@ -138,14 +183,18 @@ def test_call_pages_are_stable_while_calls_arrive(client, tenant, db):
 
 # ---- threads and messages -----------------------------------------------------------------------
 
+
 @pytest.fixture
 def threads(db, tenant):
-    dana, _ = seed_message(db, tenant.business_id, phone="+972501234567", name="Dana Levi", body="אני רוצה לקבוע תור",
-                           at=T0)
-    moshe, _ = seed_message(db, tenant.business_id, phone="+972529876543", name="Moshe", body="What's the price?",
-                            at=T0 + minutes(5))
-    voice, _ = seed_message(db, tenant.business_id, phone="+972541112222", body="", kind="voicemail",
-                            channel="voice", at=T0 + minutes(10))
+    dana, _ = seed_message(
+        db, tenant.business_id, phone="+972501234567", name="Dana Levi", body="אני רוצה לקבוע תור", at=T0
+    )
+    moshe, _ = seed_message(
+        db, tenant.business_id, phone="+972529876543", name="Moshe", body="What's the price?", at=T0 + minutes(5)
+    )
+    voice, _ = seed_message(
+        db, tenant.business_id, phone="+972541112222", body="", kind="voicemail", channel="voice", at=T0 + minutes(10)
+    )
     return {"dana": dana, "moshe": moshe, "voice": voice}
 
 
@@ -176,20 +225,26 @@ def test_thread_filters(client, tenant, db, threads):
     client.post(f"{THREADS}/{threads['moshe']}/read", headers=tenant.headers)
     assert ids(unread="true") == {threads["dana"], threads["voice"]}
     assert ids(unread="false") == {threads["moshe"]}
-    client.patch(f"{THREADS}/{threads['dana']}", json={"status": "pending", "assignee": tenant.user_id},
-                 headers=tenant.headers)
+    client.patch(
+        f"{THREADS}/{threads['dana']}", json={"status": "pending", "assignee": tenant.user_id}, headers=tenant.headers
+    )
     assert ids(status="pending") == {threads["dana"]}
     assert ids(status="open") == {threads["moshe"], threads["voice"]}
     assert ids(assignee="me") == ids(assignee=str(tenant.user_id)) == {threads["dana"]}
     assert ids(assignee="none") == {threads["moshe"], threads["voice"]}
-    for params, field in (({"channel": "sms"}, "channel"), ({"status": "closed"}, "status"),
-                          ({"unread": "maybe"}, "unread"), ({"assignee": "someone"}, "assignee")):
+    for params, field in (
+        ({"channel": "sms"}, "channel"),
+        ({"status": "closed"}, "status"),
+        ({"unread": "maybe"}, "unread"),
+        ({"assignee": "someone"}, "assignee"),
+    ):
         assert get(client, tenant, THREADS, expect=400, **params)["field"] == field
 
 
 def test_thread_pages_are_stable_while_threads_arrive(client, tenant, db):
-    original = [seed_message(db, tenant.business_id, phone=f"+97250000{i:04d}", at=T0 + minutes(i // 3))[0]
-                for i in range(17)]
+    original = [
+        seed_message(db, tenant.business_id, phone=f"+97250000{i:04d}", at=T0 + minutes(i // 3))[0] for i in range(17)
+    ]
     arrivals = iter(range(1000))
 
     def a_new_thread():
@@ -201,8 +256,9 @@ def test_thread_pages_are_stable_while_threads_arrive(client, tenant, db):
 
 
 def test_thread_detail_pages_messages_newest_first(client, tenant, db):
-    seeded = [seed_message(db, tenant.business_id, phone="+972501234567", body=f"m{i}", at=T0 + minutes(i))
-              for i in range(8)]
+    seeded = [
+        seed_message(db, tenant.business_id, phone="+972501234567", body=f"m{i}", at=T0 + minutes(i)) for i in range(8)
+    ]
     thread_id, message_ids = seeded[0][0], [message_id for _, message_id in seeded]
     detail = get(client, tenant, f"{THREADS}/{thread_id}", limit=3)
     assert detail["id"] == thread_id and detail["customer"]["phone"] == "+972501234567"
@@ -230,22 +286,32 @@ def test_reading_a_thread_does_not_mark_it_read_but_post_read_does(client, tenan
 def test_patch_thread_status_assignee_labels_and_audit(client, tenant, db, threads):
     url = f"{THREADS}/{threads['dana']}"
     agent = add_user(db, tenant.business_id, "agent")
-    response = client.patch(url, json={"status": "resolved", "assignee": agent.user_id,
-                                       "labels": ["vip", "booking", "vip"]}, headers=agent.headers)
+    response = client.patch(
+        url,
+        json={"status": "resolved", "assignee": agent.user_id, "labels": ["vip", "booking", "vip"]},
+        headers=agent.headers,
+    )
     body = response.get_json()
     assert response.status_code == 200, body
     assert (body["status"], body["assignee"], body["labels"]) == ("resolved", agent.user_id, ["vip", "booking"])
     assert client.patch(url, json={"assignee": None}, headers=tenant.headers).get_json()["assignee"] is None
     with db.scope() as session:
-        rows = session.scalars(sa.select(AuditLog).where(AuditLog.entity_type == "thread")
-                               .order_by(AuditLog.id)).all()
-        assert [(r.actor, r.action) for r in rows] == [(f"user:{agent.user_id}", "thread.updated"),
-                                                      (f"user:{tenant.user_id}", "thread.updated")]
+        rows = session.scalars(sa.select(AuditLog).where(AuditLog.entity_type == "thread").order_by(AuditLog.id)).all()
+        assert [(r.actor, r.action) for r in rows] == [
+            (f"user:{agent.user_id}", "thread.updated"),
+            (f"user:{tenant.user_id}", "thread.updated"),
+        ]
         assert rows[0].details["after"]["status"] == "resolved"
-    for bad, field in (({"status": "closed"}, "status"), ({"assignee": 99999}, "assignee"),
-                       ({"assignee": "me"}, "assignee"), ({"labels": "vip"}, "labels"),
-                       ({"labels": ["x" * 33]}, "labels"), ({"labels": [""]}, "labels"),
-                       ({"labels": ["l"] * 21}, "labels"), ({"color": "red"}, "color")):
+    for bad, field in (
+        ({"status": "closed"}, "status"),
+        ({"assignee": 99999}, "assignee"),
+        ({"assignee": "me"}, "assignee"),
+        ({"labels": "vip"}, "labels"),
+        ({"labels": ["x" * 33]}, "labels"),
+        ({"labels": [""]}, "labels"),
+        ({"labels": ["l"] * 21}, "labels"),
+        ({"color": "red"}, "color"),
+    ):
         response = client.patch(url, json=bad, headers=tenant.headers)
         assert response.status_code == 400 and response.get_json()["field"] == field, bad
     assert client.patch(url, data="[1]", headers=tenant.headers).status_code == 400
@@ -254,8 +320,15 @@ def test_patch_thread_status_assignee_labels_and_audit(client, tenant, db, threa
 def test_a_new_inbound_message_reopens_a_resolved_thread(client, tenant, threads):
     url = f"{THREADS}/{threads['dana']}"
     assert client.patch(url, json={"status": "resolved"}, headers=tenant.headers).status_code == 200
-    params = {"AccountSid": ACCOUNT_SID, "MessageSid": "SM" + "1" * 32, "From": "whatsapp:+972501234567",
-              "To": f"whatsapp:{tenant.whatsapp}", "Body": "עוד שאלה", "NumMedia": "0", "ProfileName": "Dana"}
+    params = {
+        "AccountSid": ACCOUNT_SID,
+        "MessageSid": "SM" + "1" * 32,
+        "From": "whatsapp:+972501234567",
+        "To": f"whatsapp:{tenant.whatsapp}",
+        "Body": "עוד שאלה",
+        "NumMedia": "0",
+        "ProfileName": "Dana",
+    }
     webhook = "/webhook/whatsapp/twilio"
     response = client.post(webhook, data=params, headers=signature_header(TEST_BASE_URL + webhook, params))
     assert response.status_code == 204
@@ -265,6 +338,7 @@ def test_a_new_inbound_message_reopens_a_resolved_thread(client, tenant, threads
 
 
 # ---- the staff reply ----------------------------------------------------------------------------
+
 
 @pytest.fixture
 def bridge():
@@ -280,8 +354,11 @@ def wa_app(make_app, bridge):
 def test_staff_reply_goes_out_through_the_send_service(wa_app, bridge, tenant, threads):
     client = wa_app.test_client()
     agent = add_user(services(wa_app).database, tenant.business_id, "agent")
-    response = client.post(f"{THREADS}/{threads['dana']}/messages", json={"text": "נתראה מחר ב-10"},
-                           headers={**agent.headers, "Idempotency-Key": "reply-1"})
+    response = client.post(
+        f"{THREADS}/{threads['dana']}/messages",
+        json={"text": "נתראה מחר ב-10"},
+        headers={**agent.headers, "Idempotency-Key": "reply-1"},
+    )
     body = response.get_json()
     assert response.status_code == 200, body
     assert body["success"] is True and body["provider"] == "baileys" and body["thread_id"] == threads["dana"]
@@ -289,19 +366,24 @@ def test_staff_reply_goes_out_through_the_send_service(wa_app, bridge, tenant, t
     assert (stored["direction"], stored["status"], stored["sender_user_id"]) == ("out", "sent", agent.user_id)
     assert [s.body["text"] for s in bridge.accepted] == ["נתראה מחר ב-10"]
     assert bridge.accepted[0].body["to"] == "+972501234567"
-    again = client.post(f"{THREADS}/{threads['dana']}/messages", json={"text": "נתראה מחר ב-10"},
-                        headers={**agent.headers, "Idempotency-Key": "reply-1"})
+    again = client.post(
+        f"{THREADS}/{threads['dana']}/messages",
+        json={"text": "נתראה מחר ב-10"},
+        headers={**agent.headers, "Idempotency-Key": "reply-1"},
+    )
     assert again.get_json()["message_id"] == body["message_id"] and len(bridge.accepted) == 1
     with services(wa_app).database.scope() as session:
-        audit = session.scalar(sa.select(AuditLog).where(AuditLog.entity_type == "message",
-                                                         AuditLog.entity_id == str(body["message_id"])))
+        audit = session.scalar(
+            sa.select(AuditLog).where(AuditLog.entity_type == "message", AuditLog.entity_id == str(body["message_id"]))
+        )
         assert audit.action == "message.created" and audit.actor == f"user:{agent.user_id}"
 
 
 def test_a_reply_on_a_voice_thread_goes_to_the_callers_whatsapp_thread(wa_app, bridge, tenant, threads):
     client = wa_app.test_client()
-    response = client.post(f"{THREADS}/{threads['voice']}/messages", json={"text": "חזרנו אליך"},
-                           headers=tenant.headers)
+    response = client.post(
+        f"{THREADS}/{threads['voice']}/messages", json={"text": "חזרנו אליך"}, headers=tenant.headers
+    )
     body = response.get_json()
     assert response.status_code == 200, body
     assert body["thread_id"] != threads["voice"]
@@ -315,9 +397,15 @@ def test_reply_failures_answer_like_the_send_endpoint(wa_app, bridge, client, te
     unconfigured = client.post(url, json={"text": "hi"}, headers=tenant.headers)  # the default app: no provider
     assert unconfigured.status_code == 501 and unconfigured.get_json()["error"] == "whatsapp_not_configured"
     client = wa_app.test_client()
-    for bad, field in (({}, "text"), ({"text": "   "}, "text"), ({"text": 5}, "text"), ({"text": "x" * 4097}, "text"),
-                       ({"text": "hi", "provider": "sms"}, "provider"), ({"text": "hi", "to": "+1"}, "to"),
-                       ({"text": "hi", "content_variables": 5}, "content_variables")):
+    for bad, field in (
+        ({}, "text"),
+        ({"text": "   "}, "text"),
+        ({"text": 5}, "text"),
+        ({"text": "x" * 4097}, "text"),
+        ({"text": "hi", "provider": "sms"}, "provider"),
+        ({"text": "hi", "to": "+1"}, "to"),
+        ({"text": "hi", "content_variables": 5}, "content_variables"),
+    ):
         response = client.post(url, json=bad, headers=tenant.headers)
         assert response.status_code == 400 and response.get_json()["field"] == field, bad
         assert response.get_json()["error"] == "invalid_field", bad  # the same code as anywhere else
@@ -330,9 +418,11 @@ def test_reply_failures_answer_like_the_send_endpoint(wa_app, bridge, client, te
 
 # ---- customers ----------------------------------------------------------------------------------
 
+
 def test_create_customer_normalises_the_phone_and_refuses_duplicates(client, tenant, db):
-    response = client.post(CUSTOMERS, json={"phone": "050-123-4567", "name": "Dana", "email": "Dana@Example.test"},
-                           headers=tenant.headers)
+    response = client.post(
+        CUSTOMERS, json={"phone": "050-123-4567", "name": "Dana", "email": "Dana@Example.test"}, headers=tenant.headers
+    )
     created = response.get_json()
     assert response.status_code == 201, created
     assert (created["phone"], created["name"], created["email"]) == ("+972501234567", "Dana", "dana@example.test")
@@ -340,10 +430,16 @@ def test_create_customer_normalises_the_phone_and_refuses_duplicates(client, ten
         duplicate = client.post(CUSTOMERS, json={"phone": same}, headers=tenant.headers)
         assert duplicate.status_code == 409, same
         assert duplicate.get_json()["customer_id"] == created["id"] and duplicate.get_json()["field"] == "phone"
-    for bad, field in (({"phone": "abc"}, "phone"), ({"phone": "12"}, "phone"), ({}, "phone"),
-                       ({"phone": None}, "phone"),
-                       ({"phone": "0521111111", "email": "nope"}, "email"), ({"phone": "0521111111", "age": 3}, "age"),
-                       ({"phone": "0521111111", "name": "x" * 201}, "name"), ({"phone": 521111111}, "phone")):
+    for bad, field in (
+        ({"phone": "abc"}, "phone"),
+        ({"phone": "12"}, "phone"),
+        ({}, "phone"),
+        ({"phone": None}, "phone"),
+        ({"phone": "0521111111", "email": "nope"}, "email"),
+        ({"phone": "0521111111", "age": 3}, "age"),
+        ({"phone": "0521111111", "name": "x" * 201}, "name"),
+        ({"phone": 521111111}, "phone"),
+    ):
         response = client.post(CUSTOMERS, json=bad, headers=tenant.headers)
         assert response.status_code == 400 and response.get_json()["field"] == field, bad
     with db.scope() as session:
@@ -352,11 +448,14 @@ def test_create_customer_normalises_the_phone_and_refuses_duplicates(client, ten
 
 
 def test_update_customer(client, tenant):
-    ids = [client.post(CUSTOMERS, json={"phone": phone}, headers=tenant.headers).get_json()["id"]
-           for phone in ("0501111111", "0502222222")]
+    ids = [
+        client.post(CUSTOMERS, json={"phone": phone}, headers=tenant.headers).get_json()["id"]
+        for phone in ("0501111111", "0502222222")
+    ]
     url = f"{CUSTOMERS}/{ids[0]}"
-    response = client.patch(url, json={"name": "Noa", "notes": "prefers mornings", "phone": "+972 50 333 3333"},
-                            headers=tenant.headers)
+    response = client.patch(
+        url, json={"name": "Noa", "notes": "prefers mornings", "phone": "+972 50 333 3333"}, headers=tenant.headers
+    )
     assert response.status_code == 200
     assert (response.get_json()["name"], response.get_json()["phone"]) == ("Noa", "+972503333333")
     taken = client.patch(url, json={"phone": "0502222222"}, headers=tenant.headers)
@@ -367,11 +466,23 @@ def test_update_customer(client, tenant):
 
 
 def test_customer_search_by_name_email_or_phone_in_any_format(client, tenant):
-    client.post(CUSTOMERS, json={"phone": "+972501234567", "name": "Dana Levi", "email": "levi@example.test"},
-                headers=tenant.headers)
+    client.post(
+        CUSTOMERS,
+        json={"phone": "+972501234567", "name": "Dana Levi", "email": "levi@example.test"},
+        headers=tenant.headers,
+    )
     client.post(CUSTOMERS, json={"phone": "+972529999999", "name": "Moshe"}, headers=tenant.headers)
-    for typed in ("0501234567", "050-1234567", "+972501234567", "972501234567", "+972 50-123-4567", "1234567",
-                  "dana", "DANA", "levi@example"):
+    for typed in (
+        "0501234567",
+        "050-1234567",
+        "+972501234567",
+        "972501234567",
+        "+972 50-123-4567",
+        "1234567",
+        "dana",
+        "DANA",
+        "levi@example",
+    ):
         assert [c["name"] for c in get(client, tenant, CUSTOMERS, q=typed)["items"]] == ["Dana Levi"], typed
     assert get(client, tenant, CUSTOMERS, q="0531234567")["items"] == []
 
@@ -386,8 +497,9 @@ def test_customer_page_has_threads_calls_documents_and_payments(client, tenant, 
     assert [d["id"] for d in page["deals"]] == [seeded.deal_id]
     assert [i["id"] for i in page["invoices"]] == [seeded.invoice_id]
     assert [c["id"] for c in page["contracts"]] == [seeded.contract_id]
-    assert [(p["id"], p["invoice_id"], p["amount"]) for p in page["payments"]] == \
-        [(seeded.payment_id, seeded.invoice_id, "300.00")]
+    assert [(p["id"], p["invoice_id"], p["amount"]) for p in page["payments"]] == [
+        (seeded.payment_id, seeded.invoice_id, "300.00")
+    ]
 
 
 def test_customer_list_pages(client, tenant):

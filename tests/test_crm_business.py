@@ -1,5 +1,6 @@
 """`/api/crm/business`: a business's own settings, read by its staff and changed by its owner (the
 phone numbers by admins only: tests/test_admin_numbers.py)."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -25,14 +26,23 @@ def business_row(db, business_id: int) -> Business:
 
 
 def test_get_answers_the_callers_own_business(client, tenant, other_tenant):
-    for who, name, voice, whatsapp in ((tenant, "Salon Dana", "+97235550001", "+97235550002"),
-                                       (other_tenant, "Garage Moshe", "+97235550101", "+97235550102")):
+    for who, name, voice, whatsapp in (
+        (tenant, "Salon Dana", "+97235550001", "+97235550002"),
+        (other_tenant, "Garage Moshe", "+97235550101", "+97235550102"),
+    ):
         response = client.get(URL, headers=who.headers)
         assert response.status_code == 200
         assert response.get_json() == {
-            "id": who.business_id, "name": name, "ai_instructions": "", "opening_line": "",
-            "greeting_enabled": False, "timezone": "Asia/Jerusalem", "features": {"wa_auto_reply": False},
-            "voice_numbers": [voice], "whatsapp_numbers": [whatsapp]}
+            "id": who.business_id,
+            "name": name,
+            "ai_instructions": "",
+            "opening_line": "",
+            "greeting_enabled": False,
+            "timezone": "Asia/Jerusalem",
+            "features": {"wa_auto_reply": False},
+            "voice_numbers": [voice],
+            "whatsapp_numbers": [whatsapp],
+        }
     assert client.get(URL).status_code == 401
 
 
@@ -49,21 +59,25 @@ def test_agents_read_but_only_owners_and_admins_change(client, db, tenant):
     assert business_row(db, admin.business_id).opening_line == ""
 
 
-@pytest.mark.parametrize("field, value", [
-    ("name", "Salon Dana Ramat Gan"),
-    ("ai_instructions", "ענה בעברית, בקצרה. " * 200),
-    ("opening_line", "שלום, הגעתם לסלון דנה"),
-    ("greeting_enabled", True),
-    ("timezone", "Europe/London"),
-    ("features", {"wa_auto_reply": True}),
-    ("voice_numbers", ["+97235550001", "+97235550003"]),
-    ("whatsapp_numbers", ["+972501112233"]),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("name", "Salon Dana Ramat Gan"),
+        ("ai_instructions", "ענה בעברית, בקצרה. " * 200),
+        ("opening_line", "שלום, הגעתם לסלון דנה"),
+        ("greeting_enabled", True),
+        ("timezone", "Europe/London"),
+        ("features", {"wa_auto_reply": True}),
+        ("voice_numbers", ["+97235550001", "+97235550003"]),
+        ("whatsapp_numbers", ["+972501112233"]),
+    ],
+)
 def test_each_field_changes(client, db, tenant, field, value):
     if field.endswith("_numbers"):  # an admin's, acting for the business
         admin = create_tenant(db, name="Support", phone="+97235559991", whatsapp="+97235559992", role="admin")
-        tenant = SimpleNamespace(headers={**admin.headers, "X-Business-Id": str(tenant.business_id)},
-                                 business_id=tenant.business_id)
+        tenant = SimpleNamespace(
+            headers={**admin.headers, "X-Business-Id": str(tenant.business_id)}, business_id=tenant.business_id
+        )
     response = patch(client, tenant, {field: value})
     assert response.status_code == 200, response.get_json()
     assert response.get_json()[field] == value
@@ -97,26 +111,29 @@ def test_unchanged_values_change_nothing(client, tenant):
     assert client.get("/api/crm/audit", headers=tenant.headers).get_json()["items"] == []
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"payments_enabled": True}, "payments_enabled"),
-    ({"id": 7}, "id"),
-    ({"name": ""}, "name"),
-    ({"name": "   "}, "name"),
-    ({"name": "x" * 201}, "name"),
-    ({"name": None}, "name"),
-    ({"ai_instructions": "x" * 8001}, "ai_instructions"),
-    ({"opening_line": "x" * 501}, "opening_line"),
-    ({"opening_line": "a\x00b"}, "opening_line"),
-    ({"greeting_enabled": "yes"}, "greeting_enabled"),
-    ({"timezone": "Mars/Olympus"}, "timezone"),
-    ({"timezone": "America"}, "timezone"),
-    ({"timezone": "../../etc/passwd"}, "timezone"),
-    ({"timezone": "zone.tab"}, "timezone"),
-    ({"timezone": ""}, "timezone"),
-    ({"features": {"wa_auto_reply": True, "telepathy": True}}, "features.telepathy"),
-    ({"features": {"wa_auto_reply": "on"}}, "features.wa_auto_reply"),
-    ({"features": ["wa_auto_reply"]}, "features"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"payments_enabled": True}, "payments_enabled"),
+        ({"id": 7}, "id"),
+        ({"name": ""}, "name"),
+        ({"name": "   "}, "name"),
+        ({"name": "x" * 201}, "name"),
+        ({"name": None}, "name"),
+        ({"ai_instructions": "x" * 8001}, "ai_instructions"),
+        ({"opening_line": "x" * 501}, "opening_line"),
+        ({"opening_line": "a\x00b"}, "opening_line"),
+        ({"greeting_enabled": "yes"}, "greeting_enabled"),
+        ({"timezone": "Mars/Olympus"}, "timezone"),
+        ({"timezone": "America"}, "timezone"),
+        ({"timezone": "../../etc/passwd"}, "timezone"),
+        ({"timezone": "zone.tab"}, "timezone"),
+        ({"timezone": ""}, "timezone"),
+        ({"features": {"wa_auto_reply": True, "telepathy": True}}, "features.telepathy"),
+        ({"features": {"wa_auto_reply": "on"}}, "features.wa_auto_reply"),
+        ({"features": ["wa_auto_reply"]}, "features"),
+    ],
+)
 def test_bad_input_is_a_400_naming_the_field_and_changes_nothing(client, db, tenant, body, field):
     before = client.get(URL, headers=tenant.headers).get_json()
     response = patch(client, tenant, {"opening_line": "kept only if all is valid", **body})
@@ -139,8 +156,11 @@ def test_another_business_number_is_a_409_for_an_admin(client, db, tenant, other
         assert response.status_code == 409 and response.get_json()["field"] == field
         assert response.get_json()["error"] == "number_taken"
     mine = client.get(URL, headers=tenant.headers).get_json()
-    assert (mine["name"], mine["voice_numbers"], mine["whatsapp_numbers"]) == \
-        ("Salon Dana", [tenant.phone], [tenant.whatsapp])
+    assert (mine["name"], mine["voice_numbers"], mine["whatsapp_numbers"]) == (
+        "Salon Dana",
+        [tenant.phone],
+        [tenant.whatsapp],
+    )
     assert client.get(URL, headers=other_tenant.headers).get_json()["voice_numbers"] == [other_tenant.phone]
     # the same number as voice in one business and WhatsApp in another is allowed
     assert patch(client, support, {"whatsapp_numbers": [other_tenant.phone]}).status_code == 200
@@ -151,22 +171,30 @@ def test_changes_stay_in_the_callers_business(client, db, tenant, other_tenant):
     patch(client, tenant, {"name": "Dana 2", "timezone": "UTC", "features": {"wa_auto_reply": True}})
     assert client.get(URL, headers=other_tenant.headers).get_json() == before
     # X-Business-Id means nothing below admin
-    response = client.patch(URL, json={"name": "Hijacked"},
-                            headers={**tenant.headers, "X-Business-Id": str(other_tenant.business_id)})
+    response = client.patch(
+        URL, json={"name": "Hijacked"}, headers={**tenant.headers, "X-Business-Id": str(other_tenant.business_id)}
+    )
     assert response.status_code == 200 and response.get_json()["id"] == tenant.business_id
     assert business_row(db, other_tenant.business_id).name == "Garage Moshe"
 
 
 def test_every_change_is_audited_by_field_name(client, tenant, other_tenant):
     instructions = "סודי: " + "x" * 2000
-    patch(client, tenant, {"name": "Dana 2", "ai_instructions": instructions, "opening_line": "",
-                           "greeting_enabled": False})
-    entries = client.get("/api/crm/audit", headers=tenant.headers,
-                         query_string={"action": "business.updated"}).get_json()["items"]
+    patch(
+        client,
+        tenant,
+        {"name": "Dana 2", "ai_instructions": instructions, "opening_line": "", "greeting_enabled": False},
+    )
+    entries = client.get(
+        "/api/crm/audit", headers=tenant.headers, query_string={"action": "business.updated"}
+    ).get_json()["items"]
     assert len(entries) == 1
     entry = entries[0]
-    assert (entry["actor"], entry["entity_type"], entry["entity_id"]) == \
-        (f"user:{tenant.user_id}", "business", str(tenant.business_id))
+    assert (entry["actor"], entry["entity_type"], entry["entity_id"]) == (
+        f"user:{tenant.user_id}",
+        "business",
+        str(tenant.business_id),
+    )
     assert entry["details"] == {"fields": ["ai_instructions", "name"]}
     assert client.get("/api/crm/audit", headers=other_tenant.headers).get_json()["items"] == []
 
@@ -176,16 +204,22 @@ def test_settings_take_effect_for_auto_reply_and_call_routing(client, db, tenant
     response = patch(client, tenant, {"features": {"wa_auto_reply": True}})
     assert response.status_code == 200, response.get_json()
     admin = create_tenant(db, name="Support", phone="+97235559991", whatsapp="+97235559992", role="admin")
-    assigned = client.put(f"/api/admin/businesses/{tenant.business_id}/numbers", headers=admin.headers,
-                          json={"voice_numbers": [tenant.phone, "03-777-0001"]})
+    assigned = client.put(
+        f"/api/admin/businesses/{tenant.business_id}/numbers",
+        headers=admin.headers,
+        json={"voice_numbers": [tenant.phone, "03-777-0001"]},
+    )
     assert assigned.status_code == 200, assigned.get_json()
     assert business_row(db, tenant.business_id).feature("wa_auto_reply") is True
     assert business_row(db, other_tenant.business_id).feature("wa_auto_reply") is False
 
     call_sid = new_call_sid()
     params = voice_params(call_sid, to=new_number)
-    answer = client.post("/webhook/incoming_call", data=params,
-                         headers=signature_header(TEST_BASE_URL + "/webhook/incoming_call", params))
+    answer = client.post(
+        "/webhook/incoming_call",
+        data=params,
+        headers=signature_header(TEST_BASE_URL + "/webhook/incoming_call", params),
+    )
     assert answer.status_code == 200 and answer.mimetype in ("text/xml", "application/xml")
     with db.scope() as session:
         call = session.query(Call).filter_by(call_sid=call_sid).one()
@@ -193,8 +227,9 @@ def test_settings_take_effect_for_auto_reply_and_call_routing(client, db, tenant
 
 
 def test_flags_set_elsewhere_are_kept_and_not_shown(client, db):
-    owner = create_tenant(db, name="Flags", phone="+97235550201", whatsapp="+97235550202",
-                          features={"beta_calendar": True})
+    owner = create_tenant(
+        db, name="Flags", phone="+97235550201", whatsapp="+97235550202", features={"beta_calendar": True}
+    )
     assert client.get(URL, headers=owner.headers).get_json()["features"] == {"wa_auto_reply": False}
     assert patch(client, owner, {"features": {"wa_auto_reply": True}}).status_code == 200
     assert business_row(db, owner.business_id).features == {"beta_calendar": True, "wa_auto_reply": True}

@@ -1,5 +1,6 @@
 """`GET /api/crm/staff`: the staff directory every role reads, of the caller's business only
 (docs/api.md, "Authentication")."""
+
 from __future__ import annotations
 
 from tests.conftest import add_user, create_tenant
@@ -11,8 +12,10 @@ def test_an_agent_reads_the_staff_directory_of_its_own_business(client, tenant, 
     agent = add_user(db, tenant.business_id, "agent")
     colleague = add_user(db, tenant.business_id, "agent")
     add_user(db, other_tenant.business_id, "agent")
-    assert client.patch(f"/api/crm/users/{colleague.user_id}", json={"disabled": True},
-                        headers=tenant.headers).status_code == 200
+    assert (
+        client.patch(f"/api/crm/users/{colleague.user_id}", json={"disabled": True}, headers=tenant.headers).status_code
+        == 200
+    )
 
     response = client.get(STAFF, headers=agent.headers)
     assert response.status_code == 200
@@ -22,8 +25,11 @@ def test_an_agent_reads_the_staff_directory_of_its_own_business(client, tenant, 
     for item in items:
         # Who they are, nothing about their account beyond that.
         assert set(item) == {"id", "name", "email", "role", "disabled"}
-        assert (item["email"], item["role"], item["disabled"]) == \
-            (users[item["id"]]["email"], users[item["id"]]["role"], users[item["id"]]["disabled"])
+        assert (item["email"], item["role"], item["disabled"]) == (
+            users[item["id"]]["email"],
+            users[item["id"]]["role"],
+            users[item["id"]]["disabled"],
+        )
         assert item["name"] is None
     assert [u["role"] for u in items] == ["owner", "agent", "agent"]
     assert [u["disabled"] for u in items] == [False, False, True]  # still named on what they did

@@ -29,16 +29,19 @@ def test_insert_message_returns_the_existing_row_on_replay(db, tenant):
     with db.scope() as s:
         customer = dao_crm.upsert_customer(s, tenant.business_id, phone="+972501234567")
         thread = dao_crm.upsert_thread(s, tenant.business_id, customer.id, "whatsapp")
-        m1, created1 = dao_crm.insert_message(s, thread, direction="in", body="שלום", provider="twilio",
-                                              provider_message_id="SM1")
-        m2, created2 = dao_crm.insert_message(s, thread, direction="in", body="שלום", provider="twilio",
-                                              provider_message_id="SM1")
+        m1, created1 = dao_crm.insert_message(
+            s, thread, direction="in", body="שלום", provider="twilio", provider_message_id="SM1"
+        )
+        m2, created2 = dao_crm.insert_message(
+            s, thread, direction="in", body="שלום", provider="twilio", provider_message_id="SM1"
+        )
         assert (created1, created2) == (True, False) and m1.id == m2.id
         assert thread.unread_count == 1
     with db.scope() as s:
         assert s.scalar(sa.select(sa.func.count()).select_from(Message)) == 1
-        assert s.scalar(sa.select(sa.func.count()).select_from(AuditLog).where(
-            AuditLog.action == "message.created")) == 1
+        assert (
+            s.scalar(sa.select(sa.func.count()).select_from(AuditLog).where(AuditLog.action == "message.created")) == 1
+        )
 
 
 def test_inbound_message_reopens_a_resolved_thread(db, tenant):
@@ -73,10 +76,12 @@ def test_lid_customer_is_merged_when_the_phone_arrives(db, tenant):
 
 def test_calls_and_turns(db, tenant):
     with db.scope() as s:
-        call, created = dao_crm.create_call(s, tenant.business_id, call_sid="CA1", from_number="+972501234567",
-                                            to_number=tenant.phone)
-        replay, created_again = dao_crm.create_call(s, tenant.business_id, call_sid="CA1",
-                                                    from_number="+972501234567", to_number=tenant.phone)
+        call, created = dao_crm.create_call(
+            s, tenant.business_id, call_sid="CA1", from_number="+972501234567", to_number=tenant.phone
+        )
+        replay, created_again = dao_crm.create_call(
+            s, tenant.business_id, call_sid="CA1", from_number="+972501234567", to_number=tenant.phone
+        )
         assert created and not created_again and call.id == replay.id
         assert call.customer_id is not None and call.thread_id is not None
         dao_crm.add_call_turn(s, call, turn_index=0, user_text="", agent_text="שלום", t_total_ms=500)
@@ -103,8 +108,9 @@ def test_times_are_stored_utc_and_read_back_aware_utc(db, tenant):
     answers in the connection's zone): stored as the UTC instant, read back as aware UTC."""
     israel = timezone(timedelta(hours=3))
     with db.scope() as s:
-        call, _ = dao_crm.create_call(s, tenant.business_id, call_sid="CA-tz", from_number="+972501234567",
-                                      to_number=tenant.phone)
+        call, _ = dao_crm.create_call(
+            s, tenant.business_id, call_sid="CA-tz", from_number="+972501234567", to_number=tenant.phone
+        )
         call.ended_at = datetime(2025, 3, 1, 12, 0, tzinfo=israel)
     with db.scope() as s:
         call = s.scalar(sa.select(Call).where(Call.call_sid == "CA-tz"))
@@ -115,6 +121,7 @@ def test_times_are_stored_utc_and_read_back_aware_utc(db, tenant):
 
         def ended_before(instant: datetime) -> int:  # the bound value is converted to UTC too
             return s.scalar(sa.select(sa.func.count()).select_from(Call).where(Call.ended_at < instant))
+
         assert ended_before(datetime(2025, 3, 1, 12, 30, tzinfo=israel)) == 1
         assert ended_before(datetime(2025, 3, 1, 11, 30, tzinfo=israel)) == 0
 

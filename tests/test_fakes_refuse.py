@@ -2,6 +2,7 @@
 mistake fails a test instead of passing against a lenient fake. Each case talks to the fake through
 the vendor's real client library (or its documented wire format) and checks one refusal, next to the
 same request made correctly."""
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,12 @@ def test_twilio_refuses_a_whatsapp_sender_with_a_plain_number_recipient():
         [request] = twilio.requests_for("Messages")
         raw = requests.post(twilio.url + request.path, data=request.form, auth=(ACCOUNT_SID, AUTH_TOKEN), timeout=5)
         assert raw.status_code == 400
-        assert raw.json() == {"code": 21910, "status": 400, "more_info": "https://www.twilio.com/docs/errors/21910",
-                              "message": "Invalid 'From' and 'To' pair. 'From' and 'To' should be of the same channel"}
+        assert raw.json() == {
+            "code": 21910,
+            "status": 400,
+            "more_info": "https://www.twilio.com/docs/errors/21910",
+            "message": "Invalid 'From' and 'To' pair. 'From' and 'To' should be of the same channel",
+        }
         sent = client.messages.create(from_="whatsapp:+14155238886", to="whatsapp:+972501234567", body="שלום")
         assert sent.status == "queued" and sent.to == "whatsapp:+972501234567"
 
@@ -64,8 +69,10 @@ def test_openai_refuses_an_unknown_message_role():
     with FakeOpenAI() as llm:
         client = openai.OpenAI(api_key=llm.api_key, base_url=llm.base_url, max_retries=0)
         with pytest.raises(openai.BadRequestError) as refused:
-            client.chat.completions.create(model="gpt-4o-mini", messages=[
-                {"role": "system", "content": "be brief"}, {"role": "robot", "content": "hello"}])
+            client.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=[{"role": "system", "content": "be brief"}, {"role": "robot", "content": "hello"}],
+            )
         assert refused.value.status_code == 400
         error = refused.value.body
         assert error["type"] == "invalid_request_error" and error["code"] == "invalid_value"
@@ -74,11 +81,14 @@ def test_openai_refuses_an_unknown_message_role():
         assert answer.choices[0].message.content
 
 
-@pytest.mark.parametrize("config, message", [
-    ({"encoding": "FLAC", "language_code": "he-IL"}, "bad encoding"),
-    ({"encoding": "ENCODING_UNSPECIFIED", "language_code": "he-IL"}, "bad encoding"),
-    ({"encoding": "MULAW", "language_code": ""}, "bad language code"),
-])
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"encoding": "FLAC", "language_code": "he-IL"}, "bad encoding"),
+        ({"encoding": "ENCODING_UNSPECIFIED", "language_code": "he-IL"}, "bad encoding"),
+        ({"encoding": "MULAW", "language_code": ""}, "bad language code"),
+    ],
+)
 def test_google_speech_refuses_an_unsupported_encoding_or_a_missing_language(config, message):
     with FakeSpeech() as fake:
         channel = grpc.insecure_channel(fake.address)
@@ -87,6 +97,8 @@ def test_google_speech_refuses_an_unsupported_encoding_or_a_missing_language(con
         with pytest.raises(google_errors.InvalidArgument) as refused:
             client.recognize(config=speech.RecognitionConfig(sample_rate_hertz=8000, **config), audio=audio)
         assert message in refused.value.message
-        heard = client.recognize(config=speech.RecognitionConfig(sample_rate_hertz=8000, encoding="MULAW",
-                                                                 language_code="he-IL"), audio=audio)
+        heard = client.recognize(
+            config=speech.RecognitionConfig(sample_rate_hertz=8000, encoding="MULAW", language_code="he-IL"),
+            audio=audio,
+        )
         assert heard.results[0].alternatives[0].transcript

@@ -3,6 +3,7 @@ worker, while 100 signed WhatsApp messages arrive (some delivered twice) and a c
 jobs worker is killed (SIGKILL) in the middle of an AI reply and a new one started. Afterwards: every
 message stored once, every due AI reply sent exactly once (counted at the Twilio REST fake), and the
 call was answered in time."""
+
 from __future__ import annotations
 
 import threading
@@ -26,8 +27,10 @@ from testkit.servers import GunicornServer, JobsWorker
 from tests.conftest import BASE_TEST_ENV, TEST_BASE_URL, TEST_TWILIO_TOKEN
 from tests.test_whatsapp_support import TWILIO_INBOUND, TWILIO_SENDER, twilio_form
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(postgres_bin() is None, reason="no PostgreSQL server binaries to run a cluster")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(postgres_bin() is None, reason="no PostgreSQL server binaries to run a cluster"),
+]
 
 MESSAGES = 100
 REDELIVERED = 10  # Twilio delivers some of them twice
@@ -75,29 +78,44 @@ def wait_until(predicate, timeout: float, what: str):
 
 
 def test_a_database_outage_loses_no_message_and_sends_each_reply_once(tmp_path):
-    with TemporaryPostgres() as pg, FakeOpenAI() as llm, \
-            FakeTwilioRest(BASE_TEST_ENV["TWILIO_ACCOUNT_SID"], TEST_TWILIO_TOKEN) as twilio:
+    with (
+        TemporaryPostgres() as pg,
+        FakeOpenAI() as llm,
+        FakeTwilioRest(BASE_TEST_ENV["TWILIO_ACCOUNT_SID"], TEST_TWILIO_TOKEN) as twilio,
+    ):
         model = llm.reply_fn = FirstReplyHeld()
-        env = {**BASE_TEST_ENV, "DATABASE_URL": pg.url, "JOBS_URL": f"sqlite:///{tmp_path / 'jobs.db'}",
-               "ENABLE_WA_TWILIO": "true", "TWILIO_WA_FROM": f"whatsapp:{TWILIO_SENDER}",
-               "TWILIO_API_BASE_URL": twilio.url, "OPENAI_API_KEY": llm.api_key, "OPENAI_BASE_URL": llm.base_url,
-               "SHUTDOWN_GRACE_SECONDS": "1", "JOBS_WORKERS": "4", "LOG_LEVEL": "INFO",
-               "JOBS_LEASE_SECONDS": "3"}
+        env = {
+            **BASE_TEST_ENV,
+            "DATABASE_URL": pg.url,
+            "JOBS_URL": f"sqlite:///{tmp_path / 'jobs.db'}",
+            "ENABLE_WA_TWILIO": "true",
+            "TWILIO_WA_FROM": f"whatsapp:{TWILIO_SENDER}",
+            "TWILIO_API_BASE_URL": twilio.url,
+            "OPENAI_API_KEY": llm.api_key,
+            "OPENAI_BASE_URL": llm.base_url,
+            "SHUTDOWN_GRACE_SECONDS": "1",
+            "JOBS_WORKERS": "4",
+            "LOG_LEVEL": "INFO",
+            "JOBS_LEASE_SECONDS": "3",
+        }
         with GunicornServer(env, workers=2, log_path=tmp_path / "gunicorn.log") as server:
             database = Database(pg.url)
             with database.scope() as session:
                 business = Business(name="סלון דנה", features={"wa_auto_reply": True})
                 session.add(business)
                 session.flush()
-                session.add_all([BusinessNumber(business_id=business.id, number=BUSINESS_WHATSAPP, kind="whatsapp"),
-                                 BusinessNumber(business_id=business.id, number=BUSINESS_PHONE, kind="voice")])
+                session.add_all(
+                    [
+                        BusinessNumber(business_id=business.id, number=BUSINESS_WHATSAPP, kind="whatsapp"),
+                        BusinessNumber(business_id=business.id, number=BUSINESS_PHONE, kind="voice"),
+                    ]
+                )
             first_worker = JobsWorker(server.env, log_path=tmp_path / "worker-1.log", workers=4).start()
 
             # ---- the outage: 100 messages (10 of them twice) and a call while the database is away
             pg.stop()
             outage_started = time.monotonic()
-            forms = [twilio_form(BUSINESS_WHATSAPP, from_=customer(i), body=f"הודעה מספר {i}")
-                     for i in range(MESSAGES)]
+            forms = [twilio_form(BUSINESS_WHATSAPP, from_=customer(i), body=f"הודעה מספר {i}") for i in range(MESSAGES)]
             deliveries = forms + forms[:REDELIVERED]
             pause = (OUTAGE_SECONDS - 5) / len(deliveries)
 
@@ -109,8 +127,12 @@ def test_a_database_outage_loses_no_message_and_sends_each_reply_once(tmp_path):
                 statuses = Counter(pool.map(deliver, range(len(deliveries))))
             call = voice_params(new_call_sid(), to=BUSINESS_PHONE)
             started = time.monotonic()
-            answer = requests.post(server.url + "/webhook/incoming_call", data=call, timeout=10,
-                                   headers=signature_header(TEST_BASE_URL + "/webhook/incoming_call", call))
+            answer = requests.post(
+                server.url + "/webhook/incoming_call",
+                data=call,
+                timeout=10,
+                headers=signature_header(TEST_BASE_URL + "/webhook/incoming_call", call),
+            )
             call_seconds = time.monotonic() - started
             time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - outage_started)))
             pg.start()
@@ -126,8 +148,11 @@ def test_a_database_outage_loses_no_message_and_sends_each_reply_once(tmp_path):
             model.release.set()
             back = time.monotonic()
             with JobsWorker(server.env, log_path=tmp_path / "worker-2.log", workers=4) as second_worker:
-                wait_until(lambda: len(twilio.requests_for("Messages")) >= MESSAGES, 180,
-                           "every reply sent: " + second_worker.logs()[-2000:])
+                wait_until(
+                    lambda: len(twilio.requests_for("Messages")) >= MESSAGES,
+                    180,
+                    "every reply sent: " + second_worker.logs()[-2000:],
+                )
                 time.sleep(3)  # anything sent twice would show up now
                 assert '"reason": "lease expired"' in second_worker.logs()
             drained = time.monotonic() - back

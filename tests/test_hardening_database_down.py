@@ -1,6 +1,7 @@
 """The database goes away (a proxy in front of the real PostgreSQL refuses or swallows connections):
 a call still gets the voicemail TwiML within 2 s, and a signed WhatsApp webhook is answered 204 and
 kept in the job queue until the database is back, then stored once."""
+
 from __future__ import annotations
 
 import json
@@ -58,9 +59,16 @@ def proxy(pg_database):
 @pytest.fixture
 def app(pg_database, proxy, tmp_path):
     through_proxy = sa.make_url(pg_database).set(host="127.0.0.1", port=proxy.port)
-    app = create_app(make_settings(
-        DATABASE_URL=through_proxy.render_as_string(hide_password=False), JOBS_URL=f"sqlite:///{tmp_path / 'jobs.db'}",
-        WA_SHARED_SECRET=WA_SECRET, WATCHDOG_SECONDS="600", TWILIO_API_BASE_URL="http://127.0.0.1:9", **AI_ENV))
+    app = create_app(
+        make_settings(
+            DATABASE_URL=through_proxy.render_as_string(hide_password=False),
+            JOBS_URL=f"sqlite:///{tmp_path / 'jobs.db'}",
+            WA_SHARED_SECRET=WA_SECRET,
+            WATCHDOG_SECONDS="600",
+            TWILIO_API_BASE_URL="http://127.0.0.1:9",
+            **AI_ENV,
+        )
+    )
     app.config["TESTING"] = True
     yield app
     services(app).database.engine.dispose()
@@ -76,8 +84,11 @@ def db(app):
 def call_answer(client, to: str, params: dict | None = None) -> tuple[float, ET.Element]:
     params = params or voice_params(new_call_sid(), to=to)
     started = time.monotonic()
-    response = client.post("/webhook/incoming_call", data=params,
-                           headers=signature_header(TEST_BASE_URL + "/webhook/incoming_call", params))
+    response = client.post(
+        "/webhook/incoming_call",
+        data=params,
+        headers=signature_header(TEST_BASE_URL + "/webhook/incoming_call", params),
+    )
     elapsed = time.monotonic() - started
     assert response.status_code == 200 and response.mimetype == "text/xml", response.get_data(as_text=True)
     return elapsed, ET.fromstring(response.data)
@@ -133,8 +144,10 @@ def test_whatsapp_webhooks_are_queued_while_the_database_is_down_and_stored_once
     with db.scope() as session:
         stored = session.scalars(sa.select(Message).order_by(Message.id)).all()
         runs = session.scalars(sa.select(JobRun).where(JobRun.kind == "wa_webhook")).all()
-    assert sorted((m.provider, m.body) for m in stored) == [("baileys", "ועוד שאלה"),
-                                                             ("twilio", "שלום, אפשר לקבוע תור?")]
+    assert sorted((m.provider, m.body) for m in stored) == [
+        ("baileys", "ועוד שאלה"),
+        ("twilio", "שלום, אפשר לקבוע תור?"),
+    ]
     assert sorted(r.state for r in runs) == ["done", "done", "done"]  # the second delivery was the same job
     assert json.dumps([r.attempts for r in runs]) == "[1, 1, 1]"
 
@@ -171,11 +184,17 @@ def test_an_ai_reply_the_database_went_away_under_waits_for_it_and_is_sent_once(
     database instead of counting as done, and the customer gets the reply once it is back."""
     through_proxy = sa.make_url(pg_database).set(host="127.0.0.1", port=proxy.port)
     with FakeOpenAI() as llm, FakeTwilioRest(BASE_TEST_ENV["TWILIO_ACCOUNT_SID"], TEST_TWILIO_TOKEN) as twilio:
-        app = create_app(make_settings(
-            DATABASE_URL=through_proxy.render_as_string(hide_password=False),
-            JOBS_URL=f"sqlite:///{tmp_path / 'jobs.db'}", ENABLE_WA_TWILIO="true",
-            TWILIO_WA_FROM=f"whatsapp:{TWILIO_SENDER}", TWILIO_API_BASE_URL=twilio.url,
-            OPENAI_API_KEY=llm.api_key, OPENAI_BASE_URL=llm.base_url))
+        app = create_app(
+            make_settings(
+                DATABASE_URL=through_proxy.render_as_string(hide_password=False),
+                JOBS_URL=f"sqlite:///{tmp_path / 'jobs.db'}",
+                ENABLE_WA_TWILIO="true",
+                TWILIO_WA_FROM=f"whatsapp:{TWILIO_SENDER}",
+                TWILIO_API_BASE_URL=twilio.url,
+                OPENAI_API_KEY=llm.api_key,
+                OPENAI_BASE_URL=llm.base_url,
+            )
+        )
         app.config["TESTING"] = True
         database = services(app).database
         truncate_all(pg_database)
@@ -187,8 +206,10 @@ def test_an_ai_reply_the_database_went_away_under_waits_for_it_and_is_sent_once(
             return "תשובה: " + last_user_text(messages)
 
         llm.reply_fn = database_goes_away_while_writing
-        assert post_twilio(app.test_client(), TWILIO_INBOUND,
-                           twilio_form(tenant.whatsapp, body="יש תור מחר?")).status_code == 204
+        assert (
+            post_twilio(app.test_client(), TWILIO_INBOUND, twilio_form(tenant.whatsapp, body="יש תור מחר?")).status_code
+            == 204
+        )
         assert jobs.run_due() == 1
         assert len(llm.requests) == 1 and twilio.requests_for("Messages") == []
         proxy.forward()
@@ -202,8 +223,9 @@ def test_an_ai_reply_the_database_went_away_under_waits_for_it_and_is_sent_once(
         assert sent.form["Body"] == "תשובה: יש תור מחר?"
         with database.scope() as session:
             assert session.get(JobRun, run.key).state == "done"
-            assert [m.body for m in session.scalars(sa.select(Message).where(Message.direction == "out"))] == \
-                ["תשובה: יש תור מחר?"]
+            assert [m.body for m in session.scalars(sa.select(Message).where(Message.direction == "out"))] == [
+                "תשובה: יש תור מחר?"
+            ]
         database.engine.dispose()
 
 
@@ -215,12 +237,20 @@ def test_a_voicemail_left_while_the_database_is_down_reaches_the_crm_once_it_is_
     call_sid = call["CallSid"]
     _, answer = call_answer(client, tenant.phone, params=call)
     assert is_voicemail(answer)
-    recording = {"AccountSid": call["AccountSid"], "CallSid": call_sid, "RecordingSid": "RE" + "7" * 32,
-                 "RecordingUrl": "https://api.twilio.com/recordings/RE" + "7" * 32, "RecordingStatus": "completed",
-                 "RecordingDuration": "12"}
+    recording = {
+        "AccountSid": call["AccountSid"],
+        "CallSid": call_sid,
+        "RecordingSid": "RE" + "7" * 32,
+        "RecordingUrl": "https://api.twilio.com/recordings/RE" + "7" * 32,
+        "RecordingStatus": "completed",
+        "RecordingDuration": "12",
+    }
     status = {**call, "CallStatus": "completed", "CallDuration": "31"}
-    for path, form in (("/webhook/recording_status", recording), ("/webhook/recording_status", recording),
-                       ("/webhook/call_status", status)):
+    for path, form in (
+        ("/webhook/recording_status", recording),
+        ("/webhook/recording_status", recording),
+        ("/webhook/call_status", status),
+    ):
         response = client.post(path, data=form, headers=signature_header(TEST_BASE_URL + path, form))
         assert response.status_code == 204, response.get_data(as_text=True)
     jobs = InProcessJobs(app)
@@ -254,13 +284,19 @@ def test_with_the_queue_down_too_the_webhook_is_a_503_the_provider_retries(app, 
 
 
 @pytest.mark.slow
-def test_under_gunicorn_a_call_gets_the_voicemail_twiml_in_time_from_an_unreachable_database(pg_database, proxy,
-                                                                                               tmp_path):
+def test_under_gunicorn_a_call_gets_the_voicemail_twiml_in_time_from_an_unreachable_database(
+    pg_database, proxy, tmp_path
+):
     """Under gevent psycopg2 connects without blocking, where libpq's own connect_timeout doesn't apply."""
     through_proxy = sa.make_url(pg_database).set(host="127.0.0.1", port=proxy.port)
-    env = {**BASE_TEST_ENV, **AI_ENV, "DATABASE_URL": through_proxy.render_as_string(hide_password=False),
-           "JOBS_URL": f"sqlite:///{tmp_path / 'jobs.db'}", "WATCHDOG_SECONDS": "600",
-           "TWILIO_API_BASE_URL": "http://127.0.0.1:9"}
+    env = {
+        **BASE_TEST_ENV,
+        **AI_ENV,
+        "DATABASE_URL": through_proxy.render_as_string(hide_password=False),
+        "JOBS_URL": f"sqlite:///{tmp_path / 'jobs.db'}",
+        "WATCHDOG_SECONDS": "600",
+        "TWILIO_API_BASE_URL": "http://127.0.0.1:9",
+    }
     truncate_all(pg_database)
     database = Database(pg_database)
     tenant = create_tenant(database)
@@ -270,8 +306,12 @@ def test_under_gunicorn_a_call_gets_the_voicemail_twiml_in_time_from_an_unreacha
         for _ in range(2):  # the pooled connection is cut, then a new one hangs
             params = voice_params(new_call_sid(), to=tenant.phone)
             started = time.monotonic()
-            response = requests.post(server.url + "/webhook/incoming_call", data=params, timeout=10,
-                                     headers=signature_header(TEST_BASE_URL + "/webhook/incoming_call", params))
+            response = requests.post(
+                server.url + "/webhook/incoming_call",
+                data=params,
+                timeout=10,
+                headers=signature_header(TEST_BASE_URL + "/webhook/incoming_call", params),
+            )
             elapsed = time.monotonic() - started
             assert response.status_code == 200 and is_voicemail(ET.fromstring(response.content)), response.text
             assert elapsed < ANSWER_WITHIN_SECONDS, elapsed

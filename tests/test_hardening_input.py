@@ -1,5 +1,6 @@
 """Bad input from outside is a clear 4xx with nothing stored, never a 500; phone numbers typed in any
 script's digits are the same number."""
+
 from __future__ import annotations
 
 import json
@@ -49,13 +50,18 @@ def nested(depth: int) -> str:
 
 
 # ---- the bridge's signature header ---------------------------------------------------------------
-@pytest.mark.parametrize("header", [
-    "t=²,v1=" + "0" * 64,                              # a digit to str.isdigit, not to int()
-    "t=" + "9" * 5000 + ",v1=" + "0" * 64,             # over int()'s 4300-digit limit
-    "t=٣,v1=" + "0" * 64,                              # an Arabic-Indic digit
-    pytest.param(f"t={int(time.time())},v1=²",         # hmac.compare_digest refuses non-ASCII text
-                 id="t=now,v1=²"),                      # (an id that is the same in every process)
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "t=²,v1=" + "0" * 64,  # a digit to str.isdigit, not to int()
+        "t=" + "9" * 5000 + ",v1=" + "0" * 64,  # over int()'s 4300-digit limit
+        "t=٣,v1=" + "0" * 64,  # an Arabic-Indic digit
+        pytest.param(
+            f"t={int(time.time())},v1=²",  # hmac.compare_digest refuses non-ASCII text
+            id="t=now,v1=²",
+        ),  # (an id that is the same in every process)
+    ],
+)
 def test_a_malformed_bridge_signature_is_401_and_stores_nothing(wa_client, wa_db, tenant, header):
     response = post_bridge(wa_client, bridge_message(tenant.whatsapp), header=header)
     assert (response.status_code, response.json["error"]) == (401, "invalid_signature")
@@ -69,8 +75,7 @@ def test_an_admin_naming_a_business_that_is_no_number_gets_404(client, db, tenan
     admin = add_user(db, tenant.business_id, "admin")
     response = client.get(CUSTOMERS, headers={**admin.headers, "X-Business-Id": acting_for})
     assert (response.status_code, response.json["error"]) == (404, "not_found")
-    assert client.get(CUSTOMERS, headers={**admin.headers, "X-Business-Id": str(tenant.business_id)}) \
-        .status_code == 200
+    assert client.get(CUSTOMERS, headers={**admin.headers, "X-Business-Id": str(tenant.business_id)}).status_code == 200
 
 
 # ---- deeply nested JSON --------------------------------------------------------------------------
@@ -92,7 +97,7 @@ def test_json_nested_up_to_the_limit_and_brackets_inside_strings_still_parse(cli
 
 
 def test_a_deeply_nested_media_stream_message_is_a_protocol_error():
-    for raw in ("[" * 30_000, '{"event": "media", "media": ' + "{\"a\":" * 10_000 + "}" * 10_000 + "}"):
+    for raw in ("[" * 30_000, '{"event": "media", "media": ' + '{"a":' * 10_000 + "}" * 10_000 + "}"):
         with pytest.raises(ProtocolError, match="nests deeper"):
             parse_message(raw)
 
@@ -107,7 +112,7 @@ def gunicorn_server(tmp_path_factory):
 
 def chunks(body: bytes, size: int = 64 * 1024):
     for start in range(0, len(body), size):
-        yield body[start:start + size]
+        yield body[start : start + size]
 
 
 @pytest.mark.slow
@@ -131,10 +136,17 @@ def test_a_chunked_body_over_the_limit_is_413_like_a_sized_one(gunicorn_server):
 
 
 # ---- phone numbers in any script's digits --------------------------------------------------------
-@pytest.mark.parametrize("typed", [
-    "٠٥٠١٢٣٤٥٦٧", "۰۵۰۱۲۳۴۵۶۷", "０５０-１２３-４５６７", "＋９７２５０１２３４５６７", "whatsapp:+٩٧٢٥٠١٢٣٤٥٦٧",
-    "९७२५०१२३४५६७",
-])
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "٠٥٠١٢٣٤٥٦٧",
+        "۰۵۰۱۲۳۴۵۶۷",
+        "０５０-１２３-４５６７",
+        "＋９７２５０１２３４５６７",
+        "whatsapp:+٩٧٢٥٠١٢٣٤٥٦٧",
+        "९७२५०१२३४५६७",
+    ],
+)
 def test_digits_of_any_script_are_read_as_ascii_digits(typed):
     assert to_e164(typed) == "+972501234567"
 
@@ -165,8 +177,17 @@ def test_a_customer_typed_in_arabic_indic_digits_is_stored_in_ascii_and_found(cl
 
 
 def test_the_business_numbers_an_operator_types_are_stored_in_ascii(app, db):
-    result = app.test_cli_runner().invoke(args=["create-business", "--name", "סלון", "--phone", "٠٣-٥٥٥-٠٠٠١",
-                                                "--whatsapp", "＋９７２ ３ ５５５ ０００２"])
+    result = app.test_cli_runner().invoke(
+        args=[
+            "create-business",
+            "--name",
+            "סלון",
+            "--phone",
+            "٠٣-٥٥٥-٠٠٠١",
+            "--whatsapp",
+            "＋９７２ ３ ５５５ ０００２",
+        ]
+    )
     assert result.exit_code == 0, result.output
     business_id = json.loads(result.output.strip().splitlines()[-1])["id"]
     with db.scope() as session:
@@ -182,8 +203,14 @@ def test_a_call_or_recording_duration_that_is_no_count_of_seconds_is_stored_as_u
 
     call_sid = new_call_sid()
     assert post("/webhook/incoming_call", voice_params(call_sid, to=tenant.phone)).status_code == 200
-    recording = voice_params(call_sid, to=tenant.phone, RecordingSid="RE" + "1" * 32, RecordingStatus="completed",
-                             RecordingUrl="https://api.twilio.com/recordings/RE1", RecordingDuration=duration)
+    recording = voice_params(
+        call_sid,
+        to=tenant.phone,
+        RecordingSid="RE" + "1" * 32,
+        RecordingStatus="completed",
+        RecordingUrl="https://api.twilio.com/recordings/RE1",
+        RecordingDuration=duration,
+    )
     assert post("/webhook/recording_status", recording).status_code == 204
     ended = voice_params(call_sid, to=tenant.phone, status="completed", CallDuration=duration)
     assert post("/webhook/call_status", ended).status_code == 204
@@ -201,8 +228,9 @@ def test_a_recording_whose_sid_or_url_no_column_holds_is_ignored(client, db, ten
     assert client.post(path, data=params, headers=signature_header(TEST_BASE_URL + path, params)).status_code == 200
     path = "/webhook/recording_status"
     for sid, url in (("RE" + "1" * 100, "https://api.twilio.com/r"), ("RE1", "https://api.twilio.com/" + "r" * 600)):
-        params = voice_params(call_sid, to=tenant.phone, RecordingSid=sid, RecordingUrl=url,
-                              RecordingStatus="completed")
+        params = voice_params(
+            call_sid, to=tenant.phone, RecordingSid=sid, RecordingUrl=url, RecordingStatus="completed"
+        )
         response = client.post(path, data=params, headers=signature_header(TEST_BASE_URL + path, params))
         assert response.status_code == 204
     with db.scope() as session:
@@ -213,6 +241,9 @@ def test_content_variables_nested_too_deep_are_a_400(make_app, wa_env, tenant, b
     client = make_app(**wa_env()).test_client()
     body = {"to": CUSTOMER, "content_sid": "HX1", "content_variables": "[" * 5000 + "]" * 5000, "provider": "twilio"}
     response = client.post("/api/whatsapp/send", json=body, headers=tenant.headers)
-    assert (response.status_code, response.json["error"], response.json["field"]) == \
-        (400, "invalid_content_variables", "content_variables")
+    assert (response.status_code, response.json["error"], response.json["field"]) == (
+        400,
+        "invalid_content_variables",
+        "content_variables",
+    )
     assert twilio_api.requests_for("Messages") == []

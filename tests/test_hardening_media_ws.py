@@ -1,5 +1,6 @@
 """The media WebSocket under abuse, on real gunicorn: a signed socket that never sends `start` is
 closed after WS_START_TIMEOUT_SECONDS, and a deeply nested message is skipped like any malformed one."""
+
 from __future__ import annotations
 
 import json
@@ -21,18 +22,35 @@ pytestmark = pytest.mark.slow
 
 APP_SECRET = BASE_TEST_ENV["APP_SECRET"]
 START_TIMEOUT = 1.0
-SCRIPT_ENV = {"SCRIPTED_STT_FINAL_MS": "150", "SCRIPTED_STT_INTERIM_MS": "150", "SCRIPTED_LLM_FIRST_TOKEN_MS": "40",
-              "SCRIPTED_LLM_TOKEN_MS": "2", "SCRIPTED_TTS_MS": "20", "SCRIPTED_TTS_MS_PER_CHAR": "8"}
-AI_ENV = {"OPENAI_API_KEY": "sk-test", "GOOGLE_SPEECH_EMULATOR_HOST": "127.0.0.1:9",
-          "GOOGLE_TTS_EMULATOR_HOST": "127.0.0.1:9"}
+SCRIPT_ENV = {
+    "SCRIPTED_STT_FINAL_MS": "150",
+    "SCRIPTED_STT_INTERIM_MS": "150",
+    "SCRIPTED_LLM_FIRST_TOKEN_MS": "40",
+    "SCRIPTED_LLM_TOKEN_MS": "2",
+    "SCRIPTED_TTS_MS": "20",
+    "SCRIPTED_TTS_MS_PER_CHAR": "8",
+}
+AI_ENV = {
+    "OPENAI_API_KEY": "sk-test",
+    "GOOGLE_SPEECH_EMULATOR_HOST": "127.0.0.1:9",
+    "GOOGLE_TTS_EMULATOR_HOST": "127.0.0.1:9",
+}
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     url = f"sqlite:///{tmp_path_factory.mktemp('media-ws') / 'app.db'}"
-    server = GunicornServer({**BASE_TEST_ENV, **AI_ENV, **SCRIPT_ENV, "DATABASE_URL": url,
-                             "VOICE_PROVIDERS": "testkit.fakes.scripted_providers:build",
-                             "WS_START_TIMEOUT_SECONDS": str(START_TIMEOUT), "WATCHDOG_SECONDS": "600"})
+    server = GunicornServer(
+        {
+            **BASE_TEST_ENV,
+            **AI_ENV,
+            **SCRIPT_ENV,
+            "DATABASE_URL": url,
+            "VOICE_PROVIDERS": "testkit.fakes.scripted_providers:build",
+            "WS_START_TIMEOUT_SECONDS": str(START_TIMEOUT),
+            "WATCHDOG_SECONDS": "600",
+        }
+    )
     server.env["PUBLIC_BASE_URL"] = server.url  # so the signed URL is the one the client dials
     with server:
         database = Database(Settings.from_env({"DATABASE_URL": url}, dotenv=False).sqlalchemy_url)
@@ -53,7 +71,7 @@ def events(server: GunicornServer, event: str) -> list[dict]:
 
 
 def silent_socket(server: GunicornServer) -> TwilioCaller:
-    url = "ws" + server.url[len("http"):] + "/ws/twilio-media"
+    url = "ws" + server.url[len("http") :] + "/ws/twilio-media"
     return TwilioCaller(url, call_sid=new_sid("CA"), signature=twilio_signature(TEST_TWILIO_TOKEN, url))
 
 
@@ -81,10 +99,12 @@ def test_a_call_that_started_outlives_the_start_deadline_and_skips_nested_json(s
     server, database, business_id, phone = served
     call_sid = new_sid("CA")
     with database.scope() as session:
-        create_call(session, business_id, call_sid=call_sid, from_number="+972501234567", to_number=phone,
-                    status="in-progress")
-    caller = TwilioCaller.dial(server.url, call_sid, auth_token=TEST_TWILIO_TOKEN, app_secret=APP_SECRET,
-                               business_id=business_id)
+        create_call(
+            session, business_id, call_sid=call_sid, from_number="+972501234567", to_number=phone, status="in-progress"
+        )
+    caller = TwilioCaller.dial(
+        server.url, call_sid, auth_token=TEST_TWILIO_TOKEN, app_secret=APP_SECRET, business_id=business_id
+    )
     assert caller.wait_for(lambda c: c.media, 5), "the agent never spoke"
     caller.send_text('{"event": "media", "media": ' + "[" * 30_000 + "]" * 30_000 + "}")
     caller.send_text("[" * 60_000)

@@ -282,16 +282,26 @@ def test_queued_jobs_survive_restarts_and_an_interrupted_job_runs_again(tmp_path
 def test_a_job_whose_worker_is_killed_mid_run_runs_again_on_the_next_worker(tmp_path):
     """SIGKILL leaves no chance to put the job back: its lease runs out and the next worker queues it."""
     with FakeTwilioRest(BASE_TEST_ENV["TWILIO_ACCOUNT_SID"], TEST_TWILIO_TOKEN) as twilio:
-        env = {**BASE_TEST_ENV, **AI_ENV, "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
-               "TWILIO_API_BASE_URL": twilio.url, "WATCHDOG_SECONDS": "0.5", "TWILIO_API_TIMEOUT_SECONDS": "10",
-               "JOBS_LEASE_SECONDS": "1"}
+        env = {
+            **BASE_TEST_ENV,
+            **AI_ENV,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
+            "TWILIO_API_BASE_URL": twilio.url,
+            "WATCHDOG_SECONDS": "0.5",
+            "TWILIO_API_TIMEOUT_SECONDS": "10",
+            "JOBS_LEASE_SECONDS": "1",
+        }
         with GunicornServer(env, log_path=tmp_path / "gunicorn.log") as server:
             database = Database(f"sqlite:///{tmp_path / 'app.db'}")
             tenant = create_tenant(database)
             call_sid = new_call_sid()
             params = voice_params(call_sid, to=tenant.phone)
-            assert requests.post(server.url + "/webhook/incoming_call", data=params, timeout=10,
-                                 headers=signature_header(TEST_BASE_URL + "/webhook/incoming_call", params)).ok
+            assert requests.post(
+                server.url + "/webhook/incoming_call",
+                data=params,
+                timeout=10,
+                headers=signature_header(TEST_BASE_URL + "/webhook/incoming_call", params),
+            ).ok
 
             twilio.stall("Calls", seconds=8, times=1)
             first = JobsWorker(server.env, log_path=tmp_path / "worker-1.log").start()

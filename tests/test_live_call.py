@@ -1,6 +1,7 @@
 """The live call engine end to end: real `gunicorn -k gevent`, a Twilio-faithful caller on a real
 WebSocket, scripted STT/LLM/TTS loaded through the production `VOICE_PROVIDERS` setting, and the
 CRM rows the call leaves behind. One server per database for the whole module."""
+
 from __future__ import annotations
 
 import json
@@ -21,23 +22,32 @@ from server.db.engine import Database
 from server.db.models import Business, BusinessNumber, Call, CallTurn
 from server.voice.conversation import SentenceSplitter
 from server.voice.turns import APOLOGY_TEXT
-from tests.conftest import BASE_TEST_ENV, TEST_TWILIO_TOKEN
 from testkit.fakes.scripted_providers import LONG_REPLY, Script, scripted_reply, speech, tone
 from testkit.fakes.twilio_caller import TwilioCaller, new_sid, twilio_signature
 from testkit.fakes.twilio_rest import FakeTwilioRest
 from testkit.fakes.twilio_webhooks import signature_header, voice_params
 from testkit.servers import GunicornServer
+from tests.conftest import BASE_TEST_ENV, TEST_TWILIO_TOKEN
 
 # the app under real gunicorn
 pytestmark = pytest.mark.slow
 
 APP_SECRET = BASE_TEST_ENV["APP_SECRET"]
-SCRIPT_ENV = {"SCRIPTED_STT_FINAL_MS": "150", "SCRIPTED_STT_INTERIM_MS": "150", "SCRIPTED_LLM_FIRST_TOKEN_MS": "40",
-              "SCRIPTED_LLM_TOKEN_MS": "2", "SCRIPTED_TTS_MS": "20", "SCRIPTED_TTS_MS_PER_CHAR": "8"}
+SCRIPT_ENV = {
+    "SCRIPTED_STT_FINAL_MS": "150",
+    "SCRIPTED_STT_INTERIM_MS": "150",
+    "SCRIPTED_LLM_FIRST_TOKEN_MS": "40",
+    "SCRIPTED_LLM_TOKEN_MS": "2",
+    "SCRIPTED_TTS_MS": "20",
+    "SCRIPTED_TTS_MS_PER_CHAR": "8",
+}
 SCRIPT = Script.from_env(SCRIPT_ENV)
 # AI mode for `incoming_call` (the emulator hosts are never dialled: the scripted providers answer).
-AI_ENV = {"OPENAI_API_KEY": "sk-test", "GOOGLE_SPEECH_EMULATOR_HOST": "127.0.0.1:9",
-          "GOOGLE_TTS_EMULATOR_HOST": "127.0.0.1:9"}
+AI_ENV = {
+    "OPENAI_API_KEY": "sk-test",
+    "GOOGLE_SPEECH_EMULATOR_HOST": "127.0.0.1:9",
+    "GOOGLE_TTS_EMULATOR_HOST": "127.0.0.1:9",
+}
 
 
 @dataclass
@@ -52,13 +62,25 @@ class Live:
     def new_call(self) -> str:
         sid = new_sid("CA")
         with self.database.scope() as session:
-            create_call(session, self.business_id, call_sid=sid, from_number=f"+97250{random.randint(0, 9999999):07d}",
-                        to_number=self.phone, status="in-progress")
+            create_call(
+                session,
+                self.business_id,
+                call_sid=sid,
+                from_number=f"+97250{random.randint(0, 9999999):07d}",
+                to_number=self.phone,
+                status="in-progress",
+            )
         return sid
 
     def dial(self, call_sid: str | None = None, **kwargs: Any) -> TwilioCaller:
-        return TwilioCaller.dial(self.server.url, call_sid or self.new_call(), auth_token=TEST_TWILIO_TOKEN,
-                                 app_secret=APP_SECRET, business_id=self.business_id, **kwargs)
+        return TwilioCaller.dial(
+            self.server.url,
+            call_sid or self.new_call(),
+            auth_token=TEST_TWILIO_TOKEN,
+            app_secret=APP_SECRET,
+            business_id=self.business_id,
+            **kwargs,
+        )
 
     def call(self, sid: str) -> Call:
         with self.database.scope() as session:
@@ -66,8 +88,11 @@ class Live:
 
     def turns(self, sid: str) -> list[CallTurn]:
         with self.database.scope() as session:
-            return list(session.scalars(sa.select(CallTurn).join(Call).where(Call.call_sid == sid)
-                                        .order_by(CallTurn.turn_index)))
+            return list(
+                session.scalars(
+                    sa.select(CallTurn).join(Call).where(Call.call_sid == sid).order_by(CallTurn.turn_index)
+                )
+            )
 
     def wait_for_call(self, sid: str, predicate: Callable[[Call], bool], timeout: float = 5.0) -> Call:
         deadline = time.monotonic() + timeout
@@ -96,9 +121,17 @@ def live(request, tmp_path_factory):
     else:
         url = request.getfixturevalue("pg_database")
     with FakeTwilioRest(BASE_TEST_ENV["TWILIO_ACCOUNT_SID"], TEST_TWILIO_TOKEN) as twilio:
-        server = GunicornServer({**BASE_TEST_ENV, **AI_ENV, **SCRIPT_ENV, "DATABASE_URL": url,
-                                 "VOICE_PROVIDERS": "testkit.fakes.scripted_providers:build",
-                                 "TWILIO_API_BASE_URL": twilio.url, "LLM_FIRST_TOKEN_TIMEOUT_SECONDS": "0.6"})
+        server = GunicornServer(
+            {
+                **BASE_TEST_ENV,
+                **AI_ENV,
+                **SCRIPT_ENV,
+                "DATABASE_URL": url,
+                "VOICE_PROVIDERS": "testkit.fakes.scripted_providers:build",
+                "TWILIO_API_BASE_URL": twilio.url,
+                "LLM_FIRST_TOKEN_TIMEOUT_SECONDS": "0.6",
+            }
+        )
         server.env["PUBLIC_BASE_URL"] = server.url  # so the signed URL is the one the caller dials
         with server:
             database = Database(Settings.from_env({"DATABASE_URL": url}, dotenv=False).sqlalchemy_url)
@@ -125,8 +158,9 @@ def sentences(reply: str) -> list[str]:
 
 def hear_reply(caller: TwilioCaller, turn: int, timeout: float = 8.0) -> None:
     """Wait until turn `turn`'s reply started and everything sent has played."""
-    assert caller.wait_for(lambda c: any(m.name.startswith(f"{turn}.") for m in c.marks), timeout), \
+    assert caller.wait_for(lambda c: any(m.name.startswith(f"{turn}.") for m in c.marks), timeout), (
         f"no reply for turn {turn}"
+    )
     assert caller.wait_until_quiet(0.3, timeout)
 
 
@@ -144,7 +178,7 @@ def test_handshake_echoes_the_twilio_subprotocol_only_when_offered(live):
 
 
 def test_bad_signature_or_token_closes_with_policy_violation(live):
-    url = "ws" + live.server.url[len("http"):] + "/ws/twilio-media"
+    url = "ws" + live.server.url[len("http") :] + "/ws/twilio-media"
     sid = live.new_call()
     forged = TwilioCaller(url, call_sid=sid, signature=twilio_signature("not-the-token", url))
     unsigned = TwilioCaller(url, call_sid=sid, signature=None)
@@ -166,12 +200,20 @@ def test_bad_signature_or_token_closes_with_policy_violation(live):
 def test_a_conversation_from_incoming_call_to_goodbye_lands_in_the_crm(live):
     sid = new_sid("CA")
     params = voice_params(sid, to=live.phone)
-    answer = requests.post(live.server.url + "/webhook/incoming_call", data=params, timeout=5,
-                           headers=signature_header(live.server.url + "/webhook/incoming_call", params))
+    answer = requests.post(
+        live.server.url + "/webhook/incoming_call",
+        data=params,
+        timeout=5,
+        headers=signature_header(live.server.url + "/webhook/incoming_call", params),
+    )
     stream = ET.fromstring(answer.text).find("Connect/Stream")
     parameters = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
-    caller = TwilioCaller(stream.get("url"), call_sid=sid, custom_parameters=parameters,
-                          signature=twilio_signature(TEST_TWILIO_TOKEN, stream.get("url")))
+    caller = TwilioCaller(
+        stream.get("url"),
+        call_sid=sid,
+        custom_parameters=parameters,
+        signature=twilio_signature(TEST_TWILIO_TOKEN, stream.get("url")),
+    )
     caller.start()
 
     # The agent speaks first: the opening line, before the caller says anything.
@@ -192,9 +234,12 @@ def test_a_conversation_from_incoming_call_to_goodbye_lands_in_the_crm(live):
     assert caller.closed.wait(8) and caller.close_code == 1000
     call = live.wait_for_call(sid, lambda c: c.ended_at is not None)
     assert call.outcome == "agent_goodbye" and call.stream_ended_at is not None
-    ended = requests.post(live.server.url + "/webhook/stream_ended", data=voice_params(sid, to=live.phone),
-                          headers=signature_header(live.server.url + "/webhook/stream_ended",
-                                                   voice_params(sid, to=live.phone)), timeout=5)
+    ended = requests.post(
+        live.server.url + "/webhook/stream_ended",
+        data=voice_params(sid, to=live.phone),
+        headers=signature_header(live.server.url + "/webhook/stream_ended", voice_params(sid, to=live.phone)),
+        timeout=5,
+    )
     assert "<Hangup" in ended.text and "<Record" not in ended.text
 
     turns = live.turns(sid)
@@ -207,9 +252,14 @@ def test_a_conversation_from_incoming_call_to_goodbye_lands_in_the_crm(live):
     assert all(t.t_first_audio_ms is not None and not t.interrupted for t in turns)
     assert turns[1].t_audio_ms >= SCRIPT.stt_final_ms - 30 and turns[1].t_tts_ms >= SCRIPT.tts_ms - 5
     assert call.transcript.splitlines() == [
-        f"Agent: {live.opening}", "Caller: מה שעות הפתיחה?", f"Agent: {scripted_reply('מה שעות הפתיחה?')}",
-        "Caller: תודה רבה", f"Agent: {scripted_reply('תודה רבה')}", "Caller: זהו, bye",
-        "Agent: תודה שהתקשרתם, להתראות!"]
+        f"Agent: {live.opening}",
+        "Caller: מה שעות הפתיחה?",
+        f"Agent: {scripted_reply('מה שעות הפתיחה?')}",
+        "Caller: תודה רבה",
+        f"Agent: {scripted_reply('תודה רבה')}",
+        "Caller: זהו, bye",
+        "Agent: תודה שהתקשרתם, להתראות!",
+    ]
     metrics = live.events("turn_metrics", sid)
     assert [m["turn_id"] for m in metrics] == [0, 1, 2, 3]
     for record in metrics:
@@ -244,7 +294,7 @@ def test_barge_in_clears_playback_and_keeps_only_what_was_heard(live):
     assert interrupted.interrupted and interrupted.user_text == "ספרו לי הכל, long"
     heard = interrupted.agent_text.split(". ")
     assert heard_before - 1 <= len(heard) < len(long_sentences)
-    assert interrupted.agent_text == " ".join(long_sentences[:len(heard)])
+    assert interrupted.agent_text == " ".join(long_sentences[: len(heard)])
     assert turns[2].user_text == "רגע, שאלה אחרת" and not turns[2].interrupted
     assert f"Agent: {interrupted.agent_text}\nCaller: רגע, שאלה אחרת" in call.transcript
     [barge_in] = live.events("barge_in", caller.call_sid)
@@ -274,8 +324,7 @@ def test_a_provider_timeout_is_answered_with_an_apology_and_the_call_goes_on(liv
     call = live.wait_for_call(caller.call_sid, lambda c: c.stream_ended_at is not None)
     assert call.ended_at is None  # redirected to voicemail: the call goes on without the stream
     turns = live.turns(caller.call_sid)
-    assert [t.agent_text for t in turns[1:]] == [APOLOGY_TEXT, scripted_reply("מה המחיר?"), APOLOGY_TEXT,
-                                                 APOLOGY_TEXT]
+    assert [t.agent_text for t in turns[1:]] == [APOLOGY_TEXT, scripted_reply("מה המחיר?"), APOLOGY_TEXT, APOLOGY_TEXT]
     failures = live.events("turn_failed", caller.call_sid)
     assert [f["consecutive"] for f in failures] == [1, 1, 2]
     assert "llm" in failures[0]["error"] and "tts" in failures[1]["error"]
@@ -300,8 +349,14 @@ def test_a_second_stream_for_the_call_replaces_the_first(live):
 def test_malformed_input_dtmf_and_a_dying_stt_stream_do_not_end_the_call(live):
     caller = live.dial()
     hear_reply(caller, 0)
-    for bad in ("not json", "[]", '{"event": "surprise"}', '{"event": "media", "media": {"payload": "***"}}',
-                '{"event": "dtmf", "dtmf": {"digit": "x"}}', json.dumps({"event": "mark", "mark": {"name": "x" * 70000}})):
+    for bad in (
+        "not json",
+        "[]",
+        '{"event": "surprise"}',
+        '{"event": "media", "media": {"payload": "***"}}',
+        '{"event": "dtmf", "dtmf": {"digit": "x"}}',
+        json.dumps({"event": "mark", "mark": {"name": "x" * 70000}}),
+    ):
         caller.send_text(bad)
     # The STT stream dies instead of answering; a new one is opened and hears the replayed words.
     caller.play(speech(f"stt:die {caller.call_sid} עדיין שם?", 400))
@@ -313,7 +368,10 @@ def test_malformed_input_dtmf_and_a_dying_stt_stream_do_not_end_the_call(live):
 
     call = live.wait_for_call(caller.call_sid, lambda c: c.ended_at is not None)
     assert [t.user_text for t in live.turns(caller.call_sid)] == [
-        "", f"stt:die {caller.call_sid} עדיין שם?", "[The caller pressed on the phone keypad: 12]"]
+        "",
+        f"stt:die {caller.call_sid} עדיין שם?",
+        "[The caller pressed on the phone keypad: 12]",
+    ]
     assert call.stream_started_at is not None and "keypad: 12" in call.transcript
     [end] = live.wait_for_events("ws_end", caller.call_sid)
     assert end["reason"] == "stop" and end["malformed"] == 6 and end["stt_restarts"] == 1

@@ -1,5 +1,6 @@
 """The live-call engine's parts, in-process: Twilio message parsing/building, the μ-law VAD, the
 sentence splitter, the pacer with its mark tracking, and the scripted fakes' speech encoding."""
+
 from __future__ import annotations
 
 import base64
@@ -14,15 +15,24 @@ import gevent.queue
 import pytest
 
 from server.providers.base import ProviderError, Transcript
-
 from server.voice.audio import FRAME_BYTES, SpeechDetector, mulaw_to_linear, split_frames
 from server.voice.conversation import END_CALL_MARKER, Exchange, SentenceSplitter, llm_messages, render_transcript
 from server.voice.pacer import OutboundPacer
+from server.voice.protocol import (
+    MAX_MESSAGE_BYTES,
+    Connected,
+    Dtmf,
+    Mark,
+    Media,
+    OutboundMessages,
+    ProtocolError,
+    Start,
+    Stop,
+    parse_message,
+)
 from server.voice.stt import SpeechInput
-from server.voice.turns import APOLOGY_TEXT, PhraseCache, Turn, TurnServices
-from server.voice.protocol import (MAX_MESSAGE_BYTES, Connected, Dtmf, Mark, Media, OutboundMessages, ProtocolError,
-                                   Start, Stop, parse_message)
 from server.voice.transport import ConnectionClosed, MediaSocket, text_frame
+from server.voice.turns import APOLOGY_TEXT, PhraseCache, Turn, TurnServices
 from testkit.fakes.scripted_providers import DEFAULT_UTTERANCE, decode_speech, silence, speech
 
 STREAM_SID = "MZ" + "a" * 32
@@ -35,22 +45,52 @@ QUIET = silence(20)
 def test_parses_every_twilio_message_with_string_numbers():
     payload = bytes(range(160))
     assert parse_message('{"event":"connected","protocol":"Call","version":"1.0.0"}') == Connected("Call", "1.0.0")
-    start = parse_message(json.dumps({
-        "event": "start", "sequenceNumber": "1", "streamSid": STREAM_SID,
-        "start": {"accountSid": "AC1", "streamSid": STREAM_SID, "callSid": CALL_SID, "tracks": ["inbound"],
-                  "customParameters": {"token": "t", "business_id": 7},
-                  "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
-    assert start == Start(STREAM_SID, CALL_SID, "AC1", ("inbound",), {"token": "t", "business_id": "7"},
-                          {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1})
-    media = parse_message(json.dumps({"event": "media", "sequenceNumber": "3", "streamSid": STREAM_SID,
-                                      "media": {"track": "inbound", "chunk": "2", "timestamp": "40",
-                                                "payload": base64.b64encode(payload).decode()}}))
+    start = parse_message(
+        json.dumps(
+            {
+                "event": "start",
+                "sequenceNumber": "1",
+                "streamSid": STREAM_SID,
+                "start": {
+                    "accountSid": "AC1",
+                    "streamSid": STREAM_SID,
+                    "callSid": CALL_SID,
+                    "tracks": ["inbound"],
+                    "customParameters": {"token": "t", "business_id": 7},
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                },
+            }
+        )
+    )
+    assert start == Start(
+        STREAM_SID,
+        CALL_SID,
+        "AC1",
+        ("inbound",),
+        {"token": "t", "business_id": "7"},
+        {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+    )
+    media = parse_message(
+        json.dumps(
+            {
+                "event": "media",
+                "sequenceNumber": "3",
+                "streamSid": STREAM_SID,
+                "media": {
+                    "track": "inbound",
+                    "chunk": "2",
+                    "timestamp": "40",
+                    "payload": base64.b64encode(payload).decode(),
+                },
+            }
+        )
+    )
     assert media == Media(payload, "inbound", 2, 40)
     assert parse_message('{"event":"mark","streamSid":"MZ1","mark":{"name":"3.1"}}') == Mark("3.1")
-    assert parse_message('{"event":"dtmf","streamSid":"MZ1","dtmf":{"track":"inbound_track","digit":"#"}}') \
-        == Dtmf("#")
-    assert parse_message('{"event":"stop","streamSid":"MZ1","stop":{"accountSid":"AC1","callSid":"CA9"}}') \
-        == Stop("CA9")
+    assert parse_message('{"event":"dtmf","streamSid":"MZ1","dtmf":{"track":"inbound_track","digit":"#"}}') == Dtmf("#")
+    assert parse_message('{"event":"stop","streamSid":"MZ1","stop":{"accountSid":"AC1","callSid":"CA9"}}') == Stop(
+        "CA9"
+    )
 
 
 def test_accepts_numeric_fields_as_numbers_too():
@@ -58,23 +98,28 @@ def test_accepts_numeric_fields_as_numbers_too():
     assert (media.chunk, media.timestamp_ms, media.payload) == (5, 100, b"")
 
 
-@pytest.mark.parametrize("raw, reason", [
-    ("not json", "not JSON"),
-    ("[1, 2]", "not a JSON object"),
-    ('{"event": "surprise"}', "unknown event"),
-    ('{"no": "event"}', "unknown event"),
-    ('{"event": "media", "media": {"payload": "***"}}', "not base64"),
-    ('{"event": "media", "media": {"payload": "abc"}}', "not base64"),
-    ('{"event": "media"}', "malformed"),
-    ('{"event": "media", "media": {"payload": "", "chunk": "x"}}', "not a number"),
-    ('{"event": "mark", "mark": {}}', "malformed"),
-    ('{"event": "mark", "mark": {"name": 5}}', "malformed"),
-    ('{"event": "dtmf", "dtmf": {"digit": "x"}}', "unknown DTMF"),
-    ('{"event": "start", "start": {"callSid": "CA1"}}', "malformed"),
-    ('{"event": "start", "start": {"callSid": "CA1", "streamSid": "MZ1", "customParameters": [1]}}',
-     "customParameters"),
-    ("\xff\xfe", "not JSON"),
-])
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        ("not json", "not JSON"),
+        ("[1, 2]", "not a JSON object"),
+        ('{"event": "surprise"}', "unknown event"),
+        ('{"no": "event"}', "unknown event"),
+        ('{"event": "media", "media": {"payload": "***"}}', "not base64"),
+        ('{"event": "media", "media": {"payload": "abc"}}', "not base64"),
+        ('{"event": "media"}', "malformed"),
+        ('{"event": "media", "media": {"payload": "", "chunk": "x"}}', "not a number"),
+        ('{"event": "mark", "mark": {}}', "malformed"),
+        ('{"event": "mark", "mark": {"name": 5}}', "malformed"),
+        ('{"event": "dtmf", "dtmf": {"digit": "x"}}', "unknown DTMF"),
+        ('{"event": "start", "start": {"callSid": "CA1"}}', "malformed"),
+        (
+            '{"event": "start", "start": {"callSid": "CA1", "streamSid": "MZ1", "customParameters": [1]}}',
+            "customParameters",
+        ),
+        ("\xff\xfe", "not JSON"),
+    ],
+)
 def test_malformed_messages_raise_protocol_error(raw, reason):
     with pytest.raises(ProtocolError, match=reason):
         parse_message(raw)
@@ -90,15 +135,19 @@ def test_builds_media_mark_and_clear_for_the_stream():
     messages = OutboundMessages(STREAM_SID)
     media = json.loads(messages.media(b"\x01\x02"))
     assert media == {"event": "media", "streamSid": STREAM_SID, "media": {"payload": "AQI="}}
-    assert json.loads(messages.mark('turn "1"')) == {"event": "mark", "streamSid": STREAM_SID,
-                                                     "mark": {"name": 'turn "1"'}}
+    assert json.loads(messages.mark('turn "1"')) == {
+        "event": "mark",
+        "streamSid": STREAM_SID,
+        "mark": {"name": 'turn "1"'},
+    }
     assert json.loads(messages.clear) == {"event": "clear", "streamSid": STREAM_SID}
     with pytest.raises(ProtocolError):
         OutboundMessages('MZ"}')
 
 
-@pytest.mark.parametrize("size, header", [(5, b"\x81\x05"), (200, b"\x81\x7e\x00\xc8"),
-                                          (70000, b"\x81\x7f" + (70000).to_bytes(8, "big"))])
+@pytest.mark.parametrize(
+    "size, header", [(5, b"\x81\x05"), (200, b"\x81\x7e\x00\xc8"), (70000, b"\x81\x7f" + (70000).to_bytes(8, "big"))]
+)
 def test_outbound_text_frames_are_final_and_unmasked(size, header):
     frame = text_frame(b"a" * size)
     assert frame.startswith(header) and frame.endswith(b"a" * size) and len(frame) == len(header) + size
@@ -181,12 +230,12 @@ def test_a_long_run_on_reply_is_cut_at_a_clause():
 
 
 def test_history_becomes_llm_messages_and_transcript():
-    history = [Exchange("", "שלום, איך אפשר לעזור?"), Exchange("מה השעות?", "משמונה עד חמש."),
-               Exchange("רגע", "")]
+    history = [Exchange("", "שלום, איך אפשר לעזור?"), Exchange("מה השעות?", "משמונה עד חמש."), Exchange("רגע", "")]
     messages = llm_messages("SYSTEM", history, "תודה")
     assert [m["role"] for m in messages] == ["system", "assistant", "user", "assistant", "user", "user"]
-    assert render_transcript(history) == ("Agent: שלום, איך אפשר לעזור?\nCaller: מה השעות?\n"
-                                          "Agent: משמונה עד חמש.\nCaller: רגע")
+    assert render_transcript(history) == (
+        "Agent: שלום, איך אפשר לעזור?\nCaller: מה השעות?\nAgent: משמונה עד חמש.\nCaller: רגע"
+    )
 
 
 # ---- pacer ------------------------------------------------------------------------------------
@@ -198,6 +247,7 @@ class Wire:
 
     def send(self, text: str) -> None:
         import time
+
         self.sent.append((time.monotonic(), json.loads(text)))
 
     def events(self, kind: str) -> list[tuple[float, dict]]:
@@ -223,7 +273,7 @@ def test_pacer_sends_frames_a_little_ahead_of_real_time_then_a_mark():
     start = media[0][0]
     # the first few frames go out at once (the lead), then one every 20 ms
     assert media[2][0] - start < 0.01
-    steady = [b[0] - a[0] for a, b in zip(media[5:], media[6:])]
+    steady = [b[0] - a[0] for a, b in zip(media[5:], media[6:], strict=False)]
     assert all(0.012 < gap < 0.035 for gap in steady), steady
     total = media[-1][0] - start
     assert 0.20 < total < 0.30  # 15 frames = 300 ms of audio, sent 60 ms ahead
@@ -321,9 +371,16 @@ class FakeSpeechToText:
 
 def speech_input(stt, clock=None, quiet_since=lambda: None):
     import time
+
     heard, unavailable = [], []
-    keeper = SpeechInput(stt, on_transcript=heard.append, on_unavailable=unavailable.append,
-                         quiet_since=quiet_since, call_sid=CALL_SID, clock=clock or time.monotonic)
+    keeper = SpeechInput(
+        stt,
+        on_transcript=heard.append,
+        on_unavailable=unavailable.append,
+        quiet_since=quiet_since,
+        call_sid=CALL_SID,
+        clock=clock or time.monotonic,
+    )
     return keeper, heard, unavailable, gevent.spawn(keeper.run)
 
 
@@ -419,9 +476,20 @@ def run_turn(llm, tts, *, cached_apology=True):
     if cached_apology:
         phrases.put(APOLOGY_TEXT, b"\x20" * FRAME_BYTES)
     finished = []
-    turn = Turn(1, "שאלה", speech_ended_at=0.0, final_at=0.0, on_finished=finished.append,
-                services=TurnServices(llm=llm, tts=tts, pacer=pacer, phrases=phrases,
-                                      settings=make_settings(LLM_FIRST_TOKEN_TIMEOUT_SECONDS="0.2")))
+    turn = Turn(
+        1,
+        "שאלה",
+        speech_ended_at=0.0,
+        final_at=0.0,
+        on_finished=finished.append,
+        services=TurnServices(
+            llm=llm,
+            tts=tts,
+            pacer=pacer,
+            phrases=phrases,
+            settings=make_settings(LLM_FIRST_TOKEN_TIMEOUT_SECONDS="0.2"),
+        ),
+    )
     turn.start_reply([{"role": "user", "content": "שאלה"}])
     gevent.sleep(0.4)
     for _, mark in wire.events("mark"):
@@ -476,9 +544,20 @@ def test_a_cancelled_turn_stops_its_work_and_never_finishes():
 
     wire, pacer, runner = make_pacer()
     finished = []
-    turn = Turn(2, "x", speech_ended_at=0.0, final_at=0.0, on_finished=finished.append,
-                services=TurnServices(llm=ScriptedLLM(["א. "] * 50, stall_after=1), tts=EchoTTS(), pacer=pacer,
-                                      phrases=PhraseCache(), settings=make_settings()))
+    turn = Turn(
+        2,
+        "x",
+        speech_ended_at=0.0,
+        final_at=0.0,
+        on_finished=finished.append,
+        services=TurnServices(
+            llm=ScriptedLLM(["א. "] * 50, stall_after=1),
+            tts=EchoTTS(),
+            pacer=pacer,
+            phrases=PhraseCache(),
+            settings=make_settings(),
+        ),
+    )
     turn.start_reply([])
     gevent.sleep(0.05)
     turn.cancel()
@@ -500,9 +579,16 @@ def test_audio_finished_in_the_same_loop_pass_as_a_barge_in_is_not_played():
             return b"\x20" * FRAME_BYTES * 5
 
     wire, pacer, runner = make_pacer()
-    turn = Turn(3, "x", speech_ended_at=0.0, final_at=0.0, on_finished=lambda t: None,
-                services=TurnServices(llm=ScriptedLLM(["שלום לכם. "]), tts=SlowTTS(), pacer=pacer,
-                                      phrases=PhraseCache(), settings=make_settings()))
+    turn = Turn(
+        3,
+        "x",
+        speech_ended_at=0.0,
+        final_at=0.0,
+        on_finished=lambda t: None,
+        services=TurnServices(
+            llm=ScriptedLLM(["שלום לכם. "]), tts=SlowTTS(), pacer=pacer, phrases=PhraseCache(), settings=make_settings()
+        ),
+    )
     turn.start_reply([])
     gevent.sleep(0.01)  # the sentence is in synthesis, due at ~0.16 s
 
@@ -521,12 +607,15 @@ def test_audio_finished_in_the_same_loop_pass_as_a_barge_in_is_not_played():
 @pytest.mark.slow  # a fresh Python subprocess
 def test_the_voice_package_runs_without_flask():
     """`server/voice/` is the engine, not the web layer: every module of it imports without Flask."""
-    code = ("import importlib, pkgutil, sys, server.voice\n"
-            "names = [m.name for m in pkgutil.iter_modules(server.voice.__path__)]\n"
-            "for name in names: importlib.import_module('server.voice.' + name)\n"
-            "print(len(names), sorted({n.split('.')[0] for n in sys.modules} & {'flask', 'werkzeug'}))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parent.parent)
+    code = (
+        "import importlib, pkgutil, sys, server.voice\n"
+        "names = [m.name for m in pkgutil.iter_modules(server.voice.__path__)]\n"
+        "for name in names: importlib.import_module('server.voice.' + name)\n"
+        "print(len(names), sorted({n.split('.')[0] for n in sys.modules} & {'flask', 'werkzeug'}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent
+    )
     assert result.returncode == 0, result.stderr
     count, loaded = result.stdout.split(" ", 1)
     assert int(count) >= 10 and loaded.strip() == "[]"

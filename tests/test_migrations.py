@@ -11,17 +11,29 @@ import sqlalchemy as sa
 from server.db.engine import make_engine
 from server.db.migrate import MIGRATIONS_DIR, migration_files, pending_migrations, run_migrations
 from server.db.models import Base
-from tests.conftest import BASE_TEST_ENV, throwaway_pg_database
 from testkit.servers import GunicornServer
+from tests.conftest import BASE_TEST_ENV, throwaway_pg_database
 
-FORBIDDEN_OPS = {"drop_table", "drop_column", "drop_index", "drop_constraint", "rename_table", "execute",
-                 "batch_alter_table", "bulk_insert"}
+FORBIDDEN_OPS = {
+    "drop_table",
+    "drop_column",
+    "drop_index",
+    "drop_constraint",
+    "rename_table",
+    "execute",
+    "batch_alter_table",
+    "bulk_insert",
+}
 
 
 def _operations(path: Path):
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
-                and isinstance(node.func.value, ast.Name) and node.func.value.id == "op":
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "op"
+        ):
             yield node.func.attr, node
 
 
@@ -34,8 +46,9 @@ def test_migrations_only_add(path):
             changed = {kw.arg for kw in call.keywords}
             assert not changed & {"type_", "new_column_name", "existing_type"}, f"{path.name}: type/name change"
             nullable = [kw.value for kw in call.keywords if kw.arg == "nullable"]
-            assert all(isinstance(v, ast.Constant) and v.value is True for v in nullable), \
+            assert all(isinstance(v, ast.Constant) and v.value is True for v in nullable), (
                 f"{path.name}: making a column NOT NULL can fail on existing rows"
+            )
     text = path.read_text().upper()
     assert "DROP " not in text and "ALTER COLUMN" not in text and "TRUNCATE" not in text
 
@@ -63,8 +76,9 @@ def test_first_start_logs_each_applied_migration(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="agentlocator.migrate")
     applied = run_migrations(engine)
     assert applied == [p.stem for p in migration_files()]
-    assert [r.getMessage() for r in caplog.records if r.name == "agentlocator.migrate"] == \
-        [f"Applied migration: {name}" for name in applied]
+    assert [r.getMessage() for r in caplog.records if r.name == "agentlocator.migrate"] == [
+        f"Applied migration: {name}" for name in applied
+    ]
     assert run_migrations(engine) == []
 
 

@@ -1,4 +1,5 @@
 """One set of money rules for documents and payment links (`server.money`), no database needed."""
+
 from __future__ import annotations
 
 from decimal import Decimal
@@ -11,22 +12,72 @@ from server.errors import DomainError, Problem
 CAP = money.MAX_AMOUNT_MINOR  # 1,000,000,000.00
 
 
-@pytest.mark.parametrize("amount, minor", [
-    ("0.1", 10), ("0.01", 1), ("49.90", 4990), ("49.9", 4990), ("10", 1000), ("10.000", 1000), (" 12.5 ", 1250),
-    ("007", 700), (7, 700), ("999999999.99", CAP - 1), ("1000000000", CAP), ("1000000000.00", CAP),
-    (10**9, CAP), ("1000000.01", 100_000_001),
-])
+@pytest.mark.parametrize(
+    "amount, minor",
+    [
+        ("0.1", 10),
+        ("0.01", 1),
+        ("49.90", 4990),
+        ("49.9", 4990),
+        ("10", 1000),
+        ("10.000", 1000),
+        (" 12.5 ", 1250),
+        ("007", 700),
+        (7, 700),
+        ("999999999.99", CAP - 1),
+        ("1000000000", CAP),
+        ("1000000000.00", CAP),
+        (10**9, CAP),
+        ("1000000.01", 100_000_001),
+    ],
+)
 def test_amounts_convert_exactly(amount, minor):
     assert money.parse_amount(amount) == minor
 
 
-@pytest.mark.parametrize("amount", [
-    "10.005", "0.001", "1.0000000000000000000000000001", "abc", "", " ", "-1", "-0.01", "-0", -5, "1,5", "1_000",
-    "0x10", ".5", "5.", "1e3", "1E3", "NaN", "Infinity", "-Infinity", "٤٩", "1000000000.01", "1" * 41, "9" * 5000,
-    10**9 + 1, 10**20, "0e999999", True, None, [1], {"v": 1},
-    # JSON fractions are binary floats: refused even when they look exact.
-    49.9, 0.1, 1e3, 7.0, float("nan"), float("inf"),
-])
+@pytest.mark.parametrize(
+    "amount",
+    [
+        "10.005",
+        "0.001",
+        "1.0000000000000000000000000001",
+        "abc",
+        "",
+        " ",
+        "-1",
+        "-0.01",
+        "-0",
+        -5,
+        "1,5",
+        "1_000",
+        "0x10",
+        ".5",
+        "5.",
+        "1e3",
+        "1E3",
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        "٤٩",
+        "1000000000.01",
+        "1" * 41,
+        "9" * 5000,
+        10**9 + 1,
+        10**20,
+        "0e999999",
+        True,
+        None,
+        [1],
+        {"v": 1},
+        # JSON fractions are binary floats: refused even when they look exact.
+        49.9,
+        0.1,
+        1e3,
+        7.0,
+        float("nan"),
+        float("inf"),
+    ],
+)
 def test_bad_amounts_are_refused_naming_the_field(amount):
     with pytest.raises(DomainError) as refused:
         money.parse_amount(amount, "price")
@@ -67,15 +118,34 @@ def test_currencies_are_exact_codes():
 
 
 def test_display_forms():
-    assert [money.major_text(v) for v in (0, 5, 4990, 100000, CAP)] == \
-        ["0.00", "0.05", "49.90", "1000.00", "1000000000.00"]
+    assert [money.major_text(v) for v in (0, 5, 4990, 100000, CAP)] == [
+        "0.00",
+        "0.05",
+        "49.90",
+        "1000.00",
+        "1000000000.00",
+    ]
     assert money.to_major(4990) == Decimal("49.90") and str(money.to_major(5)) == "0.05"
     assert money.display(4990, "ILS") == "49.90 ₪" and money.display(100, "USD") == "1.00 $"
 
 
-@pytest.mark.parametrize("value, minor", [
-    ("49.90", 4990), ("49.9", 4990), (49.9, 4990), (Decimal("49.90"), 4990), ("0", 0), (12, 1200),
-    ("4.999", None), ("abc", None), ("-1", None), (None, None), (True, None), (1e22, None), ("9" * 5000, None),
-])
+@pytest.mark.parametrize(
+    "value, minor",
+    [
+        ("49.90", 4990),
+        ("49.9", 4990),
+        (49.9, 4990),
+        (Decimal("49.90"), 4990),
+        ("0", 0),
+        (12, 1200),
+        ("4.999", None),
+        ("abc", None),
+        ("-1", None),
+        (None, None),
+        (True, None),
+        (1e22, None),
+        ("9" * 5000, None),
+    ],
+)
 def test_provider_amounts_are_read_for_comparison_only(value, minor):
     assert money.from_provider(value) == minor

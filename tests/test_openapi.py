@@ -1,6 +1,7 @@
 """`/api/openapi.json`: a valid OpenAPI 3.1 document that covers exactly the `/api/*` routes.
 
 The document doesn't depend on the database, so one SQLite app serves this module."""
+
 from __future__ import annotations
 
 import pytest
@@ -36,10 +37,19 @@ def test_the_document_needs_a_token_and_is_valid_openapi_31(served):
 
 def test_every_api_route_is_documented_and_nothing_else(served):
     app, spec = served
-    routes = {(path, method.lower()) for rule in app.url_map.iter_rules() if rule.rule.startswith("/api/")
-              for path in openapi_paths(rule.rule) for method in rule.methods - IGNORED_METHODS}
-    documented = {(path, method) for path, item in spec["paths"].items() for method in item
-                  if method in {"get", "post", "put", "patch", "delete"}}
+    routes = {
+        (path, method.lower())
+        for rule in app.url_map.iter_rules()
+        if rule.rule.startswith("/api/")
+        for path in openapi_paths(rule.rule)
+        for method in rule.methods - IGNORED_METHODS
+    }
+    documented = {
+        (path, method)
+        for path, item in spec["paths"].items()
+        for method in item
+        if method in {"get", "post", "put", "patch", "delete"}
+    }
     assert sorted(routes - documented) == [], "routes missing from the OpenAPI document"
     assert sorted(documented - routes) == [], "documented operations without a route"
 
@@ -47,8 +57,10 @@ def test_every_api_route_is_documented_and_nothing_else(served):
 def test_rule_to_path_conversion():
     assert openapi_paths("/api/crm/threads/<int:thread_id>/read") == ["/api/crm/threads/{thread_id}/read"]
     assert openapi_paths("/api/payments/stripe<path:_rest>") == ["/api/payments/stripe{_rest}"]
-    assert openapi_paths("/api/crm/<any(deals, invoices):kind>/<int:id>") == ["/api/crm/deals/{id}",
-                                                                             "/api/crm/invoices/{id}"]
+    assert openapi_paths("/api/crm/<any(deals, invoices):kind>/<int:id>") == [
+        "/api/crm/deals/{id}",
+        "/api/crm/invoices/{id}",
+    ]
 
 
 def _resolve(spec: dict, schema: dict) -> dict:

@@ -7,6 +7,7 @@ schemathesis's deterministic coverage cases), on SQLite. WhatsApp sends go to lo
 Baileys bridge and of Twilio's REST API, so staff replies and /api/whatsapp/send really succeed.
 Payments stay unconfigured: their documented answer is 501, the one 5xx allowed here.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -31,8 +32,13 @@ from tests.crm_seed import seed_business
 pytestmark = pytest.mark.slow
 
 EXAMPLES_PER_OPERATION = 10
-CHECKS = ["not_a_server_error", "status_code_conformance", "content_type_conformance",
-          "response_schema_conformance", "negative_data_rejection"]
+CHECKS = [
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_schema_conformance",
+    "negative_data_rejection",
+]
 NOT_CONFIGURED = "501"
 BRIDGE_SECRET = "fuzz-bridge-secret"
 
@@ -42,12 +48,22 @@ def fuzz_target():
     # Thousands of small commits: on a RAM disk when there is one (SQLite syncs every commit).
     shm = Path("/dev/shm")
     directory = Path(tempfile.mkdtemp(prefix="agentlocator-fuzz-", dir=shm if shm.is_dir() else None))
-    with FakeBridge(BRIDGE_SECRET) as bridge, \
-            FakeTwilioRest(BASE_TEST_ENV["TWILIO_ACCOUNT_SID"], TEST_TWILIO_TOKEN) as twilio:
-        app = create_app(make_settings(
-            DATABASE_URL=f"sqlite:///{directory / 'fuzz.db'}", LOG_LEVEL="WARNING",
-            ENABLE_WA_BAILEYS="true", WA_BAILEYS_URL=bridge.url, WA_SHARED_SECRET=BRIDGE_SECRET,
-            ENABLE_WA_TWILIO="true", TWILIO_WA_FROM="+97235550002", TWILIO_API_BASE_URL=twilio.url))
+    with (
+        FakeBridge(BRIDGE_SECRET) as bridge,
+        FakeTwilioRest(BASE_TEST_ENV["TWILIO_ACCOUNT_SID"], TEST_TWILIO_TOKEN) as twilio,
+    ):
+        app = create_app(
+            make_settings(
+                DATABASE_URL=f"sqlite:///{directory / 'fuzz.db'}",
+                LOG_LEVEL="WARNING",
+                ENABLE_WA_BAILEYS="true",
+                WA_BAILEYS_URL=bridge.url,
+                WA_SHARED_SECRET=BRIDGE_SECRET,
+                ENABLE_WA_TWILIO="true",
+                TWILIO_WA_FROM="+97235550002",
+                TWILIO_API_BASE_URL=twilio.url,
+            )
+        )
         database = services(app).database
         owner = create_tenant(database)
         other = create_tenant(database, name="Garage Moshe", phone="+97235550101", whatsapp="+97235550102")
@@ -61,14 +77,19 @@ def fuzz_target():
 @pytest.fixture(scope="module")
 def api_schema(fuzz_target):
     app, owner = fuzz_target
-    config = SchemathesisConfig.from_dict({
-        "checks": {"enabled": False, **{name: {"enabled": True} for name in CHECKS},
-                   "not_a_server_error": {"enabled": True, "expected-statuses": ["2xx", "3xx", "4xx", NOT_CONFIGURED]}},
-        "generation": {"mode": "all", "max-examples": EXAMPLES_PER_OPERATION, "deterministic": True},
-        "headers": owner.headers,
-        # The console's event stream never ends by itself: its first event (`ready`) is the answer.
-        "max-stream-events": 1,
-    })
+    config = SchemathesisConfig.from_dict(
+        {
+            "checks": {
+                "enabled": False,
+                **{name: {"enabled": True} for name in CHECKS},
+                "not_a_server_error": {"enabled": True, "expected-statuses": ["2xx", "3xx", "4xx", NOT_CONFIGURED]},
+            },
+            "generation": {"mode": "all", "max-examples": EXAMPLES_PER_OPERATION, "deterministic": True},
+            "headers": owner.headers,
+            # The console's event stream never ends by itself: its first event (`ready`) is the answer.
+            "max-stream-events": 1,
+        }
+    )
     return schemathesis.openapi.from_wsgi("/api/openapi.json", app, config=config, headers=owner.headers)
 
 
@@ -89,7 +110,6 @@ def fresh_owner_token(app, owner) -> dict[str, str]:
 
 
 @schema.parametrize()
-@settings(max_examples=EXAMPLES_PER_OPERATION, derandomize=True, deadline=None,
-          suppress_health_check=list(HealthCheck))
+@settings(max_examples=EXAMPLES_PER_OPERATION, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
 def test_the_api_keeps_to_its_openapi_document(case, fuzz_target):
     case.call_and_validate(headers=fresh_owner_token(*fuzz_target))

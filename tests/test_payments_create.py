@@ -1,4 +1,5 @@
 """`POST /api/crm/payments/create`: each status rule in its fixed order, amounts, idempotency."""
+
 from __future__ import annotations
 
 import threading
@@ -45,8 +46,9 @@ def stranger(pay_app):
 # ---- 1. 401 -------------------------------------------------------------------------------------
 def test_401_without_or_with_a_bad_token(pay_client):
     assert pay_client.post("/api/crm/payments/create", json={"amount": "1"}).status_code == 401
-    response = pay_client.post("/api/crm/payments/create", json={"amount": "1"},
-                               headers={"Authorization": "Bearer nope"})
+    response = pay_client.post(
+        "/api/crm/payments/create", json={"amount": "1"}, headers={"Authorization": "Bearer nope"}
+    )
     assert response.status_code == 401
     assert response.get_json()["error"] == "unauthorized"
 
@@ -57,9 +59,12 @@ def test_404_for_another_business_customer_or_invoice_comes_before_payments_chec
     mine = business_owner(app)  # payments not enabled, provider not configured, server switched off
     other = business_owner(app, name="Other")
     client = app.test_client()
-    for body in ({"customer_id": _customer(app, other.business_id)},
-                 {"invoice_id": add_invoice(app, other.business_id)},
-                 {"customer_id": 987654}, {"invoice_id": 987654}):
+    for body in (
+        {"customer_id": _customer(app, other.business_id)},
+        {"invoice_id": add_invoice(app, other.business_id)},
+        {"customer_id": 987654},
+        {"invoice_id": 987654},
+    ):
         response = create_link(client, mine, amount="-5", **body)
         assert response.status_code == 404, body
         assert response.get_json()["error"] == "not_found"
@@ -75,8 +80,7 @@ def test_501_when_payments_are_off_system_wide_comes_before_403_and_provider(mak
 
 
 # ---- 4. 403 payments_disabled_for_business ----------------------------------------------------------
-def test_403_when_the_business_has_not_enabled_payments_comes_before_provider_and_amount(make_app, paypal,
-                                                                                        tranzila):
+def test_403_when_the_business_has_not_enabled_payments_comes_before_provider_and_amount(make_app, paypal, tranzila):
     app = make_app(**payment_env(paypal, tranzila, PAYPAL_CLIENT_ID=""))
     tenant = business_owner(app)
     response = create_link(app.test_client(), tenant, amount="abc", provider="nonsense")
@@ -85,12 +89,19 @@ def test_403_when_the_business_has_not_enabled_payments_comes_before_provider_an
 
 
 # ---- 5. 501 provider not configured -----------------------------------------------------------------
-@pytest.mark.parametrize("provider, missing, message", [
-    ("paypal", {"PAYPAL_CLIENT_SECRET": ""}, "PayPal not configured"),
-    ("tranzila", {"TRANZILA_TERMINAL": ""}, "Tranzila not configured"),
-    # a Payment Request is an API call: a terminal without API keys cannot make one
-    ("tranzila", {"TRANZILA_PAYMENT_MODE": "payment_request", "TRANZILA_API_SECRET": ""}, "Tranzila not configured"),
-])
+@pytest.mark.parametrize(
+    "provider, missing, message",
+    [
+        ("paypal", {"PAYPAL_CLIENT_SECRET": ""}, "PayPal not configured"),
+        ("tranzila", {"TRANZILA_TERMINAL": ""}, "Tranzila not configured"),
+        # a Payment Request is an API call: a terminal without API keys cannot make one
+        (
+            "tranzila",
+            {"TRANZILA_PAYMENT_MODE": "payment_request", "TRANZILA_API_SECRET": ""},
+            "Tranzila not configured",
+        ),
+    ],
+)
 def test_501_when_the_chosen_provider_has_no_credentials(make_app, paypal, tranzila, provider, missing, message):
     app = make_app(**payment_env(paypal, tranzila, **missing))
     tenant = business_owner(app, payments_enabled=True)
@@ -110,14 +121,20 @@ def test_the_provider_is_the_explicit_one_else_the_business_default_else_paypal(
     assert create_link(client, prefers_tranzila, provider="paypal").status_code == 501
 
 
-def test_business_gateway_credentials_come_first_and_a_disabled_gateway_means_not_configured(make_app, paypal,
-                                                                                            tranzila):
+def test_business_gateway_credentials_come_first_and_a_disabled_gateway_means_not_configured(
+    make_app, paypal, tranzila
+):
     app = make_app(**payment_env(paypal, tranzila, PAYPAL_CLIENT_ID=""))
     tenant = business_owner(app, payments_enabled=True)
     client = app.test_client()
     with services(app).database.scope() as session:
-        session.add(PaymentGateway(business_id=tenant.business_id, provider="paypal",
-                                   settings={"client_id": "biz-id", "client_secret": "biz-secret"}))
+        session.add(
+            PaymentGateway(
+                business_id=tenant.business_id,
+                provider="paypal",
+                settings={"client_id": "biz-id", "client_secret": "biz-secret"},
+            )
+        )
         session.add(PaymentGateway(business_id=tenant.business_id, provider="tranzila", enabled=False, settings={}))
     assert create_link(client, tenant, provider="paypal").status_code == 201
     response = create_link(client, tenant, provider="tranzila")  # the server has Tranzila keys, the business said no
@@ -127,18 +144,35 @@ def test_business_gateway_credentials_come_first_and_a_disabled_gateway_means_no
 
 # ---- 6. 400 amount, currency, provider -------------------------------------------------------------
 AMOUNTS = [
-    ({"amount": "49.90"}, 4990), ({"amount": "0.1"}, 10), ({"amount": "7"}, 700), ({"amount": 12}, 1200),
-    ({"amount": "10.50", "currency": "usd"}, 1050), ({"amount_minor": 4990}, 4990), ({"amount_minor": 1}, 1),
+    ({"amount": "49.90"}, 4990),
+    ({"amount": "0.1"}, 10),
+    ({"amount": "7"}, 700),
+    ({"amount": 12}, 1200),
+    ({"amount": "10.50", "currency": "usd"}, 1050),
+    ({"amount_minor": 4990}, 4990),
+    ({"amount_minor": 1}, 1),
 ]
 BAD_INPUTS = [  # (body, the field named); each is 400 invalid_field
-    ({"amount": "10.005"}, "amount"), ({"amount": "-1"}, "amount"), ({"amount": "0"}, "amount"),
-    ({"amount": "0.00"}, "amount"), ({"amount": "abc"}, "amount"), ({"amount": "1e3"}, "amount"),
-    ({"amount": 49.9}, "amount"), ({"amount": True}, "amount"), ({"amount": None}, "amount"),
-    ({"amount_minor": 0}, "amount_minor"), ({"amount_minor": -5}, "amount_minor"),
-    ({"amount_minor": "4990"}, "amount_minor"), ({"amount": "1", "amount_minor": 100}, "amount"), ({}, "amount"),
-    ({"amount": "1000000000.01"}, "amount"), ({"amount_minor": 100_000_000_001}, "amount_minor"),
-    ({"amount": "1", "currency": "XYZ"}, "currency"), ({"amount": "1", "currency": 1}, "currency"),
-    ({"amount": "1", "provider": "stripe"}, "provider"), ({"amount": "1", "provider": 5}, "provider"),
+    ({"amount": "10.005"}, "amount"),
+    ({"amount": "-1"}, "amount"),
+    ({"amount": "0"}, "amount"),
+    ({"amount": "0.00"}, "amount"),
+    ({"amount": "abc"}, "amount"),
+    ({"amount": "1e3"}, "amount"),
+    ({"amount": 49.9}, "amount"),
+    ({"amount": True}, "amount"),
+    ({"amount": None}, "amount"),
+    ({"amount_minor": 0}, "amount_minor"),
+    ({"amount_minor": -5}, "amount_minor"),
+    ({"amount_minor": "4990"}, "amount_minor"),
+    ({"amount": "1", "amount_minor": 100}, "amount"),
+    ({}, "amount"),
+    ({"amount": "1000000000.01"}, "amount"),
+    ({"amount_minor": 100_000_000_001}, "amount_minor"),
+    ({"amount": "1", "currency": "XYZ"}, "currency"),
+    ({"amount": "1", "currency": 1}, "currency"),
+    ({"amount": "1", "provider": "stripe"}, "provider"),
+    ({"amount": "1", "provider": 5}, "provider"),
     ({"amount": "1", "description": "x" * 501}, "description"),
     ({"amount": "1", "customer_id": "7"}, "customer_id"),
 ]
@@ -162,22 +196,28 @@ def test_400_for_a_bad_amount_currency_or_provider(pay_client, shop):
 
 def test_amounts_up_to_the_documents_cap_get_links(pay_client, shop):
     """One set of money rules: any amount an invoice may carry can be paid by link (also over ₪1M)."""
-    for body, amount_minor in (({"amount": "2500000.50"}, 250_000_050), ({"amount": 10**9}, 100_000_000_000),
-                               ({"amount_minor": 100_000_000_000}, 100_000_000_000)):
+    for body, amount_minor in (
+        ({"amount": "2500000.50"}, 250_000_050),
+        ({"amount": 10**9}, 100_000_000_000),
+        ({"amount_minor": 100_000_000_000}, 100_000_000_000),
+    ):
         response = pay_client.post("/api/crm/payments/create", json=body, headers=shop.headers)
         assert response.status_code == 201, (body, response.get_json())
         assert response.get_json()["amount_minor"] == amount_minor, body
 
 
 def test_an_invoice_over_a_million_gets_a_payment_link(pay_client, shop):
-    invoice = pay_client.post("/api/crm/invoices", json={"title": "שיפוץ", "amount": "1500000.00"},
-                              headers=shop.headers)
+    invoice = pay_client.post(
+        "/api/crm/invoices", json={"title": "שיפוץ", "amount": "1500000.00"}, headers=shop.headers
+    )
     assert invoice.status_code == 201, invoice.get_json()
-    issued = pay_client.post(f"/api/crm/invoices/{invoice.get_json()['id']}/status", json={"status": "issued"},
-                             headers=shop.headers)
+    issued = pay_client.post(
+        f"/api/crm/invoices/{invoice.get_json()['id']}/status", json={"status": "issued"}, headers=shop.headers
+    )
     assert issued.status_code == 200, issued.get_json()
-    response = pay_client.post("/api/crm/payments/create", json={"invoice_id": invoice.get_json()["id"]},
-                               headers=shop.headers)
+    response = pay_client.post(
+        "/api/crm/payments/create", json={"invoice_id": invoice.get_json()["id"]}, headers=shop.headers
+    )
     assert response.status_code == 201, response.get_json()
     assert (response.get_json()["amount_minor"], response.get_json()["currency"]) == (150_000_000, "ILS")
 
@@ -265,5 +305,7 @@ def test_concurrent_requests_with_one_key_create_one_payment(pay_app, shop):
     assert sorted(code for code, _ in answers) == [200, 200, 200, 201]
     assert len({payment_id for _, payment_id in answers}) == 1
     with services(pay_app).database.scope() as session:
-        assert session.scalar(sa.select(sa.func.count()).select_from(Payment)
-                              .where(Payment.idempotency_key == "race")) == 1
+        assert (
+            session.scalar(sa.select(sa.func.count()).select_from(Payment).where(Payment.idempotency_key == "race"))
+            == 1
+        )

@@ -1,6 +1,7 @@
 """Both payment flows through real gunicorn with the gevent worker, as production runs them.
 
 PostgreSQL only (the production database); every flow also runs in process on both databases."""
+
 from __future__ import annotations
 
 import pytest
@@ -25,9 +26,14 @@ def test_paypal_and_tranzila_links_under_gunicorn_gevent(pg_database, paypal, tr
     server = GunicornServer(env, log_path=tmp_path / "gunicorn.log")
     server.env["PUBLIC_BASE_URL"] = server.url
     with server:
+
         def create(provider: str) -> dict:
-            response = requests.post(f"{server.url}/api/crm/payments/create", json={"amount": "49.90",
-                                     "provider": provider}, headers=owner.headers, timeout=10)
+            response = requests.post(
+                f"{server.url}/api/crm/payments/create",
+                json={"amount": "49.90", "provider": provider},
+                headers=owner.headers,
+                timeout=10,
+            )
             assert response.status_code == 201, response.text
             return response.json()
 

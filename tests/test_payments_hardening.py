@@ -1,5 +1,6 @@
 """Money hardening: nothing forged is paid, payments keep to the invoice state machine, and malformed
 provider input is a clear 4xx with nothing stored."""
+
 from __future__ import annotations
 
 import json
@@ -51,16 +52,26 @@ def _forged_notification(hosted_page: str, *, index: str = "424242") -> tuple[st
     parts = urlsplit(hosted_page)
     params = dict(parse_qsl(parts.query))
     terminal = parts.path.strip("/").split("/")[0]
-    form = {"Response": "000", "sum": params["sum"], "currency": params["currency"], "supplier": terminal,
-            "index": index, "ConfirmationCode": "0000000"}
+    form = {
+        "Response": "000",
+        "sum": params["sum"],
+        "currency": params["currency"],
+        "supplier": terminal,
+        "index": index,
+        "ConfirmationCode": "0000000",
+    }
     return path_of(params["notify_url_address"]), form
 
 
 def _audit(app, payment_id: int) -> list[AuditLog]:
     with services(app).database.scope() as session:
-        return list(session.scalars(sa.select(AuditLog).where(AuditLog.entity_type == "payment",
-                                                              AuditLog.entity_id == str(payment_id))
-                                    .order_by(AuditLog.id)))
+        return list(
+            session.scalars(
+                sa.select(AuditLog)
+                .where(AuditLog.entity_type == "payment", AuditLog.entity_id == str(payment_id))
+                .order_by(AuditLog.id)
+            )
+        )
 
 
 def _count(app, model) -> int:
@@ -116,8 +127,7 @@ def test_the_owner_confirms_an_awaiting_payment_by_hand(keyless_app, tranzila):
     not_yet = client.post(confirm, headers=owner.headers)
     assert not_yet.status_code == 409 and not_yet.get_json()["error"] == "payment_not_awaiting_confirmation"
     notification = tranzila.pay(_open(client, link))  # a real charge on the terminal
-    assert client.post(path_of(notification.url), data=notification.form).get_json() == \
-        {"status": "awaiting_confirm"}
+    assert client.post(path_of(notification.url), data=notification.form).get_json() == {"status": "awaiting_confirm"}
 
     assert client.post(confirm, headers=agent.headers).status_code == 403
     assert client.post(confirm, headers=stranger.headers).status_code == 404
@@ -191,8 +201,11 @@ def test_the_owner_rejects_a_forged_awaiting_payment(keyless_app, tranzila):
     assert invoice_row(keyless_app, invoice_id).status == "issued"  # a new link may be sent
     last = _audit(keyless_app, rejected.id)[-1]
     assert last.action == "payment.rejected" and last.actor == f"user:{owner.user_id}"
-    assert last.details == {"from_status": "awaiting_confirm", "verified_by": "staff",
-                            "note": "not in the terminal's report"}
+    assert last.details == {
+        "from_status": "awaiting_confirm",
+        "verified_by": "staff",
+        "note": "not in the terminal's report",
+    }
     # Final: neither a second rejection, nor a confirmation, nor the notification replayed moves it.
     again = client.post(reject, headers=owner.headers)
     assert again.status_code == 409 and again.get_json()["status"] == "rejected"
@@ -217,8 +230,10 @@ def test_a_confirmed_payment_cannot_be_rejected(keyless_app, tranzila):
     assert confirmed.status_code == 200 and confirmed.get_json()["status"] == "paid"
     refused = client.post(f"/api/crm/payments/{link['payment_id']}/reject", json={"note": "x"}, headers=owner.headers)
     assert refused.status_code == 409 and refused.get_json() == {
-        "error": "payment_not_awaiting_confirmation", "status": "paid",
-        "message": "this payment is 'paid': only a payment awaiting confirmation can be rejected"}
+        "error": "payment_not_awaiting_confirmation",
+        "status": "paid",
+        "message": "this payment is 'paid': only a payment awaiting confirmation can be rejected",
+    }
     assert payment_row(keyless_app, link["payment_id"]).status == "paid"
     assert invoice_row(keyless_app, invoice_id).status == "paid"
     assert "payment.rejected" not in audit_actions(keyless_app, link["payment_id"])
@@ -233,16 +248,22 @@ def test_readyz_warns_about_terminals_without_api_keys(keyless_app, pay_app):
     assert pay_app.test_client().get("/readyz").get_json()["warnings"] == []
     tenant = business_owner(pay_app, payments_enabled=True)
     with services(pay_app).database.scope() as session:  # its own terminal, without keys
-        session.add(PaymentGateway(business_id=tenant.business_id, provider="tranzila", enabled=True,
-                                   settings={"terminal": "own-terminal"}))
+        session.add(
+            PaymentGateway(
+                business_id=tenant.business_id, provider="tranzila", enabled=True, settings={"terminal": "own-terminal"}
+            )
+        )
     [warning] = pay_app.test_client().get("/readyz").get_json()["warnings"]
     assert warning["code"] == "tranzila_without_api_keys" and warning["businesses"] == 1
 
 
 # ---- 2. payments keep to the invoice state machine ----------------------------------------------
 def test_links_only_for_issued_unpaid_invoices(pay_app, pay_client, shop):
-    for status, code in (("draft", "invoice_not_payable"), ("void", "invoice_not_payable"),
-                         ("paid", "invoice_already_paid")):
+    for status, code in (
+        ("draft", "invoice_not_payable"),
+        ("void", "invoice_not_payable"),
+        ("paid", "invoice_already_paid"),
+    ):
         invoice_id = add_invoice(pay_app, shop.business_id, status=status)
         response = create_link(pay_client, shop, invoice_id=invoice_id)
         assert response.status_code == 409, (status, response.get_json())
@@ -280,16 +301,21 @@ def test_a_paypal_capture_for_a_voided_invoice_needs_a_refund(pay_app, pay_clien
     assert paypal.requests_to("capture") == []  # a closed link captures nothing
     order_id = payment_row(pay_app, link["payment_id"]).provider_ref
     # Captured anyway (another worker that had already started, or by hand in PayPal).
-    requests.post(f"{paypal.url}/v2/checkout/orders/{order_id}/capture", timeout=5,
-                  headers={"Authorization": f"Bearer {next(iter(paypal.tokens))}"})
+    requests.post(
+        f"{paypal.url}/v2/checkout/orders/{order_id}/capture",
+        timeout=5,
+        headers={"Authorization": f"Bearer {next(iter(paypal.tokens))}"},
+    )
     [completed] = paypal.events("PAYMENT.CAPTURE.COMPLETED")
     raw, headers = paypal.signed(completed)
     assert pay_client.post("/webhook/paypal", data=raw, headers=headers).get_json() == {"status": "refund_required"}
     payment = payment_row(pay_app, link["payment_id"])
     assert payment.status == "refund_required" and payment.provider_txn_id == completed["resource"]["id"]
     assert invoice_row(pay_app, invoice_id).status == "void"
-    assert pay_client.get(f"/api/crm/payments/{payment.id}", headers=shop.headers).get_json()["status"] == \
-        "refund_required"
+    assert (
+        pay_client.get(f"/api/crm/payments/{payment.id}", headers=shop.headers).get_json()["status"]
+        == "refund_required"
+    )
     required = _audit(pay_app, payment.id)[-1]
     assert required.action == "payment.refund_required" and required.details["reasons"] == ["invoice_void"]
     raw, headers = paypal.signed(completed)  # delivered again: nothing more happens
@@ -320,8 +346,11 @@ def test_an_invoice_paid_by_hand_takes_no_more_money_by_link(pay_app, pay_client
     assert payment_row(pay_app, link["payment_id"]).status == "expired"
     assert _audit(pay_app, link["payment_id"])[-1].details["reason"] == "invoice_paid"
     order_id = payment_row(pay_app, link["payment_id"]).provider_ref
-    requests.post(f"{paypal.url}/v2/checkout/orders/{order_id}/capture", timeout=5,
-                  headers={"Authorization": f"Bearer {next(iter(paypal.tokens))}"})
+    requests.post(
+        f"{paypal.url}/v2/checkout/orders/{order_id}/capture",
+        timeout=5,
+        headers={"Authorization": f"Bearer {next(iter(paypal.tokens))}"},
+    )
     [completed] = paypal.events("PAYMENT.CAPTURE.COMPLETED")
     raw, headers = paypal.signed(completed)
     assert pay_client.post("/webhook/paypal", data=raw, headers=headers).get_json() == {"status": "refund_required"}
@@ -345,8 +374,9 @@ def test_tranzila_money_for_a_voided_invoice_needs_a_refund(pay_app, pay_client,
 def test_a_second_payment_for_a_paid_invoice_needs_a_refund(pay_app, pay_client, shop, tranzila):
     invoice_id = add_invoice(pay_app, shop.business_id)
     first = created_link(pay_client, shop, provider="tranzila", invoice_id=invoice_id)
-    second = created_link(pay_client, shop, provider="tranzila", invoice_id=invoice_id, amount="49.90",
-                          description="again")
+    second = created_link(
+        pay_client, shop, provider="tranzila", invoice_id=invoice_id, amount="49.90", description="again"
+    )
     first_page, second_page = _open(pay_client, first), _open(pay_client, second)
     paid = tranzila.pay(first_page)
     assert pay_client.post(path_of(paid.url), data=paid.form).get_json() == {"status": "paid"}
@@ -359,26 +389,33 @@ def test_a_second_payment_for_a_paid_invoice_needs_a_refund(pay_app, pay_client,
 
 
 # ---- 3. malformed provider input: a clear 4xx, nothing stored -------------------------------------
-@pytest.mark.parametrize("fields, field", [
-    ({"custom_id": "²"}, "custom_id"),
-    ({"custom_id": "1" * 30}, "custom_id"),
-    ({"custom_id": "1" * 5000}, "custom_id"),
-    ({"custom_id": 7}, "custom_id"),
-    ({"supplementary_data": "x"}, "supplementary_data"),
-    ({"supplementary_data": {"related_ids": "x"}}, "supplementary_data"),
-    ({"supplementary_data": {"related_ids": {"order_id": ["x"]}}}, "supplementary_data"),
-    ({"purchase_units": 5}, "purchase_units"),
-    ({"purchase_units": ["x"]}, "purchase_units"),
-    ({"links": 5}, "links"),
-    ({"amount": "49.90"}, "amount"),
-    ({"id": {"x": 1}}, "id"),
-], ids=lambda value: repr(value)[:40])
+@pytest.mark.parametrize(
+    "fields, field",
+    [
+        ({"custom_id": "²"}, "custom_id"),
+        ({"custom_id": "1" * 30}, "custom_id"),
+        ({"custom_id": "1" * 5000}, "custom_id"),
+        ({"custom_id": 7}, "custom_id"),
+        ({"supplementary_data": "x"}, "supplementary_data"),
+        ({"supplementary_data": {"related_ids": "x"}}, "supplementary_data"),
+        ({"supplementary_data": {"related_ids": {"order_id": ["x"]}}}, "supplementary_data"),
+        ({"purchase_units": 5}, "purchase_units"),
+        ({"purchase_units": ["x"]}, "purchase_units"),
+        ({"links": 5}, "links"),
+        ({"amount": "49.90"}, "amount"),
+        ({"id": {"x": 1}}, "id"),
+    ],
+    ids=lambda value: repr(value)[:40],
+)
 def test_malformed_paypal_webhook_fields_are_a_400(pay_app, pay_client, shop, paypal, fields, field):
     link = created_link(pay_client, shop)
     _open(pay_client, link)
     audit_rows = _count(pay_app, AuditLog)
-    event = {"id": "WH-1", "event_type": "PAYMENT.CAPTURE.COMPLETED",
-             "resource": {"id": "CAP1", "status": "COMPLETED", "custom_id": str(link["payment_id"]), **fields}}
+    event = {
+        "id": "WH-1",
+        "event_type": "PAYMENT.CAPTURE.COMPLETED",
+        "resource": {"id": "CAP1", "status": "COMPLETED", "custom_id": str(link["payment_id"]), **fields},
+    }
     raw, headers = paypal.signed(event)
     response = pay_client.post("/webhook/paypal", data=raw, headers=headers)
     assert response.status_code == 400, response.get_data(as_text=True)
@@ -417,7 +454,10 @@ def test_a_tranzila_index_must_be_plain_digits(keyless_app, pay_app, tranzila, i
 def test_a_json_notification_with_nested_values_is_rejected_cleanly(pay_app, pay_client, shop, tranzila):
     link = created_link(pay_client, shop, provider="tranzila")
     path, form = _forged_notification(_open(pay_client, link))
-    response = pay_client.post(path, data=json.dumps({**form, "sum": {"value": "49.90"}, "index": [1]}),
-                               headers={"Content-Type": "application/json"})
+    response = pay_client.post(
+        path,
+        data=json.dumps({**form, "sum": {"value": "49.90"}, "index": [1]}),
+        headers={"Content-Type": "application/json"},
+    )
     assert response.status_code == 400 and response.get_json()["error"] == "notification_rejected"
     assert payment_row(pay_app, link["payment_id"]).status == "pending"

@@ -1,4 +1,5 @@
 """Stripe stays retired: every old route and method answers 410, and no code imports Stripe."""
+
 from __future__ import annotations
 
 import ast
@@ -26,8 +27,12 @@ def test_every_legacy_stripe_route_and_method_answers_410(client, app):
     assert {method for method, _ in seen} >= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"}
     for method, path in seen:
         # a Stripe-looking delivery, even with a malformed body, is neither parsed nor verified
-        response = client.open(path, method=method, data=b'{"type": "checkout.session.completed"',
-                               headers={"Stripe-Signature": "t=1,v1=deadbeef", "Content-Type": "application/json"})
+        response = client.open(
+            path,
+            method=method,
+            data=b'{"type": "checkout.session.completed"',
+            headers={"Stripe-Signature": "t=1,v1=deadbeef", "Content-Type": "application/json"},
+        )
         assert response.status_code == 410, (method, path)
         if method != "HEAD":
             assert response.get_json()["error"] == "gone", (method, path)
@@ -38,13 +43,21 @@ def test_no_module_imports_stripe():
     assert len(sources) > 10
     for path in sources:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
-            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
-                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             assert not any(name.split(".")[0] == "stripe" for name in names), path
             if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
-                    "import_module", "__import__"):
-                assert not any(isinstance(arg, ast.Constant) and str(arg.value).startswith("stripe")
-                               for arg in node.args), path
+                "import_module",
+                "__import__",
+            ):
+                assert not any(
+                    isinstance(arg, ast.Constant) and str(arg.value).startswith("stripe") for arg in node.args
+                ), path
     requirements = (PROJECT_ROOT / "requirements.txt").read_text().lower()
     assert not re.search(r"^stripe\b", requirements, re.MULTILINE)
 

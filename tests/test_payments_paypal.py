@@ -1,4 +1,5 @@
 """PayPal end to end against the fake: link → order → payer approves → return → capture → webhooks."""
+
 from __future__ import annotations
 
 import base64
@@ -59,8 +60,10 @@ def test_full_flow_link_order_approve_return_capture_and_webhooks(pay_app, pay_c
     assert payment.status == "pending" and payment.provider_ref
 
     [token_call] = paypal.requests_to("token")
-    assert token_call.headers["Authorization"] == "Basic " + base64.b64encode(
-        f"{paypal.client_id}:{paypal.client_secret}".encode()).decode()
+    assert (
+        token_call.headers["Authorization"]
+        == "Basic " + base64.b64encode(f"{paypal.client_id}:{paypal.client_secret}".encode()).decode()
+    )
     [create] = paypal.requests_to("create_order")
     assert create.headers["Authorization"].startswith("Bearer A21AA")
     assert create.headers["Paypal-Request-Id"] == f"agentlocator-{payment.id}-order-1"
@@ -116,8 +119,11 @@ def test_the_capture_webhook_marks_paid_and_a_refund_follows(pay_app, pay_client
     _approve(_open(pay_client, link).headers["Location"])
     order_id = payment_row(pay_app, link["payment_id"]).provider_ref
     # Captured elsewhere (say, by a worker that crashed before saving): the capture webhook decides.
-    requests.post(f"{paypal.url}/v2/checkout/orders/{order_id}/capture", timeout=5,
-                  headers={"Authorization": f"Bearer {next(iter(paypal.tokens))}"})
+    requests.post(
+        f"{paypal.url}/v2/checkout/orders/{order_id}/capture",
+        timeout=5,
+        headers={"Authorization": f"Bearer {next(iter(paypal.tokens))}"},
+    )
     [completed] = paypal.events("PAYMENT.CAPTURE.COMPLETED")
     assert _deliver(pay_client, paypal, completed).get_json() == {"status": "paid"}
     refund = paypal.refund(completed["resource"]["id"])
@@ -158,8 +164,11 @@ def test_paypal_down_during_verification_asks_for_a_redelivery(pay_app, pay_clie
 
 
 def test_events_for_unknown_payments_are_acknowledged_and_ignored(pay_client, paypal):
-    event = {"id": "WH-1", "event_type": "PAYMENT.CAPTURE.COMPLETED",
-             "resource": {"id": "CAP1", "status": "COMPLETED", "custom_id": "999999"}}
+    event = {
+        "id": "WH-1",
+        "event_type": "PAYMENT.CAPTURE.COMPLETED",
+        "resource": {"id": "CAP1", "status": "COMPLETED", "custom_id": "999999"},
+    }
     assert _deliver(pay_client, paypal, event).get_json() == {"status": "ignored"}
     other_type = {"id": "WH-2", "event_type": "BILLING.SUBSCRIPTION.CREATED", "resource": {}}
     assert _deliver(pay_client, paypal, other_type).get_json() == {"status": "ignored"}
@@ -244,8 +253,9 @@ def test_the_access_token_is_cached_and_renewed_when_refused(pay_client, shop, p
     paypal.tokens.clear()  # PayPal revoked it early: one 401, a new token, the call again
     assert _open(pay_client, created_link(pay_client, shop)).status_code == 302
     assert paypal.token_requests == 2
-    assert [r.headers["Authorization"] == "Bearer " + next(iter(paypal.tokens))
-            for r in paypal.requests_to("create_order")][-2:] == [False, True]
+    assert [
+        r.headers["Authorization"] == "Bearer " + next(iter(paypal.tokens)) for r in paypal.requests_to("create_order")
+    ][-2:] == [False, True]
 
 
 def test_link_pages_for_unknown_expired_and_previewed_links(pay_app, pay_client, shop, paypal):
@@ -263,8 +273,9 @@ def test_link_pages_for_unknown_expired_and_previewed_links(pay_app, pay_client,
     assert payment_row(pay_app, link["payment_id"]).status == "created"
 
     with services(pay_app).database.scope() as session:
-        session.execute(sa.update(Payment).where(Payment.id == link["payment_id"])
-                        .values(expires_at=sa.func.current_timestamp()))
+        session.execute(
+            sa.update(Payment).where(Payment.id == link["payment_id"]).values(expires_at=sa.func.current_timestamp())
+        )
     expired = _open(pay_client, link)
     assert expired.status_code == 410 and "תוקף הקישור פג" in expired.get_data(as_text=True)
     assert payment_row(pay_app, link["payment_id"]).status == "expired"
@@ -298,9 +309,13 @@ def test_refused_credentials_give_a_502_page(make_app, paypal, tranzila):
 def test_a_business_paypal_account_is_used_for_its_links_and_webhooks(pay_app, pay_client, shop, paypal):
     paypal.add_account("biz-client", "biz-secret", "WH-BIZ")
     with services(pay_app).database.scope() as session:
-        session.add(PaymentGateway(business_id=shop.business_id, provider="paypal",
-                                   settings={"client_id": "biz-client", "client_secret": "biz-secret",
-                                             "webhook_id": "WH-BIZ"}))
+        session.add(
+            PaymentGateway(
+                business_id=shop.business_id,
+                provider="paypal",
+                settings={"client_id": "biz-client", "client_secret": "biz-secret", "webhook_id": "WH-BIZ"},
+            )
+        )
     link = created_link(pay_client, shop)
     _approve(_open(pay_client, link).headers["Location"])
     order_id = payment_row(pay_app, link["payment_id"]).provider_ref

@@ -1,4 +1,5 @@
 """Tranzila end to end against the fake: link → handshake → hosted page → notify → re-query."""
+
 from __future__ import annotations
 
 import hashlib
@@ -62,8 +63,10 @@ def test_full_flow_handshake_hosted_page_notify_and_requery(pay_app, pay_client,
     assert params["fail_url_address"] == f"{TEST_BASE_URL}/pay/{token}/failed"
     assert payment.notify_nonce not in params["success_url_address"] + params["fail_url_address"]
     [handshake] = tranzila.requests_to("handshake")
-    assert json.loads(handshake.body, parse_float=Decimal) == {"terminal_name": tranzila.terminal,
-                                                               "sum": Decimal("49.90")}
+    assert json.loads(handshake.body, parse_float=Decimal) == {
+        "terminal_name": tranzila.terminal,
+        "sum": Decimal("49.90"),
+    }
     assert b'"sum":49.90' in handshake.body  # a JSON number with its exact digits
     assert tranzila.handshakes[params["thtk"]] == Decimal("49.90")
 
@@ -71,8 +74,10 @@ def test_full_flow_handshake_hosted_page_notify_and_requery(pay_app, pay_client,
     response = _notify(pay_client, notification)
     assert response.status_code == 200 and response.get_json() == {"status": "paid"}
     [requery] = tranzila.requests_to("transactions")
-    assert json.loads(requery.body) == {"terminal_name": tranzila.terminal,
-                                        "transaction_index": int(notification.form["index"])}
+    assert json.loads(requery.body) == {
+        "terminal_name": tranzila.terminal,
+        "transaction_index": int(notification.form["index"]),
+    }
     paid = payment_row(pay_app, payment.id)
     assert paid.status == "paid" and paid.notify_consumed_at is not None
     assert paid.provider_txn_id == notification.form["index"]
@@ -86,8 +91,7 @@ def test_full_flow_handshake_hosted_page_notify_and_requery(pay_app, pay_client,
     assert audit_actions(pay_app, payment.id) == ["payment.created", "payment.pending", "payment.paid"]
 
 
-def test_a_tampered_amount_is_rejected_and_the_genuine_notification_still_counts(pay_app, pay_client, shop,
-                                                                                 tranzila):
+def test_a_tampered_amount_is_rejected_and_the_genuine_notification_still_counts(pay_app, pay_client, shop, tranzila):
     link = _link(pay_client, shop)
     notification = tranzila.pay(_open(pay_client, link))
     for forged in ({"sum": "0.01"}, {"currency": "2"}, {"supplier": "another-terminal"}, {"index": ""}):
@@ -225,26 +229,38 @@ def test_a_requery_failure_leaves_the_payment_for_the_next_notification(pay_app,
 
 
 # ---- the access token, against a vector computed independently --------------------------------------
-VECTOR = {"app_key": "test-app-key-123", "secret": "test-secret-456", "time": "1700000000",
-          "nonce": "0123456789abcdef" * 5}
+VECTOR = {
+    "app_key": "test-app-key-123",
+    "secret": "test-secret-456",
+    "time": "1700000000",
+    "nonce": "0123456789abcdef" * 5,
+}
 # HMAC-SHA256(key = "test-secret-456" + "1700000000" + nonce, message = "test-app-key-123"), hex, computed
 # once with `openssl dgst -sha256 -hmac` and written down here.
 VECTOR_TOKEN = "c2491bff9e2692bb7215a9f67aad3da036e8fb8f541bb4ee32f0fc2b2f481ab3"
 
 
 def test_the_access_token_matches_the_documented_algorithm():
-    independent = hmac.new((VECTOR["secret"] + VECTOR["time"] + VECTOR["nonce"]).encode(),
-                           VECTOR["app_key"].encode(), hashlib.sha256).hexdigest()
+    independent = hmac.new(
+        (VECTOR["secret"] + VECTOR["time"] + VECTOR["nonce"]).encode(), VECTOR["app_key"].encode(), hashlib.sha256
+    ).hexdigest()
     assert independent == VECTOR_TOKEN
-    assert tranzila_client.access_token(VECTOR["app_key"], VECTOR["secret"], VECTOR["time"],
-                                        VECTOR["nonce"]) == VECTOR_TOKEN
+    assert (
+        tranzila_client.access_token(VECTOR["app_key"], VECTOR["secret"], VECTOR["time"], VECTOR["nonce"])
+        == VECTOR_TOKEN
+    )
 
 
 def test_auth_headers_carry_seconds_and_an_80_hex_nonce():
     headers = tranzila_client.auth_headers("key", "secret")
-    assert set(headers) == {"X-tranzila-api-app-key", "X-tranzila-api-request-time", "X-tranzila-api-nonce",
-                            "X-tranzila-api-access-token"}
+    assert set(headers) == {
+        "X-tranzila-api-app-key",
+        "X-tranzila-api-request-time",
+        "X-tranzila-api-nonce",
+        "X-tranzila-api-access-token",
+    }
     assert len(headers["X-tranzila-api-request-time"]) == 10  # seconds, not milliseconds
     assert len(headers["X-tranzila-api-nonce"]) == 80
     assert headers["X-tranzila-api-access-token"] == tranzila_client.access_token(
-        "key", "secret", headers["X-tranzila-api-request-time"], headers["X-tranzila-api-nonce"])
+        "key", "secret", headers["X-tranzila-api-request-time"], headers["X-tranzila-api-nonce"]
+    )

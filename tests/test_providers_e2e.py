@@ -1,6 +1,7 @@
 """End to end over real `gunicorn -k gevent`: a three-turn Hebrew call through the real SpeechClient,
 TextToSpeechClient and OpenAI client, each talking to its wire-level fake through the production
 settings (`GOOGLE_SPEECH_EMULATOR_HOST`, `GOOGLE_TTS_EMULATOR_HOST`, `OPENAI_BASE_URL`)."""
+
 from __future__ import annotations
 
 import time
@@ -13,13 +14,13 @@ from server.agent.prompt import opening_line
 from server.db.engine import Database
 from server.db.models import Business, Call, CallTurn
 from server.voice.turns import APOLOGY_TEXT
-from tests.conftest import BASE_TEST_ENV, TEST_TWILIO_TOKEN, create_tenant
 from testkit.fakes.google_speech import FakeSpeech, speech
 from testkit.fakes.google_tts import FakeTextToSpeech, payload_for
 from testkit.fakes.openai_server import FakeOpenAI
 from testkit.fakes.twilio_phone import Line, new_call_sid, place_call, report_completed
 from testkit.fakes.twilio_rest import FakeTwilioRest
 from testkit.servers import GunicornServer
+from tests.conftest import BASE_TEST_ENV, TEST_TWILIO_TOKEN, create_tenant
 
 # the app under real gunicorn, with the gRPC and HTTP fakes as subprocesses
 pytestmark = pytest.mark.slow
@@ -36,31 +37,49 @@ HEADER_MARKERS = (b"RIFF", b"WAVE", b"fmt ", b"LIST", b"fact")
 
 @pytest.fixture
 def fakes():
-    with FakeSpeech() as stt, FakeTextToSpeech() as tts, FakeOpenAI() as llm, \
-            FakeTwilioRest(account_sid=BASE_TEST_ENV["TWILIO_ACCOUNT_SID"], auth_token=TEST_TWILIO_TOKEN) as twilio:
+    with (
+        FakeSpeech() as stt,
+        FakeTextToSpeech() as tts,
+        FakeOpenAI() as llm,
+        FakeTwilioRest(account_sid=BASE_TEST_ENV["TWILIO_ACCOUNT_SID"], auth_token=TEST_TWILIO_TOKEN) as twilio,
+    ):
         yield stt, tts, llm, twilio
 
 
 @pytest.fixture
 def live_app(database_url, fakes, tmp_path):
     stt, tts, llm, twilio = fakes
-    env = {**BASE_TEST_ENV, "DATABASE_URL": database_url, "TWILIO_API_BASE_URL": twilio.url,
-           "GOOGLE_SPEECH_EMULATOR_HOST": stt.address, "GOOGLE_TTS_EMULATOR_HOST": tts.address,
-           "OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": llm.api_key, "OPENAI_MODEL": "gpt-test",
-           "LLM_FIRST_TOKEN_TIMEOUT_SECONDS": "1.5"}
+    env = {
+        **BASE_TEST_ENV,
+        "DATABASE_URL": database_url,
+        "TWILIO_API_BASE_URL": twilio.url,
+        "GOOGLE_SPEECH_EMULATOR_HOST": stt.address,
+        "GOOGLE_TTS_EMULATOR_HOST": tts.address,
+        "OPENAI_BASE_URL": llm.base_url,
+        "OPENAI_API_KEY": llm.api_key,
+        "OPENAI_MODEL": "gpt-test",
+        "LLM_FIRST_TOKEN_TIMEOUT_SECONDS": "1.5",
+    }
     server = GunicornServer(env, log_path=tmp_path / "gunicorn.log")
     server.env["PUBLIC_BASE_URL"] = server.url  # the TwiML's Stream URL must reach this server
     with server:
         database = Database(database_url)
-        tenant = create_tenant(database, name=BUSINESS_NAME,
-                               ai_instructions="מספרה בתל אביב. פתוח א-ה 9:00-19:00. תספורת 80 ש\"ח.")
+        tenant = create_tenant(
+            database, name=BUSINESS_NAME, ai_instructions='מספרה בתל אביב. פתוח א-ה 9:00-19:00. תספורת 80 ש"ח.'
+        )
         yield server, database, tenant
         database.engine.dispose()
 
 
 def caller_line(server: GunicornServer, tenant) -> Line:
-    return Line(app_url=server.url, public_url=server.url, account_sid=BASE_TEST_ENV["TWILIO_ACCOUNT_SID"],
-                auth_token=TEST_TWILIO_TOKEN, from_number=CALLER, to_number=tenant.phone)
+    return Line(
+        app_url=server.url,
+        public_url=server.url,
+        account_sid=BASE_TEST_ENV["TWILIO_ACCOUNT_SID"],
+        auth_token=TEST_TWILIO_TOKEN,
+        from_number=CALLER,
+        to_number=tenant.phone,
+    )
 
 
 def say_and_wait(caller, ms: int = 600) -> None:
@@ -76,8 +95,9 @@ def wait_for_turns(database: Database, call_sid: str, count: int, timeout: float
     while True:
         with database.scope() as session:
             call = session.scalar(sa.select(Call).where(Call.call_sid == call_sid))
-            turns = list(session.scalars(sa.select(CallTurn).where(CallTurn.call_id == call.id)
-                                         .order_by(CallTurn.turn_index)))
+            turns = list(
+                session.scalars(sa.select(CallTurn).where(CallTurn.call_id == call.id).order_by(CallTurn.turn_index))
+            )
             session.expunge_all()
         if len(turns) >= count or time.monotonic() > deadline:
             return turns
@@ -124,18 +144,28 @@ def test_three_turn_hebrew_call_through_the_real_clients(live_app, fakes):
     # What the real clients put on the wire.
     [stream] = stt.streams
     config = stream.config["config"]
-    assert (config["language_code"], config["sample_rate_hertz"], stream.config["interim_results"]) == \
-        ("he-IL", 8000, True)
+    assert (config["language_code"], config["sample_rate_hertz"], stream.config["interim_results"]) == (
+        "he-IL",
+        8000,
+        True,
+    )
     assert stream.requests and stream.audio_bytes / stream.requests >= 700  # ~100 ms per request
     assert {r["text"] for r in tts.requests} >= set(spoken)
-    assert all((r["voice"], r["encoding"], r["sample_rate_hertz"]) == ("he-IL-Wavenet-A", "MULAW", 8000)
-               for r in tts.requests)
+    assert all(
+        (r["voice"], r["encoding"], r["sample_rate_hertz"]) == ("he-IL-Wavenet-A", "MULAW", 8000) for r in tts.requests
+    )
     chats = [r["body"] for r in llm.requests]
     assert len(chats) == 3 and all(body["stream"] and body["model"] == "gpt-test" for body in chats)
     system = chats[0]["messages"][0]
     assert system["role"] == "system" and BUSINESS_NAME in system["content"] and "80" in system["content"]
-    assert [m["content"] for m in chats[2]["messages"][1:]] == \
-        [greeting, CONVERSATION[0][0], CONVERSATION[0][1], CONVERSATION[1][0], CONVERSATION[1][1], CONVERSATION[2][0]]
+    assert [m["content"] for m in chats[2]["messages"][1:]] == [
+        greeting,
+        CONVERSATION[0][0],
+        CONVERSATION[0][1],
+        CONVERSATION[1][0],
+        CONVERSATION[1][1],
+        CONVERSATION[2][0],
+    ]
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

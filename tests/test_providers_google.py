@@ -1,4 +1,5 @@
 """Google STT and TTS adapters: the real SDK clients against the local gRPC fakes, WAV parsing, credentials."""
+
 from __future__ import annotations
 
 import json
@@ -19,9 +20,9 @@ from server.providers.google_openai import build_voice_providers
 from server.providers.google_stt import GoogleSpeechToText, SpeechModel, model_candidates
 from server.providers.google_tts import GoogleTextToSpeech, mulaw_payload
 from server.providers.wav import WavError, parse_wav
-from tests.conftest import make_settings
 from testkit.fakes.google_speech import FakeSpeech, pcm16, pcm_wav, silence, speech
 from testkit.fakes.google_tts import FakeTextToSpeech, payload_for, wav_container
+from tests.conftest import make_settings
 
 FRAME = 160
 
@@ -71,7 +72,7 @@ class Collector:
 
 def send_frames(stream, audio: bytes, *, pace: float = 0.0) -> None:
     for start in range(0, len(audio), FRAME):
-        stream.send_audio(audio[start:start + FRAME])
+        stream.send_audio(audio[start : start + FRAME])
         if pace:
             time.sleep(pace)
 
@@ -221,8 +222,9 @@ def test_transcribe_rejects_unknown_encoding(speech_fake):
 
 # ---- TTS --------------------------------------------------------------------------------------
 def test_tts_returns_the_bare_mulaw_payload(tts_fake):
-    tts = GoogleTextToSpeech(make_settings(GOOGLE_TTS_EMULATOR_HOST=tts_fake.address,
-                                           TTS_VOICE="he-IL-Standard-B", TTS_SPEAKING_RATE="1.15"))
+    tts = GoogleTextToSpeech(
+        make_settings(GOOGLE_TTS_EMULATOR_HOST=tts_fake.address, TTS_VOICE="he-IL-Standard-B", TTS_SPEAKING_RATE="1.15")
+    )
     audio = tts.synthesize("שלום, במה אפשר לעזור?")
     assert audio == payload_for("שלום, במה אפשר לעזור?")
     assert not any(marker in audio for marker in (b"RIFF", b"WAVE", b"fmt ", b"LIST", b"data"))
@@ -269,10 +271,20 @@ def test_wav_chunks_are_walked_not_skipped_by_44_bytes():
 
 
 def test_wav_with_open_ended_data_and_extensible_format():
-    fmt = struct.pack("<HHIIHHH", 0xFFFE, 1, 8000, 8000, 1, 8, 22) + struct.pack("<HI", 8, 0) \
-        + struct.pack("<H", 7) + b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
-    data = b"RIFF\xff\xff\xff\xffWAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data\xff\xff\xff\xff" \
+    fmt = (
+        struct.pack("<HHIIHHH", 0xFFFE, 1, 8000, 8000, 1, 8, 22)
+        + struct.pack("<HI", 8, 0)
+        + struct.pack("<H", 7)
+        + b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
+    )
+    data = (
+        b"RIFF\xff\xff\xff\xffWAVE"
+        + b"fmt "
+        + struct.pack("<I", len(fmt))
+        + fmt
+        + b"data\xff\xff\xff\xff"
         + b"\x81" * 321
+    )
     wav = parse_wav(data)
     assert wav.is_mulaw and wav.payload == b"\x81" * 321
 
@@ -294,11 +306,18 @@ def test_wav_errors_and_pcm():
 # ---- credentials ------------------------------------------------------------------------------
 def service_account_info() -> dict:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
-    return {"type": "service_account", "project_id": "agentlocator-test", "private_key_id": "k1",
-            "private_key": pem, "client_email": "speech@agentlocator-test.iam.gserviceaccount.com",
-            "client_id": "1", "token_uri": "https://oauth2.googleapis.com/token"}
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return {
+        "type": "service_account",
+        "project_id": "agentlocator-test",
+        "private_key_id": "k1",
+        "private_key": pem,
+        "client_email": "speech@agentlocator-test.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }
 
 
 def test_credentials_from_gcp_credentials_json_reach_the_clients():

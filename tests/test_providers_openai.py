@@ -1,4 +1,5 @@
 """The OpenAI adapter against the local OpenAI-compatible HTTP fake, and the agent's system prompt."""
+
 from __future__ import annotations
 
 import threading
@@ -32,8 +33,9 @@ def openai_fake(fake_openai):
 
 
 def model_for(fake: FakeOpenAI, **env: str) -> OpenAILanguageModel:
-    return OpenAILanguageModel(make_settings(OPENAI_API_KEY=fake.api_key, OPENAI_BASE_URL=fake.base_url,
-                                             OPENAI_MODEL="gpt-test", **env))
+    return OpenAILanguageModel(
+        make_settings(OPENAI_API_KEY=fake.api_key, OPENAI_BASE_URL=fake.base_url, OPENAI_MODEL="gpt-test", **env)
+    )
 
 
 def test_stream_reply_yields_deltas_of_the_scripted_reply(openai_fake):
@@ -135,8 +137,9 @@ def test_closing_the_iterator_early_stops_the_stream(openai_fake):
 
 
 # ---- prompt -----------------------------------------------------------------------------------
-BUSINESS = SimpleNamespace(name="מספרת דנה", ai_instructions="פתוח א-ה 9:00-18:00. תספורת 80 ש\"ח.",
-                           opening_line="", timezone="Asia/Jerusalem")
+BUSINESS = SimpleNamespace(
+    name="מספרת דנה", ai_instructions='פתוח א-ה 9:00-18:00. תספורת 80 ש"ח.', opening_line="", timezone="Asia/Jerusalem"
+)
 
 
 # ---- the VOICE_PROVIDERS plug-in (calls and WhatsApp load their language model through it) ----
@@ -147,13 +150,16 @@ def test_the_production_plug_in_builds_one_openai_model_per_configuration(openai
     assert providers.llm.complete(MESSAGES) == "קיבלתי: מה השעות?"
 
 
-@pytest.mark.parametrize("plug_in, why", [
-    ("testkit.fakes.no_such_module:build", "can't be loaded"),
-    ("server.providers.google_openai:no_such_factory", "can't be loaded"),
-    ("server.providers.google_openai", "can't be loaded"),
-    ("server.phones:to_e164", "factory failed: InvalidPhone"),  # raises when handed the settings
-    ("server.providers.openai_llm:OpenAILanguageModel", "not VoiceProviders"),  # answers a model, not the set
-])
+@pytest.mark.parametrize(
+    "plug_in, why",
+    [
+        ("testkit.fakes.no_such_module:build", "can't be loaded"),
+        ("server.providers.google_openai:no_such_factory", "can't be loaded"),
+        ("server.providers.google_openai", "can't be loaded"),
+        ("server.phones:to_e164", "factory failed: InvalidPhone"),  # raises when handed the settings
+        ("server.providers.openai_llm:OpenAILanguageModel", "not VoiceProviders"),  # answers a model, not the set
+    ],
+)
 def test_a_plug_in_that_does_not_build_providers_is_a_provider_error(plug_in, why):
     with pytest.raises(ProviderError, match=why):
         load_providers(make_settings(VOICE_PROVIDERS=plug_in))

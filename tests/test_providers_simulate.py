@@ -1,4 +1,5 @@
 """`scripts/simulate_call.py`: its audio conversions, and a whole call in `--with-fakes` mode."""
+
 from __future__ import annotations
 
 import importlib.util

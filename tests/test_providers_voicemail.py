@@ -1,5 +1,6 @@
 """Voicemail transcription through Google's `recognize` (the real SDK against the gRPC fake), fetched
 from the Twilio REST fake, landing on the voicemail message in the CRM."""
+
 from __future__ import annotations
 
 import logging
@@ -45,11 +46,19 @@ def test_voicemail_text_lands_on_the_message(make_app, speech_fake):
         database = services(app).database
         tenant = create_tenant(database)
         with database.scope() as session:
-            call, _ = create_call(session, tenant.business_id, call_sid=CALL_SID, from_number="+972501234567",
-                                  to_number=tenant.phone)
+            call, _ = create_call(
+                session, tenant.business_id, call_sid=CALL_SID, from_number="+972501234567", to_number=tenant.phone
+            )
             call.recording_sid = RECORDING_SID
-            insert_message(session, session.get(Thread, call.thread_id), direction="in", kind="voicemail",
-                           provider="twilio", provider_message_id=RECORDING_SID, call_id=call.id)
+            insert_message(
+                session,
+                session.get(Thread, call.thread_id),
+                direction="in",
+                kind="voicemail",
+                provider="twilio",
+                provider_message_id=RECORDING_SID,
+                call_id=call.id,
+            )
         # Twilio's callback names the recording on api.twilio.com; the download goes to TWILIO_API_BASE_URL.
         recording_url = f"https://api.twilio.com/2010-04-01/Accounts/{ACCOUNT_SID}/Recordings/{RECORDING_SID}"
         text = transcribe_voicemail(database, app.config["SETTINGS"], transcriber, CALL_SID, recording_url)
@@ -68,8 +77,9 @@ def test_voicemail_text_lands_on_the_message(make_app, speech_fake):
 
 def test_mulaw_recordings_are_sent_as_mulaw(speech_fake):
     speech_fake.script("הודעה קצרה")
-    transcriber = SpeechVoicemailTranscriber(GoogleSpeechToText(make_settings(
-        GOOGLE_SPEECH_EMULATOR_HOST=speech_fake.address)))
+    transcriber = SpeechVoicemailTranscriber(
+        GoogleSpeechToText(make_settings(GOOGLE_SPEECH_EMULATOR_HOST=speech_fake.address))
+    )
     assert transcriber.transcribe(wav_container(speech(600) + silence(400))) == "הודעה קצרה"
     assert speech_fake.recognize_calls[-1]["config"]["encoding"] == 3  # MULAW
 
@@ -80,8 +90,9 @@ def test_stereo_recordings_use_the_first_channel():
 
 
 def test_unreadable_recordings_are_provider_errors(speech_fake):
-    transcriber = SpeechVoicemailTranscriber(GoogleSpeechToText(make_settings(
-        GOOGLE_SPEECH_EMULATOR_HOST=speech_fake.address)))
+    transcriber = SpeechVoicemailTranscriber(
+        GoogleSpeechToText(make_settings(GOOGLE_SPEECH_EMULATOR_HOST=speech_fake.address))
+    )
     with pytest.raises(ProviderError):
         transcriber.transcribe(b"ID3 an mp3 file")
     with pytest.raises(ProviderError):
@@ -93,7 +104,6 @@ def test_no_transcriber_without_speech_configuration(make_app, caplog):
     assert services(app).voicemail_transcriber is None
     assert make_settings().speech_configured is False and voicemail_transcriber(make_settings()) is None
     with caplog.at_level(logging.INFO):
-        assert transcribe_voicemail_later(services(app).jobs, None, CALL_SID,
-                                          "https://api.twilio.com/x") is None
+        assert transcribe_voicemail_later(services(app).jobs, None, CALL_SID, "https://api.twilio.com/x") is None
     [skipped] = [r for r in caplog.records if getattr(r, "event", "") == "voicemail_transcription_skipped"]
     assert skipped.call_sid == CALL_SID

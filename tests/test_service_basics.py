@@ -15,18 +15,35 @@ def test_root_health_version(client):
 
 def test_version_comes_from_the_environment(make_app):
     client = make_app(GIT_COMMIT="abc123", BUILD_TIME="2026-11-21T10:00:00Z", DEPLOY_ID="d-42").test_client()
-    assert client.get("/version").json == {"git_commit": "abc123", "build_time": "2026-11-21T10:00:00Z",
-                                           "deploy_id": "d-42"}
+    assert client.get("/version").json == {
+        "git_commit": "abc123",
+        "build_time": "2026-11-21T10:00:00Z",
+        "deploy_id": "d-42",
+    }
 
 
 def test_readyz_lists_providers_and_voice_mode(client, make_app):
     body = client.get("/readyz").json
     assert body["status"] == "ready" and body["voice"] == "degraded"
-    assert set(body["providers"]) == {"twilio", "google_stt", "google_tts", "openai", "whatsapp_twilio",
-                                      "whatsapp_baileys", "paypal", "tranzila"}
+    assert set(body["providers"]) == {
+        "twilio",
+        "google_stt",
+        "google_tts",
+        "openai",
+        "whatsapp_twilio",
+        "whatsapp_baileys",
+        "paypal",
+        "tranzila",
+    }
     assert body["providers"]["twilio"] is True and body["providers"]["openai"] is False
-    ready = make_app(OPENAI_API_KEY="sk-x", GOOGLE_SPEECH_EMULATOR_HOST="127.0.0.1:1",
-                     GOOGLE_TTS_EMULATOR_HOST="127.0.0.1:2").test_client().get("/readyz").json
+    ready = (
+        make_app(
+            OPENAI_API_KEY="sk-x", GOOGLE_SPEECH_EMULATOR_HOST="127.0.0.1:1", GOOGLE_TTS_EMULATOR_HOST="127.0.0.1:2"
+        )
+        .test_client()
+        .get("/readyz")
+        .json
+    )
     assert ready["voice"] == "ai"
 
 
@@ -55,11 +72,17 @@ def test_static_prompts_answer_head_as_audio(client, name):
     assert int(response.headers["Content-Length"]) > 5000
 
 
-@pytest.mark.parametrize("method, path", [
-    ("post", "/api/webhook/stripe"), ("get", "/api/webhook/stripe"), ("post", "/api/payments/stripe"),
-    ("post", "/api/payments/stripe/checkout"), ("get", "/api/payments/stripe-session/abc"),
-    ("delete", "/api/payments/stripe/refund/1"),
-])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("post", "/api/webhook/stripe"),
+        ("get", "/api/webhook/stripe"),
+        ("post", "/api/payments/stripe"),
+        ("post", "/api/payments/stripe/checkout"),
+        ("get", "/api/payments/stripe-session/abc"),
+        ("delete", "/api/payments/stripe/refund/1"),
+    ],
+)
 def test_legacy_stripe_routes_are_gone(client, method, path):
     response = getattr(client, method)(path, data=b"{}")
     assert response.status_code == 410 and response.json["error"] == "gone"
@@ -98,13 +121,17 @@ def test_an_unexpected_exception_is_a_500_that_leaks_nothing(make_app, caplog):
     caplog.set_level(logging.ERROR)
     response = app.test_client().get("/api/test/boom", headers={"X-Request-Id": "req-abc"})
     assert response.status_code == 500
-    assert response.json == {"error": "internal_error", "message": "an internal error occurred; quote the request id",
-                             "request_id": "req-abc"}
+    assert response.json == {
+        "error": "internal_error",
+        "message": "an internal error occurred; quote the request id",
+        "request_id": "req-abc",
+    }
     assert "hunter2" not in response.get_data(as_text=True)
     # The operator finds the failure in the logs by the id the client quotes: the record itself carries it.
     [record] = [r for r in caplog.records if getattr(r, "event", None) == "unhandled_error"]
     assert record.levelno == logging.ERROR and record.request_id == "req-abc"
     from server.logs import JsonFormatter
+
     assert json.loads(JsonFormatter().format(record))["request_id"] == "req-abc"
 
 

@@ -1,5 +1,6 @@
 """SIGTERM: gunicorn stops taking connections, live calls get the grace period, /readyz says draining,
 and a call still going as the grace period runs out ends like a call: its turns stored, its ws_end logged."""
+
 from __future__ import annotations
 
 import http.client
@@ -23,17 +24,32 @@ from tests.conftest import BASE_TEST_ENV, TEST_TWILIO_TOKEN
 pytestmark = pytest.mark.slow
 
 GRACE_SECONDS = 6
-SCRIPT_ENV = {"SCRIPTED_STT_FINAL_MS": "150", "SCRIPTED_STT_INTERIM_MS": "150", "SCRIPTED_LLM_FIRST_TOKEN_MS": "40",
-              "SCRIPTED_LLM_TOKEN_MS": "2", "SCRIPTED_TTS_MS": "20", "SCRIPTED_TTS_MS_PER_CHAR": "8"}
-AI_ENV = {"OPENAI_API_KEY": "sk-test", "GOOGLE_SPEECH_EMULATOR_HOST": "127.0.0.1:9",
-          "GOOGLE_TTS_EMULATOR_HOST": "127.0.0.1:9"}
+SCRIPT_ENV = {
+    "SCRIPTED_STT_FINAL_MS": "150",
+    "SCRIPTED_STT_INTERIM_MS": "150",
+    "SCRIPTED_LLM_FIRST_TOKEN_MS": "40",
+    "SCRIPTED_LLM_TOKEN_MS": "2",
+    "SCRIPTED_TTS_MS": "20",
+    "SCRIPTED_TTS_MS_PER_CHAR": "8",
+}
+AI_ENV = {
+    "OPENAI_API_KEY": "sk-test",
+    "GOOGLE_SPEECH_EMULATOR_HOST": "127.0.0.1:9",
+    "GOOGLE_TTS_EMULATOR_HOST": "127.0.0.1:9",
+}
 
 
 @pytest.fixture
 def server(tmp_path):
-    env = {**BASE_TEST_ENV, **AI_ENV, **SCRIPT_ENV, "DATABASE_URL": f"sqlite:///{tmp_path / 'drain.db'}",
-           "SHUTDOWN_GRACE_SECONDS": str(GRACE_SECONDS), "WATCHDOG_SECONDS": "600",
-           "VOICE_PROVIDERS": "testkit.fakes.scripted_providers:build"}
+    env = {
+        **BASE_TEST_ENV,
+        **AI_ENV,
+        **SCRIPT_ENV,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'drain.db'}",
+        "SHUTDOWN_GRACE_SECONDS": str(GRACE_SECONDS),
+        "WATCHDOG_SECONDS": "600",
+        "VOICE_PROVIDERS": "testkit.fakes.scripted_providers:build",
+    }
     running = GunicornServer(env, log_path=tmp_path / "gunicorn.log")
     running.env["PUBLIC_BASE_URL"] = running.url  # so the signed URL is the one the caller dials
     with running:
@@ -50,11 +66,22 @@ def live_call(server, tmp_path):
         session.add(business)
         session.flush()
         session.add(BusinessNumber(business_id=business.id, number="+97235550001", kind="voice"))
-        create_call(session, business.id, call_sid=call_sid, from_number="+972501234567", to_number="+97235550001",
-                    status="in-progress")
+        create_call(
+            session,
+            business.id,
+            call_sid=call_sid,
+            from_number="+972501234567",
+            to_number="+97235550001",
+            status="in-progress",
+        )
         business_id = business.id
-    caller = TwilioCaller.dial(server.url, call_sid, auth_token=TEST_TWILIO_TOKEN,
-                               app_secret=BASE_TEST_ENV["APP_SECRET"], business_id=business_id)
+    caller = TwilioCaller.dial(
+        server.url,
+        call_sid,
+        auth_token=TEST_TWILIO_TOKEN,
+        app_secret=BASE_TEST_ENV["APP_SECRET"],
+        business_id=business_id,
+    )
     for turn in (0, 1):
         if turn:
             caller.play(speech("מתי אתם פתוחים מחר?", 600))
@@ -67,8 +94,11 @@ def live_call(server, tmp_path):
 
 def _turns(database: Database, call_sid: str) -> list[CallTurn]:
     with database.scope() as session:
-        return list(session.scalars(sa.select(CallTurn).join(Call).where(Call.call_sid == call_sid)
-                                    .order_by(CallTurn.turn_index)))
+        return list(
+            session.scalars(
+                sa.select(CallTurn).join(Call).where(Call.call_sid == call_sid).order_by(CallTurn.turn_index)
+            )
+        )
 
 
 def _events(server: GunicornServer, event: str) -> list[dict]:
@@ -114,4 +144,3 @@ def test_sigterm_drains_live_calls_within_the_grace_period(server, live_call):
         call = session.scalar(sa.select(Call).where(Call.call_sid == caller.call_sid))
     assert call.stream_ended_at is not None and call.ended_at is None  # Twilio goes on to stream_ended
     assert "מתי אתם פתוחים מחר?" in call.transcript
-

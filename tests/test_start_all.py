@@ -1,4 +1,5 @@
 """`start_all.sh` with the Baileys bridge: both processes come up, and they live and die as a pair."""
+
 from __future__ import annotations
 
 import os
@@ -9,8 +10,8 @@ import time
 import pytest
 import requests
 
-from tests.conftest import BASE_TEST_ENV
 from testkit.servers import PROJECT_ROOT, free_port
+from tests.conftest import BASE_TEST_ENV
 
 # start_all.sh with the app and the Node bridge as real processes
 pytestmark = pytest.mark.slow
@@ -31,13 +32,22 @@ def _wait_up(url: str, timeout: float = 90.0) -> None:
 @pytest.fixture
 def pair(tmp_path):
     port, bridge_port = free_port(), free_port()
-    env = {**os.environ, **BASE_TEST_ENV, "PORT": str(port), "DATABASE_URL": f"sqlite:///{tmp_path / 'pair.db'}",
-           "ENABLE_WA_BAILEYS": "true", "WA_SHARED_SECRET": "pair-secret", "WA_BAILEYS_PORT": str(bridge_port),
-           "WA_SESSION_DIR": str(tmp_path / "session"), "WA_SOCKET_MODULE": "test/fakes/fake-socket.js",
-           "SHUTDOWN_GRACE_SECONDS": "5"}
+    env = {
+        **os.environ,
+        **BASE_TEST_ENV,
+        "PORT": str(port),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'pair.db'}",
+        "ENABLE_WA_BAILEYS": "true",
+        "WA_SHARED_SECRET": "pair-secret",
+        "WA_BAILEYS_PORT": str(bridge_port),
+        "WA_SESSION_DIR": str(tmp_path / "session"),
+        "WA_SOCKET_MODULE": "test/fakes/fake-socket.js",
+        "SHUTDOWN_GRACE_SECONDS": "5",
+    }
     log = open(tmp_path / "start_all.log", "wb")
-    process = subprocess.Popen([str(PROJECT_ROOT / "start_all.sh")], env=env, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        [str(PROJECT_ROOT / "start_all.sh")], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         _wait_up(f"http://127.0.0.1:{port}/")
         _wait_up(f"http://127.0.0.1:{bridge_port}/healthz")

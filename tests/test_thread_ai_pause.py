@@ -2,6 +2,7 @@
 "מענה אוטומטי" switch): the CRM API sets and clears it, and the AI auto-reply stays silent in a
 paused thread, also when the pause comes after the message (the queued job, the model writing).
 Both databases; replies are counted at the Twilio REST fake."""
+
 from __future__ import annotations
 
 import pytest
@@ -50,6 +51,7 @@ def patch(client, tenant, thread_id: int, body, expect: int = 200) -> dict:
 
 # ---- the CRM API --------------------------------------------------------------------------------
 
+
 def test_patch_pauses_and_resumes_the_ai_audited_and_told_to_consoles(client, db, tenant):
     thread_id, _ = seed_message(db, tenant.business_id)
     url = f"{THREADS}/{thread_id}"
@@ -71,13 +73,17 @@ def test_patch_pauses_and_resumes_the_ai_audited_and_told_to_consoles(client, db
     assert is_paused(db, thread_id) is False
     assert thread_events(db, thread_id) == events_before + 2
     with db.scope() as session:
-        rows = session.scalars(sa.select(AuditLog).where(AuditLog.entity_type == "thread",
-                                                         AuditLog.entity_id == str(thread_id))
-                               .order_by(AuditLog.id)).all()
+        rows = session.scalars(
+            sa.select(AuditLog)
+            .where(AuditLog.entity_type == "thread", AuditLog.entity_id == str(thread_id))
+            .order_by(AuditLog.id)
+        ).all()
         assert [(r.actor, r.action) for r in rows] == [(f"user:{tenant.user_id}", "thread.updated")] * 2
         assert rows[0].details == {"before": {"ai_paused": False}, "after": {"ai_paused": True}}
-        assert rows[1].details == {"before": {"ai_paused": True, "status": "open"},
-                                   "after": {"ai_paused": False, "status": "pending"}}
+        assert rows[1].details == {
+            "before": {"ai_paused": True, "status": "open"},
+            "after": {"ai_paused": False, "status": "pending"},
+        }
 
 
 @pytest.mark.parametrize("bad", [None, 0, 1, "true", "false", "", [], {}, [True]], ids=repr)
@@ -126,6 +132,7 @@ def test_merging_a_customers_threads_keeps_a_takeover(db, tenant):
 
 
 # ---- the AI auto-reply --------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def llm_server():
@@ -176,7 +183,8 @@ def twilio_sends(twilio_api) -> list[str]:
 
 
 def test_no_ai_reply_in_a_thread_staff_took_over_and_one_after_handing_it_back(
-        wa_client, wa_db, wa_tenant, jobs, llm, twilio_api, auto_reply_on):
+    wa_client, wa_db, wa_tenant, jobs, llm, twilio_api, auto_reply_on
+):
     thread_id = customer_writes(wa_client, wa_db, wa_tenant, "שלום")
     assert jobs.run_due() == 1 and twilio_sends(twilio_api) == ["קיבלתי: שלום"]  # the AI answers
     patch(wa_client, wa_tenant, thread_id, {"ai_paused": True})
@@ -195,8 +203,9 @@ def test_no_ai_reply_in_a_thread_staff_took_over_and_one_after_handing_it_back(
     assert twilio_sends(twilio_api) == ["קיבלתי: שלום", "קיבלתי: יש תור מחר?", "קיבלתי: תודה, עוד שאלה"]
 
 
-def test_a_reply_queued_before_the_takeover_is_not_sent(wa_client, wa_db, wa_tenant, jobs, llm, twilio_api,
-                                                        auto_reply_on):
+def test_a_reply_queued_before_the_takeover_is_not_sent(
+    wa_client, wa_db, wa_tenant, jobs, llm, twilio_api, auto_reply_on
+):
     thread_id = customer_writes(wa_client, wa_db, wa_tenant, "שלום")  # the reply job is queued, not yet run
     patch(wa_client, wa_tenant, thread_id, {"ai_paused": True})
     assert jobs.run_due() == 1
@@ -204,8 +213,9 @@ def test_a_reply_queued_before_the_takeover_is_not_sent(wa_client, wa_db, wa_ten
     assert messages(wa_db, direction="out") == []
 
 
-def test_a_takeover_while_the_model_is_writing_stops_the_reply(wa_client, wa_db, wa_tenant, jobs, llm, twilio_api,
-                                                               auto_reply_on):
+def test_a_takeover_while_the_model_is_writing_stops_the_reply(
+    wa_client, wa_db, wa_tenant, jobs, llm, twilio_api, auto_reply_on
+):
     thread_id = customer_writes(wa_client, wa_db, wa_tenant, "שלום")
 
     def staff_take_over_meanwhile(prompt):

@@ -1,7 +1,8 @@
 import re
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from server.urls import abs_url, ws_url
 
@@ -34,12 +35,13 @@ def test_ws_url_is_the_websocket_twin(base, path_segments):
     base_url, scheme, host, _ = base
     path = "/" + "/".join(path_segments)
     url = ws_url(base_url, path)
-    assert url == ("wss" if scheme == "https" else "ws") + abs_url(base_url, path)[len(scheme):]
+    assert url == ("wss" if scheme == "https" else "ws") + abs_url(base_url, path)[len(scheme) :]
     assert not re.search(r"[^:]//", url)
 
 
-@pytest.mark.parametrize("base", ["https://agent.example.com", "https://agent.example.com/",
-                                  "https://agent.example.com//"])
+@pytest.mark.parametrize(
+    "base", ["https://agent.example.com", "https://agent.example.com/", "https://agent.example.com//"]
+)
 def test_trailing_slashes_on_the_base_do_not_matter(base):
     assert abs_url(base, "/static/tts/greeting_he.mp3") == "https://agent.example.com/static/tts/greeting_he.mp3"
     assert ws_url(base, "/ws/twilio-media") == "wss://agent.example.com/ws/twilio-media"

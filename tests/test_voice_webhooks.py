@@ -1,4 +1,5 @@
 """Twilio Voice webhooks: signatures, TwiML, status callbacks, voicemail, degraded mode, replays."""
+
 from __future__ import annotations
 
 import base64
@@ -17,10 +18,19 @@ from testkit.fakes.twilio_rest import FakeTwilioRest
 from testkit.fakes.twilio_webhooks import new_call_sid, signature_header, voice_params
 from tests.conftest import BASE_TEST_ENV, TEST_BASE_URL, TEST_TWILIO_TOKEN, create_tenant
 
-AI_ENV = {"OPENAI_API_KEY": "sk-test", "GOOGLE_SPEECH_EMULATOR_HOST": "127.0.0.1:9",
-          "GOOGLE_TTS_EMULATOR_HOST": "127.0.0.1:9"}
-SIGNED_ROUTES = ["/webhook/incoming_call", "/webhook/stream_status", "/webhook/stream_ended",
-                 "/webhook/recording_done", "/webhook/call_status", "/webhook/recording_status"]
+AI_ENV = {
+    "OPENAI_API_KEY": "sk-test",
+    "GOOGLE_SPEECH_EMULATOR_HOST": "127.0.0.1:9",
+    "GOOGLE_TTS_EMULATOR_HOST": "127.0.0.1:9",
+}
+SIGNED_ROUTES = [
+    "/webhook/incoming_call",
+    "/webhook/stream_status",
+    "/webhook/stream_ended",
+    "/webhook/recording_done",
+    "/webhook/call_status",
+    "/webhook/recording_status",
+]
 
 
 def independent_signature(token: str, url: str, params: dict[str, str] | list[tuple[str, str]]) -> str:
@@ -39,8 +49,10 @@ def twilio_rest():
 @pytest.fixture
 def voice_app(make_app, twilio_rest):
     """AI mode; the watchdog is armed but far off, and any REST call would reach only the fake."""
+
     def build(**env):
         return make_app(**{**AI_ENV, "TWILIO_API_BASE_URL": twilio_rest.url, "WATCHDOG_SECONDS": "600", **env})
+
     return build
 
 
@@ -96,6 +108,7 @@ def start_call(client, tenant, call_sid=None):
 
 # ---- signatures ------------------------------------------------------------------------------
 
+
 def test_sdk_signature_over_public_url_is_accepted(client, tenant):
     params = voice_params(new_call_sid(), to=tenant.phone)
     assert post(client, "/webhook/incoming_call", params).status_code == 200
@@ -120,28 +133,39 @@ def test_signature_with_explicit_default_port_is_accepted(client, tenant):
 def test_query_string_is_part_of_the_signed_url(client, tenant):
     params = voice_params(new_call_sid(), to=tenant.phone)
     with_query = TEST_BASE_URL + "/webhook/incoming_call?source=main"
-    ok = client.post("/webhook/incoming_call?source=main", data=params,
-                     headers={"X-Twilio-Signature": independent_signature(TEST_TWILIO_TOKEN, with_query, params)})
+    ok = client.post(
+        "/webhook/incoming_call?source=main",
+        data=params,
+        headers={"X-Twilio-Signature": independent_signature(TEST_TWILIO_TOKEN, with_query, params)},
+    )
     assert ok.status_code == 200
     signed_without_query = independent_signature(TEST_TWILIO_TOKEN, TEST_BASE_URL + "/webhook/incoming_call", params)
-    response = client.post("/webhook/incoming_call?source=main", data=params,
-                           headers={"X-Twilio-Signature": signed_without_query})
+    response = client.post(
+        "/webhook/incoming_call?source=main", data=params, headers={"X-Twilio-Signature": signed_without_query}
+    )
     assert response.status_code == 403
 
 
 def test_request_through_a_proxy_on_another_host_is_checked_against_public_base_url(client, tenant):
     params = voice_params(new_call_sid(), to=tenant.phone)
-    proxy = {"base_url": "http://10.0.0.7:8080",
-             "headers": {"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "http", "X-Forwarded-Port": "81"}}
+    proxy = {
+        "base_url": "http://10.0.0.7:8080",
+        "headers": {"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "http", "X-Forwarded-Port": "81"},
+    }
     public = signature_header(TEST_BASE_URL + "/webhook/incoming_call", params)
-    response = client.post("/webhook/incoming_call", data=params, base_url=proxy["base_url"],
-                           headers={**proxy["headers"], **public})
+    response = client.post(
+        "/webhook/incoming_call", data=params, base_url=proxy["base_url"], headers={**proxy["headers"], **public}
+    )
     assert response.status_code == 200
     # a signature over what the app saw (or what the forwarded headers claim) is not Twilio's
     for seen in ("http://10.0.0.7:8080", "http://evil.example", "https://evil.example"):
         signature = independent_signature(TEST_TWILIO_TOKEN, seen + "/webhook/incoming_call", params)
-        response = client.post("/webhook/incoming_call", data=params, base_url=proxy["base_url"],
-                               headers={**proxy["headers"], "X-Twilio-Signature": signature})
+        response = client.post(
+            "/webhook/incoming_call",
+            data=params,
+            base_url=proxy["base_url"],
+            headers={**proxy["headers"], "X-Twilio-Signature": signature},
+        )
         assert response.status_code == 403, seen
 
 
@@ -185,10 +209,12 @@ def test_tampered_parameter_is_403(client, tenant):
 
 def test_repeated_parameters_are_signed_and_accepted(client, tenant):
     params = voice_params(new_call_sid(), to=tenant.phone)
-    signature = independent_signature(TEST_TWILIO_TOKEN, TEST_BASE_URL + "/webhook/recording_done",
-                                      [*params.items(), ("Tag", "b"), ("Tag", "a")])
-    response = client.post("/webhook/recording_done", data={**params, "Tag": ["b", "a"]},
-                           headers={"X-Twilio-Signature": signature})
+    signature = independent_signature(
+        TEST_TWILIO_TOKEN, TEST_BASE_URL + "/webhook/recording_done", [*params.items(), ("Tag", "b"), ("Tag", "a")]
+    )
+    response = client.post(
+        "/webhook/recording_done", data={**params, "Tag": ["b", "a"]}, headers={"X-Twilio-Signature": signature}
+    )
     assert response.status_code == 200
 
 
@@ -200,6 +226,7 @@ def test_no_auth_token_configured_rejects_everything(voice_app, db):
 
 
 # ---- incoming_call ---------------------------------------------------------------------------
+
 
 def test_incoming_call_connects_the_media_stream(client, app, db, tenant):
     call_sid = new_call_sid()
@@ -296,8 +323,16 @@ def test_readyz_says_ai_when_speech_and_language_are_configured(client):
 
 # ---- preview ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("base", ["https://agent.example.test", "https://agent.example.test/",
-                                  "https://agent.example.test/prefix", "https://agent.example.test/prefix/"])
+
+@pytest.mark.parametrize(
+    "base",
+    [
+        "https://agent.example.test",
+        "https://agent.example.test/",
+        "https://agent.example.test/prefix",
+        "https://agent.example.test/prefix/",
+    ],
+)
 def test_preview_urls_are_absolute_without_double_slashes(voice_app, db, base):
     app = voice_app(PUBLIC_BASE_URL=base)
     tenant = create_tenant(db)
@@ -334,9 +369,17 @@ def test_preview_without_a_number_and_with_an_unknown_or_bad_one(client):
 
 # ---- stream_status ---------------------------------------------------------------------------
 
+
 def stream_status_params(call_sid: str, event: str, **extra: str) -> dict[str, str]:
-    return {"AccountSid": BASE_TEST_ENV["TWILIO_ACCOUNT_SID"], "CallSid": call_sid, "StreamSid": "MZ" + "1" * 32,
-            "StreamName": "MZ" + "1" * 32, "StreamEvent": event, "Timestamp": "2026-01-01T10:00:00.000Z", **extra}
+    return {
+        "AccountSid": BASE_TEST_ENV["TWILIO_ACCOUNT_SID"],
+        "CallSid": call_sid,
+        "StreamSid": "MZ" + "1" * 32,
+        "StreamName": "MZ" + "1" * 32,
+        "StreamEvent": event,
+        "Timestamp": "2026-01-01T10:00:00.000Z",
+        **extra,
+    }
 
 
 def test_stream_status_records_the_event(client, db, tenant):
@@ -345,8 +388,11 @@ def test_stream_status_records_the_event(client, db, tenant):
     response = post(client, "/webhook/stream_status", params)
     assert response.status_code == 204 and response.data == b""
     call = call_row(db, call_sid)
-    assert (call.stream_status, call.stream_sid, call.stream_error) == ("stream-error", "MZ" + "1" * 32,
-                                                                       "Handshake failed")
+    assert (call.stream_status, call.stream_sid, call.stream_error) == (
+        "stream-error",
+        "MZ" + "1" * 32,
+        "Handshake failed",
+    )
     assert call.stream_started_at is None  # only the token-checked WebSocket disarms the watchdog
 
 
@@ -366,22 +412,33 @@ def test_stream_status_never_overwrites_a_final_state(client, db, tenant):
     assert call_row(db, call_sid).stream_status == "stream-stopped"
     # once the call is over, its stream can still be reported stopped, but not started
     other = start_call(client, tenant)
-    assert post(client, "/webhook/call_status", voice_params(other, to=tenant.phone, status="completed",
-                                                             CallDuration="3")).status_code == 204
+    assert (
+        post(
+            client, "/webhook/call_status", voice_params(other, to=tenant.phone, status="completed", CallDuration="3")
+        ).status_code
+        == 204
+    )
     assert post(client, "/webhook/stream_status", stream_status_params(other, "stream-started")).status_code == 204
     assert call_row(db, other).stream_status is None
-    assert post(client, "/webhook/stream_status", stream_status_params(other, "stream-error",
-                                                                       StreamError="gone")).status_code == 204
+    assert (
+        post(
+            client, "/webhook/stream_status", stream_status_params(other, "stream-error", StreamError="gone")
+        ).status_code
+        == 204
+    )
     call = call_row(db, other)
     assert (call.status, call.stream_status, call.stream_error) == ("completed", "stream-error", "gone")
 
 
-@pytest.mark.parametrize("params", [
-    {},
-    {"CallSid": "CA1", "StreamEvent": "stream-started"},
-    {"CallSid": "CA-unknown", "StreamEvent": "x" * 500, "StreamSid": "y" * 500},
-    {"CallSid": "", "StreamEvent": "stream-started\x00", "StreamError": "\x00"},
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"CallSid": "CA1", "StreamEvent": "stream-started"},
+        {"CallSid": "CA-unknown", "StreamEvent": "x" * 500, "StreamSid": "y" * 500},
+        {"CallSid": "", "StreamEvent": "stream-started\x00", "StreamError": "\x00"},
+    ],
+)
 def test_a_signed_stream_status_answers_204_to_anything(client, params):
     assert post(client, "/webhook/stream_status", params).status_code == 204
 
@@ -393,6 +450,7 @@ def test_an_unknown_stream_event_is_not_stored(client, db, tenant):
 
 
 # ---- stream_ended / recording_done -----------------------------------------------------------
+
 
 def test_stream_ended_falls_back_to_recording_a_message(client, db, tenant):
     call_sid = start_call(client, tenant)
@@ -414,12 +472,14 @@ def test_stream_ended_for_an_unknown_call_still_takes_a_message(client, tenant):
 
 
 def test_recording_done_hangs_up(client, tenant):
-    params = voice_params(new_call_sid(), to=tenant.phone, RecordingUrl="https://api.twilio.com/x",
-                          RecordingDuration="7", Digits="hangup")
+    params = voice_params(
+        new_call_sid(), to=tenant.phone, RecordingUrl="https://api.twilio.com/x", RecordingDuration="7", Digits="hangup"
+    )
     assert tags(twiml(post(client, "/webhook/recording_done", params))) == ["Hangup"]
 
 
 # ---- call_status -----------------------------------------------------------------------------
+
 
 def test_call_status_closes_the_call_once(client, db, tenant):
     call_sid = start_call(client, tenant)
@@ -427,8 +487,9 @@ def test_call_status_closes_the_call_once(client, db, tenant):
     assert post(client, "/webhook/call_status", in_progress).status_code == 204
     assert call_row(db, call_sid).status == "in-progress"
 
-    completed = voice_params(call_sid, to=tenant.phone, status="completed", CallDuration="42",
-                             Timestamp="Tue, 06 Jan 2026 10:00:42 +0000")
+    completed = voice_params(
+        call_sid, to=tenant.phone, status="completed", CallDuration="42", Timestamp="Tue, 06 Jan 2026 10:00:42 +0000"
+    )
     assert post(client, "/webhook/call_status", completed).status_code == 204
     call = call_row(db, call_sid)
     assert (call.status, call.duration_seconds) == ("completed", 42)
@@ -441,8 +502,9 @@ def test_call_status_closes_the_call_once(client, db, tenant):
     again = call_row(db, call_sid)
     assert (again.status, again.duration_seconds, again.ended_at) == ("completed", 42, call.ended_at)
     with db.scope() as session:
-        assert session.scalar(sa.select(sa.func.count()).select_from(AuditLog)
-                              .where(AuditLog.action == "call.ended")) == 1
+        assert (
+            session.scalar(sa.select(sa.func.count()).select_from(AuditLog).where(AuditLog.action == "call.ended")) == 1
+        )
 
 
 def test_call_status_for_an_unknown_call_is_ignored(client, tenant):
@@ -452,12 +514,21 @@ def test_call_status_for_an_unknown_call_is_ignored(client, tenant):
 
 # ---- recording_status ------------------------------------------------------------------------
 
+
 def recording_params(call_sid, tenant, recording_sid="RE" + "a" * 32, **extra):
-    return {"AccountSid": BASE_TEST_ENV["TWILIO_ACCOUNT_SID"], "CallSid": call_sid, "RecordingSid": recording_sid,
-            "RecordingUrl": f"https://api.twilio.com/2010-04-01/Accounts/{BASE_TEST_ENV['TWILIO_ACCOUNT_SID']}"
-                            f"/Recordings/{recording_sid}",
-            "RecordingStatus": "completed", "RecordingDuration": "12", "RecordingChannels": "1",
-            "RecordingSource": "RecordVerb", "RecordingStartTime": "Tue, 06 Jan 2026 10:00:00 +0000", **extra}
+    return {
+        "AccountSid": BASE_TEST_ENV["TWILIO_ACCOUNT_SID"],
+        "CallSid": call_sid,
+        "RecordingSid": recording_sid,
+        "RecordingUrl": f"https://api.twilio.com/2010-04-01/Accounts/{BASE_TEST_ENV['TWILIO_ACCOUNT_SID']}"
+        f"/Recordings/{recording_sid}",
+        "RecordingStatus": "completed",
+        "RecordingDuration": "12",
+        "RecordingChannels": "1",
+        "RecordingSource": "RecordVerb",
+        "RecordingStartTime": "Tue, 06 Jan 2026 10:00:00 +0000",
+        **extra,
+    }
 
 
 def voicemail_messages(db):
@@ -469,8 +540,9 @@ def test_recording_status_stores_a_voicemail_once(client, db, tenant, monkeypatc
     import server.voice.call_events as call_events
 
     transcriptions = []
-    monkeypatch.setattr(call_events, "transcribe_voicemail_later",
-                        lambda jobs, transcriber, sid, url: transcriptions.append((sid, url)))
+    monkeypatch.setattr(
+        call_events, "transcribe_voicemail_later", lambda jobs, transcriber, sid, url: transcriptions.append((sid, url))
+    )
     call_sid = start_call(client, tenant)
     params = recording_params(call_sid, tenant)
     assert post(client, "/webhook/recording_status", params).status_code == 204
@@ -478,11 +550,17 @@ def test_recording_status_stores_a_voicemail_once(client, db, tenant, monkeypatc
     [message] = voicemail_messages(db)
     call = call_row(db, call_sid)
     assert (message.direction, message.provider, message.provider_message_id) == (
-        "in", "twilio", params["RecordingSid"])
+        "in",
+        "twilio",
+        params["RecordingSid"],
+    )
     assert message.thread_id == call.thread_id and message.call_id == call.id
     assert message.media[0]["url"] == params["RecordingUrl"] and message.media[0]["duration_seconds"] == 12
-    assert (call.recording_sid, call.recording_url, call.outcome) == (params["RecordingSid"], params["RecordingUrl"],
-                                                                      "voicemail")
+    assert (call.recording_sid, call.recording_url, call.outcome) == (
+        params["RecordingSid"],
+        params["RecordingUrl"],
+        "voicemail",
+    )
     with db.scope() as session:
         thread = session.get(Thread, call.thread_id)
         assert thread.channel == "voice" and thread.unread_count == 1
@@ -493,8 +571,10 @@ def test_recording_status_stores_a_voicemail_once(client, db, tenant, monkeypatc
 @pytest.mark.parametrize("state", ["in-progress", "absent", "failed"])
 def test_recording_status_other_than_completed_stores_nothing(client, db, tenant, state):
     call_sid = start_call(client, tenant)
-    assert post(client, "/webhook/recording_status",
-                recording_params(call_sid, tenant, RecordingStatus=state)).status_code == 204
+    assert (
+        post(client, "/webhook/recording_status", recording_params(call_sid, tenant, RecordingStatus=state)).status_code
+        == 204
+    )
     assert voicemail_messages(db) == []
     assert call_row(db, call_sid).recording_sid is None
 

@@ -3,6 +3,7 @@
 The watchdog and transcriptions are background jobs: here they run in threads of the test process
 (`testkit.jobs.InProcessJobs`), under gunicorn in the jobs worker process, as in production.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,8 +40,9 @@ def twilio_rest():
 @pytest.fixture
 def app(make_app, twilio_rest):
     """The app, with its background jobs (the watchdog, transcriptions) run as the jobs worker would."""
-    app = make_app(**AI_ENV, TWILIO_API_BASE_URL=twilio_rest.url, WATCHDOG_SECONDS="0.3",
-                   TWILIO_API_TIMEOUT_SECONDS="0.5")
+    app = make_app(
+        **AI_ENV, TWILIO_API_BASE_URL=twilio_rest.url, WATCHDOG_SECONDS="0.3", TWILIO_API_TIMEOUT_SECONDS="0.5"
+    )
     with InProcessJobs(app):
         yield app
 
@@ -67,6 +69,7 @@ def set_call(db, call_sid, **fields):
 
 
 # ---- the watchdog ----------------------------------------------------------------------------
+
 
 def test_watchdog_redirects_a_call_whose_stream_never_started(client, db, tenant, twilio_rest):
     call_sid = start_call(client, tenant)
@@ -179,6 +182,7 @@ def _audits(db, action):
 
 # ---- voicemail transcription hook ------------------------------------------------------------
 
+
 class ScriptedTranscriber(VoicemailTranscriber):
     def __init__(self, text="שלום, תחזרו אליי בבקשה"):
         self.text = text
@@ -234,14 +238,22 @@ def test_failed_transcription_download_is_logged(app, client, db, tenant, twilio
 
 # ---- the fake itself -------------------------------------------------------------------------
 
+
 def test_fake_twilio_rest_speaks_twilios_wire_format(twilio_rest):
     base = f"{twilio_rest.url}/2010-04-01/Accounts/{ACCOUNT_SID}"
     auth = (ACCOUNT_SID, TEST_TWILIO_TOKEN)
     unauthorized = requests.post(f"{base}/Messages.json", data={"To": "+1"}, auth=(ACCOUNT_SID, "wrong"))
     assert unauthorized.status_code == 401 and unauthorized.json()["code"] == 20003
-    sent = requests.post(f"{base}/Messages.json", auth=auth,
-                         data={"From": "whatsapp:+97231234567", "To": "whatsapp:+972501234567",
-                               "ContentSid": "HX" + "1" * 32, "ContentVariables": '{"1": "x"}'})
+    sent = requests.post(
+        f"{base}/Messages.json",
+        auth=auth,
+        data={
+            "From": "whatsapp:+97231234567",
+            "To": "whatsapp:+972501234567",
+            "ContentSid": "HX" + "1" * 32,
+            "ContentVariables": '{"1": "x"}',
+        },
+    )
     assert sent.status_code == 201
     body = sent.json()
     assert body["sid"].startswith("SM") and body["status"] == "queued" and body["to"] == "whatsapp:+972501234567"
@@ -251,8 +263,9 @@ def test_fake_twilio_rest_speaks_twilios_wire_format(twilio_rest):
     assert refused.status_code == 400
     assert set(refused.json()) == {"code", "message", "more_info", "status"} and refused.json()["code"] == 21211
     assert requests.post(f"{base}/Messages.json", auth=auth, data={"From": "+1", "To": "+2", "Body": "hi"}).ok
-    other_account = requests.get(f"{twilio_rest.url}/2010-04-01/Accounts/AC{'9' * 32}/Calls/CA{'1' * 32}.json",
-                                 auth=auth)
+    other_account = requests.get(
+        f"{twilio_rest.url}/2010-04-01/Accounts/AC{'9' * 32}/Calls/CA{'1' * 32}.json", auth=auth
+    )
     assert other_account.status_code == 404 and other_account.json()["code"] == 20404
     audio = requests.get(f"{base}/Recordings/RE{'1' * 32}", auth=auth)
     assert audio.headers["Content-Type"] == "audio/x-wav" and audio.content.startswith(b"RIFF")
@@ -261,13 +274,19 @@ def test_fake_twilio_rest_speaks_twilios_wire_format(twilio_rest):
 
 # ---- real gunicorn -k gevent -----------------------------------------------------------------
 
+
 @pytest.mark.slow  # the app under real gunicorn
 def test_watchdog_fires_under_gunicorn_gevent(pg_database, twilio_rest, tmp_path):
     """Once, on PostgreSQL (the production database; psycopg2 made cooperative after fork)."""
     database_url = pg_database
     truncate_all(database_url)
-    env = {**BASE_TEST_ENV, **AI_ENV, "DATABASE_URL": database_url, "TWILIO_API_BASE_URL": twilio_rest.url,
-           "WATCHDOG_SECONDS": "0.5"}
+    env = {
+        **BASE_TEST_ENV,
+        **AI_ENV,
+        "DATABASE_URL": database_url,
+        "TWILIO_API_BASE_URL": twilio_rest.url,
+        "WATCHDOG_SECONDS": "0.5",
+    }
     with GunicornServer(env, log_path=tmp_path / "gunicorn.log", jobs_worker=True) as server:
         database = Database(make_settings(DATABASE_URL=database_url).sqlalchemy_url)
         tenant = create_tenant(database)

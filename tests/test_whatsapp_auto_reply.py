@@ -1,5 +1,6 @@
 """AI auto-replies on WhatsApp: asynchronous, through the provider the message came in on, one at a
 time per thread, silent after a staff reply. The language model is the local OpenAI-compatible fake."""
+
 from __future__ import annotations
 
 import threading
@@ -92,8 +93,12 @@ def test_reply_is_written_in_the_background_and_sent_through_the_bridge(wa_clien
     assert post_bridge(wa_client, bridge_message(tenant.whatsapp, text="אתם פתוחים מחר?")).status_code == 204
     assert time.monotonic() - started < 1.0
     [reply] = wait_for(lambda: replies(wa_db), timeout=15)
-    assert (reply.provider, reply.status, reply.sender_user_id, reply.body) == \
-        ("baileys", "sent", None, "קיבלתי: אתם פתוחים מחר?")
+    assert (reply.provider, reply.status, reply.sender_user_id, reply.body) == (
+        "baileys",
+        "sent",
+        None,
+        "קיבלתי: אתם פתוחים מחר?",
+    )
     assert bridge.accepted[0].body["text"] == reply.body and bridge.accepted[0].body["to"] == CUSTOMER
     [request] = llm.requests
     prompt = request["body"]["messages"]
@@ -126,9 +131,16 @@ def test_silent_after_a_staff_reply(wa_app, wa_client, wa_db, tenant, llm, bridg
     assert post_bridge(wa_client, bridge_message(tenant.whatsapp)).status_code == 204
     [inbound] = messages(wa_db)
     with wa_db.scope() as session:
-        insert_message(session, session.get(Thread, inbound.thread_id), direction="out",
-                       body="אני בודקת ואחזור אלייך", provider="baileys", provider_message_id="3EB0STAFF",
-                       status="sent", sender_user_id=tenant.user_id)
+        insert_message(
+            session,
+            session.get(Thread, inbound.thread_id),
+            direction="out",
+            body="אני בודקת ואחזור אלייך",
+            provider="baileys",
+            provider_message_id="3EB0STAFF",
+            status="sent",
+            sender_user_id=tenant.user_id,
+        )
     set_auto_reply(wa_db, tenant.business_id)
     reply_to_message(wa_db, wa_app.config["SETTINGS"], inbound.id)
     assert llm.requests == [] and len(messages(wa_db, direction="out")) == 1
@@ -141,8 +153,14 @@ def test_silent_when_staff_replies_while_the_model_is_writing(wa_app, wa_client,
 
     def staff_answers_meanwhile(prompt):
         with wa_db.scope() as session:
-            insert_message(session, session.get(Thread, inbound.thread_id), direction="out", body="כבר עניתי",
-                           sender_user_id=tenant.user_id, status="sent")
+            insert_message(
+                session,
+                session.get(Thread, inbound.thread_id),
+                direction="out",
+                body="כבר עניתי",
+                sender_user_id=tenant.user_id,
+                status="sent",
+            )
         return "תשובת המודל"
 
     llm.reply_fn = staff_answers_meanwhile
@@ -163,8 +181,11 @@ def test_second_message_is_answered_after_the_first_never_in_parallel(wa_client,
     wait_for(lambda: len(replies(wa_db)) == 2, timeout=15)
     assert model.most_active == 1
     second_prompt = llm.requests[1]["body"]["messages"][1:]  # the chat as it happened
-    assert second_prompt == [{"role": "user", "content": "שאלה ראשונה"}, {"role": "user", "content": "ועוד שאלה"},
-                             {"role": "assistant", "content": "תשובה 1"}]
+    assert second_prompt == [
+        {"role": "user", "content": "שאלה ראשונה"},
+        {"role": "user", "content": "ועוד שאלה"},
+        {"role": "assistant", "content": "תשובה 1"},
+    ]
     assert [m.body for m in replies(wa_db)] == ["תשובה 1", "תשובה 2"]
 
 
@@ -173,15 +194,19 @@ def test_messages_that_arrived_together_get_one_reply(wa_app, wa_client, wa_db, 
         assert post_bridge(wa_client, bridge_message(tenant.whatsapp, text=text)).status_code == 204
     first, second = messages(wa_db)
     set_auto_reply(wa_db, tenant.business_id)
-    tasks = [threading.Thread(target=reply_to_message, args=(wa_db, wa_app.config["SETTINGS"], m.id))
-             for m in (first, second)]
+    tasks = [
+        threading.Thread(target=reply_to_message, args=(wa_db, wa_app.config["SETTINGS"], m.id))
+        for m in (first, second)
+    ]
     for task in tasks:
         task.start()
     for task in tasks:
         task.join(15)
     assert len(llm.requests) == 1 and len(replies(wa_db)) == 1
-    assert llm.requests[0]["body"]["messages"][1:] == [{"role": "user", "content": "היי"},
-                                                       {"role": "user", "content": "רציתי לשאול על מחירים"}]
+    assert llm.requests[0]["body"]["messages"][1:] == [
+        {"role": "user", "content": "היי"},
+        {"role": "user", "content": "רציתי לשאול על מחירים"},
+    ]
     with wa_db.scope() as session:
         thread = session.get(Thread, second.thread_id)
         assert (thread.ai_replied_through_id, thread.ai_reply_lease_token) == (second.id, None)
@@ -192,8 +217,11 @@ def test_the_lease_is_shared_with_other_workers(wa_app, wa_client, wa_db, tenant
     [inbound] = messages(wa_db)
     set_auto_reply(wa_db, tenant.business_id)
     with wa_db.scope() as session:  # another worker is answering this thread
-        session.execute(sa.update(Thread).values(ai_reply_lease_token="other-worker",
-                                                 ai_reply_lease_until=utcnow() + timedelta(minutes=2)))
+        session.execute(
+            sa.update(Thread).values(
+                ai_reply_lease_token="other-worker", ai_reply_lease_until=utcnow() + timedelta(minutes=2)
+            )
+        )
     task = threading.Thread(target=reply_to_message, args=(wa_db, wa_app.config["SETTINGS"], inbound.id))
     task.start()
     time.sleep(0.6)
@@ -219,16 +247,22 @@ def test_the_language_model_is_the_one_the_calls_use(make_app, wa_env, wa_client
     assert post_bridge(wa_client, bridge_message(tenant.whatsapp, text="מתי פותחים?")).status_code == 204
     [inbound] = messages(wa_db)
     set_auto_reply(wa_db, tenant.business_id)
-    scripted = make_app(**wa_env(OPENAI_API_KEY=llm.api_key, OPENAI_BASE_URL=llm.base_url,
-                                 VOICE_PROVIDERS="testkit.fakes.scripted_providers:build"))
+    scripted = make_app(
+        **wa_env(
+            OPENAI_API_KEY=llm.api_key,
+            OPENAI_BASE_URL=llm.base_url,
+            VOICE_PROVIDERS="testkit.fakes.scripted_providers:build",
+        )
+    )
     reply_to_message(wa_db, scripted.config["SETTINGS"], inbound.id)
     assert llm.requests == []
     [reply] = replies(wa_db)
     assert reply.body == scripted_reply("מתי פותחים?") and bridge.accepted[0].body["text"] == reply.body
 
 
-def test_a_plug_in_that_cannot_be_loaded_sends_nothing_and_frees_the_thread(make_app, wa_env, wa_client, wa_db,
-                                                                            tenant, llm, bridge, caplog):
+def test_a_plug_in_that_cannot_be_loaded_sends_nothing_and_frees_the_thread(
+    make_app, wa_env, wa_client, wa_db, tenant, llm, bridge, caplog
+):
     assert post_bridge(wa_client, bridge_message(tenant.whatsapp)).status_code == 204
     [inbound] = messages(wa_db)
     set_auto_reply(wa_db, tenant.business_id)

@@ -1,6 +1,7 @@
 """WhatsApp under production conditions: real gunicorn, gevent workers, two of them, both databases.
 The AI reply is a job queued after the webhook's response and run by the jobs worker process (two
 threads); the thread lease holds across them."""
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -41,14 +42,18 @@ def test_ai_replies_across_two_gevent_workers(database_url, db, tmp_path, wa_env
         session.get(Business, tenant.business_id).features = {"wa_auto_reply": True}
     with FakeOpenAI() as llm:
         model = llm.reply_fn = GatedModel()
-        env = {**BASE_TEST_ENV, **wa_env(OPENAI_API_KEY=llm.api_key, OPENAI_BASE_URL=llm.base_url),
-               "DATABASE_URL": database_url}
+        env = {
+            **BASE_TEST_ENV,
+            **wa_env(OPENAI_API_KEY=llm.api_key, OPENAI_BASE_URL=llm.base_url),
+            "DATABASE_URL": database_url,
+        }
         with GunicornServer(env, workers=2, log_path=tmp_path / "gunicorn.log", jobs_worker=True) as server:
             # Twilio: signed inbound → 204 at once → the reply goes back through Twilio.
             form = twilio_form(tenant.whatsapp, body="מה שעות הפתיחה?")
             signature = RequestValidator(TEST_TWILIO_TOKEN).compute_signature(TEST_BASE_URL + TWILIO_INBOUND, form)
-            response = requests.post(server.url + TWILIO_INBOUND, data=form, headers={"X-Twilio-Signature": signature},
-                                     timeout=5)
+            response = requests.post(
+                server.url + TWILIO_INBOUND, data=form, headers={"X-Twilio-Signature": signature}, timeout=5
+            )
             assert response.status_code == 204 and response.content == b""
             wait_for(lambda: model.calls == 1)
             # Two more customer messages, on whichever worker: each waits for the thread's lease.
@@ -70,8 +75,12 @@ def test_ai_replies_across_two_gevent_workers(database_url, db, tmp_path, wa_env
 
 def _post_bridge(url: str, event: dict) -> int:
     raw = json.dumps(event, ensure_ascii=False).encode("utf-8")
-    response = requests.post(url + BAILEYS, data=raw, timeout=5, headers={
-        "Content-Type": "application/json", bridge_hmac.HEADER: bridge_hmac.sign(WA_SECRET, raw)})
+    response = requests.post(
+        url + BAILEYS,
+        data=raw,
+        timeout=5,
+        headers={"Content-Type": "application/json", bridge_hmac.HEADER: bridge_hmac.sign(WA_SECRET, raw)},
+    )
     return response.status_code
 
 

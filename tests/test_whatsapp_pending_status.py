@@ -1,6 +1,7 @@
 """A delivery status that arrives before its message has the provider's id is kept, and applied once
 the send stores the id (docs/api.md, "Webhooks"). The fakes report while the send is still waiting
 for their answer, as Twilio and the bridge can."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -46,15 +47,18 @@ def twilio_reports(twilio_api, wa_app):
             for status, extra in statuses:
                 response = post_twilio(client, TWILIO_STATUS, status_form(message["sid"], status, **extra))
                 posted.append(response.status_code)
+
         twilio_api.before_answer = post
         return posted
+
     yield report
     twilio_api.before_answer = None
 
 
 def send_twilio(client, tenant) -> dict:
-    response = client.post(SEND, json={"to": CUSTOMER, "text": "התור נקבע ל-10:00", "provider": "twilio"},
-                           headers=tenant.headers)
+    response = client.post(
+        SEND, json={"to": CUSTOMER, "text": "התור נקבע ל-10:00", "provider": "twilio"}, headers=tenant.headers
+    )
     assert response.status_code == 200, response.json
     return response.json
 
@@ -64,16 +68,23 @@ def pending(db) -> list[PendingStatus]:
         return list(session.scalars(sa.select(PendingStatus).order_by(PendingStatus.id)))
 
 
-@pytest.mark.parametrize("reports, expected", [
-    ([("sent", {}), ("delivered", {}), ("read", {})], ("read", None)),
-    ([("read", {}), ("delivered", {}), ("sent", {})], ("read", None)),  # out of order: still read
-    ([("delivered", {}), ("undelivered", {"ErrorCode": "63016", "ErrorMessage": "outside the window"})],
-     ("delivered", None)),  # a failure after delivery is ignored
-    ([("undelivered", {"ErrorCode": "63016", "ErrorMessage": "outside the window"})], ("failed", "63016")),
-    ([("failed", {"ErrorCode": "30008"}), ("read", {})], ("read", None)),  # read proves it arrived
-], ids=["in-order", "reverse", "failed-after-delivered", "failed", "failed-then-read"])
-def test_twilio_status_before_the_send_stored_the_sid_is_applied(wa_client, wa_db, tenant, twilio_reports,
-                                                                 reports, expected):
+@pytest.mark.parametrize(
+    "reports, expected",
+    [
+        ([("sent", {}), ("delivered", {}), ("read", {})], ("read", None)),
+        ([("read", {}), ("delivered", {}), ("sent", {})], ("read", None)),  # out of order: still read
+        (
+            [("delivered", {}), ("undelivered", {"ErrorCode": "63016", "ErrorMessage": "outside the window"})],
+            ("delivered", None),
+        ),  # a failure after delivery is ignored
+        ([("undelivered", {"ErrorCode": "63016", "ErrorMessage": "outside the window"})], ("failed", "63016")),
+        ([("failed", {"ErrorCode": "30008"}), ("read", {})], ("read", None)),  # read proves it arrived
+    ],
+    ids=["in-order", "reverse", "failed-after-delivered", "failed", "failed-then-read"],
+)
+def test_twilio_status_before_the_send_stored_the_sid_is_applied(
+    wa_client, wa_db, tenant, twilio_reports, reports, expected
+):
     posted = twilio_reports(*reports)
     sent = send_twilio(wa_client, tenant)
     assert posted == [204] * len(reports)  # each callback found no message with that sid: answered as ever
@@ -90,8 +101,9 @@ def test_a_late_sent_never_overwrites_an_early_read(wa_client, wa_db, tenant, tw
     sent = send_twilio(wa_client, tenant)
     assert messages(wa_db)[0].status == "read"
     assert post_twilio(wa_client, TWILIO_STATUS, status_form(sent["provider_message_id"], "sent")).status_code == 204
-    assert post_twilio(wa_client, TWILIO_STATUS,
-                       status_form(sent["provider_message_id"], "delivered")).status_code == 204
+    assert (
+        post_twilio(wa_client, TWILIO_STATUS, status_form(sent["provider_message_id"], "delivered")).status_code == 204
+    )
     assert messages(wa_db)[0].status == "read"
 
 
@@ -102,14 +114,19 @@ def test_bridge_status_before_the_send_stored_the_id_is_applied(wa_app, wa_clien
         client = wa_app.test_client()
         for status in ("read", "delivered", "sent"):
             posted.append(post_bridge(client, {"event": "status", "id": message_id, "status": status}).status_code)
+
     bridge.before_answer = report
-    response = wa_client.post(SEND, json={"to": CUSTOMER, "text": "שלום", "provider": "baileys"},
-                              headers=tenant.headers)
+    response = wa_client.post(
+        SEND, json={"to": CUSTOMER, "text": "שלום", "provider": "baileys"}, headers=tenant.headers
+    )
     assert response.status_code == 200, response.json
     assert posted == [204, 204, 204]
     [message] = messages(wa_db)
-    assert (message.provider, message.provider_message_id, message.status) == \
-        ("baileys", response.json["provider_message_id"], "read")
+    assert (message.provider, message.provider_message_id, message.status) == (
+        "baileys",
+        response.json["provider_message_id"],
+        "read",
+    )
     assert pending(wa_db) == []
 
 
@@ -143,8 +160,9 @@ def test_keeping_a_status_looks_again_after_committing(wa_db, tenant):
     with wa_db.scope() as session:
         customer = upsert_customer(session, tenant.business_id, phone=CUSTOMER)
         thread = upsert_thread(session, tenant.business_id, customer.id, "whatsapp")
-        insert_message(session, thread, direction="out", body="שלום", provider="twilio",
-                       provider_message_id=sid, status="sent")
+        insert_message(
+            session, thread, direction="out", body="שלום", provider="twilio", provider_message_id=sid, status="sent"
+        )
     with wa_db.scope() as session:
         assert keep_for_later(session, "twilio", sid, "delivered") is True
     assert messages(wa_db)[0].status == "delivered"
@@ -157,8 +175,9 @@ def test_a_kept_status_the_send_missed_is_settled_by_the_next_report(wa_db, tena
         keep_for_later(session, "twilio", sid, "failed", error_code="30008", error_message="unknown error")
         customer = upsert_customer(session, tenant.business_id, phone=CUSTOMER)
         thread = upsert_thread(session, tenant.business_id, customer.id, "whatsapp")
-        insert_message(session, thread, direction="out", body="שלום", provider="twilio",
-                       provider_message_id=sid, status="sent")
+        insert_message(
+            session, thread, direction="out", body="שלום", provider="twilio", provider_message_id=sid, status="sent"
+        )
     assert len(pending(wa_db)) == 1  # stored without the send's settling (its database went away)
     with wa_db.scope() as session:
         assert apply_status(session, "twilio", sid, "sent") is True

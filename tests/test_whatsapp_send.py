@@ -1,5 +1,6 @@
 """`POST /api/whatsapp/send` and `send_whatsapp()`: validation, provider routing, fallback, the 24-hour
 window, storage of the outgoing message and `Idempotency-Key` (docs/api.md, "WhatsApp")."""
+
 from __future__ import annotations
 
 import json
@@ -55,39 +56,58 @@ def customer_wrote_via_twilio(client, tenant) -> None:
 # ---- validation ----------------------------------------------------------------------------
 def test_send_needs_a_token(wa_client, bridge):
     assert wa_client.post(SEND, json={"to": CUSTOMER, "text": "hi"}).status_code == 401
-    assert wa_client.post(SEND, json={"to": CUSTOMER, "text": "hi"},
-                          headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert (
+        wa_client.post(SEND, json={"to": CUSTOMER, "text": "hi"}, headers={"Authorization": "Bearer nope"}).status_code
+        == 401
+    )
     assert bridge.sends == []
 
 
 def test_bad_requests_are_400_and_send_nothing(wa_client, wa_db, tenant, bridge, twilio_api):
     # A missing, empty or wrong-typed field is `invalid_field` naming it; other mistakes have their own code.
     cases = [
-        ({"text": "hi"}, "invalid_field", "to"), ({"to": CUSTOMER}, "invalid_field", "text"),
-        ({"to": CUSTOMER, "text": "  "}, "invalid_field", "text"), ({"to": "", "text": "hi"}, "invalid_field", "to"),
+        ({"text": "hi"}, "invalid_field", "to"),
+        ({"to": CUSTOMER}, "invalid_field", "text"),
+        ({"to": CUSTOMER, "text": "  "}, "invalid_field", "text"),
+        ({"to": "", "text": "hi"}, "invalid_field", "to"),
         ({"to": 972501234567, "text": "hi"}, "invalid_field", "to"),
         ({"to": CUSTOMER, "text": ["hi"]}, "invalid_field", "text"),
         ({"to": CUSTOMER, "text": "hi", "provider": ["twilio"]}, "invalid_field", "provider"),
         ({"to": CUSTOMER, "content_sid": "  "}, "invalid_field", "content_sid"),
         ({"to": CUSTOMER, "content_sid": 7}, "invalid_field", "content_sid"),
         ({"to": CUSTOMER, "text": "a\x00b"}, "invalid_field", "text"),
-        ({"to": "hello", "text": "hi"}, "invalid_to", "to"), ({"to": "whatsapp:+12", "text": "hi"}, "invalid_to", "to"),
+        ({"to": "hello", "text": "hi"}, "invalid_to", "to"),
+        ({"to": "whatsapp:+12", "text": "hi"}, "invalid_to", "to"),
         ({"to": CUSTOMER, "text": "hi", "provider": "sms"}, "invalid_provider", "provider"),
         ({"to": CUSTOMER, "text": "x" * 4097}, "text_too_long", "text"),
-        ({"to": CUSTOMER, "content_sid": "HX1", "content_variables": "[1]"}, "invalid_content_variables",
-         "content_variables"),
+        (
+            {"to": CUSTOMER, "content_sid": "HX1", "content_variables": "[1]"},
+            "invalid_content_variables",
+            "content_variables",
+        ),
         ({"to": CUSTOMER, "content_sid": "HX1", "content_variables": 5}, "invalid_field", "content_variables"),
         ({"to": CUSTOMER, "content_sid": "HX1", "provider": "baileys"}, "unsupported_by_provider", "provider"),
         ({"to": "140913951141911@lid", "text": "hi", "provider": "twilio"}, "unsupported_by_provider", "provider"),
     ]
     for body, error, field in cases:
         response = send(wa_client, tenant, body)
-        assert (response.status_code, response.json["error"], response.json["field"], response.json["success"]) == \
-            (400, error, field, False), body
-    lone_surrogate = wa_client.post(SEND, data=json.dumps({"to": CUSTOMER, "text": "\ud800"}),  # ASCII-escaped
-                                    content_type="application/json", headers=tenant.headers)
-    assert (lone_surrogate.status_code, lone_surrogate.json["error"], lone_surrogate.json["field"]) == \
-        (400, "invalid_field", "text")
+        assert (response.status_code, response.json["error"], response.json["field"], response.json["success"]) == (
+            400,
+            error,
+            field,
+            False,
+        ), body
+    lone_surrogate = wa_client.post(
+        SEND,
+        data=json.dumps({"to": CUSTOMER, "text": "\ud800"}),  # ASCII-escaped
+        content_type="application/json",
+        headers=tenant.headers,
+    )
+    assert (lone_surrogate.status_code, lone_surrogate.json["error"], lone_surrogate.json["field"]) == (
+        400,
+        "invalid_field",
+        "text",
+    )
     assert wa_client.post(SEND, data="{", headers=tenant.headers).status_code == 400
     response = send(wa_client, tenant, {"to": CUSTOMER, "text": "hi"}, **{"Idempotency-Key": "k" * 129})
     assert (response.status_code, response.json["error"]) == (400, "invalid_idempotency_key")
@@ -104,17 +124,31 @@ def test_disabled_providers_answer_501(make_app, tenant, wa_env):
 
 # ---- sending through each provider ----------------------------------------------------------
 def test_send_through_baileys(wa_client, wa_db, tenant, bridge):
-    response = send(wa_client, tenant, {"to": "whatsapp:" + CUSTOMER, "message": "התור שלך מחר ב-10:00",
-                                        "provider": "baileys"})
+    response = send(
+        wa_client, tenant, {"to": "whatsapp:" + CUSTOMER, "message": "התור שלך מחר ב-10:00", "provider": "baileys"}
+    )
     assert response.status_code == 200
     [sent] = bridge.accepted
-    assert response.json == {"success": True, "provider": "baileys", "message_id": response.json["message_id"],
-                             "provider_message_id": bridge._message_id(sent.body["idempotency_key"])}
-    assert sent.body == {"to": CUSTOMER, "text": "התור שלך מחר ב-10:00",
-                         "idempotency_key": f"wa-message-{response.json['message_id']}"}
+    assert response.json == {
+        "success": True,
+        "provider": "baileys",
+        "message_id": response.json["message_id"],
+        "provider_message_id": bridge._message_id(sent.body["idempotency_key"]),
+    }
+    assert sent.body == {
+        "to": CUSTOMER,
+        "text": "התור שלך מחר ב-10:00",
+        "idempotency_key": f"wa-message-{response.json['message_id']}",
+    }
     [message] = messages(wa_db)
-    assert (message.id, message.direction, message.provider, message.status, message.sender_user_id, message.body) == \
-        (response.json["message_id"], "out", "baileys", "sent", tenant.user_id, "התור שלך מחר ב-10:00")
+    assert (message.id, message.direction, message.provider, message.status, message.sender_user_id, message.body) == (
+        response.json["message_id"],
+        "out",
+        "baileys",
+        "sent",
+        tenant.user_id,
+        "התור שלך מחר ב-10:00",
+    )
     assert message.provider_message_id == response.json["provider_message_id"]
 
 
@@ -124,17 +158,31 @@ def test_send_through_twilio(wa_client, wa_db, tenant, twilio_api):
     assert response.status_code == 200, response.json
     [request] = twilio_api.requests_for("Messages")
     assert request.auth_user == twilio_api.account_sid
-    assert request.form == {"To": f"whatsapp:{CUSTOMER}", "From": f"whatsapp:{TWILIO_SENDER}", "Body": "שלום!",
-                            "StatusCallback": f"{TEST_BASE_URL}/webhook/whatsapp/twilio/status"}
+    assert request.form == {
+        "To": f"whatsapp:{CUSTOMER}",
+        "From": f"whatsapp:{TWILIO_SENDER}",
+        "Body": "שלום!",
+        "StatusCallback": f"{TEST_BASE_URL}/webhook/whatsapp/twilio/status",
+    }
     assert response.json["provider_message_id"] in twilio_api.messages
     [message] = messages(wa_db, direction="out")
-    assert (message.provider, message.provider_message_id, message.status) == \
-        ("twilio", response.json["provider_message_id"], "sent")
+    assert (message.provider, message.provider_message_id, message.status) == (
+        "twilio",
+        response.json["provider_message_id"],
+        "sent",
+    )
 
 
 def test_template_goes_out_as_content_sid_without_body(wa_client, wa_db, tenant, twilio_api):
-    response = send(wa_client, tenant, {"to": CUSTOMER, "content_sid": "HXb5b62575e6e4ff6129ad7c8efe1f983e",
-                                        "content_variables": {"1": "דנה", "2": "10:00"}})
+    response = send(
+        wa_client,
+        tenant,
+        {
+            "to": CUSTOMER,
+            "content_sid": "HXb5b62575e6e4ff6129ad7c8efe1f983e",
+            "content_variables": {"1": "דנה", "2": "10:00"},
+        },
+    )
     assert response.status_code == 200 and response.json["provider"] == "twilio"
     [request] = twilio_api.requests_for("Messages")
     assert "Body" not in request.form
@@ -251,17 +299,32 @@ def test_twilio_free_form_needs_the_24_hour_window(make_app, tenant, wa_env, twi
     customer_wrote_via_twilio(client, tenant)
     assert send(client, tenant, {"to": CUSTOMER, "text": "hi"}).status_code == 200
     with db.scope() as session:  # the customer's message is now 25 hours old
-        session.execute(sa.update(Message).where(Message.direction == "in").values(
-            created_at=utcnow() - timedelta(hours=25)))
+        session.execute(
+            sa.update(Message).where(Message.direction == "in").values(created_at=utcnow() - timedelta(hours=25))
+        )
     assert send(client, tenant, {"to": CUSTOMER, "text": "hi"}).status_code == 422
     assert send(client, tenant, {"to": CUSTOMER, "content_sid": "HX123"}).status_code == 200
     assert len(twilio_api.requests_for("Messages")) == 2
 
 
 def test_a_message_to_the_bridge_number_does_not_open_the_twilio_window(wa_client, tenant, bridge, twilio_api):
-    assert post_bridge(wa_client, {"event": "message", "id": "3EB0A", "chat": "972501234567@s.whatsapp.net",
-                                   "from": CUSTOMER, "lid": None, "push_name": "", "text": "hi",
-                                   "timestamp": 0, "to": tenant.whatsapp}).status_code == 204
+    assert (
+        post_bridge(
+            wa_client,
+            {
+                "event": "message",
+                "id": "3EB0A",
+                "chat": "972501234567@s.whatsapp.net",
+                "from": CUSTOMER,
+                "lid": None,
+                "push_name": "",
+                "text": "hi",
+                "timestamp": 0,
+                "to": tenant.whatsapp,
+            },
+        ).status_code
+        == 204
+    )
     bridge_reports(wa_client, "close")
     response = send(wa_client, tenant, {"to": CUSTOMER, "text": "hi"})
     assert (response.status_code, response.json["error"]) == (422, "template_required")
@@ -332,8 +395,15 @@ def test_concurrent_duplicates_send_once(wa_client, wa_db, tenant, bridge):
 def test_send_whatsapp_for_other_areas(wa_app, wa_db, tenant, bridge):
     agent = add_user(wa_db, tenant.business_id, "agent")
     with wa_db.scope() as session:
-        result = send_whatsapp(session, wa_app.config["SETTINGS"], tenant.business_id, to="0501234567",
-                               text="hi", sender_user_id=agent.user_id, idempotency_key="crm-1")
+        result = send_whatsapp(
+            session,
+            wa_app.config["SETTINGS"],
+            tenant.business_id,
+            to="0501234567",
+            text="hi",
+            sender_user_id=agent.user_id,
+            idempotency_key="crm-1",
+        )
     assert isinstance(result, SendResult) and result.provider == "baileys"
     [message] = messages(wa_db)
     assert (message.id, message.status, message.sender_user_id) == (result.message_id, "sent", agent.user_id)

@@ -1,5 +1,6 @@
 """Shared pieces of the WhatsApp tests: the providers' side of each webhook, the fakes wired into an
 app, and small DB readers. (No tests here; the `test_whatsapp_*` modules import from it.)"""
+
 from __future__ import annotations
 
 import json
@@ -33,21 +34,43 @@ def new_message_sid() -> str:
     return "SM" + secrets.token_hex(16)
 
 
-def twilio_form(to: str, *, sid: str | None = None, from_: str = CUSTOMER, body: str = "שלום, יש תור מחר?",
-                **extra: str) -> dict[str, str]:
+def twilio_form(
+    to: str, *, sid: str | None = None, from_: str = CUSTOMER, body: str = "שלום, יש תור מחר?", **extra: str
+) -> dict[str, str]:
     """The form Twilio posts for an inbound WhatsApp message."""
     sid = sid or new_message_sid()
-    return {"SmsMessageSid": sid, "NumMedia": "0", "ProfileName": "דנה", "MessageType": "text", "SmsSid": sid,
-            "WaId": from_.lstrip("+"), "SmsStatus": "received", "Body": body, "To": f"whatsapp:{to}",
-            "NumSegments": "1", "ReferralNumMedia": "0", "MessageSid": sid,
-            "AccountSid": BASE_TEST_ENV["TWILIO_ACCOUNT_SID"], "From": f"whatsapp:{from_}",
-            "ApiVersion": "2010-04-01", **extra}
+    return {
+        "SmsMessageSid": sid,
+        "NumMedia": "0",
+        "ProfileName": "דנה",
+        "MessageType": "text",
+        "SmsSid": sid,
+        "WaId": from_.lstrip("+"),
+        "SmsStatus": "received",
+        "Body": body,
+        "To": f"whatsapp:{to}",
+        "NumSegments": "1",
+        "ReferralNumMedia": "0",
+        "MessageSid": sid,
+        "AccountSid": BASE_TEST_ENV["TWILIO_ACCOUNT_SID"],
+        "From": f"whatsapp:{from_}",
+        "ApiVersion": "2010-04-01",
+        **extra,
+    }
 
 
 def status_form(sid: str, status: str, **extra: str) -> dict[str, str]:
-    return {"MessageSid": sid, "SmsSid": sid, "MessageStatus": status, "SmsStatus": status,
-            "AccountSid": BASE_TEST_ENV["TWILIO_ACCOUNT_SID"], "From": f"whatsapp:{TWILIO_SENDER}",
-            "To": f"whatsapp:{CUSTOMER}", "ApiVersion": "2010-04-01", **extra}
+    return {
+        "MessageSid": sid,
+        "SmsSid": sid,
+        "MessageStatus": status,
+        "SmsStatus": status,
+        "AccountSid": BASE_TEST_ENV["TWILIO_ACCOUNT_SID"],
+        "From": f"whatsapp:{TWILIO_SENDER}",
+        "To": f"whatsapp:{CUSTOMER}",
+        "ApiVersion": "2010-04-01",
+        **extra,
+    }
 
 
 def post_twilio(client, path: str, form: dict[str, str], *, signature: str | None = None):
@@ -59,16 +82,38 @@ def post_twilio(client, path: str, form: dict[str, str], *, signature: str | Non
 
 
 # ---- the bridge's side ---------------------------------------------------------------------
-def bridge_message(to: str, *, msg_id: str | None = None, from_: str | None = CUSTOMER, lid: str | None = None,
-                   text: str = "שלום, אפשר לקבוע תור?", push_name: str = "דנה") -> dict[str, Any]:
+def bridge_message(
+    to: str,
+    *,
+    msg_id: str | None = None,
+    from_: str | None = CUSTOMER,
+    lid: str | None = None,
+    text: str = "שלום, אפשר לקבוע תור?",
+    push_name: str = "דנה",
+) -> dict[str, Any]:
     phone_or_lid = (from_ or lid or "").lstrip("+")
     chat = f"{phone_or_lid}@s.whatsapp.net" if from_ else lid
-    return {"event": "message", "id": msg_id or "3EB0" + secrets.token_hex(8).upper(), "chat": chat,
-            "from": from_, "lid": lid, "push_name": push_name, "text": text, "timestamp": int(time.time()), "to": to}
+    return {
+        "event": "message",
+        "id": msg_id or "3EB0" + secrets.token_hex(8).upper(),
+        "chat": chat,
+        "from": from_,
+        "lid": lid,
+        "push_name": push_name,
+        "text": text,
+        "timestamp": int(time.time()),
+        "to": to,
+    }
 
 
-def post_bridge(client, event: dict[str, Any] | bytes, *, secret: str = WA_SECRET, timestamp: int | None = None,
-                header: str | None = None):
+def post_bridge(
+    client,
+    event: dict[str, Any] | bytes,
+    *,
+    secret: str = WA_SECRET,
+    timestamp: int | None = None,
+    header: str | None = None,
+):
     raw = event if isinstance(event, bytes) else json.dumps(event, ensure_ascii=False).encode("utf-8")
     if header is None:
         header = bridge_hmac.sign(secret, raw, timestamp)
@@ -108,11 +153,21 @@ def twilio_api(twilio_server):
 @pytest.fixture
 def wa_env(bridge, twilio_api) -> Callable[..., dict[str, str]]:
     """Environment for an app with both providers enabled and pointed at the fakes."""
+
     def env(**overrides: str) -> dict[str, str]:
-        return {"ENABLE_WA_TWILIO": "true", "TWILIO_WA_FROM": f"whatsapp:{TWILIO_SENDER}",
-                "TWILIO_API_BASE_URL": twilio_api.url, "TWILIO_API_TIMEOUT_SECONDS": "1",
-                "ENABLE_WA_BAILEYS": "true", "WA_SHARED_SECRET": WA_SECRET, "WA_BAILEYS_URL": bridge.url,
-                "WA_BAILEYS_TIMEOUT_SECONDS": "1", "WA_PROVIDER_PRIORITY": "baileys,twilio", **overrides}
+        return {
+            "ENABLE_WA_TWILIO": "true",
+            "TWILIO_WA_FROM": f"whatsapp:{TWILIO_SENDER}",
+            "TWILIO_API_BASE_URL": twilio_api.url,
+            "TWILIO_API_TIMEOUT_SECONDS": "1",
+            "ENABLE_WA_BAILEYS": "true",
+            "WA_SHARED_SECRET": WA_SECRET,
+            "WA_BAILEYS_URL": bridge.url,
+            "WA_BAILEYS_TIMEOUT_SECONDS": "1",
+            "WA_PROVIDER_PRIORITY": "baileys,twilio",
+            **overrides,
+        }
+
     return env
 
 
@@ -144,8 +199,9 @@ def messages(db, **where: Any) -> list[Message]:
 
 def customers(db, business_id: int) -> list[Customer]:
     with db.scope() as session:
-        return list(session.scalars(sa.select(Customer).where(Customer.business_id == business_id)
-                                    .order_by(Customer.id)))
+        return list(
+            session.scalars(sa.select(Customer).where(Customer.business_id == business_id).order_by(Customer.id))
+        )
 
 
 def threads(db, business_id: int) -> list[Thread]:

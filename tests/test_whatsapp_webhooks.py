@@ -1,4 +1,5 @@
 """WhatsApp webhooks: Twilio inbound + status callbacks, the Baileys bridge's events (docs/api.md, "Webhooks")."""
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,15 @@ def outgoing(db, business_id: int, provider: str, provider_message_id: str, stat
     with db.scope() as session:
         customer = upsert_customer(session, business_id, phone=CUSTOMER)
         thread = upsert_thread(session, business_id, customer.id, "whatsapp")
-        message, _ = insert_message(session, thread, direction="out", body="התור נקבע", provider=provider,
-                                    provider_message_id=provider_message_id, status=status)
+        message, _ = insert_message(
+            session,
+            thread,
+            direction="out",
+            body="התור נקבע",
+            provider=provider,
+            provider_message_id=provider_message_id,
+            status=status,
+        )
         return message.id
 
 
@@ -61,8 +69,13 @@ def test_twilio_inbound_stores_customer_thread_and_message(wa_client, wa_db, ten
     [thread] = threads(wa_db, tenant.business_id)
     assert (thread.channel, thread.customer_id, thread.unread_count) == ("whatsapp", customer.id, 1)
     [message] = messages(wa_db)
-    assert (message.direction, message.provider, message.provider_message_id, message.body, message.kind) == \
-        ("in", "twilio", form["MessageSid"], form["Body"], "text")
+    assert (message.direction, message.provider, message.provider_message_id, message.body, message.kind) == (
+        "in",
+        "twilio",
+        form["MessageSid"],
+        form["Body"],
+        "text",
+    )
     assert message.thread_id == thread.id and message.business_id == tenant.business_id
 
 
@@ -75,22 +88,51 @@ def test_twilio_inbound_replay_stores_nothing_new(wa_client, wa_db, tenant):
 
 
 def test_twilio_inbound_media_and_location(wa_client, wa_db, tenant):
-    media = twilio_form(tenant.whatsapp, body="", NumMedia="2", MessageType="image",
-                        MediaUrl0="https://api.twilio.com/media/ME1", MediaContentType0="image/jpeg",
-                        MediaUrl1="https://api.twilio.com/media/ME2", MediaContentType1="application/pdf")
-    location = twilio_form(tenant.whatsapp, body="", MessageType="location", Latitude="32.0853",
-                           Longitude="34.7818", Address="דיזנגוף 50, תל אביב", Label="הבית")
-    untyped = twilio_form(tenant.whatsapp, body="", NumMedia="1", MessageType="",
-                          MediaUrl0="https://api.twilio.com/media/ME3", MediaContentType0="application/pdf")
+    media = twilio_form(
+        tenant.whatsapp,
+        body="",
+        NumMedia="2",
+        MessageType="image",
+        MediaUrl0="https://api.twilio.com/media/ME1",
+        MediaContentType0="image/jpeg",
+        MediaUrl1="https://api.twilio.com/media/ME2",
+        MediaContentType1="application/pdf",
+    )
+    location = twilio_form(
+        tenant.whatsapp,
+        body="",
+        MessageType="location",
+        Latitude="32.0853",
+        Longitude="34.7818",
+        Address="דיזנגוף 50, תל אביב",
+        Label="הבית",
+    )
+    untyped = twilio_form(
+        tenant.whatsapp,
+        body="",
+        NumMedia="1",
+        MessageType="",
+        MediaUrl0="https://api.twilio.com/media/ME3",
+        MediaContentType0="application/pdf",
+    )
     for form in (media, location, untyped):
         assert post_twilio(wa_client, TWILIO_INBOUND, form).status_code == 204
     first, second, third = messages(wa_db)
     assert (first.kind, third.kind) == ("image", "document")
-    assert first.media == [{"url": "https://api.twilio.com/media/ME1", "content_type": "image/jpeg"},
-                           {"url": "https://api.twilio.com/media/ME2", "content_type": "application/pdf"}]
+    assert first.media == [
+        {"url": "https://api.twilio.com/media/ME1", "content_type": "image/jpeg"},
+        {"url": "https://api.twilio.com/media/ME2", "content_type": "application/pdf"},
+    ]
     assert second.kind == "location"
-    assert second.media == [{"type": "location", "latitude": "32.0853", "longitude": "34.7818",
-                             "address": "דיזנגוף 50, תל אביב", "label": "הבית"}]
+    assert second.media == [
+        {
+            "type": "location",
+            "latitude": "32.0853",
+            "longitude": "34.7818",
+            "address": "דיזנגוף 50, תל אביב",
+            "label": "הבית",
+        }
+    ]
 
 
 def test_twilio_inbound_body_with_nul_is_stored_without_it(wa_client, wa_db, tenant):
@@ -149,8 +191,12 @@ def test_twilio_statuses_only_move_forward(wa_client, wa_db, tenant):
 def test_twilio_failure_keeps_its_error_and_a_later_delivery_wins(wa_client, wa_db, tenant):
     sid = new_message_sid()
     outgoing(wa_db, tenant.business_id, "twilio", sid)
-    form = status_form(sid, "failed", ErrorCode="63016",
-                       ErrorMessage="Failed to send freeform message because you are outside the allowed window.")
+    form = status_form(
+        sid,
+        "failed",
+        ErrorCode="63016",
+        ErrorMessage="Failed to send freeform message because you are outside the allowed window.",
+    )
     assert post_twilio(wa_client, TWILIO_STATUS, form).status_code == 204
     [message] = messages(wa_db)
     assert (message.status, message.error_code) == ("failed", "63016")
@@ -168,12 +214,12 @@ def test_unknown_twilio_status_is_ignored_and_unknown_sid_kept_for_later(wa_clie
     assert post_twilio(wa_client, TWILIO_STATUS, status_form(sid, "teleported")).status_code == 204
     assert post_twilio(wa_client, TWILIO_STATUS, status_form(new_message_sid(), "delivered")).status_code == 204
     assert messages(wa_db)[0].status == "sent"
-    reasons = [getattr(r, "reason", None) for r in caplog.records
-               if getattr(r, "event", None) == "whatsapp_status_ignored"]
+    reasons = [
+        getattr(r, "reason", None) for r in caplog.records if getattr(r, "event", None) == "whatsapp_status_ignored"
+    ]
     assert reasons == ["unknown status"]
     # Its message may not have the sid yet (test_whatsapp_pending_status.py).
-    assert [r.status for r in caplog.records if getattr(r, "event", None) == "whatsapp_status_pending"] == \
-        ["delivered"]
+    assert [r.status for r in caplog.records if getattr(r, "event", None) == "whatsapp_status_pending"] == ["delivered"]
 
 
 def test_status_never_touches_an_inbound_message(wa_client, wa_db, tenant):
@@ -197,8 +243,11 @@ def test_baileys_message_is_stored_once(wa_client, wa_db, tenant):
     response = post_bridge(wa_client, event)  # the bridge re-delivers after a reconnect
     assert response.status_code == 204 and response.data == b""
     [message] = messages(wa_db)
-    assert (message.provider, message.provider_message_id, message.body) == \
-        ("baileys", f"{event['chat']}:{event['id']}", event["text"])
+    assert (message.provider, message.provider_message_id, message.body) == (
+        "baileys",
+        f"{event['chat']}:{event['id']}",
+        event["text"],
+    )
     [customer] = customers(wa_db, tenant.business_id)
     assert (customer.phone, customer.name) == (CUSTOMER, "דנה")
 
@@ -249,8 +298,9 @@ def test_baileys_accepts_the_previous_secret_during_rotation(make_app, tenant):
     assert post_bridge(client, bridge_message(tenant.whatsapp), secret=WA_PREVIOUS_SECRET).status_code == 204
     raw = json.dumps(bridge_message(tenant.whatsapp)).encode()
     now = int(time.time())
-    unknown_then_new = (bridge_hmac.sign("retired", raw, now) + ","
-                        + bridge_hmac.sign("new-secret", raw, now).split(",")[1])
+    unknown_then_new = (
+        bridge_hmac.sign("retired", raw, now) + "," + bridge_hmac.sign("new-secret", raw, now).split(",")[1]
+    )
     assert post_bridge(client, raw, header=unknown_then_new).status_code == 204
     assert post_bridge(client, bridge_message(tenant.whatsapp), secret="retired").status_code == 401
 
@@ -283,7 +333,10 @@ def test_shared_vector_body_is_a_valid_message_event(make_app, db):
 
 
 BAD_BRIDGE_PAYLOADS = [
-    b"not json", b"[]", b'{"event": "typing"}', b'{"id": "x"}',
+    b"not json",
+    b"[]",
+    b'{"event": "typing"}',
+    b'{"id": "x"}',
     b'{"event": "message", "id": "X", "chat": "c@s.whatsapp.net", "from": "+972501234567", "to": "+97235550002"}',
     b'{"event": "message", "id": "X", "chat": "c", "from": null, "lid": null, "text": "hi", "to": "+97235550002"}',
     b'{"event": "message", "id": "X", "chat": "c", "from": "not a phone", "text": "hi", "to": "+97235550002"}',
@@ -292,8 +345,10 @@ BAD_BRIDGE_PAYLOADS = [
     b'{"event": "message", "id": "X", "chat": "c", "from": "+972501234567", "text": "hi", "to": null}',
     b'{"event": "message", "id": "X", "chat": "c", "from": "+972501234567", "text": "hi", "to": "+97235550002",'
     b' "timestamp": "yesterday"}',
-    b'{"event": "status", "status": "read"}', b'{"event": "status", "id": "X", "status": 3}',
-    b'{"event": "connection"}', b'{"event": "connection", "state": "open", "qr": "yes"}',
+    b'{"event": "status", "status": "read"}',
+    b'{"event": "status", "id": "X", "status": 3}',
+    b'{"event": "connection"}',
+    b'{"event": "connection", "state": "open", "qr": "yes"}',
 ]
 
 
@@ -338,8 +393,13 @@ def test_lid_customer_is_merged_into_the_customer_with_the_phone(wa_client, wa_d
 
 def test_baileys_status_moves_outgoing_messages_forward_only(wa_client, wa_db, tenant):
     outgoing(wa_db, tenant.business_id, "baileys", "3EB0OUT1")
-    for status, expected in (("delivered", "delivered"), ("sent", "delivered"), ("read", "read"),
-                             ("failed", "read"), ("gone", "read")):
+    for status, expected in (
+        ("delivered", "delivered"),
+        ("sent", "delivered"),
+        ("read", "read"),
+        ("failed", "read"),
+        ("gone", "read"),
+    ):
         response = post_bridge(wa_client, {"event": "status", "id": "3EB0OUT1", "status": status})
         assert response.status_code == 204
         assert messages(wa_db)[0].status == expected

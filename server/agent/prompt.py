@@ -5,6 +5,7 @@ this module wraps them in the rules every reply must follow. Voice replies are r
 Hebrew text-to-speech voice, so they must be plain spoken Hebrew: no markdown, no lists, no digits
 or symbols that a synthesiser reads badly, and short enough that the caller can interrupt.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -53,8 +54,10 @@ def build_system_prompt(business: Any, channel: str, *, now: datetime | None = N
     channel_rules = _VOICE_RULES if channel == "voice" else _WHATSAPP_RULES
     instructions = (getattr(business, "ai_instructions", "") or "").strip()
     business_section = f"Business name: {_business_name(business)}\n" + (
-        f"Business information and instructions from the owner:\n{instructions}" if instructions
-        else "The owner gave no further information; help in general terms and offer a call back.")
+        f"Business information and instructions from the owner:\n{instructions}"
+        if instructions
+        else "The owner gave no further information; help in general terms and offer a call back."
+    )
     return "\n\n".join((_COMMON_RULES, channel_rules, _local_time_line(business, now), business_section))
 
 
@@ -78,5 +81,7 @@ def _local_time_line(business: Any, now: datetime | None) -> str:
     except (ZoneInfoNotFoundError, ValueError):
         zone = ZoneInfo(DEFAULT_TIMEZONE)
     local = (now or datetime.now(timezone.utc)).astimezone(zone)
-    return (f"Current local time at the business: {local:%Y-%m-%d %H:%M} ({zone.key}), "
-            f"day: יום {_HEBREW_WEEKDAYS[local.weekday()]}.")
+    return (
+        f"Current local time at the business: {local:%Y-%m-%d %H:%M} ({zone.key}), "
+        f"day: יום {_HEBREW_WEEKDAYS[local.weekday()]}."
+    )

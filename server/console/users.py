@@ -54,8 +54,11 @@ def reset_password(session: Session, business_id: int, actor: User, user_id: int
     """Set `{password}` for the user and sign them out everywhere (their API tokens stay)."""
     user = _target(session, business_id, actor, user_id)
     if user.id == actor.id:
-        raise DomainError(Problem.FORBIDDEN, "forbidden",
-                          "change your own password with POST /api/auth/password (it asks for the current one)")
+        raise DomainError(
+            Problem.FORBIDDEN,
+            "forbidden",
+            "change your own password with POST /api/auth/password (it asks for the current one)",
+        )
     v.reject_unknown(body, ("password",))
     password = v.require(body, "password")
     if not isinstance(password, str) or not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:

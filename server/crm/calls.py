@@ -1,4 +1,5 @@
 """Calls as the CRM shows them: the filtered list, and one call with its turns and voicemail."""
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -17,8 +18,9 @@ CALL_SID_MAX = 64  # the column's length: a longer sid names no call
 
 def list_calls(session: Session, business_id: int, args: Mapping[str, str]) -> dict[str, Any]:
     stmt = calls_query(session, business_id, args)
-    return fetch_page(session, stmt, CALLS_KEYSET, page_request(args, CALLS_KEYSET),
-                      lambda rows: [out.call_json(c) for c in rows])
+    return fetch_page(
+        session, stmt, CALLS_KEYSET, page_request(args, CALLS_KEYSET), lambda rows: [out.call_json(c) for c in rows]
+    )
 
 
 def call_detail(session: Session, business_id: int, call_sid: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 status/assignee/labels, taking the conversation over from the AI (`ai_paused`), and the staff reply,
 which goes out through the one WhatsApp send service (same routing, same 24-hour rule as
 `/api/whatsapp/send`)."""
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -27,16 +28,24 @@ PROVIDERS = ("auto", "twilio", "baileys")
 def list_threads(session: Session, business_id: int, user_id: int, args: Mapping[str, str]) -> dict[str, Any]:
     """By latest activity; `assignee=me` means `user_id`."""
     stmt = threads_query(session, business_id, user_id, args)
-    return fetch_page(session, stmt, THREADS_KEYSET, page_request(args, THREADS_KEYSET),
-                      lambda rows: [out.thread_json(*row) for row in rows])
+    return fetch_page(
+        session,
+        stmt,
+        THREADS_KEYSET,
+        page_request(args, THREADS_KEYSET),
+        lambda rows: [out.thread_json(*row) for row in rows],
+    )
 
 
 def thread_detail(session: Session, business_id: int, thread_id: int, args: Mapping[str, str]) -> dict[str, Any]:
     """The thread, its customer in full, and the first page of its messages (`args` pages them)."""
     thread = get_owned(session, Thread, business_id, thread_id)
     customer = session.get_one(Customer, thread.customer_id)
-    return {**out.thread_json(thread, customer), "customer": out.customer_json(customer),
-            "messages": messages_page(session, thread, args)}
+    return {
+        **out.thread_json(thread, customer),
+        "customer": out.customer_json(customer),
+        "messages": messages_page(session, thread, args),
+    }
 
 
 def thread_messages(session: Session, business_id: int, thread_id: int, args: Mapping[str, str]) -> dict[str, Any]:
@@ -86,8 +95,7 @@ def update_thread(session: Session, thread: Thread, actor: str, body: Mapping[st
         for name, value in changed.items():
             setattr(thread, name, value)
         session.flush()
-        audit(session, thread.business_id, actor, "thread.updated", "thread", thread.id,
-              before=before, after=changed)
+        audit(session, thread.business_id, actor, "thread.updated", "thread", thread.id, before=before, after=changed)
     return _thread_json(session, thread)
 
 
@@ -100,8 +108,14 @@ def _assignee(session: Session, business_id: int, value: Any) -> int | None:
     return user_id
 
 
-def reply(session: Session, settings: Settings, thread: Thread, sender: User, body: Mapping[str, Any],
-          idempotency_header: str | None) -> dict[str, Any]:
+def reply(
+    session: Session,
+    settings: Settings,
+    thread: Thread,
+    sender: User,
+    body: Mapping[str, Any],
+    idempotency_header: str | None,
+) -> dict[str, Any]:
     """Send the staff reply to the thread's customer on WhatsApp; answers as `/api/whatsapp/send`
     does, plus the thread the message is stored in and the stored message. A failed send raises the
     send service's `DomainError`, with the same two added once the (failed) message is stored.
@@ -111,8 +125,9 @@ def reply(session: Session, settings: Settings, thread: Thread, sender: User, bo
     """
     v.reject_unknown(body, ("text", "provider", "content_sid", "content_variables", "idempotency_key"))
     text = v.clean_text(body["text"], "text", max_length=REPLY_TEXT_MAX) if body.get("text") is not None else None
-    content_sid = (v.clean_text(body["content_sid"], "content_sid", max_length=64)
-                   if body.get("content_sid") is not None else None)
+    content_sid = (
+        v.clean_text(body["content_sid"], "content_sid", max_length=64) if body.get("content_sid") is not None else None
+    )
     if not (text or "").strip() and not (content_sid or "").strip():
         raise v.invalid("text", "text is required (or content_sid, a WhatsApp template)")
     variables = body.get("content_variables")
@@ -127,9 +142,18 @@ def reply(session: Session, settings: Settings, thread: Thread, sender: User, bo
     if not address:
         raise DomainError(Problem.CONFLICT, "no_address", "this customer has neither a phone number nor a WhatsApp id")
     try:
-        result = send_whatsapp(session, settings, thread.business_id, to=address, text=text, provider=provider,
-                               content_sid=content_sid, content_variables=variables, idempotency_key=key,
-                               sender_user_id=sender.id)
+        result = send_whatsapp(
+            session,
+            settings,
+            thread.business_id,
+            to=address,
+            text=text,
+            provider=provider,
+            content_sid=content_sid,
+            content_variables=variables,
+            idempotency_key=key,
+            sender_user_id=sender.id,
+        )
     except DomainError as exc:
         exc.details.update(_stored(session, exc.details.get("message_id")))
         raise

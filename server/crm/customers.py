@@ -1,5 +1,6 @@
 """Customers: the list, create and edit by hand (one per phone number per business), and the
 customer page."""
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -36,14 +37,21 @@ def _parse(body: Mapping[str, Any], *, creating: bool) -> dict[str, Any]:
     return values
 
 
-def _phone_taken(session: Session, business_id: int, phone: str,
-                 customer_id: int | None = None) -> DomainError | None:
-    holder = session.scalar(sa.select(Customer.id).where(Customer.business_id == business_id, Customer.phone == phone,
-                                                         Customer.id != (customer_id or 0)))
+def _phone_taken(session: Session, business_id: int, phone: str, customer_id: int | None = None) -> DomainError | None:
+    holder = session.scalar(
+        sa.select(Customer.id).where(
+            Customer.business_id == business_id, Customer.phone == phone, Customer.id != (customer_id or 0)
+        )
+    )
     if holder is None:
         return None
-    return DomainError(Problem.CONFLICT, "duplicate_phone", f"customer {holder} already has the phone number {phone}",
-                       field="phone", customer_id=holder)
+    return DomainError(
+        Problem.CONFLICT,
+        "duplicate_phone",
+        f"customer {holder} already has the phone number {phone}",
+        field="phone",
+        customer_id=holder,
+    )
 
 
 def _flush_unique(session: Session, business_id: int, phone: str | None, customer_id: int | None = None) -> None:
@@ -59,8 +67,13 @@ def _flush_unique(session: Session, business_id: int, phone: str | None, custome
 
 
 def list_customers(session: Session, business_id: int, args: Mapping[str, str]) -> dict[str, Any]:
-    return fetch_page(session, customers_query(business_id, args), CUSTOMERS_KEYSET,
-                      page_request(args, CUSTOMERS_KEYSET), lambda rows: [out.customer_json(c) for c in rows])
+    return fetch_page(
+        session,
+        customers_query(business_id, args),
+        CUSTOMERS_KEYSET,
+        page_request(args, CUSTOMERS_KEYSET),
+        lambda rows: [out.customer_json(c) for c in rows],
+    )
 
 
 def create_customer(session: Session, business_id: int, actor: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -87,26 +100,35 @@ def update_customer(session: Session, customer: Customer, actor: str, body: Mapp
             setattr(customer, name, value)
         customer.updated_at = utcnow()
         _flush_unique(session, customer.business_id, changed.get("phone"), customer.id)
-        audit(session, customer.business_id, actor, "customer.updated", "customer", customer.id,
-              fields=sorted(changed))
+        audit(session, customer.business_id, actor, "customer.updated", "customer", customer.id, fields=sorted(changed))
     return out.customer_json(customer)
 
 
 def customer_page(session: Session, business_id: int, customer_id: int) -> dict[str, Any]:
     """The customer with their threads, latest calls, deals, invoices, contracts and payments."""
     customer = get_owned(session, Customer, business_id, customer_id)
-    def latest(model) -> list:
-        return list(session.scalars(sa.select(model).where(model.business_id == customer.business_id,
-                                                           model.customer_id == customer.id)
-                                    .order_by(model.created_at.desc(), model.id.desc()).limit(RELATED_LIMIT)))
 
-    threads = session.scalars(sa.select(Thread).where(Thread.business_id == customer.business_id,
-                                                      Thread.customer_id == customer.id)
-                              .order_by(Thread.last_activity_at.desc(), Thread.id.desc())).all()
-    return {**out.customer_json(customer),
-            "threads": [out.thread_json(t, customer) for t in threads],
-            "calls": [out.call_json(c) for c in latest(Call)],
-            "deals": [out.document_json(d) for d in latest(Deal)],
-            "invoices": [out.document_json(i) for i in latest(Invoice)],
-            "contracts": [out.document_json(c) for c in latest(Contract)],
-            "payments": [out.payment_summary(p) for p in latest(Payment)]}
+    def latest(model) -> list:
+        return list(
+            session.scalars(
+                sa.select(model)
+                .where(model.business_id == customer.business_id, model.customer_id == customer.id)
+                .order_by(model.created_at.desc(), model.id.desc())
+                .limit(RELATED_LIMIT)
+            )
+        )
+
+    threads = session.scalars(
+        sa.select(Thread)
+        .where(Thread.business_id == customer.business_id, Thread.customer_id == customer.id)
+        .order_by(Thread.last_activity_at.desc(), Thread.id.desc())
+    ).all()
+    return {
+        **out.customer_json(customer),
+        "threads": [out.thread_json(t, customer) for t in threads],
+        "calls": [out.call_json(c) for c in latest(Call)],
+        "deals": [out.document_json(d) for d in latest(Deal)],
+        "invoices": [out.document_json(i) for i in latest(Invoice)],
+        "contracts": [out.document_json(c) for c in latest(Contract)],
+        "payments": [out.payment_summary(p) for p in latest(Payment)],
+    }

@@ -5,6 +5,7 @@ while a client pages sort above its cursor, so it sees no duplicate and skips no
 cost of a page does not grow with its depth. The cursor is opaque to clients: URL-safe base64
 of the JSON list of the last row's key values (e.g. `[created_at, id]`).
 """
+
 from __future__ import annotations
 
 import base64
@@ -27,6 +28,7 @@ MAX_LIMIT = 200
 @dataclass(frozen=True)
 class Keyset:
     """The columns a list is ordered by, newest first; the last one is the unique id (the tie-breaker)."""
+
     columns: tuple[QueryableAttribute[Any], ...]
 
     def encode(self, row: Any) -> str:
@@ -80,8 +82,9 @@ def page_request(args: Mapping[str, str], keyset: Keyset) -> PageRequest:
     return PageRequest(limit, keyset.decode(cursor) if cursor else None)
 
 
-def fetch_page(session: Session, stmt: sa.Select, keyset: Keyset, request: PageRequest,
-               render: Callable[[list[Any]], list[dict]]) -> dict[str, Any]:
+def fetch_page(
+    session: Session, stmt: sa.Select, keyset: Keyset, request: PageRequest, render: Callable[[list[Any]], list[dict]]
+) -> dict[str, Any]:
     """Run `stmt` (already filtered) one page at a time; `render` turns the page's rows into JSON items.
 
     `stmt` selects the keyed entity, alone (rows are entities) or first (rows are tuples)."""
@@ -90,7 +93,7 @@ def fetch_page(session: Session, stmt: sa.Select, keyset: Keyset, request: PageR
     result = session.execute(stmt.order_by(*keyset.order_by()).limit(request.limit + 1))
     rows = list(result.scalars() if len(stmt.column_descriptions) == 1 else result)
     more = len(rows) > request.limit
-    rows = rows[:request.limit]
+    rows = rows[: request.limit]
     cursor = None
     if more:
         last = rows[-1]

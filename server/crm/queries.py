@@ -7,6 +7,7 @@ planner has statistics for words but guesses for prefixes: a guess made it walk 
 newest first, running to_tsvector on each, for a word found in one call in 500 (400 ms, not 1).
 Phone numbers match in whatever form the user typed (`05…`, `+9725…`, `9725…`).
 """
+
 from __future__ import annotations
 
 import re
@@ -64,9 +65,12 @@ def phone_matches(column: QueryableAttribute[Any], q: str) -> sa.ColumnElement[b
 def call_turns_and_voicemail(session: Session, call: Call) -> tuple[list[CallTurn], Message | None]:
     """The call's turns in order, and the caller's voicemail (the newest, should Twilio record twice)."""
     turns = session.scalars(sa.select(CallTurn).where(CallTurn.call_id == call.id).order_by(CallTurn.turn_index))
-    voicemail = session.scalar(sa.select(Message).where(Message.business_id == call.business_id,
-                                                        Message.call_id == call.id, Message.kind == "voicemail")
-                               .order_by(Message.id.desc()).limit(1))
+    voicemail = session.scalar(
+        sa.select(Message)
+        .where(Message.business_id == call.business_id, Message.call_id == call.id, Message.kind == "voicemail")
+        .order_by(Message.id.desc())
+        .limit(1)
+    )
     return list(turns), voicemail
 
 
@@ -92,16 +96,25 @@ def calls_query(session: Session, business_id: int, args: Mapping[str, str]) -> 
 # Aliases (built once: an alias per request costs more than the query) keep the subqueries apart
 # from the Customer and Message that thread rows select.
 _newer, _searched, _matched = aliased(Message), aliased(Message), aliased(Customer)
-_NEWEST_MESSAGE_ID = (sa.select(_newer.id).where(_newer.thread_id == Thread.id)
-                      .order_by(_newer.created_at.desc(), _newer.id.desc()).limit(1)
-                      .correlate(Thread).scalar_subquery())
+_NEWEST_MESSAGE_ID = (
+    sa.select(_newer.id)
+    .where(_newer.thread_id == Thread.id)
+    .order_by(_newer.created_at.desc(), _newer.id.desc())
+    .limit(1)
+    .correlate(Thread)
+    .scalar_subquery()
+)
 
 
 def thread_rows(business_id: int) -> sa.Select:
     """(thread, its customer, its newest message or None) rows of the business, in one query:
     the newest message is one index probe per thread."""
-    return (scoped(Thread, business_id).add_columns(Customer, Message).join(Customer, Customer.id == Thread.customer_id)
-            .outerjoin(Message, Message.id == _NEWEST_MESSAGE_ID))
+    return (
+        scoped(Thread, business_id)
+        .add_columns(Customer, Message)
+        .join(Customer, Customer.id == Thread.customer_id)
+        .outerjoin(Message, Message.id == _NEWEST_MESSAGE_ID)
+    )
 
 
 def threads_query(session: Session, business_id: int, user_id: int, args: Mapping[str, str]) -> sa.Select:
@@ -129,9 +142,11 @@ def threads_query(session: Session, business_id: int, user_id: int, args: Mappin
         # through the full-text index), where conditions spanning the join made PostgreSQL compare
         # every thread with every customer.
         customers_named = sa.select(_matched.id).where(
-            _matched.business_id == business_id, sa.or_(contains(_matched.name, q), phone_matches(_matched.phone, q)))
-        threads_with_words = sa.select(_searched.thread_id).where(_searched.business_id == business_id,
-                                                                  words_match(session, _searched.body, q))
+            _matched.business_id == business_id, sa.or_(contains(_matched.name, q), phone_matches(_matched.phone, q))
+        )
+        threads_with_words = sa.select(_searched.thread_id).where(
+            _searched.business_id == business_id, words_match(session, _searched.body, q)
+        )
         stmt = stmt.where(sa.or_(Thread.customer_id.in_(customers_named), Thread.id.in_(threads_with_words)))
     return stmt
 
@@ -140,8 +155,9 @@ def customers_query(business_id: int, args: Mapping[str, str]) -> sa.Select:
     stmt = scoped(Customer, business_id).where(Customer.merged_into_id.is_(None))
     q = v.query_text(args, "q")
     if q:
-        stmt = stmt.where(sa.or_(contains(Customer.name, q), contains(Customer.email, q),
-                                 phone_matches(Customer.phone, q)))
+        stmt = stmt.where(
+            sa.or_(contains(Customer.name, q), contains(Customer.email, q), phone_matches(Customer.phone, q))
+        )
     return stmt
 
 
@@ -158,8 +174,12 @@ def documents_query(model, business_id: int, args: Mapping[str, str], statuses: 
 
 def audit_query(business_id: int, args: Mapping[str, str]) -> sa.Select:
     stmt = scoped(AuditLog, business_id)
-    for name, column, length in (("entity_type", AuditLog.entity_type, 32), ("entity_id", AuditLog.entity_id, 64),
-                                 ("action", AuditLog.action, 64), ("actor", AuditLog.actor, 64)):
+    for name, column, length in (
+        ("entity_type", AuditLog.entity_type, 32),
+        ("entity_id", AuditLog.entity_id, 64),
+        ("action", AuditLog.action, 64),
+        ("actor", AuditLog.actor, 64),
+    ):
         value = v.query_text(args, name, max_length=length)
         if value:
             stmt = stmt.where(column == value)

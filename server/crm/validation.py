@@ -4,6 +4,7 @@ Every string bound into SQL passes through here first: NUL characters and lone s
 refused (PostgreSQL cannot store them) and lengths are checked against the columns, so a
 client's odd input is a 400, never a driver error turned 500.
 """
+
 from __future__ import annotations
 
 import re
@@ -113,6 +114,7 @@ def labels(value: Any, field: str = "labels", *, max_count: int = 20, max_length
 # ---- query-string parameters -------------------------------------------------------------------
 # An absent parameter means "no filter" (or the default); an empty typed one (`limit=`) is a 400.
 
+
 def query_text(args: Mapping[str, str], name: str, *, max_length: int = 200) -> str | None:
     raw = args.get(name)
     return None if raw is None else clean_text(raw, name, max_length=max_length).strip() or None
@@ -151,8 +153,9 @@ def query_phone(args: Mapping[str, str], name: str = "phone") -> str | None:
     return None if raw is None else phone(raw, name)
 
 
-def query_time_range(args: Mapping[str, str], start: str = "from", end: str = "to"
-                     ) -> tuple[datetime | None, datetime | None]:
+def query_time_range(
+    args: Mapping[str, str], start: str = "from", end: str = "to"
+) -> tuple[datetime | None, datetime | None]:
     """`from` (inclusive) and `to` (exclusive) as UTC datetimes; a date-only `to` includes that whole day."""
     lower = _query_instant(args, start, end_of_day=False)
     upper = _query_instant(args, end, end_of_day=True)

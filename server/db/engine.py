@@ -1,4 +1,5 @@
 """Engine and sessions. SQLite (the embedded default) and PostgreSQL are both first-class."""
+
 from __future__ import annotations
 
 import contextlib
@@ -38,10 +39,14 @@ def rows_affected(result: sa.Result[Any]) -> int:
 
 def database_unavailable(exc: BaseException) -> bool:
     """Whether `exc` says the database is down, unreachable or busy (rather than a bug or bad data)."""
-    return isinstance(exc, DATABASE_UNAVAILABLE) or (
-        isinstance(exc, DomainError) and exc.problem is Problem.UNAVAILABLE and exc.code == "database_busy") or (
-        # a connection that broke mid-statement, whatever error class the driver chose for it
-        isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated)
+    return (
+        isinstance(exc, DATABASE_UNAVAILABLE)
+        or (isinstance(exc, DomainError) and exc.problem is Problem.UNAVAILABLE and exc.code == "database_busy")
+        or (
+            # a connection that broke mid-statement, whatever error class the driver chose for it
+            isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
+        )
+    )
 
 
 def unavailable_error(exc: BaseException) -> DomainError | None:
@@ -51,18 +56,33 @@ def unavailable_error(exc: BaseException) -> DomainError | None:
     A pool with every connection lent is busy; a connection that could not be opened, or broke under
     the statement, means the database is unreachable."""
     if isinstance(exc, sa.exc.TimeoutError):
-        return DomainError(Problem.UNAVAILABLE, "database_busy", "the database is busy; try again in a moment",
-                           retry_after=RETRY_AFTER_SECONDS)
+        return DomainError(
+            Problem.UNAVAILABLE,
+            "database_busy",
+            "the database is busy; try again in a moment",
+            retry_after=RETRY_AFTER_SECONDS,
+        )
     if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) and (
-            exc.connection_invalidated or exc.statement is None):  # no statement: it failed connecting
-        return DomainError(Problem.UNAVAILABLE, "database_unavailable",
-                           "the database can't be reached; try again in a moment", retry_after=RETRY_AFTER_SECONDS)
+        exc.connection_invalidated or exc.statement is None
+    ):  # no statement: it failed connecting
+        return DomainError(
+            Problem.UNAVAILABLE,
+            "database_unavailable",
+            "the database can't be reached; try again in a moment",
+            retry_after=RETRY_AFTER_SECONDS,
+        )
     return None
 
 
-def make_engine(url: str, *, sqlite_busy_timeout: float = DEFAULT_SQLITE_BUSY_TIMEOUT,
-                offhub: OffHub | None = None, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-                pool_size: int = DEFAULT_POOL_SIZE, pool_timeout: float = DEFAULT_POOL_TIMEOUT) -> sa.Engine:
+def make_engine(
+    url: str,
+    *,
+    sqlite_busy_timeout: float = DEFAULT_SQLITE_BUSY_TIMEOUT,
+    offhub: OffHub | None = None,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    pool_size: int = DEFAULT_POOL_SIZE,
+    pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+) -> sa.Engine:
     """An engine for `url`. Statement parameters (a customer's words, a gateway secret) never appear in
     logs or in a failed statement's error text (`hide_parameters`): those go to log pipelines."""
     if url.startswith("sqlite"):
@@ -73,9 +93,16 @@ def make_engine(url: str, *, sqlite_busy_timeout: float = DEFAULT_SQLITE_BUSY_TI
             pool = {"pool_size": pool_size, "max_overflow": 2 * pool_size, "pool_timeout": pool_timeout}
         # Writes leave the gevent hub (server/db/offhub.py); a short busy timeout turns a held lock
         # into a quick 503 instead of a request hanging for half a minute.
-        engine = sa.create_engine(url, hide_parameters=True, **pool, connect_args={
-            "check_same_thread": False, "timeout": sqlite_busy_timeout,
-            "factory": sqlite_connection_class(offhub or OffHub())})
+        engine = sa.create_engine(
+            url,
+            hide_parameters=True,
+            **pool,
+            connect_args={
+                "check_same_thread": False,
+                "timeout": sqlite_busy_timeout,
+                "factory": sqlite_connection_class(offhub or OffHub()),
+            },
+        )
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):
@@ -89,9 +116,16 @@ def make_engine(url: str, *, sqlite_busy_timeout: float = DEFAULT_SQLITE_BUSY_TI
             cursor.execute(f"PRAGMA busy_timeout={int(sqlite_busy_timeout * 1000)}")
             cursor.close()
     else:
-        engine = sa.create_engine(url, hide_parameters=True, pool_pre_ping=True, pool_size=pool_size,
-                                  max_overflow=2 * pool_size, pool_timeout=pool_timeout, pool_recycle=1800,
-                                  connect_args={"connect_timeout": max(1, int(connect_timeout))})
+        engine = sa.create_engine(
+            url,
+            hide_parameters=True,
+            pool_pre_ping=True,
+            pool_size=pool_size,
+            max_overflow=2 * pool_size,
+            pool_timeout=pool_timeout,
+            pool_recycle=1800,
+            connect_args={"connect_timeout": max(1, int(connect_timeout))},
+        )
 
         @sa.event.listens_for(engine, "do_connect")
         def _connect_within_timeout(dialect, _record, cargs, cparams):
@@ -110,8 +144,12 @@ def make_engine(url: str, *, sqlite_busy_timeout: float = DEFAULT_SQLITE_BUSY_TI
     def _busy_is_unavailable(context):
         # Every caller, route or job, sees one clear error: the HTTP answer is a 503 to retry later.
         if is_sqlite_busy(context.original_exception):
-            raise DomainError(Problem.UNAVAILABLE, "database_busy", "the database is busy; try again in a moment",
-                              retry_after=RETRY_AFTER_SECONDS) from context.sqlalchemy_exception
+            raise DomainError(
+                Problem.UNAVAILABLE,
+                "database_busy",
+                "the database is busy; try again in a moment",
+                retry_after=RETRY_AFTER_SECONDS,
+            ) from context.sqlalchemy_exception
 
     return engine
 
@@ -119,11 +157,23 @@ def make_engine(url: str, *, sqlite_busy_timeout: float = DEFAULT_SQLITE_BUSY_TI
 class Database:
     """The engine plus a session factory; `scope()` is a unit of work that commits or rolls back."""
 
-    def __init__(self, url: str, *, sqlite_busy_timeout: float = DEFAULT_SQLITE_BUSY_TIMEOUT,
-                 secrets_box=None, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-                 pool_size: int = DEFAULT_POOL_SIZE, pool_timeout: float = DEFAULT_POOL_TIMEOUT):
-        self.engine = make_engine(url, sqlite_busy_timeout=sqlite_busy_timeout, connect_timeout=connect_timeout,
-                                  pool_size=pool_size, pool_timeout=pool_timeout)
+    def __init__(
+        self,
+        url: str,
+        *,
+        sqlite_busy_timeout: float = DEFAULT_SQLITE_BUSY_TIMEOUT,
+        secrets_box=None,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT,
+    ):
+        self.engine = make_engine(
+            url,
+            sqlite_busy_timeout=sqlite_busy_timeout,
+            connect_timeout=connect_timeout,
+            pool_size=pool_size,
+            pool_timeout=pool_timeout,
+        )
         self._sqlite_busy_timeout_ms = int(sqlite_busy_timeout * 1000)
         # Sessions carry the box that seals stored secrets (server/security/secrets_box.py).
         self.sessions = sessionmaker(self.engine, expire_on_commit=False, info={"secrets_box": secrets_box})

@@ -8,6 +8,7 @@ the files are applied in name order, recorded by name in `schema_migrations`, an
 lock (a PostgreSQL advisory lock, or a file lock beside the SQLite file) so that several workers
 starting together apply each migration exactly once and all come up.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -34,7 +35,8 @@ MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 ADVISORY_LOCK_KEY = 0x41474C43
 
 VERSION_TABLE = sa.Table(
-    "schema_migrations", sa.MetaData(),
+    "schema_migrations",
+    sa.MetaData(),
     sa.Column("name", sa.String(200), primary_key=True),
     sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
 )
@@ -43,6 +45,7 @@ VERSION_TABLE = sa.Table(
 @dataclass(frozen=True)
 class MigrationEnv:
     """What a migration may need beyond the schema; None where the caller has no such thing."""
+
     secrets_box: Any = None
 
 
@@ -94,8 +97,9 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
         yield
 
 
-def run_migrations(engine: Engine, directory: Path = MIGRATIONS_DIR, *,
-                   env: MigrationEnv = MigrationEnv()) -> list[str]:
+def run_migrations(
+    engine: Engine, directory: Path = MIGRATIONS_DIR, *, env: MigrationEnv = MigrationEnv()
+) -> list[str]:
     """Apply every migration not yet recorded; return the names applied (empty on a second run)."""
     applied: list[str] = []
     with _migration_lock(engine):

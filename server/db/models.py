@@ -2,6 +2,7 @@
 
 Schema changes go through additive files in `migrations/`; this module describes the result.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -98,6 +99,7 @@ class Business(Base):
 
 class BusinessNumber(Base):
     """A phone number the business answers on: `voice` (Twilio number) or `whatsapp`."""
+
     __tablename__ = "business_numbers"
     __table_args__ = (UniqueConstraint("number", "kind", name="uq_business_numbers_number_kind"),)
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -131,6 +133,7 @@ class User(Base):
 
 class ApiToken(Base):
     """A bearer token; only its SHA-256 is stored, so a leaked table grants nothing."""
+
     __tablename__ = "api_tokens"
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
@@ -165,6 +168,7 @@ class Customer(Base):
 
 class Thread(Base):
     """One conversation per customer and channel (`whatsapp` or `voice`), like a Chatwoot conversation."""
+
     __tablename__ = "threads"
     __table_args__ = (
         UniqueConstraint("business_id", "customer_id", "channel", name="uq_threads_customer_channel"),
@@ -197,7 +201,8 @@ class Message(Base):
         Index("ix_messages_thread_created", "thread_id", "created_at", "id"),
         Index("ix_messages_call_id", "call_id"),
         Index("ix_messages_body_fts", text("to_tsvector('simple', body)"), postgresql_using="gin").ddl_if(
-            dialect="postgresql"),
+            dialect="postgresql"
+        ),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     business_id: Mapped[int] = _business_fk()
@@ -223,7 +228,8 @@ class Call(Base):
         Index("ix_calls_business_created", "business_id", "created_at", "id"),
         Index("ix_calls_business_from", "business_id", "from_number"),
         Index("ix_calls_transcript_fts", text("to_tsvector('simple', transcript)"), postgresql_using="gin").ddl_if(
-            dialect="postgresql"),
+            dialect="postgresql"
+        ),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     business_id: Mapped[int] = _business_fk()
@@ -268,6 +274,7 @@ class CallTurn(Base):
 
 class _Document:
     """Columns shared by deals, invoices and contracts."""
+
     id: Mapped[int] = mapped_column(primary_key=True)
     customer_id: Mapped[Optional[int]] = mapped_column(ForeignKey("customers.id"))
     title: Mapped[str] = mapped_column(String(200), default="")
@@ -305,8 +312,10 @@ class Contract(_Document, Base):
 
 class Payment(Base):
     __tablename__ = "payments"
-    __table_args__ = (UniqueConstraint("business_id", "idempotency_key", name="uq_payments_idempotency"),
-                      Index("uq_payments_provider_txn", "provider", "provider_txn_id", unique=True))
+    __table_args__ = (
+        UniqueConstraint("business_id", "idempotency_key", name="uq_payments_idempotency"),
+        Index("uq_payments_provider_txn", "provider", "provider_txn_id", unique=True),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     business_id: Mapped[int] = _business_fk()
     customer_id: Mapped[Optional[int]] = mapped_column(ForeignKey("customers.id"))
@@ -331,8 +340,10 @@ class Payment(Base):
 
 class AuditLog(Base):
     __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_log_business_id", "business_id", "id"),
-                      Index("ix_audit_log_business_entity", "business_id", "entity_type", "entity_id", "id"))
+    __table_args__ = (
+        Index("ix_audit_log_business_id", "business_id", "id"),
+        Index("ix_audit_log_business_entity", "business_id", "entity_type", "entity_id", "id"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     business_id: Mapped[Optional[int]] = mapped_column(ForeignKey("businesses.id"))
     actor: Mapped[str] = mapped_column(String(64))
@@ -345,6 +356,7 @@ class AuditLog(Base):
 
 class IdempotencyRecord(Base):
     """The stored answer to a request made with an `Idempotency-Key`, shared by every worker."""
+
     __tablename__ = "idempotency_records"
     __table_args__ = (UniqueConstraint("business_id", "scope", "key", name="uq_idempotency_scope_key"),)
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -358,6 +370,7 @@ class IdempotencyRecord(Base):
 
 class ServiceState(Base):
     """Small shared state that must hold across workers (e.g. the Baileys bridge's connection)."""
+
     __tablename__ = "service_state"
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -368,6 +381,7 @@ class RateLimitWindow(Base):
     """One fixed-window counter of a rate limit (sign-in tries per address and per account), shared
     by every worker and instance through the database when no Redis is configured. `key` is a
     digest, so no address or e-mail address is stored; `expires_at` is in epoch seconds."""
+
     __tablename__ = "rate_limit_windows"
     __table_args__ = (Index("ix_rate_limit_windows_expires_at", "expires_at"),)
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -378,10 +392,13 @@ class RateLimitWindow(Base):
 class Event(Base):
     """A change a staff console should hear about (`server/db/events.py` writes them, the console's
     live stream reads them by id). Pruned after a day: they are notifications, not history."""
+
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_business_id", "business_id", "id"),
-                      Index("ix_events_created_at", "created_at"),
-                      {"sqlite_autoincrement": True})
+    __table_args__ = (
+        Index("ix_events_business_id", "business_id", "id"),
+        Index("ix_events_created_at", "created_at"),
+        {"sqlite_autoincrement": True},
+    )
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
     business_id: Mapped[int] = mapped_column(ForeignKey("businesses.id"))
     kind: Mapped[str] = mapped_column(String(32))
@@ -394,9 +411,12 @@ class PendingStatus(Base):
     that id once the provider answers, and the status callback can come first. `server/whatsapp/status.py`
     applies it when the id is stored and prunes it after a day if no message ever takes that id.
     `status` is already in the CRM's words."""
+
     __tablename__ = "pending_statuses"
-    __table_args__ = (UniqueConstraint("provider", "provider_message_id", "status", name="uq_pending_statuses_report"),
-                      Index("ix_pending_statuses_received_at", "received_at"))
+    __table_args__ = (
+        UniqueConstraint("provider", "provider_message_id", "status", name="uq_pending_statuses_report"),
+        Index("ix_pending_statuses_received_at", "received_at"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     provider: Mapped[str] = mapped_column(String(16))
     provider_message_id: Mapped[str] = mapped_column(String(128))

@@ -203,8 +203,9 @@ class JobQueue:
         cut_off = self.huey.get(CUT_OFF_PREFIX + key, peek=True) is not None
         try:
             with database.scope() as session:
-                attempt = runs.claim(session, key, kind.name, resume=cut_off, lease=self.lease,
-                                     task_args=pickle.dumps(args))
+                attempt = runs.claim(
+                    session, key, kind.name, resume=cut_off, lease=self.lease, task_args=pickle.dumps(args)
+                )
         except Exception as exc:
             if not database_unavailable(exc):
                 raise
@@ -320,8 +321,15 @@ class JobQueue:
         unreachable (up to DATABASE_WAIT_CAP), as often as it takes, spending none of its attempts."""
         self._database_waits += 1
         delay = min(BACKOFF_BASE * 2 ** (self._database_waits - 1), DATABASE_WAIT_CAP)
-        log_event(log, "job_waiting_for_database", logging.WARNING, kind=kind.name, key=key,
-                  retry_in_seconds=delay, error=type(exc).__name__)
+        log_event(
+            log,
+            "job_waiting_for_database",
+            logging.WARNING,
+            kind=kind.name,
+            key=key,
+            retry_in_seconds=delay,
+            error=type(exc).__name__,
+        )
         return RetryTask(delay=delay)
 
     def _requeue_interrupted(self, signal: str, task) -> None:

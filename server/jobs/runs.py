@@ -23,8 +23,10 @@ class JobRun(Base):
     kind, never its message (a message may quote a customer's words or a credential)."""
 
     __tablename__ = "job_runs"
-    __table_args__ = (Index("ix_job_runs_state_updated", "state", "updated_at"),
-                      Index("ix_job_runs_state_lease", "state", "lease_until"))
+    __table_args__ = (
+        Index("ix_job_runs_state_updated", "state", "updated_at"),
+        Index("ix_job_runs_state_lease", "state", "lease_until"),
+    )
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     kind: Mapped[str] = mapped_column(String(60))
     state: Mapped[str] = mapped_column(String(16))
@@ -42,8 +44,15 @@ class JobRun(Base):
 STALE_RUN = timedelta(minutes=15)
 
 
-def claim(session: Session, key: str, kind: str, *, resume: bool = False, lease: timedelta = STALE_RUN,
-          task_args: Optional[bytes] = None) -> Optional[int]:
+def claim(
+    session: Session,
+    key: str,
+    kind: str,
+    *,
+    resume: bool = False,
+    lease: timedelta = STALE_RUN,
+    task_args: Optional[bytes] = None,
+) -> Optional[int]:
     """Start a run of job `key`: its attempt number, or None when it is done, failed for good, or
     running on another worker (a duplicate of the same job is then a no-op). `resume` takes over a
     run left `running` by an attempt the database went away under (it could record nothing). The
@@ -53,8 +62,17 @@ def claim(session: Session, key: str, kind: str, *, resume: bool = False, lease:
         try:
             with session.begin_nested():
                 session.add(
-                    JobRun(key=key, kind=kind, state="running", attempts=1, error="", created_at=now, updated_at=now,
-                           lease_until=now + lease, task_args=task_args)
+                    JobRun(
+                        key=key,
+                        kind=kind,
+                        state="running",
+                        attempts=1,
+                        error="",
+                        created_at=now,
+                        updated_at=now,
+                        lease_until=now + lease,
+                        task_args=task_args,
+                    )
                 )
                 session.flush()
             return 1
@@ -64,12 +82,17 @@ def claim(session: Session, key: str, kind: str, *, resume: bool = False, lease:
         sa.update(JobRun)
         .where(
             JobRun.key == key,
-            sa.or_(JobRun.state == "retrying",
-                  sa.and_(JobRun.state == "running", sa.or_(sa.true() if resume else sa.false(),
-                                                              JobRun.updated_at < now - STALE_RUN))),
+            sa.or_(
+                JobRun.state == "retrying",
+                sa.and_(
+                    JobRun.state == "running",
+                    sa.or_(sa.true() if resume else sa.false(), JobRun.updated_at < now - STALE_RUN),
+                ),
+            ),
         )
-        .values(state="running", attempts=JobRun.attempts + 1, updated_at=now, lease_until=now + lease,
-                task_args=task_args)
+        .values(
+            state="running", attempts=JobRun.attempts + 1, updated_at=now, lease_until=now + lease, task_args=task_args
+        )
         .execution_options(synchronize_session=False)
     )
     if cast(sa.CursorResult, result).rowcount != 1:
@@ -92,8 +115,10 @@ def renew(session: Session, keys: list[str], lease: timedelta) -> None:
     """Extend the leases of the runs of `keys` that this worker is running."""
     if keys:
         session.execute(
-            sa.update(JobRun).where(JobRun.key.in_(keys), JobRun.state == "running")
-            .values(lease_until=utcnow() + lease).execution_options(synchronize_session=False)
+            sa.update(JobRun)
+            .where(JobRun.key.in_(keys), JobRun.state == "running")
+            .values(lease_until=utcnow() + lease)
+            .execution_options(synchronize_session=False)
         )
 
 
@@ -101,7 +126,8 @@ def expired(session: Session, older_than: timedelta) -> list[tuple[str, str, byt
     """Runs left `running` whose lease ran out more than `older_than` ago: (key, kind, task_args)."""
     rows = session.execute(
         sa.select(JobRun.key, JobRun.kind, JobRun.task_args).where(
-            JobRun.state == "running", JobRun.lease_until < utcnow() - older_than, JobRun.task_args.is_not(None))
+            JobRun.state == "running", JobRun.lease_until < utcnow() - older_than, JobRun.task_args.is_not(None)
+        )
     ).all()
     return [(key, kind, args) for key, kind, args in rows if args is not None]  # as the query asked
 
@@ -110,8 +136,8 @@ def release_expired(session: Session, key: str, older_than: timedelta) -> bool:
     """Mark run `key` (found by `expired`) as waiting for its next attempt, unless it has meanwhile
     finished or been renewed: whether it was still expired."""
     result = session.execute(
-        sa.update(JobRun).where(JobRun.key == key, JobRun.state == "running",
-                                JobRun.lease_until < utcnow() - older_than)
+        sa.update(JobRun)
+        .where(JobRun.key == key, JobRun.state == "running", JobRun.lease_until < utcnow() - older_than)
         .values(state="retrying", error="WorkerLost", lease_until=None, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )

@@ -7,6 +7,7 @@ terminal its own API keys; mixing them with the server's would never verify). A 
 Secrets in a row are write-only through the API: `gateway_view()` says whether each one is set,
 never what it is. They are stored sealed (server/payments/gateway_secrets.py).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,8 +43,9 @@ class PayPalAccount:
     source: str  # "business" or "system"
 
     def client(self, settings: Settings) -> PayPalClient:
-        return PayPalClient(settings.paypal_base_url, self.client_id, self.client_secret,
-                            timeout=settings.payments_http_timeout_seconds)
+        return PayPalClient(
+            settings.paypal_base_url, self.client_id, self.client_secret, timeout=settings.payments_http_timeout_seconds
+        )
 
 
 @dataclass(frozen=True)
@@ -59,16 +61,18 @@ class TranzilaAccount:
         return bool(self.app_key and self.secret)
 
     def client(self, settings: Settings) -> TranzilaClient:
-        return TranzilaClient(settings.tranzila_api_base_url, self.app_key, self.secret,
-                              timeout=settings.payments_http_timeout_seconds)
+        return TranzilaClient(
+            settings.tranzila_api_base_url, self.app_key, self.secret, timeout=settings.payments_http_timeout_seconds
+        )
 
 
 Account = Union[PayPalAccount, TranzilaAccount]
 
 
 def gateway_row(session: Session, business_id: int, provider: str) -> Optional[PaymentGateway]:
-    return session.scalar(sa.select(PaymentGateway).where(PaymentGateway.business_id == business_id,
-                                                          PaymentGateway.provider == provider))
+    return session.scalar(
+        sa.select(PaymentGateway).where(PaymentGateway.business_id == business_id, PaymentGateway.provider == provider)
+    )
 
 
 def _paypal_from(values: dict[str, Any], source: str) -> Optional[PayPalAccount]:
@@ -78,8 +82,13 @@ def _paypal_from(values: dict[str, Any], source: str) -> Optional[PayPalAccount]
 
 
 def _tranzila_from(values: dict[str, Any], source: str) -> Optional[TranzilaAccount]:
-    account = TranzilaAccount(values.get("terminal") or "", values.get("app_key") or "", values.get("secret") or "",
-                              values.get("mode") or "iframe", source)
+    account = TranzilaAccount(
+        values.get("terminal") or "",
+        values.get("app_key") or "",
+        values.get("secret") or "",
+        values.get("mode") or "iframe",
+        source,
+    )
     # A payment request is an API call; the hosted page alone needs only the terminal.
     if not account.terminal or (account.mode == "payment_request" and not account.has_api_keys):
         return None
@@ -88,23 +97,32 @@ def _tranzila_from(values: dict[str, Any], source: str) -> Optional[TranzilaAcco
 
 def _system_values(settings: Settings, provider: str) -> dict[str, Any]:
     if provider == "paypal":
-        return {"client_id": settings.paypal_client_id, "client_secret": settings.paypal_client_secret,
-                "webhook_id": settings.paypal_webhook_id}
-    return {"terminal": settings.tranzila_terminal, "app_key": settings.tranzila_app_key,
-            "secret": settings.tranzila_secret, "mode": settings.tranzila_payment_mode}
+        return {
+            "client_id": settings.paypal_client_id,
+            "client_secret": settings.paypal_client_secret,
+            "webhook_id": settings.paypal_webhook_id,
+        }
+    return {
+        "terminal": settings.tranzila_terminal,
+        "app_key": settings.tranzila_app_key,
+        "secret": settings.tranzila_secret,
+        "mode": settings.tranzila_payment_mode,
+    }
 
 
 _BUILDERS = {"paypal": _paypal_from, "tranzila": _tranzila_from}
 
 
 @overload
-def provider_account(session: Session, settings: Settings, business_id: int,
-                     provider: Literal["paypal"]) -> Optional[PayPalAccount]: ...
+def provider_account(
+    session: Session, settings: Settings, business_id: int, provider: Literal["paypal"]
+) -> Optional[PayPalAccount]: ...
 
 
 @overload
-def provider_account(session: Session, settings: Settings, business_id: int,
-                     provider: Literal["tranzila"]) -> Optional[TranzilaAccount]: ...
+def provider_account(
+    session: Session, settings: Settings, business_id: int, provider: Literal["tranzila"]
+) -> Optional[TranzilaAccount]: ...
 
 
 @overload
@@ -134,25 +152,41 @@ def readiness_warnings(session: Session, settings: Settings) -> list[dict[str, A
     if not settings.payments_enabled:
         return []
     system = _tranzila_from(_system_values(settings, "tranzila"), "system")
-    rows = session.scalars(sa.select(PaymentGateway).where(PaymentGateway.provider == "tranzila",
-                                                           PaymentGateway.enabled.is_(True)))
+    rows = session.scalars(
+        sa.select(PaymentGateway).where(PaymentGateway.provider == "tranzila", PaymentGateway.enabled.is_(True))
+    )
     # Present secrets are enough to know; they are not opened here.
     own = [_tranzila_from(row.settings or {}, "business") for row in rows]
     businesses = sum(1 for account in own if account is not None and not account.has_api_keys)
     unkeyed_system = system is not None and not system.has_api_keys
     if not (unkeyed_system or businesses):
         return []
-    where = " and ".join(part for part in ("the server's terminal" if unkeyed_system else "",
-                                           f"{businesses} business terminal(s)" if businesses else "") if part)
-    return [{"code": "tranzila_without_api_keys", "system": unkeyed_system, "businesses": businesses,
-             "message": f"Tranzila API keys missing for {where}: notifications can't be confirmed with Tranzila, "
-                        f"so those payments wait as awaiting_confirm until an owner confirms them"}]
+    where = " and ".join(
+        part
+        for part in (
+            "the server's terminal" if unkeyed_system else "",
+            f"{businesses} business terminal(s)" if businesses else "",
+        )
+        if part
+    )
+    return [
+        {
+            "code": "tranzila_without_api_keys",
+            "system": unkeyed_system,
+            "businesses": businesses,
+            "message": f"Tranzila API keys missing for {where}: notifications can't be confirmed with Tranzila, "
+            f"so those payments wait as awaiting_confirm until an owner confirms them",
+        }
+    ]
 
 
 # ---- the owner's view and update of a business's rows ------------------------------------------
 def list_gateways(session: Session, settings: Settings, business_id: int) -> dict[str, Any]:
-    return {"gateways": [gateway_view(gateway_row(session, business_id, provider), settings, provider)
-                         for provider in PROVIDERS]}
+    return {
+        "gateways": [
+            gateway_view(gateway_row(session, business_id, provider), settings, provider) for provider in PROVIDERS
+        ]
+    }
 
 
 def gateway_view(row: Optional[PaymentGateway], settings: Settings, provider: str) -> dict[str, Any]:
@@ -176,8 +210,9 @@ def known_provider(provider: str) -> str:
     return provider
 
 
-def update_gateway(session: Session, settings: Settings, business_id: int, actor: str, provider: str,
-                   body: Mapping[str, Any]) -> dict[str, Any]:
+def update_gateway(
+    session: Session, settings: Settings, business_id: int, actor: str, provider: str, body: Mapping[str, Any]
+) -> dict[str, Any]:
     """Apply an owner's PUT: fields sent replace stored ones (null clears), fields left out stay.
     Answers the row as `gateway_view` shows it.
 
@@ -185,8 +220,9 @@ def update_gateway(session: Session, settings: Settings, business_id: int, actor
     fields = GATEWAY_FIELDS[known_provider(provider)]
     unknown = sorted(set(body) - set(fields) - {"enabled"})
     if unknown:
-        raise _invalid(unknown[0], f"unknown field {unknown[0]!r}; {provider} takes "
-                                   f"{', '.join(sorted(fields))} and enabled")
+        raise _invalid(
+            unknown[0], f"unknown field {unknown[0]!r}; {provider} takes {', '.join(sorted(fields))} and enabled"
+        )
     if "enabled" in body and not isinstance(body["enabled"], bool):
         raise _invalid("enabled", "enabled must be true or false")
     for name in sorted(set(body) & set(fields)):
@@ -212,8 +248,16 @@ def update_gateway(session: Session, settings: Settings, business_id: int, actor
         changed.append("enabled")
     row.settings = seal_secrets(session, provider, {k: v for k, v in values.items() if v is not None})
     session.flush()
-    audit(session, business_id, actor, "payment_gateway.updated", "payment_gateway", row.id, provider=provider,
-          changed=changed)
+    audit(
+        session,
+        business_id,
+        actor,
+        "payment_gateway.updated",
+        "payment_gateway",
+        row.id,
+        provider=provider,
+        changed=changed,
+    )
     return gateway_view(row, settings, provider)
 
 

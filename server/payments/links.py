@@ -6,6 +6,7 @@ still reused, an older one replaced) or a Tranzila hosted page with a Handshake 
 Payment Request, created once). Every answer to the customer is a short Hebrew page or a redirect,
 never an error dump; provider failures are logged and shown as "try again later".
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,8 +36,15 @@ log = logging.getLogger("agentlocator.payments")
 PAYPAL_ORDER_REUSE_SECONDS = 3 * 3600 - 15 * 60
 # Link-preview fetchers (WhatsApp shows a preview of every link it is sent): they get the page only.
 PREVIEW_AGENTS = ("whatsapp", "facebookexternalhit", "telegrambot", "twitterbot", "slackbot", "skypeuripreview")
-STATUS_PAGES = {"paid": 200, "awaiting_confirm": 200, "refunded": 410, "refund_required": 410, "failed": 410,
-                "expired": 410, "rejected": 410}
+STATUS_PAGES = {
+    "paid": 200,
+    "awaiting_confirm": 200,
+    "refunded": 410,
+    "refund_required": 410,
+    "failed": 410,
+    "expired": 410,
+    "rejected": 410,
+}
 
 
 @dataclass
@@ -73,8 +81,14 @@ def open_link(session: Session, settings: Settings, token: str, *, preview: bool
     business = session.get_one(Business, payment.business_id)
     account = provider_account(session, settings, payment.business_id, payment.provider)
     if not (settings.payments_enabled and business.payments_enabled) or account is None:
-        log_event(log, "payment_link_unavailable", logging.WARNING, payment_id=payment.id, provider=payment.provider,
-                  configured=account is not None)
+        log_event(
+            log,
+            "payment_link_unavailable",
+            logging.WARNING,
+            payment_id=payment.id,
+            provider=payment.provider,
+            configured=account is not None,
+        )
         return Page("unavailable", 503, payment)
     try:
         if isinstance(account, PayPalAccount):
@@ -121,8 +135,15 @@ def return_page(session: Session, token: str, kind: str) -> Page:
 
 def provider_failure(payment: Payment, exc: ProviderError) -> Page:
     unavailable = isinstance(exc, (ProviderTimeout, PaymentProviderUnavailable))
-    log_event(log, "payment_provider_error", logging.WARNING, payment_id=payment.id, provider=payment.provider,
-              error=str(exc), kind=type(exc).__name__)
+    log_event(
+        log,
+        "payment_provider_error",
+        logging.WARNING,
+        payment_id=payment.id,
+        provider=payment.provider,
+        error=str(exc),
+        kind=type(exc).__name__,
+    )
     return Page("provider_error", 503 if unavailable else 502, payment, retry=True)
 
 
@@ -158,8 +179,9 @@ def _expire_if_invoice_closed(session: Session, payment: Payment) -> bool:
     return True
 
 
-def _paypal_checkout(session: Session, settings: Settings, payment: Payment, account: PayPalAccount,
-                     business: Business) -> str:
+def _paypal_checkout(
+    session: Session, settings: Settings, payment: Payment, account: PayPalAccount, business: Business
+) -> str:
     data = dict(payment.provider_data or {})
     current = data.get("order")
     if current and time.time() - current["created_at"] < PAYPAL_ORDER_REUSE_SECONDS:
@@ -169,16 +191,23 @@ def _paypal_checkout(session: Session, settings: Settings, payment: Payment, acc
     order = account.client(settings).create_order(
         # Numbered per attempt: a retry of the same attempt gets the same order back from PayPal.
         request_id=f"agentlocator-{payment.id}-order-{len(known) + 1}",
-        currency=payment.currency, value=major_text(payment.amount_minor), custom_id=str(payment.id),
-        description=payment.description, brand_name=business.name,
+        currency=payment.currency,
+        value=major_text(payment.amount_minor),
+        custom_id=str(payment.id),
+        description=payment.description,
+        brand_name=business.name,
         return_url=abs_url(settings.base_url, f"/pay/{token}/return"),
-        cancel_url=abs_url(settings.base_url, f"/pay/{token}/cancel"))
+        cancel_url=abs_url(settings.base_url, f"/pay/{token}/cancel"),
+    )
     url = approve_link(order)
     if not url or not order.get("id"):
         raise PaymentProviderError("paypal", "order answer without an id or approve link")
     payment.provider_ref = order["id"]
-    payment.provider_data = {**data, "order": {"id": order["id"], "approve_url": url, "created_at": int(time.time())},
-                             "order_ids": known + [order["id"]] if order["id"] not in known else known}
+    payment.provider_data = {
+        **data,
+        "order": {"id": order["id"], "approve_url": url, "created_at": int(time.time())},
+        "order_ids": known + [order["id"]] if order["id"] not in known else known,
+    }
     session.flush()
     return url
 
@@ -186,8 +215,11 @@ def _paypal_checkout(session: Session, settings: Settings, payment: Payment, acc
 def _tranzila_checkout(session: Session, settings: Settings, payment: Payment, account: TranzilaAccount) -> str:
     data = {**(payment.provider_data or {}), "terminal": account.terminal, "mode": account.mode}
     token, base = payment.link_token, settings.base_url
-    urls = {"notify": abs_url(base, f"/webhook/tranzila/{payment.notify_nonce}"),
-            "success": abs_url(base, f"/pay/{token}/done"), "fail": abs_url(base, f"/pay/{token}/failed")}
+    urls = {
+        "notify": abs_url(base, f"/webhook/tranzila/{payment.notify_nonce}"),
+        "success": abs_url(base, f"/pay/{token}/done"),
+        "fail": abs_url(base, f"/pay/{token}/failed"),
+    }
     client = account.client(settings)
     if account.mode == "payment_request":
         if "payment_request" not in data:
@@ -196,10 +228,18 @@ def _tranzila_checkout(session: Session, settings: Settings, payment: Payment, a
             payment.provider_ref = pr_id or None
         url = data["payment_request"]["link"]
     else:
-        params = {"sum": major_text(payment.amount_minor), "currency": CURRENCY_CODES[payment.currency],
-                  "cred_type": "1", "tranmode": "A", "lang": "il", "pdesc": payment.description[:100],
-                  "notify_url_address": urls["notify"], "success_url_address": urls["success"],
-                  "fail_url_address": urls["fail"], "DCdisable": f"agentlocator-{payment.id}"}
+        params = {
+            "sum": major_text(payment.amount_minor),
+            "currency": CURRENCY_CODES[payment.currency],
+            "cred_type": "1",
+            "tranmode": "A",
+            "lang": "il",
+            "pdesc": payment.description[:100],
+            "notify_url_address": urls["notify"],
+            "success_url_address": urls["success"],
+            "fail_url_address": urls["fail"],
+            "DCdisable": f"agentlocator-{payment.id}",
+        }
         if account.has_api_keys:
             params["thtk"] = client.create_handshake(terminal=account.terminal, amount=to_major(payment.amount_minor))
         url = iframe_url(settings.tranzila_iframe_base_url, account.terminal, params)
@@ -210,14 +250,29 @@ def _tranzila_checkout(session: Session, settings: Settings, payment: Payment, a
 
 def _payment_request_body(session: Session, payment: Payment, account: TranzilaAccount, urls: dict) -> dict:
     body = {
-        "terminal_name": account.terminal, "created_via": "TRAPI", "action_type": 1,
-        "response_language": "hebrew", "request_currency": payment.currency, "payments_number": 1,
-        "payment_plans": [1], "payment_methods": [1],
-        "items": [{"name": payment.description or "תשלום", "unit_price": to_major(payment.amount_minor),
-                   "type": "I", "units_number": 1, "unit_type": 1, "price_type": "G",
-                   "currency_code": payment.currency}],
+        "terminal_name": account.terminal,
+        "created_via": "TRAPI",
+        "action_type": 1,
+        "response_language": "hebrew",
+        "request_currency": payment.currency,
+        "payments_number": 1,
+        "payment_plans": [1],
+        "payment_methods": [1],
+        "items": [
+            {
+                "name": payment.description or "תשלום",
+                "unit_price": to_major(payment.amount_minor),
+                "type": "I",
+                "units_number": 1,
+                "unit_type": 1,
+                "price_type": "G",
+                "currency_code": payment.currency,
+            }
+        ],
         # Not in Tranzila's published example; confirm with Tranzila that the terminal honours them.
-        "notify_url": urls["notify"], "success_url": urls["success"], "failure_url": urls["fail"],
+        "notify_url": urls["notify"],
+        "success_url": urls["success"],
+        "failure_url": urls["fail"],
     }
     customer = session.get(Customer, payment.customer_id) if payment.customer_id else None
     if customer is not None and customer.name:

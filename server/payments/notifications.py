@@ -20,6 +20,7 @@ Each handler returns the outcome it reached ("paid", "ignored", …), which the 
 a 200, or raises `DomainError` when the delivery must be refused (401, 400) or sent again later
 (503: nothing changed).
 """
+
 from __future__ import annotations
 
 import logging
@@ -46,8 +47,12 @@ from server.security.auth import MAX_ID
 
 log = logging.getLogger("agentlocator.payments")
 
-PAYPAL_EVENTS = ("CHECKOUT.ORDER.APPROVED", "PAYMENT.CAPTURE.COMPLETED", "PAYMENT.CAPTURE.DENIED",
-                 "PAYMENT.CAPTURE.REFUNDED")
+PAYPAL_EVENTS = (
+    "CHECKOUT.ORDER.APPROVED",
+    "PAYMENT.CAPTURE.COMPLETED",
+    "PAYMENT.CAPTURE.DENIED",
+    "PAYMENT.CAPTURE.REFUNDED",
+)
 # Capture refusals after which the payer must approve again (PayPal sends them back to approve).
 PAYER_MUST_ACT = ("ORDER_NOT_APPROVED", "INSTRUMENT_DECLINED", "PAYER_ACTION_REQUIRED")
 # What we keep of a Tranzila notification: never card data (ccno, TranzilaTK, expiry …).
@@ -86,8 +91,9 @@ def capture_and_apply(session: Session, client: PayPalClient, payment: Payment, 
     return apply_capture(session, payment, first_capture(order), order_id=order_id, actor=actor)
 
 
-def apply_capture(session: Session, payment: Payment, capture: Optional[Mapping[str, Any]], *,
-                  order_id: Optional[str], actor: str) -> str:
+def apply_capture(
+    session: Session, payment: Payment, capture: Optional[Mapping[str, Any]], *, order_id: Optional[str], actor: str
+) -> str:
     """Apply a PayPal capture object (from a capture answer or a PAYMENT.CAPTURE.* webhook)."""
     if capture is None:
         return "pending"
@@ -108,14 +114,22 @@ def apply_capture(session: Session, payment: Payment, capture: Optional[Mapping[
         if not capture_id:
             reasons.append("capture_without_id")
     if reasons:
-        reject(session, payment, actor, reasons, capture_id=capture_id, capture_status=status,
-               amount=capture.get("amount"))
+        reject(
+            session, payment, actor, reasons, capture_id=capture_id, capture_status=status, amount=capture.get("amount")
+        )
         return "rejected"
     if status == "COMPLETED":
         try:
             # PayPal's own answer (a capture we made, or a webhook PayPal verified): confirmed.
-            return settle(session, payment, actor, confirmed=True, values={"provider_txn_id": capture_id},
-                          capture_id=capture_id, order_id=related)
+            return settle(
+                session,
+                payment,
+                actor,
+                confirmed=True,
+                values={"provider_txn_id": capture_id},
+                capture_id=capture_id,
+                order_id=related,
+            )
         except DuplicateTransaction:
             reject(session, payment, actor, ["transaction_already_used"], capture_id=capture_id)
             return "rejected"
@@ -148,8 +162,9 @@ def paypal_webhook(session: Session, settings: Settings, raw: bytes, headers: He
         raise DomainError(Problem.NOT_CONFIGURED, "provider_not_configured", "PayPal webhook id not configured")
     client = account.client(settings)
     try:
-        genuine = (all(headers.get(name) for name in WEBHOOK_HEADERS.values())
-                   and client.verify_webhook_signature(headers=headers, raw_event=raw, webhook_id=account.webhook_id))
+        genuine = all(headers.get(name) for name in WEBHOOK_HEADERS.values()) and client.verify_webhook_signature(
+            headers=headers, raw_event=raw, webhook_id=account.webhook_id
+        )
     except (ProviderTimeout, PaymentProviderUnavailable) as exc:
         raise _try_later(payment, exc) from None
     except PaymentProviderError as exc:  # PayPal refused the verification request itself
@@ -160,16 +175,25 @@ def paypal_webhook(session: Session, settings: Settings, raw: bytes, headers: He
         raise DomainError(Problem.UNAUTHENTICATED, "invalid_signature", "PayPal did not verify this delivery")
     try:
         if event_type == "CHECKOUT.ORDER.APPROVED":
-            outcome = (capture_and_apply(session, client, payment, str(resource.get("id")), "paypal")
-                       if payment.status == "pending" else "unchanged")
+            outcome = (
+                capture_and_apply(session, client, payment, str(resource.get("id")), "paypal")
+                if payment.status == "pending"
+                else "unchanged"
+            )
         elif event_type == "PAYMENT.CAPTURE.REFUNDED":
             outcome = _refund(session, payment, resource)
         else:
             outcome = apply_capture(session, payment, resource, order_id=None, actor="paypal")
     except ProviderError as exc:
         raise _try_later(payment, exc) from None
-    log_event(log, "paypal_webhook_processed", event_type=event_type, event_id=event.get("id"),
-              payment_id=payment.id, outcome=outcome)
+    log_event(
+        log,
+        "paypal_webhook_processed",
+        event_type=event_type,
+        event_id=event.get("id"),
+        payment_id=payment.id,
+        outcome=outcome,
+    )
     return outcome
 
 
@@ -185,8 +209,15 @@ def _refund(session: Session, payment: Payment, refund: Mapping[str, Any]) -> st
         reject(session, payment, "paypal", ["refund_of_other_capture"], refund_id=refund.get("id"))
         return "rejected"
     refunded_minor = from_provider((refund.get("amount") or {}).get("value"))
-    moved = transition(session, payment, "refunded", "paypal", refund_id=refund.get("id"),
-                       refunded_minor=refunded_minor, full_refund=refunded_minor == payment.amount_minor)
+    moved = transition(
+        session,
+        payment,
+        "refunded",
+        "paypal",
+        refund_id=refund.get("id"),
+        refunded_minor=refunded_minor,
+        full_refund=refunded_minor == payment.amount_minor,
+    )
     return "refunded" if moved else "unchanged"
 
 
@@ -208,16 +239,22 @@ def _check_resource(resource: Mapping[str, Any]) -> None:
         if resource.get(name) is not None and not isinstance(resource[name], str):
             raise _bad_field(name, f"{name} must be a string")
     units = resource.get("purchase_units")
-    if units is not None and not (isinstance(units, list) and all(
-            isinstance(unit, dict) and isinstance(unit.get("custom_id"), (str, type(None))) for unit in units)):
+    if units is not None and not (
+        isinstance(units, list)
+        and all(isinstance(unit, dict) and isinstance(unit.get("custom_id"), (str, type(None))) for unit in units)
+    ):
         raise _bad_field("purchase_units", "purchase_units must be a list of objects (custom_id a string)")
     supplementary = resource.get("supplementary_data")
     if supplementary is not None:
         related = supplementary.get("related_ids") if isinstance(supplementary, dict) else None
-        if not isinstance(supplementary, dict) or not isinstance(related, (dict, type(None))) \
-                or not isinstance((related or {}).get("order_id"), (str, type(None))):
-            raise _bad_field("supplementary_data", "supplementary_data must be an object whose related_ids.order_id "
-                                                   "is a string")
+        if (
+            not isinstance(supplementary, dict)
+            or not isinstance(related, (dict, type(None)))
+            or not isinstance((related or {}).get("order_id"), (str, type(None)))
+        ):
+            raise _bad_field(
+                "supplementary_data", "supplementary_data must be an object whose related_ids.order_id is a string"
+            )
     for name, kind in (("links", list), ("amount", dict)):
         if resource.get(name) is not None and not isinstance(resource[name], kind):
             raise _bad_field(name, f"{name} must be {'a list' if kind is list else 'an object'}")
@@ -243,8 +280,11 @@ def _payment_for_event(session: Session, resource: Mapping[str, Any]) -> Optiona
         payment = session.scalar(paypal.where(Payment.id == payment_id))
         if payment is not None:
             return payment
-    order_id = (resource.get("id") if "purchase_units" in resource else
-                ((resource.get("supplementary_data") or {}).get("related_ids") or {}).get("order_id"))
+    order_id = (
+        resource.get("id")
+        if "purchase_units" in resource
+        else ((resource.get("supplementary_data") or {}).get("related_ids") or {}).get("order_id")
+    )
     if order_id:
         payment = session.scalar(paypal.where(Payment.provider_ref == str(order_id)))
         if payment is not None:
@@ -270,8 +310,15 @@ def tranzila_notify(session: Session, settings: Settings, nonce: str, fields: Ma
         if payment.status != "pending":
             return "already_processed"
         # A declined card: the payer may still try another one on the same page, so nothing is used up.
-        audit(session, payment.business_id, "tranzila", "payment.declined", "payment", payment.id,
-              response=received.get("Response"))
+        audit(
+            session,
+            payment.business_id,
+            "tranzila",
+            "payment.declined",
+            "payment",
+            payment.id,
+            response=received.get("Response"),
+        )
         return "declined"
     terminal = str((payment.provider_data or {}).get("terminal") or "")
     reasons = _notify_mismatches(payment, received, terminal)
@@ -286,8 +333,9 @@ def tranzila_notify(session: Session, settings: Settings, nonce: str, fields: Ma
             transaction = account.client(settings).get_transaction(terminal=terminal, index=int(index))
         except ProviderError as exc:
             log_event(log, "tranzila_requery_failed", logging.WARNING, payment_id=payment.id, error=str(exc))
-            raise DomainError(Problem.UNAVAILABLE, "unavailable",
-                              "Tranzila could not be asked to confirm; try again later") from None
+            raise DomainError(
+                Problem.UNAVAILABLE, "unavailable", "Tranzila could not be asked to confirm; try again later"
+            ) from None
         reasons = _transaction_mismatches(payment, transaction)
         if reasons:
             reject(session, payment, "tranzila", reasons, received=received)
@@ -295,11 +343,17 @@ def tranzila_notify(session: Session, settings: Settings, nonce: str, fields: Ma
     else:
         log_event(log, "tranzila_notify_unconfirmed", logging.WARNING, payment_id=payment.id)
     try:
-        outcome = settle(session, payment, "tranzila", confirmed=confirmed,
-                         where=[Payment.notify_nonce == nonce, Payment.notify_consumed_at.is_(None)],
-                         values={"notify_consumed_at": utcnow(), "provider_txn_id": index},
-                         transaction_index=index, confirmation_code=received.get("ConfirmationCode"),
-                         verified_by="transaction_query" if confirmed else "notification")
+        outcome = settle(
+            session,
+            payment,
+            "tranzila",
+            confirmed=confirmed,
+            where=[Payment.notify_nonce == nonce, Payment.notify_consumed_at.is_(None)],
+            values={"notify_consumed_at": utcnow(), "provider_txn_id": index},
+            transaction_index=index,
+            confirmation_code=received.get("ConfirmationCode"),
+            verified_by="transaction_query" if confirmed else "notification",
+        )
     except DuplicateTransaction:
         reject(session, payment, "tranzila", ["transaction_already_used"], received=received)
         raise _rejected("this transaction already paid another payment") from None
@@ -326,8 +380,9 @@ def _transaction_mismatches(payment: Payment, transaction: Optional[Mapping[str,
     if transaction is None:
         return ["transaction_not_found"]
     reasons = [] if str(transaction.get("processor_response_code")) == APPROVED else ["transaction_not_approved"]
-    return reasons + _money_mismatches(payment, transaction.get("currency"), transaction.get("amount"),
-                                       prefix="transaction_")
+    return reasons + _money_mismatches(
+        payment, transaction.get("currency"), transaction.get("amount"), prefix="transaction_"
+    )
 
 
 def _money_mismatches(payment: Payment, currency: Any, amount: Any, *, prefix: str = "") -> list[str]:

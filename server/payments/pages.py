@@ -1,4 +1,5 @@
 """The customer's Hebrew pages: small, right-to-left, self-contained (no external assets, no scripts)."""
+
 from __future__ import annotations
 
 from html import escape
@@ -18,8 +19,10 @@ TEXTS = {
     "paid": ("התשלום התקבל", "תודה! התשלום התקבל בהצלחה."),
     "processing": ("התשלום בבדיקה", "אנחנו ממתינים לאישור סופי של התשלום. הדף יתעדכן מעצמו."),
     "awaiting_confirm": ("התשלום התקבל לבדיקה", "העסק יאשר את התשלום בהקדם. אין צורך לשלם שוב."),
-    "refund_required": ("לא ניתן להשלים את התשלום", "החיוב התקבל אבל אינו נדרש עוד. העסק יחזיר לכם את הכסף. "
-                                                    "לשאלות פנו לעסק."),
+    "refund_required": (
+        "לא ניתן להשלים את התשלום",
+        "החיוב התקבל אבל אינו נדרש עוד. העסק יחזיר לכם את הכסף. לשאלות פנו לעסק.",
+    ),
     "cancelled": ("התשלום בוטל", "לא בוצע חיוב. אפשר לחזור לתשלום בכל עת."),
     "declined": ("התשלום לא הושלם", "התשלום לא אושר. אפשר לנסות שוב, גם באמצעי תשלום אחר."),
     "unavailable": ("התשלום אינו זמין כרגע", "לא ניתן לשלם כרגע בקישור הזה. נסו שוב מאוחר יותר או פנו לעסק."),
@@ -34,15 +37,17 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; "
-                               "form-action 'none'; frame-ancestors 'none'",
+    "form-action 'none'; frame-ancestors 'none'",
 }
-_STYLE = ("body{font-family:system-ui,-apple-system,'Segoe UI',Arial,sans-serif;background:#f4f5f7;color:#1d2330;"
-          "margin:0;display:flex;min-height:100vh;align-items:center;justify-content:center}"
-          "main{background:#fff;border-radius:12px;box-shadow:0 1px 4px rgba(0,0,0,.12);padding:2rem;"
-          "max-width:26rem;margin:1rem;text-align:center}h1{font-size:1.4rem;margin:0 0 .75rem}"
-          "p{line-height:1.6;margin:.5rem 0}.business{color:#5b6472}.amount{font-size:1.6rem;font-weight:600}"
-          "a{display:inline-block;margin-top:1rem;padding:.7rem 1.6rem;background:#1a56db;color:#fff;"
-          "border-radius:8px;text-decoration:none}")
+_STYLE = (
+    "body{font-family:system-ui,-apple-system,'Segoe UI',Arial,sans-serif;background:#f4f5f7;color:#1d2330;"
+    "margin:0;display:flex;min-height:100vh;align-items:center;justify-content:center}"
+    "main{background:#fff;border-radius:12px;box-shadow:0 1px 4px rgba(0,0,0,.12);padding:2rem;"
+    "max-width:26rem;margin:1rem;text-align:center}h1{font-size:1.4rem;margin:0 0 .75rem}"
+    "p{line-height:1.6;margin:.5rem 0}.business{color:#5b6472}.amount{font-size:1.6rem;font-weight:600}"
+    "a{display:inline-block;margin-top:1rem;padding:.7rem 1.6rem;background:#1a56db;color:#fff;"
+    "border-radius:8px;text-decoration:none}"
+)
 
 
 def render(session: Session, outcome: Page | Redirect) -> Response:
@@ -62,8 +67,14 @@ def _html(session: Session, page: Page) -> str:
         business = session.get_one(Business, payment.business_id)
         parts.append(f'<p class="business">{escape(business.name)}</p>')
     parts.append(f"<h1>{escape(title)}</h1>")
-    if payment is not None and page.kind in ("paid", "preview", "processing", "awaiting_confirm", "declined",
-                                             "cancelled"):
+    if payment is not None and page.kind in (
+        "paid",
+        "preview",
+        "processing",
+        "awaiting_confirm",
+        "declined",
+        "cancelled",
+    ):
         parts.append(f'<p class="amount"><bdi>{escape(display(payment.amount_minor, payment.currency))}</bdi></p>')
         if payment.description:
             parts.append(f"<p>{escape(payment.description)}</p>")
@@ -71,9 +82,11 @@ def _html(session: Session, page: Page) -> str:
     if payment is not None and (page.retry or page.kind == "preview"):
         parts.append(f'<a href="/pay/{escape(payment.link_token)}">לתשלום</a>')
     refresh = REFRESH_SECONDS.get(page.kind)
-    head = ('<meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'
-            '<meta name="robots" content="noindex">'
-            + (f'<meta http-equiv="refresh" content="{refresh}">' if refresh else "")
-            + f"<title>{escape(title)}</title><style>{_STYLE}</style>")
+    head = (
+        '<meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta name="robots" content="noindex">'
+        + (f'<meta http-equiv="refresh" content="{refresh}">' if refresh else "")
+        + f"<title>{escape(title)}</title><style>{_STYLE}</style>"
+    )
     body = "".join(parts)
     return f'<!doctype html>\n<html lang="he" dir="rtl"><head>{head}</head><body><main>{body}</main></body></html>\n'

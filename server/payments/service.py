@@ -8,6 +8,7 @@ issued, 409).
 
 Amounts follow `server.money`: a payment is never 0, and may be as large as any invoice.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -33,18 +34,27 @@ MAX_IDEMPOTENCY_KEY = 128
 MAX_NOTE = 500
 
 
-def create_payment(session: Session, settings: Settings, *, business_id: int, actor: str, body: Mapping[str, Any],
-                   idempotency_key: Optional[str]) -> tuple[Payment, bool]:
+def create_payment(
+    session: Session,
+    settings: Settings,
+    *,
+    business_id: int,
+    actor: str,
+    body: Mapping[str, Any],
+    idempotency_key: Optional[str],
+) -> tuple[Payment, bool]:
     """The payment for this request, and whether it was created now (False: an Idempotency-Key repeat)."""
     customer = _owned(session, Customer, business_id, body.get("customer_id"), "customer_id")
     invoice = _owned(session, Invoice, business_id, body.get("invoice_id"), "invoice_id")
     business = session.get_one(Business, business_id)
     if not settings.payments_enabled:
-        raise DomainError(Problem.NOT_CONFIGURED, "payments_disabled",
-                          "payments are switched off on this server (PAYMENTS_ENABLED)")
+        raise DomainError(
+            Problem.NOT_CONFIGURED, "payments_disabled", "payments are switched off on this server (PAYMENTS_ENABLED)"
+        )
     if not business.payments_enabled:
-        raise DomainError(Problem.FORBIDDEN, "payments_disabled_for_business",
-                          "payments are not enabled for this business")
+        raise DomainError(
+            Problem.FORBIDDEN, "payments_disabled_for_business", "payments are not enabled for this business"
+        )
     provider = _provider(body.get("provider"), business)
     if provider_account(session, settings, business_id, provider) is None:
         raise DomainError(Problem.NOT_CONFIGURED, "provider_not_configured", f"{LABELS[provider]} not configured")
@@ -54,38 +64,68 @@ def create_payment(session: Session, settings: Settings, *, business_id: int, ac
     if invoice is not None and invoice.status == "paid":
         raise DomainError(Problem.CONFLICT, "invoice_already_paid", "this invoice is already paid")
     if not invoice_payable(invoice):
-        raise DomainError(Problem.CONFLICT, "invoice_not_payable",
-                          f"this invoice is {invoice.status!r}: only an issued invoice can be paid by link",
-                          status=invoice.status)
+        raise DomainError(
+            Problem.CONFLICT,
+            "invoice_not_payable",
+            f"this invoice is {invoice.status!r}: only an issued invoice can be paid by link",
+            status=invoice.status,
+        )
 
-    request = {"amount_minor": amount_minor, "currency": currency, "provider": provider,
-               "customer_id": customer.id if customer else (invoice.customer_id if invoice else None),
-               "invoice_id": invoice.id if invoice else None}
+    request = {
+        "amount_minor": amount_minor,
+        "currency": currency,
+        "provider": provider,
+        "customer_id": customer.id if customer else (invoice.customer_id if invoice else None),
+        "invoice_id": invoice.id if invoice else None,
+    }
 
     def make() -> Payment:
-        return Payment(business_id=business_id, description=description, status="created", idempotency_key=key,
-                       link_token=secrets.token_urlsafe(32),
-                       notify_nonce=secrets.token_urlsafe(32) if provider == "tranzila" else None,
-                       expires_at=utcnow() + timedelta(days=settings.payment_link_ttl_days), provider_data={},
-                       **request)
+        return Payment(
+            business_id=business_id,
+            description=description,
+            status="created",
+            idempotency_key=key,
+            link_token=secrets.token_urlsafe(32),
+            notify_nonce=secrets.token_urlsafe(32) if provider == "tranzila" else None,
+            expires_at=utcnow() + timedelta(days=settings.payment_link_ttl_days),
+            provider_data={},
+            **request,
+        )
 
     if key is None:
         payment, created = make(), True
         session.add(payment)
         session.flush()
     else:
-        payment, created = _insert_or_get(session, make, lambda: session.scalar(
-            sa.select(Payment).where(Payment.business_id == business_id, Payment.idempotency_key == key)))
+        payment, created = _insert_or_get(
+            session,
+            make,
+            lambda: session.scalar(
+                sa.select(Payment).where(Payment.business_id == business_id, Payment.idempotency_key == key)
+            ),
+        )
     if not created:
         if any(getattr(payment, name) != value for name, value in request.items()):
-            raise DomainError(Problem.CONFLICT, "idempotency_key_reused",
-                              "this Idempotency-Key was used for a different payment")
+            raise DomainError(
+                Problem.CONFLICT, "idempotency_key_reused", "this Idempotency-Key was used for a different payment"
+            )
         return payment, False
     if invoice is not None:
         invoice.payment_id = payment.id
-    audit(session, business_id, actor, "payment.created", "payment", payment.id, provider=provider,
-          amount_minor=amount_minor, currency=currency, invoice_id=request["invoice_id"],
-          customer_id=request["customer_id"], idempotency_key=key)
+    audit(
+        session,
+        business_id,
+        actor,
+        "payment.created",
+        "payment",
+        payment.id,
+        provider=provider,
+        amount_minor=amount_minor,
+        currency=currency,
+        invoice_id=request["invoice_id"],
+        customer_id=request["customer_id"],
+        idempotency_key=key,
+    )
     return payment, True
 
 
@@ -95,10 +135,17 @@ def payment_link(settings: Settings, payment: Payment) -> str:
 
 def payment_view(settings: Settings, payment: Payment) -> dict[str, Any]:
     return {
-        "payment_id": payment.id, "status": payment.status, "url": payment_link(settings, payment),
-        "provider": payment.provider, "amount_minor": payment.amount_minor, "currency": payment.currency,
-        "description": payment.description, "customer_id": payment.customer_id, "invoice_id": payment.invoice_id,
-        "created_at": _iso(payment.created_at), "expires_at": _iso(payment.expires_at),
+        "payment_id": payment.id,
+        "status": payment.status,
+        "url": payment_link(settings, payment),
+        "provider": payment.provider,
+        "amount_minor": payment.amount_minor,
+        "currency": payment.currency,
+        "description": payment.description,
+        "customer_id": payment.customer_id,
+        "invoice_id": payment.invoice_id,
+        "created_at": _iso(payment.created_at),
+        "expires_at": _iso(payment.expires_at),
         "paid_at": _iso(payment.paid_at),
     }
 
@@ -107,8 +154,9 @@ def get_payment(session: Session, settings: Settings, business_id: int, payment_
     return payment_view(settings, _payment(session, business_id, payment_id))
 
 
-def confirm_payment(session: Session, settings: Settings, business_id: int, payment_id: int, actor: str,
-                    body: Mapping[str, Any]) -> dict[str, Any]:
+def confirm_payment(
+    session: Session, settings: Settings, business_id: int, payment_id: int, actor: str, body: Mapping[str, Any]
+) -> dict[str, Any]:
     """An owner confirms by hand a payment the server could not confirm with the gateway (a Tranzila
     terminal without API keys), having seen the charge in the gateway's own reports. It becomes
     paid, or refund_required when its invoice can no longer take it (voided meanwhile)."""
@@ -122,8 +170,9 @@ def confirm_payment(session: Session, settings: Settings, business_id: int, paym
     return payment_view(settings, payment)
 
 
-def reject_payment(session: Session, settings: Settings, business_id: int, payment_id: int, actor: str,
-                   body: Mapping[str, Any]) -> dict[str, Any]:
+def reject_payment(
+    session: Session, settings: Settings, business_id: int, payment_id: int, actor: str, body: Mapping[str, Any]
+) -> dict[str, Any]:
     """An owner rejects a payment awaiting confirmation whose charge the gateway's own reports don't
     show: the notification was forged. It becomes `rejected` (final, no money; its invoice stays
     as it was, so a new link can be sent)."""
@@ -148,16 +197,18 @@ def _note(body: Mapping[str, Any]) -> Optional[str]:
 
 
 def _not_awaiting(payment: Payment, verb: str) -> DomainError:
-    return DomainError(Problem.CONFLICT, "payment_not_awaiting_confirmation",
-                       f"this payment is {payment.status!r}: only a payment awaiting confirmation can be {verb}",
-                       status=payment.status)
+    return DomainError(
+        Problem.CONFLICT,
+        "payment_not_awaiting_confirmation",
+        f"this payment is {payment.status!r}: only a payment awaiting confirmation can be {verb}",
+        status=payment.status,
+    )
 
 
 def _payment(session: Session, business_id: int, payment_id: int) -> Payment:
     payment = None
     if 1 <= payment_id <= MAX_ID:
-        payment = session.scalar(sa.select(Payment).where(Payment.id == payment_id,
-                                                          Payment.business_id == business_id))
+        payment = session.scalar(sa.select(Payment).where(Payment.id == payment_id, Payment.business_id == business_id))
     if payment is None:
         raise DomainError(Problem.NOT_FOUND, "not_found", "no such payment")
     return payment
@@ -176,19 +227,29 @@ def set_business_payments(session: Session, business_id: int, actor: str, body: 
     if "default_payment_provider" in body:
         default = body["default_payment_provider"]
         if default is not None and default not in PROVIDERS:
-            raise _invalid("default_payment_provider",
-                           f"default_payment_provider must be one of {', '.join(PROVIDERS)} or null")
+            raise _invalid(
+                "default_payment_provider", f"default_payment_provider must be one of {', '.join(PROVIDERS)} or null"
+            )
         business.default_payment_provider = default
     session.flush()
-    audit(session, business_id, actor, "business.payments_updated", "business", business_id,
-          **{name: body[name] for name in ("payments_enabled", "default_payment_provider") if name in body})
+    audit(
+        session,
+        business_id,
+        actor,
+        "business.payments_updated",
+        "business",
+        business_id,
+        **{name: body[name] for name in ("payments_enabled", "default_payment_provider") if name in body},
+    )
     return business_payments_view(session, business_id)
 
 
 def business_payments_view(session: Session, business_id: int) -> dict[str, Any]:
     business = session.get_one(Business, business_id)
-    return {"payments_enabled": business.payments_enabled,
-            "default_payment_provider": business.default_payment_provider}
+    return {
+        "payments_enabled": business.payments_enabled,
+        "default_payment_provider": business.default_payment_provider,
+    }
 
 
 def _iso(value: Optional[datetime]) -> Optional[str]:
@@ -253,6 +314,9 @@ def _idempotency_key(raw: Optional[str]) -> Optional[str]:
         return None
     key = raw.strip()
     if len(key) > MAX_IDEMPOTENCY_KEY or not key.isascii() or not key.isprintable():
-        raise DomainError(Problem.INVALID, "invalid_idempotency_key", f"Idempotency-Key must be printable ASCII, "
-                          f"at most {MAX_IDEMPOTENCY_KEY} characters")
+        raise DomainError(
+            Problem.INVALID,
+            "invalid_idempotency_key",
+            f"Idempotency-Key must be printable ASCII, at most {MAX_IDEMPOTENCY_KEY} characters",
+        )
     return key

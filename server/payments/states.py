@@ -22,6 +22,7 @@ and it isn't there, so the notification that made it `awaiting_confirm` was forg
 used up already, so the notification replayed changes nothing; a real payment needs a new link.
 It is not `failed` (a declined card), which may still receive money from a page left open.
 """
+
 from __future__ import annotations
 
 import logging
@@ -65,16 +66,26 @@ def sources_of(target: str) -> list[str]:
     return [source for source, targets in NEXT.items() if target in targets]
 
 
-def transition(session: Session, payment: Payment, target: str, actor: str, *, where: Iterable[Any] = (),
-               values: dict[str, Any] | None = None, **details: Any) -> bool:
+def transition(
+    session: Session,
+    payment: Payment,
+    target: str,
+    actor: str,
+    *,
+    where: Iterable[Any] = (),
+    values: dict[str, Any] | None = None,
+    **details: Any,
+) -> bool:
     """Move `payment` to `target` if its current status allows it (and `where` holds); True if moved.
 
     Raises `DuplicateTransaction` when `values` carry a provider_txn_id that another payment owns."""
     previous = payment.status
-    statement = (sa.update(Payment)
-                 .where(Payment.id == payment.id, Payment.status.in_(sources_of(target)), *where)
-                 .values(status=target, updated_at=utcnow(), **(values or {}))
-                 .execution_options(synchronize_session=False))
+    statement = (
+        sa.update(Payment)
+        .where(Payment.id == payment.id, Payment.status.in_(sources_of(target)), *where)
+        .values(status=target, updated_at=utcnow(), **(values or {}))
+        .execution_options(synchronize_session=False)
+    )
     try:
         with session.begin_nested():
             moved = rows_affected(session.execute(statement)) == 1
@@ -84,14 +95,23 @@ def transition(session: Session, payment: Payment, target: str, actor: str, *, w
     if not moved:
         log_event(log, "payment_transition_skipped", payment_id=payment.id, status=payment.status, target=target)
         return False
-    audit(session, payment.business_id, actor, f"payment.{target}", "payment", payment.id,
-          from_status=previous, **details)
+    audit(
+        session, payment.business_id, actor, f"payment.{target}", "payment", payment.id, from_status=previous, **details
+    )
     publish_payment(session, payment)  # an open console sees the payment (and its invoice) move
     return True
 
 
-def settle(session: Session, payment: Payment, actor: str, *, confirmed: bool, where: Iterable[Any] = (),
-           values: dict[str, Any] | None = None, **details: Any) -> str:
+def settle(
+    session: Session,
+    payment: Payment,
+    actor: str,
+    *,
+    confirmed: bool,
+    where: Iterable[Any] = (),
+    values: dict[str, Any] | None = None,
+    **details: Any,
+) -> str:
     """Apply money the provider reports taken for `payment`; the status reached, or "unchanged".
 
     `confirmed`: the server checked it with the gateway itself (or an owner confirmed it). The
@@ -143,8 +163,12 @@ def invoice_payable(invoice: Optional[Invoice]) -> bool:
 def _locked_invoice(session: Session, payment: Payment) -> Optional[Invoice]:
     if payment.invoice_id is None:
         return None
-    return session.scalar(sa.select(Invoice).where(Invoice.id == payment.invoice_id)
-                          .with_for_update().execution_options(populate_existing=True))
+    return session.scalar(
+        sa.select(Invoice)
+        .where(Invoice.id == payment.invoice_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
 
 
 def _mark_invoice_paid(session: Session, invoice: Invoice, payment: Payment, actor: str) -> None:
@@ -163,8 +187,9 @@ def close_invoice_links(session: Session, invoice_id: int, actor: str, reason: s
     """Expire the invoice's links that could still take money (its void, or its payment by another
     link); the ids expired. Call with the invoice row locked."""
     expired = []
-    for payment in session.scalars(sa.select(Payment).where(Payment.invoice_id == invoice_id,
-                                                            Payment.status.in_(OPEN)).order_by(Payment.id)):
+    for payment in session.scalars(
+        sa.select(Payment).where(Payment.invoice_id == invoice_id, Payment.status.in_(OPEN)).order_by(Payment.id)
+    ):
         if transition(session, payment, "expired", actor, reason=reason):
             expired.append(payment.id)
     return expired
@@ -174,8 +199,15 @@ def reject(session: Session, payment: Payment, actor: str, reasons: list[str], *
     """A notification or capture that must not pay this payment: logged and audited, nothing else.
 
     Committed at once, because the caller answers with an error status (which rolls back)."""
-    log_event(log, "payment_notification_rejected", logging.WARNING, payment_id=payment.id, reasons=reasons,
-              **details)
-    audit(session, payment.business_id, actor, "payment.notification_rejected", "payment", payment.id,
-          reasons=reasons, **details)
+    log_event(log, "payment_notification_rejected", logging.WARNING, payment_id=payment.id, reasons=reasons, **details)
+    audit(
+        session,
+        payment.business_id,
+        actor,
+        "payment.notification_rejected",
+        "payment",
+        payment.id,
+        reasons=reasons,
+        **details,
+    )
     session.commit()

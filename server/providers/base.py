@@ -5,6 +5,7 @@ transcripts out; the LLM is chat messages in, text deltas (or the whole reply) o
 μ-law 8 kHz audio out. Implementations block cooperatively (gevent) and raise `ProviderError` (or a
 subclass) on failure. The WhatsApp transports' interface is in `server.providers.whatsapp`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

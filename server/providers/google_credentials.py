@@ -12,6 +12,7 @@ channel exists, or the first streaming call freezes the whole worker. Gunicorn's
 patches only after the `post_fork` hook, so clients are created lazily, on first use, and
 `make_grpc_cooperative()` runs just before the first channel is built.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -53,20 +54,23 @@ def google_credentials(settings: Settings) -> Any:
             return service_account.Credentials.from_service_account_info(info, scopes=[CLOUD_PLATFORM_SCOPE])
         except (ValueError, KeyError, TypeError) as exc:
             # The message must not echo the JSON: it holds the private key.
-            raise ProviderError(f"GCP_CREDENTIALS_JSON is not a valid service-account key ({type(exc).__name__})") \
-                from None
+            raise ProviderError(
+                f"GCP_CREDENTIALS_JSON is not a valid service-account key ({type(exc).__name__})"
+            ) from None
     if settings.google_application_credentials:
         try:
             credentials, _project = google.auth.load_credentials_from_file(
-                settings.google_application_credentials, scopes=[CLOUD_PLATFORM_SCOPE])
+                settings.google_application_credentials, scopes=[CLOUD_PLATFORM_SCOPE]
+            )
         except google.auth.exceptions.DefaultCredentialsError as exc:
             raise ProviderError(f"GOOGLE_APPLICATION_CREDENTIALS cannot be used: {exc}") from None
         return credentials
     return None
 
 
-def build_google_client(client_class: Callable[..., Any], transport_class: Callable[..., Any],
-                        emulator_host: str, settings: Settings) -> Any:
+def build_google_client(
+    client_class: Callable[..., Any], transport_class: Callable[..., Any], emulator_host: str, settings: Settings
+) -> Any:
     """A GAPIC client: plaintext to `emulator_host` when set, otherwise TLS to Google with credentials."""
     make_grpc_cooperative()
     if emulator_host:

@@ -5,6 +5,7 @@ Live calls and WhatsApp auto-replies load it through the plug-in setting (`serve
 (lazily built) vendor clients, so one set, cached per configuration, serves every call and every
 WhatsApp reply in a process: one OpenAI connection pool, one pair of gRPC channels.
 """
+
 from __future__ import annotations
 
 import functools
@@ -18,5 +19,6 @@ from server.providers.openai_llm import OpenAILanguageModel
 
 @functools.lru_cache(maxsize=8)
 def build_voice_providers(settings: Settings) -> VoiceProviders:
-    return VoiceProviders(stt=GoogleSpeechToText(settings), llm=OpenAILanguageModel(settings),
-                          tts=GoogleTextToSpeech(settings))
+    return VoiceProviders(
+        stt=GoogleSpeechToText(settings), llm=OpenAILanguageModel(settings), tts=GoogleTextToSpeech(settings)
+    )

@@ -18,6 +18,7 @@ Concurrency: each stream has a reader (`server.cooperative.start_background`: a 
 gevent worker, where gRPC is cooperative) iterating the responses, and gRPC's own request consumer
 pulling audio from the buffer. `send_audio` never blocks.
 """
+
 from __future__ import annotations
 
 import collections
@@ -50,8 +51,10 @@ REPLAY_LIMIT_BYTES = 30 * SAMPLE_RATE_HZ  # audio kept for a model fallback: 30 
 RECOGNIZE_MAX_SECONDS = 55  # synchronous recognize accepts up to one minute of audio
 RECOGNIZE_TIMEOUT_SECONDS = 60.0
 
-ENCODINGS = {"MULAW": speech.RecognitionConfig.AudioEncoding.MULAW,
-             "LINEAR16": speech.RecognitionConfig.AudioEncoding.LINEAR16}
+ENCODINGS = {
+    "MULAW": speech.RecognitionConfig.AudioEncoding.MULAW,
+    "LINEAR16": speech.RecognitionConfig.AudioEncoding.LINEAR16,
+}
 BYTES_PER_SAMPLE = {"MULAW": 1, "LINEAR16": 2}
 
 
@@ -112,8 +115,15 @@ class ModelChooser:
                 if self._index + 1 >= len(self.candidates):
                     return None
                 self._index += 1
-                log_event(log, "stt_model_unsupported", logging.WARNING, model=model.label, language=self.language,
-                          reason=reason, next_model=self.candidates[self._index].label)
+                log_event(
+                    log,
+                    "stt_model_unsupported",
+                    logging.WARNING,
+                    model=model.label,
+                    language=self.language,
+                    reason=reason,
+                    next_model=self.candidates[self._index].label,
+                )
             return self.candidates[self._index]
 
 
@@ -124,25 +134,39 @@ def is_model_rejection(exc: google_exceptions.GoogleAPICallError) -> bool:
 
 
 class GoogleSpeechToText:
-    def __init__(self, settings: Settings, *, stream_restart_seconds: float = STREAM_RESTART_SECONDS,
-                 stream_restart_grace_seconds: float = STREAM_RESTART_GRACE_SECONDS):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        stream_restart_seconds: float = STREAM_RESTART_SECONDS,
+        stream_restart_grace_seconds: float = STREAM_RESTART_GRACE_SECONDS,
+    ):
         self.language = settings.stt_language
         self.stream_restart_seconds = stream_restart_seconds
         self.stream_restart_grace_seconds = stream_restart_grace_seconds
-        self.models = ModelChooser.for_process(settings.google_speech_emulator_host, settings.stt_language,
-                                               settings.stt_model)
-        self._client = LazyClient(lambda: build_google_client(
-            speech.SpeechClient, SpeechGrpcTransport, settings.google_speech_emulator_host, settings))
+        self.models = ModelChooser.for_process(
+            settings.google_speech_emulator_host, settings.stt_language, settings.stt_model
+        )
+        self._client = LazyClient(
+            lambda: build_google_client(
+                speech.SpeechClient, SpeechGrpcTransport, settings.google_speech_emulator_host, settings
+            )
+        )
 
     @property
     def client(self) -> speech.SpeechClient:
         return self._client.get()
 
-    def recognition_config(self, model: SpeechModel, encoding: str = "MULAW",
-                           sample_rate_hz: int = SAMPLE_RATE_HZ) -> speech.RecognitionConfig:
-        return speech.RecognitionConfig(encoding=ENCODINGS[encoding], sample_rate_hertz=sample_rate_hz,
-                                        language_code=self.language, model=model.name,
-                                        use_enhanced=model.use_enhanced)
+    def recognition_config(
+        self, model: SpeechModel, encoding: str = "MULAW", sample_rate_hz: int = SAMPLE_RATE_HZ
+    ) -> speech.RecognitionConfig:
+        return speech.RecognitionConfig(
+            encoding=ENCODINGS[encoding],
+            sample_rate_hertz=sample_rate_hz,
+            language_code=self.language,
+            model=model.name,
+            use_enhanced=model.use_enhanced,
+        )
 
     def open_stream(self) -> "GoogleSpeechStream":
         self.client  # noqa: B018 - fail here, in the caller, if the client cannot be built
@@ -153,8 +177,10 @@ class GoogleSpeechToText:
         if encoding not in ENCODINGS:
             raise ProviderError(f"unsupported encoding {encoding!r}")
         piece_bytes = RECOGNIZE_MAX_SECONDS * sample_rate_hz * BYTES_PER_SAMPLE[encoding]
-        texts = [self._recognize(audio[start:start + piece_bytes], encoding, sample_rate_hz)
-                 for start in range(0, len(audio), piece_bytes)]
+        texts = [
+            self._recognize(audio[start : start + piece_bytes], encoding, sample_rate_hz)
+            for start in range(0, len(audio), piece_bytes)
+        ]
         return " ".join(text for text in texts if text)
 
     def _recognize(self, audio: bytes, encoding: str, sample_rate_hz: int) -> str:
@@ -164,9 +190,11 @@ class GoogleSpeechToText:
                 response = self.client.recognize(
                     config=self.recognition_config(model, encoding, sample_rate_hz),
                     audio=speech.RecognitionAudio(content=audio),
-                    retry=google_retry.Retry(predicate=google_retry.if_transient_error,
-                                             timeout=RECOGNIZE_TIMEOUT_SECONDS),
-                    timeout=RECOGNIZE_TIMEOUT_SECONDS)
+                    retry=google_retry.Retry(
+                        predicate=google_retry.if_transient_error, timeout=RECOGNIZE_TIMEOUT_SECONDS
+                    ),
+                    timeout=RECOGNIZE_TIMEOUT_SECONDS,
+                )
             except google_exceptions.GoogleAPICallError as exc:
                 next_model = self.models.reject(model, exc.message) if is_model_rejection(exc) else None
                 if next_model is None:
@@ -175,8 +203,9 @@ class GoogleSpeechToText:
                 continue
             except google_exceptions.RetryError as exc:
                 raise ProviderTimeout("speech recognition kept failing") from exc
-            return " ".join(result.alternatives[0].transcript.strip()
-                            for result in response.results if result.alternatives).strip()
+            return " ".join(
+                result.alternatives[0].transcript.strip() for result in response.results if result.alternatives
+            ).strip()
 
 
 class _AudioBuffer:
@@ -272,17 +301,28 @@ class _StreamSession:
             # The SDK's SpeechClient adds `streaming_recognize(config, requests)` over the generated
             # method, but its type information only shows the generated one (and a plain Iterable
             # for what is the gRPC call, cancel() included).
-            self.call = cast(_StreamingCall, stt.client.streaming_recognize(  # type: ignore[call-arg]
-                config=config, requests=self.requests(), retry=None,
-                timeout=stt.stream_restart_seconds + stt.stream_restart_grace_seconds + STREAM_DEADLINE_MARGIN_SECONDS))
+            self.call = cast(
+                _StreamingCall,
+                stt.client.streaming_recognize(  # type: ignore[call-arg]
+                    config=config,
+                    requests=self.requests(),
+                    retry=None,
+                    timeout=stt.stream_restart_seconds
+                    + stt.stream_restart_grace_seconds
+                    + STREAM_DEADLINE_MARGIN_SECONDS,
+                ),
+            )
             for response in self.call:
                 self._confirm()
                 for result in response.results:
                     self.mid_utterance = not result.is_final
                     if result.alternatives and result.alternatives[0].transcript:
                         alternative = result.alternatives[0]
-                        self.owner.deliver(Transcript(alternative.transcript.strip(), bool(result.is_final),
-                                                      float(alternative.confidence)))
+                        self.owner.deliver(
+                            Transcript(
+                                alternative.transcript.strip(), bool(result.is_final), float(alternative.confidence)
+                            )
+                        )
         except google_exceptions.GoogleAPICallError as exc:
             replay = self.owner.audio.stop(self)
             if self.owner.closed or self.handed_over:

@@ -5,6 +5,7 @@ a WAV header"); Twilio wants bare μ-law frames, so the container is parsed chun
 only the `data` payload is kept (any header bytes would be played as a click). Short phrases that
 repeat on every call (greetings, apologies) are kept in a small LRU cache.
 """
+
 from __future__ import annotations
 
 import collections
@@ -35,8 +36,11 @@ class GoogleTextToSpeech:
         self.language_code = "-".join(settings.tts_voice.split("-")[:2])
         self.speaking_rate = settings.tts_speaking_rate
         self.timeout_seconds = settings.tts_timeout_seconds
-        self._client = LazyClient(lambda: build_google_client(
-            tts.TextToSpeechClient, TextToSpeechGrpcTransport, settings.google_tts_emulator_host, settings))
+        self._client = LazyClient(
+            lambda: build_google_client(
+                tts.TextToSpeechClient, TextToSpeechGrpcTransport, settings.google_tts_emulator_host, settings
+            )
+        )
         self._cache: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         self._cache_entries = cache_entries
         self._cache_lock = threading.Lock()
@@ -58,16 +62,20 @@ class GoogleTextToSpeech:
             response = self._client.get().synthesize_speech(
                 input=tts.SynthesisInput(text=text),
                 voice=tts.VoiceSelectionParams(language_code=self.language_code, name=self.voice),
-                audio_config=tts.AudioConfig(audio_encoding=tts.AudioEncoding.MULAW, sample_rate_hertz=SAMPLE_RATE_HZ,
-                                             speaking_rate=self.speaking_rate,
-                                             effects_profile_id=[TELEPHONY_PROFILE]),
-                retry=None, timeout=self.timeout_seconds)
+                audio_config=tts.AudioConfig(
+                    audio_encoding=tts.AudioEncoding.MULAW,
+                    sample_rate_hertz=SAMPLE_RATE_HZ,
+                    speaking_rate=self.speaking_rate,
+                    effects_profile_id=[TELEPHONY_PROFILE],
+                ),
+                retry=None,
+                timeout=self.timeout_seconds,
+            )
         except google_exceptions.DeadlineExceeded:
             log_event(log, "tts_error", logging.WARNING, error="DeadlineExceeded", voice=self.voice)
             raise ProviderTimeout("text-to-speech timed out") from None
         except google_exceptions.GoogleAPICallError as exc:
-            log_event(log, "tts_error", logging.WARNING, error=type(exc).__name__, voice=self.voice,
-                      detail=exc.message)
+            log_event(log, "tts_error", logging.WARNING, error=type(exc).__name__, voice=self.voice, detail=exc.message)
             raise ProviderError(f"text-to-speech failed ({type(exc).__name__})") from exc
         return mulaw_payload(response.audio_content)
 
@@ -95,6 +103,8 @@ def mulaw_payload(audio_content: bytes) -> bytes:
     except WavError as exc:
         raise ProviderError(f"text-to-speech returned an unreadable WAV container: {exc}") from None
     if not wav.is_mulaw or wav.sample_rate_hz != SAMPLE_RATE_HZ or wav.channels != 1:
-        raise ProviderError(f"text-to-speech returned format {wav.format_tag} at {wav.sample_rate_hz} Hz, "
-                            f"{wav.channels} channel(s); expected mono μ-law at {SAMPLE_RATE_HZ} Hz")
+        raise ProviderError(
+            f"text-to-speech returned format {wav.format_tag} at {wav.sample_rate_hz} Hz, "
+            f"{wav.channels} channel(s); expected mono μ-law at {SAMPLE_RATE_HZ} Hz"
+        )
     return wav.payload

@@ -11,6 +11,7 @@ reader (`server.cooperative.start_background`) that hands deltas over a queue; t
 the queue with a timeout. In gunicorn's gevent worker the reader is a greenlet and both waits are
 cooperative; without gevent it is an OS thread.
 """
+
 from __future__ import annotations
 
 import logging
@@ -59,8 +60,11 @@ class OpenAILanguageModel:
                     if not self._api_key:
                         raise ProviderError("OPENAI_API_KEY is not set")
                     self._client = openai.OpenAI(
-                        api_key=self._api_key, base_url=self._base_url, max_retries=STREAM_MAX_RETRIES,
-                        timeout=openai.Timeout(STREAM_READ_TIMEOUT_SECONDS, connect=STREAM_CONNECT_TIMEOUT_SECONDS))
+                        api_key=self._api_key,
+                        base_url=self._base_url,
+                        max_retries=STREAM_MAX_RETRIES,
+                        timeout=openai.Timeout(STREAM_READ_TIMEOUT_SECONDS, connect=STREAM_CONNECT_TIMEOUT_SECONDS),
+                    )
         return self._client
 
     def stream_reply(self, messages: list[dict[str, str]]) -> Iterator[str]:
@@ -76,8 +80,7 @@ class OpenAILanguageModel:
 
         def read_stream() -> None:
             try:
-                stream = client.chat.completions.create(model=self.model, messages=_sdk_messages(messages),
-                                                        stream=True)
+                stream = client.chat.completions.create(model=self.model, messages=_sdk_messages(messages), stream=True)
                 opened.append(stream)
                 with stream:
                     for chunk in stream:
@@ -98,10 +101,19 @@ class OpenAILanguageModel:
                     kind, value = deltas.get(timeout=wait)
                 except queue.Empty:
                     first = wait == self.first_token_timeout
-                    log_event(log, "llm_timeout", logging.WARNING, model=self.model, first_token=first,
-                              waited_ms=int((time.monotonic() - started) * 1000))
-                    raise ProviderTimeout("no first token from the language model in time" if first
-                                          else "the language model stopped sending") from None
+                    log_event(
+                        log,
+                        "llm_timeout",
+                        logging.WARNING,
+                        model=self.model,
+                        first_token=first,
+                        waited_ms=int((time.monotonic() - started) * 1000),
+                    )
+                    raise ProviderTimeout(
+                        "no first token from the language model in time"
+                        if first
+                        else "the language model stopped sending"
+                    ) from None
                 if kind == _END:
                     return
                 if kind == _ERROR:
@@ -116,8 +128,9 @@ class OpenAILanguageModel:
     def complete(self, messages: list[dict[str, str]]) -> str:
         """The whole reply as one string (WhatsApp text answers)."""
         try:
-            response = self.client.with_options(timeout=COMPLETE_TIMEOUT_SECONDS, max_retries=COMPLETE_MAX_RETRIES) \
-                .chat.completions.create(model=self.model, messages=_sdk_messages(messages))
+            response = self.client.with_options(
+                timeout=COMPLETE_TIMEOUT_SECONDS, max_retries=COMPLETE_MAX_RETRIES
+            ).chat.completions.create(model=self.model, messages=_sdk_messages(messages))
         except openai.OpenAIError as exc:
             raise _provider_error(exc) from exc
         if not response.choices:

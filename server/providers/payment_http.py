@@ -4,6 +4,7 @@ A payment provider either answers (any status below 500, which the client interp
 unavailable (connection refused, 5xx: `PaymentProviderUnavailable`), or too slow
 (`ProviderTimeout`). Messages carry the status and the provider's error name, never credentials.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -27,8 +28,9 @@ class PaymentProviderUnavailable(PaymentProviderError):
     """The provider could not be reached or failed on its side (5xx); trying later may work."""
 
 
-def send(http: requests.Session, provider: str, method: str, url: str, *, timeout: float,
-         **kwargs: Any) -> requests.Response:
+def send(
+    http: requests.Session, provider: str, method: str, url: str, *, timeout: float, **kwargs: Any
+) -> requests.Response:
     """`http.request(...)`, with network failures and 5xx answers turned into provider errors."""
     try:
         response = http.request(method, url, timeout=timeout, **kwargs)
@@ -37,8 +39,9 @@ def send(http: requests.Session, provider: str, method: str, url: str, *, timeou
     except requests.RequestException as exc:
         raise PaymentProviderUnavailable(provider, f"unreachable ({type(exc).__name__})") from None
     if response.status_code >= 500:
-        raise PaymentProviderUnavailable(provider, f"HTTP {response.status_code}", status=response.status_code,
-                                         name=error_name(response))
+        raise PaymentProviderUnavailable(
+            provider, f"HTTP {response.status_code}", status=response.status_code, name=error_name(response)
+        )
     return response
 
 
@@ -49,8 +52,9 @@ def json_of(response: requests.Response, provider: str) -> dict[str, Any]:
     except ValueError:
         body = None
     if not isinstance(body, dict):
-        raise PaymentProviderError(provider, f"HTTP {response.status_code} without a JSON object",
-                                   status=response.status_code)
+        raise PaymentProviderError(
+            provider, f"HTTP {response.status_code} without a JSON object", status=response.status_code
+        )
     return body
 
 

@@ -5,6 +5,7 @@ recommends a direct REST integration; these five calls are the whole integration
 moves money carries a `PayPal-Request-Id`, so a retry returns the first answer instead of doing the
 thing twice. Amounts cross this boundary as decimal strings.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,6 @@ WEBHOOK_HEADERS = {
     "transmission_sig": "PAYPAL-TRANSMISSION-SIG",
     "transmission_time": "PAYPAL-TRANSMISSION-TIME",
 }
-
 
 
 class HeaderLookup(Protocol):
@@ -59,13 +59,24 @@ class PayPalClient:
             cached = _token_cache.get(key)
         if cached and cached[1] > time.monotonic():
             return cached[0]
-        response = send(self._http, PROVIDER, "POST", f"{self.base_url}/v1/oauth2/token", timeout=self.timeout,
-                        auth=(self.client_id, self._client_secret), data={"grant_type": "client_credentials"},
-                        headers={"Accept": "application/json"})
+        response = send(
+            self._http,
+            PROVIDER,
+            "POST",
+            f"{self.base_url}/v1/oauth2/token",
+            timeout=self.timeout,
+            auth=(self.client_id, self._client_secret),
+            data={"grant_type": "client_credentials"},
+            headers={"Accept": "application/json"},
+        )
         body = json_of(response, PROVIDER)
         if response.status_code != 200 or not body.get("access_token"):
-            raise PaymentProviderError(PROVIDER, f"token request refused (HTTP {response.status_code})",
-                                       status=response.status_code, name=str(body.get("error", "")))
+            raise PaymentProviderError(
+                PROVIDER,
+                f"token request refused (HTTP {response.status_code})",
+                status=response.status_code,
+                name=str(body.get("error", "")),
+            )
         lifetime = max(int(body.get("expires_in", 0)) - TOKEN_RENEW_MARGIN_SECONDS, 0)
         with _token_lock:
             _token_cache[key] = (body["access_token"], time.monotonic() + lifetime)
@@ -75,15 +86,28 @@ class PayPalClient:
         with _token_lock:
             _token_cache.pop((self.base_url, self.client_id), None)
 
-    def _call(self, method: str, path: str, *, request_id: str | None = None, json_body: Any = None,
-              data: bytes | None = None) -> tuple[int, dict[str, Any]]:
+    def _call(
+        self, method: str, path: str, *, request_id: str | None = None, json_body: Any = None, data: bytes | None = None
+    ) -> tuple[int, dict[str, Any]]:
         def send_once() -> requests.Response:
-            headers = {"Authorization": f"Bearer {self.access_token()}", "Content-Type": "application/json",
-                       "Accept": "application/json", "Prefer": "return=representation"}
+            headers = {
+                "Authorization": f"Bearer {self.access_token()}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "Prefer": "return=representation",
+            }
             if request_id:
                 headers["PayPal-Request-Id"] = request_id
-            return send(self._http, PROVIDER, method, f"{self.base_url}{path}", timeout=self.timeout,
-                        headers=headers, json=json_body, data=data)
+            return send(
+                self._http,
+                PROVIDER,
+                method,
+                f"{self.base_url}{path}",
+                timeout=self.timeout,
+                headers=headers,
+                json=json_body,
+                data=data,
+            )
 
         response = send_once()
         if response.status_code == 401:  # the cached token was revoked or expired early: renew it once
@@ -96,27 +120,51 @@ class PayPalClient:
             return body
         details = body.get("details") or [{}]
         issue = details[0].get("issue") if isinstance(details[0], dict) else None
-        raise PaymentProviderError(PROVIDER, f"{what} refused (HTTP {status} {issue or body.get('name', '')})",
-                                   status=status, name=str(issue or body.get("name", "")))
+        raise PaymentProviderError(
+            PROVIDER,
+            f"{what} refused (HTTP {status} {issue or body.get('name', '')})",
+            status=status,
+            name=str(issue or body.get("name", "")),
+        )
 
     # ---- Orders v2 ----------------------------------------------------------------------------
-    def create_order(self, *, request_id: str, currency: str, value: str, custom_id: str, description: str,
-                     return_url: str, cancel_url: str, brand_name: str = "") -> dict[str, Any]:
+    def create_order(
+        self,
+        *,
+        request_id: str,
+        currency: str,
+        value: str,
+        custom_id: str,
+        description: str,
+        return_url: str,
+        cancel_url: str,
+        brand_name: str = "",
+    ) -> dict[str, Any]:
         unit = {"custom_id": custom_id, "amount": {"currency_code": currency, "value": value}}
         if description:
             unit["description"] = description[:127]  # PayPal's limit for purchase_units[].description
-        experience = {"return_url": return_url, "cancel_url": cancel_url, "user_action": "PAY_NOW",
-                      "shipping_preference": "NO_SHIPPING", "locale": "he-IL"}
+        experience = {
+            "return_url": return_url,
+            "cancel_url": cancel_url,
+            "user_action": "PAY_NOW",
+            "shipping_preference": "NO_SHIPPING",
+            "locale": "he-IL",
+        }
         if brand_name:
             experience["brand_name"] = brand_name[:127]
-        order = {"intent": "CAPTURE", "purchase_units": [unit],
-                 "payment_source": {"paypal": {"experience_context": experience}}}
-        return self._ok(*self._call("POST", "/v2/checkout/orders", request_id=request_id, json_body=order),
-                        "order creation")
+        order = {
+            "intent": "CAPTURE",
+            "purchase_units": [unit],
+            "payment_source": {"paypal": {"experience_context": experience}},
+        }
+        return self._ok(
+            *self._call("POST", "/v2/checkout/orders", request_id=request_id, json_body=order), "order creation"
+        )
 
     def capture_order(self, order_id: str, *, request_id: str) -> dict[str, Any]:
-        return self._ok(*self._call("POST", f"/v2/checkout/orders/{order_id}/capture", request_id=request_id,
-                                    data=b"{}"), "capture")
+        return self._ok(
+            *self._call("POST", f"/v2/checkout/orders/{order_id}/capture", request_id=request_id, data=b"{}"), "capture"
+        )
 
     def get_order(self, order_id: str) -> dict[str, Any]:
         return self._ok(*self._call("GET", f"/v2/checkout/orders/{order_id}"), "order lookup")

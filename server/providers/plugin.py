@@ -9,6 +9,7 @@ every channel.
 Load in the worker, after fork, on first use: gRPC channels must not cross a fork. A factory that
 wants one set of clients per process caches its own result (the production one does).
 """
+
 from __future__ import annotations
 
 import importlib

@@ -9,6 +9,7 @@ characters) and `-access-token` = hex HMAC-SHA256 with message = app key and key
 Tranzila wants amounts as JSON numbers in major units; they are written straight from `Decimal`
 (see `_json`), never through a float.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -71,16 +72,30 @@ class TranzilaClient:
         self._http = requests.Session()
 
     def _post(self, path: str, body: dict[str, Any], what: str) -> dict[str, Any]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json",
-                   **auth_headers(self.app_key, self._secret)}
-        response = send(self._http, PROVIDER, "POST", f"{self.base_url}{path}", timeout=self.timeout,
-                        headers=headers, data=_json(body).encode())
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            **auth_headers(self.app_key, self._secret),
+        }
+        response = send(
+            self._http,
+            PROVIDER,
+            "POST",
+            f"{self.base_url}{path}",
+            timeout=self.timeout,
+            headers=headers,
+            data=_json(body).encode(),
+        )
         answer = json_of(response, PROVIDER)
         code = answer.get("error_code", 0)
         if response.status_code != 200 or str(code) != "0":
-            raise PaymentProviderError(PROVIDER, f"{what} refused (HTTP {response.status_code}, error_code {code}: "
-                                                 f"{str(answer.get('message', ''))[:120]})",
-                                       status=response.status_code, name=str(code))
+            raise PaymentProviderError(
+                PROVIDER,
+                f"{what} refused (HTTP {response.status_code}, error_code {code}: "
+                f"{str(answer.get('message', ''))[:120]})",
+                status=response.status_code,
+                name=str(code),
+            )
         return answer
 
     def create_handshake(self, *, terminal: str, amount: Decimal) -> str:
@@ -99,8 +114,9 @@ class TranzilaClient:
 
     def get_transaction(self, *, terminal: str, index: int) -> Optional[dict[str, Any]]:
         """The terminal's transaction with this index (`POST /v1/transactions`), or None if unknown."""
-        answer = self._post("/v1/transactions", {"terminal_name": terminal, "transaction_index": index},
-                            "transaction query")
+        answer = self._post(
+            "/v1/transactions", {"terminal_name": terminal, "transaction_index": index}, "transaction query"
+        )
         for transaction in answer.get("transactions") or []:
             if isinstance(transaction, dict) and str(transaction.get("index")) == str(index):
                 return transaction

@@ -5,6 +5,7 @@ through the SDK's own per-domain `base_url`, so production (https://api.twilio.c
 local fake) go through exactly the same code. The SDK's `environment` is built from Settings too,
 so stray `TWILIO_EDGE`/`TWILIO_REGION` variables in the process can't re-route requests.
 """
+
 from __future__ import annotations
 
 import functools
@@ -31,8 +32,10 @@ def twilio_client(settings: Settings) -> Client:
         settings.twilio_account_sid,
         settings.twilio_auth_token,
         http_client=TwilioHttpClient(timeout=settings.twilio_api_timeout_seconds),
-        environment={"TWILIO_ACCOUNT_SID": settings.twilio_account_sid,
-                     "TWILIO_AUTH_TOKEN": settings.twilio_auth_token},
+        environment={
+            "TWILIO_ACCOUNT_SID": settings.twilio_account_sid,
+            "TWILIO_AUTH_TOKEN": settings.twilio_auth_token,
+        },
     )
     client.api.base_url = settings.twilio_api_base_url.rstrip("/")
     return client

@@ -5,6 +5,7 @@ PCM (LINEAR16, what Twilio serves) or μ-law, and at which rate, and Google is t
 `voicemail_transcriber(settings)` builds it when speech recognition is configured (credentials or
 `GOOGLE_SPEECH_EMULATOR_HOST`); the gRPC channel itself is opened on first use.
 """
+
 from __future__ import annotations
 
 from server.config import Settings
@@ -28,8 +29,9 @@ class SpeechVoicemailTranscriber(VoicemailTranscriber):
             encoding, sample_bytes = "LINEAR16", 2
         else:
             raise ProviderError(f"unsupported recording format {wav.format_tag} ({wav.bits_per_sample} bits)")
-        return self.stt.transcribe(first_channel(wav.payload, wav.channels, sample_bytes), encoding=encoding,
-                                   sample_rate_hz=wav.sample_rate_hz)
+        return self.stt.transcribe(
+            first_channel(wav.payload, wav.channels, sample_bytes), encoding=encoding, sample_rate_hz=wav.sample_rate_hz
+        )
 
 
 def first_channel(payload: bytes, channels: int, sample_bytes: int) -> bytes:
@@ -37,7 +39,7 @@ def first_channel(payload: bytes, channels: int, sample_bytes: int) -> bytes:
     if channels <= 1:
         return payload
     frame = channels * sample_bytes
-    return b"".join(payload[start:start + sample_bytes] for start in range(0, len(payload) - frame + 1, frame))
+    return b"".join(payload[start : start + sample_bytes] for start in range(0, len(payload) - frame + 1, frame))
 
 
 def voicemail_transcriber(settings: Settings) -> VoicemailTranscriber | None:

@@ -4,6 +4,7 @@ Google TTS wraps MULAW audio in a WAV header, and Twilio serves recordings as WA
 headers are not a fixed 44 bytes: `fmt ` is 18+ bytes, a `fact` chunk follows, writers add
 `LIST` chunks, and every odd-sized chunk is followed by one pad byte.
 """
+
 from __future__ import annotations
 
 import struct
@@ -46,7 +47,7 @@ def parse_wav(data: bytes) -> WavAudio:
     fmt: tuple[int, int, int, int] | None = None
     position = 12
     while position + 8 <= len(data):
-        chunk_id = data[position:position + 4]
+        chunk_id = data[position : position + 4]
         size = struct.unpack_from("<I", data, position + 4)[0]
         body = position + 8
         if chunk_id == b"fmt ":

@@ -6,6 +6,7 @@ who gets the same message twice is worse than a failed send a person can retry. 
 raises `NotSent` only when that is certain (refused before anything went out), and
 `OutcomeUnknown` for everything else (timeouts, 5xx, a dropped connection).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,5 +56,7 @@ def classify_transport_error(exc: requests.RequestException, provider: str) -> W
         return NotSent("unreachable", f"{provider} could not be reached ({type(reason or exc).__name__})")
     if isinstance(exc, requests.Timeout):
         return OutcomeUnknown("timeout", f"{provider} did not answer in time; the message may have been sent")
-    return OutcomeUnknown("connection_error",
-                          f"the connection to {provider} failed ({type(exc).__name__}); the message may have been sent")
+    return OutcomeUnknown(
+        "connection_error",
+        f"the connection to {provider} failed ({type(exc).__name__}); the message may have been sent",
+    )

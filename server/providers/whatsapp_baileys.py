@@ -6,6 +6,7 @@
 bridge closed on restart would fail mid-request, and that failure could not be told apart from a
 message that went out.
 """
+
 from __future__ import annotations
 
 import json

@@ -5,6 +5,7 @@ delivery to `/webhook/whatsapp/twilio/status`. A free-form `Body` only reaches a
 the 24-hour window; outside it Twilio needs an approved template (`ContentSid` +
 `ContentVariables`), and `Body` must then be left out (error 63016).
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -44,8 +45,11 @@ class TwilioWhatsApp:
     def send(self, message: Outgoing) -> str:
         if message.to.endswith("@lid"):
             raise NotSent("unsupported_recipient", "Twilio can only send to a phone number")
-        params: dict[str, Optional[str]] = {"to": "whatsapp:" + message.to, "from_": self.sender,
-                                            "status_callback": self.status_callback}
+        params: dict[str, Optional[str]] = {
+            "to": "whatsapp:" + message.to,
+            "from_": self.sender,
+            "status_callback": self.status_callback,
+        }
         if message.content_sid:
             params["content_sid"] = message.content_sid
             if message.content_variables:

@@ -3,6 +3,7 @@
 `db_session()` is the request's session. A response below 400 commits it; an error response rolls
 it back (a route that must keep something on an error, such as a failed send, commits itself).
 """
+
 from __future__ import annotations
 
 from flask import Flask, current_app, g

@@ -57,11 +57,11 @@ def _own_origins() -> set[str]:
 @bp.post("/api/auth/session")
 def sign_in() -> Response:
     sessions.check_sign_in_origin(request.headers.get("Origin"), _own_origins())
-    token, body = console_session.sign_in(db_session(), json_body(), limiter=login_limiter(),
-                                          address=request_address())
+    token, body = console_session.sign_in(db_session(), json_body(), limiter=login_limiter(), address=request_address())
     response = jsonify(body)
-    response.set_cookie(sessions.COOKIE_NAME, token,
-                        **sessions.cookie_options(settings().public_base_url, token_policy().ttl))
+    response.set_cookie(
+        sessions.COOKIE_NAME, token, **sessions.cookie_options(settings().public_base_url, token_policy().ttl)
+    )
     return response
 
 

@@ -9,6 +9,7 @@ manages agents and tokens and reads the audit log; `admin` does all of it for an
 A write to an object named in the path fetches it (another business's, or none: 404) before the
 body is read (400), so the two mistakes are told apart in that order.
 """
+
 from __future__ import annotations
 
 from flask import Blueprint, current_app, g, jsonify, request
@@ -34,6 +35,7 @@ def _actor() -> str:
 
 # ---- calls --------------------------------------------------------------------------------------
 
+
 @bp.get(f"{CRM}/calls")
 @require_auth()
 def list_calls():
@@ -47,6 +49,7 @@ def get_call(call_sid: str):
 
 
 # ---- threads and messages -----------------------------------------------------------------------
+
 
 @bp.get(f"{CRM}/threads")
 @require_auth()
@@ -83,11 +86,15 @@ def update_thread(thread_id: int):
 @require_auth()
 def reply_to_thread(thread_id: int):
     thread = get_owned(db_session(), Thread, g.business_id, thread_id)
-    return jsonify(conversations.reply(db_session(), settings(), thread, g.user, json_body(),
-                                       request.headers.get("Idempotency-Key")))
+    return jsonify(
+        conversations.reply(
+            db_session(), settings(), thread, g.user, json_body(), request.headers.get("Idempotency-Key")
+        )
+    )
 
 
 # ---- customers ----------------------------------------------------------------------------------
+
 
 @bp.get(f"{CRM}/customers")
 @require_auth()
@@ -115,6 +122,7 @@ def update_customer(customer_id: int):
 
 
 # ---- deals, invoices, contracts -----------------------------------------------------------------
+
 
 @bp.get(f"{CRM}/{DOCUMENT_KIND}")
 @require_auth()
@@ -152,6 +160,7 @@ def change_document_status(kind: str, document_id: int):
 
 
 # ---- users, tokens, audit -----------------------------------------------------------------------
+
 
 @bp.get(f"{CRM}/users")
 @require_auth("owner")
@@ -205,6 +214,7 @@ def openapi_document():
 
 # ---- the business's own settings (payment settings: /api/crm/payments/settings) -----------------
 
+
 @bp.get(f"{CRM}/business")
 @require_auth()
 def get_business():
@@ -214,5 +224,8 @@ def get_business():
 @bp.patch(f"{CRM}/business")
 @require_auth("owner")
 def update_business():
-    return jsonify(business.update_business(db_session(), g.business_id, _actor(), json_body(),
-                                            numbers_allowed=g.user.role == "admin"))
+    return jsonify(
+        business.update_business(
+            db_session(), g.business_id, _actor(), json_body(), numbers_allowed=g.user.role == "admin"
+        )
+    )

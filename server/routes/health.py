@@ -1,4 +1,5 @@
 """Liveness, readiness and version: what load balancers and `smoke.sh` ask first."""
+
 from __future__ import annotations
 
 import logging
@@ -29,8 +30,11 @@ def healthz() -> Response:
 @bp.get("/readyz")
 def readyz() -> Response:
     cfg = settings()
-    body: dict = {"status": "ready", "providers": cfg.providers_configured(),
-                  "voice": "ai" if cfg.voice_ai_ready else "degraded"}
+    body: dict = {
+        "status": "ready",
+        "providers": cfg.providers_configured(),
+        "voice": "ai" if cfg.voice_ai_ready else "degraded",
+    }
     state = app_services()
     lifecycle = state.lifecycle
     try:
@@ -45,8 +49,9 @@ def readyz() -> Response:
     try:
         database.probe_write(HEARTBEAT_KEY, WRITE_PROBE_TIMEOUT_SECONDS)
     except Exception as exc:  # a held lock, a full disk, a read-only database
-        log.warning("readiness: database refuses writes: %s", type(exc).__name__,
-                    extra={"event": "readyz_db_not_writable"})
+        log.warning(
+            "readiness: database refuses writes: %s", type(exc).__name__, extra={"event": "readyz_db_not_writable"}
+        )
         return _not_ready(body, "database_not_writable")
     body["jobs"] = _job_counts()
     if lifecycle.draining:
@@ -79,5 +84,6 @@ def _not_ready(body: dict, reason: str, **extra) -> Response:
 @bp.get("/version")
 def version() -> Response:
     cfg = settings()
-    return jsonify(git_commit=cfg.git_commit or None, build_time=cfg.build_time or None,
-                   deploy_id=cfg.deploy_id or None)
+    return jsonify(
+        git_commit=cfg.git_commit or None, build_time=cfg.build_time or None, deploy_id=cfg.deploy_id or None
+    )

@@ -6,6 +6,7 @@ The route only does the HTTP part: it refuses a plain GET (400 JSON), accepts th
 both), and hands the socket and the check's verdict to the live-call engine (`server/voice/`),
 which serves the call or closes the socket with 1008 (policy violation) and logs why.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,12 +42,22 @@ def twilio_media_without_upgrade():
 @bp.get("/ws/twilio-media", websocket=True)
 @bp.get("/ws/twilio-media/", websocket=True)
 def twilio_media():
-    signature_problem = websocket_signature_problem(settings(), request.path, request.query_string.decode("latin-1"),
-                                                    request.headers.get("X-Twilio-Signature", ""))
-    ws = Server.accept(request.environ, subprotocols=[SUBPROTOCOL], ping_interval=PING_INTERVAL_SECONDS,
-                       max_message_size=HARD_MESSAGE_LIMIT_BYTES)
-    log_event(log, "ws_connected", path=request.path, subprotocol=ws.subprotocol,
-              offered=request.headers.get("Sec-WebSocket-Protocol", ""))
+    signature_problem = websocket_signature_problem(
+        settings(), request.path, request.query_string.decode("latin-1"), request.headers.get("X-Twilio-Signature", "")
+    )
+    ws = Server.accept(
+        request.environ,
+        subprotocols=[SUBPROTOCOL],
+        ping_interval=PING_INTERVAL_SECONDS,
+        max_message_size=HARD_MESSAGE_LIMIT_BYTES,
+    )
+    log_event(
+        log,
+        "ws_connected",
+        path=request.path,
+        subprotocol=ws.subprotocol,
+        offered=request.headers.get("Sec-WebSocket-Protocol", ""),
+    )
     _engine().handle(MediaSocket(ws), refusal=signature_problem)
     return _WebSocketDone(ws.mode)
 
@@ -55,8 +66,9 @@ def _engine() -> VoiceEngine:
     """One engine per worker process, made on the first call (after gunicorn forked)."""
     state = app_services()
     if state.voice_engine is None:
-        state.voice_engine = VoiceEngine(settings(), state.database, current_app.config["APP_SECRET"],
-                                         lifecycle=state.lifecycle)
+        state.voice_engine = VoiceEngine(
+            settings(), state.database, current_app.config["APP_SECRET"], lifecycle=state.lifecycle
+        )
     return state.voice_engine
 
 

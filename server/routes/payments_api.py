@@ -3,6 +3,7 @@
 Thin: parse, authorise, call `server.payments`, answer. The rules live in the service modules. What
 the path names is looked up before the body is read: an unknown provider is a 404 whatever the body.
 """
+
 from __future__ import annotations
 
 from flask import Blueprint, Response, g, jsonify, request
@@ -39,9 +40,14 @@ def _actor() -> str:
 @bp.post("/api/crm/payments/create")
 @require_auth()
 def create_payment() -> tuple[Response, int]:
-    payment, created = service.create_payment(db_session(), settings(), business_id=g.business_id, actor=_actor(),
-                                              body=json_body(),
-                                              idempotency_key=request.headers.get("Idempotency-Key"))
+    payment, created = service.create_payment(
+        db_session(),
+        settings(),
+        business_id=g.business_id,
+        actor=_actor(),
+        body=json_body(),
+        idempotency_key=request.headers.get("Idempotency-Key"),
+    )
     return jsonify(service.payment_view(settings(), payment)), 201 if created else 200
 
 
@@ -54,15 +60,19 @@ def get_payment(payment_id: int) -> Response:
 @bp.post("/api/crm/payments/<int:payment_id>/confirm")
 @require_auth("owner")
 def confirm_payment(payment_id: int) -> Response:
-    return jsonify(service.confirm_payment(db_session(), settings(), g.business_id, payment_id, _actor(),
-                                           json_body(required=False)))
+    return jsonify(
+        service.confirm_payment(
+            db_session(), settings(), g.business_id, payment_id, _actor(), json_body(required=False)
+        )
+    )
 
 
 @bp.post("/api/crm/payments/<int:payment_id>/reject")
 @require_auth("owner")
 def reject_payment(payment_id: int) -> Response:
-    return jsonify(service.reject_payment(db_session(), settings(), g.business_id, payment_id, _actor(),
-                                          json_body(required=False)))
+    return jsonify(
+        service.reject_payment(db_session(), settings(), g.business_id, payment_id, _actor(), json_body(required=False))
+    )
 
 
 @bp.get("/api/crm/payments/gateways")
@@ -74,8 +84,11 @@ def list_gateways() -> Response:
 @bp.put("/api/crm/payments/gateways/<provider>")
 @require_auth("owner")
 def put_gateway(provider: str) -> Response:
-    return jsonify(accounts.update_gateway(db_session(), settings(), g.business_id, _actor(),
-                                           accounts.known_provider(provider), json_body()))
+    return jsonify(
+        accounts.update_gateway(
+            db_session(), settings(), g.business_id, _actor(), accounts.known_provider(provider), json_body()
+        )
+    )
 
 
 @bp.get("/api/crm/payments/settings")

@@ -5,6 +5,7 @@ Every webhook is Twilio-signed (Twilio signs every request it makes to an applic
 callbacks included, with `X-Twilio-Signature`). What each one does to the call lives in
 `server.voice.call_events`; a view here checks the signature, hands over the form and answers.
 """
+
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, request
@@ -20,8 +21,14 @@ bp = Blueprint("twilio_voice", __name__)
 
 def _desk() -> CallDesk:
     state = app_services()
-    return CallDesk(settings=settings(), database=state.database, app_secret=current_app.config["APP_SECRET"],
-                    lifecycle=state.lifecycle, jobs=state.jobs, transcriber=state.voicemail_transcriber)
+    return CallDesk(
+        settings=settings(),
+        database=state.database,
+        app_secret=current_app.config["APP_SECRET"],
+        lifecycle=state.lifecycle,
+        jobs=state.jobs,
+        transcriber=state.voicemail_transcriber,
+    )
 
 
 def _twiml(xml: str) -> Response:

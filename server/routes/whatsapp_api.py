@@ -1,5 +1,6 @@
 """`POST /api/whatsapp/send`: staff send a WhatsApp message (authenticated: an open send endpoint
 would be a spam relay). The work, and every check of the body, is `server.whatsapp.send.send_whatsapp`."""
+
 from __future__ import annotations
 
 from flask import Blueprint, Response, g, jsonify, request
@@ -19,56 +20,103 @@ def send() -> Response:
     body = json_body()
     text = body.get("text") if body.get("text") is not None else body.get("message")  # `message`: an alias
     provider = body.get("provider")
-    result = send_whatsapp(db_session(), settings(), g.business_id, to=body.get("to", ""), text=text,
-                           provider="auto" if provider in (None, "") else provider,
-                           content_sid=body.get("content_sid"), content_variables=body.get("content_variables"),
-                           idempotency_key=request.headers.get("Idempotency-Key"), sender_user_id=g.user.id)
+    result = send_whatsapp(
+        db_session(),
+        settings(),
+        g.business_id,
+        to=body.get("to", ""),
+        text=text,
+        provider="auto" if provider in (None, "") else provider,
+        content_sid=body.get("content_sid"),
+        content_variables=body.get("content_variables"),
+        idempotency_key=request.headers.get("Idempotency-Key"),
+        sender_user_id=g.user.id,
+    )
     return jsonify(result.to_json())
 
 
 # `success: false` comes with every refusal and failure of the send; a body that is not a JSON object
 # gets the plain error shape. `field` names the body field an `invalid_field` (or other 400) is about.
-_SEND_ERROR = obj({"success": {"const": False}, "error": {"type": "string"}, "message": {"type": "string"},
-                   "field": {"type": "string"}, "provider": {"type": "string"}, "message_id": {"type": "integer"}},
-                  ["error", "message"])
+_SEND_ERROR = obj(
+    {
+        "success": {"const": False},
+        "error": {"type": "string"},
+        "message": {"type": "string"},
+        "field": {"type": "string"},
+        "provider": {"type": "string"},
+        "message_id": {"type": "integer"},
+    },
+    ["error", "message"],
+)
 
 OPENAPI_PATHS = {
     "/api/whatsapp/send": {
         "post": operation(
-            "Send a WhatsApp message to a customer", tags=["whatsapp"],
+            "Send a WhatsApp message to a customer",
+            tags=["whatsapp"],
             description=(
                 "Sends through `provider`, or for `auto` through the first suitable provider in "
                 "WA_PROVIDER_PRIORITY: Baileys is skipped while its bridge is not connected, Twilio for "
                 "free-form text outside the 24-hour window (send a template: `content_sid`). The next provider "
                 "is tried only when the previous one certainly did not send. The message is stored in the "
-                "customer's WhatsApp thread, also when the send fails (502)."),
-            parameters=[{"name": "Idempotency-Key", "in": "header", "required": False,
-                         "schema": {"type": "string", "minLength": 1, "maxLength": 128},
-                         "description": "Repeating a request with the same key answers the first result and "
-                                        "sends nothing."}],
-            body=obj({
-                "to": {"type": "string", "description": "whatsapp:+9725…, +9725…, 05… or a WhatsApp LID (…@lid)"},
-                "text": nullable({"type": "string", "maxLength": 4096}),
-                "message": nullable({"type": "string", "maxLength": 4096, "description": "same as text"}),
-                "provider": nullable({"type": "string", "enum": ["auto", "twilio", "baileys"], "default": "auto"}),
-                "content_sid": nullable({"type": "string", "description": "Twilio Content template SID (HX…)"}),
-                "content_variables": {"type": ["object", "string", "null"],
-                                      "description": 'template variables, e.g. {"1": "Dana"}'},
-            }, ["to"]),
+                "customer's WhatsApp thread, also when the send fails (502)."
+            ),
+            parameters=[
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+                    "description": "Repeating a request with the same key answers the first result and sends nothing.",
+                }
+            ],
+            body=obj(
+                {
+                    "to": {"type": "string", "description": "whatsapp:+9725…, +9725…, 05… or a WhatsApp LID (…@lid)"},
+                    "text": nullable({"type": "string", "maxLength": 4096}),
+                    "message": nullable({"type": "string", "maxLength": 4096, "description": "same as text"}),
+                    "provider": nullable({"type": "string", "enum": ["auto", "twilio", "baileys"], "default": "auto"}),
+                    "content_sid": nullable({"type": "string", "description": "Twilio Content template SID (HX…)"}),
+                    "content_variables": {
+                        "type": ["object", "string", "null"],
+                        "description": 'template variables, e.g. {"1": "Dana"}',
+                    },
+                },
+                ["to"],
+            ),
             responses={
-                "200": json_response(obj({"success": {"const": True}, "provider": {"type": "string"},
-                                          "message_id": {"type": "integer"},
-                                          "provider_message_id": {"type": "string"}},
-                                         ["success", "provider", "message_id", "provider_message_id"]), "Sent"),
-                **{str(code): json_response(_SEND_ERROR, why) for code, why in (
-                    (400, "A missing, empty or wrong-typed field (invalid_field, with field), or an invalid "
-                          "to/provider/content_variables/Idempotency-Key, or text over 4096 characters"),
-                    (409, "A request with this Idempotency-Key is still being sent"),
-                    (422, "Outside the 24-hour window a template is needed; or the key was used for another message"),
-                    (501, "The chosen provider (or every provider) is not enabled"),
-                    (502, "The send failed (send_failed) or may have gone out (outcome_unknown); stored as failed"),
-                    (503, "No provider can send now (e.g. the Baileys bridge is not connected)"))},
-            }),
+                "200": json_response(
+                    obj(
+                        {
+                            "success": {"const": True},
+                            "provider": {"type": "string"},
+                            "message_id": {"type": "integer"},
+                            "provider_message_id": {"type": "string"},
+                        },
+                        ["success", "provider", "message_id", "provider_message_id"],
+                    ),
+                    "Sent",
+                ),
+                **{
+                    str(code): json_response(_SEND_ERROR, why)
+                    for code, why in (
+                        (
+                            400,
+                            "A missing, empty or wrong-typed field (invalid_field, with field), or an invalid "
+                            "to/provider/content_variables/Idempotency-Key, or text over 4096 characters",
+                        ),
+                        (409, "A request with this Idempotency-Key is still being sent"),
+                        (
+                            422,
+                            "Outside the 24-hour window a template is needed; or the key was used for another message",
+                        ),
+                        (501, "The chosen provider (or every provider) is not enabled"),
+                        (502, "The send failed (send_failed) or may have gone out (outcome_unknown); stored as failed"),
+                        (503, "No provider can send now (e.g. the Baileys bridge is not connected)"),
+                    )
+                },
+            },
+        ),
     },
 }
 document(bp, OPENAPI_PATHS)

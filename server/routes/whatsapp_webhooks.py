@@ -4,6 +4,7 @@
 and answers 204 with no body. An AI reply the service asks for starts only after the response has
 been sent.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,8 +51,9 @@ def baileys_webhook() -> Response:
     if not cfg.wa_shared_secret:
         raise DomainError(Problem.NOT_CONFIGURED, "not_configured", "WA_SHARED_SECRET is not configured")
     raw = request.get_data(cache=True)  # verified as received, before anything parses it
-    reason = bridge_hmac.verify([cfg.wa_shared_secret, cfg.wa_shared_secret_previous], raw,
-                                request.headers.get(bridge_hmac.HEADER))
+    reason = bridge_hmac.verify(
+        [cfg.wa_shared_secret, cfg.wa_shared_secret_previous], raw, request.headers.get(bridge_hmac.HEADER)
+    )
     if reason:
         log_event(log, "bridge_signature_rejected", logging.WARNING, reason=reason)
         raise DomainError(Problem.UNAUTHENTICATED, "invalid_signature", reason)

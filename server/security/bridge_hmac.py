@@ -5,6 +5,7 @@
 Several `v1` values are allowed so a secret can be rotated; a timestamp more than 300 s away
 from now is refused, so a captured request can't be replayed later.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -42,8 +43,14 @@ def verify(secrets: list[str] | str, body: bytes, header: str | None, now: float
             macs.append(value)
     # `str.isdigit` alone takes "²" and "٣", which `int()` refuses or reads as another number, and
     # `hmac.compare_digest` raises on non-ASCII text: only ASCII reaches either.
-    if not timestamp or not timestamp.isascii() or not timestamp.isdigit() \
-            or len(timestamp) > MAX_TIMESTAMP_DIGITS or not macs or not all(m.isascii() for m in macs):
+    if (
+        not timestamp
+        or not timestamp.isascii()
+        or not timestamp.isdigit()
+        or len(timestamp) > MAX_TIMESTAMP_DIGITS
+        or not macs
+        or not all(m.isascii() for m in macs)
+    ):
         return "malformed signature header"
     if abs((time.time() if now is None else now) - int(timestamp)) > MAX_SKEW_SECONDS:
         return "stale timestamp"

@@ -3,6 +3,7 @@
 Only the server that served the TwiML can produce it, so a stranger who knows the WebSocket URL
 can't attach to (or inject audio into) somebody's call.
 """
+
 from __future__ import annotations
 
 import hashlib

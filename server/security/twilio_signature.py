@@ -5,6 +5,7 @@ rebuilt from `PUBLIC_BASE_URL` + path + query; `Host`/`X-Forwarded-*` are attack
 never used. `signature_problem` is the one check; webhooks use it through
 `require_twilio_signature`, the media WebSocket's upgrade through `websocket_signature_problem`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -39,8 +40,14 @@ def signature_is_valid(auth_token: str, urls: list[str], params: Mapping[str, An
     return any(validator.validate(url, params, signature) for url in urls)
 
 
-def signature_problem(auth_token: str, signature: str, urls: list[str], params: Callable[[], Mapping[str, Any]], *,
-                      signed_over: str = "the public URL and parameters") -> str:
+def signature_problem(
+    auth_token: str,
+    signature: str,
+    urls: list[str],
+    params: Callable[[], Mapping[str, Any]],
+    *,
+    signed_over: str = "the public URL and parameters",
+) -> str:
     """Why `signature` is not Twilio's for any of `urls` with `params()`, or "" when it is.
 
     `params` is called only once the header is there to check, so a request that fails on the
@@ -62,8 +69,9 @@ def websocket_signature_problem(settings: Settings, path: str, query: str, signa
     """
     suffix = f"?{query}" if query else ""
     urls = [ws_url(settings.base_url, path) + suffix, abs_url(settings.base_url, path) + suffix]
-    return signature_problem(settings.twilio_auth_token, signature, urls, dict,
-                             signed_over="the public wss:// (or https://) URL")
+    return signature_problem(
+        settings.twilio_auth_token, signature, urls, dict, signed_over="the public wss:// (or https://) URL"
+    )
 
 
 def require_twilio_signature(view: Callable) -> Callable:
@@ -73,8 +81,9 @@ def require_twilio_signature(view: Callable) -> Callable:
     def wrapped(*args: Any, **kwargs: Any):
         settings: Settings = current_app.config["SETTINGS"]
         url = public_request_url(settings.base_url, request.path, request.query_string.decode("latin-1"))
-        reason = signature_problem(settings.twilio_auth_token, request.headers.get("X-Twilio-Signature", ""),
-                                   [url], lambda: request.form)
+        reason = signature_problem(
+            settings.twilio_auth_token, request.headers.get("X-Twilio-Signature", ""), [url], lambda: request.form
+        )
         if not reason:
             return view(*args, **kwargs)
         log_event(log, "twilio_signature_rejected", logging.WARNING, reason=reason, url=url, method=request.method)

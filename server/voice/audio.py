@@ -5,6 +5,7 @@ C-level `bytes.translate` plus a `sum` over a 160-byte table lookup, no Python l
 Converting other audio to μ-law (`pcm16_to_mulaw`, `resample_pcm16`) is for tools and tests:
 `audioop` is gone from Python 3.13.
 """
+
 from __future__ import annotations
 
 from typing import Iterable, Sequence
@@ -55,7 +56,7 @@ _LOUDNESS = bytes(min(255, abs(mulaw_to_linear(b)) >> 7) for b in range(256))
 
 def split_frames(mulaw: bytes) -> list[bytes]:
     """Audio → 20 ms frames; the last one is padded with silence (Twilio plays whole frames)."""
-    frames = [mulaw[i:i + FRAME_BYTES] for i in range(0, len(mulaw), FRAME_BYTES)]
+    frames = [mulaw[i : i + FRAME_BYTES] for i in range(0, len(mulaw), FRAME_BYTES)]
     if frames and len(frames[-1]) < FRAME_BYTES:
         frames[-1] = frames[-1] + MULAW_SILENCE * (FRAME_BYTES - len(frames[-1]))
     return frames
@@ -73,10 +74,10 @@ class SpeechDetector:
         self._max_gap_s = max_gap_ms / 1000
         # Compare the raw translated sum against a precomputed bound: no division per frame.
         self._threshold_sum = threshold * FRAME_BYTES // 128
-        self.voiced_frames = 0        # loud frames in the current run
+        self.voiced_frames = 0  # loud frames in the current run
         self.run_started_at: float | None = None
         self.last_voice_at: float | None = None  # arrival time of the latest loud frame
-        self.speaking = False          # the current run reached `min_speech_ms`
+        self.speaking = False  # the current run reached `min_speech_ms`
 
     def feed(self, frame: bytes, now: float) -> bool:
         """Account one inbound frame; True exactly when this frame confirms the start of speech."""
@@ -88,8 +89,11 @@ class SpeechDetector:
             if not self.speaking and self.voiced_frames >= self._min_voiced_frames:
                 self.speaking = True
                 return True
-        elif (self.run_started_at is not None and self.last_voice_at is not None  # both set by a loud frame
-              and now - self.last_voice_at > self._max_gap_s):
+        elif (
+            self.run_started_at is not None
+            and self.last_voice_at is not None  # both set by a loud frame
+            and now - self.last_voice_at > self._max_gap_s
+        ):
             self.run_started_at = None
             self.voiced_frames = 0
             self.speaking = False

@@ -9,6 +9,7 @@ committed when the webhook answers, except where a function commits itself and s
 Every one is idempotent: Twilio retries, and a replay must not duplicate a call, close it twice or
 store a voicemail twice.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -48,6 +49,7 @@ PREVIEW_BUSINESS_ID = "preview"
 @dataclass(frozen=True)
 class CallDesk:
     """What the call webhooks use of the worker."""
+
     settings: Settings
     database: Database
     app_secret: str
@@ -76,8 +78,7 @@ def incoming_call(desk: CallDesk, session: Session, form: Mapping[str, str]) -> 
         if not database_unavailable(exc):
             raise
         session.rollback()
-        log_event(log, "incoming_call_database_unavailable", logging.ERROR, call_sid=call_sid,
-                  error=type(exc).__name__)
+        log_event(log, "incoming_call_database_unavailable", logging.ERROR, call_sid=call_sid, error=type(exc).__name__)
         # The call is recorded once the database is back, so its voicemail has a call to land on.
         try:
             queue_callback(desk.jobs, "incoming_call", form, exc)
@@ -92,17 +93,29 @@ def _answer_call(desk: CallDesk, session: Session, form: Mapping[str, str], call
     if to_number is None or business is None:
         log_event(log, "incoming_call_unknown_number", logging.WARNING, call_sid=call_sid, to=form.get("To"))
         return unknown_number_twiml()
-    _, created = create_call(session, business.id, call_sid=call_sid, to_number=to_number,
-                             from_number=try_e164(form.get("From")) or "",
-                             status=(form.get("CallStatus") or "ringing")[:24])
+    _, created = create_call(
+        session,
+        business.id,
+        call_sid=call_sid,
+        to_number=to_number,
+        from_number=try_e164(form.get("From")) or "",
+        status=(form.get("CallStatus") or "ringing")[:24],
+    )
     live = desk.live_ai_available
     answer = _call_answer(desk, live, business.id, business.greeting_enabled, call_sid)
     # The watchdog reads the call from the database, possibly before the request would commit.
     session.commit()
     if created and live:
         start_watchdog(desk.jobs, desk.settings, call_sid)
-    log_event(log, "incoming_call", call_sid=call_sid, business_id=business.id, replay=not created,
-              mode="ai" if live else "voicemail", greeting=business.greeting_enabled)
+    log_event(
+        log,
+        "incoming_call",
+        call_sid=call_sid,
+        business_id=business.id,
+        replay=not created,
+        mode="ai" if live else "voicemail",
+        greeting=business.greeting_enabled,
+    )
     return answer
 
 
@@ -113,8 +126,9 @@ def preview_incoming_call(desk: CallDesk, session: Session, to: Optional[str]) -
         return _call_answer(desk, live, PREVIEW_BUSINESS_ID, False, PREVIEW_CALL_SID)
     to_number = try_e164(to)
     if to_number is None:
-        raise DomainError(Problem.INVALID, "invalid_phone", "`to` must be a phone number such as +97231234567",
-                          field="to")
+        raise DomainError(
+            Problem.INVALID, "invalid_phone", "`to` must be a phone number such as +97231234567", field="to"
+        )
     business = business_by_number(session, to_number, "voice")
     if business is None:
         return unknown_number_twiml()
@@ -126,8 +140,13 @@ def _call_answer(desk: CallDesk, live: bool, business_id: int | str, greeting: b
     base_url = desk.settings.base_url
     if not live:
         return voicemail_twiml(base_url)
-    return stream_twiml(base_url, business_id=business_id, call_sid=call_sid,
-                        token=call_token(desk.app_secret, call_sid), greeting=greeting)
+    return stream_twiml(
+        base_url,
+        business_id=business_id,
+        call_sid=call_sid,
+        token=call_token(desk.app_secret, call_sid),
+        greeting=greeting,
+    )
 
 
 # Twilio's `StreamEvent`s. A stream that stopped or failed stays so: a late or replayed
@@ -147,15 +166,27 @@ def record_stream_status(session: Session, read_form: Callable[[], Mapping[str, 
     try:
         form = read_form()
         call_sid, event, error = form.get("CallSid", ""), form.get("StreamEvent", ""), form.get("StreamError", "")
-        log_event(log, "stream_status", call_sid=call_sid[:64], stream_sid=form.get("StreamSid", "")[:64],
-                  stream_event=event[:24], stream_error=error[:500])
+        log_event(
+            log,
+            "stream_status",
+            call_sid=call_sid[:64],
+            stream_sid=form.get("StreamSid", "")[:64],
+            stream_event=event[:24],
+            stream_error=error[:500],
+        )
         call = call_by_sid(session, call_sid) if call_sid else None
         if call is None or event not in STREAM_EVENTS:
             return
         call_over = call.status in FINAL_CALL_STATUSES or call.ended_at is not None
         if call.stream_status in FINAL_STREAM_EVENTS or (call_over and event not in FINAL_STREAM_EVENTS):
-            log_event(log, "stream_status_ignored", call_sid=call.call_sid, stream_event=event,
-                      stream_status=call.stream_status, call_status=call.status)
+            log_event(
+                log,
+                "stream_status_ignored",
+                call_sid=call.call_sid,
+                stream_event=event,
+                stream_status=call.stream_status,
+                call_status=call.status,
+            )
             return
         call.stream_status = event
         call.stream_sid = storable_text(form.get("StreamSid", ""))[:64] or call.stream_sid
@@ -174,8 +205,13 @@ def stream_ended(desk: CallDesk, session: Session, form: Mapping[str, str]) -> s
     if call is not None and call.stream_ended_at is None:
         call.stream_ended_at = utcnow()
     said_goodbye = call is not None and call.outcome == "agent_goodbye"
-    log_event(log, "stream_ended", call_sid=call_sid, known_call=call is not None,
-              next="hangup" if said_goodbye else "voicemail")
+    log_event(
+        log,
+        "stream_ended",
+        call_sid=call_sid,
+        known_call=call is not None,
+        next="hangup" if said_goodbye else "voicemail",
+    )
     return hangup_twiml() if said_goodbye else voicemail_twiml(desk.settings.base_url)
 
 
@@ -206,8 +242,15 @@ def queue_callback(jobs: JobQueue, callback: str, form: Mapping[str, str], exc: 
     raw = json.dumps([callback, fields], sort_keys=True).encode("utf-8", "replace")
     key = f"{CALLBACK_JOB}:{callback}:{hashlib.sha256(raw).hexdigest()}"  # a redelivery is the same job
     jobs.enqueue(CALLBACK_JOB, key, callback, fields)
-    log_event(log, "voice_callback_queued", logging.WARNING, callback=callback, key=key,
-              call_sid=fields.get("CallSid", "")[:64], error=type(exc).__name__)
+    log_event(
+        log,
+        "voice_callback_queued",
+        logging.WARNING,
+        callback=callback,
+        key=key,
+        call_sid=fields.get("CallSid", "")[:64],
+        error=type(exc).__name__,
+    )
 
 
 @job(CALLBACK_JOB, attempts=CALLBACK_ATTEMPTS)
@@ -216,28 +259,36 @@ def _queued_callback_job(ctx: JobContext, callback: str, fields: dict) -> None:
         CALLBACKS[callback](ctx.services.jobs, ctx.services.voicemail_transcriber, session, fields, True)
 
 
-def _record_call_later(jobs: JobQueue, transcriber: Optional[VoicemailTranscriber], session: Session,
-                       form: Mapping[str, str], queued: bool) -> None:
+def _record_call_later(
+    jobs: JobQueue, transcriber: Optional[VoicemailTranscriber], session: Session, form: Mapping[str, str], queued: bool
+) -> None:
     """A call answered with the voicemail TwiML while the database was away, recorded afterwards."""
     call_sid, to_number = form.get("CallSid", ""), try_e164(form.get("To"))
     business = business_by_number(session, to_number, "voice") if to_number else None
     if not call_sid or business is None:
         return
-    _, created = create_call(session, business.id, call_sid=call_sid, to_number=to_number or "",
-                             from_number=try_e164(form.get("From")) or "",
-                             status=(form.get("CallStatus") or "ringing")[:24])
+    _, created = create_call(
+        session,
+        business.id,
+        call_sid=call_sid,
+        to_number=to_number or "",
+        from_number=try_e164(form.get("From")) or "",
+        status=(form.get("CallStatus") or "ringing")[:24],
+    )
     log_event(log, "incoming_call_recorded_late", call_sid=call_sid, business_id=business.id, replay=not created)
 
 
-def _call_status(jobs: JobQueue, transcriber: Optional[VoicemailTranscriber], session: Session,
-                 form: Mapping[str, str], queued: bool) -> None:
+def _call_status(
+    jobs: JobQueue, transcriber: Optional[VoicemailTranscriber], session: Session, form: Mapping[str, str], queued: bool
+) -> None:
     if queued:
         _call_recorded(session, form.get("CallSid", ""))
     record_call_status(session, form)
 
 
-def _recording_status(jobs: JobQueue, transcriber: Optional[VoicemailTranscriber], session: Session,
-                      form: Mapping[str, str], queued: bool) -> None:
+def _recording_status(
+    jobs: JobQueue, transcriber: Optional[VoicemailTranscriber], session: Session, form: Mapping[str, str], queued: bool
+) -> None:
     if queued:
         _call_recorded(session, form.get("CallSid", ""))
     store_voicemail_with(jobs, transcriber, session, form)
@@ -270,8 +321,17 @@ def record_call_status(session: Session, form: Mapping[str, str]) -> None:
     if status in FINAL_CALL_STATUSES:
         call.ended_at = twilio_timestamp(form.get("Timestamp")) or utcnow()
         call.duration_seconds = _seconds(form.get("CallDuration"))
-        audit(session, call.business_id, "twilio", "call.ended", "call", call.id, call_sid=call_sid,
-              status=status, duration_seconds=call.duration_seconds)
+        audit(
+            session,
+            call.business_id,
+            "twilio",
+            "call.ended",
+            "call",
+            call.id,
+            call_sid=call_sid,
+            status=status,
+            duration_seconds=call.duration_seconds,
+        )
     log_event(log, "call_status", call_sid=call_sid, status=status, duration_seconds=call.duration_seconds)
 
 
@@ -281,17 +341,33 @@ def store_voicemail(desk: CallDesk, session: Session, form: Mapping[str, str]) -
     store_voicemail_with(desk.jobs, desk.transcriber, session, form)
 
 
-def store_voicemail_with(jobs: JobQueue, transcriber: Optional[VoicemailTranscriber], session: Session,
-                         form: Mapping[str, str]) -> None:
+def store_voicemail_with(
+    jobs: JobQueue, transcriber: Optional[VoicemailTranscriber], session: Session, form: Mapping[str, str]
+) -> None:
     """`store_voicemail`, given only what it uses of the worker (a queued callback has no CallDesk)."""
-    call_sid, recording_sid, recording_url = (form.get("CallSid", ""), form.get("RecordingSid", ""),
-                                              form.get("RecordingUrl", ""))
+    call_sid, recording_sid, recording_url = (
+        form.get("CallSid", ""),
+        form.get("RecordingSid", ""),
+        form.get("RecordingUrl", ""),
+    )
     recording_state = form.get("RecordingStatus", "completed")
     call = call_by_sid(session, call_sid) if call_sid else None
-    if call is None or recording_state != "completed" or not (recording_sid and recording_url) \
-            or len(recording_sid) > MAX_RECORDING_SID or len(recording_url) > MAX_RECORDING_URL:
-        log_event(log, "recording_status_ignored", logging.WARNING, call_sid=call_sid,
-                  recording_sid=recording_sid, recording_status=recording_state, known_call=call is not None)
+    if (
+        call is None
+        or recording_state != "completed"
+        or not (recording_sid and recording_url)
+        or len(recording_sid) > MAX_RECORDING_SID
+        or len(recording_url) > MAX_RECORDING_URL
+    ):
+        log_event(
+            log,
+            "recording_status_ignored",
+            logging.WARNING,
+            call_sid=call_sid,
+            recording_sid=recording_sid,
+            recording_status=recording_state,
+            known_call=call is not None,
+        )
         return
     new_recording = call.recording_sid != recording_sid
     call.recording_sid = recording_sid
@@ -301,14 +377,31 @@ def store_voicemail_with(jobs: JobQueue, transcriber: Optional[VoicemailTranscri
     thread = session.get(Thread, call.thread_id) if call.thread_id is not None else None
     if thread is not None:
         _, created = insert_message(
-            session, thread, direction="in", kind="voicemail", provider="twilio",
-            provider_message_id=recording_sid, call_id=call.id,
-            media=[{"url": recording_url, "content_type": "audio/x-wav",
-                    "duration_seconds": _seconds(form.get("RecordingDuration"))}])
+            session,
+            thread,
+            direction="in",
+            kind="voicemail",
+            provider="twilio",
+            provider_message_id=recording_sid,
+            call_id=call.id,
+            media=[
+                {
+                    "url": recording_url,
+                    "content_type": "audio/x-wav",
+                    "duration_seconds": _seconds(form.get("RecordingDuration")),
+                }
+            ],
+        )
     # The transcription reads the voicemail message back in its own session.
     session.commit()
-    log_event(log, "voicemail_stored", call_sid=call_sid, recording_sid=recording_sid, replay=not new_recording,
-              new_message=created)
+    log_event(
+        log,
+        "voicemail_stored",
+        call_sid=call_sid,
+        recording_sid=recording_sid,
+        replay=not new_recording,
+        new_message=created,
+    )
     if new_recording:
         transcribe_voicemail_later(jobs, transcriber, call_sid, recording_url)
 

@@ -6,6 +6,7 @@ its final goodbye with `END_CALL_MARKER`; the marker is never spoken, and once t
 been heard the engine hangs up (`calls.outcome = "agent_goodbye"`, which `stream_ended` answers
 with `<Hangup/>`).
 """
+
 from __future__ import annotations
 
 import re
@@ -26,6 +27,7 @@ ROLE_LABELS = {"user": "Caller", "assistant": "Agent"}
 @dataclass(frozen=True)
 class Exchange:
     """One recorded turn: what the caller said and what the agent said that the caller heard."""
+
     user_text: str
     agent_text: str
 

@@ -8,6 +8,7 @@ is logged and skipped; the call goes on.
 Providers come from the `VOICE_PROVIDERS` plug-in (`server.providers.plugin`). They are built on
 first use, in the worker, after fork, because gRPC channels must not cross a fork.
 """
+
 from __future__ import annotations
 
 import gc
@@ -41,8 +42,7 @@ GOING_AWAY = 1001  # RFC 6455 close code: the server is going down
 
 
 class VoiceEngine:
-    def __init__(self, settings: Settings, database: Database, app_secret: str,
-                 lifecycle: Optional[Lifecycle] = None):
+    def __init__(self, settings: Settings, database: Database, app_secret: str, lifecycle: Optional[Lifecycle] = None):
         self.settings = settings
         self._app_secret = app_secret
         self._store = CallStore(database)
@@ -73,9 +73,13 @@ class VoiceEngine:
 
     def services(self) -> SessionServices:
         if self._services is None:
-            self._services = SessionServices(settings=self.settings, providers=load_providers(self.settings),
-                                             store=self._store, phrases=self._phrases,
-                                             redirect_to_voicemail=self._redirect)
+            self._services = SessionServices(
+                settings=self.settings,
+                providers=load_providers(self.settings),
+                store=self._store,
+                phrases=self._phrases,
+                redirect_to_voicemail=self._redirect,
+            )
             # What is alive now (the app, SQLAlchemy, the vendor SDKs: ~180k objects) lives as long
             # as the worker. Taking it out of the collector's sight makes a full collection during
             # calls take ~2 ms instead of stalling every call's audio for 100-300 ms.
@@ -117,8 +121,12 @@ class VoiceEngine:
                     left = start_deadline - time.monotonic()
                     if left <= 0:
                         reason = "no_start"
-                        log_event(log, "ws_rejected", logging.WARNING,
-                                  reason=f"no start message within {self.settings.ws_start_timeout_seconds:g} s")
+                        log_event(
+                            log,
+                            "ws_rejected",
+                            logging.WARNING,
+                            reason=f"no start message within {self.settings.ws_start_timeout_seconds:g} s",
+                        )
                         socket.close(POLICY_VIOLATION, "no start message")
                         break
                     raw = socket.receive(left)
@@ -144,8 +152,13 @@ class VoiceEngine:
                     break
                 elif isinstance(message, Start):
                     if session is not None:
-                        log_event(log, "ws_message_skipped", logging.WARNING, call_sid=call_sid,
-                                  reason="a second start on the same stream")
+                        log_event(
+                            log,
+                            "ws_message_skipped",
+                            logging.WARNING,
+                            call_sid=call_sid,
+                            reason="a second start on the same stream",
+                        )
                         continue
                     call_sid = message.call_sid
                     session = self._start(socket, message)
@@ -166,15 +179,21 @@ class VoiceEngine:
                 session.finish(reason)
                 if self.sessions.get(session.call_sid) is session:
                     del self.sessions[session.call_sid]
-            log_event(log, "ws_end", call_sid=call_sid, reason=session.end_reason if session else reason,
-                      duration_s=round(time.monotonic() - opened_at, 2),
-                      frames_in=session.frames_in if session else 0,
-                      frames_out=session.pacer.frames_sent if session else 0,
-                      clears=session.pacer.clears_sent if session else 0,
-                      pacer_underruns=session.pacer.underruns if session else 0,
-                      barge_ins=session.barge_ins if session else 0,
-                      turns=len(session.history) if session else 0,
-                      stt_restarts=session.stt.restarts if session else 0, malformed=malformed)
+            log_event(
+                log,
+                "ws_end",
+                call_sid=call_sid,
+                reason=session.end_reason if session else reason,
+                duration_s=round(time.monotonic() - opened_at, 2),
+                frames_in=session.frames_in if session else 0,
+                frames_out=session.pacer.frames_sent if session else 0,
+                clears=session.pacer.clears_sent if session else 0,
+                pacer_underruns=session.pacer.underruns if session else 0,
+                barge_ins=session.barge_ins if session else 0,
+                turns=len(session.history) if session else 0,
+                stt_restarts=session.stt.restarts if session else 0,
+                malformed=malformed,
+            )
 
     def _start(self, socket: MediaSocket, start: Start) -> Optional[CallSession]:
         started_at = time.monotonic()
@@ -184,13 +203,21 @@ class VoiceEngine:
         older = self.sessions.get(start.call_sid)
         if older is not None:
             older.supersede()
-        context = self._store.open_stream(start.call_sid, start.stream_sid,
-                                          start.custom_parameters.get("business_id", ""))
+        context = self._store.open_stream(
+            start.call_sid, start.stream_sid, start.custom_parameters.get("business_id", "")
+        )
         if context is None:
             self._reject(socket, start, "no such call")
             return None
-        log_event(log, "ws_start", call_sid=start.call_sid, stream_sid=start.stream_sid,
-                  business_id=context.business.id, resumed=bool(context.history), tracks=list(start.tracks))
+        log_event(
+            log,
+            "ws_start",
+            call_sid=start.call_sid,
+            stream_sid=start.stream_sid,
+            business_id=context.business.id,
+            resumed=bool(context.history),
+            tracks=list(start.tracks),
+        )
         try:
             services = self.services()
         except ProviderError as exc:
@@ -217,8 +244,9 @@ class VoiceEngine:
 
         def warm() -> None:
             try:
-                self._phrases.put(APOLOGY_TEXT, synthesize(services.providers.tts, APOLOGY_TEXT,
-                                                           self.settings.tts_timeout_seconds))
+                self._phrases.put(
+                    APOLOGY_TEXT, synthesize(services.providers.tts, APOLOGY_TEXT, self.settings.tts_timeout_seconds)
+                )
             except ProviderError as exc:
                 log_event(log, "apology_not_cached", logging.WARNING, error=str(exc)[:200])
 

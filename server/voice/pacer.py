@@ -11,6 +11,7 @@ audio before it has played, so an echoed mark means the caller heard that senten
 Twilio echoes every pending mark at once; those items are flagged `cleared` first, so their late
 echoes are ignored rather than counted as heard.
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,6 +36,7 @@ DEFAULT_LEAD_SECONDS = 0.08
 @dataclass(eq=False)
 class PlaybackItem:
     """One stretch of agent speech (a sentence), its media messages, and whether it was heard."""
+
     mark: str
     text: str
     messages: list[str]
@@ -50,8 +52,14 @@ class PlaybackItem:
 
 
 class OutboundPacer:
-    def __init__(self, send: Callable[[str], None], messages: OutboundMessages, *,
-                 lead_seconds: float = DEFAULT_LEAD_SECONDS, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        send: Callable[[str], None],
+        messages: OutboundMessages,
+        *,
+        lead_seconds: float = DEFAULT_LEAD_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self._send = send
         self._messages = messages
         self._lead = lead_seconds
@@ -67,8 +75,13 @@ class OutboundPacer:
         self.underruns = 0
 
     # ---- producer side (turns) -------------------------------------------------------------
-    def item(self, mark: str, text: str, mulaw_frames: list[bytes],
-             on_played: Optional[Callable[[PlaybackItem], None]] = None) -> PlaybackItem:
+    def item(
+        self,
+        mark: str,
+        text: str,
+        mulaw_frames: list[bytes],
+        on_played: Optional[Callable[[PlaybackItem], None]] = None,
+    ) -> PlaybackItem:
         """A playback item with its media messages rendered now, off the pacer's timing path."""
         media = self._messages.media
         return PlaybackItem(mark=mark, text=text, messages=[media(f) for f in mulaw_frames], on_played=on_played)

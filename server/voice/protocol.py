@@ -5,6 +5,7 @@ send `media` (base64 8 kHz μ-law), `mark` and `clear`. Numeric fields (`sequenc
 `timestamp`) arrive as strings from Twilio and as numbers from some clones, so both are accepted.
 Anything malformed raises `ProtocolError`; the caller logs it and skips the message.
 """
+
 from __future__ import annotations
 
 import base64
@@ -93,8 +94,7 @@ def _parse_media(message: dict) -> Media:
         payload = base64.b64decode(media["payload"], validate=True)
     except (binascii.Error, ValueError):
         raise ProtocolError("media payload is not base64") from None
-    return Media(payload, media.get("track") or "inbound", _number(media.get("chunk")),
-                 _number(media.get("timestamp")))
+    return Media(payload, media.get("track") or "inbound", _number(media.get("chunk")), _number(media.get("timestamp")))
 
 
 def _parse_start(message: dict) -> Start:
@@ -106,10 +106,14 @@ def _parse_start(message: dict) -> Start:
     parameters = start.get("customParameters") or {}
     if not isinstance(parameters, dict):
         raise ProtocolError("customParameters is not an object")
-    return Start(stream_sid=stream_sid, call_sid=call_sid, account_sid=_text(start.get("accountSid") or ""),
-                 tracks=tuple(str(t) for t in start.get("tracks") or ("inbound",)),
-                 custom_parameters={str(k): str(v) for k, v in parameters.items()},
-                 media_format=dict(start.get("mediaFormat") or {}))
+    return Start(
+        stream_sid=stream_sid,
+        call_sid=call_sid,
+        account_sid=_text(start.get("accountSid") or ""),
+        tracks=tuple(str(t) for t in start.get("tracks") or ("inbound",)),
+        custom_parameters={str(k): str(v) for k, v in parameters.items()},
+        media_format=dict(start.get("mediaFormat") or {}),
+    )
 
 
 def _parse_mark(message: dict) -> Mark:
@@ -133,8 +137,13 @@ def _parse_connected(message: dict) -> Connected:
 
 
 _PARSERS: dict[str, Callable[[dict], InboundMessage]] = {
-    "connected": _parse_connected, "start": _parse_start, "media": _parse_media, "mark": _parse_mark,
-    "dtmf": _parse_dtmf, "stop": _parse_stop}
+    "connected": _parse_connected,
+    "start": _parse_start,
+    "media": _parse_media,
+    "mark": _parse_mark,
+    "dtmf": _parse_dtmf,
+    "stop": _parse_stop,
+}
 
 
 def _text(value: Any) -> str:
@@ -158,6 +167,7 @@ def _number(value: Any) -> int:
 # ---- outbound ---------------------------------------------------------------------------------
 # Built by string formatting: `media` is sent 50 times a second per call, and the SIDs and the
 # base64 alphabet never need JSON escaping (the SID is checked once, in `OutboundMessages`).
+
 
 class OutboundMessages:
     """The messages we send on one stream, pre-bound to its `streamSid`."""

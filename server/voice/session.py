@@ -13,6 +13,7 @@ one gevent hub, so state changes between two blocking calls are atomic; the rule
   turns in a row, or a failure with no apology audio to play, hand the call to voicemail.
 * A reply that ends with the goodbye marker hangs up once it has been heard.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,14 +40,15 @@ from server.voice.turns import PhraseCache, Turn, TurnServices
 
 log = logging.getLogger("agentlocator.voice.session")
 
-MAX_FAILED_TURNS = 2          # consecutive failed turns before the call goes to voicemail
-DTMF_PAUSE_SECONDS = 1.5      # keypad digits typed within this gap are one entry; "#" ends it early
+MAX_FAILED_TURNS = 2  # consecutive failed turns before the call goes to voicemail
+DTMF_PAUSE_SECONDS = 1.5  # keypad digits typed within this gap are one entry; "#" ends it early
 INTERNAL_ERROR = 1011
 
 
 @dataclass
 class SessionServices:
     """What every session of a worker shares."""
+
     settings: Settings
     providers: VoiceProviders
     store: CallStore
@@ -56,8 +58,15 @@ class SessionServices:
 
 
 class CallSession:
-    def __init__(self, socket: MediaSocket, stream_sid: str, context: CallContext, services: SessionServices,
-                 *, started_at: float):
+    def __init__(
+        self,
+        socket: MediaSocket,
+        stream_sid: str,
+        context: CallContext,
+        services: SessionServices,
+        *,
+        started_at: float,
+    ):
         self.socket = socket
         self.stream_sid = stream_sid
         self.call_sid = context.call_sid
@@ -69,13 +78,22 @@ class CallSession:
         self._clock = services.clock
         self.pacer = OutboundPacer(socket.send, OutboundMessages(stream_sid), clock=services.clock)
         self.detector = SpeechDetector(min_speech_ms=services.settings.barge_in_min_speech_ms)
-        self.stt = SpeechInput(services.providers.stt, on_transcript=self._on_transcript,
-                               on_unavailable=lambda why: self._fall_back(f"stt: {why}"),
-                               quiet_since=lambda: self.detector.last_voice_at, call_sid=self.call_sid,
-                               clock=services.clock)
-        self._turn_services = TurnServices(llm=services.providers.llm, tts=services.providers.tts,
-                                           pacer=self.pacer, phrases=services.phrases,
-                                           settings=services.settings, clock=services.clock)
+        self.stt = SpeechInput(
+            services.providers.stt,
+            on_transcript=self._on_transcript,
+            on_unavailable=lambda why: self._fall_back(f"stt: {why}"),
+            quiet_since=lambda: self.detector.last_voice_at,
+            call_sid=self.call_sid,
+            clock=services.clock,
+        )
+        self._turn_services = TurnServices(
+            llm=services.providers.llm,
+            tts=services.providers.tts,
+            pacer=self.pacer,
+            phrases=services.phrases,
+            settings=services.settings,
+            clock=services.clock,
+        )
         self._system_prompt = system_prompt(context.business)
         self.history: list[Exchange] = list(context.history)
         self._next_index = context.next_turn_index
@@ -129,8 +147,12 @@ class CallSession:
         self._greenlets.kill(block=False)
         call_ended = reason in {"stop", "socket closed", "agent_goodbye"} and not self.redirected
         try:
-            self._services.store.close_stream(self.call_id, transcript=render_transcript(self.history),
-                                              stream_ended=reason != "superseded", call_ended=call_ended)
+            self._services.store.close_stream(
+                self.call_id,
+                transcript=render_transcript(self.history),
+                stream_ended=reason != "superseded",
+                call_ended=call_ended,
+            )
         except Exception:
             log.exception("call not stored", extra={"event": "call_store_failed", "call_sid": self.call_sid})
 
@@ -190,8 +212,16 @@ class CallSession:
         turn.cancel()
         cleared = self.pacer.clear()
         self.barge_ins += 1
-        log_event(log, "barge_in", call_sid=self.call_sid, turn_id=turn.index, source=source, cleared=cleared,
-                  heard_sentences=sum(1 for item in turn.items if item.played), sentences=len(turn.items))
+        log_event(
+            log,
+            "barge_in",
+            call_sid=self.call_sid,
+            turn_id=turn.index,
+            source=source,
+            cleared=cleared,
+            heard_sentences=sum(1 for item in turn.items if item.played),
+            sentences=len(turn.items),
+        )
         self._record(turn, interrupted=True)
 
     def _answer(self, user_text: str, speech_ended_at: float, final_at: float) -> None:
@@ -203,8 +233,14 @@ class CallSession:
         turn.start_reply(llm_messages(self._system_prompt, self.history, user_text))
 
     def _new_turn(self, user_text: str, *, speech_ended_at: float, final_at: float) -> Turn:
-        turn = Turn(self._next_index, user_text, speech_ended_at=speech_ended_at, final_at=final_at,
-                    services=self._turn_services, on_finished=self._turn_finished)
+        turn = Turn(
+            self._next_index,
+            user_text,
+            speech_ended_at=speech_ended_at,
+            final_at=final_at,
+            services=self._turn_services,
+            on_finished=self._turn_finished,
+        )
         self._next_index += 1
         self.turn = turn
         return turn
@@ -215,8 +251,16 @@ class CallSession:
         self._record(turn, interrupted=False)
         if turn.error is not None:
             self.failures += 1
-            log_event(log, "turn_failed", logging.WARNING, call_sid=self.call_sid, turn_id=turn.index,
-                      error=turn.error, apologized=turn.apologized, consecutive=self.failures)
+            log_event(
+                log,
+                "turn_failed",
+                logging.WARNING,
+                call_sid=self.call_sid,
+                turn_id=turn.index,
+                error=turn.error,
+                apologized=turn.apologized,
+                consecutive=self.failures,
+            )
             if not turn.apologized or self.failures >= MAX_FAILED_TURNS:
                 self._fall_back(f"{self.failures} failed turn(s), last: {turn.error}")
             return
@@ -228,10 +272,27 @@ class CallSession:
         exchange = Exchange(turn.user_text, turn.heard_text)
         self.history.append(exchange)
         metrics = turn.metrics()
-        log_event(log, "turn_metrics", call_sid=self.call_sid, business_id=self.business_id, turn_id=turn.index,
-                  mode="stream", interrupted=interrupted, error=turn.error, sentences=len(turn.items), **metrics)
-        self._write(self._services.store.record_turn, self.call_id, turn_index=turn.index, exchange=exchange,
-                    interrupted=interrupted, metrics=metrics, transcript=render_transcript(self.history))
+        log_event(
+            log,
+            "turn_metrics",
+            call_sid=self.call_sid,
+            business_id=self.business_id,
+            turn_id=turn.index,
+            mode="stream",
+            interrupted=interrupted,
+            error=turn.error,
+            sentences=len(turn.items),
+            **metrics,
+        )
+        self._write(
+            self._services.store.record_turn,
+            self.call_id,
+            turn_index=turn.index,
+            exchange=exchange,
+            interrupted=interrupted,
+            metrics=metrics,
+            transcript=render_transcript(self.history),
+        )
 
     # ---- ending the call from our side -----------------------------------------------------
     def _hang_up(self) -> None:

@@ -12,6 +12,7 @@ several threads would take the GIL from the hub in 5 ms slices (measured: when 1
 once, first audio of the calls still talking came up to 0.9 s late). psycopg2 is made cooperative
 (psycogreen) and runs in the calling greenlet.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,6 +34,7 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class BusinessProfile:
     """The business fields the agent's prompt and opening line use (a snapshot, no session needed)."""
+
     id: int
     name: str
     ai_instructions: str
@@ -87,26 +89,52 @@ class CallStore:
                 business = session.get(Business, int(business_id_param)) if known else None
                 if business is None:
                     return None
-                call, _ = create_call(session, business.id, call_sid=call_sid, from_number="", to_number="",
-                                      status="in-progress")
+                call, _ = create_call(
+                    session, business.id, call_sid=call_sid, from_number="", to_number="", status="in-progress"
+                )
             call.stream_sid = stream_sid
             if call.stream_started_at is None:
                 call.stream_started_at = utcnow()
             business = session.get_one(Business, call.business_id)
-            turns = session.scalars(sa.select(CallTurn).where(CallTurn.call_id == call.id)
-                                    .order_by(CallTurn.turn_index)).all()
-            profile = BusinessProfile(id=business.id, name=business.name, ai_instructions=business.ai_instructions,
-                                      opening_line=business.opening_line, timezone=business.timezone)
-            return CallContext(call_id=call.id, call_sid=call_sid, business=profile,
-                               history=tuple(Exchange(t.user_text, t.agent_text) for t in turns),
-                               next_turn_index=(turns[-1].turn_index + 1) if turns else 0)
+            turns = session.scalars(
+                sa.select(CallTurn).where(CallTurn.call_id == call.id).order_by(CallTurn.turn_index)
+            ).all()
+            profile = BusinessProfile(
+                id=business.id,
+                name=business.name,
+                ai_instructions=business.ai_instructions,
+                opening_line=business.opening_line,
+                timezone=business.timezone,
+            )
+            return CallContext(
+                call_id=call.id,
+                call_sid=call_sid,
+                business=profile,
+                history=tuple(Exchange(t.user_text, t.agent_text) for t in turns),
+                next_turn_index=(turns[-1].turn_index + 1) if turns else 0,
+            )
 
-    def _record_turn(self, call_id: int, *, turn_index: int, exchange: Exchange, interrupted: bool,
-                    metrics: dict[str, Optional[int]], transcript: str) -> None:
+    def _record_turn(
+        self,
+        call_id: int,
+        *,
+        turn_index: int,
+        exchange: Exchange,
+        interrupted: bool,
+        metrics: dict[str, Optional[int]],
+        transcript: str,
+    ) -> None:
         with self._db.scope() as session:
             call = session.get_one(Call, call_id)
-            add_call_turn(session, call, turn_index=turn_index, user_text=exchange.user_text,
-                          agent_text=exchange.agent_text, interrupted=interrupted, **metrics)
+            add_call_turn(
+                session,
+                call,
+                turn_index=turn_index,
+                user_text=exchange.user_text,
+                agent_text=exchange.agent_text,
+                interrupted=interrupted,
+                **metrics,
+            )
             call.transcript = transcript
 
     def _set_outcome(self, call_id: int, outcome: str) -> None:

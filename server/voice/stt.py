@@ -8,6 +8,7 @@ was open) is replayed into the new one: the words of an utterance in progress ar
 words already finalised are not heard twice. Google closes a stream after five minutes, so the
 stream is also replaced every few minutes, during a pause in the caller's speech.
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,12 +23,12 @@ from server.providers.base import SpeechStream, SpeechToText, Transcript
 
 log = logging.getLogger("agentlocator.voice.stt")
 
-FRAMES_PER_REQUEST = 5          # 100 ms of audio per provider request
-REPLAY_REQUESTS = 20            # at most two seconds of unrecognised audio replayed into a new stream
-ROTATE_AFTER_SECONDS = 240.0    # replace the stream during a pause after this long …
-ROTATE_BY_SECONDS = 285.0       # … or regardless, before the provider's 5-minute limit
+FRAMES_PER_REQUEST = 5  # 100 ms of audio per provider request
+REPLAY_REQUESTS = 20  # at most two seconds of unrecognised audio replayed into a new stream
+ROTATE_AFTER_SECONDS = 240.0  # replace the stream during a pause after this long …
+ROTATE_BY_SECONDS = 285.0  # … or regardless, before the provider's 5-minute limit
 QUIET_FOR_ROTATION_SECONDS = 1.5
-MAX_QUICK_FAILURES = 4          # streams in a row that die young and silent before giving up
+MAX_QUICK_FAILURES = 4  # streams in a row that die young and silent before giving up
 HEALTHY_STREAM_SECONDS = 5.0
 RETRY_DELAYS = (0.0, 0.2, 0.4, 0.8)
 
@@ -35,9 +36,16 @@ RETRY_DELAYS = (0.0, 0.2, 0.4, 0.8)
 class SpeechInput:
     """Owns the call's STT stream. `send` is called for every inbound frame (the hot path)."""
 
-    def __init__(self, stt: SpeechToText, *, on_transcript: Callable[[Transcript], None],
-                 on_unavailable: Callable[[str], None], quiet_since: Callable[[], Optional[float]],
-                 call_sid: str, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        stt: SpeechToText,
+        *,
+        on_transcript: Callable[[Transcript], None],
+        on_unavailable: Callable[[str], None],
+        quiet_since: Callable[[], Optional[float]],
+        call_sid: str,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self._stt = stt
         self._on_transcript = on_transcript
         self._on_unavailable = on_unavailable
@@ -65,8 +73,13 @@ class SpeechInput:
                 stream = self._open()
             except Exception as exc:  # ProviderError, or an SDK error the provider didn't wrap
                 failures += 1
-                log_event(log, "stt_open_failed", logging.WARNING, call_sid=self._call_sid,
-                          error=f"{type(exc).__name__}: {exc}"[:200])
+                log_event(
+                    log,
+                    "stt_open_failed",
+                    logging.WARNING,
+                    call_sid=self._call_sid,
+                    error=f"{type(exc).__name__}: {exc}"[:200],
+                )
                 continue
             heard = False
             transcripts = stream.transcripts()
@@ -76,8 +89,13 @@ class SpeechInput:
                 except StopIteration:
                     break
                 except Exception as exc:  # the stream died; it is reopened below like any other death
-                    log_event(log, "stt_stream_error", logging.WARNING, call_sid=self._call_sid,
-                              error=f"{type(exc).__name__}: {exc}"[:200])
+                    log_event(
+                        log,
+                        "stt_stream_error",
+                        logging.WARNING,
+                        call_sid=self._call_sid,
+                        error=f"{type(exc).__name__}: {exc}"[:200],
+                    )
                     break
                 heard = True
                 if transcript.is_final:
@@ -94,8 +112,7 @@ class SpeechInput:
             healthy = heard or self._clock() - self._opened_at > HEALTHY_STREAM_SECONDS
             failures = 0 if healthy else failures + 1
             self.restarts += 1
-            log_event(log, "stt_stream_restarted", logging.WARNING, call_sid=self._call_sid,
-                      attempt=failures)
+            log_event(log, "stt_stream_restarted", logging.WARNING, call_sid=self._call_sid, attempt=failures)
 
     def send(self, frame: bytes) -> None:
         frames = self._frames

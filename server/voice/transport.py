@@ -7,6 +7,7 @@ greenlets (the pacer and the session) writing one gevent socket at once would ra
 `ConcurrentObjectUseError`. Outbound frames are unmasked and uncompressed text frames (RFC 6455
 §5.2; RSV1 unset is valid even when permessage-deflate was negotiated).
 """
+
 from __future__ import annotations
 
 import struct

@@ -5,6 +5,7 @@ Two greenlets per turn: one reads the LLM stream and cuts it into sentences, the
 synthesises each sentence as soon as it is complete and queues its audio, so the first sentence
 plays while the rest is still being written. Cancelling the turn (barge-in, hang-up) kills both.
 """
+
 from __future__ import annotations
 
 import logging
@@ -77,6 +78,7 @@ def synthesize(tts: TextToSpeech, text: str, timeout_seconds: float) -> bytes:
 @dataclass
 class TurnServices:
     """What a turn needs from its call: providers, the pacer, the phrase cache and the time limits."""
+
     llm: LanguageModel
     tts: TextToSpeech
     pacer: OutboundPacer
@@ -100,8 +102,16 @@ class Turn:
     """`user_text` → the agent's reply. `on_finished(turn)` runs once, when the reply has been heard
     to the end (or failed); a cancelled turn never calls it."""
 
-    def __init__(self, index: int, user_text: str, *, speech_ended_at: float, final_at: float,
-                 services: TurnServices, on_finished: Callable[["Turn"], None]):
+    def __init__(
+        self,
+        index: int,
+        user_text: str,
+        *,
+        speech_ended_at: float,
+        final_at: float,
+        services: TurnServices,
+        on_finished: Callable[["Turn"], None],
+    ):
         self.index = index
         self.user_text = user_text
         self.speech_ended_at = speech_ended_at
@@ -129,6 +139,7 @@ class Turn:
 
     def start_phrase(self, text: str) -> None:
         """Speak a fixed phrase (the opening line) from the phrase cache."""
+
         def speak() -> None:
             self.first_sentence_at = self._services.clock()
             try:
@@ -156,14 +167,17 @@ class Turn:
 
     def metrics(self) -> dict[str, Optional[int]]:
         """The turn's timings in ms (defined in README.md, "Turn metrics"); None where a step didn't happen."""
+
         def span(start: Optional[float], end: Optional[float]) -> Optional[int]:
             return None if start is None or end is None else max(0, round((end - start) * 1000))
 
-        return {"t_audio_ms": span(self.speech_ended_at, self.final_at),
-                "t_nlp_ms": span(self.final_at, self.first_sentence_at),
-                "t_tts_ms": span(self.first_sentence_at, self.first_audio_ready_at),
-                "t_total_ms": span(self.speech_ended_at, self.reply_done_at),
-                "t_first_audio_ms": span(self.speech_ended_at, self.first_frame_at)}
+        return {
+            "t_audio_ms": span(self.speech_ended_at, self.final_at),
+            "t_nlp_ms": span(self.final_at, self.first_sentence_at),
+            "t_tts_ms": span(self.first_sentence_at, self.first_audio_ready_at),
+            "t_total_ms": span(self.speech_ended_at, self.reply_done_at),
+            "t_first_audio_ms": span(self.speech_ended_at, self.first_frame_at),
+        }
 
     # ---- the two greenlets -----------------------------------------------------------------
     def _write_reply(self, messages: list[dict[str, str]], sentences: Queue) -> None:

@@ -3,6 +3,7 @@
 Every URL in them is absolute and comes from `abs_url`/`ws_url` over the public base URL: Twilio
 rejects relative or `//`-broken media URLs (error 11100) and a `<Stream>` URL must be `wss://`.
 """
+
 from __future__ import annotations
 
 from twilio.twiml.voice_response import Connect, VoiceResponse
@@ -25,9 +26,11 @@ def stream_twiml(base_url: str, *, business_id: int | str, call_sid: str, token:
     if greeting:
         response.play(abs_url(base_url, GREETING_AUDIO_PATH))
     connect = Connect(action=abs_url(base_url, "/webhook/stream_ended"), method="POST")
-    stream = connect.stream(url=ws_url(base_url, MEDIA_STREAM_PATH),
-                            status_callback=abs_url(base_url, "/webhook/stream_status"),
-                            status_callback_method="POST")
+    stream = connect.stream(
+        url=ws_url(base_url, MEDIA_STREAM_PATH),
+        status_callback=abs_url(base_url, "/webhook/stream_status"),
+        status_callback_method="POST",
+    )
     stream.parameter(name="business_id", value=str(business_id))
     stream.parameter(name="call_sid", value=call_sid)
     stream.parameter(name="token", value=token)
@@ -43,10 +46,13 @@ def voicemail_twiml(base_url: str) -> str:
     response = VoiceResponse()
     response.play(abs_url(base_url, FALLBACK_AUDIO_PATH))
     response.record(
-        action=abs_url(base_url, "/webhook/recording_done"), method="POST",
-        max_length=VOICEMAIL_MAX_SECONDS, play_beep=True,
+        action=abs_url(base_url, "/webhook/recording_done"),
+        method="POST",
+        max_length=VOICEMAIL_MAX_SECONDS,
+        play_beep=True,
         recording_status_callback=abs_url(base_url, "/webhook/recording_status"),
-        recording_status_callback_method="POST", recording_status_callback_event="completed",
+        recording_status_callback_method="POST",
+        recording_status_callback_event="completed",
     )
     response.hangup()
     return response.to_xml()

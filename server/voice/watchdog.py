@@ -10,6 +10,7 @@ voicemail TwiML through Twilio's REST API. It never raises.
 `redirect_to_voicemail` is also what the live engine calls when the stream dies early or the
 pipeline keeps failing.
 """
+
 from __future__ import annotations
 
 import logging
@@ -65,8 +66,16 @@ def check_stream_started(database: Database, settings: Settings, call_sid: str) 
         if not redirect_to_voicemail(settings, call_sid, "stream_not_started"):
             return False
         with database.scope() as session:
-            audit(session, business_id, "system", "call.redirected_to_voicemail", "call", call_sid,
-                  reason="stream_not_started", after_seconds=settings.watchdog_seconds)
+            audit(
+                session,
+                business_id,
+                "system",
+                "call.redirected_to_voicemail",
+                "call",
+                call_sid,
+                reason="stream_not_started",
+                after_seconds=settings.watchdog_seconds,
+            )
         return True
     except Exception:  # a timer must never take the worker down
         log.exception("watchdog failed", extra={"event": "watchdog_error", "call_sid": call_sid})
@@ -82,13 +91,26 @@ def redirect_to_voicemail(settings: Settings, call_sid: str, reason: str) -> boo
         twilio_client(settings).calls(call_sid).update(twiml=voicemail_twiml(settings.base_url))
     except TwilioRestException as exc:
         over = exc.code in CALL_ALREADY_OVER_CODES
-        log_event(log, "voicemail_redirect_skipped" if over else "voicemail_redirect_failed",
-                  logging.INFO if over else logging.ERROR,
-                  call_sid=call_sid, reason=reason, twilio_code=exc.code, http_status=exc.status)
+        log_event(
+            log,
+            "voicemail_redirect_skipped" if over else "voicemail_redirect_failed",
+            logging.INFO if over else logging.ERROR,
+            call_sid=call_sid,
+            reason=reason,
+            twilio_code=exc.code,
+            http_status=exc.status,
+        )
         return False
     except (TwilioNotConfigured, TwilioException, requests.RequestException) as exc:
-        log_event(log, "voicemail_redirect_failed", logging.ERROR, call_sid=call_sid, reason=reason,
-                  error=type(exc).__name__, detail=str(exc)[:200])
+        log_event(
+            log,
+            "voicemail_redirect_failed",
+            logging.ERROR,
+            call_sid=call_sid,
+            reason=reason,
+            error=type(exc).__name__,
+            detail=str(exc)[:200],
+        )
         return False
     log_event(log, "voicemail_redirect", logging.WARNING, call_sid=call_sid, reason=reason)
     return True

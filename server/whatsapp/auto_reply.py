@@ -22,6 +22,7 @@ the console's switch). The pause is checked when the webhook stores the message;
 when the job runs and again before the written reply is sent, since staff may act while the job
 waits in the queue or while the model is writing.
 """
+
 from __future__ import annotations
 
 import logging
@@ -64,8 +65,9 @@ def wants_auto_reply(business: Business, thread: Thread, message: Message) -> bo
     """The business has auto-replies on, staff haven't taken `thread` over, and `message` is the
     customer's, with text. Checked when the webhook stores the message and again when the reply is
     written (the owner may have turned the feature off, or staff taken the thread over, meanwhile)."""
-    return (business.feature(FEATURE) and not thread.ai_paused and message.direction == "in"
-            and bool(message.body.strip()))
+    return (
+        business.feature(FEATURE) and not thread.ai_paused and message.direction == "in" and bool(message.body.strip())
+    )
 
 
 def schedule_auto_reply(jobs: JobQueue, message_id: int) -> None:
@@ -121,12 +123,19 @@ def _reply(database: Database, settings: Settings, message_id: int) -> None:
         customer = session.get_one(Customer, thread.customer_id)
         recipient, provider = customer.phone or customer.wa_lid, message.provider
         if recipient is None or provider is None:  # every inbound message has both
-            log_event(log, "wa_auto_reply_skipped", message_id=message_id, thread_id=thread.id,
-                      reason="no WhatsApp address or provider to answer through")
+            log_event(
+                log,
+                "wa_auto_reply_skipped",
+                message_id=message_id,
+                thread_id=thread.id,
+                reason="no WhatsApp address or provider to answer through",
+            )
             return
         history = _history(session, thread)
-        prompt = [{"role": "system", "content": build_system_prompt(business, "whatsapp")},
-                  *[{"role": "user" if m.direction == "in" else "assistant", "content": m.body} for m in history]]
+        prompt = [
+            {"role": "system", "content": build_system_prompt(business, "whatsapp")},
+            *[{"role": "user" if m.direction == "in" else "assistant", "content": m.body} for m in history],
+        ]
         answers_through = max([m.id for m in history if m.direction == "in"] + [message.id])
         business_id, thread_id = business.id, thread.id
     started = time.monotonic()
@@ -140,24 +149,49 @@ def _reply(database: Database, settings: Settings, message_id: int) -> None:
     with database.scope() as session:
         late = _staff_took_over(session, thread_id, message_id)
         if late:
-            log_event(log, "wa_auto_reply_skipped", message_id=message_id, thread_id=thread_id,
-                      reason=f"{late} while the model was writing")
+            log_event(
+                log,
+                "wa_auto_reply_skipped",
+                message_id=message_id,
+                thread_id=thread_id,
+                reason=f"{late} while the model was writing",
+            )
             return
         try:
-            sent = send_whatsapp(session, settings, business_id, to=recipient, text=reply, provider=provider,
-                                 idempotency_key=f"wa-auto-reply-{answers_through}")
-            outcome = {"success": True, "provider": sent.provider, "reply_message_id": sent.message_id,
-                       "error": None}
+            sent = send_whatsapp(
+                session,
+                settings,
+                business_id,
+                to=recipient,
+                text=reply,
+                provider=provider,
+                idempotency_key=f"wa-auto-reply-{answers_through}",
+            )
+            outcome = {"success": True, "provider": sent.provider, "reply_message_id": sent.message_id, "error": None}
         except DomainError as exc:  # refused, or failed and stored as failed: answered all the same
             if database_unavailable(exc):
                 raise
-            outcome = {"success": False, "provider": exc.details.get("provider"),
-                       "reply_message_id": exc.details.get("message_id"), "error": exc.code}
-        session.execute(sa.update(Thread).where(Thread.id == thread_id)
-                        .values(ai_replied_through_id=answers_through)
-                        .execution_options(synchronize_session=False))
-    log_event(log, "wa_auto_reply", message_id=message_id, thread_id=thread_id, **outcome,
-              answers_through=answers_through, t_reply_ms=int((time.monotonic() - started) * 1000))
+            outcome = {
+                "success": False,
+                "provider": exc.details.get("provider"),
+                "reply_message_id": exc.details.get("message_id"),
+                "error": exc.code,
+            }
+        session.execute(
+            sa.update(Thread)
+            .where(Thread.id == thread_id)
+            .values(ai_replied_through_id=answers_through)
+            .execution_options(synchronize_session=False)
+        )
+    log_event(
+        log,
+        "wa_auto_reply",
+        message_id=message_id,
+        thread_id=thread_id,
+        **outcome,
+        answers_through=answers_through,
+        t_reply_ms=int((time.monotonic() - started) * 1000),
+    )
 
 
 def _language_model(settings: Settings) -> LanguageModel:
@@ -187,16 +221,33 @@ def _staff_took_over(session: Session, thread_id: int, message_id: int) -> str |
 
 
 def _staff_replied_after(session: Session, thread_id: int, message_id: int) -> bool:
-    return (session.scalar(sa.select(sa.func.count()).select_from(Message).where(
-        Message.thread_id == thread_id, Message.direction == "out", Message.sender_user_id.is_not(None),
-        Message.id > message_id)) or 0) > 0
+    return (
+        session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Message)
+            .where(
+                Message.thread_id == thread_id,
+                Message.direction == "out",
+                Message.sender_user_id.is_not(None),
+                Message.id > message_id,
+            )
+        )
+        or 0
+    ) > 0
 
 
 def _history(session: Session, thread: Thread) -> list[Message]:
     """The thread's most recent messages with text, oldest first (replies that failed never arrived)."""
-    rows = session.scalars(sa.select(Message).where(Message.thread_id == thread.id, Message.body != "",
-                                                    sa.or_(Message.direction == "in", Message.status != "failed"))
-                           .order_by(Message.id.desc()).limit(HISTORY_MESSAGES)).all()
+    rows = session.scalars(
+        sa.select(Message)
+        .where(
+            Message.thread_id == thread.id,
+            Message.body != "",
+            sa.or_(Message.direction == "in", Message.status != "failed"),
+        )
+        .order_by(Message.id.desc())
+        .limit(HISTORY_MESSAGES)
+    ).all()
     return list(reversed(rows))
 
 
@@ -205,12 +256,21 @@ def _acquire_lease(database: Database, thread_id: int, token: str) -> bool:
     while True:
         with database.scope() as session:
             now = utcnow()
-            claimed = rows_affected(session.execute(
-                sa.update(Thread).where(Thread.id == thread_id, sa.or_(Thread.ai_reply_lease_until.is_(None),
-                                                                       Thread.ai_reply_lease_until < now,
-                                                                       Thread.ai_reply_lease_token == token))
-                .values(ai_reply_lease_token=token, ai_reply_lease_until=now + LEASE)
-                .execution_options(synchronize_session=False)))
+            claimed = rows_affected(
+                session.execute(
+                    sa.update(Thread)
+                    .where(
+                        Thread.id == thread_id,
+                        sa.or_(
+                            Thread.ai_reply_lease_until.is_(None),
+                            Thread.ai_reply_lease_until < now,
+                            Thread.ai_reply_lease_token == token,
+                        ),
+                    )
+                    .values(ai_reply_lease_token=token, ai_reply_lease_until=now + LEASE)
+                    .execution_options(synchronize_session=False)
+                )
+            )
         if claimed == 1:
             return True
         if time.monotonic() > deadline:
@@ -220,6 +280,9 @@ def _acquire_lease(database: Database, thread_id: int, token: str) -> bool:
 
 def _release_lease(database: Database, thread_id: int, token: str) -> None:
     with database.scope() as session:
-        session.execute(sa.update(Thread).where(Thread.id == thread_id, Thread.ai_reply_lease_token == token)
-                        .values(ai_reply_lease_token=None, ai_reply_lease_until=None)
-                        .execution_options(synchronize_session=False))
+        session.execute(
+            sa.update(Thread)
+            .where(Thread.id == thread_id, Thread.ai_reply_lease_token == token)
+            .values(ai_reply_lease_token=None, ai_reply_lease_until=None)
+            .execution_options(synchronize_session=False)
+        )

@@ -3,6 +3,7 @@
 It lives in the database (`service_state`, key `baileys_bridge`) because the worker that receives
 the bridge's `connection` event is rarely the one that later routes a send.
 """
+
 from __future__ import annotations
 
 from typing import Optional

@@ -10,6 +10,7 @@ cut to its column (a WhatsApp profile name has no length limit; `customers.name`
 identifier that can't be stored as it is (a message id or LID longer than its column) makes the
 webhook a 400, since cutting it could merge two messages or two customers.
 """
+
 from __future__ import annotations
 
 import logging
@@ -78,11 +79,25 @@ def twilio_inbound(form: Mapping[str, str]) -> InboundMessage:
             media.append({"url": url, "content_type": form.get(f"MediaContentType{index}", "")})
     located = bool(form.get("Latitude") and form.get("Longitude"))
     if located:
-        media.append({"type": "location", "latitude": form["Latitude"], "longitude": form["Longitude"],
-                      "address": form.get("Address", ""), "label": form.get("Label", "")})
-    return InboundMessage(provider="twilio", provider_message_id=sid, business_number=business_number,
-                          phone=phone, name=form.get("ProfileName", "")[:MAX_NAME], body=form.get("Body", ""),
-                          kind=_twilio_kind(form.get("MessageType"), located, media), media=media)
+        media.append(
+            {
+                "type": "location",
+                "latitude": form["Latitude"],
+                "longitude": form["Longitude"],
+                "address": form.get("Address", ""),
+                "label": form.get("Label", ""),
+            }
+        )
+    return InboundMessage(
+        provider="twilio",
+        provider_message_id=sid,
+        business_number=business_number,
+        phone=phone,
+        name=form.get("ProfileName", "")[:MAX_NAME],
+        body=form.get("Body", ""),
+        kind=_twilio_kind(form.get("MessageType"), located, media),
+        media=media,
+    )
 
 
 def _twilio_kind(message_type: str | None, located: bool, media: list[dict[str, Any]]) -> str:
@@ -100,8 +115,13 @@ def _twilio_kind(message_type: str | None, located: bool, media: list[dict[str, 
 
 def is_twilio_status_callback(form: Mapping[str, str]) -> bool:
     """A delivery report posted to the inbound URL: a status, and nothing a customer wrote."""
-    return bool(form.get("MessageStatus")) and form.get("MessageStatus") not in ("received", "receiving") \
-        and not form.get("Body") and _int(form.get("NumMedia")) == 0 and not form.get("Latitude")
+    return (
+        bool(form.get("MessageStatus"))
+        and form.get("MessageStatus") not in ("received", "receiving")
+        and not form.get("Body")
+        and _int(form.get("NumMedia")) == 0
+        and not form.get("Latitude")
+    )
 
 
 def bridge_event(raw: bytes) -> dict[str, Any]:
@@ -109,8 +129,9 @@ def bridge_event(raw: bytes) -> dict[str, Any]:
     try:
         event = storable_json(safe_json.loads(raw))
     except ValueError as exc:
-        raise InvalidInbound(str(exc) if isinstance(exc, safe_json.JsonTooDeep) else "the body is not valid JSON") \
-            from None
+        raise InvalidInbound(
+            str(exc) if isinstance(exc, safe_json.JsonTooDeep) else "the body is not valid JSON"
+        ) from None
     if not isinstance(event, dict) or event.get("event") not in BRIDGE_EVENTS:
         raise InvalidInbound(f"expected a JSON object with event one of {', '.join(BRIDGE_EVENTS)}")
     if event["event"] == "connection":
@@ -129,8 +150,9 @@ def bridge_event(raw: bytes) -> dict[str, Any]:
     for name in ("from", "lid", "push_name"):
         if event.get(name) is not None and not isinstance(event[name], str):
             raise InvalidInbound(f"{name} must be a string or null")
-    if event.get("timestamp") is not None and (isinstance(event["timestamp"], bool)
-                                               or not isinstance(event["timestamp"], (int, float))):
+    if event.get("timestamp") is not None and (
+        isinstance(event["timestamp"], bool) or not isinstance(event["timestamp"], (int, float))
+    ):
         raise InvalidInbound("timestamp must be a number")
     if not (event.get("from") or event.get("lid")):
         raise InvalidInbound("a message needs from (a phone number) or lid")
@@ -153,25 +175,50 @@ def _require(event: Mapping[str, Any], name: str, kind: type) -> None:
 
 def baileys_inbound(event: Mapping[str, Any]) -> InboundMessage:
     """An inbound message from the bridge's `message` event (checked by `bridge_event`)."""
-    return InboundMessage(provider="baileys", provider_message_id=f"{event['chat']}:{event['id']}",
-                          business_number=event["to"], phone=event.get("from"), lid=event.get("lid"),
-                          name=storable_text(event.get("push_name"))[:MAX_NAME], body=storable_text(event["text"]))
+    return InboundMessage(
+        provider="baileys",
+        provider_message_id=f"{event['chat']}:{event['id']}",
+        business_number=event["to"],
+        phone=event.get("from"),
+        lid=event.get("lid"),
+        name=storable_text(event.get("push_name"))[:MAX_NAME],
+        body=storable_text(event["text"]),
+    )
 
 
 def store_inbound(session: Session, inbound: InboundMessage) -> Optional[StoredInbound]:
     """Store the message; None when no business owns the number it was sent to (nothing is stored)."""
     business = business_by_number(session, inbound.business_number, "whatsapp")
     if business is None:
-        log_event(log, "whatsapp_unknown_number", logging.WARNING, provider=inbound.provider,
-                  to=inbound.business_number, provider_message_id=inbound.provider_message_id)
+        log_event(
+            log,
+            "whatsapp_unknown_number",
+            logging.WARNING,
+            provider=inbound.provider,
+            to=inbound.business_number,
+            provider_message_id=inbound.provider_message_id,
+        )
         return None
     customer = upsert_customer(session, business.id, phone=inbound.phone, lid=inbound.lid, name=inbound.name or None)
     thread = upsert_thread(session, business.id, customer.id, "whatsapp")
-    message, created = insert_message(session, thread, direction="in", body=inbound.body, provider=inbound.provider,
-                                      provider_message_id=inbound.provider_message_id, kind=inbound.kind,
-                                      media=inbound.media)
-    log_event(log, "whatsapp_inbound" if created else "whatsapp_inbound_replay", provider=inbound.provider,
-              business_id=business.id, message_id=message.id, thread_id=thread.id)
+    message, created = insert_message(
+        session,
+        thread,
+        direction="in",
+        body=inbound.body,
+        provider=inbound.provider,
+        provider_message_id=inbound.provider_message_id,
+        kind=inbound.kind,
+        media=inbound.media,
+    )
+    log_event(
+        log,
+        "whatsapp_inbound" if created else "whatsapp_inbound_replay",
+        provider=inbound.provider,
+        business_id=business.id,
+        message_id=message.id,
+        thread_id=thread.id,
+    )
     return StoredInbound(message, created, business, thread)
 
 

@@ -9,6 +9,7 @@ function in the jobs worker, waiting with growing pauses until the database is b
 twice, or is processed twice, is stored once. Only when the queue can't be reached either does the
 webhook answer 503, and the provider delivers it again later.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -55,8 +56,7 @@ def accept_webhook(session: Session, jobs: JobQueue, webhook: str, payload: Payl
         session.rollback()
         key = payload_key(webhook, payload)
         jobs.enqueue(JOB_KIND, key, webhook, payload)  # DomainError(UNAVAILABLE) when the queue is down too
-        log_event(log, "whatsapp_webhook_queued", logging.WARNING, webhook=webhook, key=key,
-                  error=type(exc).__name__)
+        log_event(log, "whatsapp_webhook_queued", logging.WARNING, webhook=webhook, key=key, error=type(exc).__name__)
         return None
 
 

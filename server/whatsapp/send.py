@@ -14,6 +14,7 @@ An `idempotency_key` is claimed in `idempotency_records` (scope `whatsapp_send`,
 before anything is sent; the unique key settles concurrent duplicates. The same key answers the
 stored result and sends nothing; a request still in flight with that key answers 409.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -63,13 +64,18 @@ _ANSWERED_SENT, _ANSWERED_FAILED = 200, 502
 @dataclass(frozen=True)
 class SendResult:
     """A message the provider took."""
+
     provider: str
     message_id: int
     provider_message_id: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"success": True, "provider": self.provider, "message_id": self.message_id,
-                "provider_message_id": self.provider_message_id}
+        return {
+            "success": True,
+            "provider": self.provider,
+            "message_id": self.message_id,
+            "provider_message_id": self.provider_message_id,
+        }
 
 
 def _send_failed(code: str, message: str, provider: Optional[str], message_id: Optional[int]) -> DomainError:
@@ -82,10 +88,19 @@ def _invalid_field(field: str, message: str) -> DomainError:
     return DomainError(Problem.INVALID, "invalid_field", message, field=field)
 
 
-def send_whatsapp(session: Session, settings: Settings, business_id: int, *, to: str, text: str | None = None,
-                  provider: str = "auto", content_sid: str | None = None,
-                  content_variables: dict[str, Any] | str | None = None, idempotency_key: str | None = None,
-                  sender_user_id: int | None = None) -> SendResult:
+def send_whatsapp(
+    session: Session,
+    settings: Settings,
+    business_id: int,
+    *,
+    to: str,
+    text: str | None = None,
+    provider: str = "auto",
+    content_sid: str | None = None,
+    content_variables: dict[str, Any] | str | None = None,
+    idempotency_key: str | None = None,
+    sender_user_id: int | None = None,
+) -> SendResult:
     """Send `text` (or the template `content_sid`) to `to` and store it as an outgoing message.
 
     `to` may be `whatsapp:+9725…`, `+9725…`, `05…` or a `…@lid` address (Baileys only).
@@ -96,23 +111,45 @@ def send_whatsapp(session: Session, settings: Settings, business_id: int, *, to:
     send API's error body always has).
     """
     try:
-        return _send(session, settings, business_id, to=to, text=text, provider=provider, content_sid=content_sid,
-                     content_variables=content_variables, idempotency_key=idempotency_key,
-                     sender_user_id=sender_user_id)
+        return _send(
+            session,
+            settings,
+            business_id,
+            to=to,
+            text=text,
+            provider=provider,
+            content_sid=content_sid,
+            content_variables=content_variables,
+            idempotency_key=idempotency_key,
+            sender_user_id=sender_user_id,
+        )
     except DomainError as exc:
         exc.details.setdefault("success", False)
         raise
 
 
-def _send(session: Session, settings: Settings, business_id: int, *, to: Any, text: Any, provider: Any,
-          content_sid: Any, content_variables: Any, idempotency_key: str | None,
-          sender_user_id: int | None) -> SendResult:
+def _send(
+    session: Session,
+    settings: Settings,
+    business_id: int,
+    *,
+    to: Any,
+    text: Any,
+    provider: Any,
+    content_sid: Any,
+    content_variables: Any,
+    idempotency_key: str | None,
+    sender_user_id: int | None,
+) -> SendResult:
     if not isinstance(provider, str):
         raise _invalid_field("provider", "provider must be auto, twilio or baileys")
     outgoing = _outgoing(to, text, content_sid, content_variables)
     if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH:
-        raise DomainError(Problem.INVALID, "invalid_idempotency_key",
-                          f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LENGTH} characters")
+        raise DomainError(
+            Problem.INVALID,
+            "invalid_idempotency_key",
+            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LENGTH} characters",
+        )
     fingerprint = _fingerprint(outgoing, provider)
     if idempotency_key:
         earlier = _earlier_result(session, business_id, idempotency_key, fingerprint)
@@ -145,8 +182,9 @@ def _outgoing(to: Any, text: Any, content_sid: Any, content_variables: Any) -> O
         raise _invalid_field("text", "text (or a template content_sid) is required")
     if text:
         if len(text) > MAX_TEXT_LENGTH:
-            raise DomainError(Problem.INVALID, "text_too_long", f"text is longer than {MAX_TEXT_LENGTH} characters",
-                              field="text")
+            raise DomainError(
+                Problem.INVALID, "text_too_long", f"text is longer than {MAX_TEXT_LENGTH} characters", field="text"
+            )
         clean_text(text, "text", max_length=MAX_TEXT_LENGTH)  # what the database can't store is refused
     if content_sid:
         content_sid = clean_text(content_sid.strip(), "content_sid", max_length=MAX_TEXT_LENGTH)
@@ -156,8 +194,9 @@ def _outgoing(to: Any, text: Any, content_sid: Any, content_variables: Any) -> O
             recipient = to_e164(recipient)
         except InvalidPhone:
             raise DomainError(Problem.INVALID, "invalid_to", f"not a phone number: {to!r}", field="to") from None
-    return Outgoing(to=recipient, text=text, content_sid=content_sid,
-                    content_variables=_content_variables(content_variables))
+    return Outgoing(
+        to=recipient, text=text, content_sid=content_sid, content_variables=_content_variables(content_variables)
+    )
 
 
 def _content_variables(raw: Any) -> Optional[str]:
@@ -171,8 +210,12 @@ def _content_variables(raw: Any) -> Optional[str]:
         except ValueError:
             raw = None
     if not isinstance(raw, dict):
-        raise DomainError(Problem.INVALID, "invalid_content_variables",
-                          'content_variables must be a JSON object like {"1": "Dana"}', field="content_variables")
+        raise DomainError(
+            Problem.INVALID,
+            "invalid_content_variables",
+            'content_variables must be a JSON object like {"1": "Dana"}',
+            field="content_variables",
+        )
     return json.dumps(raw, ensure_ascii=False)
 
 
@@ -182,11 +225,13 @@ def _fingerprint(outgoing: Outgoing, provider: str) -> str:
 
 
 # ---- routing ------------------------------------------------------------------------------
-def _route(session: Session, settings: Settings, business_id: int, requested: str,
-           outgoing: Outgoing) -> list[WhatsAppProvider]:
+def _route(
+    session: Session, settings: Settings, business_id: int, requested: str, outgoing: Outgoing
+) -> list[WhatsAppProvider]:
     if requested != "auto" and requested not in PROVIDERS:
-        raise DomainError(Problem.INVALID, "invalid_provider", "provider must be auto, twilio or baileys",
-                          field="provider")
+        raise DomainError(
+            Problem.INVALID, "invalid_provider", "provider must be auto, twilio or baileys", field="provider"
+        )
     if requested != "auto":
         problem = PROVIDERS[requested][0](settings)
         if problem:
@@ -198,8 +243,11 @@ def _route(session: Session, settings: Settings, business_id: int, requested: st
 
     enabled = [name for name in settings.wa_provider_priority if PROVIDERS[name][0](settings) is None]
     if not enabled:
-        raise DomainError(Problem.NOT_CONFIGURED, "whatsapp_not_configured",
-                          "no WhatsApp provider is enabled (ENABLE_WA_TWILIO / ENABLE_WA_BAILEYS)")
+        raise DomainError(
+            Problem.NOT_CONFIGURED,
+            "whatsapp_not_configured",
+            "no WhatsApp provider is enabled (ENABLE_WA_TWILIO / ENABLE_WA_BAILEYS)",
+        )
     chosen, skipped = [], {}
     for name in enabled:
         reason = _unsuitable(name, outgoing) or _unavailable(session, business_id, name, outgoing)
@@ -210,8 +258,9 @@ def _route(session: Session, settings: Settings, business_id: int, requested: st
     if not chosen:
         why = "; ".join(f"{name}: {reason}" for name, reason in skipped.items())
         if any("24-hour" in reason for reason in skipped.values()):
-            raise DomainError(Problem.UNPROCESSABLE, "template_required",
-                              f"no provider can send free-form text now ({why})")
+            raise DomainError(
+                Problem.UNPROCESSABLE, "template_required", f"no provider can send free-form text now ({why})"
+            )
         raise DomainError(Problem.UNAVAILABLE, "no_provider_available", f"no WhatsApp provider can send now ({why})")
     return chosen
 
@@ -243,11 +292,19 @@ def twilio_window_open(session: Session, business_id: int, phone: str, now: date
     number, and a message to that number doesn't let the Twilio number answer free-form.
     """
     last = session.scalar(
-        sa.select(Message.created_at).join(Thread, Message.thread_id == Thread.id)
+        sa.select(Message.created_at)
+        .join(Thread, Message.thread_id == Thread.id)
         .join(Customer, Thread.customer_id == Customer.id)
-        .where(Customer.business_id == business_id, Customer.phone == phone, Thread.channel == "whatsapp",
-               Message.direction == "in", Message.provider == "twilio")
-        .order_by(Message.id.desc()).limit(1))
+        .where(
+            Customer.business_id == business_id,
+            Customer.phone == phone,
+            Thread.channel == "whatsapp",
+            Message.direction == "in",
+            Message.provider == "twilio",
+        )
+        .order_by(Message.id.desc())
+        .limit(1)
+    )
     if last is None:
         return False
     return (now or utcnow()) - last < CUSTOMER_SERVICE_WINDOW
@@ -255,9 +312,15 @@ def twilio_window_open(session: Session, business_id: int, phone: str, now: date
 
 # ---- idempotency --------------------------------------------------------------------------
 def _idempotency_record(session: Session, business_id: int, key: str) -> Optional[IdempotencyRecord]:
-    return session.scalar(sa.select(IdempotencyRecord).where(
-        IdempotencyRecord.business_id == business_id, IdempotencyRecord.scope == IDEMPOTENCY_SCOPE,
-        IdempotencyRecord.key == key).execution_options(populate_existing=True))
+    return session.scalar(
+        sa.select(IdempotencyRecord)
+        .where(
+            IdempotencyRecord.business_id == business_id,
+            IdempotencyRecord.scope == IDEMPOTENCY_SCOPE,
+            IdempotencyRecord.key == key,
+        )
+        .execution_options(populate_existing=True)
+    )
 
 
 def _earlier_result(session: Session, business_id: int, key: str, fingerprint: str) -> Optional[SendResult]:
@@ -266,19 +329,22 @@ def _earlier_result(session: Session, business_id: int, key: str, fingerprint: s
         return None
     response = record.response or {}
     if response.get("fingerprint") != fingerprint:
-        raise DomainError(Problem.UNPROCESSABLE, "idempotency_key_reused",
-                          "this Idempotency-Key was used for a different message")
+        raise DomainError(
+            Problem.UNPROCESSABLE, "idempotency_key_reused", "this Idempotency-Key was used for a different message"
+        )
     if record.status_code is None:
-        raise DomainError(Problem.CONFLICT, "idempotency_key_in_use",
-                          "a request with this Idempotency-Key is still being sent")
+        raise DomainError(
+            Problem.CONFLICT, "idempotency_key_in_use", "a request with this Idempotency-Key is still being sent"
+        )
     log_event(log, "whatsapp_send_replayed", business_id=business_id, status_code=record.status_code)
     return _replayed(response["result"])
 
 
 def _claim(session: Session, business_id: int, key: str, fingerprint: str) -> IdempotencyRecord | SendResult:
     """Claim `key` for this request (committed, so every worker sees it) or answer the winner's result."""
-    record = IdempotencyRecord(business_id=business_id, scope=IDEMPOTENCY_SCOPE, key=key,
-                               response={"fingerprint": fingerprint})
+    record = IdempotencyRecord(
+        business_id=business_id, scope=IDEMPOTENCY_SCOPE, key=key, response={"fingerprint": fingerprint}
+    )
     try:
         with session.begin_nested():
             session.add(record)
@@ -286,25 +352,38 @@ def _claim(session: Session, business_id: int, key: str, fingerprint: str) -> Id
         session.commit()  # end this transaction so the next read sees the winner's row
         earlier = _earlier_result(session, business_id, key, fingerprint)
         if earlier is None:  # the winner rolled back: treat like any in-flight duplicate
-            raise DomainError(Problem.CONFLICT, "idempotency_key_in_use",
-                              "a request with this Idempotency-Key is being sent") from None
+            raise DomainError(
+                Problem.CONFLICT, "idempotency_key_in_use", "a request with this Idempotency-Key is being sent"
+            ) from None
         return earlier
     session.commit()
     return record
 
 
 # ---- delivery -----------------------------------------------------------------------------
-def _deliver(session: Session, business_id: int, outgoing: Outgoing, providers: list[WhatsAppProvider],
-             sender_user_id: int | None) -> SendResult | DomainError:
+def _deliver(
+    session: Session,
+    business_id: int,
+    outgoing: Outgoing,
+    providers: list[WhatsAppProvider],
+    sender_user_id: int | None,
+) -> SendResult | DomainError:
     """Store the message, then send it; a failure is answered (to be raised once the outcome is stored)."""
     is_lid = bool(_LID.match(outgoing.to))
-    customer = upsert_customer(session, business_id, phone=None if is_lid else outgoing.to,
-                               lid=outgoing.to if is_lid else None)
+    customer = upsert_customer(
+        session, business_id, phone=None if is_lid else outgoing.to, lid=outgoing.to if is_lid else None
+    )
     thread = upsert_thread(session, business_id, customer.id, "whatsapp")
     message, _ = insert_message(
-        session, thread, direction="out", provider=providers[0].name, status="queued",
+        session,
+        thread,
+        direction="out",
+        provider=providers[0].name,
+        status="queued",
         body=outgoing.text or f"[template {outgoing.content_sid}]",
-        kind="text" if outgoing.text and not outgoing.content_sid else "template", sender_user_id=sender_user_id)
+        kind="text" if outgoing.text and not outgoing.content_sid else "template",
+        sender_user_id=sender_user_id,
+    )
     # Stored and committed before the network call: no transaction stays open while we wait on a
     # provider, and the message exists even if this process dies mid-send.
     session.commit()
@@ -316,8 +395,15 @@ def _deliver(session: Session, business_id: int, outgoing: Outgoing, providers: 
             provider_message_id = provider.send(outgoing)
         except NotSent as exc:
             failure = exc
-            log_event(log, "whatsapp_send_not_sent", logging.WARNING, provider=provider.name, code=exc.code,
-                      detail=exc.detail, message_id=message.id)
+            log_event(
+                log,
+                "whatsapp_send_not_sent",
+                logging.WARNING,
+                provider=provider.name,
+                code=exc.code,
+                detail=exc.detail,
+                message_id=message.id,
+            )
             continue
         except OutcomeUnknown as exc:
             failure = exc
@@ -336,8 +422,16 @@ def _deliver(session: Session, business_id: int, outgoing: Outgoing, providers: 
     message.status = "failed"
     message.error_code, message.error_message = failure.code, failure.detail
     uncertain = isinstance(failure, OutcomeUnknown)
-    log_event(log, "whatsapp_send_failed", logging.WARNING, provider=message.provider, code=failure.code,
-              outcome_unknown=uncertain, message_id=message.id, business_id=business_id)
+    log_event(
+        log,
+        "whatsapp_send_failed",
+        logging.WARNING,
+        provider=message.provider,
+        code=failure.code,
+        outcome_unknown=uncertain,
+        message_id=message.id,
+        business_id=business_id,
+    )
     return _send_failed("outcome_unknown" if uncertain else "send_failed", failure.detail, message.provider, message.id)
 
 
@@ -354,22 +448,37 @@ def _settle_early_reports(session: Session, sent: SendResult) -> None:
         session.commit()
     except SQLAlchemyError as exc:
         session.rollback()
-        log_event(log, "whatsapp_status_settle_failed", logging.WARNING, provider=sent.provider,
-                  message_id=sent.message_id, error=type(exc).__name__)
+        log_event(
+            log,
+            "whatsapp_status_settle_failed",
+            logging.WARNING,
+            provider=sent.provider,
+            message_id=sent.message_id,
+            error=type(exc).__name__,
+        )
 
 
 def _stored_outcome(outcome: SendResult | DomainError) -> dict[str, Any]:
     """The outcome as the idempotency record keeps it (the same fields for every stored answer)."""
     if isinstance(outcome, SendResult):
         return {"success": True, **dataclasses.asdict(outcome), "error": None, "message": ""}
-    return {"success": False, "provider": outcome.details.get("provider"),
-            "message_id": outcome.details.get("message_id"), "provider_message_id": None,
-            "error": outcome.code, "message": outcome.message}
+    return {
+        "success": False,
+        "provider": outcome.details.get("provider"),
+        "message_id": outcome.details.get("message_id"),
+        "provider_message_id": None,
+        "error": outcome.code,
+        "message": outcome.message,
+    }
 
 
 def _replayed(stored: dict[str, Any]) -> SendResult:
     """The first answer again: its result, or its failure raised."""
     if stored.get("success"):
         return SendResult(stored["provider"], stored["message_id"], stored["provider_message_id"])
-    raise _send_failed(stored.get("error") or "send_failed", stored.get("message") or "", stored.get("provider"),
-                       stored.get("message_id"))
+    raise _send_failed(
+        stored.get("error") or "send_failed",
+        stored.get("message") or "",
+        stored.get("provider"),
+        stored.get("message_id"),
+    )

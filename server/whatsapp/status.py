@@ -13,6 +13,7 @@ provider has answered, and the provider may call back first. Such a report waits
 `pending_statuses` and is applied (by the same rules) once the id is stored (`settle_pending`,
 called by the send); one whose message never takes that id is pruned after a day.
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,17 +43,32 @@ PENDING_RETENTION = timedelta(days=1)
 # Twilio's MessageStatus values (MessageEnumStatus) → the CRM's. `receiving`/`received` belong to
 # inbound messages and are deliberately absent: like any unknown value they are ignored.
 TWILIO_STATUSES = {
-    "accepted": "queued", "scheduled": "queued", "queued": "queued", "sending": "queued",
-    "sent": "sent", "delivered": "delivered", "partially_delivered": "delivered", "read": "read",
-    "undelivered": FAILED, "failed": FAILED, "canceled": FAILED,
+    "accepted": "queued",
+    "scheduled": "queued",
+    "queued": "queued",
+    "sending": "queued",
+    "sent": "sent",
+    "delivered": "delivered",
+    "partially_delivered": "delivered",
+    "read": "read",
+    "undelivered": FAILED,
+    "failed": FAILED,
+    "canceled": FAILED,
 }
 # The bridge reports sent/delivered/read/failed, the CRM's own words (baileys-bridge/README.md).
 BAILEYS_STATUSES = {name: name for name in ("sent", "delivered", "read", FAILED)}
 STATUSES_BY_PROVIDER = {"twilio": TWILIO_STATUSES, "baileys": BAILEYS_STATUSES}
 
 
-def apply_status(session: Session, provider: str, provider_message_id: str, reported: str, *,
-                 error_code: Optional[str] = None, error_message: Optional[str] = None) -> bool:
+def apply_status(
+    session: Session,
+    provider: str,
+    provider_message_id: str,
+    reported: str,
+    *,
+    error_code: Optional[str] = None,
+    error_message: Optional[str] = None,
+) -> bool:
     """Apply a provider's delivery report (`reported` in the provider's own words) to the outgoing
     message it names; True when the message moved forward.
 
@@ -65,8 +81,9 @@ def apply_status(session: Session, provider: str, provider_message_id: str, repo
         return False
     message_id = _message_id(session, provider, provider_message_id)
     if message_id is None:
-        return keep_for_later(session, provider, provider_message_id, status, error_code=error_code,
-                              error_message=error_message)
+        return keep_for_later(
+            session, provider, provider_message_id, status, error_code=error_code, error_message=error_message
+        )
     changed = advance_status(session, message_id, status, error_code=error_code, error_message=error_message)
     log_event(log, "whatsapp_status", provider=provider, message_id=message_id, status=status, applied=changed)
     # Reports kept while the send was storing the id, should the send not have settled them itself.
@@ -74,12 +91,20 @@ def apply_status(session: Session, provider: str, provider_message_id: str, repo
 
 
 def _message_id(session: Session, provider: str, provider_message_id: str) -> Optional[int]:
-    return session.scalar(sa.select(Message.id).where(Message.provider == provider,
-                                                      Message.provider_message_id == provider_message_id))
+    return session.scalar(
+        sa.select(Message.id).where(Message.provider == provider, Message.provider_message_id == provider_message_id)
+    )
 
 
-def keep_for_later(session: Session, provider: str, provider_message_id: str, status: str, *,
-                   error_code: Optional[str] = None, error_message: Optional[str] = None) -> bool:
+def keep_for_later(
+    session: Session,
+    provider: str,
+    provider_message_id: str,
+    status: str,
+    *,
+    error_code: Optional[str] = None,
+    error_message: Optional[str] = None,
+) -> bool:
     """Keep the report `status` (the CRM's word) for a message that doesn't have this provider id
     yet, and apply it at once if the send stored the id meanwhile; True when a message moved.
 
@@ -93,17 +118,26 @@ def keep_for_later(session: Session, provider: str, provider_message_id: str, st
     if status not in KEPT_FOR_LATER:
         log_event(log, "whatsapp_status_ignored", provider=provider, status=status, reason="unknown message")
         return False
-    row = {"provider": provider, "provider_message_id": provider_message_id, "status": status,
-           "error_code": error_code and error_code[:MAX_ERROR_CODE], "error_message": error_message,
-           "received_at": utcnow()}
+    row = {
+        "provider": provider,
+        "provider_message_id": provider_message_id,
+        "status": status,
+        "error_code": error_code and error_code[:MAX_ERROR_CODE],
+        "error_message": error_message,
+        "received_at": utcnow(),
+    }
     try:
         with session.begin_nested():
             session.execute(sa.insert(PendingStatus).values(**row))
     except IntegrityError:
         pass  # the same report delivered again: kept once
-    pruned = rows_affected(session.execute(
-        sa.delete(PendingStatus).where(PendingStatus.received_at < utcnow() - PENDING_RETENTION)
-        .execution_options(synchronize_session=False)))
+    pruned = rows_affected(
+        session.execute(
+            sa.delete(PendingStatus)
+            .where(PendingStatus.received_at < utcnow() - PENDING_RETENTION)
+            .execution_options(synchronize_session=False)
+        )
+    )
     session.commit()
     log_event(log, "whatsapp_status_pending", provider=provider, status=status, pruned=pruned)
     return settle_pending(session, provider, provider_message_id)
@@ -116,11 +150,11 @@ def settle_pending(session: Session, provider: str, provider_message_id: str) ->
     Whoever deletes a kept row applies it, so the send and a concurrent callback never both do.
     The order they are applied in doesn't matter: each one only ever moves the message forward.
     """
-    kept = session.execute(sa.select(PendingStatus.id, PendingStatus.status, PendingStatus.error_code,
-                                     PendingStatus.error_message)
-                           .where(PendingStatus.provider == provider,
-                                  PendingStatus.provider_message_id == provider_message_id)
-                           .order_by(PendingStatus.id)).all()
+    kept = session.execute(
+        sa.select(PendingStatus.id, PendingStatus.status, PendingStatus.error_code, PendingStatus.error_message)
+        .where(PendingStatus.provider == provider, PendingStatus.provider_message_id == provider_message_id)
+        .order_by(PendingStatus.id)
+    ).all()
     if not kept:
         return False
     message_id = _message_id(session, provider, provider_message_id)
@@ -128,13 +162,24 @@ def settle_pending(session: Session, provider: str, provider_message_id: str) ->
         return False
     changed = False
     for row in kept:
-        taken = rows_affected(session.execute(sa.delete(PendingStatus).where(PendingStatus.id == row.id)
-                                              .execution_options(synchronize_session=False)))
+        taken = rows_affected(
+            session.execute(
+                sa.delete(PendingStatus).where(PendingStatus.id == row.id).execution_options(synchronize_session=False)
+            )
+        )
         if taken == 1:
-            applied = advance_status(session, message_id, row.status, error_code=row.error_code,
-                                     error_message=row.error_message)
-            log_event(log, "whatsapp_status", provider=provider, message_id=message_id, status=row.status,
-                      applied=applied, pending=True)
+            applied = advance_status(
+                session, message_id, row.status, error_code=row.error_code, error_message=row.error_message
+            )
+            log_event(
+                log,
+                "whatsapp_status",
+                provider=provider,
+                message_id=message_id,
+                status=row.status,
+                applied=applied,
+                pending=True,
+            )
             changed = applied or changed
     return changed
 
@@ -143,24 +188,37 @@ def predecessors(new: str) -> tuple[str, ...]:
     """The statuses from which `new` is a step forward."""
     if new == FAILED:
         return ("queued", "sent")
-    earlier = PROGRESS[:PROGRESS.index(new)]
+    earlier = PROGRESS[: PROGRESS.index(new)]
     return earlier + (FAILED,) if new in ("delivered", "read") else earlier
 
 
-def advance_status(session: Session, message_id: int, new: str, *, error_code: Optional[str] = None,
-                   error_message: Optional[str] = None) -> bool:
+def advance_status(
+    session: Session,
+    message_id: int,
+    new: str,
+    *,
+    error_code: Optional[str] = None,
+    error_message: Optional[str] = None,
+) -> bool:
     """Apply `new` to an outgoing message if it moves it forward; True when it changed.
 
     One conditional UPDATE, so two reports handled at once by two workers can't move a message
     backwards (the later writer re-checks the condition against the row the first one wrote).
     """
     # A provider's error code has no documented length; the column has.
-    errors = {"error_code": error_code and error_code[:MAX_ERROR_CODE], "error_message": error_message} \
-        if new == FAILED else {"error_code": None, "error_message": None}
-    changed = rows_affected(session.execute(
-        sa.update(Message).where(Message.id == message_id, Message.direction == "out",
-                                 Message.status.in_(predecessors(new)))
-        .values(status=new, updated_at=utcnow(), **errors).execution_options(synchronize_session=False)))
+    errors = (
+        {"error_code": error_code and error_code[:MAX_ERROR_CODE], "error_message": error_message}
+        if new == FAILED
+        else {"error_code": None, "error_message": None}
+    )
+    changed = rows_affected(
+        session.execute(
+            sa.update(Message)
+            .where(Message.id == message_id, Message.direction == "out", Message.status.in_(predecessors(new)))
+            .values(status=new, updated_at=utcnow(), **errors)
+            .execution_options(synchronize_session=False)
+        )
+    )
     if changed == 1:
         publish_message_status(session, message_id)  # the console shows the tick at once
     return changed == 1

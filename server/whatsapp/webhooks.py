@@ -9,6 +9,7 @@ would time out and deliver the message again.
 Content that is authentic but unusable is `DomainError(INVALID)`. A message to a number no
 business owns is logged and dropped: the provider would only retry it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -51,9 +52,14 @@ def receive_twilio(session: Session, form: Mapping[str, str]) -> Optional[int]:
 def receive_twilio_status(session: Session, form: Mapping[str, str]) -> None:
     """Twilio's status callback for a message we sent (`MessageStatus`, and on failure `ErrorCode`)."""
     form = storable_fields(form)  # a NUL would fail even the lookup on PostgreSQL
-    apply_status(session, "twilio", form.get("MessageSid") or form.get("SmsSid") or "",
-                 (form.get("MessageStatus") or "").lower(),
-                 error_code=form.get("ErrorCode") or None, error_message=form.get("ErrorMessage") or None)
+    apply_status(
+        session,
+        "twilio",
+        form.get("MessageSid") or form.get("SmsSid") or "",
+        (form.get("MessageStatus") or "").lower(),
+        error_code=form.get("ErrorCode") or None,
+        error_message=form.get("ErrorMessage") or None,
+    )
 
 
 def receive_bridge_event(session: Session, raw: bytes) -> Optional[int]:

@@ -19,6 +19,7 @@ Every POST /send is recorded in `sends` (parsed body, headers, whether the signa
 real bridge forwards the message's first status events as they happen, and they can reach the app
 before the answer to /send does.
 """
+
 from __future__ import annotations
 
 import json
@@ -92,8 +93,15 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         fake = self.fake
         if self.path == "/status":
-            return self._json(200, {"state": fake.state, "me": "+972500000000" if fake.state == "open" else None,
-                                    "qr_available": fake.qr is not None, "last_disconnect_code": None})
+            return self._json(
+                200,
+                {
+                    "state": fake.state,
+                    "me": "+972500000000" if fake.state == "open" else None,
+                    "qr_available": fake.qr is not None,
+                    "last_disconnect_code": None,
+                },
+            )
         if self.path == "/qr.json":
             verdict = bridge_hmac.verify(fake.secrets, b"", self.headers.get(bridge_hmac.HEADER))
             with fake._lock:

@@ -26,6 +26,7 @@ Records: `streams` (per stream: config, audio bytes, how it ended), `audio_bytes
 
 Run standalone: `python -m testkit.fakes.google_speech --port 0`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,10 @@ MODEL_REJECTION = "Invalid recognition 'config': The requested model is currentl
 BAD_LANGUAGE = "Invalid recognition 'config': bad language code."
 BAD_ENCODING = "Invalid recognition 'config': bad encoding.."
 # The encodings this fake can hear; Google refuses raw audio without a (supported) encoding the same way.
-HEARD_ENCODINGS = (cloud_speech.RecognitionConfig.AudioEncoding.LINEAR16,
-                   cloud_speech.RecognitionConfig.AudioEncoding.MULAW)
+HEARD_ENCODINGS = (
+    cloud_speech.RecognitionConfig.AudioEncoding.LINEAR16,
+    cloud_speech.RecognitionConfig.AudioEncoding.MULAW,
+)
 LANGUAGE_CODE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 
@@ -210,11 +213,13 @@ class FakeSpeech(GrpcFake):
             "StreamingRecognize": grpc.stream_stream_rpc_method_handler(
                 self._streaming_recognize,
                 request_deserializer=cloud_speech.StreamingRecognizeRequest.deserialize,
-                response_serializer=cloud_speech.StreamingRecognizeResponse.serialize),
+                response_serializer=cloud_speech.StreamingRecognizeResponse.serialize,
+            ),
             "Recognize": grpc.unary_unary_rpc_method_handler(
                 self._recognize,
                 request_deserializer=cloud_speech.RecognizeRequest.deserialize,
-                response_serializer=cloud_speech.RecognizeResponse.serialize),
+                response_serializer=cloud_speech.RecognizeResponse.serialize,
+            ),
         }
 
     def _check_config(self, config: cloud_speech.RecognitionConfig, context: grpc.ServicerContext) -> None:
@@ -227,8 +232,9 @@ class FakeSpeech(GrpcFake):
         if config.sample_rate_hertz != SAMPLE_RATE_HZ:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"this fake hears only {SAMPLE_RATE_HZ} Hz audio")
 
-    def _streaming_recognize(self, requests: Iterator[cloud_speech.StreamingRecognizeRequest],
-                             context: grpc.ServicerContext) -> Iterator[cloud_speech.StreamingRecognizeResponse]:
+    def _streaming_recognize(
+        self, requests: Iterator[cloud_speech.StreamingRecognizeRequest], context: grpc.ServicerContext
+    ) -> Iterator[cloud_speech.StreamingRecognizeResponse]:
         first = next(requests, None)
         if first is None or "streaming_config" not in first:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "The first request must carry streaming_config.")
@@ -251,8 +257,10 @@ class FakeSpeech(GrpcFake):
                 record.requests += 1
             if record.audio_bytes > max_stream_bytes:
                 record.ended = "out_of_range"
-                context.abort(grpc.StatusCode.OUT_OF_RANGE,
-                              f"Exceeded maximum allowed stream duration of {self.max_stream_seconds:g} seconds.")
+                context.abort(
+                    grpc.StatusCode.OUT_OF_RANGE,
+                    f"Exceeded maximum allowed stream duration of {self.max_stream_seconds:g} seconds.",
+                )
             if fault and record.audio_bytes >= fault[1] * SAMPLE_RATE_HZ // 1000:
                 record.ended = fault[0]
                 if fault[0] == "close":
@@ -270,8 +278,9 @@ class FakeSpeech(GrpcFake):
                 record.transcripts.append((text, is_final))
                 yield _streaming_response(text, is_final)
 
-    def _recognize(self, request: cloud_speech.RecognizeRequest,
-                   context: grpc.ServicerContext) -> cloud_speech.RecognizeResponse:
+    def _recognize(
+        self, request: cloud_speech.RecognizeRequest, context: grpc.ServicerContext
+    ) -> cloud_speech.RecognizeResponse:
         config = request.config
         self._check_config(config, context)
         audio = request.audio.content
@@ -282,10 +291,14 @@ class FakeSpeech(GrpcFake):
         for frame, loud in _loud_frames(audio, config.encoding):
             texts.extend(text for text, is_final in listener.hear(frame, loud) if is_final)
         texts.extend(text for text, _ in listener.finish())
-        return cloud_speech.RecognizeResponse(results=[
-            cloud_speech.SpeechRecognitionResult(
-                alternatives=[cloud_speech.SpeechRecognitionAlternative(transcript=text, confidence=0.9)])
-            for text in texts])
+        return cloud_speech.RecognizeResponse(
+            results=[
+                cloud_speech.SpeechRecognitionResult(
+                    alternatives=[cloud_speech.SpeechRecognitionAlternative(transcript=text, confidence=0.9)]
+                )
+                for text in texts
+            ]
+        )
 
 
 def _loud_frames(audio: bytes, encoding: cloud_speech.RecognitionConfig.AudioEncoding) -> Iterator[tuple[bytes, bool]]:
@@ -293,21 +306,29 @@ def _loud_frames(audio: bytes, encoding: cloud_speech.RecognitionConfig.AudioEnc
     if encoding == cloud_speech.RecognitionConfig.AudioEncoding.LINEAR16:
         frame_bytes = 2 * SAMPLE_RATE_HZ * FRAME_MS // 1000
         for start in range(0, len(audio) - frame_bytes + 1, frame_bytes):
-            samples = array.array("h", audio[start:start + frame_bytes])
+            samples = array.array("h", audio[start : start + frame_bytes])
             if sys.byteorder == "big":
                 samples.byteswap()
-            yield audio[start:start + frame_bytes], sum(map(abs, samples)) / len(samples) > LOUD_MEAN_MAGNITUDE
+            yield audio[start : start + frame_bytes], sum(map(abs, samples)) / len(samples) > LOUD_MEAN_MAGNITUDE
         return
     frame_bytes = SAMPLE_RATE_HZ * FRAME_MS // 1000
     for start in range(0, len(audio) - frame_bytes + 1, frame_bytes):
-        frame = audio[start:start + frame_bytes]
+        frame = audio[start : start + frame_bytes]
         yield frame, sum(MULAW_MAGNITUDE[b] for b in frame) / frame_bytes > LOUD_MEAN_MAGNITUDE
 
 
 def _streaming_response(text: str, is_final: bool) -> cloud_speech.StreamingRecognizeResponse:
-    return cloud_speech.StreamingRecognizeResponse(results=[cloud_speech.StreamingRecognitionResult(
-        alternatives=[cloud_speech.SpeechRecognitionAlternative(transcript=text, confidence=0.92 if is_final else 0.0)],
-        is_final=is_final, stability=0.0 if is_final else 0.8)])
+    return cloud_speech.StreamingRecognizeResponse(
+        results=[
+            cloud_speech.StreamingRecognitionResult(
+                alternatives=[
+                    cloud_speech.SpeechRecognitionAlternative(transcript=text, confidence=0.92 if is_final else 0.0)
+                ],
+                is_final=is_final,
+                stability=0.0 if is_final else 0.8,
+            )
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ Faults: `fail_next(code, count)`, `delay_seconds`. Records: `requests` (text, vo
 
 Run standalone: `python -m testkit.fakes.google_tts --port 0`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,7 +41,7 @@ def payload_for(text: str, ms_per_character: int = MS_PER_CHARACTER) -> bytes:
     while len(stream) < frames * FRAME_BYTES:
         stream += hashlib.sha256(seed + counter.to_bytes(4, "big")).digest()
         counter += 1
-    return bytes(0x80 | b for b in stream[:frames * FRAME_BYTES])
+    return bytes(0x80 | b for b in stream[: frames * FRAME_BYTES])
 
 
 def wav_container(payload: bytes) -> bytes:
@@ -48,7 +49,7 @@ def wav_container(payload: bytes) -> bytes:
     fmt = struct.pack("<HHIIHHH", WAVE_FORMAT_MULAW, 1, SAMPLE_RATE_HZ, SAMPLE_RATE_HZ, 1, 8, 0)
     fact = struct.pack("<I", len(payload))
     info = b"INFO" + b"ISFT" + struct.pack("<I", 9) + b"fake-tts\x00"  # 21 bytes: odd, so a pad byte follows
-    chunks = (_chunk(b"fmt ", fmt) + _chunk(b"fact", fact) + _chunk(b"LIST", info) + _chunk(b"data", payload))
+    chunks = _chunk(b"fmt ", fmt) + _chunk(b"fact", fact) + _chunk(b"LIST", info) + _chunk(b"data", payload)
     return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks
 
 
@@ -80,20 +81,30 @@ class FakeTextToSpeech(GrpcFake):
             self._failures.extend([code] * count)
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler]:
-        return {"SynthesizeSpeech": grpc.unary_unary_rpc_method_handler(
-            self._synthesize,
-            request_deserializer=cloud_tts.SynthesizeSpeechRequest.deserialize,
-            response_serializer=cloud_tts.SynthesizeSpeechResponse.serialize)}
+        return {
+            "SynthesizeSpeech": grpc.unary_unary_rpc_method_handler(
+                self._synthesize,
+                request_deserializer=cloud_tts.SynthesizeSpeechRequest.deserialize,
+                response_serializer=cloud_tts.SynthesizeSpeechResponse.serialize,
+            )
+        }
 
-    def _synthesize(self, request: cloud_tts.SynthesizeSpeechRequest,
-                    context: grpc.ServicerContext) -> cloud_tts.SynthesizeSpeechResponse:
+    def _synthesize(
+        self, request: cloud_tts.SynthesizeSpeechRequest, context: grpc.ServicerContext
+    ) -> cloud_tts.SynthesizeSpeechResponse:
         audio_config = request.audio_config
         with self._lock:
-            self.requests.append({
-                "text": request.input.text, "voice": request.voice.name, "language": request.voice.language_code,
-                "encoding": cloud_tts.AudioEncoding(audio_config.audio_encoding).name,
-                "sample_rate_hertz": audio_config.sample_rate_hertz, "speaking_rate": audio_config.speaking_rate,
-                "effects_profile_id": list(audio_config.effects_profile_id)})
+            self.requests.append(
+                {
+                    "text": request.input.text,
+                    "voice": request.voice.name,
+                    "language": request.voice.language_code,
+                    "encoding": cloud_tts.AudioEncoding(audio_config.audio_encoding).name,
+                    "sample_rate_hertz": audio_config.sample_rate_hertz,
+                    "speaking_rate": audio_config.speaking_rate,
+                    "effects_profile_id": list(audio_config.effects_profile_id),
+                }
+            )
             failure = self._failures.popleft() if self._failures else None
         if failure is not None:
             context.abort(failure, "Text-to-speech is unavailable (fake).")

@@ -1,5 +1,6 @@
 """A plaintext local gRPC server built from generic handlers (no generated stubs: proto-plus
 messages bring their own `serialize`/`deserialize`). Base of the Google Speech and TTS fakes."""
+
 from __future__ import annotations
 
 import argparse

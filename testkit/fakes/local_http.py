@@ -4,6 +4,7 @@ A threaded HTTP server on 127.0.0.1 (a free port unless one is given), served fr
 between `start()` and `stop()`, usable as `with Fake(...) as fake:`. A subclass calls `_listen` with
 its handler class and may override `_wake_stalled` so deliberately stalled requests end on stop.
 """
+
 from __future__ import annotations
 
 import threading
@@ -24,8 +25,9 @@ class LocalHTTPFake:
         """Called first on stop: let requests that stall on purpose return."""
 
     def start(self):
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=type(self).__name__, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=type(self).__name__, daemon=True
+        )
         self._thread.start()
         return self
 

@@ -19,6 +19,7 @@ Every request is recorded in `fake.requests` (path, authorization, JSON body).
 
 Run standalone: `python -m testkit.fakes.openai_server --port 0` prints `OPENAI_BASE_URL=...`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -140,9 +141,15 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             for index, message in enumerate(body["messages"]):
                 role = message.get("role") if isinstance(message, dict) else None
                 if role not in MESSAGE_ROLES:
-                    return self._error(400, f"Invalid value: {json.dumps(role)}. Supported values are: "
-                                            + ", ".join(f"'{r}'" for r in MESSAGE_ROLES) + ".",
-                                       "invalid_request_error", "invalid_value", param=f"messages[{index}].role")
+                    return self._error(
+                        400,
+                        f"Invalid value: {json.dumps(role)}. Supported values are: "
+                        + ", ".join(f"'{r}'" for r in MESSAGE_ROLES)
+                        + ".",
+                        "invalid_request_error",
+                        "invalid_value",
+                        param=f"messages[{index}].role",
+                    )
             failure = fake._next_failure()
             if failure:
                 status, message = failure
@@ -155,21 +162,41 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
 
         def _complete(self, model: str, reply: str) -> None:
             time.sleep(fake.first_token_delay)
-            self._json(200, {
-                "id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
-                "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": reply, "refusal": None},
-                             "logprobs": None, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 10, "completion_tokens": len(split_into_deltas(reply)), "total_tokens": 0},
-            })
+            self._json(
+                200,
+                {
+                    "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": reply, "refusal": None},
+                            "logprobs": None,
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": 10,
+                        "completion_tokens": len(split_into_deltas(reply)),
+                        "total_tokens": 0,
+                    },
+                },
+            )
 
         def _stream(self, model: str, reply: str) -> None:
             completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
             created = int(time.time())
 
             def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-                payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                           "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+                payload = {
+                    "id": completion_id,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+                }
                 return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
 
             self.send_response(200)
@@ -199,8 +226,9 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
             self.wfile.flush()
 
-        def _error(self, status: int, message: str, kind: str, code: str | None = None,
-                   param: str | None = None) -> None:
+        def _error(
+            self, status: int, message: str, kind: str, code: str | None = None, param: str | None = None
+        ) -> None:
             self._json(status, {"error": {"message": message, "type": kind, "param": param, "code": code}})
 
         def _json(self, status: int, payload: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ every request, and can make a route fail or stall to exercise the production err
 
 Route names are the Flask endpoint names the subclass gives its routes.
 """
+
 from __future__ import annotations
 
 import threading
@@ -96,8 +97,16 @@ class FakeHttpServer:
     def _before(self):
         endpoint = request.endpoint
         with self._lock:
-            self.requests.append(RecordedRequest(endpoint, request.method, request.path, dict(request.headers),
-                                                 request.get_data(), request.args.to_dict()))
+            self.requests.append(
+                RecordedRequest(
+                    endpoint,
+                    request.method,
+                    request.path,
+                    dict(request.headers),
+                    request.get_data(),
+                    request.args.to_dict(),
+                )
+            )
             stall = self._take(self._stalls, endpoint)
             failure = self._take(self._failures, endpoint)
         if stall:

@@ -17,6 +17,7 @@ on approval, PAYMENT.CAPTURE.COMPLETED / DENIED / PENDING on capture, PAYMENT.CA
 `refund()`) in `outbox`; `signed(event)` gives the raw body and PAYPAL-* headers to POST to the app.
 `capture_status` and `capture_amount` change what the next captures report (declines, tampering).
 """
+
 from __future__ import annotations
 
 import base64
@@ -54,8 +55,13 @@ def _now() -> str:
 class FakePayPal(FakeHttpServer):
     name = "fake-paypal"
 
-    def __init__(self, *, client_id: str = "fake-client-id", client_secret: str = "fake-client-secret",
-                 webhook_id: str = "WH-FAKE-1"):
+    def __init__(
+        self,
+        *,
+        client_id: str = "fake-client-id",
+        client_secret: str = "fake-client-secret",
+        webhook_id: str = "WH-FAKE-1",
+    ):
         super().__init__()
         self.accounts: dict[str, tuple[str, str]] = {}  # client_id → (secret, webhook_id)
         self.add_account(client_id, client_secret, webhook_id)
@@ -80,8 +86,11 @@ class FakePayPal(FakeHttpServer):
         self.token_requests = 0
 
     def error_body(self, status: int) -> dict[str, Any]:
-        return {"name": "INTERNAL_SERVER_ERROR", "message": "An internal server error occurred.",
-                "debug_id": uuid.uuid4().hex[:13]}
+        return {
+            "name": "INTERNAL_SERVER_ERROR",
+            "message": "An internal server error occurred.",
+            "debug_id": uuid.uuid4().hex[:13],
+        }
 
     # ---- test helpers ------------------------------------------------------------------------
     def events(self, event_type: str) -> list[dict[str, Any]]:
@@ -96,10 +105,14 @@ class FakePayPal(FakeHttpServer):
         # PayPal signs "<transmission id>|<time>|<webhook id>|<CRC32 of the body>".
         message = f"{transmission_id}|{transmission_time}|{webhook_id}|{zlib.crc32(raw)}".encode()
         signature = base64.b64encode(hmac.new(_SIGNING_KEY, message, hashlib.sha256).digest()).decode()
-        headers = {"PAYPAL-AUTH-ALGO": "SHA256withRSA",
-                   "PAYPAL-CERT-URL": f"{self.url}/v1/notifications/certs/CERT-360caa42-fca2a594-fake",
-                   "PAYPAL-TRANSMISSION-ID": transmission_id, "PAYPAL-TRANSMISSION-SIG": signature,
-                   "PAYPAL-TRANSMISSION-TIME": transmission_time, "Content-Type": "application/json"}
+        headers = {
+            "PAYPAL-AUTH-ALGO": "SHA256withRSA",
+            "PAYPAL-CERT-URL": f"{self.url}/v1/notifications/certs/CERT-360caa42-fca2a594-fake",
+            "PAYPAL-TRANSMISSION-ID": transmission_id,
+            "PAYPAL-TRANSMISSION-SIG": signature,
+            "PAYPAL-TRANSMISSION-TIME": transmission_time,
+            "Content-Type": "application/json",
+        }
         with self._state_lock:
             self.deliveries[transmission_id] = {"event": json.loads(raw), "headers": headers, "webhook_id": webhook_id}
         return raw, headers
@@ -107,12 +120,21 @@ class FakePayPal(FakeHttpServer):
     def refund(self, capture_id: str, *, value: Optional[str] = None) -> dict[str, Any]:
         """Queue (and return) the PAYMENT.CAPTURE.REFUNDED event of a refund of `capture_id`."""
         capture = self._capture_by_id(capture_id)
-        refund = {"id": _paypal_id(), "status": "COMPLETED",
-                  "amount": {"currency_code": capture["amount"]["currency_code"],
-                             "value": value or capture["amount"]["value"]},
-                  "custom_id": capture.get("custom_id"), "create_time": _now(), "update_time": _now(),
-                  "links": [{"href": f"{self.url}/v2/payments/refunds/{_paypal_id()}", "rel": "self", "method": "GET"},
-                            {"href": f"{self.url}/v2/payments/captures/{capture_id}", "rel": "up", "method": "GET"}]}
+        refund = {
+            "id": _paypal_id(),
+            "status": "COMPLETED",
+            "amount": {
+                "currency_code": capture["amount"]["currency_code"],
+                "value": value or capture["amount"]["value"],
+            },
+            "custom_id": capture.get("custom_id"),
+            "create_time": _now(),
+            "update_time": _now(),
+            "links": [
+                {"href": f"{self.url}/v2/payments/refunds/{_paypal_id()}", "rel": "self", "method": "GET"},
+                {"href": f"{self.url}/v2/payments/captures/{capture_id}", "rel": "up", "method": "GET"},
+            ],
+        }
         return self._queue("PAYMENT.CAPTURE.REFUNDED", "refund", refund, f"A $ {refund['amount']['value']} refund")
 
     def _capture_by_id(self, capture_id: str) -> dict[str, Any]:
@@ -124,11 +146,17 @@ class FakePayPal(FakeHttpServer):
         raise KeyError(capture_id)
 
     def _queue(self, event_type: str, resource_type: str, resource: dict[str, Any], summary: str) -> dict[str, Any]:
-        event = {"id": f"WH-{_paypal_id(17)}-{_paypal_id(17)}", "event_version": "1.0", "create_time": _now(),
-                 "resource_type": resource_type, "resource_version": "2.0", "event_type": event_type,
-                 "summary": summary, "resource": copy.deepcopy(resource),
-                 "links": [{"href": f"{self.url}/v1/notifications/webhooks-events/x", "rel": "self",
-                            "method": "GET"}]}
+        event = {
+            "id": f"WH-{_paypal_id(17)}-{_paypal_id(17)}",
+            "event_version": "1.0",
+            "create_time": _now(),
+            "resource_type": resource_type,
+            "resource_version": "2.0",
+            "event_type": event_type,
+            "summary": summary,
+            "resource": copy.deepcopy(resource),
+            "links": [{"href": f"{self.url}/v1/notifications/webhooks-events/x", "rel": "self", "method": "GET"}],
+        }
         self.outbox.append(event)
         return event
 
@@ -139,27 +167,41 @@ class FakePayPal(FakeHttpServer):
 
     @staticmethod
     def _auth_failure():
-        response = jsonify({"name": "AUTHENTICATION_FAILURE",
-                            "message": "Authentication failed due to invalid authentication credentials or a "
-                                       "missing Authorization header.",
-                            "links": [{"href": "https://developer.paypal.com/docs/api/overview/#error",
-                                       "rel": "information_link"}]})
+        response = jsonify(
+            {
+                "name": "AUTHENTICATION_FAILURE",
+                "message": "Authentication failed due to invalid authentication credentials or a "
+                "missing Authorization header.",
+                "links": [{"href": "https://developer.paypal.com/docs/api/overview/#error", "rel": "information_link"}],
+            }
+        )
         response.status_code = 401
         return response
 
     @staticmethod
     def _unprocessable(issue: str, description: str):
-        response = jsonify({"name": "UNPROCESSABLE_ENTITY", "details": [{"issue": issue, "description": description}],
-                            "message": "The requested action could not be performed, semantically incorrect, or "
-                                       "failed business validation.", "debug_id": uuid.uuid4().hex[:13]})
+        response = jsonify(
+            {
+                "name": "UNPROCESSABLE_ENTITY",
+                "details": [{"issue": issue, "description": description}],
+                "message": "The requested action could not be performed, semantically incorrect, or "
+                "failed business validation.",
+                "debug_id": uuid.uuid4().hex[:13],
+            }
+        )
         response.status_code = 422
         return response
 
     @staticmethod
     def _invalid(field: str, issue: str):
-        response = jsonify({"name": "INVALID_REQUEST", "message": "Request is not well-formed, syntactically "
-                                                                   "incorrect, or violates schema.",
-                            "details": [{"field": field, "issue": issue}], "debug_id": uuid.uuid4().hex[:13]})
+        response = jsonify(
+            {
+                "name": "INVALID_REQUEST",
+                "message": "Request is not well-formed, syntactically incorrect, or violates schema.",
+                "details": [{"field": field, "issue": issue}],
+                "debug_id": uuid.uuid4().hex[:13],
+            }
+        )
         response.status_code = 400
         return response
 
@@ -182,10 +224,17 @@ class FakePayPal(FakeHttpServer):
                 return response
             access_token = "A21AA" + secrets.token_urlsafe(40)
             self.tokens[access_token] = auth.username
-            return jsonify({"scope": "https://uri.paypal.com/services/payments/payment https://uri.paypal.com/"
-                                     "services/payments/refund", "access_token": access_token,
-                            "token_type": "Bearer", "app_id": "APP-80W284485P519543T", "expires_in": 32400,
-                            "nonce": f"{_now()}{secrets.token_urlsafe(16)}"})
+            return jsonify(
+                {
+                    "scope": "https://uri.paypal.com/services/payments/payment https://uri.paypal.com/"
+                    "services/payments/refund",
+                    "access_token": access_token,
+                    "token_type": "Bearer",
+                    "app_id": "APP-80W284485P519543T",
+                    "expires_in": 32400,
+                    "nonce": f"{_now()}{secrets.token_urlsafe(16)}",
+                }
+            )
 
         @app.post("/v2/checkout/orders", endpoint="create_order")
         def create_order():
@@ -206,26 +255,43 @@ class FakePayPal(FakeHttpServer):
             if amount.get("currency_code") not in CURRENCIES:
                 return self._unprocessable("CURRENCY_NOT_SUPPORTED", "Currency code is not supported.")
             if not isinstance(amount.get("value"), str) or not _VALUE.match(amount["value"]):
-                return self._unprocessable("DECIMAL_PRECISION", "If the currency supports decimals, only two "
-                                                                "decimal place precision is supported.")
+                return self._unprocessable(
+                    "DECIMAL_PRECISION",
+                    "If the currency supports decimals, only two decimal place precision is supported.",
+                )
             experience = ((body.get("payment_source") or {}).get("paypal") or {}).get("experience_context") or {}
             if not experience.get("return_url") or not experience.get("cancel_url"):
-                return self._invalid("/payment_source/paypal/experience_context/return_url",
-                                     "MISSING_REQUIRED_PARAMETER")
+                return self._invalid(
+                    "/payment_source/paypal/experience_context/return_url", "MISSING_REQUIRED_PARAMETER"
+                )
             order_id = _paypal_id()
-            order = {"id": order_id, "intent": "CAPTURE", "status": "PAYER_ACTION_REQUIRED",
-                     "payment_source": {"paypal": {}}, "create_time": _now(),
-                     "purchase_units": [{"reference_id": "default", "amount": dict(amount),
-                                         **{k: units[0][k] for k in ("custom_id", "description") if k in units[0]}}],
-                     "links": [{"href": f"{self.url}/v2/checkout/orders/{order_id}", "rel": "self", "method": "GET"},
-                               {"href": f"{self.url}/checkoutnow?token={order_id}", "rel": "payer-action",
-                                "method": "GET"}],
-                     "_experience": experience}
+            order = {
+                "id": order_id,
+                "intent": "CAPTURE",
+                "status": "PAYER_ACTION_REQUIRED",
+                "payment_source": {"paypal": {}},
+                "create_time": _now(),
+                "purchase_units": [
+                    {
+                        "reference_id": "default",
+                        "amount": dict(amount),
+                        **{k: units[0][k] for k in ("custom_id", "description") if k in units[0]},
+                    }
+                ],
+                "links": [
+                    {"href": f"{self.url}/v2/checkout/orders/{order_id}", "rel": "self", "method": "GET"},
+                    {"href": f"{self.url}/checkoutnow?token={order_id}", "rel": "payer-action", "method": "GET"},
+                ],
+                "_experience": experience,
+            }
             with self._state_lock:
                 self.orders[order_id] = order
                 self.order_owner[order_id] = client_id
-                answer = {k: v for k, v in self._order_view(order_id).items()
-                          if k in ("id", "status", "payment_source", "links")}
+                answer = {
+                    k: v
+                    for k, v in self._order_view(order_id).items()
+                    if k in ("id", "status", "payment_source", "links")
+                }
                 if request_id:
                     self.idempotent[(client_id, "create", request_id)] = (200, answer)
             return jsonify(answer), 201
@@ -236,8 +302,13 @@ class FakePayPal(FakeHttpServer):
             if client_id is None:
                 return self._auth_failure()
             if self.order_owner.get(order_id) != client_id:
-                return jsonify({"name": "RESOURCE_NOT_FOUND", "details": [{"issue": "INVALID_RESOURCE_ID"}],
-                                "message": "The specified resource does not exist."}), 404
+                return jsonify(
+                    {
+                        "name": "RESOURCE_NOT_FOUND",
+                        "details": [{"issue": "INVALID_RESOURCE_ID"}],
+                        "message": "The specified resource does not exist.",
+                    }
+                ), 404
             return jsonify(self._order_view(order_id))
 
         @app.get("/checkoutnow", endpoint="approve")
@@ -251,10 +322,17 @@ class FakePayPal(FakeHttpServer):
                 return redirect(f"{experience['cancel_url']}?{urlencode({'token': order_id})}")
             if order["status"] == "PAYER_ACTION_REQUIRED":
                 order["status"] = "APPROVED"
-                order["payer"] = {"name": {"given_name": "Noa", "surname": "Levi"},
-                                  "email_address": "payer@example.test", "payer_id": "FAKEPAYER123"}
-                self._queue("CHECKOUT.ORDER.APPROVED", "checkout-order", self._order_view(order_id),
-                            "An order has been approved by buyer")
+                order["payer"] = {
+                    "name": {"given_name": "Noa", "surname": "Levi"},
+                    "email_address": "payer@example.test",
+                    "payer_id": "FAKEPAYER123",
+                }
+                self._queue(
+                    "CHECKOUT.ORDER.APPROVED",
+                    "checkout-order",
+                    self._order_view(order_id),
+                    "An order has been approved by buyer",
+                )
             return redirect(f"{experience['return_url']}?{urlencode({'token': order_id, 'PayerID': 'FAKEPAYER123'})}")
 
         @app.post("/v2/checkout/orders/<order_id>/capture", endpoint="capture")
@@ -269,22 +347,34 @@ class FakePayPal(FakeHttpServer):
                     status, body = self.idempotent[key]
                     return jsonify(body), status
                 if self.order_owner.get(order_id) != client_id:
-                    return jsonify({"name": "RESOURCE_NOT_FOUND", "details": [{"issue": "INVALID_RESOURCE_ID"}],
-                                    "message": "The specified resource does not exist."}), 404
+                    return jsonify(
+                        {
+                            "name": "RESOURCE_NOT_FOUND",
+                            "details": [{"issue": "INVALID_RESOURCE_ID"}],
+                            "message": "The specified resource does not exist.",
+                        }
+                    ), 404
                 order = self.orders[order_id]
                 if order["status"] == "COMPLETED":
                     return self._unprocessable("ORDER_ALREADY_CAPTURED", "Order already captured.")
                 if order["status"] != "APPROVED":
-                    return self._unprocessable("ORDER_NOT_APPROVED", "Payer has not yet approved the Order for "
-                                                                     "payment.")
+                    return self._unprocessable(
+                        "ORDER_NOT_APPROVED", "Payer has not yet approved the Order for payment."
+                    )
                 unit = order["purchase_units"][0]
-                capture = {"id": _paypal_id(), "status": self.capture_status,
-                           "amount": dict(self.capture_amount or unit["amount"]), "final_capture": True,
-                           "seller_protection": {"status": "ELIGIBLE",
-                                                 "dispute_categories": ["ITEM_NOT_RECEIVED",
-                                                                        "UNAUTHORIZED_TRANSACTION"]},
-                           "create_time": _now(), "update_time": _now(),
-                           "links": [{"href": f"{self.url}/v2/payments/captures/x", "rel": "self", "method": "GET"}]}
+                capture = {
+                    "id": _paypal_id(),
+                    "status": self.capture_status,
+                    "amount": dict(self.capture_amount or unit["amount"]),
+                    "final_capture": True,
+                    "seller_protection": {
+                        "status": "ELIGIBLE",
+                        "dispute_categories": ["ITEM_NOT_RECEIVED", "UNAUTHORIZED_TRANSACTION"],
+                    },
+                    "create_time": _now(),
+                    "update_time": _now(),
+                    "links": [{"href": f"{self.url}/v2/payments/captures/x", "rel": "self", "method": "GET"}],
+                }
                 if "custom_id" in unit:
                     capture["custom_id"] = unit["custom_id"]
                 unit["payments"] = {"captures": [capture]}
@@ -292,10 +382,14 @@ class FakePayPal(FakeHttpServer):
                 answer = self._order_view(order_id)
                 self.idempotent[key] = (201, answer)
             event_type = {"COMPLETED": "PAYMENT.CAPTURE.COMPLETED", "DECLINED": "PAYMENT.CAPTURE.DENIED"}.get(
-                capture["status"], "PAYMENT.CAPTURE.PENDING")
-            self._queue(event_type, "capture",
-                        {**capture, "supplementary_data": {"related_ids": {"order_id": order_id}}},
-                        f"Payment {capture['status'].lower()} for {capture['amount']['value']}")
+                capture["status"], "PAYMENT.CAPTURE.PENDING"
+            )
+            self._queue(
+                event_type,
+                "capture",
+                {**capture, "supplementary_data": {"related_ids": {"order_id": order_id}}},
+                f"Payment {capture['status'].lower()} for {capture['amount']['value']}",
+            )
             return jsonify(answer), 201
 
         @app.post("/v1/notifications/verify-webhook-signature", endpoint="verify_webhook")
@@ -304,20 +398,34 @@ class FakePayPal(FakeHttpServer):
             if client_id is None:
                 return self._auth_failure()
             body = request.get_json(silent=True) or {}
-            required = ("auth_algo", "cert_url", "transmission_id", "transmission_sig", "transmission_time",
-                        "webhook_id", "webhook_event")
+            required = (
+                "auth_algo",
+                "cert_url",
+                "transmission_id",
+                "transmission_sig",
+                "transmission_time",
+                "webhook_id",
+                "webhook_event",
+            )
             missing = [name for name in required if not body.get(name)]
             if missing:
-                return jsonify({"name": "VALIDATION_ERROR", "message": "Invalid request - see details",
-                                "details": [{"field": name, "issue": "Required field is missing"}
-                                            for name in missing]}), 400
+                return jsonify(
+                    {
+                        "name": "VALIDATION_ERROR",
+                        "message": "Invalid request - see details",
+                        "details": [{"field": name, "issue": "Required field is missing"} for name in missing],
+                    }
+                ), 400
             delivery = self.deliveries.get(body["transmission_id"])
             headers = delivery["headers"] if delivery else {}
-            genuine = (delivery is not None and body["webhook_id"] == delivery["webhook_id"]
-                       and body["webhook_id"] == self.accounts[client_id][1]
-                       and body["webhook_event"] == delivery["event"]
-                       and body["transmission_sig"] == headers["PAYPAL-TRANSMISSION-SIG"]
-                       and body["transmission_time"] == headers["PAYPAL-TRANSMISSION-TIME"]
-                       and body["cert_url"] == headers["PAYPAL-CERT-URL"]
-                       and body["auth_algo"] == headers["PAYPAL-AUTH-ALGO"])
+            genuine = (
+                delivery is not None
+                and body["webhook_id"] == delivery["webhook_id"]
+                and body["webhook_id"] == self.accounts[client_id][1]
+                and body["webhook_event"] == delivery["event"]
+                and body["transmission_sig"] == headers["PAYPAL-TRANSMISSION-SIG"]
+                and body["transmission_time"] == headers["PAYPAL-TRANSMISSION-TIME"]
+                and body["cert_url"] == headers["PAYPAL-CERT-URL"]
+                and body["auth_algo"] == headers["PAYPAL-AUTH-ALGO"]
+            )
             return jsonify({"verification_status": "SUCCESS" if genuine else "FAILURE"})

@@ -29,6 +29,7 @@ recording) is heard as `DEFAULT_UTTERANCE`.
     "long"       a reply of many sentences (to be interrupted)
     "bye"        a goodbye reply that ends with the END_CALL marker
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -68,16 +69,22 @@ class Script:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Script":
         environ = os.environ if environ is None else environ
-        fields = {"stt_final_ms": "SCRIPTED_STT_FINAL_MS", "stt_interim_ms": "SCRIPTED_STT_INTERIM_MS",
-                  "llm_first_token_ms": "SCRIPTED_LLM_FIRST_TOKEN_MS", "llm_token_ms": "SCRIPTED_LLM_TOKEN_MS",
-                  "tts_ms": "SCRIPTED_TTS_MS", "tts_ms_per_char": "SCRIPTED_TTS_MS_PER_CHAR"}
+        fields = {
+            "stt_final_ms": "SCRIPTED_STT_FINAL_MS",
+            "stt_interim_ms": "SCRIPTED_STT_INTERIM_MS",
+            "llm_first_token_ms": "SCRIPTED_LLM_FIRST_TOKEN_MS",
+            "llm_token_ms": "SCRIPTED_LLM_TOKEN_MS",
+            "tts_ms": "SCRIPTED_TTS_MS",
+            "tts_ms_per_char": "SCRIPTED_TTS_MS_PER_CHAR",
+        }
         return cls(**{name: int(environ[var]) for name, var in fields.items() if var in environ})
 
 
 def build(settings: Settings) -> VoiceProviders:
     script = Script.from_env()
-    return VoiceProviders(stt=ScriptedSpeechToText(script), llm=ScriptedLanguageModel(script),
-                          tts=ScriptedTextToSpeech(script))
+    return VoiceProviders(
+        stt=ScriptedSpeechToText(script), llm=ScriptedLanguageModel(script), tts=ScriptedTextToSpeech(script)
+    )
 
 
 # ---- what the caller says ---------------------------------------------------------------------
@@ -105,13 +112,13 @@ def decode_speech(burst: bytes) -> Optional[str]:
     the burst is too short to tell yet."""
     if len(burst) < len(_MAGIC) + 4:
         return None
-    if burst[:len(_MAGIC)] != _MAGIC:
+    if burst[: len(_MAGIC)] != _MAGIC:
         return DEFAULT_UTTERANCE
-    packed = burst[len(_MAGIC):]
+    packed = burst[len(_MAGIC) :]
     length = int.from_bytes(bytes((packed[0] << 4 | packed[1], packed[2] << 4 | packed[3])), "big")
     if len(packed) < 4 + 2 * length:
         return None
-    body = packed[4:4 + 2 * length]
+    body = packed[4 : 4 + 2 * length]
     return bytes(body[i] << 4 | body[i + 1] for i in range(0, len(body), 2)).decode("utf-8", "replace")
 
 
@@ -148,7 +155,7 @@ class ScriptedSpeechStream:
         now = time.monotonic()
         count = len(mulaw) // FRAME_BYTES
         for i in range(count):
-            frame = mulaw[i * FRAME_BYTES:(i + 1) * FRAME_BYTES]
+            frame = mulaw[i * FRAME_BYTES : (i + 1) * FRAME_BYTES]
             if not is_loud(frame):
                 continue
             # Frames of one request arrived 20 ms apart; the last one just now.

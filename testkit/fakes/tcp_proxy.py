@@ -7,6 +7,7 @@
 
 Bytes are passed through untouched, so the client speaks the server's real protocol.
 """
+
 from __future__ import annotations
 
 import socket

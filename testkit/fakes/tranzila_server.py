@@ -19,6 +19,7 @@ against the handshake (Tranzila's error 912791 otherwise), record the transactio
 finds it) and return the notify POST Tranzila would send (`Notification.url`, `.form`), which the
 test delivers to the app. Unsigned, exactly like the real one.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -56,8 +57,9 @@ class Notification:
 class FakeTranzila(FakeHttpServer):
     name = "fake-tranzila"
 
-    def __init__(self, *, terminal: str = "faketerminal", app_key: str = "fake-app-key",
-                 secret: str = "fake-app-secret"):
+    def __init__(
+        self, *, terminal: str = "faketerminal", app_key: str = "fake-app-key", secret: str = "fake-app-secret"
+    ):
         super().__init__()
         self.terminal, self.app_key, self.secret = terminal, app_key, secret
         self._used_nonces: set[str] = set()
@@ -90,19 +92,30 @@ class FakeTranzila(FakeHttpServer):
         elif self.require_handshake:
             raise HandshakeMismatch("912791: this terminal requires a handshake token")
         index = self._record(amount, params["currency"], response)
-        form = {**{k: v for k, v in params.items() if k != "thtk"}, **self._result(response, index),
-                "sum": params["sum"], "currency": params["currency"], "supplier": self.terminal,
-                "tranmode": params.get("tranmode", "A")}
+        form = {
+            **{k: v for k, v in params.items() if k != "thtk"},
+            **self._result(response, index),
+            "sum": params["sum"],
+            "currency": params["currency"],
+            "supplier": self.terminal,
+            "tranmode": params.get("tranmode", "A"),
+        }
         approved = response == "000"
-        return Notification(params["notify_url_address"], form,
-                            params["success_url_address" if approved else "fail_url_address"])
+        return Notification(
+            params["notify_url_address"], form, params["success_url_address" if approved else "fail_url_address"]
+        )
 
     def pay_request(self, pr_link: str, *, response: str = "000") -> Notification:
         pr_id = int(pr_link.rstrip("/").rsplit("/", 1)[-1])
         pr = self.payment_requests[pr_id]
         index = self._record(pr["sum"], _ISO_TO_NUMERIC[pr["currency"]], response)
-        form = {**self._result(response, index), "sum": format(pr["sum"], "f"), "currency": pr["currency"],
-                "supplier": self.terminal, "pr_id": str(pr_id)}
+        form = {
+            **self._result(response, index),
+            "sum": format(pr["sum"], "f"),
+            "currency": pr["currency"],
+            "supplier": self.terminal,
+            "pr_id": str(pr_id),
+        }
         approved = response == "000"
         return Notification(pr["notify_url"], form, pr["success_url" if approved else "failure_url"])
 
@@ -112,20 +125,43 @@ class FakeTranzila(FakeHttpServer):
             self._next_index += 1
         now = datetime.now(timezone.utc)
         self.transactions[index] = {
-            "index": str(index), "transaction_date": now.strftime("%Y-%m-%d"),
-            "transaction_time": now.strftime("%H:%M:%S"), "amount": format(amount, "f"), "currency": currency_code,
-            "processor_response_code": response, "child_terminal": self.terminal, "tranmode": "A",
-            "payment_plan": "1", "number_of_payments": "0", "authorization_number": f"{index % 10000000:07d}",
-            "card_brand": "1", "expiration_month": "12", "expiration_year": "30", "txn_type": "DEBIT",
-            "txn_payment_method": "CC", "processor": "SHVA", "transtatus": "1",
-            **{f"user_defined_{n}": "" for n in range(1, 21)}}
+            "index": str(index),
+            "transaction_date": now.strftime("%Y-%m-%d"),
+            "transaction_time": now.strftime("%H:%M:%S"),
+            "amount": format(amount, "f"),
+            "currency": currency_code,
+            "processor_response_code": response,
+            "child_terminal": self.terminal,
+            "tranmode": "A",
+            "payment_plan": "1",
+            "number_of_payments": "0",
+            "authorization_number": f"{index % 10000000:07d}",
+            "card_brand": "1",
+            "expiration_month": "12",
+            "expiration_year": "30",
+            "txn_type": "DEBIT",
+            "txn_payment_method": "CC",
+            "processor": "SHVA",
+            "transtatus": "1",
+            **{f"user_defined_{n}": "" for n in range(1, 21)},
+        }
         return index
 
     @staticmethod
     def _result(response: str, index: int) -> dict[str, str]:
-        return {"Response": response, "index": str(index), "ConfirmationCode": f"{index % 10000000:07d}",
-                "Tempref": f"{index:08d}", "ccno": "4580", "expmonth": "12", "expyear": "30", "cardtype": "1",
-                "cardissuer": "1", "cardaquirer": "6", "lang": "il"}
+        return {
+            "Response": response,
+            "index": str(index),
+            "ConfirmationCode": f"{index % 10000000:07d}",
+            "Tempref": f"{index:08d}",
+            "ccno": "4580",
+            "expmonth": "12",
+            "expyear": "30",
+            "cardtype": "1",
+            "cardissuer": "1",
+            "cardaquirer": "6",
+            "lang": "il",
+        }
 
     # ---- the API ------------------------------------------------------------------------------
     def _authorised(self) -> bool:
@@ -189,17 +225,24 @@ class FakeTranzila(FakeHttpServer):
                 return self._unauthorised()
             body = self._body()
             items = (body or {}).get("items")
-            if (body is None or body.get("terminal_name") != self.terminal or not items
-                    or not all(self._is_number(item.get("unit_price")) for item in items)
-                    or body.get("request_currency") not in _ISO_TO_NUMERIC):
+            if (
+                body is None
+                or body.get("terminal_name") != self.terminal
+                or not items
+                or not all(self._is_number(item.get("unit_price")) for item in items)
+                or body.get("request_currency") not in _ISO_TO_NUMERIC
+            ):
                 return self._schema_error()
             with self._state_lock:
                 pr_id = 5000 + len(self.payment_requests) + 1
                 self.payment_requests[pr_id] = {
                     "sum": sum(Decimal(item["unit_price"]) * int(item.get("units_number", 1)) for item in items),
-                    "currency": body["request_currency"], "notify_url": body.get("notify_url", ""),
-                    "success_url": body.get("success_url", ""), "failure_url": body.get("failure_url", ""),
-                    "body": body}
+                    "currency": body["request_currency"],
+                    "notify_url": body.get("notify_url", ""),
+                    "success_url": body.get("success_url", ""),
+                    "failure_url": body.get("failure_url", ""),
+                    "body": body,
+                }
             return jsonify({"error_code": 0, "message": "Success", "pr_id": pr_id, "pr_link": f"{self.url}/pr/{pr_id}"})
 
         @app.post("/v1/transactions", endpoint="transactions")
@@ -207,8 +250,11 @@ class FakeTranzila(FakeHttpServer):
             if not self._authorised():
                 return self._unauthorised()
             body = self._body()
-            if body is None or body.get("terminal_name") != self.terminal or not isinstance(
-                    body.get("transaction_index"), int):
+            if (
+                body is None
+                or body.get("terminal_name") != self.terminal
+                or not isinstance(body.get("transaction_index"), int)
+            ):
                 return self._schema_error()
             found = [t for i, t in self.transactions.items() if i == body["transaction_index"]]
             return jsonify({"transactions": found, "total": len(found), "rows": len(found)})

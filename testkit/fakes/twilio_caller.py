@@ -15,6 +15,7 @@ monkey-patching, which turns the threads into greenlets) from the benchmark's hu
     caller.wait_for(lambda c: c.marks_echoed >= 1, timeout=5)
     caller.hang_up()
 """
+
 from __future__ import annotations
 
 import base64
@@ -81,9 +82,18 @@ class HandshakeRejected(Exception):
 
 
 class TwilioCaller:
-    def __init__(self, url: str, *, call_sid: str, custom_parameters: dict[str, str] | None = None,
-                 signature: Optional[str] = None, offer_subprotocol: bool = True,
-                 account_sid: str = "AC" + "0" * 32, stream_sid: Optional[str] = None, timeout: float = 10.0):
+    def __init__(
+        self,
+        url: str,
+        *,
+        call_sid: str,
+        custom_parameters: dict[str, str] | None = None,
+        signature: Optional[str] = None,
+        offer_subprotocol: bool = True,
+        account_sid: str = "AC" + "0" * 32,
+        stream_sid: Optional[str] = None,
+        timeout: float = 10.0,
+    ):
         self.url = url
         self.call_sid = call_sid
         self.stream_sid = stream_sid or new_sid("MZ")
@@ -103,7 +113,7 @@ class TwilioCaller:
         self._sequence = itertools.count(1)
         self._lock = threading.Lock()
         self._speech: deque[Playback] = deque()  # what the caller is about to say, in order
-        self._playout_end = 0.0               # when the simulated Twilio buffer runs dry
+        self._playout_end = 0.0  # when the simulated Twilio buffer runs dry
         self._pending_marks: list[tuple[float, str]] = []
         self._started_at = 0.0
         parts = urlsplit(url)
@@ -117,17 +127,35 @@ class TwilioCaller:
 
     # ---- dialling ----------------------------------------------------------------------------
     @classmethod
-    def dial(cls, server_url: str, call_sid: str, *, auth_token: str, app_secret: str, business_id: int | str,
-             path: str = "/ws/twilio-media", token: Optional[str] = None, signed_url: Optional[str] = None,
-             start: bool = True, **kwargs) -> "TwilioCaller":
+    def dial(
+        cls,
+        server_url: str,
+        call_sid: str,
+        *,
+        auth_token: str,
+        app_secret: str,
+        business_id: int | str,
+        path: str = "/ws/twilio-media",
+        token: Optional[str] = None,
+        signed_url: Optional[str] = None,
+        start: bool = True,
+        **kwargs,
+    ) -> "TwilioCaller":
         """Connect like Twilio does for our TwiML: signed upgrade, the call's token parameter, `start`."""
         from server.security.call_token import call_token
 
-        url = "ws" + server_url[len("http"):].rstrip("/") + path
-        caller = cls(url, call_sid=call_sid, signature=twilio_signature(auth_token, signed_url or url),
-                     custom_parameters={"business_id": str(business_id), "call_sid": call_sid,
-                                        "token": token if token is not None else call_token(app_secret, call_sid)},
-                     **kwargs)
+        url = "ws" + server_url[len("http") :].rstrip("/") + path
+        caller = cls(
+            url,
+            call_sid=call_sid,
+            signature=twilio_signature(auth_token, signed_url or url),
+            custom_parameters={
+                "business_id": str(business_id),
+                "call_sid": call_sid,
+                "token": token if token is not None else call_token(app_secret, call_sid),
+            },
+            **kwargs,
+        )
         if start:
             caller.start()
         return caller
@@ -135,9 +163,15 @@ class TwilioCaller:
     def _handshake(self, parts, signature: Optional[str], offer_subprotocol: bool) -> Handshake:
         key = base64.b64encode(os.urandom(16)).decode()
         target = parts.path + (f"?{parts.query}" if parts.query else "")
-        lines = [f"GET {target or '/'} HTTP/1.1", f"Host: {parts.netloc}", "Upgrade: websocket",
-                 "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13",
-                 "User-Agent: Twilio.TmeWs/1.0"]
+        lines = [
+            f"GET {target or '/'} HTTP/1.1",
+            f"Host: {parts.netloc}",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            f"Sec-WebSocket-Key: {key}",
+            "Sec-WebSocket-Version: 13",
+            "User-Agent: Twilio.TmeWs/1.0",
+        ]
         if offer_subprotocol:
             lines.append(f"Sec-WebSocket-Protocol: {SUBPROTOCOL}")
         if signature is not None:
@@ -172,21 +206,33 @@ class TwilioCaller:
     def start(self) -> None:
         """`connected`, `start`, then the microphone: a media frame every 20 ms until hang-up."""
         self.send_json({"event": "connected", "protocol": "Call", "version": "1.0.0"})
-        self.send_json({"event": "start", "sequenceNumber": self._next_sequence(), "streamSid": self.stream_sid,
-                        "start": {"accountSid": self.account_sid, "streamSid": self.stream_sid,
-                                  "callSid": self.call_sid, "tracks": ["inbound"],
-                                  "customParameters": self.custom_parameters,
-                                  "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
+        self.send_json(
+            {
+                "event": "start",
+                "sequenceNumber": self._next_sequence(),
+                "streamSid": self.stream_sid,
+                "start": {
+                    "accountSid": self.account_sid,
+                    "streamSid": self.stream_sid,
+                    "callSid": self.call_sid,
+                    "tracks": ["inbound"],
+                    "customParameters": self.custom_parameters,
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                },
+            }
+        )
         self._started_at = time.monotonic()
-        self._microphone_thread = threading.Thread(target=self._microphone, daemon=True,
-                                                   name=f"mic-{self.call_sid[:8]}")
+        self._microphone_thread = threading.Thread(
+            target=self._microphone, daemon=True, name=f"mic-{self.call_sid[:8]}"
+        )
         self._microphone_thread.start()
 
     def play(self, mulaw: bytes, *, wait: bool = True) -> "Playback":
         """Say `mulaw`: its 20 ms frames replace the silence, in order after anything still queued.
         With `wait`, return once its last frame was sent; the `Playback` tells when each end went."""
-        playback = Playback(deque(mulaw[i:i + FRAME_BYTES].ljust(FRAME_BYTES, b"\xff")
-                                  for i in range(0, len(mulaw), FRAME_BYTES)))
+        playback = Playback(
+            deque(mulaw[i : i + FRAME_BYTES].ljust(FRAME_BYTES, b"\xff") for i in range(0, len(mulaw), FRAME_BYTES))
+        )
         with self._lock:
             self._speech.append(playback)
         if wait:
@@ -194,8 +240,14 @@ class TwilioCaller:
         return playback
 
     def dtmf(self, digit: str) -> None:
-        self.send_json({"event": "dtmf", "streamSid": self.stream_sid, "sequenceNumber": self._next_sequence(),
-                        "dtmf": {"track": "inbound_track", "digit": digit}})
+        self.send_json(
+            {
+                "event": "dtmf",
+                "streamSid": self.stream_sid,
+                "sequenceNumber": self._next_sequence(),
+                "dtmf": {"track": "inbound_track", "digit": digit},
+            }
+        )
 
     def send_json(self, message: dict) -> None:
         self.send_text(json.dumps(message))
@@ -210,8 +262,14 @@ class TwilioCaller:
             self._microphone_thread.join(1)
         if not self.closed.is_set():
             try:
-                self.send_json({"event": "stop", "sequenceNumber": self._next_sequence(), "streamSid": self.stream_sid,
-                                "stop": {"accountSid": self.account_sid, "callSid": self.call_sid}})
+                self.send_json(
+                    {
+                        "event": "stop",
+                        "sequenceNumber": self._next_sequence(),
+                        "streamSid": self.stream_sid,
+                        "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
+                    }
+                )
                 self._send_frame(0x8, struct.pack("!H", 1000))
             except OSError:
                 pass
@@ -249,10 +307,12 @@ class TwilioCaller:
 
     def wait_until_quiet(self, quiet: float = 0.5, timeout: float = 15.0) -> bool:
         """Wait until everything sent to us has played and nothing new arrived for `quiet` seconds."""
+
         def idle(c: "TwilioCaller") -> bool:
             last = c.events[-1].at if c.events else 0.0
             now = time.monotonic()
             return not c._pending_marks and now >= c._playout_end and now - last >= quiet
+
         return self.wait_for(idle, timeout)
 
     # ---- internals ---------------------------------------------------------------------------
@@ -291,10 +351,14 @@ class TwilioCaller:
                         finished = self._speech.popleft()
             tick += 1
             try:
-                self._send_frame(0x1, ('{"event":"media","sequenceNumber":"%d","media":{"track":"inbound",'
-                                       '"chunk":"%d","timestamp":"%d","payload":"%s"},"streamSid":"%s"}'
-                                       % (next(self._sequence), tick, (tick - 1) * 20, frame_b64,
-                                          self.stream_sid)).encode())
+                self._send_frame(
+                    0x1,
+                    (
+                        '{"event":"media","sequenceNumber":"%d","media":{"track":"inbound",'
+                        '"chunk":"%d","timestamp":"%d","payload":"%s"},"streamSid":"%s"}'
+                        % (next(self._sequence), tick, (tick - 1) * 20, frame_b64, self.stream_sid)
+                    ).encode(),
+                )
             except OSError:
                 return
             self.frames_sent += 1
@@ -316,8 +380,14 @@ class TwilioCaller:
 
     def _echo_mark(self, name: str) -> None:
         try:
-            self.send_json({"event": "mark", "sequenceNumber": self._next_sequence(), "streamSid": self.stream_sid,
-                            "mark": {"name": name}})
+            self.send_json(
+                {
+                    "event": "mark",
+                    "sequenceNumber": self._next_sequence(),
+                    "streamSid": self.stream_sid,
+                    "mark": {"name": name},
+                }
+            )
             self.marks_echoed += 1
         except OSError:
             pass
@@ -393,6 +463,7 @@ class TwilioCaller:
 @dataclass(eq=False)
 class Playback:
     """Audio the caller is saying: when its first and last frames went out."""
+
     frames: deque
     done: threading.Event = field(default_factory=threading.Event)
     first_sent_at: Optional[float] = None
@@ -419,6 +490,6 @@ def _take_frame(buffer: bytearray) -> Optional[tuple[int, bytes]]:
         length, offset = struct.unpack_from("!Q", buffer, 2)[0], 10
     if len(buffer) < offset + length:
         return None
-    payload = bytes(buffer[offset:offset + length])
-    del buffer[:offset + length]
+    payload = bytes(buffer[offset : offset + length])
+    del buffer[: offset + length]
     return opcode, payload

@@ -9,6 +9,7 @@
 The app may sit behind a public URL (`PUBLIC_BASE_URL`) that differs from where it can be
 reached (`app_url`): signatures use the public URL, requests go to `app_url`.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -25,6 +26,7 @@ from testkit.fakes.twilio_caller import TwilioCaller, twilio_signature
 @dataclass(frozen=True)
 class Line:
     """Who calls whom, on which Twilio account."""
+
     app_url: str
     public_url: str
     account_sid: str
@@ -50,14 +52,25 @@ def new_call_sid() -> str:
 
 def signed_post(line: Line, path: str, params: dict[str, str]) -> requests.Response:
     signature = RequestValidator(line.auth_token).compute_signature(line.public_url.rstrip("/") + path, params)
-    return requests.post(line.app_url.rstrip("/") + path, data=params, headers={"X-Twilio-Signature": signature},
-                         timeout=10)
+    return requests.post(
+        line.app_url.rstrip("/") + path, data=params, headers={"X-Twilio-Signature": signature}, timeout=10
+    )
 
 
 def incoming_call(line: Line, call_sid: str) -> StreamInstructions:
-    response = signed_post(line, "/webhook/incoming_call", {
-        "CallSid": call_sid, "AccountSid": line.account_sid, "From": line.from_number, "To": line.to_number,
-        "CallStatus": "ringing", "Direction": "inbound", "ApiVersion": "2010-04-01"})
+    response = signed_post(
+        line,
+        "/webhook/incoming_call",
+        {
+            "CallSid": call_sid,
+            "AccountSid": line.account_sid,
+            "From": line.from_number,
+            "To": line.to_number,
+            "CallStatus": "ringing",
+            "Direction": "inbound",
+            "ApiVersion": "2010-04-01",
+        },
+    )
     response.raise_for_status()
     stream = ElementTree.fromstring(response.text).find("./Connect/Stream")
     if stream is None:
@@ -67,9 +80,14 @@ def incoming_call(line: Line, call_sid: str) -> StreamInstructions:
 
 
 def connect_stream(line: Line, call_sid: str, stream: StreamInstructions) -> TwilioCaller:
-    local_url = "ws" + line.app_url.rstrip("/")[len("http"):] + urlsplit(stream.url).path
-    caller = TwilioCaller(local_url, call_sid=call_sid, custom_parameters=stream.parameters,
-                          signature=twilio_signature(line.auth_token, stream.url), account_sid=line.account_sid)
+    local_url = "ws" + line.app_url.rstrip("/")[len("http") :] + urlsplit(stream.url).path
+    caller = TwilioCaller(
+        local_url,
+        call_sid=call_sid,
+        custom_parameters=stream.parameters,
+        signature=twilio_signature(line.auth_token, stream.url),
+        account_sid=line.account_sid,
+    )
     caller.start()
     return caller
 
@@ -80,6 +98,16 @@ def place_call(line: Line, call_sid: str | None = None) -> TwilioCaller:
 
 
 def report_completed(line: Line, call_sid: str, duration_seconds: int) -> requests.Response:
-    return signed_post(line, "/webhook/call_status", {
-        "CallSid": call_sid, "AccountSid": line.account_sid, "From": line.from_number, "To": line.to_number,
-        "CallStatus": "completed", "CallDuration": str(duration_seconds), "Direction": "inbound"})
+    return signed_post(
+        line,
+        "/webhook/call_status",
+        {
+            "CallSid": call_sid,
+            "AccountSid": line.account_sid,
+            "From": line.from_number,
+            "To": line.to_number,
+            "CallStatus": "completed",
+            "CallDuration": str(duration_seconds),
+            "Direction": "inbound",
+        },
+    )

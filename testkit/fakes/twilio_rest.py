@@ -41,6 +41,7 @@ Every request is recorded (`requests`, `requests_for(kind)`, `wait_for_requests(
 its method, path, query, form params (last value per key, plus `form_lists`), headers and the
 basic-auth user. To extend it, add a route in `_Handler._route` and a `_kind` name for it.
 """
+
 from __future__ import annotations
 
 import base64
@@ -59,10 +60,19 @@ from testkit.fakes.local_http import LocalHTTPFake
 
 API_VERSION = "2010-04-01"
 WAV_SILENCE = (  # 8 kHz mono 16-bit PCM WAV, 0.1 s of silence
-    b"RIFF" + (36 + 1600).to_bytes(4, "little") + b"WAVEfmt " + (16).to_bytes(4, "little")
-    + (1).to_bytes(2, "little") + (1).to_bytes(2, "little") + (8000).to_bytes(4, "little")
-    + (16000).to_bytes(4, "little") + (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
-    + b"data" + (1600).to_bytes(4, "little") + b"\x00" * 1600
+    b"RIFF"
+    + (36 + 1600).to_bytes(4, "little")
+    + b"WAVEfmt "
+    + (16).to_bytes(4, "little")
+    + (1).to_bytes(2, "little")
+    + (1).to_bytes(2, "little")
+    + (8000).to_bytes(4, "little")
+    + (16000).to_bytes(4, "little")
+    + (2).to_bytes(2, "little")
+    + (16).to_bytes(2, "little")
+    + b"data"
+    + (1600).to_bytes(4, "little")
+    + b"\x00" * 1600
 )
 
 _ERROR_MESSAGES = {
@@ -78,8 +88,10 @@ _ROUTES = [
     ("Calls", re.compile(rf"^/{API_VERSION}/Accounts/(?P<account>AC\w+)/Calls/(?P<sid>CA\w+)\.json$")),
     ("Messages", re.compile(rf"^/{API_VERSION}/Accounts/(?P<account>AC\w+)/Messages\.json$")),
     ("Messages", re.compile(rf"^/{API_VERSION}/Accounts/(?P<account>AC\w+)/Messages/(?P<sid>(SM|MM)\w+)\.json$")),
-    ("Recordings", re.compile(
-        rf"^/{API_VERSION}/Accounts/(?P<account>AC\w+)/Recordings/(?P<sid>RE\w+)(?P<ext>\.wav|\.mp3)?$")),
+    (
+        "Recordings",
+        re.compile(rf"^/{API_VERSION}/Accounts/(?P<account>AC\w+)/Recordings/(?P<sid>RE\w+)(?P<ext>\.wav|\.mp3)?$"),
+    ),
 ]
 
 
@@ -134,8 +146,16 @@ class FakeTwilioRest(LocalHTTPFake):
         self._stopping.set()
 
     # ---- behaviour -----------------------------------------------------------------------
-    def fail(self, kind: str, *, code: int, status: int = 400, message: str | None = None,
-             sid: str | None = None, times: int | None = None) -> None:
+    def fail(
+        self,
+        kind: str,
+        *,
+        code: int,
+        status: int = 400,
+        message: str | None = None,
+        sid: str | None = None,
+        times: int | None = None,
+    ) -> None:
         self._set(kind, sid, _Behaviour("fail", code=code, status=status, message=message, times=times))
 
     def stall(self, kind: str, *, seconds: float, sid: str | None = None, times: int | None = None) -> None:
@@ -168,8 +188,9 @@ class FakeTwilioRest(LocalHTTPFake):
         with self._lock:
             return [r for r in self.requests if r.kind == kind and (sid is None or r.sid == sid)]
 
-    def wait_for_requests(self, kind: str, count: int = 1, timeout: float = 5.0,
-                          sid: str | None = None) -> list[RecordedRequest]:
+    def wait_for_requests(
+        self, kind: str, count: int = 1, timeout: float = 5.0, sid: str | None = None
+    ) -> list[RecordedRequest]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = self.requests_for(kind, sid)
@@ -187,14 +208,32 @@ class FakeTwilioRest(LocalHTTPFake):
         if sid not in self.calls:
             now = rfc2822_now()
             self.calls[sid] = {
-                "account_sid": self.account_sid, "annotation": None, "answered_by": None,
-                "api_version": API_VERSION, "caller_name": None, "date_created": now, "date_updated": now,
-                "direction": "inbound", "duration": None, "end_time": None, "forwarded_from": None,
-                "from": "+972500000000", "from_formatted": "+972500000000", "group_sid": None,
-                "parent_call_sid": None, "phone_number_sid": new_sid("PN"), "price": None,
-                "price_unit": "USD", "queue_time": "0", "sid": sid, "start_time": now,
-                "status": "in-progress", "to": "+972300000000", "to_formatted": "+972300000000",
-                "trunk_sid": None, "uri": f"/{API_VERSION}/Accounts/{self.account_sid}/Calls/{sid}.json",
+                "account_sid": self.account_sid,
+                "annotation": None,
+                "answered_by": None,
+                "api_version": API_VERSION,
+                "caller_name": None,
+                "date_created": now,
+                "date_updated": now,
+                "direction": "inbound",
+                "duration": None,
+                "end_time": None,
+                "forwarded_from": None,
+                "from": "+972500000000",
+                "from_formatted": "+972500000000",
+                "group_sid": None,
+                "parent_call_sid": None,
+                "phone_number_sid": new_sid("PN"),
+                "price": None,
+                "price_unit": "USD",
+                "queue_time": "0",
+                "sid": sid,
+                "start_time": now,
+                "status": "in-progress",
+                "to": "+972300000000",
+                "to_formatted": "+972300000000",
+                "trunk_sid": None,
+                "uri": f"/{API_VERSION}/Accounts/{self.account_sid}/Calls/{sid}.json",
                 "subresource_uris": {
                     "recordings": f"/{API_VERSION}/Accounts/{self.account_sid}/Calls/{sid}/Recordings.json",
                 },
@@ -204,8 +243,9 @@ class FakeTwilioRest(LocalHTTPFake):
     def _update_call(self, sid: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         with self._lock:
             call = self._call(sid)
-            if call["status"] in {"completed", "canceled", "failed", "busy", "no-answer"} \
-                    and ("Twiml" in form or "Url" in form):
+            if call["status"] in {"completed", "canceled", "failed", "busy", "no-answer"} and (
+                "Twiml" in form or "Url" in form
+            ):
                 return 400, error_body(21220)
             if form.get("Status") in {"completed", "canceled"}:
                 call["status"] = form["Status"]
@@ -219,8 +259,10 @@ class FakeTwilioRest(LocalHTTPFake):
 
     def _create_message(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         if not form.get("To") or not (form.get("From") or form.get("MessagingServiceSid")):
-            return 400, error_body(21211 if not form.get("To") else 21603,
-                                   message=None if not form.get("To") else "A 'From' phone number is required.")
+            return 400, error_body(
+                21211 if not form.get("To") else 21603,
+                message=None if not form.get("To") else "A 'From' phone number is required.",
+            )
         if form.get("From") and _channel(form["From"]) != _channel(form["To"]):
             # e.g. From=whatsapp:+1… To=+972…: Twilio refuses a message between two channels.
             return 400, error_body(21910)
@@ -230,12 +272,25 @@ class FakeTwilioRest(LocalHTTPFake):
         now = rfc2822_now()
         body = form.get("Body", "")
         message = {
-            "account_sid": self.account_sid, "api_version": API_VERSION, "body": body,
-            "date_created": now, "date_sent": None, "date_updated": now, "direction": "outbound-api",
-            "error_code": None, "error_message": None, "from": form.get("From"),
-            "messaging_service_sid": form.get("MessagingServiceSid"), "num_media": "0",
-            "num_segments": "1", "price": None, "price_unit": "USD", "sid": sid, "status": "queued",
-            "to": form["To"], "uri": f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{sid}.json",
+            "account_sid": self.account_sid,
+            "api_version": API_VERSION,
+            "body": body,
+            "date_created": now,
+            "date_sent": None,
+            "date_updated": now,
+            "direction": "outbound-api",
+            "error_code": None,
+            "error_message": None,
+            "from": form.get("From"),
+            "messaging_service_sid": form.get("MessagingServiceSid"),
+            "num_media": "0",
+            "num_segments": "1",
+            "price": None,
+            "price_unit": "USD",
+            "sid": sid,
+            "status": "queued",
+            "to": form["To"],
+            "uri": f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{sid}.json",
             "subresource_uris": {"media": f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{sid}/Media.json"},
         }
         with self._lock:
@@ -258,8 +313,7 @@ def _channel(address: str) -> str:
 def error_body(code: int, *, status: int = 400, message: str | None = None, path: str = "") -> dict[str, Any]:
     """Twilio's REST error JSON."""
     text = message or _ERROR_MESSAGES.get(code, f"Error {code}").format(path=path)
-    return {"code": code, "message": text, "more_info": f"https://www.twilio.com/docs/errors/{code}",
-            "status": status}
+    return {"code": code, "message": text, "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -283,14 +337,23 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        form_lists = parse_qs(raw.decode("utf-8"), keep_blank_values=True) \
-            if "application/x-www-form-urlencoded" in (self.headers.get("Content-Type") or "") else {}
+        form_lists = (
+            parse_qs(raw.decode("utf-8"), keep_blank_values=True)
+            if "application/x-www-form-urlencoded" in (self.headers.get("Content-Type") or "")
+            else {}
+        )
         kind, match = _match(parts.path)
         record = RecordedRequest(
-            method=self.command, path=parts.path, query=parse_qs(parts.query, keep_blank_values=True),
-            form={k: v[-1] for k, v in form_lists.items()}, form_lists=form_lists,
-            headers=dict(self.headers.items()), auth_user=self._auth_user(), kind=kind,
-            sid=match.group("sid") if match and "sid" in match.groupdict() else None)
+            method=self.command,
+            path=parts.path,
+            query=parse_qs(parts.query, keep_blank_values=True),
+            form={k: v[-1] for k, v in form_lists.items()},
+            form_lists=form_lists,
+            headers=dict(self.headers.items()),
+            auth_user=self._auth_user(),
+            kind=kind,
+            sid=match.group("sid") if match and "sid" in match.groupdict() else None,
+        )
         with fake._lock:
             fake.requests.append(record)
 
@@ -303,8 +366,10 @@ class _Handler(BaseHTTPRequestHandler):
             if fake._stopping.wait(behaviour.seconds):
                 return
         elif behaviour and behaviour.mode == "fail":
-            return self._json(behaviour.status, error_body(behaviour.code, status=behaviour.status,
-                                                           message=behaviour.message, path=parts.path))
+            return self._json(
+                behaviour.status,
+                error_body(behaviour.code, status=behaviour.status, message=behaviour.message, path=parts.path),
+            )
         self._route(kind, match, record)
 
     def _route(self, kind: str, match: re.Match, record: RecordedRequest) -> None:

@@ -7,6 +7,7 @@
 Signatures come from the official SDK (`RequestValidator.compute_signature`) over the public URL
 Twilio called, exactly as Twilio computes them.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -26,9 +27,21 @@ def signature_header(url: str, params: dict[str, str], token: str = TEST_TWILIO_
     return {"X-Twilio-Signature": RequestValidator(token).compute_signature(url, params)}
 
 
-def voice_params(call_sid: str, *, to: str = "+97235550001", from_: str = "+972501234567",
-                 status: str = "ringing", **extra: str) -> dict[str, str]:
+def voice_params(
+    call_sid: str, *, to: str = "+97235550001", from_: str = "+972501234567", status: str = "ringing", **extra: str
+) -> dict[str, str]:
     """The parameters Twilio posts to a voice webhook (incoming call, status, `<Connect>` action …)."""
-    return {"AccountSid": ACCOUNT_SID, "ApiVersion": "2010-04-01", "CallSid": call_sid, "CallStatus": status,
-            "Called": to, "Caller": from_, "Direction": "inbound", "From": from_, "To": to,
-            "FromCountry": "IL", "ToCountry": "IL", **extra}
+    return {
+        "AccountSid": ACCOUNT_SID,
+        "ApiVersion": "2010-04-01",
+        "CallSid": call_sid,
+        "CallStatus": status,
+        "Called": to,
+        "Caller": from_,
+        "Direction": "inbound",
+        "From": from_,
+        "To": to,
+        "FromCountry": "IL",
+        "ToCountry": "IL",
+        **extra,
+    }

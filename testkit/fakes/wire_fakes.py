@@ -7,6 +7,7 @@ returns as environment variables:
     with wire_fakes() as env:
         GunicornServer({**env, ...})
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -4,6 +4,7 @@ real gunicorn (two gevent workers) with the vendor fakes behind the production b
 One app per test module and database (SQLite file, PostgreSQL), shared by the module's tests; each
 test makes its own customers, so the tests don't depend on each other's data.
 """
+
 from __future__ import annotations
 
 import json
@@ -55,6 +56,7 @@ def chromium_path() -> str | None:
 @dataclass
 class Console:
     """The running app, its fakes and its people."""
+
     url: str
     server: GunicornServer
     db: Database
@@ -77,26 +79,49 @@ class Console:
 
     def inbound_whatsapp(self, customer: str, body: str, *, name: str = "דנה") -> str:
         sid = "SM" + secrets.token_hex(16)
-        form = {"SmsMessageSid": sid, "NumMedia": "0", "ProfileName": name, "MessageType": "text", "SmsSid": sid,
-                "WaId": customer.lstrip("+"), "SmsStatus": "received", "Body": body,
-                "To": f"whatsapp:{BUSINESS_WHATSAPP}", "NumSegments": "1", "MessageSid": sid,
-                "AccountSid": BASE_TEST_ENV["TWILIO_ACCOUNT_SID"], "From": f"whatsapp:{customer}",
-                "ApiVersion": "2010-04-01"}
+        form = {
+            "SmsMessageSid": sid,
+            "NumMedia": "0",
+            "ProfileName": name,
+            "MessageType": "text",
+            "SmsSid": sid,
+            "WaId": customer.lstrip("+"),
+            "SmsStatus": "received",
+            "Body": body,
+            "To": f"whatsapp:{BUSINESS_WHATSAPP}",
+            "NumSegments": "1",
+            "MessageSid": sid,
+            "AccountSid": BASE_TEST_ENV["TWILIO_ACCOUNT_SID"],
+            "From": f"whatsapp:{customer}",
+            "ApiVersion": "2010-04-01",
+        }
         response = self.twilio_post("/webhook/whatsapp/twilio", form)
         assert response.status_code == 204, response.text
         return sid
 
     def message_status(self, sid: str, status: str, customer: str, **extra: str) -> None:
-        form = {"MessageSid": sid, "SmsSid": sid, "MessageStatus": status, "SmsStatus": status,
-                "AccountSid": BASE_TEST_ENV["TWILIO_ACCOUNT_SID"], "From": f"whatsapp:{TWILIO_SENDER}",
-                "To": f"whatsapp:{customer}", "ApiVersion": "2010-04-01", **extra}
+        form = {
+            "MessageSid": sid,
+            "SmsSid": sid,
+            "MessageStatus": status,
+            "SmsStatus": status,
+            "AccountSid": BASE_TEST_ENV["TWILIO_ACCOUNT_SID"],
+            "From": f"whatsapp:{TWILIO_SENDER}",
+            "To": f"whatsapp:{customer}",
+            "ApiVersion": "2010-04-01",
+            **extra,
+        }
         response = self.twilio_post("/webhook/whatsapp/twilio/status", form)
         assert response.status_code == 204, response.text
 
     def bridge_event(self, event: dict[str, Any]) -> None:
         raw = json.dumps(event, ensure_ascii=False).encode("utf-8")
-        response = requests.post(self.url + "/webhook/whatsapp/baileys", data=raw, timeout=10, headers={
-            "Content-Type": "application/json", bridge_hmac.HEADER: bridge_hmac.sign(WA_SECRET, raw)})
+        response = requests.post(
+            self.url + "/webhook/whatsapp/baileys",
+            data=raw,
+            timeout=10,
+            headers={"Content-Type": "application/json", bridge_hmac.HEADER: bridge_hmac.sign(WA_SECRET, raw)},
+        )
         assert response.status_code == 204, response.text
 
     # ---- the database --------------------------------------------------------------------------
@@ -110,8 +135,11 @@ class Console:
 
     def revoke_sessions(self, user_id: int) -> None:
         """What an owner's "sign out everywhere" or an expiry does: every token of the user stops working."""
-        self.execute(sa.update(ApiToken).where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
-                     .values(revoked_at=sa.func.now()))
+        self.execute(
+            sa.update(ApiToken)
+            .where(ApiToken.user_id == user_id, ApiToken.revoked_at.is_(None))
+            .values(revoked_at=sa.func.now())
+        )
 
 
 def new_customer_phone() -> str:
@@ -120,18 +148,39 @@ def new_customer_phone() -> str:
 
 def _seed(engine: sa.Engine) -> dict[str, Any]:
     with engine.begin() as conn:
-        business_id = conn.execute(sa.insert(Business).values(
-            name="מספרת דנה", ai_instructions="", opening_line="", greeting_enabled=False, payments_enabled=True,
-            default_payment_provider="paypal", timezone="Asia/Jerusalem", features={}).returning(Business.id)).scalar()
-        conn.execute(sa.insert(BusinessNumber).values([
-            {"business_id": business_id, "number": BUSINESS_VOICE, "kind": "voice"},
-            {"business_id": business_id, "number": BUSINESS_WHATSAPP, "kind": "whatsapp"}]))
+        business_id = conn.execute(
+            sa.insert(Business)
+            .values(
+                name="מספרת דנה",
+                ai_instructions="",
+                opening_line="",
+                greeting_enabled=False,
+                payments_enabled=True,
+                default_payment_provider="paypal",
+                timezone="Asia/Jerusalem",
+                features={},
+            )
+            .returning(Business.id)
+        ).scalar()
+        conn.execute(
+            sa.insert(BusinessNumber).values(
+                [
+                    {"business_id": business_id, "number": BUSINESS_VOICE, "kind": "voice"},
+                    {"business_id": business_id, "number": BUSINESS_WHATSAPP, "kind": "whatsapp"},
+                ]
+            )
+        )
         people = {}
         for role in ("owner", "agent"):
             email = f"{role}-{uuid.uuid4().hex[:6]}@salon.example"
-            people[role] = (conn.execute(sa.insert(User).values(
-                business_id=business_id, email=email, password_hash=hash_password(PASSWORD), role=role)
-                .returning(User.id)).scalar(), email)
+            people[role] = (
+                conn.execute(
+                    sa.insert(User)
+                    .values(business_id=business_id, email=email, password_hash=hash_password(PASSWORD), role=role)
+                    .returning(User.id)
+                ).scalar(),
+                email,
+            )
     return {"business_id": business_id, "owner": people["owner"], "agent": people["agent"]}
 
 
@@ -149,30 +198,56 @@ def console(request, tmp_path_factory):
     run_migrations(db.engine)
     seeded = _seed(db.engine)
     log_dir = tmp_path_factory.mktemp("console-logs")
-    with FakeTwilioRest(account_sid=BASE_TEST_ENV["TWILIO_ACCOUNT_SID"], auth_token=TEST_TWILIO_TOKEN) as twilio, \
-            FakeBridge(WA_SECRET) as bridge, FakePayPal() as paypal, FakeTranzila() as tranzila:
-        env = {**BASE_TEST_ENV, "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING",
-               "TWILIO_API_BASE_URL": twilio.url, "TWILIO_API_TIMEOUT_SECONDS": "3",
-               "ENABLE_WA_TWILIO": "true", "TWILIO_WA_FROM": f"whatsapp:{TWILIO_SENDER}",
-               "ENABLE_WA_BAILEYS": "true", "WA_SHARED_SECRET": WA_SECRET, "WA_BAILEYS_URL": bridge.url,
-               "WA_BAILEYS_TIMEOUT_SECONDS": "2", "WA_PROVIDER_PRIORITY": "twilio,baileys",
-               "PAYPAL_CLIENT_ID": paypal.client_id, "PAYPAL_CLIENT_SECRET": paypal.client_secret,
-               "PAYPAL_WEBHOOK_ID": paypal.webhook_id, "PAYPAL_API_BASE_URL": paypal.url,
-               # No system Tranzila terminal: a business stores its own (the hosted page is the fake's).
-               "TRANZILA_API_BASE_URL": tranzila.url, "TRANZILA_IFRAME_BASE_URL": tranzila.url,
-               "PAYMENTS_HTTP_TIMEOUT_SECONDS": "5",
-               # Every test signs in afresh, the owner a dozen times per module, all from 127.0.0.1.
-               "LOGIN_LIMIT_PER_ADDRESS": "1000/minute", "LOGIN_LIMIT_PER_ACCOUNT": "1000/minute"}
+    with (
+        FakeTwilioRest(account_sid=BASE_TEST_ENV["TWILIO_ACCOUNT_SID"], auth_token=TEST_TWILIO_TOKEN) as twilio,
+        FakeBridge(WA_SECRET) as bridge,
+        FakePayPal() as paypal,
+        FakeTranzila() as tranzila,
+    ):
+        env = {
+            **BASE_TEST_ENV,
+            "DATABASE_URL": database_url,
+            "LOG_LEVEL": "WARNING",
+            "TWILIO_API_BASE_URL": twilio.url,
+            "TWILIO_API_TIMEOUT_SECONDS": "3",
+            "ENABLE_WA_TWILIO": "true",
+            "TWILIO_WA_FROM": f"whatsapp:{TWILIO_SENDER}",
+            "ENABLE_WA_BAILEYS": "true",
+            "WA_SHARED_SECRET": WA_SECRET,
+            "WA_BAILEYS_URL": bridge.url,
+            "WA_BAILEYS_TIMEOUT_SECONDS": "2",
+            "WA_PROVIDER_PRIORITY": "twilio,baileys",
+            "PAYPAL_CLIENT_ID": paypal.client_id,
+            "PAYPAL_CLIENT_SECRET": paypal.client_secret,
+            "PAYPAL_WEBHOOK_ID": paypal.webhook_id,
+            "PAYPAL_API_BASE_URL": paypal.url,
+            # No system Tranzila terminal: a business stores its own (the hosted page is the fake's).
+            "TRANZILA_API_BASE_URL": tranzila.url,
+            "TRANZILA_IFRAME_BASE_URL": tranzila.url,
+            "PAYMENTS_HTTP_TIMEOUT_SECONDS": "5",
+            # Every test signs in afresh, the owner a dozen times per module, all from 127.0.0.1.
+            "LOGIN_LIMIT_PER_ADDRESS": "1000/minute",
+            "LOGIN_LIMIT_PER_ACCOUNT": "1000/minute",
+        }
         server = GunicornServer(env, workers=2, log_path=log_dir / "gunicorn.log")
         # The browser reaches the app at its own address, so that is the public origin (cookies, CSRF,
         # signatures and payment links all use it).
         server.env["PUBLIC_BASE_URL"] = server.url
         with server:
-            yield Console(url=server.url, server=server, db=db, twilio=twilio, bridge=bridge, paypal=paypal,
-                          tranzila=tranzila,
-                          business_id=seeded["business_id"], owner_id=seeded["owner"][0],
-                          owner_email=seeded["owner"][1], agent_id=seeded["agent"][0],
-                          agent_email=seeded["agent"][1])
+            yield Console(
+                url=server.url,
+                server=server,
+                db=db,
+                twilio=twilio,
+                bridge=bridge,
+                paypal=paypal,
+                tranzila=tranzila,
+                business_id=seeded["business_id"],
+                owner_id=seeded["owner"][0],
+                owner_email=seeded["owner"][1],
+                agent_id=seeded["agent"][0],
+                agent_email=seeded["agent"][1],
+            )
             assert "Traceback" not in server.logs(), server.logs()[-4000:]
     db.engine.dispose()
     if database is not None:
@@ -186,16 +261,18 @@ def browser():
         pytest.skip("Chromium is not installed (apt-get install -y chromium)")
     with playwright_sync.sync_playwright() as playwright:
         # Autoplay without a gesture: the recording test starts playback from the test itself.
-        browser = playwright.chromium.launch(executable_path=executable,
-                                             args=["--autoplay-policy=no-user-gesture-required"])
+        browser = playwright.chromium.launch(
+            executable_path=executable, args=["--autoplay-policy=no-user-gesture-required"]
+        )
         yield browser
         browser.close()
 
 
 @pytest.fixture
 def page(browser, console):
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="he-IL",
-                                  timezone_id="Asia/Jerusalem", base_url=console.url)
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900}, locale="he-IL", timezone_id="Asia/Jerusalem", base_url=console.url
+    )
     context.set_default_timeout(10_000)
     page = context.new_page()
     errors: list[str] = []
@@ -219,9 +296,11 @@ def axe_violations(page) -> list[dict[str, Any]]:
     if not page.evaluate("() => typeof window.axe !== 'undefined'"):
         page.add_script_tag(path=str(AXE))
     violations = page.evaluate("async () => (await axe.run(document, {resultTypes: ['violations']})).violations")
-    return [{"id": v["id"], "impact": v["impact"], "help": v["help"],
-             "nodes": [n["target"] for n in v["nodes"]][:5]}
-            for v in violations if v["impact"] in ("serious", "critical")]
+    return [
+        {"id": v["id"], "impact": v["impact"], "help": v["help"], "nodes": [n["target"] for n in v["nodes"]][:5]}
+        for v in violations
+        if v["impact"] in ("serious", "critical")
+    ]
 
 
 def screenshot(page, name: str) -> Path:

@@ -1,6 +1,7 @@
 """Every screen of the console at 1280 px and at 360 px: axe-core finds no serious or critical
 violation, nothing is wider than the window, and a screenshot of each is saved under
 test-output/screenshots/ for a person to look at."""
+
 from __future__ import annotations
 
 import secrets
@@ -28,35 +29,78 @@ def seeded(console):
         for index, (name, phone) in enumerate(people):
             customer = upsert_customer(session, console.business_id, phone=phone, name=name or None)
             thread = upsert_thread(session, console.business_id, customer.id, "whatsapp")
-            for minutes, direction, body in ((30, "in", "שלום, אפשר לקבוע תור ליום שלישי?"),
-                                             (29, "out", "בטח! באיזו שעה נוח לך?"),
-                                             (5, "in", "בארבע אחר הצהריים, אם אפשר")):
-                message, _ = insert_message(session, thread, direction=direction, body=body, provider="twilio",
-                                            provider_message_id="SM" + secrets.token_hex(16),
-                                            at=now - timedelta(minutes=minutes + index * 60))
+            for minutes, direction, body in (
+                (30, "in", "שלום, אפשר לקבוע תור ליום שלישי?"),
+                (29, "out", "בטח! באיזו שעה נוח לך?"),
+                (5, "in", "בארבע אחר הצהריים, אם אפשר"),
+            ):
+                message, _ = insert_message(
+                    session,
+                    thread,
+                    direction=direction,
+                    body=body,
+                    provider="twilio",
+                    provider_message_id="SM" + secrets.token_hex(16),
+                    at=now - timedelta(minutes=minutes + index * 60),
+                )
                 if direction == "out":
                     message.status = "read"
             ids.setdefault("thread", thread.id)
             ids.setdefault("customer", customer.id)
-            session.add_all([
-                Deal(business_id=console.business_id, customer_id=customer.id, title="חבילת טיפולים",
-                     amount_minor=60000, status="open"),
-                Invoice(business_id=console.business_id, customer_id=customer.id, title="תספורת וצבע",
-                        amount_minor=24990, status="issued", number=f"2025-{index + 1:03d}"),
-                Contract(business_id=console.business_id, customer_id=customer.id, title="הסכם מנוי שנתי",
-                         amount_minor=120000, status="draft", body="תנאי המנוי…")])
+            session.add_all(
+                [
+                    Deal(
+                        business_id=console.business_id,
+                        customer_id=customer.id,
+                        title="חבילת טיפולים",
+                        amount_minor=60000,
+                        status="open",
+                    ),
+                    Invoice(
+                        business_id=console.business_id,
+                        customer_id=customer.id,
+                        title="תספורת וצבע",
+                        amount_minor=24990,
+                        status="issued",
+                        number=f"2025-{index + 1:03d}",
+                    ),
+                    Contract(
+                        business_id=console.business_id,
+                        customer_id=customer.id,
+                        title="הסכם מנוי שנתי",
+                        amount_minor=120000,
+                        status="draft",
+                        body="תנאי המנוי…",
+                    ),
+                ]
+            )
         session.flush()
-        ids["invoice"] = session.scalar(sa.select(Invoice.id).where(Invoice.business_id == console.business_id)
-                                        .order_by(Invoice.id))
+        ids["invoice"] = session.scalar(
+            sa.select(Invoice.id).where(Invoice.business_id == console.business_id).order_by(Invoice.id)
+        )
         failed = session.scalar(sa.select(Thread).where(Thread.id == ids["thread"]))
-        message, _ = insert_message(session, failed, direction="out", body="תזכורת: התור שלך מחר", provider="twilio",
-                                    provider_message_id="SM" + secrets.token_hex(16))
+        message, _ = insert_message(
+            session,
+            failed,
+            direction="out",
+            body="תזכורת: התור שלך מחר",
+            provider="twilio",
+            provider_message_id="SM" + secrets.token_hex(16),
+        )
         message.status, message.error_code, message.error_message = "failed", "63016", "outside the window"
     sid = "CA" + secrets.token_hex(16)
-    seed_call(console.db, console.business_id, sid=sid, caller=people[0][1],
-              transcript="סוכן: שלום\nלקוח: אני רוצה לקבוע תור",
-              turns=(("", "שלום, הגעתם למספרת דנה. במה אפשר לעזור?"),
-                     ("אני רוצה לקבוע תור לתספורת", "בשמחה. לאיזה יום?"), ("מחר בבוקר", "יש מקום בעשר. לקבוע?")))
+    seed_call(
+        console.db,
+        console.business_id,
+        sid=sid,
+        caller=people[0][1],
+        transcript="סוכן: שלום\nלקוח: אני רוצה לקבוע תור",
+        turns=(
+            ("", "שלום, הגעתם למספרת דנה. במה אפשר לעזור?"),
+            ("אני רוצה לקבוע תור לתספורת", "בשמחה. לאיזה יום?"),
+            ("מחר בבוקר", "יש מקום בעשר. לקבוע?"),
+        ),
+    )
     ids["call"] = sid
     return ids
 
@@ -64,8 +108,13 @@ def seeded(console):
 @pytest.fixture(scope="module")
 def owner_page(browser, console, seeded):
     # bypass_csp: the page allows only its own scripts, and axe-core is injected by the test.
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="he-IL",
-                                  timezone_id="Asia/Jerusalem", base_url=console.url, bypass_csp=True)
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 900},
+        locale="he-IL",
+        timezone_id="Asia/Jerusalem",
+        base_url=console.url,
+        bypass_csp=True,
+    )
     context.set_default_timeout(10_000)
     page = context.new_page()
     errors: list[str] = []

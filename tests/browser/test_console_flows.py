@@ -2,6 +2,7 @@
 delivery states, taking a conversation over from the AI, a call's turns and recording, an invoice
 paid through a payment link sent on WhatsApp, a Tranzila payment awaiting confirmation
 settled by the owner, the WhatsApp QR code, and what an agent may not reach."""
+
 from __future__ import annotations
 
 import re
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.slow
 
 
 # ---- signing in and out -------------------------------------------------------------------------
+
 
 def test_wrong_password_shows_a_hebrew_error(page, console):
     page.goto("/app/")
@@ -89,6 +91,7 @@ def test_an_agent_cannot_reach_settings(page, console):
 
 # ---- the live inbox -----------------------------------------------------------------------------
 
+
 def test_an_inbound_whatsapp_message_appears_in_the_open_inbox_without_reload(page, console):
     sign_in(page, console)
     page.evaluate("() => { window.__sameDocument = true; }")
@@ -132,8 +135,11 @@ def test_a_failed_send_outside_the_24_hour_window_is_explained_in_hebrew(page, c
     console.inbound_whatsapp(customer, "היי", name="רותם")
     # The customer wrote two days ago; the bridge (the other way to send) is not connected.
     threads = sa.select(Thread.id).join(Customer, Customer.id == Thread.customer_id).where(Customer.phone == customer)
-    console.execute(sa.update(Message).where(Message.direction == "in", Message.thread_id.in_(threads))
-                    .values(created_at=datetime.now(timezone.utc) - timedelta(days=2)))
+    console.execute(
+        sa.update(Message)
+        .where(Message.direction == "in", Message.thread_id.in_(threads))
+        .values(created_at=datetime.now(timezone.utc) - timedelta(days=2))
+    )
     console.bridge_event({"event": "connection", "state": "close", "qr": False})
     try:
         sign_in(page, console)
@@ -149,27 +155,50 @@ def test_a_failed_send_outside_the_24_hour_window_is_explained_in_hebrew(page, c
 
 # ---- calls --------------------------------------------------------------------------------------
 
+
 def _wav(seconds: float) -> bytes:
     """8 kHz mono 16-bit PCM: a quiet tone, so the browser has real audio to decode and play."""
     count = int(8000 * seconds)
     samples = b"".join(struct.pack("<h", 800 if (i // 20) % 2 else -800) for i in range(count))
-    return (b"RIFF" + struct.pack("<I", 36 + len(samples)) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, 8000,
-            16000, 2, 16) + b"data" + struct.pack("<I", len(samples)) + samples)
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + len(samples))
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, 8000, 16000, 2, 16)
+        + b"data"
+        + struct.pack("<I", len(samples))
+        + samples
+    )
 
 
 def test_a_call_shows_its_turns_with_timing_and_its_recording_plays(page, console):
     caller = new_customer_phone()
     sid = "CA" + secrets.token_hex(16)
 
-    seed_call(console.db, console.business_id, sid=sid, caller=caller, to=BUSINESS_VOICE,
-              transcript="סוכן: שלום\nלקוח: אני רוצה לקבוע תור",
-              turns=(("", "שלום, הגעתם למספרת דנה"), ("אני רוצה לקבוע תור", "בשמחה, לאיזה יום?")))
+    seed_call(
+        console.db,
+        console.business_id,
+        sid=sid,
+        caller=caller,
+        to=BUSINESS_VOICE,
+        transcript="סוכן: שלום\nלקוח: אני רוצה לקבוע תור",
+        turns=(("", "שלום, הגעתם למספרת דנה"), ("אני רוצה לקבוע תור", "בשמחה, לאיזה יום?")),
+    )
     recording_sid = "RE" + secrets.token_hex(16)
     console.twilio.recordings[recording_sid] = _wav(2.0)
-    response = console.twilio_post("/webhook/recording_status", {
-        "AccountSid": "AC" + "0" * 32, "CallSid": sid, "RecordingSid": recording_sid,
-        "RecordingUrl": console.twilio.recording_url(recording_sid), "RecordingStatus": "completed",
-        "RecordingDuration": "2", "RecordingChannels": "1", "RecordingSource": "RecordVerb"})
+    response = console.twilio_post(
+        "/webhook/recording_status",
+        {
+            "AccountSid": "AC" + "0" * 32,
+            "CallSid": sid,
+            "RecordingSid": recording_sid,
+            "RecordingUrl": console.twilio.recording_url(recording_sid),
+            "RecordingStatus": "completed",
+            "RecordingDuration": "2",
+            "RecordingChannels": "1",
+            "RecordingSource": "RecordVerb",
+        },
+    )
     assert response.status_code == 204
     sign_in(page, console)
     page.get_by_role("link", name="שיחות").click()
@@ -190,6 +219,7 @@ def test_a_call_shows_its_turns_with_timing_and_its_recording_plays(page, consol
 
 
 # ---- payments -----------------------------------------------------------------------------------
+
 
 def test_an_invoice_payment_link_sent_on_whatsapp_and_paid_shows_paid_without_reload(page, browser, console):
     customer = new_customer_phone()
@@ -240,12 +270,18 @@ def _api(page, console, method: str, path: str, body: dict) -> dict:
 def _keyless_tranzila_link(page, console, title: str, amount: str) -> tuple[dict, dict]:
     """An issued invoice without a customer and its Tranzila link, on the business's own terminal
     without API keys: the server can't ask Tranzila to confirm what the terminal reports."""
-    _api(page, console, "PUT", "/api/crm/payments/gateways/tranzila",
-         {"enabled": True, "terminal": console.tranzila.terminal, "app_key": None, "secret": None, "mode": "iframe"})
+    _api(
+        page,
+        console,
+        "PUT",
+        "/api/crm/payments/gateways/tranzila",
+        {"enabled": True, "terminal": console.tranzila.terminal, "app_key": None, "secret": None, "mode": "iframe"},
+    )
     invoice = _api(page, console, "POST", "/api/crm/invoices", {"title": title, "amount": amount})
     _api(page, console, "POST", f"/api/crm/invoices/{invoice['id']}/status", {"status": "issued"})
-    link = _api(page, console, "POST", "/api/crm/payments/create",
-                {"provider": "tranzila", "invoice_id": invoice["id"]})
+    link = _api(
+        page, console, "POST", "/api/crm/payments/create", {"provider": "tranzila", "invoice_id": invoice["id"]}
+    )
     return invoice, link
 
 
@@ -299,12 +335,17 @@ def test_a_tranzila_payment_awaiting_confirmation_is_confirmed_by_the_owner_live
     expect(item.locator(".badge")).to_have_text("שולם")
     expect(page.get_by_role("button", name=re.compile("^(אישור|דחיית) תשלום"))).to_have_count(0)
     assert page.evaluate("() => window.__sameDocument") is True
-    stored = console.execute(sa.select(Payment.status, Payment.provider_txn_id)
-                             .where(Payment.id == link["payment_id"])).one()
+    stored = console.execute(
+        sa.select(Payment.status, Payment.provider_txn_id).where(Payment.id == link["payment_id"])
+    ).one()
     assert stored == ("paid", notification.form["index"])
-    note = console.execute(sa.select(AuditLog.details).where(
-        AuditLog.entity_type == "payment", AuditLog.entity_id == str(link["payment_id"]),
-        AuditLog.action == "payment.paid")).scalar_one()["note"]
+    note = console.execute(
+        sa.select(AuditLog.details).where(
+            AuditLog.entity_type == "payment",
+            AuditLog.entity_id == str(link["payment_id"]),
+            AuditLog.action == "payment.paid",
+        )
+    ).scalar_one()["note"]
     assert note == "החיוב מופיע בדוח המסוף"
 
 
@@ -314,8 +355,7 @@ def test_a_payment_settled_meanwhile_answers_in_hebrew(page, browser, console):
     invoice, link = _keyless_tranzila_link(page, console, "מניקור", "90.00")
     hosted_page = requests.get(link["url"], allow_redirects=False, timeout=10).headers["Location"]
     notification = console.tranzila.pay(hosted_page)
-    assert requests.post(notification.url, data=notification.form, timeout=10).json() == \
-        {"status": "awaiting_confirm"}
+    assert requests.post(notification.url, data=notification.form, timeout=10).json() == {"status": "awaiting_confirm"}
 
     page.goto(f"/app/invoices/{invoice['id']}")
     page.get_by_role("button", name=re.compile("^דחיית תשלום")).click()
@@ -330,6 +370,7 @@ def test_a_payment_settled_meanwhile_answers_in_hebrew(page, browser, console):
 
 # ---- the WhatsApp connection --------------------------------------------------------------------
 
+
 def test_the_whatsapp_qr_code_shows_as_an_image_until_connected(page, console):
     console.bridge.state, console.bridge.qr = "connecting", "2@" + secrets.token_urlsafe(60)
     console.bridge_event({"event": "connection", "state": "connecting", "qr": True})
@@ -339,8 +380,11 @@ def test_the_whatsapp_qr_code_shows_as_an_image_until_connected(page, console):
         image = page.get_by_role("img", name="קוד QR לחיבור וואטסאפ")
         expect(image).to_be_visible()
         page.wait_for_function("() => { const i = document.querySelector('.qr img'); return i && i.naturalWidth > 0; }")
-        svg = requests.get(console.url + image.get_attribute("src"), timeout=5,
-                           cookies={c["name"]: c["value"] for c in page.context.cookies()})
+        svg = requests.get(
+            console.url + image.get_attribute("src"),
+            timeout=5,
+            cookies={c["name"]: c["value"] for c in page.context.cookies()},
+        )
         assert svg.status_code == 200 and svg.headers["Content-Type"].startswith("image/svg+xml")
         assert any(r.signature_ok for r in console.bridge.qr_requests)
         console.bridge.state, console.bridge.qr = "open", None
@@ -352,6 +396,7 @@ def test_the_whatsapp_qr_code_shows_as_an_image_until_connected(page, console):
 
 
 # ---- working a conversation and customers -------------------------------------------------------
+
 
 def test_assign_label_and_resolve_a_conversation_then_find_it_by_filters(page, console):
     customer = new_customer_phone()
@@ -399,7 +444,8 @@ def test_an_agent_sees_colleagues_by_name_not_by_number(page, browser, console):
         expect(item).to_contain_text(console.owner_email)
         item.click()
         expect(agent.locator(".timeline .msg.out", has_text="עד שבע בערב")).to_contain_text(
-            f"נשלח על ידי {console.owner_email}")
+            f"נשלח על ידי {console.owner_email}"
+        )
         assignee = agent.locator(".conv-head").get_by_label("משויך ל")
         expect(assignee).to_have_value(str(console.owner_id))
         expect(assignee.locator("option:checked")).to_have_text(console.owner_email)
@@ -418,8 +464,11 @@ def test_taking_a_conversation_over_from_the_ai_survives_a_reload(page, console)
         return page.locator(".conv-head").get_by_role("switch", name="מענה אוטומטי")
 
     def paused_in_database() -> bool:
-        return console.execute(sa.select(Thread.ai_paused).join(Customer, Customer.id == Thread.customer_id)
-                               .where(Customer.phone == customer, Thread.channel == "whatsapp")).scalar_one()
+        return console.execute(
+            sa.select(Thread.ai_paused)
+            .join(Customer, Customer.id == Thread.customer_id)
+            .where(Customer.phone == customer, Thread.channel == "whatsapp")
+        ).scalar_one()
 
     expect(ai_switch()).to_have_attribute("aria-checked", "true")
     ai_switch().click()
