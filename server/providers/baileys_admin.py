@@ -16,6 +16,7 @@ from typing import Optional
 import requests
 
 from server.config import Settings
+from server.providers.http_json import json_object
 from server.security import bridge_hmac
 
 TIMEOUT_SECONDS = (2.0, 3.0)
@@ -35,7 +36,7 @@ def bridge_status(settings: Settings) -> BridgeStatus:
     answer = _get(settings, "/status", signed=False)
     if answer.status_code != 200:
         raise BridgeUnavailable(f"GET /status answered {answer.status_code}")
-    body = _json_object(answer)
+    body = json_object(answer)
     state = body.get("state")
     if not isinstance(state, str) or not state:
         raise BridgeUnavailable("GET /status answered no state")
@@ -47,7 +48,7 @@ def bridge_qr(settings: Settings) -> Optional[str]:
     answer = _get(settings, "/qr.json", signed=True)
     if answer.status_code == 404:
         return None
-    qr = _json_object(answer).get("qr")
+    qr = json_object(answer).get("qr")
     if answer.status_code != 200 or not isinstance(qr, str) or not qr:
         raise BridgeUnavailable(f"GET /qr.json answered {answer.status_code}")
     return qr
@@ -61,11 +62,3 @@ def _get(settings: Settings, path: str, *, signed: bool) -> requests.Response:
         return requests.get(settings.bridge_url + path, headers=headers, timeout=TIMEOUT_SECONDS)
     except requests.RequestException as exc:
         raise BridgeUnavailable(f"the bridge did not answer ({type(exc).__name__})") from exc
-
-
-def _json_object(response: requests.Response) -> dict:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}

@@ -12,6 +12,7 @@ from typing import Any
 import requests
 
 from server.providers.base import ProviderError, ProviderTimeout
+from server.providers.http_json import json_object
 
 
 class PaymentProviderError(ProviderError):
@@ -60,12 +61,7 @@ def json_of(response: requests.Response, provider: str) -> dict[str, Any]:
 
 def error_name(response: requests.Response) -> str:
     """PayPal's `name` / OAuth `error`, or Tranzila's `error_code`, when the body has one."""
-    try:
-        body = response.json()
-    except ValueError:
-        return ""
-    if not isinstance(body, dict):
-        return ""
+    body = json_object(response)
     for key in ("name", "error", "error_code"):
         if body.get(key) not in (None, ""):
             return str(body[key])

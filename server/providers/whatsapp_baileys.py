@@ -15,6 +15,7 @@ import time
 import requests
 
 from server.config import Settings
+from server.providers.http_json import json_object
 from server.providers.whatsapp import NotSent, OutcomeUnknown, Outgoing, classify_transport_error
 from server.security import bridge_hmac
 
@@ -48,7 +49,7 @@ class BaileysBridge:
             response = requests.post(self.url, data=body, headers=headers, timeout=self.timeout)
         except requests.RequestException as exc:
             raise classify_transport_error(exc, "the Baileys bridge") from exc
-        answer = _json_object(response)
+        answer = json_object(response)
         if response.status_code == 200 and isinstance(answer.get("id"), str) and answer["id"]:
             return answer["id"]
         error = str(answer.get("error") or f"http_{response.status_code}")
@@ -63,11 +64,3 @@ class BaileysBridge:
         timestamp = int(time.time())
         headers = [bridge_hmac.sign(secret, body, timestamp) for secret in self.secrets]
         return ",".join([headers[0]] + [h.split(",", 1)[1] for h in headers[1:]])
-
-
-def _json_object(response: requests.Response) -> dict:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
