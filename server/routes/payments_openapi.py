@@ -119,6 +119,22 @@ _GATEWAY_INPUT = obj(
 _PAYMENTS = "/api/crm/payments"
 _TAGS = ["payments"]
 
+
+def _awaiting_confirm_operation(summary: str, outcome: str) -> dict[str, Any]:
+    """The owner's hand decision on a payment in awaiting_confirm: confirm and reject take the same note."""
+    return operation(
+        summary,
+        tags=_TAGS,
+        role="owner",
+        body=_CONFIRM_INPUT,
+        body_required=False,
+        parameters=[_PAYMENT_ID],
+        description=f"{outcome} Audited with the caller and the note. 409 "
+        "payment_not_awaiting_confirmation (with the current status) for any other payment.",
+        responses={"200": json_response(ref("PaymentLink")), **error_responses(400, 409)},
+    )
+
+
 OPENAPI_PATHS: dict[str, Any] = {
     f"{_PAYMENTS}/create": {
         "post": operation(
@@ -156,34 +172,20 @@ OPENAPI_PATHS: dict[str, Any] = {
         )
     },
     f"{_PAYMENTS}/{{payment_id}}/confirm": {
-        "post": operation(
+        "post": _awaiting_confirm_operation(
             "Confirm by hand a payment awaiting confirmation",
-            tags=_TAGS,
-            role="owner",
-            body=_CONFIRM_INPUT,
-            body_required=False,
-            parameters=[_PAYMENT_ID],
-            description="For a payment in awaiting_confirm (a Tranzila terminal without API keys: the server could "
+            "For a payment in awaiting_confirm (a Tranzila terminal without API keys: the server could "
             "not confirm the charge with Tranzila). Check the charge in the terminal's own reports "
             "first. The payment becomes paid (and its invoice paid), or refund_required when its "
-            "invoice was voided or paid meanwhile. Audited with the caller and the note. 409 "
-            "payment_not_awaiting_confirmation (with the current status) for any other payment.",
-            responses={"200": json_response(ref("PaymentLink")), **error_responses(400, 409)},
+            "invoice was voided or paid meanwhile.",
         )
     },
     f"{_PAYMENTS}/{{payment_id}}/reject": {
-        "post": operation(
+        "post": _awaiting_confirm_operation(
             "Reject a payment awaiting confirmation that the gateway doesn't show",
-            tags=_TAGS,
-            role="owner",
-            body=_CONFIRM_INPUT,
-            body_required=False,
-            parameters=[_PAYMENT_ID],
-            description="For a payment in awaiting_confirm whose charge is not in the terminal's own reports: the "
+            "For a payment in awaiting_confirm whose charge is not in the terminal's own reports: the "
             "notification was forged. The payment becomes rejected (final; no money; its invoice keeps "
-            "its status, so a new link can be sent). Audited with the caller and the note. 409 "
-            "payment_not_awaiting_confirmation (with the current status) for any other payment.",
-            responses={"200": json_response(ref("PaymentLink")), **error_responses(400, 409)},
+            "its status, so a new link can be sent).",
         )
     },
     f"{_PAYMENTS}/gateways": {
