@@ -60,6 +60,10 @@ class SpeechInput:
         self._closed = False
         self.restarts = 0
 
+    def _warn(self, event: str, exc: Exception) -> None:
+        """One warning line for a failed open or a dead stream, the error cut to 200 characters."""
+        log_event(log, event, logging.WARNING, call_sid=self._call_sid, error=f"{type(exc).__name__}: {exc}"[:200])
+
     def run(self) -> None:
         """The reader greenlet: open the stream, deliver its transcripts, reopen it when it ends."""
         failures = 0
@@ -73,13 +77,7 @@ class SpeechInput:
                 stream = self._open()
             except Exception as exc:  # ProviderError, or an SDK error the provider didn't wrap
                 failures += 1
-                log_event(
-                    log,
-                    "stt_open_failed",
-                    logging.WARNING,
-                    call_sid=self._call_sid,
-                    error=f"{type(exc).__name__}: {exc}"[:200],
-                )
+                self._warn("stt_open_failed", exc)
                 continue
             heard = False
             transcripts = stream.transcripts()
@@ -89,13 +87,7 @@ class SpeechInput:
                 except StopIteration:
                     break
                 except Exception as exc:  # the stream died; it is reopened below like any other death
-                    log_event(
-                        log,
-                        "stt_stream_error",
-                        logging.WARNING,
-                        call_sid=self._call_sid,
-                        error=f"{type(exc).__name__}: {exc}"[:200],
-                    )
+                    self._warn("stt_stream_error", exc)
                     break
                 heard = True
                 if transcript.is_final:
