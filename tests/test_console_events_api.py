@@ -25,6 +25,7 @@ from tests.test_whatsapp_support import (  # noqa: F401
     WA_SECRET,
     bridge,
     bridge_message,
+    bridge_server,
     twilio_api,
     twilio_form,
     twilio_server,

@@ -340,10 +340,16 @@ def test_a_new_inbound_message_reopens_a_resolved_thread(client, tenant, threads
 # ---- the staff reply ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def bridge():
+@pytest.fixture(scope="module")
+def bridge_server():
     with FakeBridge("bridge-secret") as fake:
         yield fake
+
+
+@pytest.fixture
+def bridge(bridge_server):
+    """The module's bridge fake, as new (a server per test would cost more than the test)."""
+    return bridge_server.reset()
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from tests.test_whatsapp_support import (  # noqa: F401  (fixtures: used by name
     WA_SECRET,
     bridge,
     bridge_message,
+    bridge_server,
     customers,
     messages,
     post_bridge,

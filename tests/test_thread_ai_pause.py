@@ -18,6 +18,7 @@ from tests.test_whatsapp_support import (  # noqa: F401  (fixtures: used by name
     CUSTOMER,
     TWILIO_INBOUND,
     bridge,
+    bridge_server,
     messages,
     post_twilio,
     twilio_api,

@@ -21,6 +21,7 @@ from tests.test_whatsapp_support import (  # noqa: F401  (fixtures: used by name
     TWILIO_INBOUND,
     bridge,
     bridge_message,
+    bridge_server,
     messages,
     post_bridge,
     post_twilio,

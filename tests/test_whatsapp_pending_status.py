@@ -17,6 +17,7 @@ from tests.test_whatsapp_support import (  # noqa: F401  (fixtures: used by name
     SEND,
     TWILIO_STATUS,
     bridge,
+    bridge_server,
     messages,
     new_message_sid,
     post_bridge,

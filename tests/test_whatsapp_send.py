@@ -23,6 +23,7 @@ from tests.test_whatsapp_support import (  # noqa: F401  (fixtures: used by name
     TWILIO_INBOUND,
     TWILIO_SENDER,
     bridge,
+    bridge_server,
     messages,
     post_bridge,
     post_twilio,

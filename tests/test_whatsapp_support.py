@@ -129,10 +129,17 @@ def finished(response):
 
 
 # ---- the app with its fakes ----------------------------------------------------------------
-@pytest.fixture
-def bridge():
+@pytest.fixture(scope="module")
+def bridge_server():
     with FakeBridge(WA_SECRET) as fake:
         yield fake
+
+
+@pytest.fixture
+def bridge(bridge_server):
+    """The module's bridge fake, answering as a new one does with nothing recorded (and so one app, lent
+    from the session's pool, serves every test that points at it)."""
+    return bridge_server.reset()
 
 
 @pytest.fixture(scope="module")

@@ -44,18 +44,28 @@ class RecordedSend:
 
 class FakeBridge(LocalHTTPFake):
     def __init__(self, secret: str, *, previous_secret: str | None = None):
-        self.secrets = [s for s in (secret, previous_secret) if s]
-        self.mode = "ok"
-        self.stall_seconds = 30.0
-        self.state = "open"
-        self.qr: str | None = None  # the QR string the bridge would show while logging in
-        self.qr_requests: list[RecordedSend] = []
-        self.sends: list[RecordedSend] = []
-        self._ids_by_key: dict[str, str] = {}
-        self.before_answer: Optional[Callable[[str], None]] = None
+        self._first_secrets = [s for s in (secret, previous_secret) if s]
         self._lock = threading.Lock()
         self._release = threading.Event()
+        self.reset()
         self._listen(type("Handler", (_Handler,), {"fake": self}))
+
+    def reset(self) -> "FakeBridge":
+        """Back to how it started, with nothing recorded (one server can serve test after test: starting
+        one costs more than a test). Sends still stalled from before are let go first."""
+        self._release.set()
+        with self._lock:
+            self.secrets = list(self._first_secrets)
+            self.mode = "ok"
+            self.stall_seconds = 30.0
+            self.state = "open"
+            self.qr: str | None = None  # the QR string the bridge would show while logging in
+            self.qr_requests: list[RecordedSend] = []
+            self.sends: list[RecordedSend] = []
+            self._ids_by_key: dict[str, str] = {}
+            self.before_answer: Optional[Callable[[str], None]] = None
+            self._release = threading.Event()
+        return self
 
     def _wake_stalled(self) -> None:
         self._release.set()
