@@ -4,6 +4,8 @@
 # run, and the summary names the steps that failed.
 # Arguments go to pytest, and then only the Python suite runs, e.g. ./run_tests.sh tests/test_urls.py
 # or ./run_tests.sh -m "not slow" (the quick tests: no gunicorn, bridge or other subprocess).
+# pytest runs on one process per CPU (pytest-xdist); PYTEST_WORKERS=N sets how many, 0 runs it in this one.
+# Tests marked with the same xdist_group run on the same worker.
 set -euo pipefail
 cd "$(dirname "$0")"
 . scripts/setup_env.sh
@@ -26,14 +28,16 @@ step() {
   fi
 }
 
+pytest=(.venv/bin/python -m pytest -q -n "${PYTEST_WORKERS:-auto}" --dist loadgroup)
+
 if [ $# -gt 0 ]; then
-  step pytest .venv/bin/python -m pytest -q "$@"
+  step pytest "${pytest[@]}" "$@"
 else
   step "ruff check" .venv/bin/ruff check .
   step "ruff format" .venv/bin/ruff format --check --output-format concise .
   step mypy .venv/bin/mypy server
   step "import contracts" .venv/bin/lint-imports
-  step pytest .venv/bin/python -m pytest -q
+  step pytest "${pytest[@]}"
   step "bridge tests" bash -c "cd baileys-bridge && npm test --silent"
 fi
 
