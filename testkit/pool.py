@@ -43,12 +43,17 @@ class _Lent:
 
 
 class AppPool:
-    """Idle apps by (database URL, extra settings); at most `max_idle` are kept, the least recently used go."""
+    """Idle apps by (database URL, extra settings); at most `max_idle` are kept, the least recently used go.
+    Only the `warm` most recently returned keep their database connections open: several test sessions
+    share one PostgreSQL server and its connection limit."""
 
-    def __init__(self, build: Callable[[str, dict[str, str]], Flask], jobs_dir: Path, *, max_idle: int = 12):
+    def __init__(
+        self, build: Callable[[str, dict[str, str]], Flask], jobs_dir: Path, *, max_idle: int = 12, warm: int = 4
+    ):
         self._build = build
         self._jobs_dir = jobs_dir
         self._max_idle = max_idle
+        self._warm = warm
         self._idle: collections.OrderedDict[tuple, list[Flask]] = collections.OrderedDict()
         self._lent: dict[int, _Lent] = {}
         self._numbers = itertools.count(1)
@@ -90,6 +95,10 @@ class AppPool:
             _, apps = self._idle.popitem(last=False)
             for old in apps:
                 dispose(old)
+        newest_first = [app for apps in reversed(self._idle.values()) for app in reversed(apps)]
+        for cold in newest_first[self._warm :]:
+            if services(cold).database.engine.pool.checkedin():
+                dispose(cold)  # closes its pooled connections; the engine connects again when next used
 
     def close(self) -> None:
         for apps in self._idle.values():
