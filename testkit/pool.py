@@ -112,29 +112,31 @@ def dispose(app: Flask) -> None:
 
 
 def _shape(app: Flask) -> dict[str, Any]:
-    """What a test must leave as it found it for the app to be lent again (compared by identity)."""
+    """What a test must leave as it found it for the app to be lent again: each entry a flat dict or
+    list, compared element by element by identity (`_same`)."""
     state = services(app)
+    hooks = []
+    for kind, registry in (
+        ("before_request", app.before_request_funcs),
+        ("after_request", app.after_request_funcs),
+        ("teardown_request", app.teardown_request_funcs),
+        ("teardown_appcontext", {None: app.teardown_appcontext_funcs}),
+        ("url_value_preprocessor", app.url_value_preprocessors),
+        ("template_context_processor", app.template_context_processors),
+    ):
+        hooks += [(kind, scope, func) for scope, funcs in registry.items() for func in funcs]
     return {
         "config": dict(app.config),
         "routes": [(rule.rule, rule.endpoint, rule.methods) for rule in app.url_map.iter_rules()],
         "views": dict(app.view_functions),
         "blueprints": dict(app.blueprints),
-        "hooks": [
-            {key: list(funcs) for key, funcs in hooks.items() if funcs} if isinstance(hooks, dict) else list(hooks)
-            for hooks in (
-                app.before_request_funcs,
-                app.after_request_funcs,
-                app.teardown_request_funcs,
-                app.teardown_appcontext_funcs,
-                app.url_value_preprocessors,
-                app.template_context_processors,
-            )
-        ],
-        "error_handlers": {
-            scope: {code: dict(handlers) for code, handlers in by_code.items() if handlers}
+        "hooks": hooks,
+        "error_handlers": [
+            (scope, code, exception, handler)
             for scope, by_code in app.error_handler_spec.items()
-            if any(by_code.values())
-        },
+            for code, handlers in by_code.items()
+            for exception, handler in handlers.items()
+        ],
         "extensions": dict(app.extensions),
         "services": {
             f.name: getattr(state, f.name)
@@ -143,17 +145,25 @@ def _shape(app: Flask) -> dict[str, Any]:
         },
         "probes": list(state.readiness_probes),
         "openapi_parts": list(state.openapi_parts),
-        "engine": state.database.engine,
-        "huey": state.jobs.huey,
+        "engine": [state.database.engine],
+        "huey": [state.jobs.huey],
     }
 
 
-def _same(before: Any, after: Any) -> bool:
-    if isinstance(before, dict) and isinstance(after, dict):
-        return before.keys() == after.keys() and all(_same(before[k], after[k]) for k in before)
-    if isinstance(before, (list, tuple)) and isinstance(after, (list, tuple)):
-        return len(before) == len(after) and all(_same(b, a) for b, a in zip(before, after, strict=True))
-    return before is after or (isinstance(before, (str, int, float, frozenset, set)) and before == after)
+def _same(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    def same_value(a: Any, b: Any) -> bool:
+        if isinstance(a, tuple) and isinstance(b, tuple):  # a route, hook or handler: its parts
+            return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
+        return a is b or (isinstance(a, (str, int, frozenset, set)) and a == b)
+
+    for key, was in before.items():
+        now = after[key]
+        if isinstance(was, dict):
+            if was.keys() != now.keys() or not all(same_value(was[k], now[k]) for k in was):
+                return False
+        elif len(was) != len(now) or not all(same_value(a, b) for a, b in zip(was, now, strict=True)):
+            return False
+    return True
 
 
 def _reset(app: Flask, shape: dict[str, Any]) -> bool:
