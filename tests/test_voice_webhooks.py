@@ -40,8 +40,10 @@ def independent_signature(token: str, url: str, params: dict[str, str] | list[tu
     return base64.b64encode(hmac.new(token.encode(), payload.encode(), hashlib.sha1).digest()).decode()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def twilio_rest():
+    """Only ever its address is used here (no test waits for the watchdog), so one serves the module and
+    the apps pointed at it are lent again from test to test."""
     with FakeTwilioRest(BASE_TEST_ENV["TWILIO_ACCOUNT_SID"], TEST_TWILIO_TOKEN) as fake:
         yield fake
 
