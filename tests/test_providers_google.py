@@ -106,6 +106,10 @@ def test_model_fallback_replays_audio_and_is_remembered(speech_fake, caplog):
     audio = speech(400) + silence(400)
     send_frames(stream, audio)
     assert collector.wait_for_finals(1) == ["נסיון ראשון"]
+    # The final can come before the last frames reach the fake; closing then would discard them.
+    deadline = time.monotonic() + 5
+    while speech_fake.streams[-1].audio_bytes < len(audio) and time.monotonic() < deadline:
+        time.sleep(0.01)
     stream.close()
     assert [s.config["config"]["model"] for s in speech_fake.streams] == ["phone_call", "latest_long"]
     assert speech_fake.streams[1].audio_bytes == len(audio)  # what the rejected stream took was replayed
