@@ -4,8 +4,9 @@
 # run, and the summary names the steps that failed.
 # Arguments go to pytest, and then only the Python suite runs, e.g. ./run_tests.sh tests/test_urls.py
 # or ./run_tests.sh -m "not slow" (the quick tests: no gunicorn, bridge or other subprocess).
-# pytest runs on one process per CPU (pytest-xdist); PYTEST_WORKERS=N sets how many, 0 runs it in this one.
-# Tests marked with the same xdist_group run on the same worker.
+# pytest runs on one process more than there are CPUs (pytest-xdist; the extra one overlaps the tests
+# that wait on timeouts and servers), each test module on one of them so its module fixtures start
+# once; PYTEST_WORKERS=N sets how many, 0 runs everything in this one.
 set -euo pipefail
 cd "$(dirname "$0")"
 . scripts/setup_env.sh
@@ -13,6 +14,11 @@ ensure_venv requirements-test.txt
 
 # The bridge's packages come first: the Python suite also starts the real bridge process.
 ensure_bridge_packages dev
+
+# Keep compiled bytecode, and pytest's rewritten test modules, from one run to the next (outside the
+# work tree): otherwise every pytest worker and every gunicorn a test starts compiles the tree again.
+unset PYTHONDONTWRITEBYTECODE
+export PYTHONPYCACHEPREFIX="${PYTHONPYCACHEPREFIX:-${TMPDIR:-/tmp}/agentlocator-pycache}"
 
 failed=()
 step() {
@@ -28,7 +34,7 @@ step() {
   fi
 }
 
-pytest=(.venv/bin/python -m pytest -q -n "${PYTEST_WORKERS:-auto}" --dist loadgroup)
+pytest=(.venv/bin/python -m pytest -q -n "${PYTEST_WORKERS:-$(($(nproc) + 1))}" --dist loadscope)
 
 if [ $# -gt 0 ]; then
   step pytest "${pytest[@]}" "$@"
