@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up and run AgentLocator: .venv, requirements, migrations, then gunicorn with the gevent worker,
 # the background jobs worker beside it and the Baileys bridge (when enabled). Works on a fresh clone;
-# with no DATABASE_URL it uses SQLite. `./start_all.sh worker` runs only the jobs worker (the
-# Procfile's `worker:` process, for platforms that run it apart from the web process).
+# with no DATABASE_URL it uses SQLite. `./start_all.sh worker` runs only the jobs worker. This is the
+# one-command local start; platforms run the Procfile's lines instead, on what the build step installed.
 set -euo pipefail
 cd "$(dirname "$0")"
 . scripts/setup_env.sh
