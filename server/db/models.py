@@ -96,6 +96,12 @@ class Business(Base):
     def feature(self, name: str, default: bool = False) -> bool:
         return bool((self.features or {}).get(name, default))
 
+    # Handing a live call to a person (server/voice/transfer.py): the number the call is forwarded
+    # to (E.164; None: the AI never transfers) and what that person hears before the caller is put
+    # through.
+    transfer_number: Mapped[Optional[str]] = mapped_column(String(32))
+    transfer_announcement: Mapped[str] = mapped_column(Text, default="", server_default="")
+
 
 class BusinessNumber(Base):
     """A phone number the business answers on: `voice` (Twilio number) or `whatsapp`."""
