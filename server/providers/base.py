@@ -72,6 +72,19 @@ class VoicemailTranscriber(Protocol):
         """The text of a Twilio voicemail recording (a WAV file, mono, usually 8 kHz)."""
 
 
+class AudioRejected(ProviderError):
+    """The vendor can never accept this audio (unreadable, too large, refused as invalid): trying
+    again is pointless."""
+
+
+class VoiceNoteTranscriber(Protocol):
+    """Speech recognition for a stored WhatsApp voice note (Ogg Opus)."""
+
+    def transcribe(self, ogg_opus: bytes, *, duration_seconds: float | None = None) -> str:
+        """The note's text. `duration_seconds` (when the sender said) chooses the request kind; without
+        it the length is read from the file. Raises `AudioRejected` for audio no retry can help."""
+
+
 @dataclass
 class VoiceProviders:
     """The agent's providers, as the `VOICE_PROVIDERS` plug-in builds them (`server.providers.plugin`):

@@ -14,15 +14,23 @@ It speaks the real wire protocol (`google.cloud.speech.v1.Speech/StreamingRecogn
 `decode` (a function of a burst's first bytes, returning its text or None while too short to
 tell) replaces the script: a load test encodes what each caller says in the audio itself.
 
-A config without a language code, or with an encoding other than LINEAR16 or MULAW, is refused with
-INVALID_ARGUMENT and Google's message ("bad language code." / "bad encoding..").
+A config without a language code, or with an encoding other than LINEAR16, MULAW or OGG_OPUS, is
+refused with INVALID_ARGUMENT and Google's message ("bad language code." / "bad encoding..").
+
+Recorded audio (`Recognize`, `LongRunningRecognize` and its `google.longrunning.Operations/
+GetOperation` polls) in OGG_OPUS: the fake reads the Ogg Opus headers (not the sound) and answers
+the next scripted utterance. Like Google it refuses a sample rate Opus doesn't have, more than a
+minute of audio in `Recognize` ("Sync input too long…") and over 10 MB inline; stricter than Google,
+it refuses bytes that are not Ogg Opus (Google would answer no results). A long-running operation is
+done after `operation_polls` polls (default 1). `fail_next_recognize(code, times)` answers the next
+recognitions (either kind) with an error; `fail_next_operation(code)` ends the next operation with one.
 
 Faults: `reject_models = {"phone_call"}` (INVALID_ARGUMENT "model not supported for language"),
 `stall = True` (read audio, never answer), `fail_next_stream(code, after_ms)` and
 `close_next_stream(after_ms)` (end a stream with an error, or with OK, after that much audio).
 
 Records: `streams` (per stream: config, audio bytes, how it ended), `audio_bytes_total`,
-`recognize_calls`.
+`recognize_calls` (config, audio bytes, `method`), `operation_polls`.
 
 Run standalone: `python -m testkit.fakes.google_speech --port 0`.
 """
@@ -44,7 +52,10 @@ from typing import Any, Callable, Iterator
 
 import grpc
 from google.cloud.speech_v1.types import cloud_speech
+from google.longrunning import operations_pb2
+from google.protobuf import any_pb2
 
+from server.providers.ogg_opus import OggError, read_ogg_opus
 from server.voice.audio import mulaw_to_linear
 from testkit.fakes.grpc_server import GrpcFake
 
@@ -57,11 +68,16 @@ DEFAULT_UTTERANCES = ("שלום, אני רוצה לקבוע תור", "מחר ב�
 MODEL_REJECTION = "Invalid recognition 'config': The requested model is currently not supported for language : {}."
 BAD_LANGUAGE = "Invalid recognition 'config': bad language code."
 BAD_ENCODING = "Invalid recognition 'config': bad encoding.."
+SYNC_TOO_LONG = "Sync input too long. For audio longer than 1 min use LongRunningRecognize with a 'uri' parameter."
+INLINE_LIMIT_BYTES = 10485760
+OPUS_RATES_HZ = (8000, 12000, 16000, 24000, 48000)
 # The encodings this fake can hear; Google refuses raw audio without a (supported) encoding the same way.
 HEARD_ENCODINGS = (
     cloud_speech.RecognitionConfig.AudioEncoding.LINEAR16,
     cloud_speech.RecognitionConfig.AudioEncoding.MULAW,
+    cloud_speech.RecognitionConfig.AudioEncoding.OGG_OPUS,
 )
+OGG_OPUS = cloud_speech.RecognitionConfig.AudioEncoding.OGG_OPUS
 LANGUAGE_CODE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 
@@ -170,10 +186,30 @@ class FakeSpeech(GrpcFake):
         self.decode: Callable[[bytes], str | None] | None = None
         self.streams: list[StreamRecord] = []
         self.recognize_calls: list[dict[str, Any]] = []
+        self.operation_polls = 0
+        self.operation_polls_until_done = 1
+        self._operations: dict[str, dict[str, Any]] = {}
+        self._recognize_faults: collections.deque[grpc.StatusCode] = collections.deque()
+        self._operation_faults: collections.deque[grpc.StatusCode] = collections.deque()
         self._script: collections.deque[str] = collections.deque()
         self._default = itertools.cycle(DEFAULT_UTTERANCES)
         self._stream_faults: collections.deque[tuple[str, int, grpc.StatusCode]] = collections.deque()
         super().__init__(**kwargs)
+        # Long-running operations are polled through their own service, on the same channel.
+        self._server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    "google.longrunning.Operations",
+                    {
+                        "GetOperation": grpc.unary_unary_rpc_method_handler(
+                            self._get_operation,
+                            request_deserializer=operations_pb2.GetOperationRequest.FromString,
+                            response_serializer=operations_pb2.Operation.SerializeToString,
+                        )
+                    },
+                ),
+            )
+        )
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -202,6 +238,14 @@ class FakeSpeech(GrpcFake):
         with self._lock:
             self._stream_faults.append(("close", after_ms, grpc.StatusCode.OK))
 
+    def fail_next_recognize(self, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE, times: int = 1) -> None:
+        with self._lock:
+            self._recognize_faults.extend([code] * times)
+
+    def fail_next_operation(self, code: grpc.StatusCode = grpc.StatusCode.INTERNAL) -> None:
+        with self._lock:
+            self._operation_faults.append(code)
+
     @property
     def audio_bytes_total(self) -> int:
         with self._lock:
@@ -220,6 +264,11 @@ class FakeSpeech(GrpcFake):
                 request_deserializer=cloud_speech.RecognizeRequest.deserialize,
                 response_serializer=cloud_speech.RecognizeResponse.serialize,
             ),
+            "LongRunningRecognize": grpc.unary_unary_rpc_method_handler(
+                self._long_running_recognize,
+                request_deserializer=cloud_speech.LongRunningRecognizeRequest.deserialize,
+                response_serializer=operations_pb2.Operation.SerializeToString,
+            ),
         }
 
     def _check_config(self, config: cloud_speech.RecognitionConfig, context: grpc.ServicerContext) -> None:
@@ -229,7 +278,14 @@ class FakeSpeech(GrpcFake):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, BAD_ENCODING)
         if config.model in self.reject_models:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, MODEL_REJECTION.format(config.language_code))
-        if config.sample_rate_hertz != SAMPLE_RATE_HZ:
+        if config.encoding == OGG_OPUS:
+            if config.sample_rate_hertz not in OPUS_RATES_HZ:
+                context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"Invalid recognition 'config': sample_rate_hertz ({config.sample_rate_hertz}) must be one of "
+                    "8000, 12000, 16000, 24000 or 48000 for OGG_OPUS.",
+                )
+        elif config.sample_rate_hertz != SAMPLE_RATE_HZ:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"this fake hears only {SAMPLE_RATE_HZ} Hz audio")
 
     def _streaming_recognize(
@@ -278,27 +334,109 @@ class FakeSpeech(GrpcFake):
                 record.transcripts.append((text, is_final))
                 yield _streaming_response(text, is_final)
 
+    def _recorded_audio(
+        self, method: str, config: cloud_speech.RecognitionConfig, audio: bytes, context: grpc.ServicerContext
+    ) -> float | None:
+        """Check and record one recognition of recorded audio; its length in seconds when it is Ogg Opus."""
+        with self._lock:
+            self.recognize_calls.append(
+                {"method": method, "config": type(config).to_dict(config), "audio_bytes": len(audio)}
+            )
+            fault = self._recognize_faults.popleft() if self._recognize_faults else None
+        if fault is not None:
+            context.abort(fault, "The service is currently unavailable (fake).")
+        self._check_config(config, context)
+        if len(audio) > INLINE_LIMIT_BYTES:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"Request payload size exceeds the limit: {INLINE_LIMIT_BYTES} bytes."
+            )
+        if config.encoding != OGG_OPUS:
+            return None
+        try:
+            return read_ogg_opus(audio).duration_seconds
+        except OggError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Invalid audio content for OGG_OPUS: {exc}.")
+            raise  # abort raises; this line only tells the type checker
+
+    def _transcribed(self, audio: bytes, encoding: cloud_speech.RecognitionConfig.AudioEncoding) -> list[str]:
+        """The utterances the fake hears: one scripted line for a recording it can't listen to (Opus)."""
+        if encoding == OGG_OPUS:
+            return [self.next_utterance()]
+        listener = _Listener(self)
+        texts: list[str] = []
+        for frame, loud in _loud_frames(audio, encoding):
+            texts.extend(text for text, is_final in listener.hear(frame, loud) if is_final)
+        texts.extend(text for text, _ in listener.finish())
+        return texts
+
+    def _long_running_recognize(
+        self, request: cloud_speech.LongRunningRecognizeRequest, context: grpc.ServicerContext
+    ) -> operations_pb2.Operation:
+        self._recorded_audio("LongRunningRecognize", request.config, request.audio.content, context)
+        texts = self._transcribed(request.audio.content, request.config.encoding)
+        with self._lock:
+            name = str(len(self._operations) + 1000)
+            self._operations[name] = {
+                "texts": texts,
+                "polls": 0,
+                "fault": self._operation_faults.popleft() if self._operation_faults else None,
+            }
+        return operations_pb2.Operation(name=name, done=False, metadata=_metadata(0))
+
+    def _get_operation(
+        self, request: operations_pb2.GetOperationRequest, context: grpc.ServicerContext
+    ) -> operations_pb2.Operation:
+        with self._lock:
+            self.operation_polls += 1
+            operation = self._operations.get(request.name)
+            if operation is not None:
+                operation["polls"] += 1
+        if operation is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"Operation {request.name} not found.")
+            raise LookupError(request.name)  # abort raises; this line only tells the type checker
+        if operation["polls"] < self.operation_polls_until_done:
+            return operations_pb2.Operation(name=request.name, done=False, metadata=_metadata(50))
+        if operation["fault"] is not None:
+            fault: grpc.StatusCode = operation["fault"]
+            return operations_pb2.Operation(
+                name=request.name,
+                done=True,
+                metadata=_metadata(100),
+                error={"code": fault.value[0], "message": "Recognition failed (fake)."},
+            )
+        response = cloud_speech.LongRunningRecognizeResponse(results=_results(operation["texts"]))
+        packed = any_pb2.Any()
+        packed.Pack(cloud_speech.LongRunningRecognizeResponse.pb(response))
+        return operations_pb2.Operation(name=request.name, done=True, metadata=_metadata(100), response=packed)
+
     def _recognize(
         self, request: cloud_speech.RecognizeRequest, context: grpc.ServicerContext
     ) -> cloud_speech.RecognizeResponse:
         config = request.config
-        self._check_config(config, context)
         audio = request.audio.content
-        with self._lock:
-            self.recognize_calls.append({"config": type(config).to_dict(config), "audio_bytes": len(audio)})
-        listener = _Listener(self)
-        texts: list[str] = []
-        for frame, loud in _loud_frames(audio, config.encoding):
-            texts.extend(text for text, is_final in listener.hear(frame, loud) if is_final)
-        texts.extend(text for text, _ in listener.finish())
-        return cloud_speech.RecognizeResponse(
-            results=[
-                cloud_speech.SpeechRecognitionResult(
-                    alternatives=[cloud_speech.SpeechRecognitionAlternative(transcript=text, confidence=0.9)]
-                )
-                for text in texts
-            ]
+        seconds = self._recorded_audio("Recognize", config, audio, context)
+        if seconds is not None and seconds > 60:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, SYNC_TOO_LONG)
+        return cloud_speech.RecognizeResponse(results=_results(self._transcribed(audio, config.encoding)))
+
+
+def _results(texts: list[str]) -> list[cloud_speech.SpeechRecognitionResult]:
+    return [
+        cloud_speech.SpeechRecognitionResult(
+            alternatives=[cloud_speech.SpeechRecognitionAlternative(transcript=text, confidence=0.9)]
         )
+        for text in texts
+    ]
+
+
+def _metadata(percent: int) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(
+        cloud_speech.LongRunningRecognizeMetadata.pb(
+            cloud_speech.LongRunningRecognizeMetadata(progress_percent=percent)
+        )
+    )
+    return packed
 
 
 def _loud_frames(audio: bytes, encoding: cloud_speech.RecognitionConfig.AudioEncoding) -> Iterator[tuple[bytes, bool]]:
