@@ -95,12 +95,17 @@ REASON_HE = "הסיבה: {reason}"
 # set no hours at all, which counts as open. Given by whoever builds the desk (the appointment
 # book's hours), so this module needs nothing above the live engine.
 OpenCheck = Callable[[Session, int, datetime], Optional[bool]]
-# How a unit of database work runs: directly, or on the live engine's SQLite thread (CallStore.run).
-Runner = Callable[..., Any]
+# Runs `fn(session)` as one unit of work, committed on return: in a live call the tool context's
+# `run` (off the gevent hub on SQLite, like CallStore), elsewhere `in_own_session(database)`.
+UnitOfWork = Callable[[Callable[[Session], T]], T]
 
 
-def _run_directly(unit_of_work: Callable[..., T], *args: Any) -> T:
-    return unit_of_work(*args)
+def in_own_session(database: Database) -> UnitOfWork:
+    def run(unit_of_work: Callable[[Session], T]) -> T:
+        with database.scope() as session:
+            return unit_of_work(session)
+
+    return run
 
 
 def always_open(session: Session, business_id: int, at: datetime) -> Optional[bool]:
@@ -112,10 +117,9 @@ class TransferDesk:
     """What a transfer uses of the worker."""
 
     settings: Settings
-    database: Database
-    app_secret: str
+    app_secret: str  # signs the whisper's token; the webhook reads it with the app's APP_SECRET
+    run: UnitOfWork
     is_open: OpenCheck = always_open
-    run: Runner = _run_directly
     clock: Callable[[], datetime] = utcnow
 
 
@@ -133,7 +137,7 @@ def transfer_to_person(desk: TransferDesk, *, business_id: int, call_sid: str, r
     what the model reads (`transferred`: true once Twilio took the new TwiML)."""
     reason = " ".join(storable_text(reason).split())[:REASON_MAX]
     try:
-        plan = desk.run(_claim_call, desk, business_id, call_sid)
+        plan = desk.run(lambda session: _claim_call(session, desk, business_id, call_sid))
     except Exception:  # the database: the call goes on with the AI
         log.exception("transfer not started", extra={"event": "call_transfer_error", "call_sid": call_sid})
         return _failed("the transfer could not be started")
@@ -144,13 +148,13 @@ def transfer_to_person(desk: TransferDesk, *, business_id: int, call_sid: str, r
     problem = _update_call(desk.settings, call_sid, twiml)
     if problem:
         try:
-            desk.run(_release_call, desk.database, plan)
+            desk.run(lambda session: _release_call(session, plan))
         except Exception:
             log.exception("transfer not released", extra={"event": "call_transfer_error", "call_sid": call_sid})
         log_event(log, "call_transfer_failed", logging.ERROR, call_sid=call_sid, business_id=business_id, **problem)
         return _failed("the phone system refused the transfer")
     try:
-        desk.run(_audit_transfer, desk.database, business_id, call_sid, plan, reason)
+        desk.run(lambda session: _audit_transfer(session, business_id, call_sid, plan, reason))
     except Exception:  # the transfer itself went through
         log.exception("transfer not audited", extra={"event": "call_transfer_error", "call_sid": call_sid})
     log_event(log, "call_transferred", call_sid=call_sid, business_id=business_id)
@@ -173,56 +177,53 @@ def _refusal(why: str, instruction: str) -> dict[str, Any]:
     return {"transferred": False, "why": why, "instruction": instruction}
 
 
-def _claim_call(desk: TransferDesk, business_id: int, call_sid: str) -> Union[_Plan, dict[str, Any]]:
+def _claim_call(session: Session, desk: TransferDesk, business_id: int, call_sid: str) -> Union[_Plan, dict[str, Any]]:
     """Mark the call as being transferred, or say why it can't be (a result for the model)."""
-    with desk.database.scope() as session:
-        call = session.scalar(_locked(call_sid, session))
-        if call is None or call.business_id != business_id:  # another business's call is no call at all
-            return _refusal("unknown_call", "There is no live call to transfer; go on helping the caller.")
-        if call.ended_at is not None or call.status in FINAL_CALL_STATUSES:
-            return _refusal("call_over", "The call is over.")
-        if call.outcome in TRANSFER_OUTCOMES:
-            return _refusal("already_transferred", "This call was already transferred; do not try again.")
-        business = session.get_one(Business, business_id)
-        if not business.transfer_number:
-            return _refusal(
-                "no_transfer_number",
-                "Nobody can take calls at the business by phone. Tell the caller, and offer to take a "
-                "message (name, what they need, when to call back).",
-            )
-        if desk.is_open(session, business_id, desk.clock()) is False:
-            return _refusal(
-                "closed",
-                "The business is closed now, so nobody can take the call. Tell the caller the business "
-                "is closed and offer to take a message (name, what they need, when to call back) instead.",
-            )
-        plan = _Plan(
-            call_id=call.id,
-            previous_outcome=call.outcome,
-            to_number=business.transfer_number,
-            # Twilio lets a forwarded call show the caller's own number; else our number they called.
-            caller_id=try_e164(call.from_number) or call.to_number,
+    call = session.scalar(_locked(call_sid))
+    if call is None or call.business_id != business_id:  # another business's call is no call at all
+        return _refusal("unknown_call", "There is no live call to transfer; go on helping the caller.")
+    if call.ended_at is not None or call.status in FINAL_CALL_STATUSES:
+        return _refusal("call_over", "The call is over.")
+    if call.outcome in TRANSFER_OUTCOMES:
+        return _refusal("already_transferred", "This call was already transferred; do not try again.")
+    business = session.get_one(Business, business_id)
+    if not business.transfer_number:
+        return _refusal(
+            "no_transfer_number",
+            "Nobody can take calls at the business by phone. Tell the caller, and offer to take a "
+            "message (name, what they need, when to call back).",
         )
-        call.outcome = OUTCOME  # before Twilio stops the stream: the session's end reads it
-        return plan
+    if desk.is_open(session, business_id, desk.clock()) is False:
+        return _refusal(
+            "closed",
+            "The business is closed now, so nobody can take the call. Tell the caller the business "
+            "is closed and offer to take a message (name, what they need, when to call back) instead.",
+        )
+    plan = _Plan(
+        call_id=call.id,
+        previous_outcome=call.outcome,
+        to_number=business.transfer_number,
+        # Twilio lets a forwarded call show the caller's own number; else our number they called.
+        caller_id=try_e164(call.from_number) or call.to_number,
+    )
+    call.outcome = OUTCOME  # before Twilio stops the stream: the session's end reads it
+    return plan
 
 
-def _locked(call_sid: str, session: Session) -> Any:
+def _locked(call_sid: str) -> Any:
     """The call's row, locked until commit (PostgreSQL), so two transfers of one call can't both start."""
     return sa.select(Call).where(Call.call_sid == call_sid).with_for_update().execution_options(populate_existing=True)
 
 
-def _release_call(database: Database, plan: _Plan) -> None:
+def _release_call(session: Session, plan: _Plan) -> None:
     """Twilio refused: the call goes on with the AI, as it was before."""
-    with database.scope() as session:
-        call = session.get_one(Call, plan.call_id)
-        if call.outcome == OUTCOME:
-            call.outcome = plan.previous_outcome
+    call = session.get_one(Call, plan.call_id)
+    if call.outcome == OUTCOME:
+        call.outcome = plan.previous_outcome
 
 
-def _audit_transfer(database: Database, business_id: int, call_sid: str, plan: _Plan, reason: str) -> None:
-    with database.scope() as session:
-        audit(session, business_id, "agent", "call.transferred", "call", call_sid, to=plan.to_number, reason=reason)
+def _audit_transfer(session: Session, business_id: int, call_sid: str, plan: _Plan, reason: str) -> None:
+    audit(session, business_id, "agent", "call.transferred", "call", call_sid, to=plan.to_number, reason=reason)
 
 
 def _update_call(settings: Settings, call_sid: str, twiml: str) -> dict[str, Any]:
@@ -237,7 +238,7 @@ def _update_call(settings: Settings, call_sid: str, twiml: str) -> dict[str, Any
 
 
 # ---- TwiML ------------------------------------------------------------------------------------
-def transfer_twiml(base_url: str, app_secret: str, call_sid: str, plan: _Plan, reason: str) -> str:
+def transfer_twiml(base_url: str, token_secret: str, call_sid: str, plan: _Plan, reason: str) -> str:
     """The caller hears one line, then the forwarding number rings; the person who answers first
     hears the whisper (`<Number url>`), and how the dial ended goes to `dial_result`."""
     response = VoiceResponse()
@@ -249,7 +250,9 @@ def transfer_twiml(base_url: str, app_secret: str, call_sid: str, plan: _Plan, r
         answer_on_bridge=True,
         caller_id=plan.caller_id or None,
     )
-    whisper = abs_url(base_url, WHISPER_PATH) + "?" + urlencode({"token": transfer_token(app_secret, call_sid, reason)})
+    whisper = (
+        abs_url(base_url, WHISPER_PATH) + "?" + urlencode({"token": transfer_token(token_secret, call_sid, reason)})
+    )
     dial.number(plan.to_number, url=whisper, method="POST")
     response.append(dial)
     return response.to_xml()
