@@ -123,7 +123,6 @@ JOB_MODULES = (
     "server.voice.voicemail",
     "server.voice.watchdog",
     "server.voice.call_events",
-    "server.appointments.notices",
 )
 
 
