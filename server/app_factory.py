@@ -123,6 +123,7 @@ JOB_MODULES = (
     "server.voice.voicemail",
     "server.voice.watchdog",
     "server.voice.call_events",
+    "server.appointments.notices",
 )
 
 

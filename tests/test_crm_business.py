@@ -42,6 +42,8 @@ def test_get_answers_the_callers_own_business(client, tenant, other_tenant):
             "features": {"wa_auto_reply": False},
             "voice_numbers": [voice],
             "whatsapp_numbers": [whatsapp],
+            "transfer_number": None,
+            "transfer_announcement": "",
         }
     assert client.get(URL).status_code == 401
 

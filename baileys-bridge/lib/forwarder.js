@@ -3,9 +3,8 @@
 // - 2xx: delivered. 4xx: the app refused this payload for good; drop it, no retry.
 // - 5xx, timeout or connection error: retry with exponential backoff, then drop after
 //   maxAttempts with one log line.
-// - The queue is bounded, in events and in bytes (an event with media carries the file): during a
-//   long app outage the oldest events are dropped (and logged) rather than letting memory grow
-//   without limit.
+// - The queue is bounded: during a long app outage the oldest events are dropped (and logged)
+//   rather than letting memory grow without limit.
 // Each attempt is signed afresh, so a retry after minutes still falls inside the app's
 // 300-second timestamp window.
 import { backoffDelay } from './backoff.js';
@@ -21,11 +20,9 @@ export function createForwarder({
   backoffBaseMs,
   backoffMaxMs,
   queueMax,
-  queueMaxBytes = Infinity,
   timeoutMs,
 }) {
-  const queue = []; // { payload, body }: serialised once, signed afresh per attempt
-  let queuedBytes = 0;
+  const queue = [];
   let running = false;
   let stopped = false;
   let wakeRetryWait = null;
@@ -49,7 +46,8 @@ export function createForwarder({
   }
 
   // One attempt. Returns 'delivered', 'rejected' (4xx: do not retry) or 'retry'.
-  async function attempt(body) {
+  async function attempt(payload) {
+    const body = JSON.stringify(payload);
     try {
       const response = await fetch(url, {
         method: 'POST',
@@ -70,10 +68,10 @@ export function createForwarder({
     }
   }
 
-  async function deliver({ payload, body }) {
-    const about = { event: payload.event, id: payload.id, business_id: payload.business_id };
+  async function deliver(payload) {
+    const about = { event: payload.event, id: payload.id };
     for (let n = 1; n <= maxAttempts && !stopped; n += 1) {
-      const result = await attempt(body);
+      const result = await attempt(payload);
       if (result.outcome === 'delivered') {
         logger.debug({ ...about, attempts: n }, 'forwarded');
         return;
@@ -95,12 +93,7 @@ export function createForwarder({
   async function drainQueue() {
     running = true;
     while (queue.length > 0 && !stopped) {
-      const entry = queue.shift();
-      try {
-        await deliver(entry);
-      } finally {
-        queuedBytes = Math.max(0, queuedBytes - entry.body.length); // stop() may have zeroed it
-      }
+      await deliver(queue.shift());
     }
     running = false;
     notifyIdle();
@@ -109,14 +102,11 @@ export function createForwarder({
   return {
     enqueue(payload) {
       if (stopped) return;
-      const body = JSON.stringify(payload);
-      while (queue.length > 0 && (queue.length >= queueMax || queuedBytes + body.length > queueMaxBytes)) {
+      if (queue.length >= queueMax) {
         const dropped = queue.shift();
-        queuedBytes -= dropped.body.length;
-        logger.warn({ event: dropped.payload.event, id: dropped.payload.id, queueMax, queueMaxBytes }, 'forward queue full; dropped oldest event');
+        logger.warn({ event: dropped.event, id: dropped.id, queueMax }, 'forward queue full; dropped oldest event');
       }
-      queue.push({ payload, body });
-      queuedBytes += body.length;
+      queue.push(payload);
       if (!running) drainQueue();
     },
 
@@ -132,7 +122,6 @@ export function createForwarder({
       wakeRetryWait?.();
       if (queue.length > 0) logger.warn({ dropped: queue.length }, 'forwarder stopped with events undelivered');
       queue.length = 0;
-      queuedBytes = 0;
     },
   };
 }

@@ -11,8 +11,6 @@ import { signatureHeader } from '../lib/signing.js';
 import { createFakeSocketFactory } from './fakes/fake-socket.js';
 
 export const SECRET = 'test-shared-secret';
-// The business of the one instance startTestBridge() starts unless told otherwise.
-export const BUSINESS = 1;
 
 export async function tempDir() {
   return fs.mkdtemp(path.join(os.tmpdir(), 'bridge-test-'));
@@ -93,17 +91,13 @@ export async function startFakeApp(respond = () => 204) {
 }
 
 /**
- * A bridge with the fake socket and a temporary WA_AUTH_DIR, running one instance (business
- * BUSINESS) unless config.instances says otherwise. Options: config overrides, fake socket
- * options, app (a startFakeApp() result; default: an app that refuses connections).
- * t.sessionDir is the first instance's session directory; t.status() its status.
+ * A bridge with the fake socket and a temporary session dir. Options: config overrides, fake
+ * socket options, app (a startFakeApp() result; default: an app that refuses connections).
  */
 export async function startTestBridge({ config: overrides = {}, fake = {}, app, logger, authStateFactory, timers } = {}) {
-  const authDir = await tempDir();
+  const sessionDir = await tempDir();
   const makeSocket = createFakeSocketFactory(fake);
-  const config = testConfig({ authDir, instances: [BUSINESS], appUrl: app?.url ?? `http://127.0.0.1:${await unusedPort()}`, ...overrides });
-  const first = config.instances[0] ?? BUSINESS;
-  const sessionDir = path.join(authDir, `business-${first}`);
+  const config = testConfig({ sessionDir, appUrl: app?.url ?? `http://127.0.0.1:${await unusedPort()}`, ...overrides });
   const bridge = createBridge({
     makeSocket,
     config,
@@ -117,14 +111,11 @@ export async function startTestBridge({ config: overrides = {}, fake = {}, app, 
     bridge,
     makeSocket,
     config,
-    authDir,
     sessionDir,
     base,
-    status: (businessId = first) => bridge.instance(businessId).status(),
     async stop() {
       await bridge.stop();
-      await makeSocket.close();
-      await fs.rm(authDir, { recursive: true, force: true });
+      await fs.rm(sessionDir, { recursive: true, force: true });
     },
   };
 }
@@ -141,17 +132,6 @@ export function signedPost(url, body, { secret = SECRET, nowSeconds = Date.now()
   });
 }
 
-export function waitForOpen(bridge, businessId = BUSINESS) {
-  return waitFor(() => bridge.instance(businessId)?.status().state === 'open', { what: `business ${businessId} connected` });
-}
-
-/** A signed GET (empty body), e.g. /qr.json or /instances. */
-export function signedGet(url, { secret = SECRET } = {}) {
-  return fetch(url, { headers: { 'x-bridge-signature': signatureHeader([secret], '', Date.now() / 1000) } });
-}
-
-/** A signed request with any method and a JSON (or empty) body. */
-export function signedRequest(method, url, body = '', { secret = SECRET } = {}) {
-  const raw = typeof body === 'string' ? body : JSON.stringify(body);
-  return fetch(url, { method, headers: { 'content-type': 'application/json', 'x-bridge-signature': signatureHeader([secret], raw, Date.now() / 1000) }, body: method === 'GET' ? undefined : raw });
+export function waitForOpen(bridge) {
+  return waitFor(() => bridge.status().state === 'open', { what: 'connection open' });
 }

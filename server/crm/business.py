@@ -26,6 +26,7 @@ from server.errors import DomainError, Problem
 from server.whatsapp import auto_reply
 
 NAME_MAX, INSTRUCTIONS_MAX, OPENING_LINE_MAX, TIMEZONE_MAX = 200, 8000, 500, 64
+TRANSFER_ANNOUNCEMENT_MAX = 300  # read out to the person who answers a transferred call: keep it short
 NUMBERS_MAX = 20  # per kind
 PHONE_MAX = 40  # as typed, before normalising: the limit of validation.phone
 # The flags a business may switch itself. Other keys in `Business.features` are kept as they are.
@@ -33,6 +34,7 @@ FEATURES = (auto_reply.FEATURE,)
 NUMBER_FIELDS = {"voice_numbers": "voice", "whatsapp_numbers": "whatsapp"}
 _TEXT_LIMITS = {"name": NAME_MAX, "ai_instructions": INSTRUCTIONS_MAX, "opening_line": OPENING_LINE_MAX}
 _FIELDS = (*_TEXT_LIMITS, "greeting_enabled", "timezone", "features", *NUMBER_FIELDS)
+TRANSFER_FIELDS = ("transfer_number", "transfer_announcement")
 
 
 def business_json(business: Business) -> dict[str, Any]:
@@ -45,6 +47,8 @@ def business_json(business: Business) -> dict[str, Any]:
         "timezone": business.timezone,
         "features": {name: business.feature(name) for name in FEATURES},
         **{field: sorted(business.numbers_of(kind)) for field, kind in NUMBER_FIELDS.items()},
+        "transfer_number": business.transfer_number,
+        "transfer_announcement": business.transfer_announcement or "",
     }
 
 
@@ -153,7 +157,7 @@ def assign_numbers(
 
 
 def _parse(body: Mapping[str, Any]) -> dict[str, Any]:
-    v.reject_unknown(body, _FIELDS)
+    v.reject_unknown(body, (*_FIELDS, *TRANSFER_FIELDS))
     values: dict[str, Any] = {}
     for name, limit in _TEXT_LIMITS.items():
         if name in body:
@@ -166,6 +170,13 @@ def _parse(body: Mapping[str, Any]) -> dict[str, Any]:
         values["timezone"] = _timezone(body["timezone"])
     if "features" in body:
         values["features"] = _features(body["features"])
+    if "transfer_number" in body:  # null or "" clears it: the AI then never transfers
+        raw = body["transfer_number"]
+        values["transfer_number"] = None if raw is None or raw == "" else v.phone(raw, "transfer_number")
+    if "transfer_announcement" in body:
+        values["transfer_announcement"] = v.optional_text(
+            body["transfer_announcement"], "transfer_announcement", max_length=TRANSFER_ANNOUNCEMENT_MAX
+        )
     for field in NUMBER_FIELDS:
         if field in body:
             values[field] = _phone_numbers(body[field], field)

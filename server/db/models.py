@@ -96,6 +96,12 @@ class Business(Base):
     def feature(self, name: str, default: bool = False) -> bool:
         return bool((self.features or {}).get(name, default))
 
+    # Handing a live call to a person (server/voice/transfer.py): the number the call is forwarded
+    # to (E.164; None: the AI never transfers) and what that person hears before the caller is put
+    # through.
+    transfer_number: Mapped[Optional[str]] = mapped_column(String(32))
+    transfer_announcement: Mapped[str] = mapped_column(Text, default="", server_default="")
+
 
 class BusinessNumber(Base):
     """A phone number the business answers on: `voice` (Twilio number) or `whatsapp`."""
@@ -220,6 +226,11 @@ class Message(Base):
     call_id: Mapped[Optional[int]] = mapped_column(ForeignKey("calls.id"))
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
+    # A voice note's transcript; `transcript_status` is `pending` while transcription runs (the AI
+    # auto-reply waits for it), then `done` or `failed` (with `transcript_error`).
+    transcript: Mapped[Optional[str]] = mapped_column(Text)
+    transcript_status: Mapped[Optional[str]] = mapped_column(String(16))
+    transcript_error: Mapped[Optional[str]] = mapped_column(Text)
 
 
 class Call(Base):
@@ -426,9 +437,140 @@ class PendingStatus(Base):
     received_at: Mapped[datetime] = _created()
 
 
+class Media(Base):
+    """One picture, voice note, video, document or sticker of a WhatsApp message (or a file staff
+    uploaded to send: `message_id` is null until it is sent). The bytes live in the media store under
+    `storage_key` (business id and sha256, never a sender-given name); `mime_type` is sniffed from the
+    bytes. `status`: `pending` (Twilio media not downloaded yet, `source_url` set), `stored`, or
+    `rejected` (too large, not allowed, download failed: `error_code`/`error_message`, no bytes kept).
+    `file_name` is for display and the download's name only."""
+
+    __tablename__ = "media"
+    __table_args__ = (
+        Index("ix_media_business_id", "business_id"),
+        Index("ix_media_message_id", "message_id"),
+        Index("ix_media_created_at", "created_at"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    business_id: Mapped[int] = mapped_column(ForeignKey("businesses.id"), nullable=False)
+    message_id: Mapped[Optional[int]] = mapped_column(ForeignKey("messages.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    mime_type: Mapped[str] = mapped_column(String(128))
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    sha256: Mapped[Optional[str]] = mapped_column(String(64))
+    storage_key: Mapped[Optional[str]] = mapped_column(String(255))
+    file_name: Mapped[Optional[str]] = mapped_column(String(255))
+    caption: Mapped[Optional[str]] = mapped_column(Text)
+    duration_seconds: Mapped[Optional[int]] = mapped_column(Integer)
+    voice_note: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    status: Mapped[str] = mapped_column(String(16))
+    error_code: Mapped[Optional[str]] = mapped_column(String(32))
+    error_message: Mapped[Optional[str]] = mapped_column(Text)
+    source_url: Mapped[Optional[str]] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = _created()
+
+
 def string_length(model: type[Base], column: str) -> int:
     """The declared length of `model`'s String column: what longer input is cut to or refused at."""
     column_type = model.__table__.c[column].type
     if not isinstance(column_type, String) or column_type.length is None:
         raise TypeError(f"{model.__name__}.{column} is not a String column with a length")
     return column_type.length
+
+
+# ---- the appointment book (server/appointments/) ----------------------------------------------
+
+
+class AppointmentBook(Base):
+    """A business's appointment settings: how many appointments may overlap (`capacity`, the staff
+    who can serve at once), the grid free starts are offered on, and the calendar feed's secret
+    (only its SHA-256 is stored: the owner sees the link once, when rotating it)."""
+
+    __tablename__ = "appointment_books"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    business_id: Mapped[int] = mapped_column(ForeignKey("businesses.id"), unique=True)
+    capacity: Mapped[int] = mapped_column(Integer, default=1)
+    slot_minutes: Mapped[int] = mapped_column(Integer, default=15)
+    feed_token_hash: Mapped[Optional[str]] = mapped_column(String(64), unique=True)
+    feed_rotated_at: Mapped[Optional[datetime]]
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class AppointmentService(Base):
+    """Something a customer books: its name, length and price. Archived, never deleted: booked
+    appointments keep pointing at it."""
+
+    __tablename__ = "appointment_services"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    business_id: Mapped[int] = _business_fk()
+    name: Mapped[str] = mapped_column(String(200))
+    duration_minutes: Mapped[int] = mapped_column(Integer)
+    price_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    currency: Mapped[str] = mapped_column(String(3), default="ILS")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class OpeningHours(Base):
+    """One open interval of a weekday, in the business's local wall-clock time: `weekday` 0 is
+    Sunday … 6 Saturday (the Israeli week, as JavaScript counts), minutes after local midnight."""
+
+    __tablename__ = "opening_hours"
+    __table_args__ = (Index("ix_opening_hours_business_weekday", "business_id", "weekday"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    business_id: Mapped[int] = mapped_column(ForeignKey("businesses.id"))
+    weekday: Mapped[int] = mapped_column(Integer)
+    opens_minute: Mapped[int] = mapped_column(Integer)
+    closes_minute: Mapped[int] = mapped_column(Integer)
+
+
+class ScheduleException(Base):
+    """A local date that differs from the week: closed, or open only `opens_minute`–`closes_minute`."""
+
+    __tablename__ = "schedule_exceptions"
+    __table_args__ = (UniqueConstraint("business_id", "day", name="uq_schedule_exceptions_business_day"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    business_id: Mapped[int] = mapped_column(ForeignKey("businesses.id"))
+    day: Mapped[str] = mapped_column(String(10))  # YYYY-MM-DD, local
+    closed: Mapped[bool] = mapped_column(Boolean, default=True)
+    opens_minute: Mapped[Optional[int]] = mapped_column(Integer)
+    closes_minute: Mapped[Optional[int]] = mapped_column(Integer)
+    note: Mapped[str] = mapped_column(String(200), default="")
+
+
+class Appointment(Base):
+    __tablename__ = "appointments"
+    __table_args__ = (Index("ix_appointments_business_starts", "business_id", "starts_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    business_id: Mapped[int] = _business_fk()
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("appointment_services.id"))
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(16), default="booked")  # booked | cancelled
+    source: Mapped[str] = mapped_column(String(16))  # call | whatsapp | console
+    notes: Mapped[str] = mapped_column(Text, default="")
+    revision: Mapped[int] = mapped_column(Integer, default=0)  # the calendar feed's SEQUENCE: +1 per move/cancel
+    cancelled_at: Mapped[Optional[datetime]]
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class AppointmentSeat(Base):
+    """One seat (0 … capacity-1) held by a booked appointment for one time unit (5 minutes, UTC).
+    The unique key on (business, seat, unit) is what makes double booking impossible: two
+    bookings racing for the last seat both insert, and the database lets exactly one commit."""
+
+    __tablename__ = "appointment_seats"
+    __table_args__ = (
+        # unit first: the same uniqueness, and the index also serves "which seats are taken in [start, end)".
+        UniqueConstraint("business_id", "unit_start", "seat", name="uq_appointment_seats_business_unit_seat"),
+        Index("ix_appointment_seats_appointment", "appointment_id"),
+    )
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
+    business_id: Mapped[int] = mapped_column(ForeignKey("businesses.id"))
+    appointment_id: Mapped[int] = mapped_column(ForeignKey("appointments.id"))
+    seat: Mapped[int] = mapped_column(Integer)
+    unit_start: Mapped[datetime]

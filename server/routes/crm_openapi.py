@@ -278,6 +278,8 @@ _BUSINESS = obj(
             field: {**_array(STR), "description": f"E.164; the {kind} numbers the business answers on"}
             for field, kind in business.NUMBER_FIELDS.items()
         },
+        "transfer_number": {**STR_N, "description": "E.164; where the AI transfers a call to a person (null: never)"},
+        "transfer_announcement": {**STR, "description": "what the person who answers a transferred call hears first"},
     },
     [
         "id",
@@ -288,6 +290,7 @@ _BUSINESS = obj(
         "timezone",
         "features",
         *business.NUMBER_FIELDS,
+        *business.TRANSFER_FIELDS,
     ],
 )
 _REPLY = obj(
@@ -455,6 +458,12 @@ _BUSINESS_INPUT = obj(
             }
             for field, kind in business.NUMBER_FIELDS.items()
         },
+        "transfer_number": {
+            **_text(business.PHONE_MAX),
+            "description": "where the AI transfers a call to a person, in any format (stored E.164); null or "
+            "empty: the AI never transfers",
+        },
+        "transfer_announcement": _text(business.TRANSFER_ANNOUNCEMENT_MAX),
     },
     closed=True,
 )

@@ -12,7 +12,7 @@ from flask import Blueprint, Response, current_app, request
 
 from server.routes import app_services, db_session, settings
 from server.security.twilio_signature import require_twilio_signature
-from server.voice import call_events
+from server.voice import call_events, transfer
 from server.voice.call_events import CallDesk
 from server.voice.twiml import hangup_twiml, voicemail_twiml
 
@@ -94,3 +94,17 @@ def call_status() -> Response:
 def recording_status() -> Response:
     call_events.accept_callback(_desk(), db_session(), "recording_status", request.form)
     return _no_content()
+
+
+@bp.post(transfer.DIAL_RESULT_PATH)
+@require_twilio_signature
+def dial_result() -> Response:
+    """The transfer's `<Dial action>`: hang up after the person talked to the caller, else take a message."""
+    return _twiml(transfer.dial_result(db_session(), settings().base_url, request.form))
+
+
+@bp.post(transfer.WHISPER_PATH)
+@require_twilio_signature
+def transfer_whisper() -> Response:
+    """The `<Number url>` of a transfer: what the person who answers hears before the caller."""
+    return _twiml(transfer.whisper_twiml(db_session(), current_app.config["APP_SECRET"], request.args))

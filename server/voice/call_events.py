@@ -21,6 +21,7 @@ from email.utils import parsedate_to_datetime
 from typing import Callable, Mapping, Optional
 
 from sqlalchemy.orm import Session
+from twilio.twiml.voice_response import VoiceResponse
 
 from server.config import Settings
 from server.db.dao_crm import audit, business_by_number, call_by_sid, create_call, insert_message
@@ -34,6 +35,7 @@ from server.phones import try_e164
 from server.providers.base import VoicemailTranscriber
 from server.security.call_token import call_token
 from server.text import storable_text
+from server.voice.store import TRANSFERRED
 from server.voice.twiml import hangup_twiml, stream_twiml, unknown_number_twiml, voicemail_twiml
 from server.voice.voicemail import transcribe_voicemail_later
 from server.voice.watchdog import FINAL_CALL_STATUSES, start_watchdog
@@ -205,6 +207,11 @@ def stream_ended(desk: CallDesk, session: Session, form: Mapping[str, str]) -> s
     if call is not None and call.stream_ended_at is None:
         call.stream_ended_at = utcnow()
     said_goodbye = call is not None and call.outcome == "agent_goodbye"
+    if call is not None and call.outcome == TRANSFERRED:
+        # Twilio runs the transfer's TwiML, which the REST update put in place of `<Connect>`; should
+        # it still ask here, nothing is added (no voicemail over the ringing).
+        log_event(log, "stream_ended", call_sid=call_sid, known_call=True, next="transfer")
+        return VoiceResponse().to_xml()
     log_event(
         log,
         "stream_ended",

@@ -27,7 +27,7 @@ from server.providers.plugin import load_providers
 from server.security.call_token import call_token_is_valid
 from server.voice.protocol import Connected, Dtmf, Mark, Media, ProtocolError, Start, Stop, parse_message
 from server.voice.session import CallSession, SessionServices
-from server.voice.store import CallStore
+from server.voice.store import TRANSFERRED, CallStore
 from server.voice.transport import POLICY_VIOLATION, ConnectionClosed, MediaSocket
 from server.voice.turns import APOLOGY_TEXT, PhraseCache, synthesize
 from server.voice.watchdog import redirect_to_voicemail
@@ -87,7 +87,17 @@ class VoiceEngine:
         return self._services
 
     def _redirect(self, call_sid: str, reason: str) -> bool:
+        if self._being_transferred(call_sid):
+            # The call's TwiML is now the transfer's <Dial>: a voicemail redirect would cut it off.
+            log_event(log, "voicemail_redirect_skipped", call_sid=call_sid, reason=reason, why="transferred")
+            return True
         return redirect_to_voicemail(self.settings, call_sid, reason)
+
+    def _being_transferred(self, call_sid: str) -> bool:
+        try:
+            return self._store.outcome(call_sid) == TRANSFERRED
+        except Exception:  # the database: the voicemail redirect is the safer guess
+            return False
 
     # ---- one WebSocket ---------------------------------------------------------------------
     def handle(self, socket: MediaSocket, *, refusal: str = "") -> None:

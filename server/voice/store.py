@@ -28,6 +28,7 @@ from server.db.models import Business, Call, CallTurn, utcnow
 from server.voice.conversation import Exchange
 
 log = logging.getLogger("agentlocator.voice.store")
+TRANSFERRED = "transferred"  # the outcome server.voice.transfer gives a call it hands to a person
 T = TypeVar("T")
 
 
@@ -74,6 +75,13 @@ class CallStore:
 
     def close_stream(self, call_id: int, **details: Any) -> None:
         self._run(self._close_stream, call_id, **details)
+
+    def run(self, unit_of_work: Callable[..., T], *args: Any) -> T:
+        """Any other unit of database work of a live call (a model tool's), where this store runs its own."""
+        return self._run(unit_of_work, *args)
+
+    def outcome(self, call_sid: str) -> Optional[str]:
+        return self._run(self._outcome, call_sid)
 
     # ---- the units of work -----------------------------------------------------------------
     def _open_stream(self, call_sid: str, stream_sid: str, business_id_param: str) -> Optional[CallContext]:
@@ -137,6 +145,11 @@ class CallStore:
             )
             call.transcript = transcript
 
+    def _outcome(self, call_sid: str) -> Optional[str]:
+        with self._db.scope() as session:
+            call = call_by_sid(session, call_sid)
+            return call.outcome if call is not None else None
+
     def _set_outcome(self, call_id: int, outcome: str) -> None:
         with self._db.scope() as session:
             session.get_one(Call, call_id).outcome = outcome
@@ -152,5 +165,7 @@ class CallStore:
             now = utcnow()
             if stream_ended and call.stream_ended_at is None:
                 call.stream_ended_at = now
-            if call_ended and call.ended_at is None:
+            # A transferred call goes on in Twilio's <Dial> after our stream: its end comes with
+            # the call status callback.
+            if call_ended and call.ended_at is None and call.outcome != TRANSFERRED:
                 call.ended_at = now
