@@ -29,6 +29,7 @@ log = logging.getLogger("agentlocator.voice.turns")
 APOLOGY_TEXT = "סליחה, הייתה לי תקלה קטנה. אפשר לחזור על זה?"
 _END = object()  # end of the sentence queue
 
+from server.voice.speech_text import spoken_text
 
 class PhraseCache:
     """TTS audio of fixed phrases (opening lines, the apology), kept per worker.
@@ -65,7 +66,7 @@ def synthesize(tts: TextToSpeech, text: str, timeout_seconds: float) -> bytes:
     """TTS within `timeout_seconds`; `ProviderError` on failure, time-out or an empty result."""
     with gevent.Timeout(timeout_seconds, ProviderTimeout(f"TTS gave no audio within {timeout_seconds:g} s")):
         try:
-            audio = tts.synthesize(text)
+            audio = tts.synthesize(spoken_text(text))  # "₪49.90", "14:30" said in Hebrew words
         except ProviderError:
             raise
         except Exception as exc:
