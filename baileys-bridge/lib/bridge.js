@@ -1,22 +1,18 @@
-// Wires the parts together: connection manager → forwarder (inbound), HTTP API → connection
-// manager (outbound). The WhatsApp socket factory is a parameter: index.js passes Baileys'
-// makeWASocket, tests pass a fake.
+// Wires the parts together: the HTTP API → the instance manager → one instance per business
+// (instance.js: connection, inbound forwarding, sending). The WhatsApp socket factory is a
+// parameter: index.js passes Baileys' makeWASocket, tests pass a fake.
 import { useMultiFileAuthState } from '@whiskeysockets/baileys';
 import QRCode from 'qrcode';
-import { signingSecrets } from './config.js';
-import { createConnectionManager, NotConnectedError } from './connection.js';
-import { createForwarder } from './forwarder.js';
+import { pairingDigits, parseBusinessId, sendBodyLimit, signingSecrets } from './config.js';
 import { createHttpServer, errorResponse, jsonResponse } from './http-server.js';
-import { createIdempotencyStore, IdempotencyConflictError } from './idempotency.js';
-import { createLogger, libraryLogLevel } from './logger.js';
-import { createSendPacer } from './send-pacer.js';
+import { createInstanceManager } from './instances.js';
+import { createLogger } from './logger.js';
 import { verifySignature } from './signing.js';
-import { TtlCache } from './ttl-cache.js';
-import { dedupeKey, messagePayload, recipientJid, skipReason, statusPayload } from './wa-events.js';
 
-export const WEBHOOK_PATH = '/webhook/whatsapp/baileys';
-const MAX_IDEMPOTENCY_KEY_LENGTH = 200;
-const INBOUND_DEDUPE_MAX = 10000;
+export { WEBHOOK_PATH } from './instance.js';
+
+const invalidBusinessId = () => errorResponse(400, 'invalid_business_id', '"business_id" must be a positive integer (the business the WhatsApp account belongs to)');
+const unknownInstance = (businessId) => errorResponse(404, 'unknown_instance', `no WhatsApp instance for business ${businessId}`);
 
 /**
  * @param {object} options
@@ -38,146 +34,124 @@ export function createBridge({
   logger = createLogger({ level: config.logLevel }),
 }) {
   const secrets = signingSecrets(config);
-
-  const forwarder = createForwarder({
-    url: `${config.appUrl}${WEBHOOK_PATH}`,
+  const instances = createInstanceManager({
+    config,
     secrets,
-    fetch,
-    now,
-    logger: logger.child({ component: 'forwarder' }),
-    maxAttempts: config.forwardMaxAttempts,
-    backoffBaseMs: config.forwardBackoffBaseMs,
-    backoffMaxMs: config.forwardBackoffMaxMs,
-    queueMax: config.forwardQueueMax,
-    timeoutMs: config.forwardTimeoutMs,
-  });
-
-  // Baileys replays queued events after a reconnect and sometimes emits one upsert twice.
-  const recentInbound = new TtlCache({ ttlMs: config.inboundDedupeTtlMs, maxEntries: INBOUND_DEDUPE_MAX, now });
-
-  function forwardIncoming(messages) {
-    for (const msg of messages) {
-      const skipped = skipReason(msg, config);
-      if (skipped) {
-        logger.debug({ id: msg.key?.id, reason: skipped }, 'inbound message not forwarded');
-        continue;
-      }
-      const scope = dedupeKey(msg.key);
-      if (recentInbound.has(scope)) {
-        logger.info({ id: msg.key.id, chat: msg.key.remoteJid }, 'duplicate inbound message dropped');
-        continue;
-      }
-      const payload = messagePayload(msg, { ownJid: connection.ownJid(), nowMs: now() });
-      if (!payload) {
-        // Not remembered as seen: a message that failed to decrypt can arrive again, readable.
-        logger.info({ id: msg.key.id, stub: msg.messageStubType, detail: msg.messageStubParameters }, 'inbound message without content not forwarded');
-        continue;
-      }
-      recentInbound.set(scope, true);
-      forwarder.enqueue(payload);
-    }
-  }
-
-  function forwardStatuses(updates) {
-    for (const update of updates) {
-      const payload = statusPayload(update);
-      if (payload) forwarder.enqueue(payload);
-    }
-  }
-
-  const connection = createConnectionManager({
     makeSocket,
     authStateFactory,
-    config,
-    logger: logger.child({ component: 'connection' }),
-    libraryLogger: logger.child({ component: 'baileys' }, { level: libraryLogLevel(config.logLevel) }),
+    fetch,
     now,
     timers,
-    onConnectionChange: (report) => forwarder.enqueue({ event: 'connection', ...report }),
-    onIncomingMessages: forwardIncoming,
-    onMessageUpdates: forwardStatuses,
+    logger: logger.child({ component: 'instance' }),
   });
 
-  const pacer = createSendPacer({ minIntervalMs: config.sendMinIntervalMs, now });
-  const idempotency = createIdempotencyStore({ ttlMs: config.idempotencyTtlMs, now });
-  const notConnected = () => errorResponse(503, 'not_connected', 'WhatsApp is not connected; nothing was sent');
-
-  async function sendText(jid, text) {
-    if (connection.status().state !== 'open') return notConnected();
-    try {
-      // The state is checked again inside sendMessage: the connection may drop while queued.
-      const sent = await pacer.run(jid, () => connection.sendMessage(jid, { text }));
-      logger.info({ id: sent.key.id, to: jid }, 'message sent');
-      return jsonResponse(200, { id: sent.key.id });
-    } catch (error) {
-      if (error instanceof NotConnectedError) return notConnected();
-      // WhatsApp may or may not have taken it (e.g. a 429 rate-overlimit); the caller must not
-      // assume "not sent" and resend through another provider.
-      logger.error({ err: error, to: jid }, 'send failed');
-      return errorResponse(502, 'send_failed', error.message);
-    }
+  // The instance a request names (business_id in the JSON body or the query string), or the error answer.
+  function instanceFor(raw) {
+    const businessId = parseBusinessId(raw);
+    if (businessId === null) return { error: invalidBusinessId() };
+    const instance = instances.get(businessId);
+    return instance ? { instance } : { error: unknownInstance(businessId) };
   }
 
-  async function handleSend({ body }) {
-    const { to, text, idempotency_key: idempotencyKey } = body;
-    const jid = recipientJid(to);
-    if (!jid) return errorResponse(400, 'invalid_to', '"to" must be an E.164 number like +9725XXXXXXXX');
-    if (typeof text !== 'string' || text.trim() === '') return errorResponse(400, 'invalid_text', '"text" must be a non-empty string');
-    if (idempotencyKey == null) return sendText(jid, text);
-    if (typeof idempotencyKey !== 'string' || idempotencyKey === '' || idempotencyKey.length > MAX_IDEMPOTENCY_KEY_LENGTH) {
-      return errorResponse(400, 'invalid_idempotency_key', `"idempotency_key" must be a string of 1–${MAX_IDEMPOTENCY_KEY_LENGTH} characters`);
-    }
-    try {
-      // Every answer is kept except 503: only "certainly not sent" may be retried with the same key.
-      // A 502 is kept because the first attempt may have reached the customer.
-      return await idempotency.run(idempotencyKey, JSON.stringify([jid, text]), () => sendText(jid, text), (answer) => answer.status !== 503);
-    } catch (error) {
-      if (error instanceof IdempotencyConflictError) return errorResponse(409, 'idempotency_conflict', error.message);
-      throw error;
-    }
+  function withInstance(pick, handler) {
+    return async (request) => {
+      const { instance, error } = instanceFor(pick(request));
+      return error ?? handler(instance, request);
+    };
   }
+  const fromQuery = ({ query }) => query.get('business_id') ?? undefined;
+  const fromBody = ({ body }) => body.business_id;
+  const fromPath = ({ params }) => params.id;
 
-  async function qrAnswer(render) {
-    const { qr, state } = connection.status();
+  async function qrAnswer(instance, render) {
+    const { qr, state } = instance.status();
     if (!qr) {
       return errorResponse(404, 'no_qr', state === 'open' ? 'already connected' : 'no QR code yet; try again in a few seconds');
     }
     return render(qr);
   }
 
+  function pairingNumberFrom(body) {
+    if (body.pairing_number == null) return { pairingNumber: null };
+    const pairingNumber = pairingDigits(body.pairing_number);
+    return pairingNumber ? { pairingNumber } : { error: errorResponse(400, 'invalid_pairing_number', '"pairing_number" must be a phone number with country code') };
+  }
+
   const routes = {
     'GET /healthz': { handler: () => jsonResponse(200, { ok: true }) },
     'GET /status': {
-      handler: () => {
-        const { state, me, qr, lastDisconnectCode } = connection.status();
-        return jsonResponse(200, { state, me, qr_available: qr !== null, last_disconnect_code: lastDisconnectCode });
-      },
+      handler: withInstance(fromQuery, (instance) => {
+        const { business_id: _, ...status } = instance.describe();
+        return jsonResponse(200, status);
+      }),
     },
     'GET /qr': {
-      handler: () =>
-        qrAnswer(async (qr) => ({
+      handler: withInstance(fromQuery, (instance) =>
+        qrAnswer(instance, async (qr) => ({
           status: 200,
           contentType: 'image/png',
           body: await QRCode.toBuffer(qr, { type: 'png', margin: 4, scale: 8 }),
         })),
+      ),
     },
     'GET /qr.txt': {
-      handler: () =>
-        qrAnswer(async (qr) => ({
+      handler: withInstance(fromQuery, (instance) =>
+        qrAnswer(instance, async (qr) => ({
           status: 200,
           contentType: 'text/plain; charset=utf-8',
           body: await QRCode.toString(qr, { type: 'terminal', small: true }),
         })),
+      ),
     },
-    // The QR string itself links a phone to this account, so unlike the pictures it is signed.
+    // The QR string itself links a phone to the account, so unlike the pictures it is signed.
     'GET /qr.json': {
       signed: true,
-      handler: () => qrAnswer(async (qr) => jsonResponse(200, { qr })),
+      handler: withInstance(fromQuery, (instance) => qrAnswer(instance, async (qr) => jsonResponse(200, { qr }))),
     },
-    'POST /send': { signed: true, json: true, handler: handleSend },
+    'POST /send': {
+      signed: true,
+      json: true,
+      maxBodyBytes: sendBodyLimit(config),
+      handler: withInstance(fromBody, (instance, { body }) => instance.send(body)),
+    },
     'POST /login': {
       signed: true,
-      handler: () => jsonResponse(200, { started: connection.login(), state: connection.status().state }),
+      json: true,
+      handler: withInstance(fromBody, (instance, { body }) => {
+        const { pairingNumber, error } = pairingNumberFrom(body);
+        if (error) return error;
+        return jsonResponse(200, { started: instance.login(pairingNumber), state: instance.status().state });
+      }),
+    },
+    'GET /instances': {
+      signed: true,
+      handler: () => jsonResponse(200, { instances: instances.list().map((instance) => instance.describe()) }),
+    },
+    'POST /instances': {
+      signed: true,
+      json: true,
+      handler: async ({ body }) => {
+        const businessId = parseBusinessId(body.business_id);
+        if (businessId === null) return invalidBusinessId();
+        const { pairingNumber, error } = pairingNumberFrom(body);
+        if (error) return error;
+        const { instance, created } = await instances.add(businessId, { pairingNumber });
+        return jsonResponse(created ? 201 : 200, { ...instance.describe(), created });
+      },
+    },
+    'POST /instances/:id/logout': {
+      signed: true,
+      handler: withInstance(fromPath, async (instance) => {
+        await instance.logout();
+        return jsonResponse(200, instance.describe());
+      }),
+    },
+    'DELETE /instances/:id': {
+      signed: true,
+      handler: withInstance(fromPath, async (instance) => {
+        await instances.remove(instance.businessId);
+        return jsonResponse(200, { business_id: instance.businessId, removed: true });
+      }),
     },
   };
 
@@ -190,7 +164,7 @@ export function createBridge({
   });
 
   return {
-    /** Listens on config.host:config.port (0 = any free port), then connects to WhatsApp. */
+    /** Listens on config.host:config.port (0 = any free port), then starts every instance. */
     async start() {
       await new Promise((resolve, reject) => {
         server.once('error', reject);
@@ -201,20 +175,22 @@ export function createBridge({
       });
       const { address, port } = server.address();
       logger.info({ host: address, port }, 'bridge listening');
-      await connection.start();
+      await instances.start();
       return { host: address, port };
     },
 
     async stop() {
-      await connection.stop();
-      forwarder.stop();
+      await instances.stop();
       server.closeAllConnections();
       await new Promise((resolve) => server.close(() => resolve()));
     },
 
-    status: () => connection.status(),
+    instances,
 
-    /** Resolves once every event forwarded so far has been delivered or dropped. */
-    whenForwardingIdle: () => forwarder.whenIdle(),
+    /** The instance of a business (tests and index.js only; the HTTP API goes through routes). */
+    instance: (businessId) => instances.get(businessId),
+
+    /** Resolves once every instance has delivered or dropped every event so far. */
+    whenForwardingIdle: () => Promise.all(instances.list().map((instance) => instance.whenForwardingIdle())),
   };
 }

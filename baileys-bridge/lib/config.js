@@ -11,12 +11,14 @@ const BRIDGE_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '.
 export const DEFAULTS = Object.freeze({
   port: 8000,
   host: '127.0.0.1',
-  sessionDir: path.join(BRIDGE_DIR, 'wa_session'),
+  // One subdirectory per instance: <authDir>/business-<id>/.
+  authDir: path.join(BRIDGE_DIR, 'wa_session'),
+  instances: [],
   forwardGroups: false,
   sendMinIntervalMs: 1000,
   logLevel: 'info',
-  pairingNumber: null,
   previousSharedSecret: null,
+  mediaMaxBytes: 16 * 1024 * 1024,
 
   signatureToleranceSec: 300,
   maxBodyBytes: 64 * 1024,
@@ -28,6 +30,11 @@ export const DEFAULTS = Object.freeze({
   forwardBackoffMaxMs: 60 * 1000,
   forwardQueueMax: 1000,
   forwardTimeoutMs: 10 * 1000,
+  // An event with media can be ~22 MB of JSON; a long app outage must not queue gigabytes of them.
+  forwardQueueMaxBytes: 64 * 1024 * 1024,
+
+  // A media download that stalls is given up (the event then says download_failed).
+  mediaDownloadTimeoutMs: 60 * 1000,
 
   reconnectBaseMs: 1000,
   reconnectMaxMs: 60 * 1000,
@@ -76,14 +83,35 @@ function parseLogLevel(raw) {
   return level;
 }
 
-// requestPairingCode wants digits only, country code included (9725XXXXXXXX).
-function parsePairingNumber(raw) {
-  if (raw === undefined || raw.trim() === '') return null;
+// requestPairingCode wants digits only, country code included (9725XXXXXXXX). Null when invalid.
+export function pairingDigits(raw) {
+  if (typeof raw !== 'string') return null;
   const digits = raw.replace(/[\s()+-]/g, '');
-  if (!/^\d{8,15}$/.test(digits)) {
-    throw new ConfigError(`WA_PAIRING_NUMBER must be a phone number with country code, got "${raw}"`);
-  }
-  return digits;
+  return /^\d{8,15}$/.test(digits) ? digits : null;
+}
+
+const BUSINESS_ID = /^[1-9]\d{0,15}$/;
+
+/** A business id as it comes in a query string, a JSON body or a directory name; null when it is not one. */
+export function parseBusinessId(raw) {
+  if (typeof raw === 'number') return Number.isSafeInteger(raw) && raw > 0 ? raw : null;
+  if (typeof raw === 'string' && BUSINESS_ID.test(raw.trim())) return Number(raw.trim());
+  return null;
+}
+
+function parseInstances(raw) {
+  if (raw === undefined || raw.trim() === '') return [];
+  const ids = raw.split(',').map((part) => part.trim()).filter(Boolean);
+  return [...new Set(ids.map((id) => {
+    const parsed = parseBusinessId(id);
+    if (parsed === null) throw new ConfigError(`WA_INSTANCES must be business ids separated by commas, got "${raw}"`);
+    return parsed;
+  }))];
+}
+
+function authDirFrom(env) {
+  const raw = env.WA_AUTH_DIR?.trim() || env.WA_SESSION_DIR?.trim();
+  return raw ? path.resolve(raw) : DEFAULTS.authDir;
 }
 
 export function loadConfig(env) {
@@ -101,14 +129,21 @@ export function loadConfig(env) {
     previousSharedSecret: env.WA_SHARED_SECRET_PREVIOUS?.trim() || null,
     port: env.WA_BAILEYS_PORT ? parsePort('WA_BAILEYS_PORT', env.WA_BAILEYS_PORT) : DEFAULTS.port,
     host: env.WA_BAILEYS_HOST?.trim() || DEFAULTS.host,
-    sessionDir: env.WA_SESSION_DIR?.trim() ? path.resolve(env.WA_SESSION_DIR.trim()) : DEFAULTS.sessionDir,
+    // WA_SESSION_DIR is the variable's earlier name, still honoured so existing deployments keep their root.
+    authDir: authDirFrom(env),
+    instances: parseInstances(env.WA_INSTANCES),
     appUrl,
-    pairingNumber: parsePairingNumber(env.WA_PAIRING_NUMBER),
+    mediaMaxBytes: Math.max(1, parsePositiveInt('WA_MEDIA_MAX_BYTES', env.WA_MEDIA_MAX_BYTES, DEFAULTS.mediaMaxBytes)),
     forwardGroups: parseBool('WA_FORWARD_GROUPS', env.WA_FORWARD_GROUPS, DEFAULTS.forwardGroups),
     sendMinIntervalMs: parsePositiveInt('WA_SEND_MIN_INTERVAL_MS', env.WA_SEND_MIN_INTERVAL_MS, DEFAULTS.sendMinIntervalMs),
     forwardMaxAttempts: Math.max(1, parsePositiveInt('WA_FORWARD_MAX_ATTEMPTS', env.WA_FORWARD_MAX_ATTEMPTS, DEFAULTS.forwardMaxAttempts)),
     logLevel: parseLogLevel(env.LOG_LEVEL),
   });
+}
+
+/** The body limit of POST /send: the base64 of the largest media plus room for the rest of the JSON. */
+export function sendBodyLimit(config) {
+  return Math.ceil(config.mediaMaxBytes / 3) * 4 + config.maxBodyBytes;
 }
 
 export function signingSecrets(config) {

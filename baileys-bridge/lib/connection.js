@@ -3,7 +3,9 @@
 //
 // Reconnect rules, by Baileys' DisconnectReason code (README.md, "The session, and how to reset it"):
 //   401 loggedOut / 403 forbidden → the session is dead: stop, delete the stale creds, report
-//                                   logged_out, and wait for a new login (POST /login or restart).
+//                                   logged_out, and wait for a new login (POST /login, or
+//                                   POST /instances/<id>/logout, or a restart).
+// One manager per instance (business): its own session directory, socket, caches and backoff.
 //   515 restartRequired           → WhatsApp asks for this right after the first pairing:
 //                                   reconnect at once.
 //   anything else                 → reconnect with exponential backoff, reset once open.
@@ -39,7 +41,7 @@ async function ensurePrivateDir(dir) {
 }
 
 // Only the auth-state files (all *.json at the top level) are removed, never the folder itself,
-// so a mistyped WA_SESSION_DIR cannot turn a logout into deleting something else.
+// so a mistyped WA_AUTH_DIR cannot turn a logout into deleting something else.
 async function deleteAuthFiles(dir) {
   const names = await fs.readdir(dir).catch(() => []);
   await Promise.all(
@@ -51,6 +53,8 @@ export function createConnectionManager({
   makeSocket,
   authStateFactory,
   config,
+  sessionDir,
+  pairingNumber: firstPairingNumber = null,
   logger,
   libraryLogger,
   now = Date.now,
@@ -74,6 +78,7 @@ export function createConnectionManager({
   // A pairing code pushes a notification to the phone; ask once per login attempt, not per
   // reconnect, so an unattended bridge does not keep buzzing the owner's phone.
   let pairingCodeRequested = false;
+  let pairingNumber = firstPairingNumber;
   let lastReported = null;
 
   function reportIfChanged() {
@@ -96,8 +101,8 @@ export function createConnectionManager({
     reconnectTimer = null;
     setState('connecting');
     try {
-      await ensurePrivateDir(config.sessionDir);
-      const { state: auth, saveCreds } = await authStateFactory(config.sessionDir);
+      await ensurePrivateDir(sessionDir);
+      const { state: auth, saveCreds } = await authStateFactory(sessionDir);
       if (stopped) return;
       const sock = await makeSocket({
         auth: { creds: auth.creds, keys: makeCacheableSignalKeyStore(auth.keys, libraryLogger, signalKeyCache) },
@@ -137,7 +142,7 @@ export function createConnectionManager({
     if (sock !== socket) return; // late events from a socket we already replaced
     if (events['creds.update']) await saveCreds();
     if (events['connection.update']) await handleConnectionUpdate(sock, events['connection.update']);
-    if (events['messages.upsert']?.type === 'notify') onIncomingMessages(events['messages.upsert'].messages ?? []);
+    if (events['messages.upsert']?.type === 'notify') onIncomingMessages(events['messages.upsert'].messages ?? [], sock);
     if (events['messages.update']) onMessageUpdates(events['messages.update']);
   }
 
@@ -145,7 +150,7 @@ export function createConnectionManager({
     if ('qr' in update) {
       qr = update.qr || null;
       reportIfChanged();
-      if (qr && config.pairingNumber && !pairingCodeRequested && !sock.authState?.creds?.registered) {
+      if (qr && pairingNumber && !pairingCodeRequested && !sock.authState?.creds?.registered) {
         pairingCodeRequested = true;
         await requestPairingCode(sock);
       }
@@ -165,11 +170,39 @@ export function createConnectionManager({
 
   async function requestPairingCode(sock) {
     try {
-      const code = await sock.requestPairingCode(config.pairingNumber);
+      const code = await sock.requestPairingCode(pairingNumber);
       logger.info({ pairingCode: code }, 'pairing code ready: on the phone open WhatsApp > Linked devices > Link with phone number');
     } catch (error) {
       logger.error({ err: error }, 'pairing code request failed');
     }
+  }
+
+  async function forgetSession() {
+    meJid = null;
+    // A new login reuses key ids (pre-key 1, 2…): nothing cached from the dead session may survive.
+    for (const cache of [sentMessages, msgRetryCounterCache, signalKeyCache]) cache.flushAll();
+    await deleteAuthFiles(sessionDir);
+    setState('logged_out');
+  }
+
+  // Ends the live socket; with sendLogout it first tells WhatsApp this device leaves (best effort:
+  // the caller removes the session files either way). The socket is cleared first, so whatever the
+  // old one still emits (its close) is ignored by handleEvents.
+  async function endSocket({ sendLogout = false } = {}) {
+    timers.clearTimeout(reconnectTimer);
+    reconnectTimer = null;
+    const sock = socket;
+    socket = null;
+    qr = null;
+    if (!sock) return;
+    if (sendLogout) {
+      try {
+        await sock.logout();
+      } catch (error) {
+        logger.warn({ err: error }, 'WhatsApp logout request failed; removing the session anyway');
+      }
+    }
+    await sock.end(undefined);
   }
 
   async function handleClose(error) {
@@ -182,11 +215,7 @@ export function createConnectionManager({
     }
     if (SESSION_ENDED_CODES.has(lastDisconnectCode)) {
       logger.warn({ lastDisconnectCode }, 'WhatsApp session ended; deleting stale creds, a new login is needed');
-      meJid = null;
-      // A new login reuses key ids (pre-key 1, 2…): nothing cached from the dead session may survive.
-      for (const cache of [sentMessages, msgRetryCounterCache, signalKeyCache]) cache.flushAll();
-      await deleteAuthFiles(config.sessionDir);
-      setState('logged_out');
+      await forgetSession();
       return;
     }
     if (lastDisconnectCode === DisconnectReason.restartRequired) {
@@ -205,21 +234,36 @@ export function createConnectionManager({
       return connect();
     },
 
-    /** Starts a fresh login after logged_out. Returns false when a connection is already live or pending. */
-    login() {
-      if (state !== 'logged_out') return false;
+    /**
+     * Starts a fresh login after logged_out (with a pairing code to this number, when given).
+     * Returns false when a connection is already live or pending.
+     */
+    login(newPairingNumber) {
+      if (state !== 'logged_out' || stopped) return false;
+      if (newPairingNumber) pairingNumber = newPairingNumber;
       pairingCodeRequested = false;
       connect();
       return true;
     },
 
+    /**
+     * Logs the account out of WhatsApp (the phone's "linked devices" entry goes away when
+     * connected), deletes the session's auth files and (unless relogin is false) starts a new
+     * login: a new QR code.
+     */
+    async logout({ relogin = true } = {}) {
+      await endSocket({ sendLogout: state === 'open' });
+      await forgetSession();
+      if (relogin && !stopped) {
+        pairingCodeRequested = false;
+        await connect();
+      }
+    },
+
     async stop() {
       stopped = true;
-      timers.clearTimeout(reconnectTimer);
-      reconnectTimer = null;
-      const sock = socket;
-      if (sock) await sock.end(undefined);
-      socket = null;
+      await endSocket();
+      if (state !== 'logged_out') setState('close');
     },
 
     status() {

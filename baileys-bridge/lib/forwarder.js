@@ -3,8 +3,9 @@
 // - 2xx: delivered. 4xx: the app refused this payload for good; drop it, no retry.
 // - 5xx, timeout or connection error: retry with exponential backoff, then drop after
 //   maxAttempts with one log line.
-// - The queue is bounded: during a long app outage the oldest events are dropped (and logged)
-//   rather than letting memory grow without limit.
+// - The queue is bounded, in events and in bytes (an event with media carries the file): during a
+//   long app outage the oldest events are dropped (and logged) rather than letting memory grow
+//   without limit.
 // Each attempt is signed afresh, so a retry after minutes still falls inside the app's
 // 300-second timestamp window.
 import { backoffDelay } from './backoff.js';
@@ -20,9 +21,11 @@ export function createForwarder({
   backoffBaseMs,
   backoffMaxMs,
   queueMax,
+  queueMaxBytes = Infinity,
   timeoutMs,
 }) {
-  const queue = [];
+  const queue = []; // { payload, body }: serialised once, signed afresh per attempt
+  let queuedBytes = 0;
   let running = false;
   let stopped = false;
   let wakeRetryWait = null;
@@ -46,8 +49,7 @@ export function createForwarder({
   }
 
   // One attempt. Returns 'delivered', 'rejected' (4xx: do not retry) or 'retry'.
-  async function attempt(payload) {
-    const body = JSON.stringify(payload);
+  async function attempt(body) {
     try {
       const response = await fetch(url, {
         method: 'POST',
@@ -68,10 +70,10 @@ export function createForwarder({
     }
   }
 
-  async function deliver(payload) {
-    const about = { event: payload.event, id: payload.id };
+  async function deliver({ payload, body }) {
+    const about = { event: payload.event, id: payload.id, business_id: payload.business_id };
     for (let n = 1; n <= maxAttempts && !stopped; n += 1) {
-      const result = await attempt(payload);
+      const result = await attempt(body);
       if (result.outcome === 'delivered') {
         logger.debug({ ...about, attempts: n }, 'forwarded');
         return;
@@ -93,7 +95,12 @@ export function createForwarder({
   async function drainQueue() {
     running = true;
     while (queue.length > 0 && !stopped) {
-      await deliver(queue.shift());
+      const entry = queue.shift();
+      try {
+        await deliver(entry);
+      } finally {
+        queuedBytes = Math.max(0, queuedBytes - entry.body.length); // stop() may have zeroed it
+      }
     }
     running = false;
     notifyIdle();
@@ -102,11 +109,14 @@ export function createForwarder({
   return {
     enqueue(payload) {
       if (stopped) return;
-      if (queue.length >= queueMax) {
+      const body = JSON.stringify(payload);
+      while (queue.length > 0 && (queue.length >= queueMax || queuedBytes + body.length > queueMaxBytes)) {
         const dropped = queue.shift();
-        logger.warn({ event: dropped.event, id: dropped.id, queueMax }, 'forward queue full; dropped oldest event');
+        queuedBytes -= dropped.body.length;
+        logger.warn({ event: dropped.payload.event, id: dropped.payload.id, queueMax, queueMaxBytes }, 'forward queue full; dropped oldest event');
       }
-      queue.push(payload);
+      queue.push({ payload, body });
+      queuedBytes += body.length;
       if (!running) drainQueue();
     },
 
@@ -122,6 +132,7 @@ export function createForwarder({
       wakeRetryWait?.();
       if (queue.length > 0) logger.warn({ dropped: queue.length }, 'forwarder stopped with events undelivered');
       queue.length = 0;
+      queuedBytes = 0;
     },
   };
 }

@@ -53,28 +53,61 @@ function parseJsonObject(rawBody) {
   return body;
 }
 
+// "/instances/:id/logout" → a matcher that answers { id: "7" } for "/instances/7/logout", else null.
+function pathMatcher(pattern) {
+  const parts = pattern.split('/');
+  if (!parts.some((part) => part.startsWith(':'))) return (path) => (path === pattern ? {} : null);
+  return (path) => {
+    const segments = path.split('/');
+    if (segments.length !== parts.length) return null;
+    const params = {};
+    for (const [i, part] of parts.entries()) {
+      if (part.startsWith(':')) {
+        if (segments[i] === '') return null;
+        try {
+          params[part.slice(1)] = decodeURIComponent(segments[i]);
+        } catch {
+          return null; // a malformed %-escape names no resource
+        }
+      } else if (part !== segments[i]) {
+        return null;
+      }
+    }
+    return params;
+  };
+}
+
 /**
- * routes: { "METHOD /path": { handler({ body }) → response, signed?: bool, json?: bool } }
- * Signed and json routes read the body (at most maxBodyBytes); json routes get it parsed.
+ * routes: { "METHOD /path": { handler({ body, query, params }) → response, signed?: bool, json?: bool,
+ * maxBodyBytes?: number } }. A path segment ":name" matches any one segment (params.name).
+ * Signed and json routes read the body (at most maxBodyBytes, or the route's own limit); json
+ * routes get it parsed. query is the URL's URLSearchParams.
  * A response is { status, contentType, body, headers? }; see jsonResponse().
  * verifySignature(header, rawBody) → { ok, reason } checks signed routes before parsing.
  */
 export function createHttpServer({ routes, maxBodyBytes, verifySignature, logger }) {
-  const methodsByPath = new Map();
-  for (const name of Object.keys(routes)) {
-    const [method, path] = name.split(' ');
-    methodsByPath.set(path, [...(methodsByPath.get(path) ?? []), method]);
-  }
+  const table = Object.entries(routes).map(([name, route]) => {
+    const [method, pattern] = name.split(' ');
+    return { method, match: pathMatcher(pattern), route };
+  });
 
   async function respond(req) {
-    const path = new URL(req.url, 'http://bridge').pathname;
-    const route = routes[`${req.method} ${path}`];
+    const url = new URL(req.url, 'http://bridge');
+    const path = url.pathname;
+    let route = null;
+    let params = null;
+    const allowed = [];
+    for (const entry of table) {
+      const matched = entry.match(path);
+      if (!matched) continue;
+      allowed.push(entry.method);
+      if (entry.method === req.method) [route, params] = [entry.route, matched];
+    }
     if (!route) {
-      const allowed = methodsByPath.get(path);
-      if (allowed) return { ...errorResponse(405, 'method_not_allowed', `use ${allowed.join(', ')}`), headers: { allow: allowed.join(', ') } };
+      if (allowed.length) return { ...errorResponse(405, 'method_not_allowed', `use ${allowed.join(', ')}`), headers: { allow: allowed.join(', ') } };
       return errorResponse(404, 'not_found', `no route ${req.method} ${path}`);
     }
-    const rawBody = route.signed || route.json ? await readBody(req, maxBodyBytes) : Buffer.alloc(0);
+    const rawBody = route.signed || route.json ? await readBody(req, route.maxBodyBytes ?? maxBodyBytes) : Buffer.alloc(0);
     if (route.signed) {
       const check = verifySignature(req.headers[SIGNATURE_HEADER], rawBody);
       if (!check.ok) {
@@ -83,7 +116,7 @@ export function createHttpServer({ routes, maxBodyBytes, verifySignature, logger
       }
     }
     const body = route.json ? parseJsonObject(rawBody) : undefined;
-    return route.handler({ body });
+    return route.handler({ body, query: url.searchParams, params });
   }
 
   return http.createServer(async (req, res) => {

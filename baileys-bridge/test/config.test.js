@@ -13,12 +13,13 @@ test('defaults', () => {
   assert.equal(config.port, 8000);
   assert.equal(config.host, '127.0.0.1');
   assert.equal(config.appUrl, 'http://127.0.0.1:5000');
-  assert.equal(config.sessionDir, DEFAULTS.sessionDir);
-  assert.equal(path.basename(config.sessionDir), 'wa_session');
+  assert.equal(config.authDir, DEFAULTS.authDir);
+  assert.equal(path.basename(config.authDir), 'wa_session');
+  assert.deepEqual(config.instances, []);
+  assert.equal(config.mediaMaxBytes, 16 * 1024 * 1024);
   assert.equal(config.forwardGroups, false);
   assert.equal(config.sendMinIntervalMs, 1000);
   assert.equal(config.forwardMaxAttempts, 6);
-  assert.equal(config.pairingNumber, null);
   assert.equal(config.logLevel, 'info');
   assert.deepEqual(signingSecrets(config), ['s']);
 });
@@ -29,9 +30,10 @@ test('environment overrides', () => {
     WA_SHARED_SECRET_PREVIOUS: 'old',
     WA_BAILEYS_PORT: '8100',
     WA_BAILEYS_HOST: '0.0.0.0',
-    WA_SESSION_DIR: 'relative/session',
+    WA_AUTH_DIR: 'relative/session',
+    WA_INSTANCES: '7, 12,7',
+    WA_MEDIA_MAX_BYTES: '1048576',
     PORT: '5050',
-    WA_PAIRING_NUMBER: '+972 50-111-2222',
     WA_FORWARD_GROUPS: 'true',
     WA_SEND_MIN_INTERVAL_MS: '250',
     WA_FORWARD_MAX_ATTEMPTS: '3',
@@ -39,9 +41,11 @@ test('environment overrides', () => {
   });
   assert.equal(config.port, 8100);
   assert.equal(config.host, '0.0.0.0');
-  assert.equal(config.sessionDir, path.resolve('relative/session'));
+  assert.equal(config.authDir, path.resolve('relative/session'));
+  assert.deepEqual(config.instances, [7, 12]);
+  assert.equal(config.mediaMaxBytes, 1048576);
+  assert.equal(loadConfig({ WA_SHARED_SECRET: 's', WA_SESSION_DIR: '/srv/wa' }).authDir, '/srv/wa', 'the earlier name still works');
   assert.equal(config.appUrl, 'http://127.0.0.1:5050', 'follows the app PORT');
-  assert.equal(config.pairingNumber, '972501112222');
   assert.equal(config.forwardGroups, true);
   assert.equal(config.sendMinIntervalMs, 250);
   assert.equal(config.forwardMaxAttempts, 3);
@@ -56,7 +60,9 @@ test('bad values are configuration errors', () => {
     ['WA_BAILEYS_PORT', '70000'],
     ['WA_FORWARD_GROUPS', 'maybe'],
     ['WA_SEND_MIN_INTERVAL_MS', '-1'],
-    ['WA_PAIRING_NUMBER', '050'],
+    ['WA_INSTANCES', '1,abc'],
+    ['WA_INSTANCES', '0'],
+    ['WA_MEDIA_MAX_BYTES', 'big'],
     ['LOG_LEVEL', 'loud'],
   ]) {
     assert.throws(() => loadConfig({ WA_SHARED_SECRET: 's', [name]: value }), ConfigError, `${name}=${value}`);

@@ -26,20 +26,20 @@ for (const code of [401, 403]) {
       await waitFor(() => existsSync(credsFile), { what: 'creds saved on creds.update' });
 
       await t.makeSocket.current().close(code);
-      await waitFor(() => t.bridge.status().state === 'logged_out', { what: 'logged_out' });
+      await waitFor(() => t.status().state === 'logged_out', { what: 'logged_out' });
       await delay(100); // five reconnect base delays: nothing may happen
       assert.equal(t.makeSocket.sockets.length, 1);
-      const status = await (await fetch(`${t.base}/status`)).json();
+      const status = await (await fetch(`${t.base}/status?business_id=1`)).json();
       assert.deepEqual(status, { state: 'logged_out', me: null, qr_available: false, last_disconnect_code: code });
       await assert.rejects(fs.stat(credsFile), { code: 'ENOENT' });
       await t.bridge.whenForwardingIdle();
-      assert.deepEqual(app.events('connection').at(-1), { event: 'connection', state: 'logged_out', qr: false });
+      assert.deepEqual(app.events('connection').at(-1), { event: 'connection', state: 'logged_out', qr: false, business_id: 1 });
 
-      const login = await signedPost(`${t.base}/login`, '');
+      const login = await signedPost(`${t.base}/login`, { business_id: 1 });
       assert.deepEqual(await login.json(), { started: true, state: 'connecting' });
       await waitForOpen(t.bridge);
       assert.equal(t.makeSocket.sockets.length, 2);
-      const again = await signedPost(`${t.base}/login`, '');
+      const again = await signedPost(`${t.base}/login`, { business_id: 1 });
       assert.deepEqual(await again.json(), { started: false, state: 'open' });
     }));
 }
@@ -57,7 +57,7 @@ test('transient closes reconnect with growing backoff, reset once open', () => {
   return withBridge({ fake: { autoOpen: false }, timers }, async (t) => {
     await socketCount(t, 1);
     await t.makeSocket.sockets[0].close(428);
-    assert.equal(t.bridge.status().state, 'close');
+    assert.equal(t.status().state, 'close');
     await socketCount(t, 2);
     await t.makeSocket.sockets[1].close(500);
     await socketCount(t, 3);
@@ -68,7 +68,7 @@ test('transient closes reconnect with growing backoff, reset once open', () => {
     assert.ok(s2 - s1 >= 38, `then ~40 ms, got ${s2 - s1}`);
     assert.ok(s3 - s2 >= 78, `then ~80 ms, got ${s3 - s2}`);
     assert.deepEqual(delays, [20, 40, 80]);
-    assert.equal(t.bridge.status().lastDisconnectCode, 408);
+    assert.equal(t.status().lastDisconnectCode, 408);
 
     t.makeSocket.sockets[3].open();
     await waitForOpen(t.bridge);
@@ -108,7 +108,7 @@ test('stop() ends the socket without reconnecting or logging out', () =>
     await t.bridge.stop();
     await delay(60);
     assert.equal(t.makeSocket.sockets.length, 1);
-    assert.equal(t.bridge.status().state, 'close');
+    assert.equal(t.status().state, 'close');
     await fs.stat(path.join(t.sessionDir, 'creds.json'));
   }));
 
@@ -122,7 +122,7 @@ test('socket config: session dir private, offline presence, shared retry cache, 
     assert.equal(first.markOnlineOnConnect, false);
     assert.ok(first.auth.creds && first.auth.keys, 'auth state from useMultiFileAuthState');
 
-    const res = await signedPost(`${t.base}/send`, { to: '+972501234567', text: 'keep me' });
+    const res = await signedPost(`${t.base}/send`, { business_id: 1, to: '+972501234567', text: 'keep me' });
     const { id } = await res.json();
     assert.deepEqual(await first.getMessage({ id, remoteJid: '972501234567@s.whatsapp.net' }), { extendedTextMessage: { text: 'keep me' } });
     assert.equal(await first.getMessage({ id: 'unknown' }), undefined);
@@ -132,16 +132,18 @@ test('socket config: session dir private, offline presence, shared retry cache, 
     assert.equal(t.makeSocket.current().config.msgRetryCounterCache, first.msgRetryCounterCache, 'outlives the socket');
   }));
 
-test('pairing code is requested once per login when WA_PAIRING_NUMBER is set', () => {
+test('pairing code is requested once per login when the instance was added with a pairing number', () => {
   const log = memoryLogger('info');
-  return withBridge({ config: { pairingNumber: '972501112222' }, fake: { autoOpen: false, initialQr: '2@qr' }, logger: log.logger }, async (t) => {
+  return withBridge({ config: { instances: [] }, fake: { autoOpen: false, initialQr: '2@qr' }, logger: log.logger }, async (t) => {
+    const added = await signedPost(`${t.base}/instances`, { business_id: 1, pairing_number: '+972 50-111-2222' });
+    assert.equal(added.status, 201);
     await waitFor(() => t.makeSocket.pairingRequests.length === 1, { what: 'pairing request' });
     assert.deepEqual(t.makeSocket.pairingRequests, ['972501112222']);
     assert.ok(log.records().some((r) => r.pairingCode === 'FAKE1234'));
 
     await t.makeSocket.current().close(408); // QR codes ran out
     await socketCount(t, 2);
-    await waitFor(() => t.bridge.status().qr, { what: 'new QR code' });
+    await waitFor(() => t.status().qr, { what: 'new QR code' });
     assert.equal(t.makeSocket.pairingRequests.length, 1, 'no new push to the phone on every reconnect');
   });
 });

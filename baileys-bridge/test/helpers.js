@@ -11,6 +11,8 @@ import { signatureHeader } from '../lib/signing.js';
 import { createFakeSocketFactory } from './fakes/fake-socket.js';
 
 export const SECRET = 'test-shared-secret';
+// The business of the one instance startTestBridge() starts unless told otherwise.
+export const BUSINESS = 1;
 
 export async function tempDir() {
   return fs.mkdtemp(path.join(os.tmpdir(), 'bridge-test-'));
@@ -91,13 +93,17 @@ export async function startFakeApp(respond = () => 204) {
 }
 
 /**
- * A bridge with the fake socket and a temporary session dir. Options: config overrides, fake
- * socket options, app (a startFakeApp() result; default: an app that refuses connections).
+ * A bridge with the fake socket and a temporary WA_AUTH_DIR, running one instance (business
+ * BUSINESS) unless config.instances says otherwise. Options: config overrides, fake socket
+ * options, app (a startFakeApp() result; default: an app that refuses connections).
+ * t.sessionDir is the first instance's session directory; t.status() its status.
  */
 export async function startTestBridge({ config: overrides = {}, fake = {}, app, logger, authStateFactory, timers } = {}) {
-  const sessionDir = await tempDir();
+  const authDir = await tempDir();
   const makeSocket = createFakeSocketFactory(fake);
-  const config = testConfig({ sessionDir, appUrl: app?.url ?? `http://127.0.0.1:${await unusedPort()}`, ...overrides });
+  const config = testConfig({ authDir, instances: [BUSINESS], appUrl: app?.url ?? `http://127.0.0.1:${await unusedPort()}`, ...overrides });
+  const first = config.instances[0] ?? BUSINESS;
+  const sessionDir = path.join(authDir, `business-${first}`);
   const bridge = createBridge({
     makeSocket,
     config,
@@ -111,11 +117,14 @@ export async function startTestBridge({ config: overrides = {}, fake = {}, app, 
     bridge,
     makeSocket,
     config,
+    authDir,
     sessionDir,
     base,
+    status: (businessId = first) => bridge.instance(businessId).status(),
     async stop() {
       await bridge.stop();
-      await fs.rm(sessionDir, { recursive: true, force: true });
+      await makeSocket.close();
+      await fs.rm(authDir, { recursive: true, force: true });
     },
   };
 }
@@ -132,6 +141,17 @@ export function signedPost(url, body, { secret = SECRET, nowSeconds = Date.now()
   });
 }
 
-export function waitForOpen(bridge) {
-  return waitFor(() => bridge.status().state === 'open', { what: 'connection open' });
+export function waitForOpen(bridge, businessId = BUSINESS) {
+  return waitFor(() => bridge.instance(businessId)?.status().state === 'open', { what: `business ${businessId} connected` });
+}
+
+/** A signed GET (empty body), e.g. /qr.json or /instances. */
+export function signedGet(url, { secret = SECRET } = {}) {
+  return fetch(url, { headers: { 'x-bridge-signature': signatureHeader([secret], '', Date.now() / 1000) } });
+}
+
+/** A signed request with any method and a JSON (or empty) body. */
+export function signedRequest(method, url, body = '', { secret = SECRET } = {}) {
+  const raw = typeof body === 'string' ? body : JSON.stringify(body);
+  return fetch(url, { method, headers: { 'content-type': 'application/json', 'x-bridge-signature': signatureHeader([secret], raw, Date.now() / 1000) }, body: method === 'GET' ? undefined : raw });
 }

@@ -22,7 +22,7 @@ describe('HTTP API while connected', () => {
   });
 
   test('GET /status reports the open connection and own number', async () => {
-    const res = await fetch(`${t.base}/status`);
+    const res = await fetch(`${t.base}/status?business_id=1`);
     assert.deepEqual(await res.json(), { state: 'open', me: '+972500000000', qr_available: false, last_disconnect_code: null });
   });
 
@@ -36,7 +36,7 @@ describe('HTTP API while connected', () => {
   });
 
   test('POST /send delivers through the socket and answers the WhatsApp id', async () => {
-    const res = await signedPost(`${t.base}/send`, { to: '+972501234567', text: 'שלום' });
+    const res = await signedPost(`${t.base}/send`, { business_id: 1, to: '+972501234567', text: 'שלום' });
     assert.equal(res.status, 200);
     const { id } = await res.json();
     const sent = t.makeSocket.sent.at(-1);
@@ -46,14 +46,14 @@ describe('HTTP API while connected', () => {
   });
 
   test('"whatsapp:+…" and LID recipients are accepted', async () => {
-    assert.equal((await signedPost(`${t.base}/send`, { to: 'whatsapp:+972501234567', text: 'a' })).status, 200);
+    assert.equal((await signedPost(`${t.base}/send`, { business_id: 1, to: 'whatsapp:+972501234567', text: 'a' })).status, 200);
     assert.equal(t.makeSocket.sent.at(-1).jid, '972501234567@s.whatsapp.net');
-    assert.equal((await signedPost(`${t.base}/send`, { to: '123456789012345@lid', text: 'b' })).status, 200);
+    assert.equal((await signedPost(`${t.base}/send`, { business_id: 1, to: '123456789012345@lid', text: 'b' })).status, 200);
     assert.equal(t.makeSocket.sent.at(-1).jid, '123456789012345@lid');
   });
 
   test('an idempotent repeat returns the first answer and sends nothing', async () => {
-    const body = { to: '+972501234567', text: 'once', idempotency_key: 'crm-msg-42' };
+    const body = { business_id: 1, to: '+972501234567', text: 'once', idempotency_key: 'crm-msg-42' };
     const before = t.makeSocket.sent.length;
     const first = await (await signedPost(`${t.base}/send`, body)).json();
     const second = await signedPost(`${t.base}/send`, body);
@@ -61,7 +61,7 @@ describe('HTTP API while connected', () => {
     assert.deepEqual(await second.json(), first);
     assert.equal(t.makeSocket.sent.length, before + 1);
 
-    const reused = await signedPost(`${t.base}/send`, { ...body, text: 'something else' });
+    const reused = await signedPost(`${t.base}/send`, { business_id: 1, ...body, text: 'something else' });
     assert.equal(reused.status, 409);
     assert.equal((await reused.json()).error, 'idempotency_conflict');
   });
@@ -69,7 +69,7 @@ describe('HTTP API while connected', () => {
   test('concurrent requests with one key send once', async () => {
     t.makeSocket.behaviour.sendDelayMs = 30;
     try {
-      const body = { to: '+972501234567', text: 'race', idempotency_key: 'crm-msg-43' };
+      const body = { business_id: 1, to: '+972501234567', text: 'race', idempotency_key: 'crm-msg-43' };
       const before = t.makeSocket.sent.length;
       const answers = await Promise.all([1, 2, 3].map(() => signedPost(`${t.base}/send`, body).then((r) => r.json())));
       assert.equal(new Set(answers.map((a) => a.id)).size, 1);
@@ -91,7 +91,7 @@ describe('HTTP API while connected', () => {
       ['[1, 2]', 'bad_json'],
     ];
     for (const [body, code] of cases) {
-      const res = await signedPost(`${t.base}/send`, body);
+      const res = await signedPost(`${t.base}/send`, typeof body === 'string' ? body : { business_id: 1, ...body });
       assert.equal(res.status, 400, JSON.stringify(body));
       const answer = await res.json();
       assert.equal(answer.error, code);
@@ -101,7 +101,7 @@ describe('HTTP API while connected', () => {
 
   test('unsigned, badly signed and stale requests answer 401 and send nothing', async () => {
     const before = t.makeSocket.sent.length;
-    const body = { to: '+972501234567', text: 'forged' };
+    const body = { business_id: 1, to: '+972501234567', text: 'forged' };
     const unsigned = await fetch(`${t.base}/send`, { method: 'POST', body: JSON.stringify(body) });
     assert.equal(unsigned.status, 401);
     assert.deepEqual(Object.keys(await unsigned.json()), ['error', 'message']);
@@ -114,17 +114,17 @@ describe('HTTP API while connected', () => {
     assert.equal(t.makeSocket.sent.length, before);
   });
 
-  test('bodies over 64 KiB answer 413', async () => {
-    const res = await signedPost(`${t.base}/send`, { to: '+972501234567', text: 'x'.repeat(70 * 1024) });
+  test('bodies over the /send limit (base64 of WA_MEDIA_MAX_BYTES plus 64 KiB) answer 413', async () => {
+    const res = await signedPost(`${t.base}/send`, { business_id: 1, to: '+972501234567', text: 'x'.repeat(Math.ceil(t.config.mediaMaxBytes / 3) * 4 + 70 * 1024) });
     assert.equal(res.status, 413);
     assert.equal((await res.json()).error, 'body_too_large');
   });
 
   test('GET /qr answers 404 when there is no QR code', async () => {
-    const res = await fetch(`${t.base}/qr`);
+    const res = await fetch(`${t.base}/qr?business_id=1`);
     assert.equal(res.status, 404);
     assert.equal((await res.json()).error, 'no_qr');
-    assert.equal((await fetch(`${t.base}/qr.txt`)).status, 404);
+    assert.equal((await fetch(`${t.base}/qr.txt?business_id=1`)).status, 404);
   });
 });
 
@@ -133,17 +133,17 @@ describe('HTTP API while logging in', () => {
   let t;
   before(async () => {
     t = await startTestBridge({ fake: { autoOpen: false, initialQr: QR } });
-    await waitFor(() => t.bridge.status().qr, { what: 'QR code' });
+    await waitFor(() => t.status().qr, { what: 'QR code' });
   });
   after(() => t.stop());
 
   test('GET /status says a QR code is available', async () => {
-    const status = await (await fetch(`${t.base}/status`)).json();
+    const status = await (await fetch(`${t.base}/status?business_id=1`)).json();
     assert.deepEqual(status, { state: 'connecting', me: null, qr_available: true, last_disconnect_code: null });
   });
 
   test('GET /qr is a PNG that decodes back to the QR string', async () => {
-    const res = await fetch(`${t.base}/qr`);
+    const res = await fetch(`${t.base}/qr?business_id=1`);
     assert.equal(res.status, 200);
     assert.equal(res.headers.get('content-type'), 'image/png');
     const png = Buffer.from(await res.arrayBuffer());
@@ -160,15 +160,15 @@ describe('HTTP API while logging in', () => {
 
   test('GET /qr.json answers the QR string to a signed request only', async () => {
     const signed = (secret = SECRET) => ({ headers: { 'x-bridge-signature': signatureHeader([secret], '', Date.now() / 1000) } });
-    const res = await fetch(`${t.base}/qr.json`, signed());
+    const res = await fetch(`${t.base}/qr.json?business_id=1`, signed());
     assert.equal(res.status, 200);
     assert.deepEqual(await res.json(), { qr: QR });
-    assert.equal((await fetch(`${t.base}/qr.json`)).status, 401);
-    assert.equal((await fetch(`${t.base}/qr.json`, signed('not-the-secret'))).status, 401);
+    assert.equal((await fetch(`${t.base}/qr.json?business_id=1`)).status, 401);
+    assert.equal((await fetch(`${t.base}/qr.json?business_id=1`, signed('not-the-secret'))).status, 401);
   });
 
   test('GET /qr.txt renders the QR code for a terminal', async () => {
-    const res = await fetch(`${t.base}/qr.txt`);
+    const res = await fetch(`${t.base}/qr.txt?business_id=1`);
     assert.equal(res.status, 200);
     assert.match(res.headers.get('content-type'), /^text\/plain/);
     const text = await res.text();
@@ -176,7 +176,7 @@ describe('HTTP API while logging in', () => {
   });
 
   test('POST /send answers 503 not_connected and sends nothing', async () => {
-    const res = await signedPost(`${t.base}/send`, { to: '+972501234567', text: 'hi', idempotency_key: 'k-503' });
+    const res = await signedPost(`${t.base}/send`, { business_id: 1, to: '+972501234567', text: 'hi', idempotency_key: 'k-503' });
     assert.equal(res.status, 503);
     assert.equal((await res.json()).error, 'not_connected');
     assert.equal(t.makeSocket.sent.length, 0);
@@ -185,12 +185,12 @@ describe('HTTP API while logging in', () => {
   test('a key whose first try was not sent can be retried once connected', async () => {
     t.makeSocket.current().open();
     await waitForOpen(t.bridge);
-    assert.equal((await fetch(`${t.base}/qr`)).status, 404, 'the QR code is gone once open');
+    assert.equal((await fetch(`${t.base}/qr?business_id=1`)).status, 404, 'the QR code is gone once open');
     const signed = { headers: { 'x-bridge-signature': signatureHeader([SECRET], '', Date.now() / 1000) } };
-    const qrJson = await fetch(`${t.base}/qr.json`, signed);
+    const qrJson = await fetch(`${t.base}/qr.json?business_id=1`, signed);
     assert.equal(qrJson.status, 404);
     assert.equal((await qrJson.json()).error, 'no_qr');
-    const res = await signedPost(`${t.base}/send`, { to: '+972501234567', text: 'hi', idempotency_key: 'k-503' });
+    const res = await signedPost(`${t.base}/send`, { business_id: 1, to: '+972501234567', text: 'hi', idempotency_key: 'k-503' });
     assert.equal(res.status, 200);
     assert.equal(t.makeSocket.sent.length, 1);
   });
@@ -203,9 +203,9 @@ describe('sending', () => {
       await waitForOpen(t.bridge);
       const started = Date.now();
       const answers = await Promise.all([
-        signedPost(`${t.base}/send`, { to: '+972501111111', text: '1' }),
-        signedPost(`${t.base}/send`, { to: '+972501111111', text: '2' }),
-        signedPost(`${t.base}/send`, { to: '+972502222222', text: '3' }),
+        signedPost(`${t.base}/send`, { business_id: 1, to: '+972501111111', text: '1' }),
+        signedPost(`${t.base}/send`, { business_id: 1, to: '+972501111111', text: '2' }),
+        signedPost(`${t.base}/send`, { business_id: 1, to: '+972502222222', text: '3' }),
       ]);
       assert.deepEqual(answers.map((r) => r.status), [200, 200, 200]);
       const at = (text) => t.makeSocket.sent.find((s) => s.content.text === text).at;
@@ -220,7 +220,7 @@ describe('sending', () => {
     const t = await startTestBridge({ fake: { sendError: Object.assign(new Error('rate-overlimit'), { output: { statusCode: 429 } }) } });
     try {
       await waitForOpen(t.bridge);
-      const body = { to: '+972501234567', text: 'x', idempotency_key: 'k-502' };
+      const body = { business_id: 1, to: '+972501234567', text: 'x', idempotency_key: 'k-502' };
       const res = await signedPost(`${t.base}/send`, body);
       assert.equal(res.status, 502);
       assert.equal((await res.json()).error, 'send_failed');
@@ -237,9 +237,9 @@ describe('sending', () => {
     const t = await startTestBridge({ config: { sendMinIntervalMs: 100, reconnectBaseMs: 5000 } });
     try {
       await waitForOpen(t.bridge);
-      const first = signedPost(`${t.base}/send`, { to: '+972501234567', text: 'first' });
+      const first = signedPost(`${t.base}/send`, { business_id: 1, to: '+972501234567', text: 'first' });
       await delay(20);
-      const queued = signedPost(`${t.base}/send`, { to: '+972501234567', text: 'queued' });
+      const queued = signedPost(`${t.base}/send`, { business_id: 1, to: '+972501234567', text: 'queued' });
       await delay(20);
       await t.makeSocket.current().close(428);
       assert.equal((await first).status, 200);

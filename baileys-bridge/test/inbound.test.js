@@ -31,7 +31,7 @@ describe('inbound events reach the app', () => {
     sock.inject([textMessage('IN-1', 'שלום')]);
     await t.bridge.whenForwardingIdle();
     const [event] = app.events('message');
-    assert.deepEqual(Object.keys(event).sort(), ['chat', 'event', 'from', 'id', 'lid', 'push_name', 'text', 'timestamp', 'to']);
+    assert.deepEqual(Object.keys(event).sort(), ['business_id', 'chat', 'event', 'from', 'id', 'lid', 'push_name', 'text', 'timestamp', 'to']);
     assert.equal(event.id, 'IN-1');
     assert.equal(event.from, '+972501234567');
     assert.equal(event.to, '+972500000000');
@@ -87,8 +87,8 @@ describe('inbound events reach the app', () => {
     sock.updateStatus('OUT-1', 'pending');
     await t.bridge.whenForwardingIdle();
     assert.deepEqual(app.events('status'), [
-      { event: 'status', id: 'OUT-1', status: 'delivered' },
-      { event: 'status', id: 'OUT-1', status: 'read' },
+      { event: 'status', id: 'OUT-1', status: 'delivered', business_id: 1 },
+      { event: 'status', id: 'OUT-1', status: 'read', business_id: 1 },
     ]);
   });
 });
@@ -112,14 +112,14 @@ test('connection changes become "connection" events', async () => {
   const app = await startFakeApp();
   const t = await startTestBridge({ app, fake: { autoOpen: false, initialQr: '2@qr' } });
   try {
-    await waitFor(() => t.bridge.status().qr, { what: 'QR code' });
+    await waitFor(() => t.status().qr, { what: 'QR code' });
     t.makeSocket.current().open();
     await waitForOpen(t.bridge);
     await t.bridge.whenForwardingIdle();
     assert.deepEqual(app.events('connection'), [
-      { event: 'connection', state: 'connecting', qr: false },
-      { event: 'connection', state: 'connecting', qr: true },
-      { event: 'connection', state: 'open', qr: false },
+      { event: 'connection', state: 'connecting', qr: false, business_id: 1 },
+      { event: 'connection', state: 'connecting', qr: true, business_id: 1 },
+      { event: 'connection', state: 'open', qr: false, business_id: 1 },
     ]);
   } finally {
     await t.stop();

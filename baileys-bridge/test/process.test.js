@@ -55,7 +55,8 @@ describe('index.js with WA_SOCKET_MODULE=test/fakes/fake-socket.js', () => {
     run = runBridge({
       WA_SHARED_SECRET: SECRET,
       WA_BAILEYS_PORT: String(port),
-      WA_SESSION_DIR: sessionDir,
+      WA_AUTH_DIR: sessionDir,
+      WA_INSTANCES: '1',
       APP_URL: app.url,
       WA_SEND_MIN_INTERVAL_MS: '0',
       LOG_LEVEL: 'debug',
@@ -75,7 +76,7 @@ describe('index.js with WA_SOCKET_MODULE=test/fakes/fake-socket.js', () => {
   });
 
   test('reports the fake connection as open', async () => {
-    assert.deepEqual(await poll(`${base}/status`), { state: 'open', me: '+972500000000', qr_available: false, last_disconnect_code: null });
+    assert.deepEqual(await poll(`${base}/status?business_id=1`), { state: 'open', me: '+972500000000', qr_available: false, last_disconnect_code: null });
     assert.equal((await poll(`${control}/state`)).connection, 'open');
   });
 
@@ -99,12 +100,13 @@ describe('index.js with WA_SOCKET_MODULE=test/fakes/fake-socket.js', () => {
       text: 'hello',
       timestamp: 1767225590,
       to: '+972500000000',
+      business_id: 1,
     });
     assert.ok(app.requests.every((r) => /^t=\d+,v1=[0-9a-f]{64}$/.test(r.headers['x-bridge-signature'])));
   });
 
   test('a signed /send shows up in the control port\'s /sent', async () => {
-    const res = await signedPost(`${base}/send`, { to: '+972501234567', text: 'שלום', idempotency_key: 'p-1' });
+    const res = await signedPost(`${base}/send`, { business_id: 1, to: '+972501234567', text: 'שלום', idempotency_key: 'p-1' });
     assert.equal(res.status, 200);
     const { id } = await res.json();
     const { sent } = await poll(`${control}/sent`);
@@ -114,11 +116,11 @@ describe('index.js with WA_SOCKET_MODULE=test/fakes/fake-socket.js', () => {
   test('status and disconnect controls drive the bridge', async () => {
     await fetch(`${control}/status`, { method: 'POST', body: JSON.stringify({ id: 'OUT-9', status: 'read' }) });
     await waitFor(() => app.events('status').length === 1, { what: 'status event' });
-    assert.deepEqual(app.events('status')[0], { event: 'status', id: 'OUT-9', status: 'read' });
+    assert.deepEqual(app.events('status')[0], { event: 'status', id: 'OUT-9', status: 'read', business_id: 1 });
 
     await fetch(`${control}/close`, { method: 'POST', body: JSON.stringify({ code: 401 }) });
     await waitFor(() => app.events('connection').at(-1)?.state === 'logged_out', { what: 'logged_out event' });
-    assert.equal((await poll(`${base}/status`)).state, 'logged_out');
+    assert.equal((await poll(`${base}/status?business_id=1`)).state, 'logged_out');
   });
 
   test('logs are JSON lines without the secret', () => {
