@@ -35,7 +35,7 @@ from twilio.twiml.voice_response import Dial, VoiceResponse
 from server.config import Settings
 from server.db.dao_crm import audit, call_by_sid
 from server.db.engine import Database
-from server.db.models import Business, Call, utcnow
+from server.db.models import AuditLog, Business, Call, utcnow
 from server.errors import DomainError, Problem
 from server.logs import log_event
 from server.phones import try_e164
@@ -295,14 +295,16 @@ def dial_result(session: Session, base_url: str, form: Mapping[str, str]) -> str
         raise DomainError(Problem.NOT_FOUND, "unknown_call", "no such call")
     answered = status in ANSWERED
     outcome = OUTCOME if answered else UNANSWERED_OUTCOMES.get(status, "transfer_failed")
-    replay = call.outcome == outcome
+    action = "call.transfer_answered" if answered else "call.transfer_unanswered"
+    # Twilio retries the action: the audit entry (what the console's log shows) tells a replay.
+    replay = call.outcome == outcome and _audited(session, call, action)
     if not replay:
         call.outcome = outcome
         audit(
             session,
             call.business_id,
             "twilio",
-            "call.transfer_answered" if answered else "call.transfer_unanswered",
+            action,
             "call",
             call.call_sid,
             dial_status=status[:24],
@@ -311,6 +313,20 @@ def dial_result(session: Session, base_url: str, form: Mapping[str, str]) -> str
     session.commit()
     log_event(log, "call_transfer_ended", call_sid=call_sid, dial_status=status[:24], outcome=outcome, replay=replay)
     return hangup_twiml() if answered else voicemail_twiml(base_url)
+
+
+def _audited(session: Session, call: Call, action: str) -> bool:
+    found = session.scalar(
+        sa.select(AuditLog.id)
+        .where(
+            AuditLog.business_id == call.business_id,
+            AuditLog.entity_type == "call",
+            AuditLog.entity_id == call.call_sid,
+            AuditLog.action == action,
+        )
+        .limit(1)
+    )
+    return found is not None
 
 
 def _seconds(raw: Optional[str]) -> Optional[int]:

@@ -6,6 +6,11 @@
    20 ms μ-law frames: `TwilioCaller` from `testkit/fakes/twilio_caller.py`.
 4. When the caller hangs up, the signed `POST /webhook/call_status` Twilio sends at the end.
 
+A call the app gives new TwiML through the REST API (the REST fake, `place_call(…, twilio=fake)`)
+leaves its media stream as on Twilio: `stop`, then the WebSocket closes. For a transfer's `<Dial>`,
+`whisper` fetches what the person who answers hears (`<Number url>`), and `dial_ended` posts the
+`<Dial action>` with how the dial ended (`completed`, `no-answer`, `busy`, `failed`, `canceled`).
+
 The app may sit behind a public URL (`PUBLIC_BASE_URL`) that differs from where it can be
 reached (`app_url`): signatures use the public URL, requests go to `app_url`.
 """
@@ -21,6 +26,7 @@ import requests
 from twilio.request_validator import RequestValidator
 
 from testkit.fakes.twilio_caller import TwilioCaller, twilio_signature
+from testkit.fakes.twilio_rest import FakeTwilioRest
 
 
 @dataclass(frozen=True)
@@ -92,9 +98,63 @@ def connect_stream(line: Line, call_sid: str, stream: StreamInstructions) -> Twi
     return caller
 
 
-def place_call(line: Line, call_sid: str | None = None) -> TwilioCaller:
+def place_call(line: Line, call_sid: str | None = None, *, twilio: FakeTwilioRest | None = None) -> TwilioCaller:
     call_sid = call_sid or new_call_sid()
-    return connect_stream(line, call_sid, incoming_call(line, call_sid))
+    caller = connect_stream(line, call_sid, incoming_call(line, call_sid))
+    if twilio is not None:
+        twilio.attach_stream(call_sid, caller.hang_up)  # a redirect ends the stream: `stop`, close
+    return caller
+
+
+def _call_params(line: Line, call_sid: str, **extra: str) -> dict[str, str]:
+    return {
+        "CallSid": call_sid,
+        "AccountSid": line.account_sid,
+        "From": line.from_number,
+        "To": line.to_number,
+        "Direction": "inbound",
+        "ApiVersion": "2010-04-01",
+        **extra,
+    }
+
+
+def _public_path(line: Line, url: str) -> str:
+    """The path (and query) of `url`, one of the app's public URLs, to post at `line.app_url`."""
+    if not url.startswith(line.public_url.rstrip("/") + "/"):
+        raise AssertionError(f"{url} is not on the app's public URL {line.public_url}")
+    return url[len(line.public_url.rstrip("/")) :]
+
+
+def whisper(line: Line, dial: dict, *, child_sid: str | None = None) -> requests.Response:
+    """What Twilio fetches when the dialled person answers: the `<Number url>` (POST, signed), for the
+    child call leg Twilio placed to that number."""
+    attributes = dial["number_attributes"]
+    params = {
+        "CallSid": child_sid or new_call_sid(),
+        "AccountSid": line.account_sid,
+        "From": dial.get("callerId", line.from_number),
+        "To": dial["number"],
+        "Direction": "outbound-dial",
+        "CallStatus": "in-progress",
+        "ApiVersion": "2010-04-01",
+    }
+    return signed_post(line, _public_path(line, attributes["url"]), params)
+
+
+def dial_ended(line: Line, call_sid: str, dial: dict, status: str, *, duration_seconds: int = 0) -> requests.Response:
+    """The `<Dial action>` Twilio posts when the dial is over: `DialCallStatus` and the child leg."""
+    params = _call_params(
+        line,
+        call_sid,
+        CallStatus="in-progress",
+        DialCallStatus=status,
+        DialCallSid=new_call_sid(),
+        DialCallDuration=str(duration_seconds),
+        DialBridged="true" if status == "completed" else "false",
+    )
+    if status != "completed":
+        params.pop("DialCallDuration")
+    return signed_post(line, _public_path(line, dial["action"]), params)
 
 
 def report_completed(line: Line, call_sid: str, duration_seconds: int) -> requests.Response:

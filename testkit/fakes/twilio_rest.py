@@ -20,6 +20,7 @@ another account in the path answers 404 / code 20404):
                                                            (`whatsapp:+…` to `+…`) answer 400 / 21910
     GET  /2010-04-01/Accounts/{Sid}/Messages/{SmSid}.json  message fetch
     GET  /2010-04-01/Accounts/{Sid}/Recordings/{ReSid}[.wav|.mp3]   recording media bytes
+    GET  /2010-04-01/Accounts/{Sid}.json                    the account (`account_status`)
 
 Resources answer with Twilio's JSON shapes (`sid`, `account_sid`, `status`, `uri`, `date_created`
 in RFC 2822, …). Errors use Twilio's error shape:
@@ -32,6 +33,13 @@ Behaviour per resource kind (`"Calls"`, `"Messages"`, `"Recordings"`), optionall
     twilio.succeed("Calls")                           # back to normal
     twilio.set_call_status("CA…", "completed")        # then a redirect (Twiml/Url) answers 21220
     twilio.recordings["RE…"] = b"RIFF…"               # media bytes (default: `default_recording`)
+    twilio.attach_stream("CA…", on_redirect)         # a live call's media stream (the phone fake's)
+
+A call update's `Twiml` is checked as Twilio does: it must be an XML `<Response>` (else 400 / 12100)
+whose `action`/`url`/`statusCallback` attributes are absolute URLs (else 400 / 15004). The call then
+runs the new TwiML: `twilio.calls[sid]["twiml"]` holds it, and like Twilio the fake ends the call's
+media stream (`on_redirect()`, in a thread of its own, after the REST answer: the phone fake sends
+`stop` and closes the WebSocket). `twilio.dial_of(sid)` reads the `<Dial>` of the call's TwiML.
 
 `twilio.before_answer = fn` calls `fn(message)` with each message created (its JSON) before the
 201 goes out: Twilio posts status callbacks as the message moves, and one can reach the app before
@@ -50,6 +58,7 @@ import re
 import secrets
 import threading
 import time
+import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler
@@ -77,6 +86,8 @@ WAV_SILENCE = (  # 8 kHz mono 16-bit PCM WAV, 0.1 s of silence
 
 _ERROR_MESSAGES = {
     20003: "Authenticate",
+    12100: "Document parse failure",
+    15004: "Action Callback URL must be an absolute URL when using TwiML to update in-progress calls",
     20404: "The requested resource {path} was not found",
     21211: "The 'To' number is not a valid phone number.",
     21220: "Call is not in-progress. Cannot redirect.",
@@ -85,6 +96,7 @@ _ERROR_MESSAGES = {
 }
 
 _ROUTES = [
+    ("Accounts", re.compile(rf"^/{API_VERSION}/Accounts/(?P<account>AC\w+)\.json$")),
     ("Calls", re.compile(rf"^/{API_VERSION}/Accounts/(?P<account>AC\w+)/Calls/(?P<sid>CA\w+)\.json$")),
     ("Messages", re.compile(rf"^/{API_VERSION}/Accounts/(?P<account>AC\w+)/Messages\.json$")),
     ("Messages", re.compile(rf"^/{API_VERSION}/Accounts/(?P<account>AC\w+)/Messages/(?P<sid>(SM|MM)\w+)\.json$")),
@@ -137,6 +149,8 @@ class FakeTwilioRest(LocalHTTPFake):
         self.recordings: dict[str, bytes] = {}
         self.default_recording = WAV_SILENCE
         self.before_answer: Optional[Callable[[dict[str, Any]], None]] = None
+        self.account_status = "active"  # or "suspended" / "closed", as an account fetch shows it
+        self._streams: dict[str, Callable[[], None]] = {}
         self._behaviours: dict[tuple[str, str | None], _Behaviour] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -168,6 +182,40 @@ class FakeTwilioRest(LocalHTTPFake):
     def set_call_status(self, call_sid: str, status: str) -> None:
         with self._lock:
             self._call(call_sid)["status"] = status
+
+    def account_resource(self) -> dict[str, Any]:
+        """`GET /2010-04-01/Accounts/{Sid}.json`: the account, as Twilio shows it (`status`: active)."""
+        return {
+            "sid": self.account_sid,
+            "friendly_name": "My first Twilio account",
+            "status": self.account_status,
+            "type": "Full",
+            "owner_account_sid": self.account_sid,
+            "auth_token": self.auth_token,
+            "date_created": formatdate(usegmt=True),
+            "date_updated": formatdate(usegmt=True),
+            "uri": f"/{API_VERSION}/Accounts/{self.account_sid}.json",
+        }
+
+    def attach_stream(self, call_sid: str, on_redirect: Callable[[], None]) -> None:
+        """`on_redirect()` ends the call's media stream once the call is given new TwiML (Twiml/Url)."""
+        with self._lock:
+            self._streams[call_sid] = on_redirect
+
+    def dial_of(self, call_sid: str) -> Optional[dict[str, Any]]:
+        """The `<Dial>` of the call's current TwiML: its attributes, and its `<Number>` (text and attributes)."""
+        with self._lock:
+            twiml = self.calls.get(call_sid, {}).get("twiml")
+        root = ElementTree.fromstring(twiml) if twiml else None
+        dial = root.find("Dial") if root is not None else None
+        if dial is None:
+            return None
+        number = dial.find("Number")
+        return {
+            **dial.attrib,
+            "number": (number.text or "").strip() if number is not None else (dial.text or "").strip(),
+            "number_attributes": dict(number.attrib) if number is not None else {},
+        }
 
     def _set(self, kind: str, sid: str | None, behaviour: _Behaviour) -> None:
         with self._lock:
@@ -240,22 +288,28 @@ class FakeTwilioRest(LocalHTTPFake):
             }
         return self.calls[sid]
 
-    def _update_call(self, sid: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    def _update_call(self, sid: str, form: dict[str, str]) -> tuple[int, dict[str, Any], Optional[Callable[[], None]]]:
+        """The answer, and the call's media stream to end once it has been sent (a redirect)."""
         with self._lock:
             call = self._call(sid)
-            if call["status"] in {"completed", "canceled", "failed", "busy", "no-answer"} and (
-                "Twiml" in form or "Url" in form
-            ):
-                return 400, error_body(21220)
+            redirect = "Twiml" in form or "Url" in form
+            if call["status"] in {"completed", "canceled", "failed", "busy", "no-answer"} and redirect:
+                return 400, error_body(21220), None
+            if "Twiml" in form:
+                problem = twiml_problem(form["Twiml"])
+                if problem:
+                    return 400, error_body(problem), None
+                call["twiml"] = form["Twiml"]
             if form.get("Status") in {"completed", "canceled"}:
                 call["status"] = form["Status"]
                 call["end_time"] = rfc2822_now()
             call["date_updated"] = rfc2822_now()
-            return 200, dict(call)
+            answer = {k: v for k, v in call.items() if k != "twiml"}
+            return 200, answer, self._streams.pop(sid, None) if redirect else None
 
     def _fetch_call(self, sid: str) -> tuple[int, dict[str, Any]]:
         with self._lock:
-            return 200, dict(self._call(sid))
+            return 200, {k: v for k, v in self._call(sid).items() if k != "twiml"}
 
     def _create_message(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         if not form.get("To") or not (form.get("From") or form.get("MessagingServiceSid")):
@@ -302,6 +356,23 @@ class FakeTwilioRest(LocalHTTPFake):
             if sid not in self.messages:
                 return 404, error_body(20404, status=404, path=path)
             return 200, dict(self.messages[sid])
+
+
+def twiml_problem(twiml: str) -> int:
+    """Twilio's error code for TwiML it refuses on a call update (0 when it takes it): not an XML
+    `<Response>` (12100), or an `action`/`url`/`statusCallback` that isn't an absolute URL (15004)."""
+    try:
+        root = ElementTree.fromstring(twiml)
+    except ElementTree.ParseError:
+        return 12100
+    if root.tag != "Response":
+        return 12100
+    for element in root.iter():
+        for name in ("action", "url", "statusCallback"):
+            value = element.get(name)
+            if value is not None and not value.startswith(("https://", "http://", "wss://")):
+                return 15004
+    return 0
 
 
 def _channel(address: str) -> str:
@@ -374,8 +445,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, kind: str, match: re.Match, record: RecordedRequest) -> None:
         fake = self.fake
+        if kind == "Accounts" and self.command == "GET":
+            return self._json(200, fake.account_resource())
         if kind == "Calls" and self.command == "POST":
-            return self._json(*fake._update_call(record.sid, record.form))
+            status, answer, end_stream = fake._update_call(record.sid, record.form)
+            self._json(status, answer)
+            if end_stream is not None:  # Twilio leaves the stream's TwiML: the stream stops
+                threading.Thread(target=end_stream, daemon=True, name=f"redirect-{record.sid[:8]}").start()
+            return None
         if kind == "Calls" and self.command == "GET":
             return self._json(*fake._fetch_call(record.sid))
         if kind == "Messages" and self.command == "POST" and record.sid is None:
