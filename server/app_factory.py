@@ -40,6 +40,7 @@ BLUEPRINT_MODULES = (
     "events_api",
     "console_api",
     "admin_api",
+    "appointments_api",
 )
 
 
