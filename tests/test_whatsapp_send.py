@@ -161,7 +161,7 @@ def test_send_through_twilio(wa_client, wa_db, tenant, twilio_api):
     assert request.auth_user == twilio_api.account_sid
     assert request.form == {
         "To": f"whatsapp:{CUSTOMER}",
-        "From": f"whatsapp:{TWILIO_SENDER}",
+        "From": f"whatsapp:{tenant.whatsapp}",  # the business's own number (TWILIO_WA_FROM is the default)
         "Body": "שלום!",
         "StatusCallback": f"{TEST_BASE_URL}/webhook/whatsapp/twilio/status",
     }

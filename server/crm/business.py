@@ -23,6 +23,7 @@ from server.crm import validation as v
 from server.db.dao_crm import audit
 from server.db.models import Business, BusinessNumber
 from server.errors import DomainError, Problem
+from server.providers.whatsapp_twilio import MESSAGING_SERVICE_SID
 from server.whatsapp import auto_reply
 
 NAME_MAX, INSTRUCTIONS_MAX, OPENING_LINE_MAX, TIMEZONE_MAX = 200, 8000, 500, 64
@@ -257,3 +258,39 @@ def _replace_numbers(
             session.delete(row)
     business.numbers.extend(BusinessNumber(number=number, kind=kind) for number in wanted if number not in current)
     return True
+
+
+def set_twilio_sender(session: Session, business_id: int, actor: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """An admin's choice of the business's Twilio WhatsApp sender (`twilio_sender`): a Messaging
+    Service SID (MG…), one of its WhatsApp numbers, or null (its first WhatsApp number, else the
+    deployment's `TWILIO_WA_FROM`). A number must be the business's own: customers answer to it."""
+    business = _business_for_admin(session, business_id)
+    v.reject_unknown(body, ("twilio_sender",))
+    if "twilio_sender" not in body:
+        raise v.invalid("twilio_sender", "twilio_sender is required (null clears it)")
+    raw = body["twilio_sender"]
+    sender: str | None
+    if raw is None or raw == "":
+        sender = None
+    elif isinstance(raw, str) and MESSAGING_SERVICE_SID.match(raw.strip()):
+        sender = raw.strip()
+    else:
+        sender = v.phone(raw, "twilio_sender")
+        if sender not in business.numbers_of("whatsapp"):
+            raise DomainError(
+                Problem.UNPROCESSABLE,
+                "not_a_business_number",
+                f"{sender} is not a WhatsApp number of this business; assign it first",
+                field="twilio_sender",
+            )
+    if business.twilio_sender != sender:
+        business.twilio_sender = sender
+        audit(session, business.id, actor, "business.twilio_sender_set", "business", business.id, twilio_sender=sender)
+    return {"id": business.id, "twilio_sender": business.twilio_sender}
+
+
+def _business_for_admin(session: Session, business_id: int) -> Business:
+    business = session.get(Business, business_id) if 1 <= business_id <= v.MAX_ID else None
+    if business is None:  # before the body is read, as for every object named in a path
+        raise DomainError(Problem.NOT_FOUND, "not_found", "no such business")
+    return business

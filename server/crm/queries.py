@@ -144,8 +144,12 @@ def threads_query(session: Session, business_id: int, user_id: int, args: Mappin
         customers_named = sa.select(_matched.id).where(
             _matched.business_id == business_id, sa.or_(contains(_matched.name, q), phone_matches(_matched.phone, q))
         )
+        # A voice note is found by its transcript's words: its own index on PostgreSQL (0821), and
+        # the two lookups joined by OR (a bitmap OR of both indexes, where one index over body and
+        # transcript glued together would need every query to repeat that exact expression).
         threads_with_words = sa.select(_searched.thread_id).where(
-            _searched.business_id == business_id, words_match(session, _searched.body, q)
+            _searched.business_id == business_id,
+            sa.or_(words_match(session, _searched.body, q), words_match(session, _searched.transcript, q)),
         )
         stmt = stmt.where(sa.or_(Thread.customer_id.in_(customers_named), Thread.id.in_(threads_with_words)))
     return stmt

@@ -79,6 +79,9 @@ class Business(Base):
     __tablename__ = "businesses"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
+    # Its Twilio WhatsApp sender, when it isn't its first WhatsApp number: another of its WhatsApp
+    # numbers (E.164) or a Messaging Service SID (MG…). See server.whatsapp.send.
+    twilio_sender: Mapped[Optional[str]] = mapped_column(String(40))
     ai_instructions: Mapped[str] = mapped_column(Text, default="")
     opening_line: Mapped[str] = mapped_column(Text, default="")
     greeting_enabled: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -40,6 +40,11 @@ class Outgoing:
     content_sid: Optional[str] = None
     content_variables: Optional[str] = None  # a JSON object, as Twilio takes it
     idempotency_key: Optional[str] = None
+    # The business it is sent for: the bridge sends through that business's WhatsApp account.
+    business_id: Optional[int] = None
+    # The business's Twilio sender: a number (E.164, sent as `From=whatsapp:<number>`) or a
+    # Messaging Service SID (`MG…`, Twilio picks the number from its pool); None: `TWILIO_WA_FROM`.
+    sender: Optional[str] = None
 
 
 class WhatsAppProvider(Protocol):

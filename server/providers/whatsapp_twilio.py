@@ -1,13 +1,16 @@
 """WhatsApp through Twilio's Messages API (the `twilio` SDK, pointed at `TWILIO_API_BASE_URL`).
 
-Every send goes out from the one system-wide sender `TWILIO_WA_FROM` and asks Twilio to report
-delivery to `/webhook/whatsapp/twilio/status`. A free-form `Body` only reaches a customer inside
-the 24-hour window; outside it Twilio needs an approved template (`ContentSid` +
-`ContentVariables`), and `Body` must then be left out (error 63016).
+Each business sends from its own sender (`Outgoing.sender`, see `server.whatsapp.send`): one of its
+WhatsApp numbers (`From=whatsapp:+…`) or a Messaging Service (`MessagingServiceSid=MG…`, Twilio then
+picks the number from the service's pool); `TWILIO_WA_FROM` is the default for a business without
+one. Every send asks Twilio to report delivery to `/webhook/whatsapp/twilio/status`. A free-form
+`Body` only reaches a customer inside the 24-hour window; outside it Twilio needs an approved
+template (`ContentSid` + `ContentVariables`), and `Body` must then be left out (error 63016).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 import requests
@@ -19,6 +22,7 @@ from server.providers.whatsapp import NotSent, OutcomeUnknown, Outgoing, classif
 from server.urls import abs_url
 
 STATUS_CALLBACK_PATH = "/webhook/whatsapp/twilio/status"
+MESSAGING_SERVICE_SID = re.compile(r"^MG[0-9a-fA-F]{32}$")
 
 
 def twilio_whatsapp_problem(settings: Settings) -> str | None:
@@ -39,7 +43,7 @@ class TwilioWhatsApp:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.sender = "whatsapp:" + to_e164(settings.twilio_wa_from)
+        self.default_sender = "whatsapp:" + to_e164(settings.twilio_wa_from)
         self.status_callback = abs_url(settings.base_url, STATUS_CALLBACK_PATH)
 
     def send(self, message: Outgoing) -> str:
@@ -47,7 +51,7 @@ class TwilioWhatsApp:
             raise NotSent("unsupported_recipient", "Twilio can only send to a phone number")
         params: dict[str, Optional[str]] = {
             "to": "whatsapp:" + message.to,
-            "from_": self.sender,
+            **self._sender(message.sender),
             "status_callback": self.status_callback,
         }
         if message.content_sid:
@@ -68,3 +72,13 @@ class TwilioWhatsApp:
         except requests.RequestException as exc:
             raise classify_transport_error(exc, "Twilio") from exc
         return sent.sid
+
+    def _sender(self, sender: Optional[str]) -> dict[str, Optional[str]]:
+        if not sender:
+            return {"from_": self.default_sender}
+        if MESSAGING_SERVICE_SID.match(sender):
+            return {"messaging_service_sid": sender}
+        try:
+            return {"from_": "whatsapp:" + to_e164(sender)}
+        except InvalidPhone:
+            raise NotSent("invalid_sender", "the business's Twilio sender is neither a number nor MG…") from None

@@ -25,6 +25,12 @@ def assign_numbers(business_id: int):
     return jsonify(business.assign_numbers(db_session(), business_id, f"user:{g.user.id}", json_body()))
 
 
+@bp.put("/api/admin/businesses/<int:business_id>/whatsapp_sender")
+@require_auth("admin")
+def set_whatsapp_sender(business_id: int):
+    return jsonify(business.set_twilio_sender(db_session(), business_id, f"user:{g.user.id}", json_body()))
+
+
 _NUMBERS = {
     "type": "array",
     "maxItems": business.NUMBERS_MAX,
@@ -52,6 +58,33 @@ document(
                 parameters=[path_param("business_id", {"type": "integer", "minimum": 1, "maximum": MAX_ID})],
                 body=obj({field: _NUMBERS for field in business.NUMBER_FIELDS}, closed=True, minProperties=1),
                 responses={"200": json_response(_ASSIGNED), **error_responses(400, 409)},
+            )
+        },
+        "/api/admin/businesses/{business_id}/whatsapp_sender": {
+            "put": operation(
+                "Set a business's Twilio WhatsApp sender",
+                tags=["admin"],
+                role="admin",
+                description="The business's replies and staff messages through Twilio go out from this sender: "
+                "a Messaging Service SID (MG…, Twilio picks the number from its pool) or one of the business's "
+                "WhatsApp numbers (another is 422 not_a_business_number). null clears it: the business then "
+                "sends from its first WhatsApp number, or from the deployment's TWILIO_WA_FROM when it has none. "
+                "Audited in the business as business.twilio_sender_set.",
+                parameters=[path_param("business_id", {"type": "integer", "minimum": 1, "maximum": MAX_ID})],
+                body=obj(
+                    {"twilio_sender": {"type": ["string", "null"], "maxLength": 40}},
+                    ["twilio_sender"],
+                    closed=True,
+                ),
+                responses={
+                    "200": json_response(
+                        obj(
+                            {"id": {"type": "integer"}, "twilio_sender": {"type": ["string", "null"]}},
+                            ["id", "twilio_sender"],
+                        )
+                    ),
+                    **error_responses(400, 422),
+                },
             )
         },
     },

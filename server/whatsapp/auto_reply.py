@@ -16,6 +16,13 @@ reply (`threads.ai_replied_through_id` records the newest message it saw), so me
 together are coalesced; a message arriving while the model is writing is answered afterwards, by
 its own job, which waits for the lease and sees the first reply in its context.
 
+Voice notes are answered by their words: a note whose transcript is still `pending`
+(`server.whatsapp.voice_notes`) is not answered yet, nor is anything after it in the thread, since
+one reply answers everything up to it; the transcription job schedules the reply once the text is
+stored (or transcription failed), and the model reads the note as "[הודעה קולית] <transcript>", or
+as a note that could not be understood. A note pending longer than `TRANSCRIPT_WAIT` (its job could
+not be queued) no longer holds the thread up.
+
 The AI stays silent about a customer message once a staff member (an outgoing message with
 `sender_user_id`) has written after it, and in a thread staff have taken over (`threads.ai_paused`,
 the console's switch). The pause is checked when the webhook stores the message; both are checked
@@ -26,6 +33,7 @@ waits in the queue or while the model is writing.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from datetime import timedelta
 from typing import Optional, TypeGuard
@@ -53,6 +61,11 @@ HISTORY_MESSAGES = 20
 # only delays that thread's next reply by this much.
 LEASE = timedelta(seconds=180)
 LEASE_POLL_SECONDS = 0.2
+# Longer than a voice note's transcription with all its retries.
+TRANSCRIPT_WAIT = timedelta(minutes=15)
+VOICE_NOTE_LABEL = "[הודעה קולית]"
+VOICE_NOTE_NOT_UNDERSTOOD = "[הודעה קולית שלא ניתן היה להבין; אפשר לבקש מהלקוח לכתוב או להקליט שוב]"
+_PLACEHOLDER = re.compile(r"^\[[a-z_]+\]$")  # what a provider stores as the text of a media message
 
 
 def needs_reply(stored: Optional[StoredInbound]) -> TypeGuard[StoredInbound]:
@@ -66,14 +79,19 @@ def wants_auto_reply(business: Business, thread: Thread, message: Message) -> bo
     customer's, with text. Checked when the webhook stores the message and again when the reply is
     written (the owner may have turned the feature off, or staff taken the thread over, meanwhile)."""
     return (
-        business.feature(FEATURE) and not thread.ai_paused and message.direction == "in" and bool(message.body.strip())
+        business.feature(FEATURE)
+        and not thread.ai_paused
+        and message.direction == "in"
+        and (bool(message.body.strip()) or message.transcript_status in ("done", "failed"))
     )
 
 
-def schedule_auto_reply(jobs: JobQueue, message_id: int) -> None:
-    """Answer message `message_id` in the jobs worker, never on the web worker."""
+def schedule_auto_reply(jobs: JobQueue, message_id: int, *, after: str = "") -> None:
+    """Answer message `message_id` in the jobs worker, never on the web worker. `after` names what the
+    reply waited for (e.g. `transcript`): its own job key, since a run for the message that found the
+    transcript still pending is done and would make the same key a no-op."""
     try:
-        jobs.enqueue("wa_auto_reply", f"wa_auto_reply:{message_id}", message_id)
+        jobs.enqueue("wa_auto_reply", f"wa_auto_reply:{message_id}" + (f":{after}" if after else ""), message_id)
     except DomainError:  # the queue is down (logged): this message goes unanswered by the AI
         pass
 
@@ -131,10 +149,10 @@ def _reply(database: Database, settings: Settings, message_id: int) -> None:
                 reason="no WhatsApp address or provider to answer through",
             )
             return
-        history = _history(session, thread)
+        history = _history(session, thread, before_id=_first_pending_voice_note(session, thread.id))
         prompt = [
             {"role": "system", "content": build_system_prompt(business, "whatsapp")},
-            *[{"role": "user" if m.direction == "in" else "assistant", "content": m.body} for m in history],
+            *[{"role": "user" if m.direction == "in" else "assistant", "content": prompt_text(m)} for m in history],
         ]
         answers_through = max([m.id for m in history if m.direction == "in"] + [message.id])
         business_id, thread_id = business.id, thread.id
@@ -199,9 +217,35 @@ def _language_model(settings: Settings) -> LanguageModel:
     return load_providers(settings).llm
 
 
+def prompt_text(message: Message) -> str:
+    """What the model reads for a message: its text, or a voice note's transcript (with its caption)."""
+    if message.transcript_status not in ("done", "failed"):
+        return message.body
+    caption = "" if _PLACEHOLDER.match(message.body.strip()) else message.body.strip()
+    transcript = (message.transcript or "").strip() if message.transcript_status == "done" else ""
+    said = f"{VOICE_NOTE_LABEL} {transcript}" if transcript else VOICE_NOTE_NOT_UNDERSTOOD
+    return f"{said}\n{caption}" if caption else said
+
+
+def _first_pending_voice_note(session: Session, thread_id: int) -> int | None:
+    """The first customer voice note of the thread still waiting for its transcript (recently enough
+    that its job will settle it): no reply may answer it, or anything after it, yet."""
+    return session.scalar(
+        sa.select(sa.func.min(Message.id)).where(
+            Message.thread_id == thread_id,
+            Message.direction == "in",
+            Message.transcript_status == "pending",
+            Message.created_at > utcnow() - TRANSCRIPT_WAIT,
+        )
+    )
+
+
 def _reason_to_stay_silent(session: Session, business: Business, thread: Thread, message: Message) -> str | None:
     if thread.ai_paused:
         return "staff took the thread over"
+    pending = _first_pending_voice_note(session, thread.id)
+    if pending is not None and pending <= message.id:
+        return "waiting for a voice note's transcript"
     if not wants_auto_reply(business, thread, message):
         return "auto-replies are off or the message has no text"
     if (thread.ai_replied_through_id or 0) >= message.id:
@@ -236,14 +280,16 @@ def _staff_replied_after(session: Session, thread_id: int, message_id: int) -> b
     ) > 0
 
 
-def _history(session: Session, thread: Thread) -> list[Message]:
-    """The thread's most recent messages with text, oldest first (replies that failed never arrived)."""
+def _history(session: Session, thread: Thread, before_id: int | None = None) -> list[Message]:
+    """The thread's most recent messages with text or a settled transcript, oldest first (replies that
+    failed never arrived), older than `before_id` when given (a voice note still being transcribed)."""
     rows = session.scalars(
         sa.select(Message)
         .where(
             Message.thread_id == thread.id,
-            Message.body != "",
+            sa.or_(Message.body != "", Message.transcript_status.in_(("done", "failed"))),
             sa.or_(Message.direction == "in", Message.status != "failed"),
+            Message.id < before_id if before_id is not None else sa.true(),
         )
         .order_by(Message.id.desc())
         .limit(HISTORY_MESSAGES)

@@ -10,6 +10,11 @@ Routing (`provider="auto"`) walks `WA_PROVIDER_PRIORITY` over the enabled provid
 It moves on to the next provider only when the previous one certainly did not send (`NotSent`):
 never after a timeout, or the customer could get the message twice.
 
+Each business sends from its own Twilio sender (`business_twilio_sender`): the one set for it
+(`businesses.twilio_sender`, a Messaging Service SID or one of its WhatsApp numbers), else its first
+WhatsApp number; `TWILIO_WA_FROM` only when it has neither. The bridge sends through the business's
+own WhatsApp account (`Outgoing.business_id`).
+
 An `idempotency_key` is claimed in `idempotency_records` (scope `whatsapp_send`, per business)
 before anything is sent; the unique key settles concurrent duplicates. The same key answers the
 stored result and sends nothing; a request still in flight with that key answers 409.
@@ -33,13 +38,13 @@ from sqlalchemy.orm import Session
 from server import safe_json
 from server.config import Settings
 from server.db.dao_crm import insert_message, upsert_customer, upsert_thread
-from server.db.models import Customer, IdempotencyRecord, Message, Thread, utcnow
+from server.db.models import Business, BusinessNumber, Customer, IdempotencyRecord, Message, Thread, utcnow
 from server.errors import DomainError, Problem
 from server.logs import log_event
 from server.phones import InvalidPhone, to_e164
 from server.providers.whatsapp import NotSent, OutcomeUnknown, Outgoing, WhatsAppProvider, WhatsAppSendError
 from server.providers.whatsapp_baileys import BaileysBridge, baileys_problem
-from server.providers.whatsapp_twilio import TwilioWhatsApp, twilio_whatsapp_problem
+from server.providers.whatsapp_twilio import MESSAGING_SERVICE_SID, TwilioWhatsApp, twilio_whatsapp_problem
 from server.text import clean_text
 from server.whatsapp.bridge_state import CONNECTED, bridge_state
 from server.whatsapp.status import settle_pending
@@ -285,6 +290,24 @@ def _unavailable(session: Session, business_id: int, name: str, outgoing: Outgoi
     return None
 
 
+def business_twilio_sender(session: Session, business_id: int) -> Optional[str]:
+    """The business's Twilio sender: the one set for it, else its first WhatsApp number; None when it
+    has neither (then `TWILIO_WA_FROM`)."""
+    chosen = session.scalar(sa.select(Business.twilio_sender).where(Business.id == business_id))
+    numbers = list(
+        session.scalars(
+            sa.select(BusinessNumber.number)
+            .where(BusinessNumber.business_id == business_id, BusinessNumber.kind == "whatsapp")
+            .order_by(BusinessNumber.id)
+        )
+    )
+    # A chosen number the business no longer has is passed over: customers' answers to it would
+    # reach no business.
+    if chosen and (MESSAGING_SERVICE_SID.match(chosen) or chosen in numbers):
+        return chosen
+    return numbers[0] if numbers else None
+
+
 def twilio_window_open(session: Session, business_id: int, phone: str, now: datetime | None = None) -> bool:
     """Whether the customer wrote to the Twilio sender within the last 24 hours.
 
@@ -387,7 +410,12 @@ def _deliver(
     # Stored and committed before the network call: no transaction stays open while we wait on a
     # provider, and the message exists even if this process dies mid-send.
     session.commit()
-    outgoing = dataclasses.replace(outgoing, idempotency_key=f"wa-message-{message.id}")
+    outgoing = dataclasses.replace(
+        outgoing,
+        idempotency_key=f"wa-message-{message.id}",
+        business_id=business_id,
+        sender=business_twilio_sender(session, business_id),
+    )
     failure: WhatsAppSendError | None = None
     for provider in providers:
         message.provider = provider.name
