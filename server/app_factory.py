@@ -13,6 +13,7 @@ from pathlib import Path
 
 from flask import Flask
 
+from server.agent_tools import register_all as register_all_agent_tools
 from server.app_state import AppServices, install_services
 from server.config import PROJECT_ROOT, Settings
 from server.cooperative import make_io_cooperative
@@ -103,6 +104,7 @@ def register_services(app: Flask, settings: Settings) -> AppServices:
     install_services(app, app_services)
     return app_services
 
+    register_all_agent_tools()
 
 def open_database(settings: Settings, box: SecretsBox) -> Database:
     database = Database(

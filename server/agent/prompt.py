@@ -47,6 +47,20 @@ This is a WhatsApp chat. Your reply is sent as one text message.
 - Numbers, prices, dates and times may be written normally (for example 8:30, 150 ₪)."""
 
 
+TOOLS_RULE = """\
+You can act for the business through the tools you are given (booking and cancelling appointments, \
+taking a message for the staff, and so on). When a tool can do what the customer asks, use it instead \
+of promising that a staff member will: this replaces the rule above about collecting the details for \
+staff. Never say something was done unless the tool's result says so. If a tool answers with an error, \
+explain it briefly in plain words and offer an alternative (another time, or a message for the staff). \
+Don't read ids or technical details to the customer."""
+
+
+def tools_rule(tool_names: list[str]) -> str:
+    """The system prompt's paragraph about tools, when the conversation has any ("" when not)."""
+    return TOOLS_RULE if tool_names else ""
+
+
 def build_system_prompt(business: Any, channel: str, *, now: datetime | None = None) -> str:
     """The system message for `business` (anything with `name` and `ai_instructions`) on `channel`."""
     if channel not in CHANNELS:

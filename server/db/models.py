@@ -90,6 +90,9 @@ class Business(Base):
     timezone: Mapped[str] = mapped_column(String(64), default="Asia/Jerusalem")
     features: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = _created()
+    # The agent's tools this business switched on or off (tool name → bool); a tool not named here
+    # has its default (server/agent/tools.py).
+    agent_tools: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, nullable=True)
 
     numbers: Mapped[list["BusinessNumber"]] = relationship(back_populates="business", lazy="selectin")
 
@@ -470,6 +473,59 @@ class Media(Base):
     error_code: Mapped[Optional[str]] = mapped_column(String(32))
     error_message: Mapped[Optional[str]] = mapped_column(Text)
     source_url: Mapped[Optional[str]] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = _created()
+
+
+class ToolCall(Base):
+    """One tool the agent ran: in a call turn (`call_id` + `turn_index`: the turn row is written when
+    the turn ends, so the pair links them) or while answering a WhatsApp message (`thread_id` +
+    `message_id`, the customer message being answered). `error` is set when the arguments were
+    invalid or the tool failed; `result` is what the model got back."""
+
+    __tablename__ = "tool_calls"
+    __table_args__ = (
+        Index("ix_tool_calls_business_id", "business_id"),
+        Index("ix_tool_calls_call_turn", "call_id", "turn_index"),
+        Index("ix_tool_calls_message_id", "message_id"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    business_id: Mapped[int] = mapped_column(ForeignKey("businesses.id"), nullable=False)
+    channel: Mapped[str] = mapped_column(String(16))
+    call_id: Mapped[Optional[int]] = mapped_column(ForeignKey("calls.id"))
+    turn_index: Mapped[Optional[int]] = mapped_column(Integer)
+    thread_id: Mapped[Optional[int]] = mapped_column(ForeignKey("threads.id"))
+    message_id: Mapped[Optional[int]] = mapped_column(ForeignKey("messages.id"))
+    name: Mapped[str] = mapped_column(String(64))
+    arguments: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, nullable=True)
+    result: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, nullable=True)
+    error: Mapped[Optional[str]] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(nullable=False)
+    finished_at: Mapped[datetime] = mapped_column(nullable=False)
+    created_at: Mapped[datetime] = _created()
+
+
+class Task(Base):
+    """Something staff must do for a customer, left by the agent (`kind = "message"`: who called,
+    what they need, when to call back). `status`: `open`, then `done` (with who and when)."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (
+        Index("ix_tasks_business_status", "business_id", "status", "id"),
+        Index("ix_tasks_customer_id", "customer_id"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    business_id: Mapped[int] = mapped_column(ForeignKey("businesses.id"), nullable=False)
+    customer_id: Mapped[Optional[int]] = mapped_column(ForeignKey("customers.id"))
+    call_id: Mapped[Optional[int]] = mapped_column(ForeignKey("calls.id"))
+    thread_id: Mapped[Optional[int]] = mapped_column(ForeignKey("threads.id"))
+    kind: Mapped[str] = mapped_column(String(16), default="message")
+    caller_name: Mapped[str] = mapped_column(String(200), default="")
+    phone: Mapped[Optional[str]] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    callback_time: Mapped[str] = mapped_column(String(200), default="")
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    done_at: Mapped[Optional[datetime]]
+    done_by_user_id: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = _created()
 
 

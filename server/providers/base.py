@@ -9,7 +9,7 @@ subclass) on failure. The WhatsApp transports' interface is in `server.providers
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Protocol
+from typing import Any, Iterator, Optional, Protocol
 
 
 class ProviderError(Exception):
@@ -45,16 +45,29 @@ class SpeechToText(Protocol):
         """One-shot recognition (voicemail recordings)."""
 
 
+class ToolRunner(Protocol):
+    """The tools a model may call in one conversation (`server.agent.tools.ToolBox`)."""
+
+    def specs(self) -> list[dict[str, Any]]:
+        """The tools as Chat Completions' `tools` parameter lists them."""
+
+    def run(self, name: str, arguments_json: str) -> dict[str, Any]:
+        """Run one call the model made; the result (or `{"error": ...}`) it reads back. Never raises."""
+
+
 class LanguageModel(Protocol):
-    def stream_reply(self, messages: list[dict[str, str]]) -> Iterator[str]:
+    def stream_reply(self, messages: list[dict[str, Any]], tools: Optional[ToolRunner] = None) -> Iterator[str]:
         """Text deltas of the assistant's reply to OpenAI-style `messages` (system prompt first).
 
+        With `tools`, the model may call them: each call is run (`tools.run`), its result goes back
+        to the model and the reply continues; text written before a call is yielded as it comes.
         Raises `ProviderTimeout` when the first token doesn't arrive in time.
         """
 
-    def complete(self, messages: list[dict[str, str]]) -> str:
+    def complete(self, messages: list[dict[str, Any]], tools: Optional[ToolRunner] = None) -> str:
         """The whole reply to `messages` at once, stripped (text channels such as WhatsApp, where
         nobody listens to it being written, so it may take longer than a live turn and retry).
+        Tools are run as in `stream_reply`.
 
         Raises `ProviderError` (or `ProviderTimeout`) when there is no reply.
         """

@@ -10,15 +10,21 @@ first text token (`LLM_FIRST_TOKEN_TIMEOUT_SECONDS`). The HTTP stream is read by
 reader (`server.cooperative.start_background`) that hands deltas over a queue; the caller waits on
 the queue with a timeout. In gunicorn's gevent worker the reader is a greenlet and both waits are
 cooperative; without gevent it is an OS thread.
+
+Tools (function calling): both methods take the conversation's `ToolRunner`; the model's calls
+are assembled from the stream, run in the caller (between two requests, so no time limit of the
+stream applies while a tool works), and answered with `tool` messages. A tool that fails answers
+`{"error": ...}` (the runner never raises), so the model can say something sensible.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
 import time
-from typing import Any, Iterator, cast
+from typing import Any, Iterator, Optional, cast
 
 import openai
 from openai.types.chat import ChatCompletionMessageParam
@@ -26,7 +32,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from server.config import Settings
 from server.cooperative import start_background
 from server.logs import log_event
-from server.providers.base import ProviderError, ProviderTimeout
+from server.providers.base import ProviderError, ProviderTimeout, ToolRunner
 
 log = logging.getLogger("agentlocator.providers.openai")
 
@@ -38,7 +44,10 @@ STREAM_MAX_RETRIES = 1
 COMPLETE_TIMEOUT_SECONDS = 30.0
 COMPLETE_MAX_RETRIES = 2
 
-_TEXT, _END, _ERROR = "text", "end", "error"
+_TEXT, _TOOL, _END, _ERROR = "text", "tool", "end", "error"
+# Rounds of tool calls in one reply before the model must answer in words: a booking takes two
+# (find the slots, book), so four leaves room for a retry after an error.
+MAX_TOOL_ROUNDS = 4
 
 
 class OpenAILanguageModel:
@@ -67,20 +76,47 @@ class OpenAILanguageModel:
                     )
         return self._client
 
-    def stream_reply(self, messages: list[dict[str, str]]) -> Iterator[str]:
+    def stream_reply(self, messages: list[dict[str, Any]], tools: Optional[ToolRunner] = None) -> Iterator[str]:
         """Text deltas of the reply; `ProviderTimeout` if the first one takes too long.
 
+        With `tools`, streamed `tool_calls` fragments are put together (by their index: id, name,
+        argument pieces); when the model stops for them (`finish_reason: "tool_calls"`) each is run,
+        its result goes back as a `tool` message, and the model is asked again, for at most
+        `MAX_TOOL_ROUNDS` rounds (the last one offers no tools, so it must answer in words). Text
+        written before a tool call is yielded at once, so it is spoken while the tool runs.
         Closing the iterator early (the caller barged in) closes the HTTP stream too.
         """
         client = self.client  # a missing key fails here, in the caller, not in the reader
+        conversation = list(messages)
+        for round_number in range(MAX_TOOL_ROUNDS + 1):
+            offered = tools.specs() if tools is not None and round_number < MAX_TOOL_ROUNDS else None
+            text: list[str] = []
+            calls: dict[int, dict[str, str]] = {}
+            for kind, value in self._stream_round(client, conversation, offered or None):
+                if kind == _TEXT:
+                    text.append(value)
+                    yield value
+                else:
+                    _add_fragment(calls, value)
+            if not calls or tools is None:
+                return
+            conversation += self._run_tools(tools, "".join(text), calls)
+
+    def _stream_round(
+        self, client: openai.OpenAI, messages: list[dict[str, Any]], tool_specs: Optional[list[dict[str, Any]]]
+    ) -> Iterator[tuple[str, Any]]:
+        """One streamed request: ("text", delta) and ("tool", tool call fragment) items."""
         deltas: queue.Queue[tuple[str, Any]] = queue.Queue()
         cancelled = threading.Event()
         opened: list[Any] = []
         started = time.monotonic()
+        extra: dict[str, Any] = {"tools": tool_specs} if tool_specs else {}
 
         def read_stream() -> None:
             try:
-                stream = client.chat.completions.create(model=self.model, messages=_sdk_messages(messages), stream=True)
+                stream = client.chat.completions.create(
+                    model=self.model, messages=_sdk_messages(messages), stream=True, **extra
+                )
                 opened.append(stream)
                 with stream:
                     for chunk in stream:
@@ -89,6 +125,8 @@ class OpenAILanguageModel:
                         text = _delta_text(chunk)
                         if text:
                             deltas.put((_TEXT, text))
+                        for fragment in _delta_tool_calls(chunk):
+                            deltas.put((_TOOL, fragment))
                 deltas.put((_END, None))
             except Exception as exc:  # handed to the caller, which raises it as a ProviderError
                 deltas.put((_ERROR, exc))
@@ -119,28 +157,63 @@ class OpenAILanguageModel:
                 if kind == _ERROR:
                     raise _provider_error(value) from value
                 wait = STREAM_READ_TIMEOUT_SECONDS + STREAM_CONNECT_TIMEOUT_SECONDS
-                yield value
+                yield kind, value
         finally:
             cancelled.set()
             for stream in opened:
                 _close_quietly(stream)
 
-    def complete(self, messages: list[dict[str, str]]) -> str:
-        """The whole reply as one string (WhatsApp text answers)."""
-        try:
-            response = self.client.with_options(
-                timeout=COMPLETE_TIMEOUT_SECONDS, max_retries=COMPLETE_MAX_RETRIES
-            ).chat.completions.create(model=self.model, messages=_sdk_messages(messages))
-        except openai.OpenAIError as exc:
-            raise _provider_error(exc) from exc
-        if not response.choices:
-            raise ProviderError("the language model returned no choices")
-        return (response.choices[0].message.content or "").strip()
+    def complete(self, messages: list[dict[str, Any]], tools: Optional[ToolRunner] = None) -> str:
+        """The whole reply as one string (WhatsApp text answers); tools are run as in `stream_reply`."""
+        conversation = list(messages)
+        for round_number in range(MAX_TOOL_ROUNDS + 1):
+            offered = tools.specs() if tools is not None and round_number < MAX_TOOL_ROUNDS else None
+            extra: dict[str, Any] = {"tools": offered} if offered else {}
+            try:
+                response = self.client.with_options(
+                    timeout=COMPLETE_TIMEOUT_SECONDS, max_retries=COMPLETE_MAX_RETRIES
+                ).chat.completions.create(model=self.model, messages=_sdk_messages(conversation), **extra)
+            except openai.OpenAIError as exc:
+                raise _provider_error(exc) from exc
+            if not response.choices:
+                raise ProviderError("the language model returned no choices")
+            message = response.choices[0].message
+            requested = [call for call in (message.tool_calls or []) if getattr(call, "function", None) is not None]
+            if not requested or tools is None:
+                return (message.content or "").strip()
+            calls = {
+                index: {"id": call.id, "name": call.function.name, "arguments": call.function.arguments or ""}
+                for index, call in enumerate(requested)
+            }
+            conversation += self._run_tools(tools, message.content or "", calls)
+        return ""  # not reached: the last round offers no tools
+
+    def _run_tools(self, tools: ToolRunner, text: str, calls: dict[int, dict[str, str]]) -> list[dict[str, Any]]:
+        """The assistant's tool-calling message and one `tool` message per call, each call run."""
+        ordered = [calls[index] for index in sorted(calls)]
+        for number, call in enumerate(ordered):
+            call["id"] = call.get("id") or f"call_{number}"
+        messages: list[dict[str, Any]] = [
+            {
+                "role": "assistant",
+                "content": text or None,
+                "tool_calls": [
+                    {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+                    for c in ordered
+                ],
+            }
+        ]
+        for call in ordered:
+            result = tools.run(call["name"], call["arguments"])
+            content = json.dumps(result, ensure_ascii=False, default=str)
+            messages.append({"role": "tool", "tool_call_id": call["id"], "content": content})
+        return messages
 
 
-def _sdk_messages(messages: list[dict[str, str]]) -> list[ChatCompletionMessageParam]:
+def _sdk_messages(messages: list[dict[str, Any]]) -> list[ChatCompletionMessageParam]:
     """Our messages ({"role": "system" | "user" | "assistant", "content": text}, as the prompt
-    builders make them) under the SDK's type, which has one dict type per role."""
+    builders make them, plus the assistant's `tool_calls` and the `tool` results) under the SDK's
+    type, which has one dict type per role."""
     return cast("list[ChatCompletionMessageParam]", messages)
 
 
@@ -148,6 +221,26 @@ def _delta_text(chunk: Any) -> str:
     if not chunk.choices:
         return ""
     return chunk.choices[0].delta.content or ""
+
+
+def _delta_tool_calls(chunk: Any) -> list[Any]:
+    if not chunk.choices:
+        return []
+    return list(chunk.choices[0].delta.tool_calls or [])
+
+
+def _add_fragment(calls: dict[int, dict[str, str]], fragment: Any) -> None:
+    """A streamed piece of a tool call: the first names its id and function, later ones add
+    argument text; `index` says which call of the reply it belongs to."""
+    call = calls.setdefault(fragment.index or 0, {"id": "", "name": "", "arguments": ""})
+    if fragment.id:
+        call["id"] = fragment.id
+    function = fragment.function
+    if function is not None:
+        if function.name:
+            call["name"] += function.name
+        if function.arguments:
+            call["arguments"] += function.arguments
 
 
 def _provider_error(exc: BaseException) -> ProviderError:

@@ -67,7 +67,7 @@ def _engine() -> VoiceEngine:
     state = app_services()
     if state.voice_engine is None:
         state.voice_engine = VoiceEngine(
-            settings(), state.database, current_app.config["APP_SECRET"], lifecycle=state.lifecycle
+            settings(), state.database, current_app.config["APP_SECRET"], lifecycle=state.lifecycle, jobs=state.jobs
         )
     return state.voice_engine
 

@@ -1,10 +1,11 @@
 """The conversation of one call: its history, the LLM messages built from it, its transcript,
 and the streamed reply cut into sentences that can be spoken one by one.
 
-The engine ↔ LLM contract for ending a call lives here: the system prompt asks the model to end
-its final goodbye with `END_CALL_MARKER`; the marker is never spoken, and once the goodbye has
-been heard the engine hangs up (`calls.outcome = "agent_goodbye"`, which `stream_ended` answers
-with `<Hangup/>`).
+The engine ↔ LLM contract for ending a call lives here: when the business has the `end_call` tool
+on, the system prompt asks the model to call it and say goodbye; otherwise (and still honoured when
+a model writes it anyway) to end its final goodbye with `END_CALL_MARKER`, which is never spoken.
+Either way, once the goodbye has been heard the engine hangs up (`calls.outcome = "agent_goodbye"`,
+which `stream_ended` answers with `<Hangup/>`).
 """
 
 from __future__ import annotations
@@ -13,13 +14,17 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from server.agent.prompt import build_system_prompt
+from server.agent.prompt import build_system_prompt, tools_rule
 
 END_CALL_MARKER = "[END_CALL]"
 CALL_CONTROL_RULE = (
     "When the conversation is over (the caller said goodbye or has nothing more to ask) and you have "
     f"said goodbye, end that last reply with the exact text {END_CALL_MARKER} so the call is hung up. "
     f"Never write {END_CALL_MARKER} in any other reply."
+)
+END_CALL_TOOL_RULE = (
+    "When the conversation is over (the caller said goodbye or has nothing more to ask), call the "
+    "end_call tool and say one short goodbye; the call is hung up after it."
 )
 ROLE_LABELS = {"user": "Caller", "assistant": "Agent"}
 
@@ -32,12 +37,14 @@ class Exchange:
     agent_text: str
 
 
-def system_prompt(business: Any) -> str:
-    return build_system_prompt(business, "voice") + "\n\n" + CALL_CONTROL_RULE
+def system_prompt(business: Any, tool_names: tuple[str, ...] = ()) -> str:
+    ending = END_CALL_TOOL_RULE if "end_call" in tool_names else CALL_CONTROL_RULE
+    parts = (build_system_prompt(business, "voice"), tools_rule(list(tool_names)), ending)
+    return "\n\n".join(part for part in parts if part)
 
 
-def llm_messages(system: str, history: Iterable[Exchange], user_text: str) -> list[dict[str, str]]:
-    messages = [{"role": "system", "content": system}]
+def llm_messages(system: str, history: Iterable[Exchange], user_text: str) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system}]
     for exchange in history:
         if exchange.user_text:
             messages.append({"role": "user", "content": exchange.user_text})

@@ -14,7 +14,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from typing import Optional
+from typing import Any, Optional
 
 import gevent
 
@@ -29,7 +29,7 @@ from server.voice.protocol import Connected, Dtmf, Mark, Media, ProtocolError, S
 from server.voice.session import CallSession, SessionServices
 from server.voice.store import TRANSFERRED, CallStore
 from server.voice.transport import POLICY_VIOLATION, ConnectionClosed, MediaSocket
-from server.voice.turns import APOLOGY_TEXT, PhraseCache, synthesize
+from server.voice.turns import APOLOGY_TEXT, FILLER_TEXT, PhraseCache, synthesize
 from server.voice.watchdog import redirect_to_voicemail
 
 log = logging.getLogger("agentlocator.voice.engine")
@@ -42,8 +42,16 @@ GOING_AWAY = 1001  # RFC 6455 close code: the server is going down
 
 
 class VoiceEngine:
-    def __init__(self, settings: Settings, database: Database, app_secret: str, lifecycle: Optional[Lifecycle] = None):
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        app_secret: str,
+        lifecycle: Optional[Lifecycle] = None,
+        jobs: Any = None,  # the job queue the agent's tools hand work to (a booking's WhatsApp notice)
+    ):
         self.settings = settings
+        self._jobs = jobs
         self._app_secret = app_secret
         self._store = CallStore(database)
         self._phrases = PhraseCache()
@@ -79,6 +87,8 @@ class VoiceEngine:
                 store=self._store,
                 phrases=self._phrases,
                 redirect_to_voicemail=self._redirect,
+                jobs=self._jobs,
+                app_secret=self._app_secret,
             )
             # What is alive now (the app, SQLAlchemy, the vendor SDKs: ~180k objects) lives as long
             # as the worker. Taking it out of the collector's sight makes a full collection during
@@ -246,18 +256,20 @@ class VoiceEngine:
         socket.close(POLICY_VIOLATION, why)
 
     def _warm_apology(self, services: SessionServices) -> None:
-        """Synthesize the apology once per worker, ahead of need: when TTS is down it can't be made then."""
-        if self._phrases.get(APOLOGY_TEXT) is not None:
+        """Synthesize the apology (and the filler a slow tool plays) once per worker, ahead of need:
+        when TTS is down it can't be made then, and a filler synthesised on demand comes late."""
+        if self._phrases.get(APOLOGY_TEXT) is not None and self._phrases.get(FILLER_TEXT) is not None:
             return
         if self._warming_apology is not None and not self._warming_apology.dead:
             return
 
         def warm() -> None:
-            try:
-                self._phrases.put(
-                    APOLOGY_TEXT, synthesize(services.providers.tts, APOLOGY_TEXT, self.settings.tts_timeout_seconds)
-                )
-            except ProviderError as exc:
-                log_event(log, "apology_not_cached", logging.WARNING, error=str(exc)[:200])
+            for text in (APOLOGY_TEXT, FILLER_TEXT):
+                if self._phrases.get(text) is not None:
+                    continue
+                try:
+                    self._phrases.put(text, synthesize(services.providers.tts, text, self.settings.tts_timeout_seconds))
+                except ProviderError as exc:
+                    log_event(log, "apology_not_cached", logging.WARNING, phrase=text, error=str(exc)[:200])
 
         self._warming_apology = gevent.spawn(warm)

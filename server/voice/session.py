@@ -11,7 +11,10 @@ one gevent hub, so state changes between two blocking calls are atomic; the rule
   VAD, or a non-empty interim transcript; shorter noise doesn't cut the agent off.
 * A turn that fails (LLM/TTS error or time-out) is answered with the cached apology; two failed
   turns in a row, or a failure with no apology audio to play, hand the call to voicemail.
-* A reply that ends with the goodbye marker hangs up once it has been heard.
+* A reply that ends with the goodbye marker, or whose model called `end_call`, hangs up once it
+  has been heard.
+* Each turn gets its own `ToolBox` of the tools the business switched on for calls (the registry
+  in `server/agent/tools.py`); a tool's database work runs where the store runs its own.
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import gevent
 from gevent.pool import Group
 from gevent.queue import JoinableQueue
 
 from server.agent.prompt import opening_line
+from server.agent.tools import ToolBox, ToolContext, enabled_tools
 from server.config import Settings
 from server.logs import log_event
 from server.providers.base import Transcript, VoiceProviders
@@ -55,6 +59,8 @@ class SessionServices:
     phrases: PhraseCache
     redirect_to_voicemail: Callable[[str, str], bool]  # (call_sid, reason) → accepted by Twilio
     clock: Callable[[], float] = time.monotonic
+    jobs: Any = None  # the job queue (server.jobs.JobQueue) the agent's tools hand work to
+    app_secret: str = ""  # signs the tokens a tool puts in URLs (a call transfer's)
 
 
 class CallSession:
@@ -94,7 +100,8 @@ class CallSession:
             settings=services.settings,
             clock=services.clock,
         )
-        self._system_prompt = system_prompt(context.business)
+        self._tools = enabled_tools(context.business.agent_tools, "call")
+        self._system_prompt = system_prompt(context.business, tuple(t.name for t in self._tools))
         self.history: list[Exchange] = list(context.history)
         self._next_index = context.next_turn_index
         self.turn: Optional[Turn] = None
@@ -230,7 +237,32 @@ class CallSession:
         if self.turn is not None:
             self._interrupt("final")
         turn = self._new_turn(user_text, speech_ended_at=speech_ended_at, final_at=final_at)
-        turn.start_reply(llm_messages(self._system_prompt, self.history, user_text))
+        turn.start_reply(llm_messages(self._system_prompt, self.history, user_text), self._toolbox(turn.index))
+
+    def _toolbox(self, turn_index: int) -> Optional[ToolBox]:
+        """The tools of one turn (their rows name the turn), or None when the business has none on."""
+        if not self._tools:
+            return None
+        context = self._context
+        services = self._services
+        return ToolBox(
+            ToolContext(
+                business_id=self.business_id,
+                channel="call",
+                database=services.store.database,
+                settings=services.settings,
+                offload=services.store.run,
+                customer_id=context.customer_id,
+                phone=context.caller_number or None,
+                call_sid=self.call_sid,
+                call_id=self.call_id,
+                turn_index=turn_index,
+                thread_id=context.thread_id,
+                jobs=services.jobs,
+                app_secret=services.app_secret,
+            ),
+            self._tools,
+        )
 
     def _new_turn(self, user_text: str, *, speech_ended_at: float, final_at: float) -> Turn:
         turn = Turn(

@@ -41,6 +41,7 @@ class BusinessProfile:
     ai_instructions: str
     opening_line: str
     timezone: str
+    agent_tools: Optional[dict[str, Any]] = None  # the tools it switched on or off (server/agent/tools.py)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,10 @@ class CallContext:
     business: BusinessProfile
     history: tuple[Exchange, ...]
     next_turn_index: int
+    # The caller, for the agent's tools (a booking, a message, a payment link on their WhatsApp).
+    customer_id: Optional[int] = None
+    caller_number: str = ""
+    thread_id: Optional[int] = None
 
 
 class CallStore:
@@ -75,6 +80,10 @@ class CallStore:
 
     def close_stream(self, call_id: int, **details: Any) -> None:
         self._run(self._close_stream, call_id, **details)
+
+    @property
+    def database(self) -> Database:
+        return self._db
 
     def run(self, unit_of_work: Callable[..., T], *args: Any) -> T:
         """Any other unit of database work of a live call (a model tool's), where this store runs its own."""
@@ -113,6 +122,7 @@ class CallStore:
                 ai_instructions=business.ai_instructions,
                 opening_line=business.opening_line,
                 timezone=business.timezone,
+                agent_tools=dict(business.agent_tools) if business.agent_tools else None,
             )
             return CallContext(
                 call_id=call.id,
@@ -120,6 +130,9 @@ class CallStore:
                 business=profile,
                 history=tuple(Exchange(t.user_text, t.agent_text) for t in turns),
                 next_turn_index=(turns[-1].turn_index + 1) if turns else 0,
+                customer_id=call.customer_id,
+                caller_number=call.from_number,
+                thread_id=call.thread_id,
             )
 
     def _record_turn(

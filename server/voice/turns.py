@@ -4,6 +4,12 @@
 Two greenlets per turn: one reads the LLM stream and cuts it into sentences, the other
 synthesises each sentence as soon as it is complete and queues its audio, so the first sentence
 plays while the rest is still being written. Cancelling the turn (barge-in, hang-up) kills both.
+
+Model tools run inside the LLM stream (`stream_reply(messages, tools)`), each in a greenlet of its
+own that a cancelled turn does not kill, so a barge-in never loses a booking half made or its
+`tool_calls` row. While a tool runs the LLM time limit is paused, and if it takes longer than
+`FILLER_AFTER_SECONDS` with nothing playing, the caller hears the cached filler phrase
+(`FILLER_TEXT`) instead of silence.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import gevent
 from gevent.pool import Group
@@ -28,6 +34,8 @@ log = logging.getLogger("agentlocator.voice.turns")
 
 APOLOGY_TEXT = "סליחה, הייתה לי תקלה קטנה. אפשר לחזור על זה?"
 _END = object()  # end of the sentence queue
+FILLER_TEXT = "רגע, אני בודקת."
+FILLER_AFTER_SECONDS = 0.7  # a tool slower than this would leave the caller in silence
 
 from server.voice.speech_text import spoken_text
 
@@ -131,9 +139,15 @@ class Turn:
         self._on_finished = on_finished
         self._greenlets = Group()
         self._sentence_count = 0
+        self.tools: Any = None  # the turn's ToolBox (server/agent/tools.py), if the call has tools
+        self.tool_jobs: list[gevent.Greenlet] = []
+        self.filler_played = False
+        self._deadline: Optional[gevent.Timeout] = None
 
     # ---- starting --------------------------------------------------------------------------
-    def start_reply(self, messages: list[dict[str, str]]) -> None:
+    def start_reply(self, messages: list[dict[str, Any]], tools: Any = None) -> None:
+        """Answer `messages`; `tools` is the turn's ToolBox (None or empty: the model gets no tools)."""
+        self.tools = tools if tools else None
         sentences: Queue = Queue()
         writer = self._greenlets.spawn(self._write_reply, messages, sentences)
         self._greenlets.spawn(self._speak, sentences, writer)
@@ -181,18 +195,21 @@ class Turn:
         }
 
     # ---- the two greenlets -----------------------------------------------------------------
-    def _write_reply(self, messages: list[dict[str, str]], sentences: Queue) -> None:
+    def _write_reply(self, messages: list[dict[str, Any]], sentences: Queue) -> None:
         """LLM deltas → complete sentences on `sentences`; a failure goes on the queue too."""
         splitter = SentenceSplitter()
         stream = None
         try:
-            stream = self._services.llm.stream_reply(messages)
+            if self.tools is not None:
+                stream = self._services.llm.stream_reply(messages, tools=_TurnTools(self, self.tools))
+            else:
+                stream = self._services.llm.stream_reply(messages)
             for delta in self._timed(stream):
                 for sentence in splitter.feed(delta):
                     sentences.put(sentence)
             for sentence in splitter.flush():
                 sentences.put(sentence)
-            self.goodbye = splitter.saw_end_call
+            self.goodbye = splitter.saw_end_call or (self.tools is not None and self.tools.context.hang_up_requested)
         except ProviderError as exc:
             sentences.put(exc)
         except Exception as exc:
@@ -208,12 +225,44 @@ class Turn:
         limit = self._services.settings.llm_first_token_timeout_seconds
         deltas = iter(stream)
         while True:
-            with gevent.Timeout(limit, ProviderTimeout(f"LLM sent nothing for {limit:g} s")):
-                try:
-                    delta = next(deltas)
-                except StopIteration:
-                    return
+            self._deadline = gevent.Timeout(limit, ProviderTimeout(f"LLM sent nothing for {limit:g} s"))
+            self._deadline.start()
+            try:
+                delta = next(deltas)
+            except StopIteration:
+                return
+            finally:
+                self._deadline.close()
+                self._deadline = None
             yield delta
+
+    def run_tool(self, toolbox: Any, name: str, arguments_json: str) -> dict[str, Any]:
+        """One tool call of the model, run in its own greenlet (a barge-in doesn't kill it: its result
+        and row are kept); the LLM time limit waits meanwhile, and a slow tool gets the filler."""
+        deadline = self._deadline
+        if deadline is not None:
+            deadline.cancel()
+        job = gevent.spawn(toolbox.run, name, arguments_json)
+        self.tool_jobs.append(job)
+        filler = gevent.spawn_later(FILLER_AFTER_SECONDS, self._play_filler)
+        self._greenlets.add(filler)  # type: ignore[arg-type]  # a plain greenlet; gevent's stub wants *args
+        try:
+            return job.get()
+        finally:
+            filler.kill(block=False)
+            if deadline is not None and not self.cancelled:
+                deadline.start()  # the next delta gets the whole time limit again
+
+    def _play_filler(self) -> None:
+        """The tool is slow and the caller hears nothing: say the filler (once per turn)."""
+        if self.cancelled or self.filler_played or self._services.pacer.busy:
+            return
+        self.filler_played = True
+        try:
+            audio = self._services.phrase(FILLER_TEXT)
+        except ProviderError:
+            return  # silence is no worse than before; the answer still comes
+        self._queue_audio(FILLER_TEXT, audio)
 
     def _speak(self, sentences: Queue, writer: gevent.Greenlet) -> None:
         error = None
@@ -273,3 +322,17 @@ class Turn:
         if all(item.played for item in self.items):
             self.finished = True
             self._on_finished(self)
+
+
+class _TurnTools:
+    """What the LLM provider is handed: the turn's ToolBox, each call run through `Turn.run_tool`."""
+
+    def __init__(self, turn: Turn, toolbox: Any):
+        self._turn = turn
+        self._toolbox = toolbox
+
+    def specs(self) -> list[dict[str, Any]]:
+        return self._toolbox.specs()
+
+    def run(self, name: str, arguments_json: str) -> dict[str, Any]:
+        return self._turn.run_tool(self._toolbox, name, arguments_json)

@@ -8,10 +8,21 @@ sent with chunked transfer encoding over a keep-alive HTTP/1.1 connection; other
 message with a role OpenAI doesn't know gets its 400 `invalid_value` error on `messages[i].role`.
 
 Which reply is given, first match wins:
-1. `fake.script("reply one", "reply two")` queues replies, used in order;
-2. `fake.reply_fn = lambda messages: "..."` computes one;
+1. `fake.script("reply one", ToolCalls([("find_slots", {"day": "2026-03-01"})]), "reply two")` queues
+   replies, used in order;
+2. `fake.reply_fn = lambda messages: "..."` (or a `ToolCalls`) computes one;
 3. `fake.replies_for["last user text"] = "reply"` keys on the last user message;
 4. otherwise `"קיבלתי: <last user text>"`.
+
+A `ToolCalls` reply is a function call as OpenAI sends one: streamed, optional content deltas (the
+text before the call), then for each call a first chunk with `index`, `id`, `type` and the function's
+`name` and empty `arguments`, then the arguments in small fragments, and a last chunk with
+`finish_reason: "tool_calls"`; not streamed, one message with `tool_calls`. Arguments given as a
+dict are sent as JSON; a string is sent as is (to script malformed JSON). As OpenAI does, a request
+whose assistant `tool_calls` are not each answered by a following `tool` message (or with a `tool`
+message answering no call) is refused with 400; the answers are kept in `fake.tool_results`
+(tool_call_id → parsed content). A request that offered no `tools` is never answered with calls
+(the model can't call what it wasn't given): it gets `ToolCalls.fallback` text instead.
 
 Failure modes: `first_token_delay` (seconds before the first content delta), `token_delay`,
 `stall` (send the role chunk, then nothing until `release()` or stop), `fail_next(status, count)`.
@@ -30,24 +41,54 @@ import re
 import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 from testkit.fakes.local_http import LocalHTTPFake
 
 DEFAULT_API_KEY = "test-openai-key"
 
 
+@dataclass
+class ToolCalls:
+    """A scripted reply that calls tools: `calls` are (name, arguments) pairs; `text` is said first."""
+
+    calls: list[tuple[str, Union[dict[str, Any], str]]]
+    text: str = ""
+    fallback: str = "סליחה, אני לא יכולה לעשות את זה עכשיו."
+    ids: list[str] = field(default_factory=list)
+
+    def wire_calls(self) -> list[dict[str, Any]]:
+        if not self.ids:
+            self.ids = [f"call_{uuid.uuid4().hex[:24]}" for _ in self.calls]
+        return [
+            {
+                "id": call_id,
+                "type": "function",
+                "function": {
+                    "name": name,
+                    "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False),
+                },
+            }
+            for call_id, (name, arguments) in zip(self.ids, self.calls, strict=True)
+        ]
+
+
+Reply = Union[str, ToolCalls]
+
+
 class FakeOpenAI(LocalHTTPFake):
     def __init__(self, *, api_key: str = DEFAULT_API_KEY, host: str = "127.0.0.1", port: int = 0):
         self.api_key = api_key
-        self.reply_fn: Callable[[list[dict[str, Any]]], str] | None = None
+        self.reply_fn: Callable[[list[dict[str, Any]]], Reply] | None = None
         self.replies_for: dict[str, str] = {}
         self.first_token_delay = 0.0
         self.token_delay = 0.0
         self.stall = False
         self.requests: list[dict[str, Any]] = []
-        self._scripted: collections.deque[str] = collections.deque()
+        self.tool_results: dict[str, Any] = {}
+        self._scripted: collections.deque[Reply] = collections.deque()
         self._failures: collections.deque[tuple[int, str]] = collections.deque()
         self._release = threading.Event()
         self._lock = threading.Lock()
@@ -62,7 +103,7 @@ class FakeOpenAI(LocalHTTPFake):
         self._release.set()
 
     # ---- scripting ----------------------------------------------------------------------
-    def script(self, *replies: str) -> None:
+    def script(self, *replies: Reply) -> None:
         with self._lock:
             self._scripted.extend(replies)
 
@@ -79,6 +120,7 @@ class FakeOpenAI(LocalHTTPFake):
             self._scripted.clear()
             self._failures.clear()
             self.requests.clear()
+            self.tool_results.clear()
         self.reply_fn, self.replies_for = None, {}
         self.first_token_delay = self.token_delay = 0.0
         self.stall = False
@@ -93,7 +135,11 @@ class FakeOpenAI(LocalHTTPFake):
         with self._lock:
             return self._failures.popleft() if self._failures else None
 
-    def _reply_for(self, messages: list[dict[str, Any]]) -> str:
+    def _keep_tool_results(self, results: dict[str, Any]) -> None:
+        with self._lock:
+            self.tool_results.update(results)
+
+    def _reply_for(self, messages: list[dict[str, Any]]) -> Reply:
         with self._lock:
             if self._scripted:
                 return self._scripted.popleft()
@@ -109,6 +155,54 @@ MESSAGE_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 
 def last_user_text(messages: list[dict[str, Any]]) -> str:
     return next((str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), "")
+
+
+def tool_call_problem(messages: list[dict[str, Any]]) -> tuple[str, int] | None:
+    """What OpenAI refuses about the tool messages of a request: every assistant `tool_calls` id must
+    be answered by the `tool` messages right after it, and a `tool` message must answer one."""
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            continue
+        if message.get("role") == "assistant" and message.get("tool_calls"):
+            expected = {call.get("id") for call in message["tool_calls"] if isinstance(call, dict)}
+            following = messages[index + 1 : index + 1 + len(expected)]
+            answered = {m.get("tool_call_id") for m in following if isinstance(m, dict) and m.get("role") == "tool"}
+            if answered != expected:
+                return (
+                    "An assistant message with 'tool_calls' must be followed by tool messages responding to "
+                    "each 'tool_call_id'. The following tool_call_ids did not have response messages: "
+                    + ", ".join(sorted(str(i) for i in expected - answered)),
+                    index,
+                )
+        if message.get("role") == "tool":
+            previous = messages[:index]
+            calls = [
+                call.get("id")
+                for m in previous
+                if isinstance(m, dict) and m.get("role") == "assistant"
+                for call in (m.get("tool_calls") or [])
+                if isinstance(call, dict)
+            ]
+            if message.get("tool_call_id") not in calls:
+                return (
+                    "Invalid parameter: messages with role 'tool' must be a response to a preceeding message "
+                    "with 'tool_calls'.",
+                    index,
+                )
+    return None
+
+
+def tool_messages(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The `tool` messages' contents by tool_call_id, JSON-decoded where they are JSON."""
+    found: dict[str, Any] = {}
+    for message in messages:
+        if isinstance(message, dict) and message.get("role") == "tool":
+            content = message.get("content")
+            try:
+                found[str(message.get("tool_call_id"))] = json.loads(content) if isinstance(content, str) else content
+            except ValueError:
+                found[str(message.get("tool_call_id"))] = content
+    return found
 
 
 def split_into_deltas(text: str) -> list[str]:
@@ -150,18 +244,36 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                         "invalid_value",
                         param=f"messages[{index}].role",
                     )
+            problem = tool_call_problem(body["messages"])
+            if problem:
+                message, index = problem
+                return self._error(400, message, "invalid_request_error", None, param=f"messages.[{index}].role")
+            fake._keep_tool_results(tool_messages(body["messages"]))
             failure = fake._next_failure()
             if failure:
                 status, message = failure
                 return self._error(status, message, "server_error" if status >= 500 else "invalid_request_error")
             reply = fake._reply_for(body["messages"])
+            if isinstance(reply, ToolCalls) and not body.get("tools"):
+                reply = reply.fallback
             if body.get("stream"):
                 self._stream(body["model"], reply)
             else:
                 self._complete(body["model"], reply)
 
-        def _complete(self, model: str, reply: str) -> None:
+        def _complete(self, model: str, reply: Reply) -> None:
             time.sleep(fake.first_token_delay)
+            if isinstance(reply, ToolCalls):
+                message: dict[str, Any] = {
+                    "role": "assistant",
+                    "content": reply.text or None,
+                    "refusal": None,
+                    "tool_calls": reply.wire_calls(),
+                }
+                finish_reason, text = "tool_calls", reply.text
+            else:
+                message = {"role": "assistant", "content": reply, "refusal": None}
+                finish_reason, text = "stop", reply
             self._json(
                 200,
                 {
@@ -169,23 +281,16 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                     "object": "chat.completion",
                     "created": int(time.time()),
                     "model": model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": reply, "refusal": None},
-                            "logprobs": None,
-                            "finish_reason": "stop",
-                        }
-                    ],
+                    "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
                     "usage": {
                         "prompt_tokens": 10,
-                        "completion_tokens": len(split_into_deltas(reply)),
+                        "completion_tokens": len(split_into_deltas(text)),
                         "total_tokens": 0,
                     },
                 },
             )
 
-        def _stream(self, model: str, reply: str) -> None:
+        def _stream(self, model: str, reply: Reply) -> None:
             completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
             created = int(time.time())
 
@@ -211,11 +316,27 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                     self.close_connection = True
                     return
                 time.sleep(fake.first_token_delay)
-                for index, delta in enumerate(split_into_deltas(reply)):
+                text = reply.text if isinstance(reply, ToolCalls) else reply
+                for index, delta in enumerate(split_into_deltas(text) if text else []):
                     if index and fake.token_delay:
                         time.sleep(fake.token_delay)
                     self._send_chunk(chunk({"content": delta}))
-                self._send_chunk(chunk({}, "stop"))
+                if isinstance(reply, ToolCalls):
+                    for index, call in enumerate(reply.wire_calls()):
+                        function = call["function"]
+                        head = {"index": index, "id": call["id"], "type": "function"}
+                        self._send_chunk(
+                            chunk({"tool_calls": [{**head, "function": {"name": function["name"], "arguments": ""}}]})
+                        )
+                        arguments = function["arguments"]
+                        for start in range(0, len(arguments), 7):  # OpenAI sends a few characters per chunk
+                            piece = arguments[start : start + 7]
+                            self._send_chunk(
+                                chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+                            )
+                    self._send_chunk(chunk({}, "tool_calls"))
+                else:
+                    self._send_chunk(chunk({}, "stop"))
                 self._send_chunk(b"data: [DONE]\n\n")
                 self.wfile.write(b"0\r\n\r\n")
                 self.wfile.flush()

@@ -37,7 +37,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from typing import Iterator, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 import gevent
 from gevent.event import Event
@@ -84,6 +84,17 @@ def build(settings: Settings) -> VoiceProviders:
     script = Script.from_env()
     return VoiceProviders(
         stt=ScriptedSpeechToText(script), llm=ScriptedLanguageModel(script), tts=ScriptedTextToSpeech(script)
+    )
+
+
+def build_with_openai(settings: Settings) -> VoiceProviders:
+    """Scripted STT and TTS with the real OpenAI client (`OPENAI_BASE_URL`: the OpenAI wire fake), for
+    calls whose model calls tools: the language model's side is the real SDK on the real wire."""
+    from server.providers.openai_llm import OpenAILanguageModel
+
+    script = Script.from_env()
+    return VoiceProviders(
+        stt=ScriptedSpeechToText(script), llm=OpenAILanguageModel(settings), tts=ScriptedTextToSpeech(script)
     )
 
 
@@ -262,8 +273,9 @@ class ScriptedLanguageModel:
     def __init__(self, script: Script):
         self._script = script
 
-    def stream_reply(self, messages: list[dict[str, str]]) -> Iterator[str]:
-        """Tokens on an exact schedule from the call (deadlines, not sleeps, so timer slack doesn't add up)."""
+    def stream_reply(self, messages: list[dict[str, Any]], tools: Any = None) -> Iterator[str]:
+        """Tokens on an exact schedule from the call (deadlines, not sleeps, so timer slack doesn't add up).
+        It never calls tools: calls with tools use `build_with_openai` and the OpenAI wire fake."""
         started = time.monotonic()
         user_text = messages[-1]["content"]
         if "llm:stall" in user_text:
@@ -275,7 +287,7 @@ class ScriptedLanguageModel:
             _sleep_until(started + (self._script.llm_first_token_ms + index * self._script.llm_token_ms) / 1000)
             yield token
 
-    def complete(self, messages: list[dict[str, str]]) -> str:
+    def complete(self, messages: list[dict[str, Any]], tools: Any = None) -> str:
         """The whole scripted reply to the last user message, after the first-token delay
         ("llm:error" and "llm:stall" fail it, the stall as the timeout a real model would hit)."""
         started = time.monotonic()
