@@ -35,6 +35,7 @@ BLUEPRINT_MODULES = (
     "media_ws",
     "whatsapp_webhooks",
     "whatsapp_api",
+    "media_api",
     "crm_api",
     "payments_api",
     "console",
@@ -123,6 +124,7 @@ def open_database(settings: Settings, box: SecretsBox) -> Database:
 JOB_MODULES = (
     "server.whatsapp.auto_reply",
     "server.whatsapp.intake",
+    "server.whatsapp.media_download",
     "server.voice.voicemail",
     "server.voice.watchdog",
     "server.voice.call_events",

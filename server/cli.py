@@ -56,6 +56,21 @@ def register_cli(app: Flask) -> None:
         queue.start_lease_keeper()  # renews this worker's leases, requeues what killed workers left
         consumer.run()
 
+    @app.cli.command("media-purge")
+    def media_purge() -> None:
+        """Delete media files older than MEDIA_RETENTION_DAYS (their rows stay, marked expired)."""
+        from server.media import purge_expired
+
+        settings = current_app.config["SETTINGS"]
+        expired = 0
+        while True:  # in batches, each its own transaction
+            with services(current_app).database.scope() as session:
+                batch = purge_expired(session, settings)
+            expired += batch
+            if batch == 0:
+                break
+        _print({"expired": expired, "retention_days": settings.media_retention_days})
+
     @app.cli.command("rotate-secrets")
     def rotate_secrets() -> None:
         """Re-seal every stored secret under SECRETS_KEY (after a key change; plain values get sealed)."""

@@ -222,6 +222,18 @@ class Settings:
     wa_session_dir: str = env("WA_SESSION_DIR", "")
     wa_provider_priority: tuple = env("WA_PROVIDER_PRIORITY", ("baileys", "twilio"), _provider_list)
 
+    # WhatsApp media (pictures, voice notes, videos, documents): a local directory, or an
+    # S3-compatible bucket when MEDIA_S3_BUCKET is set (server/providers/media_storage.py).
+    media_dir: str = env("MEDIA_DIR", "")
+    media_s3_bucket: str = env("MEDIA_S3_BUCKET", "")
+    media_s3_endpoint_url: str = env("MEDIA_S3_ENDPOINT_URL", "", _optional_http_url)
+    media_s3_region: str = env("MEDIA_S3_REGION", "")
+    media_s3_access_key_id: str = env("MEDIA_S3_ACCESS_KEY_ID", "")
+    media_s3_secret_access_key: str = env("MEDIA_S3_SECRET_ACCESS_KEY", "", secret=True)
+    media_max_bytes: int = env("MEDIA_MAX_BYTES", 16 * 1024 * 1024, _positive_int)
+    media_max_per_message: int = env("MEDIA_MAX_PER_MESSAGE", 10, _positive_int)
+    media_retention_days: int = env("MEDIA_RETENTION_DAYS", 365, _non_negative_int)
+
     # payments
     payments_enabled: bool = env("PAYMENTS_ENABLED", True, _bool)
     paypal_client_id: str = env("PAYPAL_CLIENT_ID", "")
@@ -259,6 +271,11 @@ class Settings:
     def recording_cache_path(self) -> Path:
         """Where recordings fetched from Twilio for the console are kept (relative: to the project root)."""
         return PROJECT_ROOT / (self.recording_cache_dir or "instance/recordings")
+
+    @property
+    def media_path(self) -> Path:
+        """The local media directory (relative: to the project root), used when no S3 bucket is set."""
+        return PROJECT_ROOT / (self.media_dir or "instance/media")
 
     @property
     def bridge_url(self) -> str:

@@ -5,7 +5,7 @@ which goes out through the one WhatsApp send service (same routing, same 24-hour
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -18,7 +18,9 @@ from server.crm.queries import MESSAGES_KEYSET, THREAD_STATUSES, THREADS_KEYSET,
 from server.db.dao_crm import audit
 from server.db.models import Customer, Message, Thread, User
 from server.errors import DomainError, Problem
+from server.media import media_of_messages
 from server.security.auth import get_owned
+from server.whatsapp.outgoing_media import outgoing_media
 from server.whatsapp.send import send_whatsapp
 
 REPLY_TEXT_MAX = 4096  # WhatsApp's limit for one text message
@@ -64,7 +66,13 @@ def messages_page(session: Session, thread: Thread, args: Mapping[str, str]) -> 
             raise v.invalid("before", f"message {before} is not in this thread")
         request = PageRequest(request.limit, [anchor.created_at, anchor.id])
     stmt = sa.select(Message).where(Message.business_id == thread.business_id, Message.thread_id == thread.id)
-    return fetch_page(session, stmt, MESSAGES_KEYSET, request, lambda rows: [out.message_json(m) for m in rows])
+    return fetch_page(session, stmt, MESSAGES_KEYSET, request, lambda rows: messages_json(session, rows))
+
+
+def messages_json(session: Session, messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """The messages as the API shows them, each with its media items (one query for the page)."""
+    attachments = media_of_messages(session, [message.id for message in messages])
+    return [out.message_json(message, attachments.get(message.id)) for message in messages]
 
 
 def mark_read(session: Session, business_id: int, thread_id: int) -> dict[str, Any]:
@@ -115,21 +123,27 @@ def reply(
     sender: User,
     body: Mapping[str, Any],
     idempotency_header: str | None,
+    *,
+    app_secret: str = "",
+    upload: tuple[bytes, str | None, str | None] | None = None,
 ) -> dict[str, Any]:
     """Send the staff reply to the thread's customer on WhatsApp; answers as `/api/whatsapp/send`
     does, plus the thread the message is stored in and the stored message. A failed send raises the
     send service's `DomainError`, with the same two added once the (failed) message is stored.
+    A file goes with it as an `upload` or as `media_id` in the body (`text` is then its caption;
+    `app_secret` signs the link Twilio fetches it from).
 
     On a voice thread the reply still goes to the caller's phone on WhatsApp, and is stored in the
     customer's WhatsApp thread, where the customer's answer will arrive.
     """
-    v.reject_unknown(body, ("text", "provider", "content_sid", "content_variables", "idempotency_key"))
+    v.reject_unknown(body, ("text", "provider", "content_sid", "content_variables", "idempotency_key", "media_id"))
     text = v.clean_text(body["text"], "text", max_length=REPLY_TEXT_MAX) if body.get("text") is not None else None
     content_sid = (
         v.clean_text(body["content_sid"], "content_sid", max_length=64) if body.get("content_sid") is not None else None
     )
-    if not (text or "").strip() and not (content_sid or "").strip():
-        raise v.invalid("text", "text is required (or content_sid, a WhatsApp template)")
+    has_file = upload is not None or body.get("media_id") is not None
+    if not (text or "").strip() and not (content_sid or "").strip() and not has_file:
+        raise v.invalid("text", "text is required (or content_sid, a WhatsApp template, or a file)")
     variables = body.get("content_variables")
     if variables is not None and not isinstance(variables, (dict, str)):
         raise v.invalid("content_variables", "content_variables must be an object or a JSON string")
@@ -141,6 +155,9 @@ def reply(
     address = customer.phone or customer.wa_lid if customer else None
     if not address:
         raise DomainError(Problem.CONFLICT, "no_address", "this customer has neither a phone number nor a WhatsApp id")
+    media_id, media = outgoing_media(
+        session, settings, app_secret, thread.business_id, upload=upload, media_id=body.get("media_id")
+    )
     try:
         result = send_whatsapp(
             session,
@@ -153,6 +170,8 @@ def reply(
             content_variables=variables,
             idempotency_key=key,
             sender_user_id=sender.id,
+            media=media,
+            media_id=media_id,
         )
     except DomainError as exc:
         exc.details.update(_stored(session, exc.details.get("message_id")))
@@ -165,4 +184,4 @@ def _stored(session: Session, message_id: int | None) -> dict[str, Any]:
     stored = session.get(Message, message_id) if message_id else None
     if stored is None:
         return {"thread_id": None}
-    return {"thread_id": stored.thread_id, "stored_message": out.message_json(stored)}
+    return {"thread_id": stored.thread_id, "stored_message": messages_json(session, [stored])[0]}

@@ -15,11 +15,13 @@ from server.db.models import (
     Customer,
     Deal,
     Invoice,
+    Media,
     Message,
     Payment,
     Thread,
     User,
 )
+from server.media import media_json
 from server.money import major_text
 
 PREVIEW_CHARS = 200
@@ -106,7 +108,9 @@ def turn_json(turn: CallTurn) -> dict[str, Any]:
     }
 
 
-def message_json(message: Message) -> dict[str, Any]:
+def message_json(message: Message, attachments: Optional[list[Media]] = None) -> dict[str, Any]:
+    """`media` is the provider's description kept with the message (a voicemail's recording, a
+    location); `attachments` are the media items kept in the media store (`server.media`)."""
     return {
         "id": message.id,
         "thread_id": message.thread_id,
@@ -119,6 +123,10 @@ def message_json(message: Message) -> dict[str, Any]:
         "error_code": message.error_code,
         "error_message": message.error_message,
         "media": message.media or [],
+        "attachments": [media_json(item) for item in attachments or []],
+        "transcript": message.transcript,
+        "transcript_status": message.transcript_status,
+        "transcript_error": message.transcript_error,
         "sender_user_id": message.sender_user_id,
         "call_id": message.call_id,
         "created_at": iso(message.created_at),

@@ -34,6 +34,19 @@ class OutcomeUnknown(WhatsAppSendError):
 
 
 @dataclass(frozen=True)
+class OutgoingMedia:
+    """A file to send: its bytes (the bridge takes them base64) and a link Twilio fetches them from
+    (`MediaUrl`: public, signed, expiring). `text` of the message is its caption."""
+
+    data: bytes
+    mime_type: str
+    kind: str  # image, audio, video or document
+    file_name: Optional[str] = None
+    public_url: Optional[str] = None
+    sha256: str = ""
+
+
+@dataclass(frozen=True)
 class Outgoing:
     to: str  # E.164, or a `…@lid` address (Baileys only)
     text: Optional[str] = None
@@ -45,6 +58,7 @@ class Outgoing:
     # The business's Twilio sender: a number (E.164, sent as `From=whatsapp:<number>`) or a
     # Messaging Service SID (`MG…`, Twilio picks the number from its pool); None: `TWILIO_WA_FROM`.
     sender: Optional[str] = None
+    media: Optional[OutgoingMedia] = None
 
 
 class WhatsAppProvider(Protocol):

@@ -1,6 +1,6 @@
 """WhatsApp through the Baileys bridge (`baileys-bridge/`), over its signed HTTP API (baileys-bridge/README.md).
 
-`POST {WA_BAILEYS_URL}/send {"to", "text", "idempotency_key"}`, signed with `X-Bridge-Signature`
+`POST {WA_BAILEYS_URL}/send {"to", "text", "idempotency_key", "media"?}`, signed with `X-Bridge-Signature`
 → 200 `{"id"}`; 503 `{"error": "not_connected"}` when WhatsApp is not connected (nothing sent);
 400 for bad input. Each send opens a fresh connection: a pooled keep-alive connection that the
 bridge closed on restart would fail mid-request, and that failure could not be told apart from a
@@ -9,14 +9,16 @@ message that went out.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
+from typing import Any
 
 import requests
 
 from server.config import Settings
 from server.providers.http_json import json_object
-from server.providers.whatsapp import NotSent, OutcomeUnknown, Outgoing, classify_transport_error
+from server.providers.whatsapp import NotSent, OutcomeUnknown, Outgoing, OutgoingMedia, classify_transport_error
 from server.security import bridge_hmac
 
 CONNECT_TIMEOUT_SECONDS = 3.0
@@ -42,7 +44,9 @@ class BaileysBridge:
     def send(self, message: Outgoing) -> str:
         if message.content_sid and not message.text:
             raise NotSent("unsupported_content", "the Baileys bridge sends text only, not Twilio templates")
-        payload = {"to": message.to, "text": message.text, "idempotency_key": message.idempotency_key}
+        payload: dict[str, Any] = {"to": message.to, "text": message.text, "idempotency_key": message.idempotency_key}
+        if message.media is not None:
+            payload["media"] = bridge_media(message.media)
         body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
         headers = {"Content-Type": "application/json", bridge_hmac.HEADER: self._signature(body)}
         try:
@@ -64,3 +68,14 @@ class BaileysBridge:
         timestamp = int(time.time())
         headers = [bridge_hmac.sign(secret, body, timestamp) for secret in self.secrets]
         return ",".join([headers[0]] + [h.split(",", 1)[1] for h in headers[1:]])
+
+
+def bridge_media(media: OutgoingMedia) -> dict[str, Any]:
+    """`/send`'s `media` (baileys-bridge/README.md): a sticker goes out as a picture."""
+    kind = media.kind if media.kind in ("image", "audio", "video", "document") else "image"
+    return {
+        "kind": kind,
+        "mimetype": media.mime_type,
+        "file_name": media.file_name,
+        "data": base64.b64encode(media.data).decode("ascii"),
+    }

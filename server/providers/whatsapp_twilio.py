@@ -58,10 +58,16 @@ class TwilioWhatsApp:
             params["content_sid"] = message.content_sid
             if message.content_variables:
                 params["content_variables"] = message.content_variables
-        else:
+        elif message.text or message.media is None:
             params["body"] = message.text
+        media_urls: dict[str, list[str]] = {}
+        if message.media is not None:
+            if not message.media.public_url:
+                raise NotSent("media_not_linked", "Twilio needs a public link to the file (MediaUrl)")
+            # Twilio fetches the file from us (a signed, expiring link) as it sends the message.
+            media_urls["media_url"] = [message.media.public_url]
         try:
-            sent = twilio_client(self.settings).messages.create(**params)
+            sent = twilio_client(self.settings).messages.create(**params, **media_urls)
         except TwilioRestException as exc:
             detail = f"Twilio error {exc.code}: {exc.msg}" if exc.code else f"Twilio answered HTTP {exc.status}"
             code = f"twilio_{exc.code or exc.status}"

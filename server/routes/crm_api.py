@@ -20,6 +20,7 @@ from server.openapi import document, openapi_spec
 from server.routes import db_session, settings
 from server.routes.auth_api import require_auth, token_policy
 from server.routes.crm_openapi import OPENAPI_PATHS, OPENAPI_SCHEMAS
+from server.routes.whatsapp_api import message_body
 from server.security.auth import get_owned
 from server.web import json_body
 
@@ -86,9 +87,17 @@ def update_thread(thread_id: int):
 @require_auth()
 def reply_to_thread(thread_id: int):
     thread = get_owned(db_session(), Thread, g.business_id, thread_id)
+    body, upload = message_body()  # JSON, or a form with the file to send
     return jsonify(
         conversations.reply(
-            db_session(), settings(), thread, g.user, json_body(), request.headers.get("Idempotency-Key")
+            db_session(),
+            settings(),
+            thread,
+            g.user,
+            body,
+            request.headers.get("Idempotency-Key"),
+            app_secret=current_app.config["APP_SECRET"],
+            upload=upload,
         )
     )
 

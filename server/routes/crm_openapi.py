@@ -112,13 +112,44 @@ _MESSAGE_FIELDS = {
     "status": STR,
     "error_code": STR_N,
     "error_message": STR_N,
-    "media": {"type": "array"},
+    "media": {
+        "type": "array",
+        "description": "what the provider said about the message (a voicemail's recording, a location)",
+    },
+    "attachments": {"type": "array", "items": ref("Media"), "description": "the message's media items"},
+    "transcript": {**STR_N, "description": "a voice note's words, once transcribed"},
+    "transcript_status": {"type": ["string", "null"], "enum": ["pending", "done", "failed", None]},
+    "transcript_error": STR_N,
     "sender_user_id": INT_N,
     "call_id": INT_N,
     "created_at": DT,
     "updated_at": DT,
 }
 _MESSAGE = obj(_MESSAGE_FIELDS, list(_MESSAGE_FIELDS))
+_MEDIA_FIELDS = {
+    "id": INT,
+    "kind": {"enum": ["audio", "image", "video", "document", "sticker"]},
+    "mime_type": {**STR, "description": "sniffed from the bytes (declared, while pending or when refused unseen)"},
+    "size": INT,
+    "sha256": STR_N,
+    "file_name": {**STR_N, "description": "the sender's name for it, cleaned; display only"},
+    "caption": STR_N,
+    "duration_seconds": INT_N,
+    "voice_note": {"type": "boolean"},
+    "status": {
+        "enum": ["pending", "stored", "rejected", "expired"],
+        "description": "pending: still being downloaded; rejected: not kept (error_code, error_message say why); "
+        "expired: deleted after MEDIA_RETENTION_DAYS",
+    },
+    "error_code": {
+        "type": ["string", "null"],
+        "description": "too_large, too_many, not_allowed, empty, download_failed, expired",
+    },
+    "error_message": STR_N,
+    "url": {**STR_N, "description": "GET it (Range requests answered 206); null unless stored"},
+    "download_url": {**STR_N, "description": "the same file as an attachment"},
+}
+_MEDIA = obj(_MEDIA_FIELDS, list(_MEDIA_FIELDS))
 _CALL_DETAIL = _all(
     ref("Call"),
     obj(
@@ -131,6 +162,7 @@ _CALL_DETAIL = _all(
             "turns": _array(ref("CallTurn")),
             "voicemail": {**nullable(ref("Message")), "description": "the caller's recorded message, if any"},
             "updated_at": DT,
+            "tool_calls": {**_array(ref("ToolCall")), "description": "the agent's tool calls, by turn_index"},
         },
         ["transcript", "turns", "voicemail"],
     ),
@@ -313,6 +345,7 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
     "CallTurn": _TURN,
     "CallDetail": _CALL_DETAIL,
     "Message": _MESSAGE,
+    "Media": _MEDIA,
     "MessagePreview": _MESSAGE_PREVIEW,
     "Thread": _THREAD,
     "ThreadDetail": _THREAD_DETAIL,

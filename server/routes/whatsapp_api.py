@@ -1,15 +1,27 @@
 """`POST /api/whatsapp/send`: staff send a WhatsApp message (authenticated: an open send endpoint
-would be a spam relay). The work, and every check of the body, is `server.whatsapp.send.send_whatsapp`."""
+would be a spam relay). The work, and every check of the body, is `server.whatsapp.send.send_whatsapp`.
+
+A file goes with it either uploaded (`multipart/form-data`, the file in `file`, the other fields as
+form fields) or named by `media_id` (a stored media item of the business); the text is its caption.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, g, jsonify, request
+from typing import Any, Optional
 
+from flask import Blueprint, Response, current_app, g, jsonify, request
+
+from server.config import Settings
+from server.errors import DomainError, Problem
 from server.openapi import document, json_response, nullable, obj, operation
 from server.routes import db_session, settings
 from server.routes.auth_api import require_auth
 from server.web import json_body
+from server.whatsapp.outgoing_media import outgoing_media
 from server.whatsapp.send import send_whatsapp
+
+# A form's own fields beside the file (text up to 4096 characters, to, provider…).
+UPLOAD_FORM_HEADROOM = 1024 * 1024
 
 bp = Blueprint("whatsapp_api", __name__)
 
@@ -17,9 +29,17 @@ bp = Blueprint("whatsapp_api", __name__)
 @bp.post("/api/whatsapp/send")
 @require_auth()
 def send() -> Response:
-    body = json_body()
+    body, upload = message_body()
     text = body.get("text") if body.get("text") is not None else body.get("message")  # `message`: an alias
     provider = body.get("provider")
+    media_id, media = outgoing_media(
+        db_session(),
+        settings(),
+        current_app.config["APP_SECRET"],
+        g.business_id,
+        upload=upload,
+        media_id=body.get("media_id"),
+    )
     result = send_whatsapp(
         db_session(),
         settings(),
@@ -31,8 +51,31 @@ def send() -> Response:
         content_variables=body.get("content_variables"),
         idempotency_key=request.headers.get("Idempotency-Key"),
         sender_user_id=g.user.id,
+        media=media,
+        media_id=media_id,
     )
     return jsonify(result.to_json())
+
+
+def message_body() -> tuple[dict[str, Any], Optional[tuple[bytes, Optional[str], Optional[str]]]]:
+    """A JSON body, or a multipart form with the file in `file`: `(fields, upload)`, where upload is
+    `(bytes, file name, declared type)` or None."""
+    if request.mimetype != "multipart/form-data":
+        return json_body(), None
+    cfg: Settings = settings()
+    request.max_content_length = max(cfg.max_content_length, cfg.media_max_bytes + UPLOAD_FORM_HEADROOM)
+    fields: dict[str, Any] = request.form.to_dict()
+    if fields.get("media_id", "") == "":
+        fields.pop("media_id", None)
+    file = request.files.get("file")
+    if file is None:
+        return fields, None
+    data = file.stream.read(cfg.media_max_bytes + 1)
+    if len(data) > cfg.media_max_bytes:
+        raise DomainError(
+            Problem.TOO_LARGE, "media_too_large", f"the file is larger than {cfg.media_max_bytes} bytes", field="file"
+        )
+    return fields, (data, file.filename or None, file.mimetype or None)
 
 
 # `success: false` comes with every refusal and failure of the send; a body that is not a JSON object

@@ -23,6 +23,7 @@ from server.whatsapp.bridge_state import bridge_readiness
 from server.whatsapp.intake import accept_webhook
 
 bp = Blueprint("whatsapp_webhooks", __name__)
+BRIDGE_EVENT_HEADROOM = 1024 * 1024
 log = logging.getLogger("agentlocator.whatsapp")
 
 
@@ -50,6 +51,8 @@ def baileys_webhook() -> Response:
     cfg = settings()
     if not cfg.wa_shared_secret:
         raise DomainError(Problem.NOT_CONFIGURED, "not_configured", "WA_SHARED_SECRET is not configured")
+    # An event may carry one media item as base64 (4/3 of MEDIA_MAX_BYTES) plus the message around it.
+    request.max_content_length = max(cfg.max_content_length, cfg.media_max_bytes * 4 // 3 + BRIDGE_EVENT_HEADROOM)
     raw = request.get_data(cache=True)  # verified as received, before anything parses it
     reason = bridge_hmac.verify(
         [cfg.wa_shared_secret, cfg.wa_shared_secret_previous], raw, request.headers.get(bridge_hmac.HEADER)

@@ -13,6 +13,9 @@ webhook a 400, since cutting it could merge two messages or two customers.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
@@ -20,9 +23,12 @@ from typing import Any, Mapping, Optional
 from sqlalchemy.orm import Session
 
 from server import safe_json
+from server.config import Settings
 from server.db.dao_crm import business_by_number, insert_message, upsert_customer, upsert_thread
-from server.db.models import Business, Customer, Message, Thread, string_length
+from server.db.models import Business, Customer, Media, Message, Thread, string_length
 from server.logs import log_event
+from server.media import KINDS as MEDIA_KINDS
+from server.media import IncomingMedia, attach_media
 from server.phones import try_e164
 from server.text import storable_fields, storable_json, storable_text
 
@@ -51,6 +57,8 @@ class InboundMessage:
     body: str = ""
     kind: str = "text"
     media: list[dict[str, Any]] = field(default_factory=list)
+    # The message's pictures, voice notes, files: bytes (Baileys) or URLs to download (Twilio).
+    attachments: tuple[IncomingMedia, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,7 @@ class StoredInbound:
     created: bool
     business: Business
     thread: Thread
+    media: list[Media] = field(default_factory=list)  # recorded with this delivery (none on a replay)
 
 
 def twilio_inbound(form: Mapping[str, str]) -> InboundMessage:
@@ -73,10 +82,13 @@ def twilio_inbound(form: Mapping[str, str]) -> InboundMessage:
     if phone is None or business_number is None:
         raise InvalidInbound("From and To must be WhatsApp phone numbers (whatsapp:+E164)")
     media = []
+    attachments = []
     for index in range(min(_int(form.get("NumMedia")), MAX_TWILIO_MEDIA)):
         url = form.get(f"MediaUrl{index}")
         if url:
-            media.append({"url": url, "content_type": form.get(f"MediaContentType{index}", "")})
+            content_type = form.get(f"MediaContentType{index}", "")
+            media.append({"url": url, "content_type": content_type})
+            attachments.append(IncomingMedia(source_url=url, mime_type=content_type))
     located = bool(form.get("Latitude") and form.get("Longitude"))
     if located:
         media.append(
@@ -97,6 +109,7 @@ def twilio_inbound(form: Mapping[str, str]) -> InboundMessage:
         body=form.get("Body", ""),
         kind=_twilio_kind(form.get("MessageType"), located, media),
         media=media,
+        attachments=tuple(attachments),
     )
 
 
@@ -165,7 +178,26 @@ def bridge_event(raw: bytes) -> dict[str, Any]:
         raise InvalidInbound("from and to must be phone numbers (+E164)")
     if len(event["chat"]) + 1 + len(event["id"]) > MAX_PROVIDER_ID:
         raise InvalidInbound("chat and id are too long")
+    if event.get("media") is not None:
+        _check_bridge_media(event["media"])
     return {**event, **normalised}
+
+
+def _check_bridge_media(media: Any) -> None:
+    """The shape of a message event's `media` (baileys-bridge/README.md); its content is judged when stored."""
+    if not isinstance(media, dict):
+        raise InvalidInbound("media must be an object")
+    if not isinstance(media.get("kind"), str) or not isinstance(media.get("mimetype", ""), str):
+        raise InvalidInbound("media.kind and media.mimetype must be strings")
+    for name in ("data", "file_name", "caption", "sha256", "error"):
+        if media.get(name) is not None and not isinstance(media[name], str):
+            raise InvalidInbound(f"media.{name} must be a string or null")
+    for name in ("size", "seconds"):
+        value = media.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise InvalidInbound(f"media.{name} must be an integer or null")
+    if not isinstance(media.get("voice_note", False), bool):
+        raise InvalidInbound("media.voice_note must be true or false")
 
 
 def _require(event: Mapping[str, Any], name: str, kind: type) -> None:
@@ -183,11 +215,49 @@ def baileys_inbound(event: Mapping[str, Any]) -> InboundMessage:
         lid=event.get("lid"),
         name=storable_text(event.get("push_name"))[:MAX_NAME],
         body=storable_text(event["text"]),
+        kind=_bridge_kind(event.get("media")),
+        attachments=_bridge_attachments(event.get("media")),
     )
 
 
-def store_inbound(session: Session, inbound: InboundMessage) -> Optional[StoredInbound]:
-    """Store the message; None when no business owns the number it was sent to (nothing is stored)."""
+def _bridge_kind(media: Optional[Mapping[str, Any]]) -> str:
+    if not media:
+        return "text"
+    return media["kind"] if media["kind"] in MEDIA_KINDS else "document"
+
+
+def _bridge_attachments(media: Optional[Mapping[str, Any]]) -> tuple[IncomingMedia, ...]:
+    """The bridge's media item: its bytes (base64 in `data`), or the reason the bridge refused it."""
+    if not media:
+        return ()
+    data, error = None, media.get("error")
+    if not error:
+        try:
+            data = base64.b64decode(media.get("data") or "", validate=True)
+        except (binascii.Error, ValueError):
+            error = "download_failed"  # authentic but unreadable: recorded, the message still kept
+        if not error and media.get("sha256") and hashlib.sha256(data or b"").hexdigest() != media["sha256"].lower():
+            data, error = None, "download_failed"
+    return (
+        IncomingMedia(
+            data=data,
+            kind=media["kind"],
+            mime_type=media.get("mimetype"),
+            file_name=media.get("file_name"),
+            caption=media.get("caption"),
+            voice_note=bool(media.get("voice_note")),
+            duration_seconds=media.get("seconds"),
+            size=media.get("size"),
+            error=error,
+        ),
+    )
+
+
+def store_inbound(
+    session: Session, inbound: InboundMessage, settings: Optional[Settings] = None
+) -> Optional[StoredInbound]:
+    """Store the message, and with `settings` its media (`server.media`); None when no business owns
+    the number it was sent to (nothing is stored)."""
     business = business_by_number(session, inbound.business_number, "whatsapp")
     if business is None:
         log_event(
@@ -211,6 +281,9 @@ def store_inbound(session: Session, inbound: InboundMessage) -> Optional[StoredI
         kind=inbound.kind,
         media=inbound.media,
     )
+    media: list[Media] = []
+    if created and inbound.attachments and settings is not None:
+        media = attach_media(session, settings, business.id, message.id, inbound.attachments)
     log_event(
         log,
         "whatsapp_inbound" if created else "whatsapp_inbound_replay",
@@ -218,8 +291,9 @@ def store_inbound(session: Session, inbound: InboundMessage) -> Optional[StoredI
         business_id=business.id,
         message_id=message.id,
         thread_id=thread.id,
+        media=[f"{item.kind}:{item.status}" for item in media] or None,
     )
-    return StoredInbound(message, created, business, thread)
+    return StoredInbound(message, created, business, thread, media)
 
 
 def _int(raw: Any) -> int:

@@ -30,8 +30,9 @@ log = logging.getLogger("agentlocator.whatsapp")
 
 Payload = Union[dict, bytes]  # Twilio's form fields, or the bridge's raw JSON body
 
-# Each webhook's function: the payload → the id of a customer message the AI should answer, or None.
-RECEIVERS: dict[str, Callable[[Session, Any], Optional[int]]] = {
+# Each webhook's function: the payload (and the queue, for the jobs its media need) → the id of a
+# customer message the AI should answer, or None.
+RECEIVERS: dict[str, Callable[[Session, Any, JobQueue], Optional[int]]] = {
     "twilio": receive_twilio,
     "twilio_status": receive_twilio_status,
     "baileys": receive_bridge_event,
@@ -47,7 +48,7 @@ def accept_webhook(session: Session, jobs: JobQueue, webhook: str, payload: Payl
     database is unreachable. The id of a message the AI should answer once the response is out
     (None when there is none, or when the payload was queued: its job schedules the reply)."""
     try:
-        reply_to = RECEIVERS[webhook](session, payload)
+        reply_to = RECEIVERS[webhook](session, payload, jobs)
         session.commit()  # here, not after the response: a failure now is still caught
         return reply_to
     except Exception as exc:
@@ -70,7 +71,7 @@ def payload_key(webhook: str, payload: Payload) -> str:
 def process_queued_webhook(ctx: JobContext, webhook: str, payload: Payload) -> None:
     try:
         with ctx.database.scope() as session:
-            reply_to = RECEIVERS[webhook](session, payload)
+            reply_to = RECEIVERS[webhook](session, payload, ctx.services.jobs)
     except DomainError as exc:
         if exc.problem is not Problem.INVALID:
             raise

@@ -41,8 +41,16 @@ from server.db.dao_crm import insert_message, upsert_customer, upsert_thread
 from server.db.models import Business, BusinessNumber, Customer, IdempotencyRecord, Message, Thread, utcnow
 from server.errors import DomainError, Problem
 from server.logs import log_event
+from server.media import attach_sent_media
 from server.phones import InvalidPhone, to_e164
-from server.providers.whatsapp import NotSent, OutcomeUnknown, Outgoing, WhatsAppProvider, WhatsAppSendError
+from server.providers.whatsapp import (
+    NotSent,
+    OutcomeUnknown,
+    Outgoing,
+    OutgoingMedia,
+    WhatsAppProvider,
+    WhatsAppSendError,
+)
 from server.providers.whatsapp_baileys import BaileysBridge, baileys_problem
 from server.providers.whatsapp_twilio import MESSAGING_SERVICE_SID, TwilioWhatsApp, twilio_whatsapp_problem
 from server.text import clean_text
@@ -105,8 +113,12 @@ def send_whatsapp(
     content_variables: dict[str, Any] | str | None = None,
     idempotency_key: str | None = None,
     sender_user_id: int | None = None,
+    media: OutgoingMedia | None = None,
+    media_id: int | None = None,
 ) -> SendResult:
     """Send `text` (or the template `content_sid`) to `to` and store it as an outgoing message.
+    With `media` (the stored item `media_id`, `server.whatsapp.outgoing_media`) the file goes out with
+    `text` as its caption, and the item is attached to the stored message.
 
     `to` may be `whatsapp:+9725…`, `+9725…`, `05…` or a `…@lid` address (Baileys only).
     Once it gets as far as storing the message it commits `session`, also when the send fails (the
@@ -127,6 +139,8 @@ def send_whatsapp(
             content_variables=content_variables,
             idempotency_key=idempotency_key,
             sender_user_id=sender_user_id,
+            media=media,
+            media_id=media_id,
         )
     except DomainError as exc:
         exc.details.setdefault("success", False)
@@ -145,10 +159,12 @@ def _send(
     content_variables: Any,
     idempotency_key: str | None,
     sender_user_id: int | None,
+    media: OutgoingMedia | None = None,
+    media_id: int | None = None,
 ) -> SendResult:
     if not isinstance(provider, str):
         raise _invalid_field("provider", "provider must be auto, twilio or baileys")
-    outgoing = _outgoing(to, text, content_sid, content_variables)
+    outgoing = _outgoing(to, text, content_sid, content_variables, media)
     if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY_LENGTH:
         raise DomainError(
             Problem.INVALID,
@@ -164,7 +180,7 @@ def _send(
     claim = _claim(session, business_id, idempotency_key, fingerprint) if idempotency_key else None
     if isinstance(claim, SendResult):
         return claim  # a concurrent request with the same key finished first
-    outcome = _deliver(session, business_id, outgoing, providers, sender_user_id)
+    outcome = _deliver(session, business_id, outgoing, providers, sender_user_id, media_id)
     if claim is not None:
         claim.status_code = _ANSWERED_SENT if isinstance(outcome, SendResult) else _ANSWERED_FAILED
         claim.response = {"fingerprint": fingerprint, "result": _stored_outcome(outcome)}
@@ -175,7 +191,9 @@ def _send(
     return outcome
 
 
-def _outgoing(to: Any, text: Any, content_sid: Any, content_variables: Any) -> Outgoing:
+def _outgoing(
+    to: Any, text: Any, content_sid: Any, content_variables: Any, media: OutgoingMedia | None = None
+) -> Outgoing:
     if not isinstance(to, str) or not to.strip():
         raise _invalid_field("to", "to is required: a phone number or a WhatsApp LID (…@lid)")
     if text is not None and not isinstance(text, str):
@@ -183,8 +201,10 @@ def _outgoing(to: Any, text: Any, content_sid: Any, content_variables: Any) -> O
     text = (text or "").strip() or None
     if content_sid is not None and (not isinstance(content_sid, str) or not content_sid.strip()):
         raise _invalid_field("content_sid", "content_sid must be a template SID (HX…)")
-    if not (text or content_sid):
-        raise _invalid_field("text", "text (or a template content_sid) is required")
+    if not (text or content_sid or media):
+        raise _invalid_field("text", "text (or a template content_sid, or a file) is required")
+    if media is not None and content_sid:
+        raise _invalid_field("content_sid", "a template can't carry a file; send the file with text")
     if text:
         if len(text) > MAX_TEXT_LENGTH:
             raise DomainError(
@@ -200,7 +220,11 @@ def _outgoing(to: Any, text: Any, content_sid: Any, content_variables: Any) -> O
         except InvalidPhone:
             raise DomainError(Problem.INVALID, "invalid_to", f"not a phone number: {to!r}", field="to") from None
     return Outgoing(
-        to=recipient, text=text, content_sid=content_sid, content_variables=_content_variables(content_variables)
+        to=recipient,
+        text=text,
+        content_sid=content_sid,
+        content_variables=_content_variables(content_variables),
+        media=media,
     )
 
 
@@ -226,6 +250,8 @@ def _content_variables(raw: Any) -> Optional[str]:
 
 def _fingerprint(outgoing: Outgoing, provider: str) -> str:
     request = [outgoing.to, outgoing.text, outgoing.content_sid, outgoing.content_variables, provider]
+    if outgoing.media is not None:
+        request.append(outgoing.media.sha256)
     return hashlib.sha256(json.dumps(request, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
@@ -272,7 +298,7 @@ def _route(
 
 def _unsuitable(name: str, outgoing: Outgoing) -> Optional[str]:
     """Why provider `name` can never send this message."""
-    if name == "baileys" and not outgoing.text:
+    if name == "baileys" and not (outgoing.text or outgoing.media):
         return "the Baileys bridge sends text only, not Twilio templates (content_sid)"
     if name == "twilio" and _LID.match(outgoing.to):
         return "Twilio needs a phone number; this customer is known only by a WhatsApp LID"
@@ -282,7 +308,7 @@ def _unsuitable(name: str, outgoing: Outgoing) -> Optional[str]:
 def _unavailable(session: Session, business_id: int, name: str, outgoing: Outgoing) -> Optional[str]:
     """Why `auto` routing passes provider `name` over right now."""
     if name == "baileys":
-        state = bridge_state(session)
+        state = bridge_state(session, business_id)  # the business's own instance on the bridge
         if state is not None and state != CONNECTED:
             return f"the bridge reports WhatsApp {state!r}, not connected"
     if name == "twilio" and not outgoing.content_sid and not twilio_window_open(session, business_id, outgoing.to):
@@ -390,6 +416,7 @@ def _deliver(
     outgoing: Outgoing,
     providers: list[WhatsAppProvider],
     sender_user_id: int | None,
+    media_id: int | None = None,
 ) -> SendResult | DomainError:
     """Store the message, then send it; a failure is answered (to be raised once the outcome is stored)."""
     is_lid = bool(_LID.match(outgoing.to))
@@ -403,10 +430,12 @@ def _deliver(
         direction="out",
         provider=providers[0].name,
         status="queued",
-        body=outgoing.text or f"[template {outgoing.content_sid}]",
-        kind="text" if outgoing.text and not outgoing.content_sid else "template",
+        body=outgoing.text or ("" if outgoing.media else f"[template {outgoing.content_sid}]"),
+        kind=_message_kind(outgoing),
         sender_user_id=sender_user_id,
     )
+    if media_id is not None:
+        attach_sent_media(session, business_id, message.id, media_id)
     # Stored and committed before the network call: no transaction stays open while we wait on a
     # provider, and the message exists even if this process dies mid-send.
     session.commit()
@@ -461,6 +490,12 @@ def _deliver(
         business_id=business_id,
     )
     return _send_failed("outcome_unknown" if uncertain else "send_failed", failure.detail, message.provider, message.id)
+
+
+def _message_kind(outgoing: Outgoing) -> str:
+    if outgoing.media is not None:
+        return outgoing.media.kind
+    return "text" if outgoing.text and not outgoing.content_sid else "template"
 
 
 def _settle_early_reports(session: Session, sent: SendResult) -> None:

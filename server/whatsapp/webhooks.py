@@ -8,16 +8,24 @@ would time out and deliver the message again.
 
 Content that is authentic but unusable is `DomainError(INVALID)`. A message to a number no
 business owns is logged and dropped: the provider would only retry it.
+
+Media are stored with their message (`server.media`): the bridge's bytes at once, Twilio's URLs as
+`pending` items that the `wa_media_download` job fetches once the message is committed; that job,
+not the webhook, then asks for the AI reply, so the AI never answers before the media is kept. A
+stored voice note is marked `transcript_status = "pending"` in the same transaction and its
+transcription queued once that commits (`server.whatsapp.voice_notes`).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from server.errors import DomainError, Problem
+from server.jobs import JobQueue
 from server.logs import log_event
 from server.text import storable_fields
 from server.whatsapp.auto_reply import needs_reply
@@ -31,25 +39,33 @@ from server.whatsapp.inbound import (
     store_inbound,
     twilio_inbound,
 )
+from server.whatsapp.media_download import audio_stored, queue_media_download
 from server.whatsapp.status import apply_status
+from server.whatsapp.voice_notes import queue_transcription
 
 log = logging.getLogger("agentlocator.whatsapp")
 
 
-def receive_twilio(session: Session, form: Mapping[str, str]) -> Optional[int]:
+def receive_twilio(session: Session, form: Mapping[str, str], jobs: JobQueue) -> Optional[int]:
     """Twilio's inbound webhook: a customer's message, or a delivery status (an account whose
     callbacks all point here sends those too)."""
     if is_twilio_status_callback(form):
-        receive_twilio_status(session, form)
+        receive_twilio_status(session, form, jobs)
         return None
     try:
         inbound = twilio_inbound(form)
     except InvalidInbound as exc:
         raise DomainError(Problem.INVALID, "invalid_webhook", str(exc)) from None
-    return _to_answer(store_inbound(session, inbound))
+    stored = store_inbound(session, inbound, jobs.context.settings)
+    if stored is not None and any(item.status == "pending" for item in stored.media):
+        message_id = stored.message.id
+        _after_commit(session, lambda: queue_media_download(jobs, message_id))
+        return None  # the download job asks for the reply once the media is kept
+    _after_media(session, jobs, stored)
+    return _to_answer(stored)
 
 
-def receive_twilio_status(session: Session, form: Mapping[str, str]) -> None:
+def receive_twilio_status(session: Session, form: Mapping[str, str], jobs: Optional[JobQueue] = None) -> None:
     """Twilio's status callback for a message we sent (`MessageStatus`, and on failure `ErrorCode`)."""
     form = storable_fields(form)  # a NUL would fail even the lookup on PostgreSQL
     apply_status(
@@ -62,7 +78,7 @@ def receive_twilio_status(session: Session, form: Mapping[str, str]) -> None:
     )
 
 
-def receive_bridge_event(session: Session, raw: bytes) -> Optional[int]:
+def receive_bridge_event(session: Session, raw: bytes, jobs: JobQueue) -> Optional[int]:
     """One event of the Baileys bridge (its raw JSON body): `connection`, `status` or `message`."""
     try:
         event = bridge_event(raw)
@@ -75,8 +91,23 @@ def receive_bridge_event(session: Session, raw: bytes) -> Optional[int]:
     if event["event"] == "status":
         apply_status(session, "baileys", event["id"], event["status"])
         return None
-    return _to_answer(store_inbound(session, baileys_inbound(event)))
+    stored = store_inbound(session, baileys_inbound(event), jobs.context.settings)
+    _after_media(session, jobs, stored)
+    return _to_answer(stored)
 
 
 def _to_answer(stored: Optional[StoredInbound]) -> Optional[int]:
     return stored.message.id if needs_reply(stored) else None
+
+
+def _after_media(session: Session, jobs: JobQueue, stored: Optional[StoredInbound]) -> None:
+    """A stored voice note waits for its transcript: marked pending now, its job queued after the commit."""
+    if stored is not None and audio_stored(stored.message, stored.media):
+        message_id = stored.message.id
+        _after_commit(session, lambda: queue_transcription(jobs, message_id))
+
+
+def _after_commit(session: Session, action: Callable[[], None]) -> None:
+    """Run `action` once this transaction has committed: a job queued sooner could run before the
+    rows it reads are visible (and a rolled-back webhook is stored again, by its queued job)."""
+    sa.event.listen(session, "after_commit", lambda _session: action(), once=True)
