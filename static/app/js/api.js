@@ -92,6 +92,7 @@ const FIELDS = {
   password: 'סיסמה', role: 'תפקיד', timezone: 'אזור זמן', ai_instructions: 'הנחיות ל-AI',
   opening_line: 'משפט פתיחה', description: 'תיאור', provider: 'ספק', client_id: 'Client ID',
   client_secret: 'Client secret', terminal: 'מסוף', app_key: 'App key', secret: 'סוד', note: 'הערה',
+  transfer_number: 'מספר להעברת שיחות', transfer_announcement: 'מה ישמע מי שעונה',
 };
 
 // The Hebrew for an error code alone (e.g. a failed WhatsApp send inside a successful answer).

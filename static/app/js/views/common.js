@@ -14,7 +14,11 @@ export const CALL_STATUS = {
   ringing: 'מצלצלת', 'in-progress': 'בשיחה', completed: 'הסתיימה', busy: 'תפוס', 'no-answer': 'לא נענתה',
   failed: 'נכשלה', canceled: 'בוטלה', queued: 'בתור', initiated: 'התחילה',
 };
-export const CALL_OUTCOME = { agent_goodbye: 'הסוכן סיים את השיחה', voicemail: 'הושארה הודעה קולית' };
+export const CALL_OUTCOME = {
+  agent_goodbye: 'הסוכן סיים את השיחה', voicemail: 'הושארה הודעה קולית', transferred: 'הועברה לנציג',
+  transfer_no_answer: 'הועברה לנציג ולא נענתה', transfer_busy: 'הועברה לנציג, הקו תפוס',
+  transfer_failed: 'ההעברה לנציג נכשלה', transfer_canceled: 'ההעברה לנציג בוטלה',
+};
 export const PAYMENT_STATUS = {
   created: 'נוצר', pending: 'ממתין לתשלום', paid: 'שולם', failed: 'נכשל', expired: 'פג תוקף', refunded: 'הוחזר',
   awaiting_confirm: 'ממתין לאישור', refund_required: 'נדרש החזר', rejected: 'נדחה',

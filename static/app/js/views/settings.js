@@ -37,6 +37,8 @@ async function business(body) {
   const greeting = h('input', { type: 'checkbox', name: 'greeting_enabled', checked: !!b.greeting_enabled });
   const features = Object.entries(b.features || {}).map(([key, on]) => ({ key, input: h('input', { type: 'checkbox', name: `feature-${key}`, checked: !!on }) }));
   const FEATURE_NAMES = { wa_auto_reply: 'מענה אוטומטי של ה-AI בוואטסאפ' };
+  const transferNumber = h('input', { type: 'tel', name: 'transfer_number', value: b.transfer_number || '', dir: 'ltr', maxlength: 40, autocomplete: 'off' });
+  const transferAnnouncement = h('textarea', { name: 'transfer_announcement', rows: 2, maxlength: 300 }, b.transfer_announcement || '');
   const problem = h('div');
   const form = h('form', { class: 'stack settings-form' },
     h('h2', {}, 'פרטי העסק'),
@@ -45,6 +47,9 @@ async function business(body) {
     field('הנחיות ל-AI (מה לדעת ואיך לענות)', instructions),
     field('משפט הפתיחה בשיחות טלפון', opening, 'ריק: ברכה בשם העסק'),
     h('label', { class: 'check' }, greeting, 'להשמיע ברכה מוקלטת לפני שה-AI מדבר'),
+    h('h2', {}, 'העברת שיחה לנציג'),
+    field('מספר להעברת שיחות', transferNumber, 'בשעות הפתיחה ה-AI יכול להעביר אליו שיחה; ריק: ה-AI לא מעביר שיחות ומציע להשאיר הודעה'),
+    field('מה ישמע מי שעונה לפני החיבור', transferAnnouncement, 'ריק: "שיחה מועברת מהמענה הדיגיטלי של" ושם העסק. אחריו נאמרים מספר המתקשר וסיבת הפנייה'),
     h('h2', {}, 'תכונות'),
     features.length ? features.map(({ key, input }) => h('label', { class: 'check' }, input, FEATURE_NAMES[key] || key)) : h('p', { class: 'empty' }, 'אין תכונות להפעלה.'),
     problem,
@@ -55,6 +60,7 @@ async function business(body) {
     try {
       await patch('/api/crm/business', { name: name.value.trim(), timezone: timezone.value.trim(),
         ai_instructions: instructions.value, opening_line: opening.value, greeting_enabled: greeting.checked,
+        transfer_number: transferNumber.value.trim() || null, transfer_announcement: transferAnnouncement.value,
         features: Object.fromEntries(features.map(({ key, input }) => [key, input.checked])) });
       announce('ההגדרות נשמרו');
     } catch (error) {
@@ -257,6 +263,8 @@ const ACTIONS = {
   'invoice.paid': 'חשבונית שולמה', 'payment_gateway.updated': 'ספק תשלום עודכן',
 };
 
+  'call.transferred': 'שיחה הועברה לנציג', 'call.transfer_answered': 'הנציג ענה לשיחה שהועברה',
+  'call.transfer_unanswered': 'שיחה שהועברה לא נענתה',
 async function audit(body) {
   const list = h('div', { class: 'table-wrap' });
   const more = h('div', { class: 'more' });
