@@ -40,7 +40,7 @@ from server.db.offhub import OffHub
 from server.errors import DomainError, Problem
 from server.jobs import runs
 from server.logs import log_event
-from server.providers.base import VoicemailTranscriber
+from server.providers.base import VoicemailTranscriber, VoiceNoteTranscriber
 
 log = logging.getLogger("agentlocator.jobs")
 
@@ -61,6 +61,9 @@ class JobServices(Protocol):
 
     @property
     def voicemail_transcriber(self) -> Optional[VoicemailTranscriber]: ...
+
+    @property
+    def voice_note_transcriber(self) -> Optional[VoiceNoteTranscriber]: ...
 
 
 @dataclass(frozen=True)
@@ -285,7 +288,9 @@ class JobQueue:
             if ours or kind not in self._tasks or self._storage(self.huey.get, CUT_OFF_PREFIX + key, True) is not None:
                 continue
             # Queued before it is marked: a worker killed between the two leaves it expired, and the
-            # next pass queues it again (the key makes the extra copy a no-op).
+            # next pass queues it again (the key makes the extra copy a no-op). A consumer may take
+            # the copy before the mark: its claim takes the expired run over, and the mark then finds
+            # it leased again and leaves it alone.
             self.enqueue(kind, key, *pickle.loads(task_args))
             with self.context.database.scope() as session:
                 if not runs.release_expired(session, key, self.lease):

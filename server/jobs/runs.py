@@ -55,8 +55,10 @@ def claim(
 ) -> Optional[int]:
     """Start a run of job `key`: its attempt number, or None when it is done, failed for good, or
     running on another worker (a duplicate of the same job is then a no-op). `resume` takes over a
-    run left `running` by an attempt the database went away under (it could record nothing). The
-    run is leased for `lease` (see `renew`) and keeps `task_args` to be queued again (`expired`)."""
+    run left `running` by an attempt the database went away under (it could record nothing), and
+    any worker takes over a run whose lease ran out more than a lease ago (its worker died: the copy
+    `requeue_expired` queued can be taken before that run is marked). The run is leased for `lease`
+    (see `renew`) and keeps `task_args` to be queued again (`expired`)."""
     now = utcnow()
     if session.get(JobRun, key) is None:
         try:
@@ -86,7 +88,11 @@ def claim(
                 JobRun.state == "retrying",
                 sa.and_(
                     JobRun.state == "running",
-                    sa.or_(sa.true() if resume else sa.false(), JobRun.updated_at < now - STALE_RUN),
+                    sa.or_(
+                        sa.true() if resume else sa.false(),
+                        JobRun.updated_at < now - STALE_RUN,
+                        JobRun.lease_until < now - lease,
+                    ),
                 ),
             ),
         )
