@@ -17,9 +17,14 @@ another account in the path answers 404 / code 20404):
     POST /2010-04-01/Accounts/{Sid}/Messages.json          send (From, To, Body | ContentSid +
                                                            ContentVariables, StatusCallback, …);
                                                            From and To on different channels
-                                                           (`whatsapp:+…` to `+…`) answer 400 / 21910
+                                                           (`whatsapp:+…` to `+…`) answer 400 / 21910;
+                                                           with `whatsapp_senders` set, a From not
+                                                           among them answers 400 / 63007
     GET  /2010-04-01/Accounts/{Sid}/Messages/{SmSid}.json  message fetch
     GET  /2010-04-01/Accounts/{Sid}/Recordings/{ReSid}[.wav|.mp3]   recording media bytes
+    GET  /2010-04-01/Accounts/{Sid}/Messages/{MmSid}/Media/{MeSid}  an inbound message's media:
+                                                           302 to its file on the media host
+                                                           (`/media-cdn/…`, no auth, as Twilio's CDN)
     GET  /2010-04-01/Accounts/{Sid}.json                    the account (`account_status`)
 
 Resources answer with Twilio's JSON shapes (`sid`, `account_sid`, `status`, `uri`, `date_created`
@@ -33,6 +38,7 @@ Behaviour per resource kind (`"Calls"`, `"Messages"`, `"Recordings"`), optionall
     twilio.succeed("Calls")                           # back to normal
     twilio.set_call_status("CA…", "completed")        # then a redirect (Twiml/Url) answers 21220
     twilio.recordings["RE…"] = b"RIFF…"               # media bytes (default: `default_recording`)
+    url = twilio.inbound_media(b"%PDF…", "application/pdf")  # a MediaUrl0 for an inbound webhook
     twilio.attach_stream("CA…", on_redirect)         # a live call's media stream (the phone fake's)
 
 A call update's `Twiml` is checked as Twilio does: it must be an XML `<Response>` (else 400 / 12100)
@@ -92,6 +98,8 @@ _ERROR_MESSAGES = {
     21211: "The 'To' number is not a valid phone number.",
     21220: "Call is not in-progress. Cannot redirect.",
     21910: "Invalid 'From' and 'To' pair. 'From' and 'To' should be of the same channel",
+    21620: "Invalid media URL(s)",
+    63007: "Twilio could not find a Channel with the specified From address",
     63016: "Failed to send freeform message because you are outside the allowed window.",
 }
 
@@ -104,7 +112,13 @@ _ROUTES = [
         "Recordings",
         re.compile(rf"^/{API_VERSION}/Accounts/(?P<account>AC\w+)/Recordings/(?P<sid>RE\w+)(?P<ext>\.wav|\.mp3)?$"),
     ),
+    (
+        "Media",
+        re.compile(rf"^/{API_VERSION}/Accounts/(?P<account>AC\w+)/Messages/(?:MM|SM)\w+/Media/(?P<sid>ME\w+)$"),
+    ),
 ]
+# Where Twilio's media host serves a file the Media resource redirects to (no credentials needed).
+MEDIA_CDN_PATH = re.compile(r"^/media-cdn/(?P<sid>ME\w+)$")
 
 
 def new_sid(prefix: str) -> str:
@@ -147,9 +161,13 @@ class FakeTwilioRest(LocalHTTPFake):
         self.calls: dict[str, dict[str, Any]] = {}
         self.messages: dict[str, dict[str, Any]] = {}
         self.recordings: dict[str, bytes] = {}
+        self.media: dict[str, tuple[bytes, str]] = {}  # inbound media by ME sid: (bytes, content type)
+        self.sent_media: dict[str, list[str]] = {}  # each sent message's MediaUrl values, by SM sid
         self.default_recording = WAV_SILENCE
         self.before_answer: Optional[Callable[[dict[str, Any]], None]] = None
         self.account_status = "active"  # or "suspended" / "closed", as an account fetch shows it
+        # The account's WhatsApp senders (`whatsapp:+…`); when set, a message from another is 400 / 63007.
+        self.whatsapp_senders: Optional[set[str]] = None
         self._streams: dict[str, Callable[[], None]] = {}
         self._behaviours: dict[tuple[str, str | None], _Behaviour] = {}
         self._lock = threading.Lock()
@@ -247,6 +265,14 @@ class FakeTwilioRest(LocalHTTPFake):
             time.sleep(0.02)
         return self.requests_for(kind, sid)
 
+    def inbound_media(self, data: bytes, content_type: str) -> str:
+        """Keep `data` as an inbound message's media and answer its MediaUrl, as Twilio's webhook
+        carries it (the account's credentials fetch it; Twilio redirects to its media host)."""
+        sid = new_sid("ME")
+        with self._lock:
+            self.media[sid] = (data, content_type)
+        return f"{self.url}/{API_VERSION}/Accounts/{self.account_sid}/Messages/{new_sid('MM')}/Media/{sid}"
+
     def recording_url(self, recording_sid: str) -> str:
         """The `RecordingUrl` Twilio would put in a callback (no extension), on this server."""
         return f"{self.url}/{API_VERSION}/Accounts/{self.account_sid}/Recordings/{recording_sid}"
@@ -311,7 +337,7 @@ class FakeTwilioRest(LocalHTTPFake):
         with self._lock:
             return 200, {k: v for k, v in self._call(sid).items() if k != "twiml"}
 
-    def _create_message(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    def _create_message(self, form: dict[str, str], media_urls: list[str] = ()) -> tuple[int, dict[str, Any]]:
         if not form.get("To") or not (form.get("From") or form.get("MessagingServiceSid")):
             return 400, error_body(
                 21211 if not form.get("To") else 21603,
@@ -320,8 +346,13 @@ class FakeTwilioRest(LocalHTTPFake):
         if form.get("From") and _channel(form["From"]) != _channel(form["To"]):
             # e.g. From=whatsapp:+1… To=+972…: Twilio refuses a message between two channels.
             return 400, error_body(21910)
+        sender = form.get("From", "")
+        if self.whatsapp_senders is not None and _channel(sender) == "whatsapp" and sender not in self.whatsapp_senders:
+            return 400, error_body(63007)
         if not (form.get("Body") or form.get("ContentSid") or form.get("MediaUrl")):
             return 400, error_body(21602, message="Message body is required.")
+        if any(not re.match(r"^https?://[^/\s]+/", url) for url in media_urls):
+            return 400, error_body(21620)
         sid = new_sid("SM")
         now = rfc2822_now()
         body = form.get("Body", "")
@@ -337,7 +368,7 @@ class FakeTwilioRest(LocalHTTPFake):
             "error_message": None,
             "from": form.get("From"),
             "messaging_service_sid": form.get("MessagingServiceSid"),
-            "num_media": "0",
+            "num_media": str(len(media_urls)),
             "num_segments": "1",
             "price": None,
             "price_unit": "USD",
@@ -349,6 +380,7 @@ class FakeTwilioRest(LocalHTTPFake):
         }
         with self._lock:
             self.messages[sid] = message
+            self.sent_media[sid] = list(media_urls)
         return 201, dict(message)
 
     def _fetch_message(self, sid: str, path: str) -> tuple[int, dict[str, Any]]:
@@ -428,6 +460,12 @@ class _Handler(BaseHTTPRequestHandler):
         with fake._lock:
             fake.requests.append(record)
 
+        cdn = MEDIA_CDN_PATH.match(parts.path)
+        if cdn and self.command == "GET":  # the media host: the file itself, for whoever has the link
+            found = fake.media.get(cdn.group("sid"))
+            if found is None:
+                return self._send(404, b"Not Found", "text/plain")
+            return self._send(200, *found)
         if not self._authorized():
             return self._json(401, error_body(20003, status=401))
         if match is None or match.group("account") != fake.account_sid:
@@ -456,12 +494,16 @@ class _Handler(BaseHTTPRequestHandler):
         if kind == "Calls" and self.command == "GET":
             return self._json(*fake._fetch_call(record.sid))
         if kind == "Messages" and self.command == "POST" and record.sid is None:
-            status, message = fake._create_message(record.form)
+            status, message = fake._create_message(record.form, record.form_lists.get("MediaUrl", []))
             if status == 201 and fake.before_answer is not None:
                 fake.before_answer(message)
             return self._json(status, message)
         if kind == "Messages" and self.command == "GET" and record.sid:
             return self._json(*fake._fetch_message(record.sid, record.path))
+        if kind == "Media" and self.command == "GET":
+            if record.sid not in fake.media:
+                return self._json(404, error_body(20404, status=404, path=record.path))
+            return self._redirect(f"/media-cdn/{record.sid}")
         if kind == "Recordings" and self.command == "GET":
             audio = fake.recordings.get(record.sid, fake.default_recording)
             content_type = "audio/mpeg" if match.group("ext") == ".mp3" else "audio/x-wav"
@@ -481,6 +523,12 @@ class _Handler(BaseHTTPRequestHandler):
         header = self.headers.get("Authorization") or ""
         expected = base64.b64encode(f"{self.fake.account_sid}:{self.fake.auth_token}".encode()).decode()
         return secrets.compare_digest(header, f"Basic {expected}")
+
+    def _redirect(self, location: str) -> None:
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def _json(self, status: int, body: dict[str, Any]) -> None:
         self._send(status, json.dumps(body).encode("utf-8"), "application/json; charset=utf-8")
