@@ -10,6 +10,11 @@ Environment: PUBLIC_BASE_URL (default base; signed requests are signed for it, a
 them, so BASE_URL may be an internal address), TWILIO_AUTH_TOKEN (signs the stream_ended check),
 SMOKE_TO (a business's Twilio number for the TwiML preview), SMOKE_WA_TO + SMOKE_API_TOKEN (an
 optional real WhatsApp send), SMOKE_TIMEOUT (seconds per request, default 10).
+
+`--deep` also has the deployment check every configured vendor with one tiny real request
+(`POST /api/admin/vendor-check` with an admin's token in SMOKE_ADMIN_TOKEN, the same check as
+`flask --app main check-providers`): one line per vendor, PASS with its latency, FAIL with the
+reason (wrong credentials make the run NO-GO), SKIP when the vendor isn't configured.
 """
 
 from __future__ import annotations
@@ -48,10 +53,12 @@ class Response:
         return json.loads(self.body.decode("utf-8"))
 
 
-def request(method: str, url: str, *, data: bytes | None = None, headers: dict | None = None) -> Response:
+def request(
+    method: str, url: str, *, data: bytes | None = None, headers: dict | None = None, timeout: float = TIMEOUT
+) -> Response:
     req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             return Response(resp.status, resp.headers, resp.read())
     except urllib.error.HTTPError as err:
         return Response(err.code, err.headers, err.read())
@@ -242,6 +249,38 @@ class Smoke:
             return f"sent via {result.get('provider')} id={result.get('provider_message_id')}"
 
 
+def deep_vendor_check(smoke: Smoke) -> None:
+    """The deployment's own vendor check: each vendor as one result line."""
+    token = os.environ.get("SMOKE_ADMIN_TOKEN")
+    if not token:
+        smoke.results.append(Result("vendors", "FAIL", "--deep needs SMOKE_ADMIN_TOKEN (an admin's bearer token)"))
+        return
+    deep_timeout = max(TIMEOUT, 30.0)  # the vendors are checked side by side, each within 5 s
+    try:
+        r = request(
+            "POST",
+            smoke.url("/api/admin/vendor-check"),
+            data=b"",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=deep_timeout,
+        )
+        report = r.json()
+    except Exception as exc:
+        smoke.results.append(Result("vendors", "FAIL", f"{type(exc).__name__}: {exc}"))
+        return
+    if r.status != 200:
+        smoke.results.append(
+            Result("vendors", "FAIL", f"POST /api/admin/vendor-check → {r.status} {report.get('code', '')}")
+        )
+        return
+    labels = {"ok": "PASS", "failed": "FAIL", "skipped": "SKIP"}
+    for result in report.get("results", []):
+        latency = f" ({result['latency_ms']} ms)" if result.get("latency_ms") is not None else ""
+        smoke.results.append(
+            Result(f"vendor {result['vendor']}", labels.get(result["status"], "FAIL"), result["detail"] + latency)
+        )
+
+
 def websocket_handshake(http_url: str) -> tuple[int, dict[str, str]]:
     """A real RFC 6455 opening handshake offering `audio.twilio.com`, then a clean close."""
     parts = urllib.parse.urlsplit(http_url)
@@ -282,13 +321,16 @@ def websocket_handshake(http_url: str) -> tuple[int, dict[str, str]]:
 
 def main(argv: list[str]) -> int:
     as_json = "--json" in argv
-    args = [a for a in argv if a != "--json"]
+    deep = "--deep" in argv
+    args = [a for a in argv if a not in ("--json", "--deep")]
     base = args[0] if args else os.environ.get("PUBLIC_BASE_URL", "")
     if not base:
-        print("usage: smoke.sh [BASE_URL] [--json]   (or set PUBLIC_BASE_URL)", file=sys.stderr)
+        print("usage: smoke.sh [BASE_URL] [--json] [--deep]   (or set PUBLIC_BASE_URL)", file=sys.stderr)
         return 2
     smoke = Smoke(base)
     smoke.run()
+    if deep:
+        deep_vendor_check(smoke)
     failed = [r for r in smoke.results if r.status == "FAIL"]
     counts = {s: sum(r.status == s for r in smoke.results) for s in ("PASS", "FAIL", "SKIP", "WARN")}
     if as_json:

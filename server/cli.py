@@ -79,6 +79,22 @@ def register_cli(app: Flask) -> None:
         with services(current_app).database.scope() as session:
             _print({"payment_gateways": reseal_all(session, services(current_app).secrets_box)})
 
+    @app.cli.command("check-providers")
+    @click.option("--json", "as_json", is_flag=True, help="print the report as one JSON object")
+    def check_providers(as_json: bool) -> None:
+        """One tiny real request to each configured vendor; exits 1 (NO-GO) when any failed."""
+        from server.providers import vendor_check
+
+        report = vendor_check.check_vendors(current_app.config["SETTINGS"])
+        with services(current_app).database.scope() as session:
+            vendor_check.store_report(session, report)  # /readyz shows it, with its age
+        if as_json:
+            _print(report)
+        else:
+            click.echo(vendor_check.render_report(report))
+        if not report["go"]:
+            raise SystemExit(1)
+
     @app.cli.command("create-business")
     @click.option("--name", required=True)
     @click.option("--phone", "phones", multiple=True, help="a Twilio voice number, E.164")

@@ -13,13 +13,16 @@ import pytest
 import requests
 from google.api_core import exceptions as google_errors
 from google.cloud import speech
+from google.cloud import texttospeech_v1 as tts
 from google.cloud.speech_v1.services.speech.transports import SpeechGrpcTransport
+from google.cloud.texttospeech_v1.services.text_to_speech.transports import TextToSpeechGrpcTransport
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
 from server.providers.tranzila import auth_headers
 from testkit.fakes.google_speech import FakeSpeech
 from testkit.fakes.google_speech import speech as spoken_audio
+from testkit.fakes.google_tts import FakeTextToSpeech
 from testkit.fakes.openai_server import FakeOpenAI
 from testkit.fakes.tranzila_server import FakeTranzila
 from testkit.fakes.twilio_rest import FakeTwilioRest
@@ -102,3 +105,34 @@ def test_google_speech_refuses_an_unsupported_encoding_or_a_missing_language(con
             audio=audio,
         )
         assert heard.results[0].alternatives[0].transcript
+
+
+@pytest.mark.parametrize("fake_class", [FakeSpeech, FakeTextToSpeech])
+def test_google_refuses_a_call_without_valid_credentials(fake_class):
+    """As Google refuses a wrong or revoked service-account key: UNAUTHENTICATED, with its own message."""
+    with fake_class(required_token="ya29.the-right-token") as fake:
+        channel = grpc.insecure_channel(fake.address)
+        if fake_class is FakeSpeech:
+            client = speech.SpeechClient(transport=SpeechGrpcTransport(channel=channel))
+            config = speech.RecognitionConfig(sample_rate_hertz=8000, encoding="MULAW", language_code="he-IL")
+
+            def call(metadata):
+                return client.recognize(
+                    config=config, audio=speech.RecognitionAudio(content=spoken_audio(400)), metadata=metadata
+                )
+        else:
+            client = tts.TextToSpeechClient(transport=TextToSpeechGrpcTransport(channel=channel))
+
+            def call(metadata):
+                return client.synthesize_speech(
+                    input=tts.SynthesisInput(text="שלום"),
+                    voice=tts.VoiceSelectionParams(language_code="he-IL"),
+                    audio_config=tts.AudioConfig(audio_encoding=tts.AudioEncoding.MULAW, sample_rate_hertz=8000),
+                    metadata=metadata,
+                )
+
+        for metadata in ([], [("authorization", "Bearer ya29.a-wrong-token")]):
+            with pytest.raises(google_errors.Unauthenticated) as refused:
+                call(metadata)
+            assert "invalid authentication credentials" in refused.value.message
+        assert call([("authorization", "Bearer ya29.the-right-token")])

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+from typing import Optional
 
 from flask import Blueprint, Response, jsonify
 
 from server.db.migrate import pending_migrations
-from server.routes import app_services, settings
+from server.openapi import document, json_response, obj, operation
+from server.providers import vendor_check
+from server.routes import app_services, db_session, settings
+from server.routes.auth_api import require_auth
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger("agentlocator.health")
@@ -54,6 +58,7 @@ def readyz() -> Response:
         )
         return _not_ready(body, "database_not_writable")
     body["jobs"] = _job_counts()
+    body["vendor_check"] = _vendor_check()
     if lifecycle.draining:
         return _not_ready(body, "draining")
     warnings: list = []  # what an operator should know although the instance is ready
@@ -61,6 +66,15 @@ def readyz() -> Response:
         found = probe()
         warnings += found.pop("warnings", [])
         body.update(found)
+    vendors = body["vendor_check"]
+    if vendors and vendors.get("go") is False:
+        warnings.append(
+            {
+                "code": "vendor_check_failed",
+                "message": f"the last vendor check failed for {', '.join(vendors.get('failed', []))} "
+                f"({vendors.get('age_seconds')} s ago): run flask --app main check-providers",
+            }
+        )
     body["warnings"] = warnings
     return jsonify(body)
 
@@ -75,6 +89,19 @@ def _job_counts() -> dict:
         return {"error": "unreachable"}
 
 
+def _vendor_check() -> Optional[dict]:
+    """The last deep vendor check (`check-providers`) and its age, from the database: /readyz never
+    calls a vendor itself. None when no check has run."""
+    try:
+        with app_services().database.scope() as session:
+            return vendor_check.last_report(session)
+    except Exception as exc:
+        log.warning(
+            "readiness: vendor check unreadable: %s", type(exc).__name__, extra={"event": "readyz_vendor_error"}
+        )
+        return {"error": "unreadable"}
+
+
 def _not_ready(body: dict, reason: str, **extra) -> Response:
     response = jsonify({**body, "status": "not_ready", "reason": reason, **extra})
     response.status_code = 503
@@ -87,3 +114,53 @@ def version() -> Response:
     return jsonify(
         git_commit=cfg.git_commit or None, build_time=cfg.build_time or None, deploy_id=cfg.deploy_id or None
     )
+
+
+@bp.post("/api/admin/vendor-check")
+@require_auth("admin")
+def run_vendor_check() -> Response:
+    """The deep vendor check, run now (what `flask --app main check-providers` does; `smoke.sh --deep`
+    asks for it here, as it may run far from the deployment's settings)."""
+    report = vendor_check.check_vendors(settings())
+    vendor_check.store_report(db_session(), report)
+    return jsonify(report)
+
+
+_VENDOR_RESULT = obj(
+    {
+        "vendor": {"type": "string", "enum": list(vendor_check.VENDORS)},
+        "status": {"type": "string", "enum": [vendor_check.OK, vendor_check.FAILED, vendor_check.SKIPPED]},
+        "latency_ms": {"type": ["integer", "null"]},
+        "detail": {"type": "string", "description": "what was seen, or why it failed (never a secret)"},
+    },
+    ["vendor", "status", "latency_ms", "detail"],
+)
+
+document(
+    bp,
+    {
+        "/api/admin/vendor-check": {
+            "post": operation(
+                "Check every configured vendor with one tiny real request",
+                tags=["admin"],
+                role="admin",
+                description="Google STT and TTS, OpenAI, Twilio, PayPal and the Baileys bridge, side by side, each "
+                "with its latency; an unconfigured vendor is skipped. go is false when any failed. The report "
+                "is kept and shown on /readyz (vendor_check) with its age.",
+                responses={
+                    "200": json_response(
+                        obj(
+                            {
+                                "go": {"type": "boolean"},
+                                "checked_at": {"type": "string", "format": "date-time"},
+                                "failed": {"type": "array", "items": {"type": "string"}},
+                                "results": {"type": "array", "items": _VENDOR_RESULT},
+                            },
+                            ["go", "checked_at", "failed", "results"],
+                        )
+                    )
+                },
+            )
+        }
+    },
+)
