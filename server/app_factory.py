@@ -22,6 +22,7 @@ from server.db.migrate import MigrationEnv, run_migrations
 from server.jobs import JobContext, JobQueue
 from server.lifecycle import Lifecycle
 from server.logs import configure_logging
+from server.providers.voice_note_google import voice_note_transcriber
 from server.providers.voicemail_google import voicemail_transcriber
 from server.security.secrets_box import SecretsBox
 
@@ -100,6 +101,7 @@ def register_services(app: Flask, settings: Settings) -> AppServices:
         secrets_box=box,
         database=open_database(settings, box),
         voicemail_transcriber=voicemail_transcriber(settings),
+        voice_note_transcriber=voice_note_transcriber(settings),
     )
     app_services.jobs = job_queue(settings, app_services)
     install_services(app, app_services)
@@ -128,6 +130,7 @@ JOB_MODULES = (
     "server.voice.voicemail",
     "server.voice.watchdog",
     "server.voice.call_events",
+    "server.whatsapp.voice_notes",
     "server.appointments.notices",
 )
 

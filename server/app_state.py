@@ -17,7 +17,7 @@ from server.console.live import EventHub
 from server.db import Database
 from server.jobs import JobQueue
 from server.lifecycle import Lifecycle
-from server.providers.base import VoicemailTranscriber
+from server.providers.base import VoicemailTranscriber, VoiceNoteTranscriber
 from server.security.auth import TokenPolicy
 from server.security.rate_limits import LoginLimiter
 from server.security.secrets_box import SecretsBox
@@ -47,6 +47,8 @@ class AppServices:
     event_hub: Optional[EventHub] = None
     token_policy: Optional[TokenPolicy] = None
     login_limiter: Optional[LoginLimiter] = None
+    # WhatsApp voice notes' speech recognition (None without it); set by `create_app`.
+    voice_note_transcriber: Optional[VoiceNoteTranscriber] = None
 
 
 def install_services(app: Flask, app_services: AppServices) -> None:
