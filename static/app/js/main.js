@@ -12,11 +12,13 @@ const VIEWS = {
   customers: () => import('./views/customers.js'),
   documents: () => import('./views/documents.js'),
   settings: () => import('./views/settings.js'),
+  diary: () => import('./views/diary.js'),
 };
 
 const NAV = [
   ['inbox', 'תיבת הודעות'],
   ['calls', 'שיחות'],
+  ['diary', 'יומן תורים'],
   ['customers', 'לקוחות'],
   ['deals', 'עסקאות'],
   ['invoices', 'חשבוניות'],
@@ -67,6 +69,7 @@ function parseRoute(pathname) {
   if (['deals', 'invoices', 'contracts'].includes(first)) {
     return { view: 'documents', nav: first, params: { kind: first, id: second } };
   }
+  if (first === 'diary') return { view: 'diary', nav: 'diary', params: { mode: second } };
   if (first === 'settings') return { view: 'settings', nav: 'settings', owner: true, params: { tab: second } };
   return { view: null };
 }
