@@ -44,6 +44,7 @@ BLUEPRINT_MODULES = (
     "console_api",
     "admin_api",
     "appointments_api",
+    "agent_api",
 )
 
 
@@ -104,10 +105,10 @@ def register_services(app: Flask, settings: Settings) -> AppServices:
         voice_note_transcriber=voice_note_transcriber(settings),
     )
     app_services.jobs = job_queue(settings, app_services)
+    register_all_agent_tools()
     install_services(app, app_services)
     return app_services
 
-    register_all_agent_tools()
 
 def open_database(settings: Settings, box: SecretsBox) -> Database:
     database = Database(

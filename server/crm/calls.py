@@ -7,6 +7,7 @@ from typing import Any, Mapping
 from sqlalchemy.orm import Session
 
 from server.crm import serializers as out
+from server.crm.agent import tool_calls_of_call
 from server.crm.pagination import fetch_page, page_request
 from server.crm.queries import CALLS_KEYSET, call_turns_and_voicemail, calls_query
 from server.db.models import Call
@@ -27,4 +28,7 @@ def call_detail(session: Session, business_id: int, call_sid: str) -> dict[str, 
     if len(call_sid) > CALL_SID_MAX or "\x00" in call_sid:
         raise DomainError(Problem.NOT_FOUND, "not_found", "no such call")
     call = get_owned(session, Call, business_id, call_sid, column="call_sid")
-    return out.call_detail_json(call, *call_turns_and_voicemail(session, call))
+    return {
+        **out.call_detail_json(call, *call_turns_and_voicemail(session, call)),
+        "tool_calls": tool_calls_of_call(session, call),
+    }

@@ -36,12 +36,13 @@ import logging
 import re
 import time
 from datetime import timedelta
-from typing import Optional, TypeGuard
+from typing import Any, Optional, TypeGuard
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from server.agent.prompt import build_system_prompt
+from server.agent.prompt import build_system_prompt, tools_rule
+from server.agent.tools import ToolBox, ToolContext, enabled_tools
 from server.config import Settings
 from server.db.engine import Database, database_unavailable, rows_affected
 from server.db.models import Business, Customer, Message, Thread, utcnow
@@ -98,11 +99,15 @@ def schedule_auto_reply(jobs: JobQueue, message_id: int, *, after: str = "") -> 
 
 @job("wa_auto_reply")
 def _auto_reply_job(ctx: JobContext, message_id: int) -> None:
-    reply_to_message(ctx.database, ctx.settings, message_id)
+    reply_to_message(ctx.database, ctx.settings, message_id, jobs=ctx.services.jobs)
 
 
-def reply_to_message(database: Database, settings: Settings, message_id: int) -> None:
-    """Write and send the AI's answer to customer message `message_id`, unless it needs none."""
+def reply_to_message(database: Database, settings: Settings, message_id: int, *, jobs: Any = None) -> None:
+    """Write and send the AI's answer to customer message `message_id`, unless it needs none.
+
+    The agent's tools the business has on for WhatsApp (`server.agent.tools`) may act while the reply
+    is written (a booking, a cancellation, a message for staff); `jobs` is the queue they hand
+    follow-up work to (a booking's confirmation)."""
     try:
         with database.scope() as session:
             message = session.get(Message, message_id)
@@ -117,7 +122,7 @@ def reply_to_message(database: Database, settings: Settings, message_id: int) ->
             log_event(log, "wa_auto_reply_lease_timeout", logging.WARNING, message_id=message_id, thread_id=thread_id)
             return
         try:
-            _reply(database, settings, message_id)
+            _reply(database, settings, message_id, jobs)
         finally:
             _release_lease(database, thread_id, token)
     except Exception as exc:
@@ -129,7 +134,7 @@ def reply_to_message(database: Database, settings: Settings, message_id: int) ->
         log.exception("auto-reply failed", extra={"event": "wa_auto_reply_error", "message_id": message_id})
 
 
-def _reply(database: Database, settings: Settings, message_id: int) -> None:
+def _reply(database: Database, settings: Settings, message_id: int, jobs: Any = None) -> None:
     with database.scope() as session:
         message = session.get_one(Message, message_id)
         business = session.get_one(Business, message.business_id)
@@ -150,15 +155,21 @@ def _reply(database: Database, settings: Settings, message_id: int) -> None:
             )
             return
         history = _history(session, thread, before_id=_first_pending_voice_note(session, thread.id))
+        toolbox = _toolbox(database, settings, business, customer, thread.id, message_id, jobs)
+        system = build_system_prompt(business, "whatsapp")
+        if toolbox is not None:
+            system += "\n\n" + tools_rule([t.name for t in toolbox.tools])
         prompt = [
-            {"role": "system", "content": build_system_prompt(business, "whatsapp")},
+            {"role": "system", "content": system},
             *[{"role": "user" if m.direction == "in" else "assistant", "content": prompt_text(m)} for m in history],
         ]
         answers_through = max([m.id for m in history if m.direction == "in"] + [message.id])
         business_id, thread_id = business.id, thread.id
     started = time.monotonic()
     try:
-        reply = _language_model(settings).complete(prompt)  # no transaction is open while the model writes
+        model = _language_model(settings)
+        # No transaction is open while the model writes (its tools open their own units of work).
+        reply = model.complete(prompt, tools=toolbox) if toolbox is not None else model.complete(prompt)
     except ProviderError as exc:
         log_event(log, "wa_auto_reply_llm_failed", logging.WARNING, message_id=message_id, error=str(exc))
         return
@@ -210,6 +221,33 @@ def _reply(database: Database, settings: Settings, message_id: int) -> None:
         answers_through=answers_through,
         t_reply_ms=int((time.monotonic() - started) * 1000),
     )
+
+
+def _toolbox(
+    database: Database,
+    settings: Settings,
+    business: Business,
+    customer: Customer,
+    thread_id: int,
+    message_id: int,
+    jobs: Any,
+) -> Optional[ToolBox]:
+    """The agent's tools for this reply (their rows name the message answered); None if none are on."""
+    tools = enabled_tools(business.agent_tools, "whatsapp")
+    if not tools:
+        return None
+    context = ToolContext(
+        business_id=business.id,
+        channel="whatsapp",
+        database=database,
+        settings=settings,
+        customer_id=customer.id,
+        phone=customer.phone,
+        thread_id=thread_id,
+        message_id=message_id,
+        jobs=jobs,
+    )
+    return ToolBox(context, tools)
 
 
 def _language_model(settings: Settings) -> LanguageModel:
