@@ -158,3 +158,29 @@ def register_cli(app: Flask) -> None:
             holder = f" (business {exc.details['business_id']})" if "business_id" in exc.details else ""
             raise click.ClickException(f"{exc.message}{holder}") from None
         _print(assigned)
+
+    @app.cli.command("whatsapp-instance")
+    @click.argument("action", type=click.Choice(["list", "add", "logout", "remove"]))
+    @click.option("--business-id", type=int, help="the business (not needed for list)")
+    def whatsapp_instance(action: str, business_id: int | None) -> None:
+        """The businesses' WhatsApp instances on the Baileys bridge: list, add (then the owner scans the
+        QR code on the console's WhatsApp screen), logout (a new QR code follows) or remove."""
+        from server.whatsapp import bridge_instances
+
+        settings = current_app.config["SETTINGS"]
+        try:
+            if action == "list":
+                _print({"items": bridge_instances.list_instances(settings)})
+                return
+            if business_id is None:
+                raise click.UsageError(f"{action} needs --business-id")
+            with services(current_app).database.scope() as session:
+                act = {
+                    "add": bridge_instances.add_instance,
+                    "logout": bridge_instances.logout_instance,
+                    "remove": bridge_instances.remove_instance,
+                }[action]
+                result = act(session, settings, business_id, "cli")
+        except DomainError as exc:
+            raise click.ClickException(f"{exc.code}: {exc.message}") from None
+        _print(result)

@@ -184,7 +184,7 @@ def test_no_qr_code_is_404_and_a_silent_bridge_503(wa_app, bridge):
     response = client.get("/api/crm/whatsapp/qr.svg", headers=tenant.headers)
     assert response.status_code == 404 and response.json["error"] == "no_qr"
     with db.scope() as session:
-        record_bridge_state(session, "connecting", False)
+        record_bridge_state(session, tenant.business_id, "connecting", False)
     bridge.stop()
     silent = client.get("/api/crm/whatsapp/qr.svg", headers=tenant.headers)
     assert silent.status_code == 503 and silent.json["error"] == "bridge_unavailable"
@@ -223,6 +223,34 @@ def test_without_baileys_the_status_names_twilio_or_disabled(make_app):
     }
 
 
+def test_each_business_sees_its_own_instance_and_qr_code(wa_app, bridge):
+    db = services(wa_app).database
+    salon = create_tenant(db)
+    garage = create_tenant(db, name="Garage Moshe", phone="+97235550401", whatsapp="+97235550402")
+    bridge.strict = True
+    bridge.add_instance(salon.business_id, "open", me="+972500000101")
+    bridge.add_instance(garage.business_id, "connecting", qr="2@garage-only,n=,i=,a=")
+    client = wa_app.test_client()
+    status = lambda tenant: client.get("/api/crm/whatsapp/connection", headers=tenant.headers).json  # noqa: E731
+    assert status(salon) == {"provider": "baileys", "status": "connected", "qr_available": False}
+    assert status(garage) == {"provider": "baileys", "status": "qr", "qr_available": True}
+    assert client.get("/api/crm/whatsapp/qr.svg", headers=salon.headers).status_code == 404  # connected: none
+    garage_qr = client.get("/api/crm/whatsapp/qr.svg", headers=garage.headers)
+    assert garage_qr.status_code == 200
+    # Each asked the bridge about its own business only, whatever the request carried.
+    hijack = client.get(f"/api/crm/whatsapp/qr.svg?business_id={garage.business_id}", headers=salon.headers)
+    assert hijack.status_code == 404
+    assert [r.body["business_id"] for r in bridge.qr_requests] == [
+        salon.business_id,
+        garage.business_id,
+        salon.business_id,
+    ]
+    # A business the bridge runs no instance for yet: "not set up", and no QR code.
+    third = create_tenant(db, name="C", phone="+97235550501", whatsapp="+97235550502")
+    assert status(third) == {"provider": "baileys", "status": "not_set_up", "qr_available": False}
+    assert client.get("/api/crm/whatsapp/qr.svg", headers=third.headers).status_code == 404
+
+
 def test_only_owners_see_the_connection_screen(wa_app):
     db = services(wa_app).database
     agent = add_user(db, create_tenant(db).business_id, "agent")
@@ -249,7 +277,7 @@ def shop(link_app):
     db = services(link_app).database
     tenant = create_tenant(db, payments_enabled=True)
     with db.scope() as session:
-        record_bridge_state(session, "open", False)
+        record_bridge_state(session, tenant.business_id, "open", False)
         customer = dao_crm.upsert_customer(session, tenant.business_id, phone=CUSTOMER, name="דנה")
         thread = dao_crm.upsert_thread(session, tenant.business_id, customer.id, "whatsapp")
         tenant.customer_id, tenant.thread_id = customer.id, thread.id

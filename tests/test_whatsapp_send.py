@@ -137,6 +137,7 @@ def test_send_through_baileys(wa_client, wa_db, tenant, bridge):
         "provider_message_id": bridge._message_id(sent.body["idempotency_key"]),
     }
     assert sent.body == {
+        "business_id": tenant.business_id,  # sent through the business's own instance
         "to": CUSTOMER,
         "text": "התור שלך מחר ב-10:00",
         "idempotency_key": f"wa-message-{response.json['message_id']}",

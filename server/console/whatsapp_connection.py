@@ -1,6 +1,7 @@
 """The owner's WhatsApp connection screen: which provider carries the business's WhatsApp, whether
-it is connected, and — while the Baileys bridge waits for a phone to link — the QR code to scan,
-drawn here as SVG (segno) from the bridge's QR string."""
+it is connected, and — while the business's instance on the Baileys bridge waits for a phone to
+link — the QR code to scan, drawn here as SVG (segno) from the bridge's QR string. Each business
+sees its own instance only: the business id comes from the signed-in user, never from the request."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from sqlalchemy.orm import Session
 from server.config import Settings
 from server.errors import DomainError, Problem
 from server.logs import log_event
-from server.providers.baileys_admin import BridgeUnavailable, bridge_qr, bridge_status
+from server.providers.baileys_admin import BridgeUnavailable, UnknownInstance, bridge_qr, bridge_status
 from server.whatsapp.bridge_state import bridge_state
 
 log = logging.getLogger("agentlocator.console.whatsapp")
@@ -23,8 +24,9 @@ QR_SCALE = 6  # px per module: about 300 px for WhatsApp's code, scannable off a
 QR_BORDER = 4  # the quiet zone the QR standard asks for
 
 
-def connection_status(session: Session, settings: Settings) -> dict[str, Any]:
-    """`{provider, status, qr_available}`; status is connected | qr | connecting | logged_out | disabled.
+def connection_status(session: Session, settings: Settings, business_id: int) -> dict[str, Any]:
+    """`{provider, status, qr_available}`; status is connected | qr | connecting | logged_out |
+    not_set_up (the bridge runs no instance for this business yet: an admin adds it) | disabled.
 
     With Baileys enabled the bridge is asked directly (its QR codes change every ~20 s); when it
     doesn't answer, the state it last reported through its webhook stands in, with no QR.
@@ -34,11 +36,13 @@ def connection_status(session: Session, settings: Settings) -> dict[str, Any]:
             return {"provider": "twilio", "status": "connected", "qr_available": False}
         return {"provider": None, "status": "disabled", "qr_available": False}
     try:
-        status = bridge_status(settings)
+        status = bridge_status(settings, business_id)
         state, qr_available = status.state, status.qr_available
+    except UnknownInstance:
+        return {"provider": "baileys", "status": "not_set_up", "qr_available": False}
     except BridgeUnavailable as exc:
-        log_event(log, "bridge_status_unavailable", logging.WARNING, reason=str(exc))
-        state, qr_available = bridge_state(session) or "connecting", False
+        log_event(log, "bridge_status_unavailable", logging.WARNING, reason=str(exc), business_id=business_id)
+        state, qr_available = bridge_state(session, business_id) or "connecting", False
     if state == "open":
         return {"provider": "baileys", "status": "connected", "qr_available": False}
     if qr_available:
@@ -50,8 +54,8 @@ def connection_status(session: Session, settings: Settings) -> dict[str, Any]:
     }
 
 
-def qr_svg(settings: Settings) -> bytes:
-    """The bridge's current QR code as an SVG image; 404 `no_qr` when it has none."""
+def qr_svg(settings: Settings, business_id: int) -> bytes:
+    """The business's current QR code as an SVG image; 404 `no_qr` when it has none."""
     if not settings.enable_wa_baileys:
         raise DomainError(
             Problem.NOT_CONFIGURED,
@@ -59,9 +63,11 @@ def qr_svg(settings: Settings) -> bytes:
             "WhatsApp through the Baileys bridge is not enabled (ENABLE_WA_BAILEYS)",
         )
     try:
-        qr = bridge_qr(settings)
+        qr = bridge_qr(settings, business_id)
+    except UnknownInstance:
+        qr = None
     except BridgeUnavailable as exc:
-        log_event(log, "bridge_qr_unavailable", logging.WARNING, reason=str(exc))
+        log_event(log, "bridge_qr_unavailable", logging.WARNING, reason=str(exc), business_id=business_id)
         raise DomainError(
             Problem.UNAVAILABLE,
             "bridge_unavailable",

@@ -44,9 +44,12 @@ class BaileysBridge:
     def send(self, message: Outgoing) -> str:
         if message.content_sid and not message.text:
             raise NotSent("unsupported_content", "the Baileys bridge sends text only, not Twilio templates")
+        if message.business_id is None:  # the bridge has one WhatsApp account per business
+            raise NotSent("no_business", "the Baileys bridge needs the business the message is sent for")
         payload: dict[str, Any] = {"to": message.to, "text": message.text, "idempotency_key": message.idempotency_key}
         if message.media is not None:
             payload["media"] = bridge_media(message.media)
+        payload["business_id"] = message.business_id  # its instance: that business's own WhatsApp account
         body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
         headers = {"Content-Type": "application/json", bridge_hmac.HEADER: self._signature(body)}
         try:

@@ -37,14 +37,14 @@ def call_recording(call_sid: str) -> Response:
 @bp.get(f"{CRM}/whatsapp/connection")
 @require_auth("owner")
 def whatsapp_connection_status() -> Response:
-    return jsonify(whatsapp_connection.connection_status(db_session(), settings()))
+    return jsonify(whatsapp_connection.connection_status(db_session(), settings(), g.business_id))
 
 
 @bp.get(f"{CRM}/whatsapp/qr.svg")
 @require_auth("owner")
 def whatsapp_qr() -> Response:
     return Response(
-        whatsapp_connection.qr_svg(settings()),
+        whatsapp_connection.qr_svg(settings(), g.business_id),
         mimetype="image/svg+xml",
         headers={
             "Cache-Control": "no-store",
@@ -180,7 +180,9 @@ OPENAPI_PATHS: dict[str, Any] = {
             tags=["whatsapp"],
             role="owner",
             description="status: connected, qr (scan /api/crm/whatsapp/qr.svg with the phone's WhatsApp → Linked "
-            "devices), connecting, logged_out, or disabled (no WhatsApp provider enabled).",
+            "devices), connecting, logged_out, not_set_up (the bridge runs no WhatsApp instance for this business "
+            "yet; an admin adds one) or disabled (no WhatsApp provider enabled). Always the signed-in user's own "
+            "business.",
             responses={
                 "200": json_response(
                     obj(
@@ -188,7 +190,7 @@ OPENAPI_PATHS: dict[str, Any] = {
                             "provider": {"type": ["string", "null"], "enum": ["baileys", "twilio", None]},
                             "status": {
                                 "type": "string",
-                                "enum": ["connected", "qr", "connecting", "logged_out", "disabled"],
+                                "enum": ["connected", "qr", "connecting", "logged_out", "not_set_up", "disabled"],
                             },
                             "qr_available": {"type": "boolean"},
                         },

@@ -53,6 +53,8 @@ class InboundMessage:
     business_number: str  # the business's number the customer wrote to, E.164
     phone: Optional[str]  # the customer's number, E.164 (may be unknown on Baileys: LID only)
     lid: Optional[str] = None
+    # The business it is for, when the provider says so (the bridge's instance); else found by business_number.
+    business_id: Optional[int] = None
     name: str = ""
     body: str = ""
     kind: str = "text"
@@ -205,14 +207,16 @@ def _require(event: Mapping[str, Any], name: str, kind: type) -> None:
         raise InvalidInbound(f"{name} is missing or not a {kind.__name__}")
 
 
-def baileys_inbound(event: Mapping[str, Any]) -> InboundMessage:
-    """An inbound message from the bridge's `message` event (checked by `bridge_event`)."""
+def baileys_inbound(event: Mapping[str, Any], business_id: Optional[int] = None) -> InboundMessage:
+    """An inbound message from the bridge's `message` event (checked by `bridge_event`), for the
+    business whose instance received it (`bridge_routing.event_business_id`)."""
     return InboundMessage(
         provider="baileys",
         provider_message_id=f"{event['chat']}:{event['id']}",
         business_number=event["to"],
         phone=event.get("from"),
         lid=event.get("lid"),
+        business_id=business_id,
         name=storable_text(event.get("push_name"))[:MAX_NAME],
         body=storable_text(event["text"]),
         kind=_bridge_kind(event.get("media")),
@@ -258,7 +262,11 @@ def store_inbound(
 ) -> Optional[StoredInbound]:
     """Store the message, and with `settings` its media (`server.media`); None when no business owns
     the number it was sent to (nothing is stored)."""
-    business = business_by_number(session, inbound.business_number, "whatsapp")
+    business = (
+        session.get(Business, inbound.business_id)
+        if inbound.business_id is not None
+        else business_by_number(session, inbound.business_number, "whatsapp")
+    )
     if business is None:
         log_event(
             log,

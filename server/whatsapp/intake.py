@@ -73,7 +73,7 @@ def process_queued_webhook(ctx: JobContext, webhook: str, payload: Payload) -> N
         with ctx.database.scope() as session:
             reply_to = RECEIVERS[webhook](session, payload, ctx.services.jobs)
     except DomainError as exc:
-        if exc.problem is not Problem.INVALID:
+        if exc.problem not in (Problem.INVALID, Problem.NOT_FOUND):
             raise
         # Checked before anything was queued, so this is only a payload the rules have since refused.
         log_event(log, "whatsapp_webhook_dropped", logging.WARNING, webhook=webhook, reason=exc.code)

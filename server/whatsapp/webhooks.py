@@ -29,6 +29,7 @@ from server.jobs import JobQueue
 from server.logs import log_event
 from server.text import storable_fields
 from server.whatsapp.auto_reply import needs_reply
+from server.whatsapp.bridge_routing import event_business_id
 from server.whatsapp.bridge_state import record_bridge_state
 from server.whatsapp.inbound import (
     InvalidInbound,
@@ -84,14 +85,15 @@ def receive_bridge_event(session: Session, raw: bytes, jobs: JobQueue) -> Option
         event = bridge_event(raw)
     except InvalidInbound as exc:
         raise DomainError(Problem.INVALID, "invalid_event", str(exc)) from None
+    business_id = event_business_id(session, event)  # the bridge instance it came from
     if event["event"] == "connection":
-        record_bridge_state(session, event["state"], event.get("qr", False))
-        log_event(log, "baileys_connection", state=event["state"], qr=event.get("qr", False))
+        record_bridge_state(session, business_id, event["state"], event.get("qr", False))
+        log_event(log, "baileys_connection", business_id=business_id, state=event["state"], qr=event.get("qr", False))
         return None
     if event["event"] == "status":
         apply_status(session, "baileys", event["id"], event["status"])
         return None
-    stored = store_inbound(session, baileys_inbound(event), jobs.context.settings)
+    stored = store_inbound(session, baileys_inbound(event, business_id), jobs.context.settings)
     _after_media(session, jobs, stored)
     return _to_answer(stored)
 

@@ -141,7 +141,9 @@ function gatewayForm(gateway) {
 }
 
 // ---- WhatsApp connection by QR code -----------------------------------------------------------
-const WA_STATUS = { connected: 'מחובר', qr: 'ממתין לסריקת קוד QR', connecting: 'מתחבר…', logged_out: 'מנותק', disabled: 'לא מופעל' };
+const WA_STATUS = { connected: 'מחובר', qr: 'ממתין לסריקת קוד QR', connecting: 'מתחבר…', logged_out: 'מנותק', not_set_up: 'טרם הוגדר לעסק; מנהל המערכת יוסיף אותו', disabled: 'לא מופעל' };
+// No QR code will come in these states: nothing to show or poll for.
+const WA_SETTLED = ['connected', 'not_set_up', 'disabled'];
 
 function whatsapp(body) {
   const status = h('p', { class: 'wa-status', role: 'status' });
@@ -158,8 +160,8 @@ function whatsapp(body) {
       problem.replaceChildren();
       status.textContent = `מצב: ${WA_STATUS[c.status] || c.status}`;
       status.dataset.status = c.status;
-      howTo.hidden = c.status === 'connected' || c.status === 'disabled';
-      if (c.status === 'connected' || c.status === 'disabled') {
+      howTo.hidden = WA_SETTLED.includes(c.status);
+      if (WA_SETTLED.includes(c.status)) {
         qrBox.replaceChildren();
         return;  // nothing to refresh once connected
       }
