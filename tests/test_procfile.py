@@ -21,19 +21,11 @@ import requests
 import sqlalchemy as sa
 
 from server.db.migrate import migration_files
-from testkit.servers import PROJECT_ROOT, free_port
+from testkit.procfile import procfile, start_process
+from testkit.servers import free_port
 from tests.conftest import BASE_TEST_ENV
 
 pytestmark = pytest.mark.slow
-
-# The format Heroku, Dokku, foreman and honcho read: `name: command`, one per line.
-PROCFILE_LINE = re.compile(r"^([A-Za-z0-9_-]+):\s*(.+)$")
-
-
-def procfile() -> dict[str, str]:
-    lines = (PROJECT_ROOT / "Procfile").read_text().splitlines()
-    return {m.group(1): m.group(2) for m in map(PROCFILE_LINE.match, lines) if m}
-
 
 def test_every_line_runs_a_prebuilt_process_and_installs_nothing():
     processes = procfile()
@@ -54,18 +46,6 @@ def _trap_installers(directory: Path) -> Path:
         shim.write_text(f'#!/bin/sh\necho "{name} $*" >> {marker}\nexit 1\n')
         shim.chmod(0o755)
     return marker
-
-
-def _start(name: str, command: str, env: dict[str, str], logs: Path) -> subprocess.Popen:
-    log = open(logs / f"{name}.log", "wb")
-    return subprocess.Popen(
-        ["bash", "-c", command],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
 
 
 def _wait(check, what: str, timeout: float = 60.0) -> None:
@@ -111,7 +91,7 @@ def test_each_process_starts_from_its_line_on_a_fresh_database(tmp_path):
         "WA_SOCKET_MODULE": "baileys-bridge/test/fakes/fake-socket.js",
         "APP_URL": f"http://127.0.0.1:{port}",
     }
-    running = {name: _start(name, command, env, tmp_path) for name, command in procfile().items()}
+    running = {name: start_process(name, env, open(tmp_path / f"{name}.log", "wb")) for name in procfile()}
     try:
         _wait(lambda: requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200, "web")
         _wait(lambda: "Huey consumer started" in (tmp_path / "worker.log").read_text(errors="replace"), "worker")
