@@ -27,6 +27,7 @@ from tests.conftest import BASE_TEST_ENV
 
 pytestmark = pytest.mark.slow
 
+
 def test_every_line_runs_a_prebuilt_process_and_installs_nothing():
     processes = procfile()
     assert set(processes) == {"web", "worker", "bridge"}
