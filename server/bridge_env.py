@@ -20,12 +20,15 @@ def bridge_environment(settings: Settings) -> dict[str, str]:
         "WA_SHARED_SECRET": settings.wa_shared_secret,
         "APP_URL": f"http://127.0.0.1:{settings.port}",
         "LOG_LEVEL": settings.log_level.lower(),
+        # The bridge refuses larger media itself (the event says too_large) instead of sending what the app won't keep.
+        "WA_MEDIA_MAX_BYTES": str(settings.media_max_bytes),
     }
     if settings.wa_shared_secret_previous:
         env["WA_SHARED_SECRET_PREVIOUS"] = settings.wa_shared_secret_previous
     if settings.wa_session_dir:
-        # The bridge runs from baileys-bridge/; a relative path means relative to the project root.
-        env["WA_SESSION_DIR"] = str((PROJECT_ROOT / settings.wa_session_dir).resolve())
+        # The root of the businesses' sessions (business-<id>/ each). The bridge runs from
+        # baileys-bridge/; a relative path means relative to the project root.
+        env["WA_AUTH_DIR"] = str((PROJECT_ROOT / settings.wa_session_dir).resolve())
     return env
 
 

@@ -49,6 +49,10 @@ def twilio_status_webhook() -> Response:
 @bp.post("/webhook/whatsapp/baileys")
 def baileys_webhook() -> Response:
     cfg = settings()
+    # A message event carries its media base64 (up to MEDIA_MAX_BYTES, the bridge's limit too): this
+    # webhook takes that much more than MAX_CONTENT_LENGTH. Refusing it would lose the message, since
+    # the bridge drops an event the app answers 4xx.
+    request.max_content_length = bridge_event_limit(cfg)
     if not cfg.wa_shared_secret:
         raise DomainError(Problem.NOT_CONFIGURED, "not_configured", "WA_SHARED_SECRET is not configured")
     # An event may carry one media item as base64 (4/3 of MEDIA_MAX_BYTES) plus the message around it.
@@ -74,3 +78,8 @@ def _no_content(reply_to: Optional[int] = None) -> Response:
         jobs = app_services().jobs
         response.call_on_close(lambda: schedule_auto_reply(jobs, reply_to))
     return response
+
+
+def bridge_event_limit(cfg) -> int:
+    """The largest bridge event: the base64 of the largest media, plus MAX_CONTENT_LENGTH for the rest."""
+    return -(-cfg.media_max_bytes // 3) * 4 + cfg.max_content_length
