@@ -1,7 +1,8 @@
 """The filters of each list endpoint, as SQLAlchemy statements scoped to one business.
 
 Text search (`q`) matches every word the user typed. On PostgreSQL a word matches a whole word
-through `to_tsvector('simple', …)`, which a GIN expression index serves (migration 0400); on
+through `to_tsvector('simple', …)`, which a GIN expression index serves (migration 0400; a voice
+note's transcript has its own, 0821, and a thread search ORs the two into one bitmap scan); on
 SQLite each word matches as a substring (LIKE). Whole words, not prefixes (`word:*`), because the
 planner has statistics for words but guesses for prefixes: a guess made it walk every call,
 newest first, running to_tsvector on each, for a word found in one call in 500 (400 ms, not 1).
