@@ -42,6 +42,7 @@ def pair(tmp_path):
         "WA_BAILEYS_PORT": str(bridge_port),
         "WA_SESSION_DIR": str(tmp_path / "session"),
         "WA_SOCKET_MODULE": "test/fakes/fake-socket.js",
+        "WA_INSTANCES": "1",  # one business's WhatsApp account, started with the bridge
         "SHUTDOWN_GRACE_SECONDS": "5",
     }
     log = open(tmp_path / "start_all.log", "wb")
@@ -68,7 +69,7 @@ def _pids_listening(port: int) -> bool:
 
 def test_when_the_bridge_dies_both_stop_with_a_failure(pair):
     process, port, bridge_port, log = pair
-    status = requests.get(f"http://127.0.0.1:{bridge_port}/status", timeout=5).json()
+    status = requests.get(f"http://127.0.0.1:{bridge_port}/status?business_id=1", timeout=5).json()
     assert status["state"] in ("connecting", "open")
     bridge = subprocess.run(["pgrep", "-f", "-s", str(process.pid), "node index.js"], capture_output=True, text=True)
     os.kill(int(bridge.stdout.split()[0]), signal.SIGKILL)
