@@ -311,3 +311,16 @@ def test_search_finds_a_voice_note_by_its_transcript(app, db, tenant, speech):
     other = create_tenant(db, name="Garage Moshe", phone="+97235550101", whatsapp="+97235550102")
     theirs = client.get("/api/crm/threads", query_string={"q": "תור"}, headers=other.headers).get_json()
     assert theirs["items"] == []  # another business's note stays invisible
+
+
+def test_a_note_whose_job_cannot_be_queued_is_marked_failed(make_app, speech, media_dir):
+    app = make_app(
+        GOOGLE_SPEECH_EMULATOR_HOST=speech.address,
+        MEDIA_DIR=str(media_dir),
+        JOBS_URL="redis://127.0.0.1:1/0",  # nothing listens on port 1
+    )
+    tenant = create_tenant(services(app).database)
+    message_id = store_voice_note(app, tenant.business_id)
+    voice_notes.queue_transcription(services(app).jobs, message_id)
+    failed = message(services(app).database, message_id)
+    assert (failed.transcript_status, failed.transcript_error) == ("failed", "the transcription could not be queued")

@@ -107,7 +107,7 @@ def test_audio_google_can_never_take_is_rejected(speech_fake):
 
 @pytest.mark.parametrize(
     "encoding, rate, message",
-    [("LINEAR16", 16000, "this fake hears only 8000 Hz"), ("OGG_OPUS", 44100, "must be one of")],
+    [("ENCODING_UNSPECIFIED", 16000, "bad encoding"), ("OGG_OPUS", 44100, "must be one of")],
 )
 def test_the_fake_refuses_a_wrong_config_like_google(speech_fake, encoding, rate, message):
     from google.api_core import exceptions

@@ -13,7 +13,9 @@ AI reply, which waits for the transcript (`server.whatsapp.auto_reply`).
 A failure is retried with the job queue's backoff; after the last attempt, or at once when no retry
 can help (audio Google refuses, no audio stored, no speech recognition configured), the message is
 marked `failed` with `transcript_error`, and the AI still answers, told that the note could not be
-understood. A note is never left waiting without a job that will settle it.
+understood. A note is never left waiting without a job that will settle it: when even the queue
+can't be reached, the note is marked failed at once (and only a database down at that very moment
+leaves it `pending`, which the AI reply stops waiting for after `auto_reply.TRANSCRIPT_WAIT`).
 """
 
 from __future__ import annotations
@@ -55,8 +57,15 @@ def queue_transcription(jobs: JobQueue, message_id: int) -> None:
     """Transcribe message `message_id`'s voice note in the jobs worker (call once its audio is stored)."""
     try:
         jobs.enqueue(KIND, job_key(message_id), message_id)
-    except DomainError:  # the queue is down (logged by it); the note stays `pending`
+    except DomainError:  # the queue is down (logged by it)
         log_event(log, "voice_note_not_queued", logging.ERROR, message_id=message_id)
+        # Said plainly rather than left `pending` with no job that would ever settle it.
+        try:
+            _mark_failed(jobs.context.database, None, message_id, "the transcription could not be queued")
+        except Exception:
+            log.exception(
+                "voice note left pending", extra={"event": "voice_note_left_pending", "message_id": message_id}
+            )
 
 
 def job_key(message_id: int) -> str:
