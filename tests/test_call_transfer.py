@@ -307,3 +307,21 @@ def test_stream_ended_of_a_transferred_call_adds_no_voicemail(client, db, tenant
     transfer_to_person(desk(db, twilio_rest), business_id=tenant.business_id, call_sid=sid, reason="")
     root = twiml(post(client, "/webhook/stream_ended", voice_params(sid, status="in-progress")))
     assert list(root) == []
+
+
+def test_the_engine_sends_no_voicemail_redirect_over_a_transfer(db, tenant, twilio_rest):
+    from server.voice.engine import VoiceEngine
+
+    settings = make_settings(TWILIO_API_BASE_URL=twilio_rest.url)
+    engine = VoiceEngine(settings, db, APP_SECRET)
+    sid = live_call(db, tenant.business_id)
+    assert transfer_to_person(desk(db, twilio_rest), business_id=tenant.business_id, call_sid=sid, reason="")[
+        "transferred"
+    ]
+    # The AI pipeline fails just after the transfer: the session's fallback must not replace the <Dial>.
+    assert engine._redirect(sid, "2 failed turn(s)") is True
+    assert len(twilio_rest.requests_for("Calls", sid)) == 1
+    other = live_call(db, tenant.business_id)
+    assert engine._redirect(other, "2 failed turn(s)") is True  # a call not transferred still goes to voicemail
+    [redirect] = twilio_rest.requests_for("Calls", other)
+    assert "<Record" in redirect.form["Twiml"]
