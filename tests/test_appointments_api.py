@@ -282,6 +282,24 @@ def test_bad_input_and_other_businesses(client, owner, db, book):
             "invalid_field",
         ),
     ]
+    far = {"service_id": book.haircut, "phone": CUSTOMER}
+    cases += [
+        # Dates near the calendar's ends are refused, never an overflow turned 500.
+        (client.get(f"{API}?from=9999-12-31&days=2", headers=h), 400, "invalid_field"),
+        (client.get(f"{API}?from=0001-01-01", headers=h), 400, "invalid_field"),
+        (client.get(f"{API}/slots?service_id={book.haircut}&from=2199-12-31&days=3", headers=h), 400, "invalid_field"),
+        (client.get(f"{API}/exceptions?from=9999-12-31&days=3", headers=h), 400, "invalid_field"),
+        (client.put(f"{API}/exceptions/9999-12-31", json={"closed": True}, headers=h), 400, "invalid_field"),
+        (client.post(API, json={**far, "start": "9999-12-31T10:00:00+02:00"}, headers=h), 400, "invalid_field"),
+        (client.post(API, json={**far, "start": "0001-01-01T00:00:00+14:00"}, headers=h), 400, "invalid_field"),
+        (
+            client.post(
+                API, json={**far, "start": local(sunday.replace(year=sunday.year + 3), "10:00").isoformat()}, headers=h
+            ),
+            422,
+            "too_far_ahead",
+        ),
+    ]
     for answer, status, code in cases:
         assert (answer.status_code, answer.json.get("error")) == (status, code), (answer.request.path, answer.json)
     # Nothing of business B changed.

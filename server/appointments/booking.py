@@ -40,6 +40,7 @@ SOURCES = ("call", "whatsapp", "console")
 STATUSES = ("booked", "cancelled")
 NOTES_MAX = 2000
 MAX_RANGE_DAYS = 62  # the longest span one find_slots / list call covers
+MAX_DAYS_AHEAD = 2 * 366  # how far ahead an appointment may be booked
 ALTERNATIVES = 5  # free starts offered when the asked-for one is taken
 ALTERNATIVE_DAYS = 7  # how far ahead alternatives are looked for
 _RETRIES = 5  # re-reads after losing a race for a seat before answering "taken"
@@ -62,6 +63,8 @@ def as_utc(value: Any, field: str = "start") -> datetime:
         raise invalid(field, f"{field} must be an ISO 8601 date-time with an offset")
     if value.tzinfo is None or value.utcoffset() is None:
         raise invalid(field, f"{field} needs a time zone offset (e.g. +03:00 or Z)")
+    if not schedule.FIRST_DAY <= value.date() <= schedule.LAST_DAY:
+        raise invalid(field, f"{field} must be between {schedule.FIRST_DAY} and {schedule.LAST_DAY}")
     return value.astimezone(timezone.utc)
 
 
@@ -84,8 +87,10 @@ def _day_range(day_or_range: date | tuple[date, date]) -> tuple[date, date]:
         first = last = day_or_range
     if not isinstance(first, date) or not isinstance(last, date) or isinstance(first, datetime):
         raise invalid("date", "give a local date, or a (first, last) pair of dates")
-    if last < first:
-        raise invalid("days", "the range ends before it starts")
+    if not schedule.FIRST_DAY <= first <= last <= schedule.LAST_DAY:
+        if last < first:
+            raise invalid("days", "the range ends before it starts")
+        raise invalid("date", f"dates must be between {schedule.FIRST_DAY} and {schedule.LAST_DAY}")
     if (last - first).days >= MAX_RANGE_DAYS:
         raise invalid("days", f"at most {MAX_RANGE_DAYS} days at once")
     return first, last
@@ -343,8 +348,16 @@ def _take_seats(
 def _check_start(
     session: Session, business_id: int, service: AppointmentService, start: datetime, *, now: Optional[datetime]
 ) -> datetime:
-    if start < (now or utcnow()):
+    current = now or utcnow()
+    if start < current:
         raise DomainError(Problem.UNPROCESSABLE, "in_the_past", "that time has already passed", field="start")
+    if start > current + timedelta(days=MAX_DAYS_AHEAD):
+        raise DomainError(
+            Problem.UNPROCESSABLE,
+            "too_far_ahead",
+            f"appointments are booked up to {MAX_DAYS_AHEAD} days ahead",
+            field="start",
+        )
     if not _on_grid(start):
         raise invalid("start", f"start must be on a {UNIT_MINUTES}-minute boundary")
     end = start + timedelta(minutes=service.duration_minutes)

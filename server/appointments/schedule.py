@@ -32,6 +32,9 @@ NOTE_MAX = 200
 MAX_INTERVALS_PER_DAY = 4
 TIME_PATTERN = r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$"
 DAY_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+# The dates the book knows: far wider than any diary needs, and far from datetime's limits, so date
+# arithmetic on a client's date (a week on, a zone's offset) can't overflow.
+FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2199, 12, 31)
 _TIME, _DAY = re.compile(TIME_PATTERN, re.ASCII), re.compile(DAY_PATTERN, re.ASCII)
 
 
@@ -60,9 +63,12 @@ def parse_day(value: Any, field: str = "date") -> date:
     if not isinstance(value, str) or not _DAY.match(value):
         raise invalid(field, f"{field} must be a date YYYY-MM-DD")
     try:
-        return date.fromisoformat(value)
+        parsed = date.fromisoformat(value)
     except ValueError:
         raise invalid(field, f"{field} must be a date YYYY-MM-DD") from None
+    if not FIRST_DAY <= parsed <= LAST_DAY:
+        raise invalid(field, f"{field} must be between {FIRST_DAY} and {LAST_DAY}")
+    return parsed
 
 
 def _whole_number(value: Any, field: str, low: int, high: int) -> int:

@@ -96,7 +96,9 @@ _TAKEN = {
     "409": json_response(
         ref("Error"), "slot_taken (with `alternatives`: free ISO starts nearby) or not_booked (cancelled)"
     ),
-    "422": json_response(ref("Error"), "in_the_past or outside_opening_hours (with `alternatives`)"),
+    "422": json_response(
+        ref("Error"), "in_the_past, too_far_ahead (over two years) or outside_opening_hours (with `alternatives`)"
+    ),
 }
 NOTIFY = {**BOOL, "description": "send the customer a WhatsApp notice (default true)"}
 
