@@ -12,6 +12,21 @@ import {
 
 const filters = { status: 'open', assignee: '', unread: false, channel: '', q: '' };
 
+// Why a media item was not kept (`error_code` of a rejected or expired item).
+const MEDIA_REJECTED = {
+  too_large: 'הקובץ גדול מהמותר',
+  too_many: 'בהודעה יותר קבצים מהמותר',
+  not_allowed: 'סוג קובץ שאינו נשמר',
+  download_failed: 'לא ניתן היה להוריד את הקובץ',
+  empty: 'הקובץ ריק',
+  expired: 'הקובץ נמחק בתום תקופת השמירה',
+};
+
+function fileSize(bytes) {
+  if (bytes >= 1024 * 1024) return `${(bytes / (1024 * 1024)).toFixed(1)} MB`;
+  return `${Math.max(1, Math.round(bytes / 1024))} KB`;
+}
+
 function readFilters() {
   const params = new URLSearchParams(location.search);
   if (params.has('status')) filters.status = params.get('status');
@@ -279,8 +294,13 @@ function openConversation(pane, threadId, ctx, users, listChanged) {
         call ? h('audio', { controls: true, preload: 'none', src: `/api/crm/calls/${encodeURIComponent(call.call_sid)}/recording`,
           'aria-label': 'השמעת ההודעה הקולית' }) : null]
       : [m.body ? h('p', { class: 'text' }, m.body) : null];
-    const media = m.kind === 'voicemail' ? [] : (m.media || []).map((item) => h('p', { class: 'media' },
-      icon(item.kind === 'location' ? 'pin' : 'clip'), ' ', mediaLabel(item)));
+    const attachments = m.attachments || [];
+    // The provider's own description is shown only for what has no stored item (a location).
+    const described = m.kind === 'voicemail' ? [] : (m.media || []).filter((item) => !attachments.length || item.type === 'location');
+    const media = [
+      ...attachments.map((item) => attachmentView(item, m)),
+      ...described.map((item) => h('p', { class: 'media' }, icon(item.type === 'location' ? 'pin' : 'clip'), ' ', mediaLabel(item))),
+    ];
     const status = out ? h('span', { class: `msg-status ${m.status}`, dataset: { status: m.status } },
       m.status === 'failed' ? icon('alert') : m.status === 'queued' ? icon('clock')
         : h('span', { 'aria-hidden': 'true' }, `${MESSAGE_STATUS_ICON[m.status] || ''} `),
@@ -291,6 +311,46 @@ function openConversation(pane, threadId, ctx, users, listChanged) {
       h('div', { class: 'msg-meta' }, h('time', { datetime: m.created_at }, dateTime(m.created_at)),
         who ? h('span', { class: 'who' }, who) : null, status),
       m.status === 'failed' ? h('p', { class: 'fail-reason' }, failureReason(m)) : null));
+  }
+
+  // One stored media item: the picture, a player, or a download link; why it was not kept; or that it is on its way.
+  function attachmentView(item, message) {
+    const label = mediaLabel(item);
+    if (item.status === 'pending') {
+      return h('p', { class: 'media pending', dataset: { mediaId: item.id } }, icon('clock'), ` ${label} בהורדה…`);
+    }
+    if (item.status !== 'stored') {
+      return h('p', { class: 'media rejected', dataset: { mediaId: item.id } }, icon('alert'),
+        ` ${label} לא נשמר: ${MEDIA_REJECTED[item.error_code] || item.error_message || 'סיבה לא ידועה'}`);
+    }
+    const name = item.file_name || label;
+    const caption = item.caption && item.caption !== message.body ? h('p', { class: 'caption' }, item.caption) : null;
+    if (item.kind === 'image' || item.kind === 'sticker') {
+      return h('figure', { class: `media ${item.kind}`, dataset: { mediaId: item.id } },
+        h('a', { href: item.url, target: '_blank', rel: 'noopener' },
+          h('img', { src: item.url, alt: item.caption || `${label} מהשיחה`, loading: 'lazy' })), caption);
+    }
+    if (item.kind === 'audio') {
+      return h('div', { class: 'media audio', dataset: { mediaId: item.id } },
+        h('audio', { controls: true, preload: 'metadata', src: item.url,
+          'aria-label': item.voice_note ? 'השמעת ההודעה הקולית' : `השמעת ${name}` }),
+        transcriptView(message));
+    }
+    if (item.kind === 'video') {
+      return h('figure', { class: 'media video', dataset: { mediaId: item.id } },
+        h('video', { controls: true, preload: 'metadata', src: item.url, 'aria-label': `סרטון: ${name}` }), caption);
+    }
+    return h('p', { class: 'media document', dataset: { mediaId: item.id } }, icon('clip'), ' ',
+      h('a', { href: item.download_url, download: name }, name), h('span', { class: 'muted' }, ` · ${fileSize(item.size)}`));
+  }
+
+  function transcriptView(message) {
+    if (message.transcript) return h('p', { class: 'transcript' }, message.transcript);
+    if (message.transcript_status === 'pending') return h('p', { class: 'transcript muted' }, 'מתמלל…');
+    if (message.transcript_status === 'failed') {
+      return h('p', { class: 'transcript fail-reason' }, 'לא ניתן היה לתמלל את ההקלטה');
+    }
+    return null;
   }
 
   function mediaLabel(item) {
