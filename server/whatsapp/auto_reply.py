@@ -70,9 +70,15 @@ _PLACEHOLDER = re.compile(r"^\[[a-z_]+\]$")  # what a provider stores as the tex
 
 
 def needs_reply(stored: Optional[StoredInbound]) -> TypeGuard[StoredInbound]:
-    """Whether a message a webhook has just stored gets an AI reply: a new one (not a replayed
-    webhook's), for a business and thread that want replies (`wants_auto_reply`)."""
-    return stored is not None and stored.created and wants_auto_reply(stored.business, stored.thread, stored.message)
+    """Whether a message a webhook has just stored gets an AI reply: one not answered yet, for a
+    business and thread that want replies (`wants_auto_reply`). A replayed webhook's message counts
+    too while it is unanswered: an instance that died after storing it, before queueing its reply,
+    made the provider deliver it again. The job's key keeps a reply already queued from running twice."""
+    return (
+        stored is not None
+        and (stored.created or (stored.thread.ai_replied_through_id or 0) < stored.message.id)
+        and wants_auto_reply(stored.business, stored.thread, stored.message)
+    )
 
 
 def wants_auto_reply(business: Business, thread: Thread, message: Message) -> bool:
