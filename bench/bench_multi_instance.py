@@ -338,7 +338,7 @@ def deliver(base_url: str, public_url: str, delivery: Delivery, attempts: int = 
     form = whatsapp_form(delivery.sid, delivery.sender, AI_WA_NUMBER, delivery.body)
     for attempt in range(attempts):
         copies = delivery.copies if attempt == 0 else 1
-        tries = [gevent.spawn(_try_post, base_url, public_url, form) for _ in range(copies)]
+        tries = [gevent.spawn(_try_post, base_url, public_url, "/webhook/whatsapp/twilio", form) for _ in range(copies)]
         gevent.joinall(tries)
         delivery.attempts += len(tries)
         delivery.statuses += [t.value for t in tries]
@@ -349,9 +349,10 @@ def deliver(base_url: str, public_url: str, delivery: Delivery, attempts: int = 
     return delivery
 
 
-def _try_post(base_url: str, public_url: str, form: dict[str, str]) -> int | str:
+def _try_post(base_url: str, public_url: str, path: str, form: dict[str, str]) -> int | str:
+    """The answer's status, or the kind of failure (a cut connection, a timeout)."""
     try:
-        return post_signed(base_url, public_url, "/webhook/whatsapp/twilio", form).status_code
+        return post_signed(base_url, public_url, path, form).status_code
     except requests.RequestException as exc:
         return type(exc).__name__
 
@@ -571,10 +572,10 @@ def ai_reply_outcome(engine: sa.Engine, deliveries: list[Delivery]) -> dict:
     bodies = {d.body for d in deliveries}
     senders = sorted({d.sender for d in deliveries})
     answered = Counter()
-    unanswered_threads = 0
+    unanswered: list[int] = []  # the ids of the newest messages nobody answered, to look up in the logs
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(Message.thread_id, Message.direction, Message.body, Message.sender_user_id)
+            sa.select(Message.id, Message.thread_id, Message.direction, Message.body, Message.sender_user_id)
             .join(Thread, Thread.id == Message.thread_id)
             .where(Message.business_id == _business_id(conn, AI_WA_NUMBER))
             .order_by(Message.thread_id, Message.id)
@@ -583,7 +584,7 @@ def ai_reply_outcome(engine: sa.Engine, deliveries: list[Delivery]) -> dict:
     for row in rows:
         by_thread.setdefault(row.thread_id, []).append(row)
     for messages in by_thread.values():
-        inbound = [m.body for m in messages if m.direction == "in" and m.body in bodies]
+        inbound = [m for m in messages if m.direction == "in" and m.body in bodies]
         if not inbound:
             continue
         replies = [m.body for m in messages if m.direction == "out" and m.sender_user_id is None]
@@ -591,15 +592,16 @@ def ai_reply_outcome(engine: sa.Engine, deliveries: list[Delivery]) -> dict:
             match = re.match(r"שמעתי: (.*?)\. ", reply)
             if match:
                 answered[match.group(1)] += 1
-        if answered[inbound[-1]] == 0:
-            unanswered_threads += 1
+        if answered[inbound[-1].body] == 0:
+            unanswered.append(inbound[-1].id)
     return {
         "customers": len(senders),
         "messages": len(bodies),
         "replies": sum(answered.values()),
         "answered_twice": sum(1 for n in answered.values() if n > 1),
-        "customers_left_unanswered": unanswered_threads,
-        "ok": unanswered_threads == 0 and all(n == 1 for n in answered.values()),
+        "customers_left_unanswered": len(unanswered),
+        "unanswered_message_ids": unanswered[:5],
+        "ok": not unanswered and all(n == 1 for n in answered.values()),
     }
 
 
@@ -724,7 +726,8 @@ def main() -> None:
             raise SystemExit(f"{tool} is not installed (apt-get install -y {tool})")
 
     workdir = Path(tempfile.mkdtemp(prefix="agentlocator-multi-"))
-    results: dict = {"config": vars(args), "workdir": str(workdir)}
+    # The machine's other load shows in every figure: a busy host makes a slow instance.
+    results: dict = {"config": vars(args), "workdir": str(workdir), "load_average_at_start": os.getloadavg()}
     with (
         TemporaryPostgres() as pg,
         private_redis(workdir) as redis_url,
@@ -830,7 +833,7 @@ def main() -> None:
             live_at_kill = sum(1 for r in runs if not r.ready())
             unstarted = [new_sid("CA") for _ in range(args.unstarted_calls)]
             unstarted_answers = Counter(  # TwiML served, but Twilio never opens the stream
-                post_signed(lb.url, lb.url, "/webhook/incoming_call", voice_params(sid, to=VOICE_NUMBER)).status_code
+                _try_post(lb.url, lb.url, "/webhook/incoming_call", voice_params(sid, to=VOICE_NUMBER))
                 for sid in unstarted
             )
             gevent.sleep(max(0.0, kill_at - time.monotonic()))
@@ -877,6 +880,7 @@ def main() -> None:
                 "jobs_worker_rss_mb": rss_mb([a.jobs_worker_pid]),
             }
         engine.dispose()
+    results["load_average_at_end"] = os.getloadavg()
     report(results)
     print(json.dumps(results, ensure_ascii=False, default=str))
 
@@ -895,6 +899,7 @@ def json_lines(text: str) -> Iterator[dict]:
 
 def report(results: dict) -> None:
     for name in (
+        "load_average_at_start",
         "migrations",
         "calls_on_surviving_instance",
         "calls_on_killed_instance",
