@@ -4,8 +4,11 @@ business's own instance; admins add, log out and remove instances (admin API and
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import logging
+import os
 
 import pytest
 import sqlalchemy as sa
@@ -94,7 +97,7 @@ def test_an_event_for_an_unknown_business_is_404_logged_and_nothing_is_stored(wa
     assert response.status_code == 404 and response.json["error"] == "unknown_business"
     assert messages(db, provider="baileys") == []
     [logged] = [r for r in seen.records if getattr(r, "event", None) == "bridge_event_unknown_business"]
-    assert logged.levelno == logging.WARNING and getattr(logged, "business_id") == missing
+    assert logged.levelno == logging.WARNING and logged.__dict__["business_id"] == missing
     connection = {"event": "connection", "business_id": missing, "state": "open", "qr": False}
     assert post_bridge(client, connection).status_code == 404
     with db.scope() as session:
@@ -212,7 +215,9 @@ def test_admin_instance_errors(wa_app, two, admin, make_app, wa_env):  # noqa: F
     owner = client.post(f"/api/admin/businesses/{salon.business_id}/whatsapp/instance", headers=salon.headers)
     assert owner.status_code == 403
     silent = make_app(**wa_env(WA_BAILEYS_URL="http://127.0.0.1:9"))  # nothing listens there
-    down = silent.test_client().post(f"/api/admin/businesses/{salon.business_id}/whatsapp/instance", headers=admin.headers)
+    down = silent.test_client().post(
+        f"/api/admin/businesses/{salon.business_id}/whatsapp/instance", headers=admin.headers
+    )
     assert down.status_code == 503 and down.json["error"] == "bridge_unavailable"
 
 
@@ -229,3 +234,44 @@ def test_the_cli_adds_lists_and_removes(wa_app, two, bridge):  # noqa: F811
     assert json.loads(removed.output) == {"business_id": salon.business_id, "removed": True}
     again = runner.invoke(args=["whatsapp-instance", "logout", "--business-id", str(salon.business_id)])
     assert again.exit_code == 1 and "unknown_instance" in again.output
+
+
+# ---- the webhook's body limit: media come base64 inside the event ---------------------------------
+
+
+def _media_event(business_id: int, to: str, msg_id: str, data: bytes) -> dict:
+    event = bridge_message(business_id, to, msg_id, text="")
+    event["media"] = {
+        "kind": "document",
+        "mimetype": "application/pdf",
+        "voice_note": False,
+        "seconds": None,
+        "file_name": "big.pdf",
+        "caption": None,
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "data": base64.b64encode(data).decode("ascii"),
+    }
+    return event
+
+
+def test_an_event_with_media_over_max_content_length_is_taken(make_app, wa_env):  # noqa: F811
+    # MAX_CONTENT_LENGTH stays 1 MiB for everything else; the bridge's events may carry a whole file.
+    app = make_app(**wa_env(MEDIA_MAX_BYTES=str(3 * 1024 * 1024)))
+    db = services(app).database
+    salon = create_tenant(db)
+    pdf = b"%PDF-1.7\n" + os.urandom(2 * 1024 * 1024)
+    response = post_bridge(app.test_client(), _media_event(salon.business_id, salon.whatsapp, "3EB0BIGPDF", pdf))
+    assert response.status_code == 204
+    [stored] = messages(db, provider_message_id=f"{CUSTOMER[1:]}@s.whatsapp.net:3EB0BIGPDF")
+    assert stored.kind == "document"
+    other = app.test_client().post("/api/crm/customers", data=b"x" * (2 * 1024 * 1024), headers=salon.headers)
+    assert other.status_code == 413, "other routes keep MAX_CONTENT_LENGTH"
+
+
+def test_an_event_over_the_media_limit_is_413(make_app, wa_env):  # noqa: F811
+    app = make_app(**wa_env(MEDIA_MAX_BYTES=str(1024 * 1024)))
+    salon = create_tenant(services(app).database)
+    huge = os.urandom(1024 * 1024 * 3)
+    response = post_bridge(app.test_client(), _media_event(salon.business_id, salon.whatsapp, "3EB0HUGE", huge))
+    assert response.status_code == 413
