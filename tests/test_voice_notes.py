@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from server.app_state import services
 from server.db.dao_crm import insert_message, upsert_customer, upsert_thread
-from server.db.models import Business, Event, Message, utcnow
+from server.db.models import Business, Event, Media, Message, utcnow
 from server.jobs.runs import JobRun
 from server.media import IncomingMedia, attach_media
 from server.whatsapp import auto_reply, voice_notes
@@ -324,3 +324,28 @@ def test_a_note_whose_job_cannot_be_queued_is_marked_failed(make_app, speech, me
     voice_notes.queue_transcription(services(app).jobs, message_id)
     failed = message(services(app).database, message_id)
     assert (failed.transcript_status, failed.transcript_error) == ("failed", "the transcription could not be queued")
+
+
+def test_a_refused_audio_file_fails_with_its_reason(app, db, tenant, speech):
+    message_id = store_voice_note(app, tenant.business_id)
+    with db.scope() as session:
+        item = session.scalars(sa.select(Media).where(Media.message_id == message_id)).one()
+        item.status, item.storage_key, item.error_message = "rejected", None, "the file is too large"
+    voice_notes.transcribe_voice_note(
+        db, app.config["SETTINGS"], services(app).voice_note_transcriber, None, message_id
+    )
+    failed = message(db, message_id)
+    assert failed.transcript_status == "failed" and "the file is too large" in failed.transcript_error
+    assert speech.recognize_calls == []
+
+
+def test_audio_still_downloading_is_retried(app, db, tenant, speech):
+    message_id = store_voice_note(app, tenant.business_id)
+    with db.scope() as session:
+        item = session.scalars(sa.select(Media).where(Media.message_id == message_id)).one()
+        item.status = "pending"
+    with pytest.raises(voice_notes.AudioNotReady):
+        voice_notes.transcribe_voice_note(
+            db, app.config["SETTINGS"], services(app).voice_note_transcriber, None, message_id, last_attempt=False
+        )
+    assert message(db, message_id).transcript_status == "pending"

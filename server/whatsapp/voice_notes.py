@@ -112,8 +112,10 @@ def transcribe_voice_note(
             raise AudioRejected("speech recognition is not configured")
         if media is None:
             raise NoAudio("the message has no stored audio")
+        if media.status == PENDING:
+            raise AudioNotReady("the audio is still being downloaded")
         if media.status != "stored" or not media.storage_key:
-            raise AudioNotReady(f"the audio is {media.status}")
+            raise NoAudio(f"the audio is {media.status}: {media.error_message or 'no file is kept'}")
         audio = read_stored_audio(settings, media)
         text = transcriber.transcribe(audio, duration_seconds=media.duration_seconds or None)
     except Exception as exc:
@@ -124,24 +126,24 @@ def transcribe_voice_note(
             _mark_failed(database, jobs, message_id, _reason(exc))
         if permanent:
             return None
-        log_event(log, "voice_note_transcription_retry", logging.WARNING, message_id=message_id, error=_reason(exc))
+        if not last_attempt:
+            log_event(log, "voice_note_transcription_retry", logging.WARNING, message_id=message_id, error=_reason(exc))
         raise
     _store(database, jobs, message_id, text)
     return text
 
 
 def _audio_of(session: sa.orm.Session, message_id: int) -> Optional[Media]:
-    """The message's audio item: the stored one if any, else the newest still on its way."""
+    """The message's audio item: the stored one if any, else one still on its way, else the newest
+    (refused or expired: its reason is the note's)."""
     items = session.scalars(
         sa.select(Media).where(Media.message_id == message_id, Media.kind == "audio").order_by(Media.id.desc())
     ).all()
-    for item in items:
-        if item.status == "stored":
-            return item
-    pending = [item for item in items if item.status == "pending"]
-    if pending:
-        return pending[0]
-    return None
+    for status in ("stored", PENDING):
+        for item in items:
+            if item.status == status:
+                return item
+    return items[0] if items else None
 
 
 def read_stored_audio(settings: Settings, media: Media) -> bytes:
