@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from server import appointments
 from server.agent.tools import Tool, ToolContext, register
 from server.appointments.schedule import business_zone
+from server.db.models import Customer
 from server.errors import DomainError
 
 MAX_SLOTS = 8  # a caller can't take in more; the model asks for another day instead
@@ -90,6 +91,10 @@ def book_appointment(context: ToolContext, args: dict[str, Any]) -> dict[str, An
             return {"error": "start must be a real local time, YYYY-MM-DDTHH:MM"}
         if start.tzinfo is None:  # the model gave the local wall-clock time, as the customer said it
             start = start.replace(tzinfo=zone)
+        if context.customer_id is not None and args.get("name"):
+            customer = session.get(Customer, context.customer_id)
+            if customer is not None and customer.business_id == context.business_id and not customer.name:
+                customer.name = args["name"].strip()[:200]  # the caller told us who they are
         try:
             view = appointments.book(
                 session,
