@@ -8,7 +8,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from server.db.models import Appointment, OpeningHours
+from server.db.models import Appointment, Customer, OpeningHours
 from tests.appointments_support import local, next_weekday, set_up_book
 from tests.browser.conftest import WIDTHS, axe_violations, screenshot, sign_in, wait_until
 
@@ -163,7 +163,16 @@ def test_a_taken_slot_is_explained(owner_page, console, book):
     page.goto(f"/app/diary/day?date={day.isoformat()}")
     page.get_by_role("button", name="תור חדש").click()
     dialog = page.locator("dialog")
-    dialog.get_by_label("טלפון הלקוח").fill("050-111-2222")
+    # An existing customer, picked by name: the phone and name fields fill in.
+    console.execute(
+        sa.insert(Customer).values(business_id=console.business_id, phone="+972501112222", name="שירה לוי", notes="")
+    )
+    search = dialog.get_by_label("לקוח קיים (חיפוש לפי שם או טלפון)")
+    search.fill("שירה")
+    dialog.locator("#diary-customers option").first.wait_for(state="attached")
+    search.fill(dialog.locator("#diary-customers option").first.get_attribute("value"))
+    wait_until(lambda: dialog.get_by_label("טלפון הלקוח").input_value() == "050-111-2222")
+    assert dialog.get_by_label("שם הלקוח").input_value() == "שירה לוי"
     dialog.get_by_label("שירות", exact=True).select_option(label="תספורת (30 דק׳)")
     dialog.get_by_text("16 שעות פנויות").wait_for()  # the haircut's slots, not the first service's
     dialog.get_by_label("שעה").locator("option", has_text="09:00").wait_for(state="attached")

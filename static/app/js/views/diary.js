@@ -3,7 +3,8 @@
 // hours, capacity, exceptions and the calendar feed's secret link.
 import { get, hebrewError, patch, post, put, del, qs } from '../api.js';
 import { announce, clear, errorBox, field, h, openDialog, select, spinner } from '../dom.js';
-import { amount, time } from '../format.js';
+import { amount, phone as showPhone, time } from '../format.js';
+import { debounce } from '../live.js';
 import { customerName, phoneEl, statusBadge } from './common.js';
 
 const DAYS = ['ראשון', 'שני', 'שלישי', 'רביעי', 'חמישי', 'שישי', 'שבת'];
@@ -182,12 +183,36 @@ async function bookDialog(date, saved) {
     }
     const phone = h('input', { type: 'tel', name: 'phone', required: true, dir: 'ltr', autocomplete: 'off' });
     const name = h('input', { type: 'text', name: 'name', maxlength: 200, autocomplete: 'off' });
+    // An existing customer, found by name or phone, fills both fields; a new phone makes a new customer.
+    const found = new Map();
+    const options = h('datalist', { id: 'diary-customers' });
+    const search = h('input', { type: 'search', name: 'customer_search', list: 'diary-customers', autocomplete: 'off' });
+    search.addEventListener('input', debounce(async () => {
+      const text = search.value.trim();
+      const picked = found.get(text);
+      if (picked) {
+        phone.value = showPhone(picked.phone);
+        name.value = picked.name || '';
+        return;
+      }
+      if (text.length < 2) return;
+      try {
+        const page = await get(`/api/crm/customers${qs({ q: text, limit: 8 })}`);
+        found.clear();
+        clear(options, page.items.filter((c) => c.phone).map((c) => {
+          const label = `${c.name || 'ללא שם'} · ${showPhone(c.phone)}`;
+          found.set(label, c);
+          return h('option', { value: label });
+        }));
+      } catch { /* searching is a convenience: the phone field still works */ }
+    }, 250));
     const service = select(services.map((s) => [s.id, `${s.name} (${s.duration_minutes} דק׳)`]), services[0].id, { name: 'service_id' });
     const picker = slotPicker(service, date);
     const notes = h('textarea', { name: 'notes', rows: 2, maxlength: 2000 });
     const notify = h('input', { type: 'checkbox', name: 'notify', checked: true });
     const submit = h('button', { type: 'submit', class: 'primary' }, 'קביעת התור');
     const form = h('form', { class: 'stack' },
+      field('לקוח קיים (חיפוש לפי שם או טלפון)', search), options,
       field('טלפון הלקוח', phone, 'למשל 050-123-4567'), field('שם הלקוח', name),
       field('שירות', service), field('תאריך', picker.day), field('שעה', picker.slot), picker.status,
       field('הערות', notes), h('label', { class: 'check' }, notify, 'לשלוח ללקוח אישור בוואטסאפ'),
