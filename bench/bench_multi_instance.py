@@ -5,7 +5,7 @@
 It builds the production picture for several machines on this host:
 
     HAProxy (Debian's package: WebSockets, health checks on /readyz)
-      → instance A and instance B, each the Procfile's `web` (gunicorn, two gevent workers) and
+      → instance A and instance B, each the Procfile's `web` (gunicorn, `--web-workers` gevent workers) and
         `worker` (the jobs worker) lines, started together on a fresh database
       → one PostgreSQL (a private cluster, testkit/postgres.py) and one Redis (a private
         redis-server: the job queue and the sign-in limits, as REDIS_URL sets them up)
@@ -364,6 +364,7 @@ class CallRun:
     turns_answered: int = 0
     hung_up: bool = False  # the caller ended it (not cut off)
     action_twiml: str = ""  # what `<Connect action>` answered after the stream was cut
+    action_status: int | str = ""  # and its status (or the kind of failure)
     error: str = ""
 
 
@@ -405,7 +406,11 @@ def place_call(lb_url: str, call_sid: str, caller_number: str, turns: int, start
         if caller.closed.is_set():
             action = connect.get("action")
             form = voice_params(call_sid, to=VOICE_NUMBER, from_=caller_number, status="in-progress")
-            run.action_twiml = post_signed(lb_url, lb_url, action[len(lb_url) :], form).text
+            try:
+                answer = post_signed(lb_url, lb_url, action[len(lb_url) :], form)
+                run.action_status, run.action_twiml = answer.status_code, answer.text
+            except requests.RequestException as exc:
+                run.action_status = type(exc).__name__
         else:
             caller.hang_up()
             run.hung_up = True
@@ -561,6 +566,7 @@ def webhook_outcome(engine: sa.Engine, deliveries: list[Delivery]) -> dict:
         "stored": len(stored),
         "duplicates": sum(n - 1 for n in stored.values()),
         "lost": sum(1 for sid in sids if sid not in stored),
+        "lost_sids": [sid for sid in sids if sid not in stored][:5],
     }
 
 
@@ -639,6 +645,7 @@ def call_outcome(engine: sa.Engine, runs: list[CallRun], instance: Instance) -> 
         "frames_lost": {"inbound": losses.inbound_frames, "outbound": losses.outbound_frames},
         "no_server_end_record": len(losses.lost_calls),
         "action_answered_voicemail": sum(1 for r in runs if "<Record" in r.action_twiml),
+        "action_answers": dict(Counter(str(r.action_status) for r in cut)),
         "completed_in_crm": sum(
             1 for sid in sids if sid in calls and calls[sid].status == "completed" and calls[sid].ended_at is not None
         ),
@@ -720,6 +727,7 @@ def main() -> None:
     parser.add_argument("--unstarted-calls", type=int, default=4, help="calls whose media stream never opens")
     parser.add_argument("--kill-after", type=float, default=8.0, help="seconds into the load before B is killed")
     parser.add_argument("--checks", type=int, default=5, help="idempotency keys and live-event messages to try")
+    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn workers per instance (WEB_CONCURRENCY)")
     args = parser.parse_args()
     for tool in ("haproxy", "redis-server"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
@@ -740,7 +748,7 @@ def main() -> None:
             "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",  # what the build step installed
             "DATABASE_URL": pg.url,
             "REDIS_URL": redis_url,
-            "WEB_CONCURRENCY": "2",
+            "WEB_CONCURRENCY": str(args.web_workers),
             "APP_SECRET": APP_SECRET,
             "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
             "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
@@ -846,8 +854,11 @@ def main() -> None:
             call_runs = [r.value for r in runs]
 
             # Jobs the killed worker held run again once their lease is over; give them time.
-            deadline = time.monotonic() + 45
-            while time.monotonic() < deadline and not ai_reply_outcome(engine, deliveries)["ok"]:
+            # So do webhooks an instance queued because the database was slow to answer.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not (
+                ai_reply_outcome(engine, deliveries)["ok"] and webhook_outcome(engine, deliveries)["lost"] == 0
+            ):
                 gevent.sleep(1)
             redirected = {r.sid for r in twilio.requests_for("Calls") if "Twiml" in r.form}
 
@@ -868,6 +879,9 @@ def main() -> None:
                 "taken_out_of_rotation": dict(lb.times_marked_down(lb_log_mark)),
             }
             results["webhooks"] = webhook_outcome(engine, deliveries)
+            results["webhooks"]["queued_while_the_database_was_slow"] = sum(
+                i.logs("web").count('"event": "whatsapp_webhook_queued"') for i in (a, b)
+            )
             results["ai_replies"] = ai_reply_outcome(engine, deliveries)
             results["sizing"] = {
                 "calls": args.calls,
