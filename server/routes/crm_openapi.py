@@ -467,8 +467,19 @@ _REPLY_INPUT = obj(
         "content_sid": {**_text(64), "description": "a WhatsApp template (outside the 24-hour window)"},
         "content_variables": {"type": ["object", "string", "null"]},
         "idempotency_key": _text(128, min_length=1),
+        "media_id": {**INT_N, "description": "send this stored media item of the business (text is its caption)"},
     },
     closed=True,
+)
+# A message with a file uploaded with it: the same fields as a form, the file in `file`.
+UPLOAD_INPUT = obj(
+    {
+        "file": {"type": "string", "format": "binary", "description": "up to MEDIA_MAX_BYTES; the type is sniffed"},
+        "text": {**STR, "maxLength": REPLY_TEXT_MAX, "description": "the caption"},
+        "provider": {"enum": list(PROVIDERS)},
+        "idempotency_key": {**STR, "minLength": 1, "maxLength": 128},
+    },
+    ["file"],
 )
 _BUSINESS_INPUT = obj(
     {
@@ -773,3 +784,8 @@ OPENAPI_PATHS: dict[str, Any] = {
         "get": operation("This document", tags=["meta"], responses={"200": json_response({"type": "object"})})
     },
 }
+
+# The reply may carry a file uploaded as multipart/form-data instead of a JSON body.
+_REPLY_OPERATION = OPENAPI_PATHS[f"{_CRM}/threads/{{thread_id}}/messages"]["post"]
+_REPLY_OPERATION["requestBody"]["content"]["multipart/form-data"] = {"schema": UPLOAD_INPUT}
+_REPLY_OPERATION["responses"].update(error_responses(413, 415))

@@ -124,6 +124,9 @@ OPENAPI_PATHS = {
                         "type": ["object", "string", "null"],
                         "description": 'template variables, e.g. {"1": "Dana"}',
                     },
+                    "media_id": nullable(
+                        {"type": "integer", "description": "send this stored media item (text is its caption)"}
+                    ),
                 },
                 ["to"],
             ),
@@ -148,7 +151,10 @@ OPENAPI_PATHS = {
                             "A missing, empty or wrong-typed field (invalid_field, with field), or an invalid "
                             "to/provider/content_variables/Idempotency-Key, or text over 4096 characters",
                         ),
-                        (409, "A request with this Idempotency-Key is still being sent"),
+                        (404, "media_id names no media item of the business"),
+                        (409, "A request with this Idempotency-Key is still being sent, or media_id is not stored"),
+                        (413, "The uploaded file is larger than MEDIA_MAX_BYTES (media_too_large)"),
+                        (415, "The uploaded file is of a type that is not sent (media_not_allowed)"),
                         (
                             422,
                             "Outside the 24-hour window a template is needed; or the key was used for another message",
@@ -161,5 +167,17 @@ OPENAPI_PATHS = {
             },
         ),
     },
+}
+# A file may be uploaded with the message: multipart/form-data, the file in `file`, the rest as form fields.
+OPENAPI_PATHS["/api/whatsapp/send"]["post"]["requestBody"]["content"]["multipart/form-data"] = {
+    "schema": obj(
+        {
+            "file": {"type": "string", "format": "binary", "description": "up to MEDIA_MAX_BYTES; the type is sniffed"},
+            "to": {"type": "string"},
+            "text": {"type": "string", "maxLength": 4096, "description": "the caption"},
+            "provider": {"type": "string", "enum": ["auto", "twilio", "baileys"]},
+        },
+        ["to", "file"],
+    )
 }
 document(bp, OPENAPI_PATHS)
