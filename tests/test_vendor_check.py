@@ -49,6 +49,7 @@ def healthy(fakes):
         fakes["stt"].required_token = fakes["tts"].required_token = None
         fakes["twilio"].account_status = "active"
         fakes["bridge"].reset()
+        fakes["bridge"].add_instance(1, "open", me="+972500000000")  # one business's account, linked
 
     reset()
     yield
@@ -90,7 +91,7 @@ def test_every_vendor_answers_go(fakes):
     assert any(r["text"] == "שלום" for r in fakes["tts"].requests)
     assert any(r["body"].get("max_completion_tokens") == 1 for r in fakes["llm"].requests if r["body"])
     assert any(r.path == f"/2010-04-01/Accounts/{ACCOUNT_SID}.json" for r in fakes["twilio"].requests)
-    assert fakes["bridge"].qr_requests and fakes["bridge"].qr_requests[-1].signature_ok
+    assert fakes["bridge"].admin_requests and fakes["bridge"].admin_requests[-1][2]  # signed: the secret matches
     assert "WhatsApp connected" in results["bridge"]["detail"]
 
 
@@ -134,13 +135,13 @@ def test_an_unreachable_vendor_a_suspended_account_and_an_unlinked_phone_fail_wi
         closed.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{closed.getsockname()[1]}"
     fakes["twilio"].account_status = "suspended"
-    fakes["bridge"].state = "close"
+    fakes["bridge"].add_instance(7, "close")
     report = vendor_check.check_vendors(make_settings(**vendor_env(fakes, PAYPAL_API_BASE_URL=dead)))
     results = by_vendor(report)
     assert report["failed"] == ["twilio", "paypal", "bridge"]
     assert results["twilio"]["detail"] == "the account is suspended, not active"
     assert results["paypal"]["detail"].startswith("unreachable (")
-    assert results["bridge"]["detail"].startswith("WhatsApp is not connected (state close)")
+    assert results["bridge"]["detail"].startswith("WhatsApp is not connected (business 7: close)")
 
 
 def test_an_unknown_model_is_named(fakes):

@@ -147,23 +147,24 @@ def check_paypal(settings: Settings) -> str:
 
 
 def check_bridge(settings: Settings) -> str:
-    status = _http("GET", settings.bridge_url + "/status")
-    if status.status_code != 200:
-        raise CheckFailed(http_reason(status.status_code))
-    state = _json_field(status, "state") or "unknown"
-    # /status is unsigned; the signed QR request proves both sides share WA_SHARED_SECRET.
-    signed = _http(
+    # The bridge runs one WhatsApp account per business; its signed list of them also proves that
+    # both sides share WA_SHARED_SECRET.
+    listed = _http(
         "GET",
-        settings.bridge_url + "/qr.json",
+        settings.bridge_url + "/instances",
         headers={bridge_hmac.HEADER: bridge_hmac.sign(settings.wa_shared_secret, b"")},
     )
-    if signed.status_code == 401:
+    if listed.status_code == 401:
         raise CheckFailed("wrong shared secret (HTTP 401): WA_SHARED_SECRET differs from the bridge's")
-    if signed.status_code not in (200, 404):
-        raise CheckFailed(http_reason(signed.status_code))
-    if state != "open":
-        raise CheckFailed(f"WhatsApp is not connected (state {state}): link the phone from the console")
-    return "WhatsApp connected"
+    if listed.status_code != 200:
+        raise CheckFailed(http_reason(listed.status_code))
+    instances = [i for i in _json_field(listed, "instances") or [] if isinstance(i, dict)]
+    if not instances:
+        raise CheckFailed("no WhatsApp account on the bridge yet: add one per business (whatsapp-instance add)")
+    down = [f"business {i.get('business_id')}: {i.get('state')}" for i in instances if i.get("state") != "open"]
+    if down:
+        raise CheckFailed(f"WhatsApp is not connected ({'; '.join(down)}): link the phone from the console")
+    return f"WhatsApp connected ({len(instances)} of {len(instances)} accounts)"
 
 
 # Each vendor: its check, and whether the settings configure it.
