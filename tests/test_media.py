@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import secrets
 import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import boto3
@@ -426,7 +429,61 @@ def test_file_names_are_cleaned_for_display_only():
     assert sniff_mime(b"<html><script>", "text/html") == "application/octet-stream"
 
 
-def _file(data: bytes):
-    import io
-
+def _file(data: bytes) -> io.BytesIO:
     return io.BytesIO(data)
+
+
+# ---- the AI reply waits for the media ---------------------------------------------------------------
+def queued(app) -> list[str]:
+    return sorted(task.name for task in services(app).jobs.huey.pending())
+
+
+def test_the_ai_reply_is_asked_for_only_once_the_media_is_kept(media_app, client, db, twilio_api):
+    tenant = create_tenant(db, features={"wa_auto_reply": True})
+    services(media_app).jobs.huey.flush()
+    form = twilio_form(
+        tenant.whatsapp,
+        body="מה דעתך על הצבע?",
+        NumMedia="1",
+        MediaUrl0=twilio_api.inbound_media(PNG, "image/png"),
+        MediaContentType0="image/png",
+    )
+    assert post_twilio(client, TWILIO_INBOUND, form).status_code == 204
+    assert queued(media_app) == ["wa_media_download"]  # the webhook asked for no reply
+    [row] = media_rows(db)
+    download_message_media(db, media_app.config["SETTINGS"], services(media_app).jobs, row.message_id)
+    assert media_rows(db)[0].status == "stored"
+    assert queued(media_app) == ["wa_auto_reply", "wa_media_download"]
+
+    services(media_app).jobs.huey.flush()
+    post_bridge_media(client, tenant, bridge_media(PNG, "image", "image/png"), text="ומה עם זה?")
+    assert queued(media_app) == ["wa_auto_reply"]  # stored with the message: answered at once
+
+    services(media_app).jobs.huey.flush()
+    post_bridge_media(client, tenant, bridge_media(OGG, "audio", "audio/ogg", voice_note=True))
+    assert queued(media_app) == ["voice_note_transcription"]  # its transcription asks for the reply
+
+
+# ---- retention ---------------------------------------------------------------------------------------
+def test_media_purge_deletes_old_files_and_keeps_the_rows(make_app, wa_env, media_dir):
+    app = make_app(**wa_env(MEDIA_DIR=media_dir, MEDIA_RETENTION_DAYS="30"))
+    client, db = app.test_client(), services(app).database
+    tenant = create_tenant(db)
+    old_only = PNG + b"old"
+    shared = PDF + b"shared"
+    post_bridge_media(client, tenant, bridge_media(old_only, "image", "image/png"))
+    post_bridge_media(client, tenant, bridge_media(shared, "document", "application/pdf"))
+    post_bridge_media(client, tenant, bridge_media(shared, "document", "application/pdf"))  # the same bytes, new
+    first, second, third = media_rows(db)
+    with db.scope() as session:
+        when = datetime.now(timezone.utc) - timedelta(days=40)
+        for row_id in (first.id, second.id):  # older than MEDIA_RETENTION_DAYS
+            session.get_one(Media, row_id).created_at = when
+    result = app.test_cli_runner().invoke(args=["media-purge"])
+    assert result.exit_code == 0 and '"expired": 2' in result.output
+    first, second, third = media_rows(db)
+    assert (first.status, first.storage_key, first.error_code) == ("expired", None, "expired")
+    assert second.status == "expired" and third.status == "stored"
+    assert client.get(f"/api/crm/media/{first.id}", headers=tenant.headers).status_code == 404
+    assert client.get(f"/api/crm/media/{third.id}", headers=tenant.headers).data == shared  # still shared
+    assert not (Path(media_dir) / f"business-{tenant.business_id}" / hashlib.sha256(old_only).hexdigest()).exists()
