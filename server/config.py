@@ -202,6 +202,7 @@ class Settings:
     stt_model: str = env("STT_MODEL", "phone_call")
     tts_voice: str = env("TTS_VOICE", "he-IL-Wavenet-A")
     tts_speaking_rate: float = env("TTS_SPEAKING_RATE", 1.0, _positive_float)
+    prompt_audio_dir: str = env("PROMPT_AUDIO_DIR", "")
     openai_api_key: str = env("OPENAI_API_KEY", "", secret=True)
     openai_model: str = env("OPENAI_MODEL", "gpt-4o-mini")
     openai_base_url: str = env("OPENAI_BASE_URL", "", _optional_http_url)

@@ -3,6 +3,8 @@ signatures in the tests are computed with. The fakes that sign requests as Twili
 
 from __future__ import annotations
 
+import tempfile
+
 TEST_BASE_URL = "https://agent.example.test"
 TEST_TWILIO_TOKEN = "test-twilio-auth-token"
 
@@ -12,4 +14,7 @@ BASE_TEST_ENV = {
     "TWILIO_AUTH_TOKEN": TEST_TWILIO_TOKEN,
     "APP_SECRET": "test-app-secret",
     "LOG_LEVEL": "INFO",
+    # Prompts made in the agent's voice (server/voice/prompt_audio.py) stay in this test process's own
+    # folder, never in the project's instance/, so no run plays audio an earlier run made.
+    "PROMPT_AUDIO_DIR": tempfile.mkdtemp(prefix="agentlocator-prompts-"),
 }

@@ -23,21 +23,13 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Callable, Iterator, Optional
 
-import google.auth.exceptions
-import openai
 import requests
 import sqlalchemy as sa
-from google.api_core import exceptions as google_exceptions
-from google.cloud import speech_v1 as speech
-from google.cloud import texttospeech_v1 as tts
-from google.cloud.speech_v1.services.speech.transports import SpeechGrpcTransport
-from google.cloud.texttospeech_v1.services.text_to_speech.transports import TextToSpeechGrpcTransport
 from sqlalchemy.orm import Session
 
 from server.config import Settings
 from server.db.models import ServiceState, utcnow
 from server.providers.base import ProviderError
-from server.providers.google_credentials import build_google_client
 from server.security import bridge_hmac
 
 CHECK_TIMEOUT_SECONDS = 5.0  # per vendor; the checks run side by side
@@ -59,7 +51,13 @@ class VendorResult:
 
 
 # ---- the vendors, one function each: return what was seen, or raise CheckFailed ----------------
+# The vendors' SDKs are imported by their checks: /readyz and the app's start need none of them.
 def check_google_stt(settings: Settings) -> str:
+    from google.cloud import speech_v1 as speech
+    from google.cloud.speech_v1.services.speech.transports import SpeechGrpcTransport
+
+    from server.providers.google_credentials import build_google_client
+
     client = build_google_client(
         speech.SpeechClient, SpeechGrpcTransport, settings.google_speech_emulator_host, settings
     )
@@ -76,6 +74,11 @@ def check_google_stt(settings: Settings) -> str:
 
 
 def check_google_tts(settings: Settings) -> str:
+    from google.cloud import texttospeech_v1 as tts
+    from google.cloud.texttospeech_v1.services.text_to_speech.transports import TextToSpeechGrpcTransport
+
+    from server.providers.google_credentials import build_google_client
+
     client = build_google_client(
         tts.TextToSpeechClient, TextToSpeechGrpcTransport, settings.google_tts_emulator_host, settings
     )
@@ -94,6 +97,8 @@ def check_google_tts(settings: Settings) -> str:
 
 
 def check_openai(settings: Settings) -> str:
+    import openai
+
     client = openai.OpenAI(
         api_key=settings.openai_api_key,
         base_url=settings.openai_base_url or None,
@@ -182,6 +187,7 @@ VENDORS: dict[str, tuple[Callable[[Settings], str], Callable[[Settings], bool]]]
 def check_vendors(settings: Settings) -> dict[str, Any]:
     """Every configured vendor checked side by side; the report (`go` is False when any failed)."""
     started = utcnow()
+    _import_sdks(settings)  # before the clocks start: a first import of a vendor SDK takes seconds
     with ThreadPoolExecutor(max_workers=len(VENDORS), thread_name_prefix="vendor-check") as pool:
         futures = {
             name: pool.submit(_run_one, name, check, configured, settings)
@@ -194,6 +200,14 @@ def check_vendors(settings: Settings) -> dict[str, Any]:
         "failed": [r.vendor for r in results if r.status == FAILED],
         "results": [asdict(r) for r in results],
     }
+
+
+def _import_sdks(settings: Settings) -> None:
+    if settings.llm_configured:
+        import openai  # noqa: F401
+    if settings.speech_configured or settings.tts_configured:
+        import google.cloud.speech_v1  # noqa: F401
+        import google.cloud.texttospeech_v1  # noqa: F401
 
 
 def _run_one(
@@ -263,6 +277,9 @@ def http_reason(status: int) -> str:
 @contextlib.contextmanager
 def _google_errors() -> Iterator[None]:
     """Google's gRPC errors in an operator's words."""
+    import google.auth.exceptions
+    from google.api_core import exceptions as google_exceptions
+
     try:
         yield
     except (google_exceptions.Unauthenticated, google.auth.exceptions.RefreshError):

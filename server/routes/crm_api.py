@@ -12,16 +12,19 @@ body is read (400), so the two mistakes are told apart in that order.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from flask import Blueprint, current_app, g, jsonify, request
 
 from server.crm import accounts, audit_log, business, calls, conversations, customers, documents
 from server.db.models import Customer, Thread
 from server.openapi import document, openapi_spec
-from server.routes import db_session, settings
+from server.routes import app_services, db_session, settings
 from server.routes.auth_api import require_auth, token_policy
 from server.routes.crm_openapi import OPENAPI_PATHS, OPENAPI_SCHEMAS
 from server.routes.whatsapp_api import message_body
 from server.security.auth import get_owned
+from server.voice import prompt_audio
 from server.web import json_body
 
 bp = Blueprint("crm_api", __name__)
@@ -230,11 +233,17 @@ def get_business():
     return jsonify(business.get_business(db_session(), g.business_id))
 
 
+# The settings that change the prompts a caller hears first (the default opening line names the business).
+PROMPT_FIELDS = {"opening_line", "greeting_enabled", "name"}
+
+
 @bp.patch(f"{CRM}/business")
 @require_auth("owner")
 def update_business():
-    return jsonify(
-        business.update_business(
-            db_session(), g.business_id, _actor(), json_body(), numbers_allowed=g.user.role == "admin"
-        )
+    body = json_body()
+    updated = business.update_business(
+        db_session(), g.business_id, _actor(), body, numbers_allowed=g.user.role == "admin"
     )
+    if PROMPT_FIELDS & set(body):  # what callers hear first changed: make it in the agent's voice now
+        prompt_audio.queue_business_prompts(app_services().jobs, settings(), SimpleNamespace(**updated))
+    return jsonify(updated)

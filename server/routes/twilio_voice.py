@@ -8,15 +8,17 @@ callbacks included, with `X-Twilio-Signature`). What each one does to the call l
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, request, send_file
 
+from server.errors import DomainError, Problem
 from server.routes import app_services, db_session, settings
 from server.security.twilio_signature import require_twilio_signature
-from server.voice import call_events, transfer
+from server.voice import call_events, prompt_audio, transfer
 from server.voice.call_events import CallDesk
 from server.voice.twiml import hangup_twiml, voicemail_twiml
 
 bp = Blueprint("twilio_voice", __name__)
+PROMPT_MAX_AGE_SECONDS = 24 * 3600
 
 
 def _desk() -> CallDesk:
@@ -72,7 +74,18 @@ def fallback_call() -> Response:
     """The number's "Primary handler fails" URL at Twilio: the voicemail TwiML, made from the settings
     alone, so it answers whatever broke `incoming_call` (docs/operations.md). Unsigned on purpose: it
     reads and changes nothing, and an operator can open it to check it."""
-    return _twiml(voicemail_twiml(settings().base_url))
+    cfg = settings()
+    return _twiml(voicemail_twiml(cfg.base_url, prompt_audio.fallback_path(cfg)))
+
+
+@bp.get("/tts/prompts/<name>.wav")
+def prompt_audio_file(name: str) -> Response:
+    """A prompt in the agent's voice, for Twilio's `<Play>` (server/voice/prompt_audio.py). Unsigned:
+    Twilio signs no media fetch. The name is the sha256 of the voice and text, so a file never changes."""
+    path = prompt_audio.prompt_audio_dir(settings()) / f"{name}.wav"
+    if not prompt_audio.KEY_PATTERN.match(name) or not path.is_file():
+        raise DomainError(Problem.NOT_FOUND, "not_found", "no such prompt")
+    return send_file(path, mimetype="audio/wav", max_age=PROMPT_MAX_AGE_SECONDS, conditional=True)
 
 
 @bp.post("/webhook/recording_done")

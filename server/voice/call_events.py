@@ -23,6 +23,7 @@ from typing import Callable, Mapping, Optional
 from sqlalchemy.orm import Session
 from twilio.twiml.voice_response import VoiceResponse
 
+from server.agent.prompt import opening_line
 from server.config import Settings
 from server.db.dao_crm import audit, business_by_number, call_by_sid, create_call, insert_message
 from server.db.engine import Database, database_unavailable
@@ -35,6 +36,7 @@ from server.phones import try_e164
 from server.providers.base import VoicemailTranscriber
 from server.security.call_token import call_token
 from server.text import storable_text
+from server.voice import prompt_audio
 from server.voice.store import TRANSFERRED
 from server.voice.twiml import hangup_twiml, stream_twiml, unknown_number_twiml, voicemail_twiml
 from server.voice.voicemail import transcribe_voicemail_later
@@ -86,7 +88,7 @@ def incoming_call(desk: CallDesk, session: Session, form: Mapping[str, str]) -> 
             queue_callback(desk.jobs, "incoming_call", form, exc)
         except DomainError:  # the queue is down too (logged): the caller still gets the voicemail TwiML
             pass
-        return voicemail_twiml(desk.settings.base_url)
+        return voicemail_twiml(desk.settings.base_url, prompt_audio.fallback_path(desk.settings))
 
 
 def _answer_call(desk: CallDesk, session: Session, form: Mapping[str, str], call_sid: str) -> str:
@@ -95,6 +97,9 @@ def _answer_call(desk: CallDesk, session: Session, form: Mapping[str, str], call
     if to_number is None or business is None:
         log_event(log, "incoming_call_unknown_number", logging.WARNING, call_sid=call_sid, to=form.get("To"))
         return unknown_number_twiml()
+    live = desk.live_ai_available
+    # Before any write: a prompt made on first use may wait for TTS, and must not hold a transaction open.
+    played = _prompt_path(desk, live, business.greeting_enabled)
     _, created = create_call(
         session,
         business.id,
@@ -103,10 +108,11 @@ def _answer_call(desk: CallDesk, session: Session, form: Mapping[str, str], call
         from_number=try_e164(form.get("From")) or "",
         status=(form.get("CallStatus") or "ringing")[:24],
     )
-    live = desk.live_ai_available
-    answer = _call_answer(desk, live, business.id, business.greeting_enabled, call_sid)
+    answer = _call_answer(desk, live, business.id, business.greeting_enabled, call_sid, played)
     # The watchdog reads the call from the database, possibly before the request would commit.
     session.commit()
+    if live:  # the engine's opening line and apology, made ahead for this business's next calls
+        prompt_audio.queue_missing_prompts(desk.jobs, desk.settings, opening_line(business))
     if created and live:
         start_watchdog(desk.jobs, desk.settings, call_sid)
     log_event(
@@ -137,17 +143,29 @@ def preview_incoming_call(desk: CallDesk, session: Session, to: Optional[str]) -
     return _call_answer(desk, live, business.id, business.greeting_enabled, PREVIEW_CALL_SID)
 
 
-def _call_answer(desk: CallDesk, live: bool, business_id: int | str, greeting: bool, call_sid: str) -> str:
+def _prompt_path(desk: CallDesk, live: bool, greeting: bool) -> str:
+    """What the answer plays first: the voicemail prompt, the greeting, or nothing ("")."""
+    if not live:
+        return prompt_audio.fallback_path(desk.settings, desk.jobs)
+    return prompt_audio.greeting_path(desk.settings, desk.jobs) if greeting else ""
+
+
+def _call_answer(
+    desk: CallDesk, live: bool, business_id: int | str, greeting: bool, call_sid: str, played: Optional[str] = None
+) -> str:
     """The stream TwiML, or straight to voicemail when live AI calls aren't available."""
     base_url = desk.settings.base_url
+    if played is None:
+        played = _prompt_path(desk, live, greeting)
     if not live:
-        return voicemail_twiml(base_url)
+        return voicemail_twiml(base_url, played)
     return stream_twiml(
         base_url,
         business_id=business_id,
         call_sid=call_sid,
         token=call_token(desk.app_secret, call_sid),
         greeting=greeting,
+        greeting_audio_path=played,
     )
 
 
@@ -219,7 +237,9 @@ def stream_ended(desk: CallDesk, session: Session, form: Mapping[str, str]) -> s
         known_call=call is not None,
         next="hangup" if said_goodbye else "voicemail",
     )
-    return hangup_twiml() if said_goodbye else voicemail_twiml(desk.settings.base_url)
+    if said_goodbye:
+        return hangup_twiml()
+    return voicemail_twiml(desk.settings.base_url, prompt_audio.fallback_path(desk.settings, desk.jobs))
 
 
 # ---- status callbacks, now or (while the database is away) from the job queue -------------------

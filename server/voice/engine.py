@@ -25,6 +25,7 @@ from server.logs import log_event
 from server.providers.base import ProviderError
 from server.providers.plugin import load_providers
 from server.security.call_token import call_token_is_valid
+from server.voice.prompt_audio import PromptAudioStore
 from server.voice.protocol import Connected, Dtmf, Mark, Media, ProtocolError, Start, Stop, parse_message
 from server.voice.session import CallSession, SessionServices
 from server.voice.store import TRANSFERRED, CallStore
@@ -54,7 +55,9 @@ class VoiceEngine:
         self._jobs = jobs
         self._app_secret = app_secret
         self._store = CallStore(database)
-        self._phrases = PhraseCache()
+        # With Google TTS, the opening lines and the apology are made ahead, off the call path.
+        prompts = PromptAudioStore.for_settings(settings) if settings.tts_configured else None
+        self._phrases = PhraseCache(made=prompts.get if prompts is not None else None)
         self._services: Optional[SessionServices] = None
         self._warming_apology: Optional[gevent.Greenlet] = None
         # Process-local: a duplicate stream landing on another worker can't be closed from here, but

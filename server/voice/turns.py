@@ -29,6 +29,7 @@ from server.providers.base import LanguageModel, ProviderError, ProviderTimeout,
 from server.voice.audio import split_frames
 from server.voice.conversation import SentenceSplitter
 from server.voice.pacer import OutboundPacer, PlaybackItem
+from server.voice.speech_text import spoken_text
 
 log = logging.getLogger("agentlocator.voice.turns")
 
@@ -37,7 +38,6 @@ _END = object()  # end of the sentence queue
 FILLER_TEXT = "רגע, אני בודקת."
 FILLER_AFTER_SECONDS = 0.7  # a tool slower than this would leave the caller in silence
 
-from server.voice.speech_text import spoken_text
 
 class PhraseCache:
     """TTS audio of fixed phrases (opening lines, the apology), kept per worker.
@@ -46,15 +46,21 @@ class PhraseCache:
     workers lives in the database, see docs/architecture.md; this doesn't have to).
     """
 
-    def __init__(self, max_entries: int = 256):
+    def __init__(self, max_entries: int = 256, made: Optional[Callable[[str], Optional[bytes]]] = None):
         self._audio: OrderedDict[str, bytes] = OrderedDict()
         self._max_entries = max_entries
+        # Prompts made ahead in the agent's voice (server/voice/prompt_audio.py), read on a miss.
+        self._made = made
 
     def get(self, text: str) -> Optional[bytes]:
         audio = self._audio.get(text)
         if audio is not None:
             self._audio.move_to_end(text)
-        return audio
+        elif self._made is not None:
+            audio = self._made(text)
+            if audio:
+                self.put(text, audio)
+        return audio or None
 
     def put(self, text: str, audio: bytes) -> None:
         self._audio[text] = audio

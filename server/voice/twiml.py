@@ -17,14 +17,23 @@ VOICEMAIL_MAX_SECONDS = 120
 UNKNOWN_NUMBER_MESSAGE_HE = "שלום, המספר שחייגתם אינו פעיל כרגע. תודה ולהתראות."
 
 
-def stream_twiml(base_url: str, *, business_id: int | str, call_sid: str, token: str, greeting: bool) -> str:
+def stream_twiml(
+    base_url: str,
+    *,
+    business_id: int | str,
+    call_sid: str,
+    token: str,
+    greeting: bool,
+    greeting_audio_path: str = GREETING_AUDIO_PATH,
+) -> str:
     """Connect the call to our media WebSocket; when the stream ends Twilio asks `stream_ended`.
 
-    The AI speaks first, so nothing is played before `<Connect>` unless the business opted in.
+    The AI speaks first, so nothing is played before `<Connect>` unless the business opted in
+    (`greeting_audio_path`: the greeting in the agent's voice, server/voice/prompt_audio.py, else espeak's).
     """
     response = VoiceResponse()
     if greeting:
-        response.play(abs_url(base_url, GREETING_AUDIO_PATH))
+        response.play(abs_url(base_url, greeting_audio_path))
     connect = Connect(action=abs_url(base_url, "/webhook/stream_ended"), method="POST")
     stream = connect.stream(
         url=ws_url(base_url, MEDIA_STREAM_PATH),
@@ -38,13 +47,14 @@ def stream_twiml(base_url: str, *, business_id: int | str, call_sid: str, token:
     return response.to_xml()
 
 
-def voicemail_twiml(base_url: str) -> str:
+def voicemail_twiml(base_url: str, prompt_path: str = FALLBACK_AUDIO_PATH) -> str:
     """Apologise and record a message, so the caller is never left in silence.
 
     When the caller records nothing Twilio skips the `action` and goes on to the `<Hangup/>`.
+    `prompt_path` is the apology in the agent's voice when it is made (server/voice/prompt_audio.py).
     """
     response = VoiceResponse()
-    response.play(abs_url(base_url, FALLBACK_AUDIO_PATH))
+    response.play(abs_url(base_url, prompt_path))
     response.record(
         action=abs_url(base_url, "/webhook/recording_done"),
         method="POST",

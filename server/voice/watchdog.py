@@ -24,6 +24,7 @@ from server.errors import DomainError
 from server.jobs import JobContext, JobQueue, job
 from server.logs import log_event
 from server.providers.twilio_rest import TwilioException, TwilioNotConfigured, TwilioRestException, twilio_client
+from server.voice import prompt_audio
 from server.voice.twiml import voicemail_twiml
 
 log = logging.getLogger("agentlocator.voice.watchdog")
@@ -88,7 +89,8 @@ def redirect_to_voicemail(settings: Settings, call_sid: str, reason: str) -> boo
     Failures are logged, never raised.
     """
     try:
-        twilio_client(settings).calls(call_sid).update(twiml=voicemail_twiml(settings.base_url))
+        twiml = voicemail_twiml(settings.base_url, prompt_audio.fallback_path(settings))
+        twilio_client(settings).calls(call_sid).update(twiml=twiml)
     except TwilioRestException as exc:
         over = exc.code in CALL_ALREADY_OVER_CODES
         log_event(
