@@ -373,3 +373,27 @@ def test_a_stale_read_loses_to_the_constraint(db, book, monkeypatch):
     monkeypatch.undo()
     with db.scope() as session:
         assert len(appointments.list_appointments(session, book.business_id, sunday)) == 1
+
+
+def test_the_console_hears_of_each_change(db, book):
+    """Booked, moved and cancelled each leave an `appointment` event (the diary reloads on it); a
+    booking refused as taken leaves none."""
+    from server.db.models import Event
+
+    sunday = next_weekday(0)
+    booked = do_book(db, book, local(sunday, "10:00"))
+    error_of(do_book, db, book, local(sunday, "10:00"), phone="0507654321")
+    with db.scope() as session:
+        appointments.move(session, book.business_id, booked.appointment.id, start=local(sunday, "11:00"))
+    with db.scope() as session:
+        appointments.cancel(session, book.business_id, booked.appointment.id)
+    with db.scope() as session:
+        events = session.execute(
+            sa.select(Event.business_id, Event.payload).where(Event.kind == "appointment").order_by(Event.id)
+        ).all()
+    assert [(business, payload["status"]) for business, payload in events] == [
+        (book.business_id, "booked"),
+        (book.business_id, "booked"),
+        (book.business_id, "cancelled"),
+    ]
+    assert {payload["appointment_id"] for _, payload in events} == {booked.appointment.id}

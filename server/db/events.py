@@ -8,6 +8,7 @@ Kinds and payloads (the payload is ids only; the console fetches what it shows t
                                                                    labels, AI paused, unread count, last activity)
     call            {call_sid}                                     a call row or one of its turns written
     payment         {payment_id, status, invoice_id?}              a payment created or its status moved
+    appointment     {appointment_id, status}                       an appointment booked, moved or cancelled
 
 Rows are written inside the transaction that makes the change, so an event exists exactly when the
 change committed, whichever worker or instance made it. Changes made through the ORM are captured
@@ -26,9 +27,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.db.models import Call, CallTurn, Event, Message, Payment, Thread, utcnow
+from server.db.models import Appointment, Call, CallTurn, Event, Message, Payment, Thread, utcnow
 
-KINDS = ("message", "message_status", "thread", "call", "payment")
+KINDS = ("message", "message_status", "thread", "call", "payment", "appointment")
 RETENTION = timedelta(hours=24)
 # Thread columns that are the AI reply's own bookkeeping: changing them tells staff nothing.
 _THREAD_BOOKKEEPING = {"ai_reply_lease_token", "ai_reply_lease_until", "ai_replied_through_id"}
@@ -83,6 +84,8 @@ def _after_flush(session: Session, _flush_context: Any) -> None:
             turn_call_ids.add(obj.call_id)
         elif isinstance(obj, Payment):
             events.append((obj.business_id, "payment", _payment_payload(obj)))
+        elif isinstance(obj, Appointment):
+            events.append((obj.business_id, "appointment", {"appointment_id": obj.id, "status": obj.status}))
     for obj in session.dirty:
         changed = _changed_columns(obj)
         if not changed:
@@ -98,6 +101,8 @@ def _after_flush(session: Session, _flush_context: Any) -> None:
             events.append((obj.business_id, "call", {"call_sid": obj.call_sid}))
         elif isinstance(obj, Payment) and "status" in changed:
             events.append((obj.business_id, "payment", _payment_payload(obj)))
+        elif isinstance(obj, Appointment) and changed & {"starts_at", "status"}:
+            events.append((obj.business_id, "appointment", {"appointment_id": obj.id, "status": obj.status}))
     if turn_call_ids:
         rows = session.connection().execute(
             sa.select(Call.business_id, Call.call_sid).where(Call.id.in_(sorted(turn_call_ids)))

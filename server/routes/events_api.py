@@ -56,7 +56,7 @@ _EVENT = {
     "type": "object",
     "required": ["event", "data"],
     "properties": {
-        "event": {"enum": ["ready", "message", "message_status", "thread", "call", "payment"]},
+        "event": {"enum": ["ready", "message", "message_status", "thread", "call", "payment", "appointment"]},
         "data": {"type": "string", "contentMediaType": "application/json"},
         "id": {"type": "string", "pattern": "^[0-9]+$"},
         "retry": {"type": "integer"},
@@ -70,7 +70,8 @@ OPENAPI_PATHS = {
             tags=["console"],
             description="A `text/event-stream` of the caller's business's changes, each `id:`-numbered: "
             "`message` {thread_id, message_id}, `message_status` {thread_id, message_id, status, error?}, "
-            "`thread` {thread_id}, `call` {call_sid}, `payment` {payment_id, status, invoice_id?}. The first "
+            "`thread` {thread_id}, `call` {call_sid}, `payment` {payment_id, status, invoice_id?}, "
+            "`appointment` {appointment_id, status}. The first "
             "event, `ready` {last_event_id, replayed}, comes once the stream is live (after any replay). "
             "A reconnect with `Last-Event-ID` first replays what was missed (events are kept a day). "
             "A comment line every 15 s keeps the connection open. The stream ends when the session is "

@@ -203,3 +203,28 @@ def _owner_token(console) -> str:
 
     with console.db.scope() as session:
         return issue_token(session, session.get(User, console.owner_id))
+
+
+def test_a_booking_made_elsewhere_appears_live(owner_page, console, book):
+    """The AI (here: the API) books while the diary is open: the row appears without a reload."""
+    page = owner_page
+    day = next_weekday(2)
+    page.goto(f"/app/diary/day?date={day.isoformat()}")
+    page.get_by_text("אין תורים ביום הזה.").wait_for()
+    answer = requests.post(
+        console.url + "/api/appointments",
+        json={
+            "service_id": book.haircut,
+            "start": local(day, "13:00").isoformat(),
+            "phone": "0505556666",
+            "name": "יעל",
+            "source": "whatsapp",
+            "notify": False,
+        },
+        headers={"Authorization": f"Bearer {_owner_token(console)}"},
+        timeout=10,
+    )
+    assert answer.status_code == 201, answer.text
+    row = page.locator("tr[data-appointment-id]", has_text="יעל")
+    row.wait_for(timeout=5000)
+    assert "13:00–13:30" in row.inner_text() and "וואטסאפ" in row.inner_text()

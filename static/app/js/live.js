@@ -1,6 +1,6 @@
 // Live updates: one EventSource per tab on /api/crm/events; views subscribe to event names.
 // The browser reconnects by itself and sends Last-Event-ID, so nothing is missed across a drop.
-const EVENTS = ['message', 'message_status', 'thread', 'call', 'payment'];
+const EVENTS = ['message', 'message_status', 'thread', 'call', 'payment', 'appointment'];
 const listeners = new Map(EVENTS.map((name) => [name, new Set()]));
 let source = null;
 const idle = () => {};

@@ -4,7 +4,7 @@
 import { get, hebrewError, patch, post, put, del, qs } from '../api.js';
 import { announce, clear, errorBox, field, h, openDialog, select, spinner } from '../dom.js';
 import { amount, phone as showPhone, time } from '../format.js';
-import { debounce } from '../live.js';
+import { debounce, on } from '../live.js';
 import { customerName, phoneEl, statusBadge } from './common.js';
 
 const DAYS = ['ראשון', 'שני', 'שלישי', 'רביעי', 'חמישי', 'שישי', 'שבת'];
@@ -88,8 +88,10 @@ async function diary(body, mode, date, zone, ctx) {
       clear(list, errorBox(hebrewError(error)));
     }
   }
+  // A booking from a call or a WhatsApp chat (or another staff member) shows up at once.
+  const stop = on('appointment', debounce(reload, 300));
   await reload();
-  return null;
+  return stop;
 }
 
 function actions(appointment, reload) {
