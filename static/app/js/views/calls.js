@@ -5,6 +5,7 @@ import { clear, errorBox, field, h, select, spinner } from '../dom.js';
 import { dateTime, dayStart, ms, nextDay, seconds } from '../format.js';
 import { debounce, on } from '../live.js';
 import { CALL_OUTCOME, CALL_STATUS, customerName, phoneEl, statusBadge } from './common.js';
+import { toolCallItems } from './agent.js';
 
 export async function render(main, params) {
   if (params.sid) return renderCall(main, params.sid);
@@ -115,7 +116,8 @@ function callDetail(call, customer) {
       call.voicemail && call.voicemail.body ? h('p', {}, 'תמלול: ', call.voicemail.body) : null) : null,
     h('section', { 'aria-labelledby': 'turns-title' },
       h('h2', { id: 'turns-title' }, 'מהלך השיחה'),
-      turns.length ? h('ol', { class: 'timeline turns' }, turns.flatMap(turnEntries))
+      turns.length ? h('ol', { class: 'timeline turns' }, turns.flatMap((turn) => [...turnEntries(turn),
+        ...toolCallItems((call.tool_calls || []).filter((t) => t.turn_index === turn.turn_index))]))
         : call.transcript ? h('pre', { class: 'transcript' }, call.transcript) : h('p', { class: 'empty' }, 'אין תמליל לשיחה הזו.')),
   ];
 }

@@ -9,6 +9,7 @@ import {
   CALL_OUTCOME, CALL_STATUS, CHANNEL, MESSAGE_STATUS, MESSAGE_STATUS_ICON, THREAD_STATUS, customerName,
   failureReason, loadUsers, paymentLinkDialog, personName, phoneEl, statusBadge,
 } from './common.js';
+import { tasksPanel } from './agent.js';
 
 const filters = { status: 'open', assignee: '', unread: false, channel: '', q: '' };
 
@@ -51,10 +52,12 @@ export async function render(main, params, ctx) {
 
   const listBox = h('div', { class: 'thread-list', 'aria-busy': 'true' });
   const pane = h('section', { class: 'conversation', 'aria-label': 'שיחה' });
+  const tasks = tasksPanel();
   const layout = h('div', { class: `inbox${threadId ? ' has-selection' : ''}` },
     h('section', { class: 'threads', 'aria-labelledby': 'inbox-title' },
       h('h1', { id: 'inbox-title' }, 'תיבת הודעות'),
       filterBar(() => { writeFilters(); refreshList(); }),
+      tasks,
       listBox),
     pane);
   main.append(layout);
@@ -118,6 +121,7 @@ export async function render(main, params, ctx) {
     on('message_status', (e) => { if (conversation && e.thread_id === currentId) conversation.statusChanged(e); }),
     on('thread', (e) => { refreshListSoon(); if (conversation && e.thread_id === currentId) conversation.refreshThread(); }),
     on('call', () => { refreshListSoon(); if (conversation) conversation.callChanged(); }),
+    ...tasks.stopLive,
   ];
   return () => { offs.forEach((off) => off()); if (conversation) conversation.close(); };
 }

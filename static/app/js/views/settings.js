@@ -5,11 +5,13 @@ import { get, hebrewError, patch, post, put, qs } from '../api.js';
 import { announce, clear, errorBox, field, h, openDialog, select, spinner } from '../dom.js';
 import { dateTime } from '../format.js';
 import { PROVIDERS, ROLE, forgetUsers, phoneEl, statusBadge } from './common.js';
+import { toolSettings } from './agent.js';
 
 const TABS = [
   ['business', 'פרטי העסק וה-AI'],
   ['payments', 'תשלומים'],
   ['whatsapp', 'חיבור וואטסאפ'],
+  ['tools', 'כלים'],
   ['users', 'משתמשים'],
   ['audit', 'יומן פעולות'],
 ];
@@ -22,7 +24,7 @@ export async function render(main, params) {
     h('nav', { class: 'tabs', 'aria-label': 'חלקי ההגדרות' }, h('ul', {}, TABS.map(([key, text]) =>
       h('li', {}, h('a', { href: `/app/settings/${key}`, 'aria-current': key === tab ? 'page' : null }, text))))),
     body);
-  const views = { business, payments, whatsapp, users, audit };
+  const views = { business, payments, whatsapp, tools: toolSettings, users, audit };
   return views[tab](body);
 }
 
