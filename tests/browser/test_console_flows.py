@@ -20,6 +20,7 @@ from tests.browser.conftest import (
     BUSINESS_VOICE,
     PASSWORD,
     WIDTHS,
+    axe_violations,
     new_customer_phone,
     screenshot,
     sign_in,
@@ -393,6 +394,29 @@ def test_the_whatsapp_qr_code_shows_as_an_image_until_connected(page, console):
         expect(page.locator(".qr img")).to_have_count(0)
     finally:
         console.bridge.state, console.bridge.qr = "open", None
+
+
+def test_a_business_without_a_whatsapp_instance_is_told_an_admin_sets_it_up(browser, console):
+    # The bridge runs instances for other businesses only: this one sees its own state, no QR code.
+    console.bridge.strict = True
+    console.bridge.add_instance(console.business_id + 1000, "connecting")
+    # bypass_csp: the console runs only its own scripts, and axe-core is injected by the test.
+    context = browser.new_context(locale="he-IL", base_url=console.url, bypass_csp=True)
+    page = context.new_page()
+    try:
+        sign_in(page, console)
+        page.goto("/app/settings/whatsapp")
+        status = page.get_by_role("status").filter(has_text="מצב:")
+        expect(status).to_have_text("מצב: טרם הוגדר לעסק; מנהל המערכת יוסיף אותו", timeout=10000)
+        expect(page.locator(".qr img")).to_have_count(0)
+        assert axe_violations(page) == []
+        screenshot(page, "whatsapp-not-set-up")
+        asked = [r.body["business_id"] for r in console.bridge.qr_requests]
+        assert set(asked) <= {console.business_id}, "only ever its own business's QR code"
+    finally:
+        context.close()
+        console.bridge.strict = False
+        console.bridge.instances.clear()
 
 
 # ---- working a conversation and customers -------------------------------------------------------
