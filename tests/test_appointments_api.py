@@ -333,13 +333,13 @@ def test_notices_reach_the_bridge_in_hebrew_with_local_times(appt_app, client, o
 
 def test_a_slow_whatsapp_does_not_slow_the_booking(appt_app, client, owner, book, bridge):
     bridge.mode = "stall"
-    bridge.stall_seconds = 5
+    bridge.stall_seconds = 15  # far beyond any booking, even on a loaded machine
     sunday = next_weekday(0)
     with InProcessJobs(appt_app):
         started = time.monotonic()
         made = create(client, owner, book, local(sunday, "10:00"))
         elapsed = time.monotonic() - started
-        assert made.status_code == 201 and elapsed < 1.0, elapsed
+        assert made.status_code == 201 and elapsed < 5.0, elapsed
         assert wait_for(lambda: len(bridge.sends) == 1)
         bridge.release()
 
