@@ -63,6 +63,7 @@ const socketModule = process.env.WA_SOCKET_MODULE?.trim();
 const makeSocket = socketModule ? await socketFactoryFromModule(socketModule) : baileysSocketFactory();
 
 logger.info({ config: describeConfig(config), socketModule: socketModule || 'baileys' }, 'starting baileys bridge');
+for (const warning of config.retiredSettings) logger.warn(warning);
 const bridge = createBridge({ makeSocket, config, logger });
 
 // Baileys runs background work whose failures surface as unhandled rejections; one of those must

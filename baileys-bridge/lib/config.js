@@ -114,6 +114,9 @@ function authDirFrom(env) {
   return raw ? path.resolve(raw) : DEFAULTS.authDir;
 }
 
+// Settings of the single-account bridge that no longer mean anything: named in a warning at start.
+const RETIRED = { WA_PAIRING_NUMBER: 'add the instance with {"business_id", "pairing_number"} instead' };
+
 export function loadConfig(env) {
   const sharedSecret = env.WA_SHARED_SECRET?.trim();
   if (!sharedSecret) {
@@ -138,6 +141,9 @@ export function loadConfig(env) {
     sendMinIntervalMs: parsePositiveInt('WA_SEND_MIN_INTERVAL_MS', env.WA_SEND_MIN_INTERVAL_MS, DEFAULTS.sendMinIntervalMs),
     forwardMaxAttempts: Math.max(1, parsePositiveInt('WA_FORWARD_MAX_ATTEMPTS', env.WA_FORWARD_MAX_ATTEMPTS, DEFAULTS.forwardMaxAttempts)),
     logLevel: parseLogLevel(env.LOG_LEVEL),
+    retiredSettings: Object.keys(RETIRED)
+      .filter((name) => env[name]?.trim())
+      .map((name) => `${name} is no longer read: ${RETIRED[name]}`),
   });
 }
 

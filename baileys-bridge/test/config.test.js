@@ -54,6 +54,12 @@ test('environment overrides', () => {
   assert.equal(loadConfig({ WA_SHARED_SECRET: 's', APP_URL: 'http://app:5000/' }).appUrl, 'http://app:5000');
 });
 
+test('a setting of the single-account bridge is named, not silently ignored', () => {
+  assert.deepEqual(loadConfig({ WA_SHARED_SECRET: 's' }).retiredSettings, []);
+  const [warning] = loadConfig({ WA_SHARED_SECRET: 's', WA_PAIRING_NUMBER: '972501112222' }).retiredSettings;
+  assert.match(warning, /^WA_PAIRING_NUMBER is no longer read: add the instance with .*pairing_number/);
+});
+
 test('bad values are configuration errors', () => {
   for (const [name, value] of [
     ['WA_BAILEYS_PORT', 'eighty'],
