@@ -18,7 +18,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -255,6 +255,7 @@ def get_appointment(
 
 
 def appointment_view(session: Session, business_id: int, appointment_id: Any) -> AppointmentView:
+    """The business's appointment with its customer and service, or NOT_FOUND."""
     return _view(session, get_appointment(session, business_id, appointment_id))
 
 
@@ -514,7 +515,3 @@ def _notify(jobs: Optional[JobQueue], appointment: Appointment, kind: str) -> No
         jobs.enqueue("appointment_notice", key, appointment.id, kind, appointment.starts_at.isoformat())
     except DomainError:
         log_event(log, "appointment_notice_not_queued", logging.WARNING, appointment_id=appointment.id, kind=kind)
-
-
-def slots_json(slots: Iterable[datetime], zone: Any) -> list[dict[str, str]]:
-    return [{"start": slot.isoformat(), "local": slot.astimezone(zone).isoformat()} for slot in slots]

@@ -56,10 +56,12 @@ def parse_time(value: Any, field: str) -> int:
 
 
 def time_text(minute: int) -> str:
+    """570 → "09:30"."""
     return f"{minute // 60:02d}:{minute % 60:02d}"
 
 
 def parse_day(value: Any, field: str = "date") -> date:
+    """ "2026-05-03" → a date (between FIRST_DAY and LAST_DAY), or INVALID naming `field`."""
     if not isinstance(value, str) or not _DAY.match(value):
         raise invalid(field, f"{field} must be a date YYYY-MM-DD")
     try:
@@ -93,6 +95,8 @@ def _interval(opens: int, closes: int, field: str) -> tuple[int, int]:
 
 # ---- the business and its zone -----------------------------------------------------------------
 def business_zone(session: Session, business_id: int) -> ZoneInfo:
+    """The business's time zone (`Business.timezone`): NOT_FOUND for no business, UNPROCESSABLE for
+    a zone zoneinfo doesn't know."""
     business = session.get(Business, business_id)
     if business is None:
         raise not_found("business")
@@ -187,6 +191,7 @@ def update_book(session: Session, business_id: int, body: Mapping[str, Any]) -> 
 
 # ---- services ----------------------------------------------------------------------------------
 def service_json(service: AppointmentService) -> dict[str, Any]:
+    """A service as the API shows it (the price also as a decimal string)."""
     return {
         "id": service.id,
         "name": service.name,
@@ -295,6 +300,7 @@ def weekly_hours(session: Session, business_id: int) -> dict[int, list[tuple[int
 
 
 def hours_json(week: Mapping[int, list[tuple[int, int]]]) -> list[dict[str, Any]]:
+    """`weekly_hours()` as `[{"weekday", "opens", "closes"}]`, the shape `set_weekly_hours` takes."""
     return [
         {"weekday": day, "opens": time_text(opens), "closes": time_text(closes)}
         for day in range(7)
@@ -336,6 +342,7 @@ def set_weekly_hours(session: Session, business_id: int, intervals: Any) -> dict
 
 # ---- exceptions --------------------------------------------------------------------------------
 def exception_json(row: ScheduleException) -> dict[str, Any]:
+    """An exception as the API shows it: `{"date", "closed", "opens", "closes", "note"}`."""
     return {
         "date": row.day,
         "closed": row.closed,
