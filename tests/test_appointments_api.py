@@ -212,6 +212,7 @@ def test_bad_input_and_other_businesses(client, owner, db, book):
         ),
         (client.get(f"{API}/{their_appointment['id']}", headers=h), 404, "not_found"),
         (client.patch(f"{API}/services/{theirs.haircut}", json={"name": "mine"}, headers=h), 404, "not_found"),
+        (client.delete(f"{API}/services/{theirs.haircut}", headers=h), 404, "not_found"),
         (
             client.post(
                 API,
@@ -306,6 +307,8 @@ def test_bad_input_and_other_businesses(client, owner, db, book):
     with db.scope() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
     assert client.get(f"{API}/{their_appointment['id']}", headers=other.headers).json["status"] == "booked"
+    their_services = client.get(f"{API}/services", headers=other.headers).json["items"]
+    assert [service["active"] for service in their_services] == [True, True]
 
 
 # ---- the customer's notice ---------------------------------------------------------------------
