@@ -1,13 +1,17 @@
 """Benchmark the live-call engine: N simultaneous calls on one gevent worker, printed as JSON.
 
     python -m bench.bench_calls --calls 100 [--turns 4] [--providers scripted|wire-fakes]
-                                [--database-url postgresql://…] [--no-pin]
+                                [--database-url postgresql://…] [--no-pin] [--tools]
 
 It starts the app under `gunicorn -k gevent -w 1` with providers of fixed latency (STT final
 300 ms after speech, LLM first token 400 ms, TTS 150 ms per sentence), creates a business and N
 call rows, and plays N Twilio-faithful callers (`testkit/fakes/twilio_caller.py`) at once from this
 process (gevent, so the client is not the bottleneck). Each call hears the opening line, then
-speaks `--turns` utterances; every second turn asks for a long answer and interrupts it.
+speaks `--turns` utterances; every second turn asks for a long answer and interrupts it. With
+`--tools` the model calls a tool in every other turn (`take_message`: the scripted LLM calls it
+after its first-token delay, the server runs it (a task and a `tool_calls` row written through the
+call's store), and the model answers after a second first-token delay, as the follow-up request of
+a real model would); the tool's own time is the server's, so it shows in server_added_latency.
 
 With two or more CPUs the worker is pinned to CPU 0 and this client to CPU 1. Figures (all ms):
 
@@ -69,6 +73,7 @@ BENCH_SCRIPT = Script(
 QUESTIONS = ("מה שעות הפתיחה שלכם מחר", "כמה עולה תספורת לילד", "אפשר לקבוע תור ליום שלישי", "איפה אתם נמצאים בדיוק")
 LONG_QUESTION = "תספרו לי הכל בבקשה long"
 INTERRUPTION = "רגע סליחה שאלה אחרת"
+TOOL_DIRECTIVE = "tool:take_message"  # the scripted LLM calls this tool first (see --tools)
 REPLY_GAP_SECONDS = 0.25  # a longer silence between two frames separates two replies
 
 
@@ -114,7 +119,9 @@ class CallResult:
     error: str = ""
 
 
-def run_call(server_url: str, call_sid: str, business_id: int, turns: int, start_delay: float) -> CallResult:
+def run_call(
+    server_url: str, call_sid: str, business_id: int, turns: int, start_delay: float, tools: bool = False
+) -> CallResult:
     result = CallResult(call_sid)
     gevent.sleep(start_delay)
     try:
@@ -128,7 +135,8 @@ def run_call(server_url: str, call_sid: str, business_id: int, turns: int, start
             if turn % 2 == 1:
                 _barge_in_turn(caller, result)
             else:
-                _plain_turn(caller, result, QUESTIONS[turn // 2 % len(QUESTIONS)])
+                question = QUESTIONS[turn // 2 % len(QUESTIONS)]
+                _plain_turn(caller, result, f"{question} {TOOL_DIRECTIVE}" if tools else question)
         caller.hang_up()
     except Exception as exc:  # one broken call must not hide the others' figures
         result.error = f"{type(exc).__name__}: {exc}"
@@ -282,6 +290,7 @@ def main() -> None:
     parser.add_argument("--database-url", default="", help="default: a fresh SQLite file")
     parser.add_argument("--ramp-seconds", type=float, default=2.0, help="spread the call starts over this long")
     parser.add_argument("--no-pin", action="store_true", help="don't pin server and client to separate CPUs")
+    parser.add_argument("--tools", action="store_true", help="the model calls a tool (take_message) in the plain turns")
     parser.add_argument(
         "--server-env",
         action="append",
@@ -329,7 +338,13 @@ def main() -> None:
             gc.disable()
             jobs = [
                 gevent.spawn(
-                    run_call, server.url, sid, business_id, args.turns, args.ramp_seconds * n / max(1, args.calls)
+                    run_call,
+                    server.url,
+                    sid,
+                    business_id,
+                    args.turns,
+                    args.ramp_seconds * n / max(1, args.calls),
+                    args.tools,
                 )
                 for n, sid in enumerate(sids)
             ]
@@ -422,6 +437,8 @@ def report(
         "calls": args.calls,
         "turns_per_call": args.turns,
         "providers": args.providers,
+        "tools": args.tools,
+        "tool_calls": sum(1 for line in log_text.splitlines() if '"event": "tool_call"' in line),
         "database": database_url.split(":", 1)[0],
         "pinned_server_cpu0_client_cpu1": pinned,
         "calls_failed": len(errors),

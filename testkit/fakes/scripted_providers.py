@@ -28,11 +28,15 @@ recording) is heard as `DEFAULT_UTTERANCE`.
                  distinct utterance: the engine replays the audio into a new stream, which hears it)
     "long"       a reply of many sentences (to be interrupted)
     "bye"        a goodbye reply that ends with the END_CALL marker
+    "tool:NAME"  when the call has tools, the LLM first calls tool NAME (after its first-token delay;
+                 `take_message` with the caller's words as the reason), then answers after another
+                 first-token delay, as a model's follow-up request would
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import time
@@ -260,13 +264,23 @@ def reply_tokens(reply: str) -> list[str]:
     return re.findall(r"\S+\s*", reply)
 
 
+_TOOL_DIRECTIVE = re.compile(r"tool:(\w+)")
+
+
+def tool_directive(user_text: str) -> Optional[str]:
+    found = _TOOL_DIRECTIVE.search(user_text)
+    return found.group(1) if found else None
+
+
 def first_sentence_ms(user_text: str, script: Script) -> int:
-    """Scripted time from the request to the end of the reply's first sentence (for the benchmark)."""
+    """Scripted time from the request to the end of the reply's first sentence (for the benchmark);
+    a tool call adds one first-token delay (the tool's own time is not scripted: it is the server's)."""
+    tool_round = script.llm_first_token_ms if tool_directive(user_text) else 0
     tokens = reply_tokens(scripted_reply(user_text))
     for count, token in enumerate(tokens, start=1):
         if re.search(r"[.!?]\s", token):
-            return script.llm_first_token_ms + (count - 1) * script.llm_token_ms
-    return script.llm_first_token_ms + (len(tokens) - 1) * script.llm_token_ms
+            return tool_round + script.llm_first_token_ms + (count - 1) * script.llm_token_ms
+    return tool_round + script.llm_first_token_ms + (len(tokens) - 1) * script.llm_token_ms
 
 
 class ScriptedLanguageModel:
@@ -275,12 +289,19 @@ class ScriptedLanguageModel:
 
     def stream_reply(self, messages: list[dict[str, Any]], tools: Any = None) -> Iterator[str]:
         """Tokens on an exact schedule from the call (deadlines, not sleeps, so timer slack doesn't add up).
-        It never calls tools: calls with tools use `build_with_openai` and the OpenAI wire fake."""
+        With `tools`, a "tool:NAME" directive calls that tool first (the benchmark's tool turns; the
+        tests of tools use `build_with_openai` and the OpenAI wire fake)."""
         started = time.monotonic()
         user_text = messages[-1]["content"]
         if "llm:stall" in user_text:
             gevent.sleep(3600)
         _sleep_until(started + self._script.llm_first_token_ms / 1000)
+        name = tool_directive(user_text)
+        if name and tools is not None:
+            arguments = {"reason": user_text} if name == "take_message" else {}
+            tools.run(name, json.dumps(arguments, ensure_ascii=False))
+            started = time.monotonic()  # the follow-up request with the tool's result
+            _sleep_until(started + self._script.llm_first_token_ms / 1000)
         if "llm:error" in user_text:
             raise ProviderError("scripted LLM failure")
         for index, token in enumerate(reply_tokens(scripted_reply(user_text))):
