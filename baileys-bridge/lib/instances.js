@@ -17,6 +17,9 @@ export function sessionDirName(businessId) {
 
 export function createInstanceManager({ config, logger, ...instanceDeps }) {
   const instances = new Map();
+  // Adds under way: a second request for the same business waits for the first one's instance
+  // instead of starting a second socket on the same session.
+  const adding = new Map();
   let stopped = false;
 
   async function discover() {
@@ -32,9 +35,20 @@ export function createInstanceManager({ config, logger, ...instanceDeps }) {
     return [...new Set([...found, ...config.instances])].sort((a, b) => a - b);
   }
 
-  async function add(businessId, { pairingNumber = null } = {}) {
+  async function add(businessId, options = {}) {
     const existing = instances.get(businessId);
     if (existing) return { instance: existing, created: false };
+    if (adding.has(businessId)) return { instance: await adding.get(businessId), created: false };
+    const pending = create(businessId, options);
+    adding.set(businessId, pending);
+    try {
+      return { instance: await pending, created: true };
+    } finally {
+      adding.delete(businessId);
+    }
+  }
+
+  async function create(businessId, { pairingNumber = null }) {
     await fs.mkdir(config.authDir, { recursive: true, mode: 0o700 });
     const instance = createInstance({
       ...instanceDeps,
@@ -47,7 +61,7 @@ export function createInstanceManager({ config, logger, ...instanceDeps }) {
     instances.set(businessId, instance);
     logger.info({ business_id: businessId }, 'instance added');
     if (!stopped) await instance.start();
-    return { instance, created: true };
+    return instance;
   }
 
   return {
@@ -55,8 +69,9 @@ export function createInstanceManager({ config, logger, ...instanceDeps }) {
     async start() {
       const ids = await discover();
       logger.info({ instances: ids }, 'starting instances');
-      // One at a time: a failing instance retries on its own timer and does not hold up the rest.
-      for (const id of ids) await add(id);
+      // Side by side: one whose session is slow to read does not hold up the rest, and one that
+      // fails to connect retries on its own timer.
+      await Promise.all(ids.map((id) => add(id)));
       return ids;
     },
 

@@ -147,6 +147,15 @@ describe('the admin endpoints', () => {
     assert.equal(t.makeSocket.sockets.filter((s) => s.number === NUMBER[A].slice(1) && s.connection === 'open').length, 1, 'no second socket');
   });
 
+  test('two requests adding the same business at once start one instance, one socket', async () => {
+    const before = t.makeSocket.sockets.length;
+    const answers = await Promise.all([1, 2, 3].map(() => signedPost(`${t.base}/instances`, { business_id: 303 })));
+    assert.deepEqual(answers.map((r) => r.status).sort(), [200, 200, 201]);
+    await eventually(() => t.makeSocket.sockets.length > before, 'the socket');
+    assert.equal(t.makeSocket.sockets.length, before + 1);
+    assert.equal((await signedRequest('DELETE', `${t.base}/instances/303`)).status, 200);
+  });
+
   test('POST /instances/<id>/logout logs the account out and shows a new QR code', async () => {
     await signedPost(`${t.base}/instances`, { business_id: B });
     await link(t, B);
