@@ -4,11 +4,13 @@ the week view; axe-core on each screen at 1280 and 360 px, with screenshots to l
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 import requests
 import sqlalchemy as sa
 
-from server.db.models import Appointment, Customer, OpeningHours
+from server.db.models import Appointment, Customer, OpeningHours, ScheduleException
 from tests.appointments_support import local, next_weekday, set_up_book
 from tests.browser.conftest import WIDTHS, axe_violations, screenshot, sign_in, wait_until
 
@@ -100,6 +102,21 @@ def test_settings_services_exceptions_and_calendar_link(owner_page, console, boo
     page.get_by_label("הערה").fill("חג")
     page.get_by_role("button", name="הוספת חריגה").click()
     page.locator(f"li[data-date='{holiday.isoformat()}']").wait_for()
+    # A short day: open only 10:00-14:00 (the hour fields open up when "closed all day" is unticked).
+    short_day = holiday + timedelta(days=1)
+    assert page.get_by_label("פתוח משעה").is_disabled()
+    page.get_by_label("תאריך").fill(short_day.isoformat())
+    page.get_by_label("סגור כל היום").uncheck()
+    page.get_by_label("פתוח משעה").fill("10:00")
+    page.get_by_label("עד שעה", exact=True).fill("14:00")
+    page.get_by_role("button", name="הוספת חריגה").click()
+    page.locator(f"li[data-date='{short_day.isoformat()}']", has_text="10:00–14:00").wait_for()
+    special = console.execute(
+        sa.select(ScheduleException.closed, ScheduleException.opens_minute, ScheduleException.closes_minute).where(
+            ScheduleException.business_id == console.business_id, ScheduleException.day == short_day.isoformat()
+        )
+    ).one()
+    assert tuple(special) == (False, 600, 840)
 
     page.get_by_role("button", name="יצירת קישור").click()
     url = page.get_by_label("קישור היומן").input_value()

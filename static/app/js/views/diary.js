@@ -343,6 +343,9 @@ function hoursForm(hours) {
     const closes = timeInput(`closes-${weekdayIndex}`, mine[0] ? mine[0].closes : '17:00', `${dayName}: עד שעה`);
     const opens2 = timeInput(`opens2-${weekdayIndex}`, mine[1] ? mine[1].opens : '', `${dayName}: משמרת שנייה משעה`);
     const closes2 = timeInput(`closes2-${weekdayIndex}`, mine[1] ? mine[1].closes : '', `${dayName}: משמרת שנייה עד שעה`);
+    const sync = () => { for (const input of [opens, closes, opens2, closes2]) input.disabled = !open.checked; };
+    open.addEventListener('change', sync);
+    sync();
     return { weekdayIndex, open, opens, opens2, closes, closes2,
       row: h('tr', {}, h('th', { scope: 'row' }, dayName), h('td', { 'data-label': 'פתוח' }, open),
         h('td', { 'data-label': 'שעות' }, h('span', { class: 'range' }, opens, '–', closes)),
@@ -426,6 +429,10 @@ function exceptionsSection(exceptions, body) {
   const opens = timeInput('exception_opens');
   const closes = timeInput('exception_closes');
   const note = h('input', { type: 'text', name: 'exception_note', maxlength: 200 });
+  // A closed day has no hours: the hour fields only count (and can only be typed in) when it opens.
+  const syncHours = () => { opens.disabled = closed.checked; closes.disabled = closed.checked; };
+  closed.addEventListener('change', syncHours);
+  syncHours();
   const problem = h('div');
   const form = h('form', { class: 'filters' },
     field('תאריך', day), h('label', { class: 'check' }, closed, 'סגור כל היום'),
