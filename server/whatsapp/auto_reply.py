@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Optional, TypeGuard
 
 import sqlalchemy as sa
@@ -48,6 +48,7 @@ from server.db.engine import Database, database_unavailable, rows_affected
 from server.db.models import Business, Customer, Message, Thread, utcnow
 from server.errors import DomainError
 from server.jobs import JobContext, JobQueue, job
+from server.jobs.runs import JobRun
 from server.logs import log_event
 from server.providers.base import LanguageModel, ProviderError
 from server.providers.plugin import load_providers
@@ -57,6 +58,8 @@ from server.whatsapp.send import send_whatsapp
 log = logging.getLogger("agentlocator.whatsapp.ai")
 
 FEATURE = "wa_auto_reply"
+JOB_KIND = "wa_auto_reply"  # its runs are keyed `wa_auto_reply:<message id>`
+LEASE_TOKEN_PREFIX = "message-"  # a thread's lease is held by `message-<id>`: the reply to that message
 HISTORY_MESSAGES = 20
 # Longer than the model call (30 s, two retries) plus a send: a lease left by a crashed worker
 # only delays that thread's next reply by this much.
@@ -103,7 +106,7 @@ def schedule_auto_reply(jobs: JobQueue, message_id: int, *, after: str = "") -> 
         pass
 
 
-@job("wa_auto_reply")
+@job(JOB_KIND)
 def _auto_reply_job(ctx: JobContext, message_id: int) -> None:
     reply_to_message(ctx.database, ctx.settings, message_id, jobs=ctx.services.jobs)
 
@@ -123,8 +126,8 @@ def reply_to_message(database: Database, settings: Settings, message_id: int, *,
         # The lease is the message's own: a retry of this reply (its worker stopped mid-way, the lease
         # still held) takes it straight back instead of waiting out LEASE. The job's key lets only one
         # run for a message at a time.
-        token = f"message-{message_id}"
-        if not _acquire_lease(database, thread_id, token):
+        token = f"{LEASE_TOKEN_PREFIX}{message_id}"
+        if not _acquire_lease(database, thread_id, token, timedelta(seconds=settings.jobs_lease_seconds)):
             log_event(log, "wa_auto_reply_lease_timeout", logging.WARNING, message_id=message_id, thread_id=thread_id)
             return
         try:
@@ -341,7 +344,7 @@ def _history(session: Session, thread: Thread, before_id: int | None = None) -> 
     return list(reversed(rows))
 
 
-def _acquire_lease(database: Database, thread_id: int, token: str) -> bool:
+def _acquire_lease(database: Database, thread_id: int, token: str, job_lease: timedelta) -> bool:
     deadline = time.monotonic() + LEASE.total_seconds()
     while True:
         with database.scope() as session:
@@ -355,6 +358,7 @@ def _acquire_lease(database: Database, thread_id: int, token: str) -> bool:
                             Thread.ai_reply_lease_until.is_(None),
                             Thread.ai_reply_lease_until < now,
                             Thread.ai_reply_lease_token == token,
+                            _holder_gone(now, job_lease),
                         ),
                     )
                     .values(ai_reply_lease_token=token, ai_reply_lease_until=now + LEASE)
@@ -366,6 +370,21 @@ def _acquire_lease(database: Database, thread_id: int, token: str) -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(LEASE_POLL_SECONDS)  # cooperative under gevent
+
+
+def _holder_gone(now: datetime, job_lease: timedelta) -> sa.ColumnElement[bool]:
+    """The thread's lease is held by a reply whose job runs nowhere any more: its worker was killed
+    (the job run's own lease has been over for a lease more, as the job queue counts a lost worker)
+    or its runs ended without giving the thread back. Waiting out LEASE for such a holder would hold
+    this job's thread too, and with a few of them a whole jobs worker, for minutes after a machine
+    is lost. Replies run outside the job queue have no run and are waited for as before."""
+    holder_key = sa.literal(f"{JOB_KIND}:") + sa.func.substr(Thread.ai_reply_lease_token, len(LEASE_TOKEN_PREFIX) + 1)
+    holder_runs = sa.or_(JobRun.key == holder_key, JobRun.key.like(holder_key + ":%"))  # `…:transcript` too
+    live = sa.and_(JobRun.state == "running", JobRun.lease_until >= now - job_lease)
+    return sa.and_(
+        sa.select(JobRun.key).where(holder_runs).exists(),
+        ~sa.select(JobRun.key).where(holder_runs, live).exists(),
+    )
 
 
 def _release_lease(database: Database, thread_id: int, token: str) -> None:
