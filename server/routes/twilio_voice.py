@@ -113,7 +113,7 @@ def recording_status() -> Response:
 @require_twilio_signature
 def dial_result() -> Response:
     """The transfer's `<Dial action>`: hang up after the person talked to the caller, else take a message."""
-    return _twiml(transfer.dial_result(db_session(), settings().base_url, request.form))
+    return _twiml(transfer.dial_result(db_session(), settings(), request.form, app_services().jobs))
 
 
 @bp.post(transfer.WHISPER_PATH)

@@ -37,12 +37,14 @@ from server.db.dao_crm import audit, call_by_sid
 from server.db.engine import Database
 from server.db.models import AuditLog, Business, Call, utcnow
 from server.errors import DomainError, Problem
+from server.jobs import JobQueue
 from server.logs import log_event
 from server.phones import try_e164
 from server.providers.twilio_rest import TwilioException, TwilioNotConfigured, TwilioRestException, twilio_client
 from server.security.call_token import read_transfer_token, transfer_token
 from server.text import storable_text
 from server.urls import abs_url
+from server.voice import prompt_audio
 from server.voice.store import TRANSFERRED
 from server.voice.twiml import hangup_twiml, voicemail_twiml
 from server.voice.watchdog import FINAL_CALL_STATUSES
@@ -285,8 +287,9 @@ def spoken_digits(number: str) -> str:
 
 
 # ---- the end of the dial ----------------------------------------------------------------------
-def dial_result(session: Session, base_url: str, form: Mapping[str, str]) -> str:
-    """The `<Dial action>`: hang up after a conversation with the person, else take a message."""
+def dial_result(session: Session, settings: Settings, form: Mapping[str, str], jobs: Optional[JobQueue] = None) -> str:
+    """The `<Dial action>`: hang up after a conversation with the person, else take a message (the
+    voicemail prompt `stream_ended` plays, in the agent's voice when it has been made)."""
     call_sid, status = form.get("CallSid", ""), form.get("DialCallStatus", "")
     if not status:
         raise DomainError(Problem.INVALID, "missing_dial_status", "DialCallStatus is required", field="DialCallStatus")
@@ -312,7 +315,9 @@ def dial_result(session: Session, base_url: str, form: Mapping[str, str]) -> str
         )
     session.commit()
     log_event(log, "call_transfer_ended", call_sid=call_sid, dial_status=status[:24], outcome=outcome, replay=replay)
-    return hangup_twiml() if answered else voicemail_twiml(base_url)
+    if answered:
+        return hangup_twiml()
+    return voicemail_twiml(settings.base_url, prompt_audio.fallback_path(settings, jobs))
 
 
 def _audited(session: Session, call: Call, action: str) -> bool:
