@@ -27,6 +27,7 @@ from server.providers.media_storage import MediaNotFound, S3MediaStorage
 from server.providers.twilio_media import MediaFetchFailed
 from server.security.media_token import media_token, read_media_token
 from server.whatsapp.media_download import download_message_media
+from server.whatsapp.webhooks import after_commit
 from testkit.jobs import InProcessJobs
 from tests.conftest import BASE_TEST_ENV, TEST_TWILIO_TOKEN, create_tenant
 from tests.test_whatsapp_support import (  # noqa: F401  (fixtures: used by name)
@@ -487,3 +488,17 @@ def test_media_purge_deletes_old_files_and_keeps_the_rows(make_app, wa_env, medi
     assert client.get(f"/api/crm/media/{first.id}", headers=tenant.headers).status_code == 404
     assert client.get(f"/api/crm/media/{third.id}", headers=tenant.headers).data == shared  # still shared
     assert not (Path(media_dir) / f"business-{tenant.business_id}" / hashlib.sha256(old_only).hexdigest()).exists()
+
+
+def test_work_asked_for_after_the_commit_is_forgotten_on_a_rollback(db):
+    ran = []
+    with db.scope() as session:
+        after_commit(session, lambda: ran.append("rolled back"))
+        with session.begin_nested():  # a savepoint's rollback does not count
+            after_commit(session, lambda: ran.append("kept"))
+        session.rollback()
+        assert ran == []
+        after_commit(session, lambda: ran.append("committed"))
+        with pytest.raises(RuntimeError), session.begin_nested():
+            raise RuntimeError("a savepoint rolled back")
+    assert ran == ["committed"]

@@ -22,7 +22,7 @@ import logging
 from typing import Callable, Mapping, Optional
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from server.errors import DomainError, Problem
 from server.jobs import JobQueue
@@ -60,7 +60,7 @@ def receive_twilio(session: Session, form: Mapping[str, str], jobs: JobQueue) ->
     stored = store_inbound(session, inbound, jobs.context.settings)
     if stored is not None and any(item.status == "pending" for item in stored.media):
         message_id = stored.message.id
-        _after_commit(session, lambda: queue_media_download(jobs, message_id))
+        after_commit(session, lambda: queue_media_download(jobs, message_id))
         return None  # the download job asks for the reply once the media is kept
     _after_media(session, jobs, stored)
     return _to_answer(stored)
@@ -106,10 +106,34 @@ def _after_media(session: Session, jobs: JobQueue, stored: Optional[StoredInboun
     """A stored voice note waits for its transcript: marked pending now, its job queued after the commit."""
     if stored is not None and audio_stored(stored.message, stored.media):
         message_id = stored.message.id
-        _after_commit(session, lambda: queue_transcription(jobs, message_id))
+        after_commit(session, lambda: queue_transcription(jobs, message_id))
 
 
-def _after_commit(session: Session, action: Callable[[], None]) -> None:
+AFTER_COMMIT = "whatsapp_after_commit"
+COMMITTING = "whatsapp_committing"
+
+
+def after_commit(session: Session, action: Callable[[], None]) -> None:
     """Run `action` once this transaction has committed: a job queued sooner could run before the
-    rows it reads are visible (and a rolled-back webhook is stored again, by its queued job)."""
-    sa.event.listen(session, "after_commit", lambda _session: action(), once=True)
+    rows it reads are visible. A rollback forgets it (the webhook's queued payload stores the message
+    again and asks again)."""
+    if AFTER_COMMIT not in session.info:
+        session.info[AFTER_COMMIT] = []
+        sa.event.listen(session, "after_commit", _committed)
+        sa.event.listen(session, "after_transaction_end", _transaction_ended)
+    session.info[AFTER_COMMIT].append(action)
+
+
+def _committed(session: Session) -> None:
+    # Also called when a savepoint is released; only the end of the whole transaction counts.
+    session.info[COMMITTING] = True
+
+
+def _transaction_ended(session: Session, transaction: SessionTransaction) -> None:
+    committed = session.info.pop(COMMITTING, False)
+    if transaction.parent is not None:  # a savepoint: the transaction goes on
+        return
+    actions, session.info[AFTER_COMMIT] = session.info[AFTER_COMMIT], []
+    if committed:
+        for action in actions:
+            action()
