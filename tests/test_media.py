@@ -464,6 +464,23 @@ def test_the_ai_reply_is_asked_for_only_once_the_media_is_kept(media_app, client
     post_bridge_media(client, tenant, bridge_media(OGG, "audio", "audio/ogg", voice_note=True))
     assert queued(media_app) == ["voice_note_transcription"]  # its transcription asks for the reply
 
+    # A voice note through Twilio: downloaded, then transcribed, then answered.
+    services(media_app).jobs.huey.flush()
+    note = twilio_form(
+        tenant.whatsapp,
+        body="",
+        NumMedia="1",
+        MediaUrl0=twilio_api.inbound_media(OGG, "audio/ogg"),
+        MediaContentType0="audio/ogg",
+    )
+    assert post_twilio(client, TWILIO_INBOUND, note).status_code == 204
+    assert queued(media_app) == ["wa_media_download"]
+    audio = media_rows(db)[-1]
+    download_message_media(db, media_app.config["SETTINGS"], services(media_app).jobs, audio.message_id)
+    assert queued(media_app) == ["voice_note_transcription", "wa_media_download"]
+    with db.scope() as session:
+        assert session.get_one(Message, audio.message_id).transcript_status == "pending"
+
 
 # ---- retention ---------------------------------------------------------------------------------------
 def test_media_purge_deletes_old_files_and_keeps_the_rows(make_app, wa_env, media_dir):
