@@ -397,3 +397,39 @@ def test_the_console_hears_of_each_change(db, book):
         (book.business_id, "cancelled"),
     ]
     assert {payload["appointment_id"] for _, payload in events} == {booked.appointment.id}
+
+
+def test_concurrent_moves_into_one_free_slot(db, book):
+    """Six appointments race to move into the same free time: one gets it, the others keep their own."""
+    sunday = next_weekday(0)
+    movers = [do_book(db, book, local(sunday, f"{9 + i}:00"), phone=f"05099900{i:02d}") for i in range(6)]
+    target = local(sunday, "16:00")
+    barrier = threading.Barrier(len(movers))
+    results: list[object] = [None] * len(movers)
+
+    def mover(index: int) -> None:
+        session = db.sessions()
+        try:
+            barrier.wait(10)
+            results[index] = appointments.move(session, book.business_id, movers[index].appointment.id, start=target)
+        except DomainError as exc:
+            results[index] = exc
+        finally:
+            session.close()
+
+    threads = [threading.Thread(target=mover, args=(i,)) for i in range(len(movers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    won = [r for r in results if isinstance(r, appointments.AppointmentView)]
+    assert len(won) == 1, results
+    assert all(isinstance(r, DomainError) and r.code == "slot_taken" for r in results if r not in won)
+    with db.scope() as session:
+        starts = sorted(
+            v.appointment.starts_at for v in appointments.list_appointments(session, book.business_id, sunday)
+        )
+        held = session.scalar(sa.select(sa.func.count()).select_from(AppointmentSeat))
+    winner_index = results.index(won[0])
+    expected = sorted([target] + [local(sunday, f"{9 + i}:00") for i in range(6) if i != winner_index])
+    assert starts == expected and held == 6 * 6
