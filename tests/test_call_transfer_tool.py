@@ -52,7 +52,12 @@ def test_the_models_tool_call_transfers_the_call(tmp_path):
             database = Database(Settings.from_env({"DATABASE_URL": url}, dotenv=False).sqlalchemy_url)
             phone = f"+9723{random.randint(1000000, 9999999)}"
             with database.scope() as session:
-                business = Business(name="סלון דנה", opening_line="שלום, סלון דנה.", transfer_number=FORWARD_TO)
+                business = Business(
+                    name="סלון דנה",
+                    opening_line="שלום, סלון דנה.",
+                    transfer_number=FORWARD_TO,
+                    agent_tools={"transfer_to_person": True},  # off until the owner turns it on
+                )
                 session.add(business)
                 session.flush()
                 session.add(BusinessNumber(business_id=business.id, number=phone, kind="voice"))

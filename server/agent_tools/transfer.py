@@ -45,5 +45,6 @@ register(
         parameters=transfer.TOOL_PARAMETERS,
         handler=transfer_to_person,
         channels=("call",),
+        default_enabled=False,  # the owner turns it on once the business has a forwarding number
     )
 )
