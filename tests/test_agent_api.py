@@ -169,3 +169,42 @@ def test_owners_switch_tools_on_and_off(client, db, tenant, other_tenant):
     for body in ({"tools": {"nope": True}}, {"tools": {"end_call": "yes"}}, {"tools": {}}, {"tools": []}, {"x": 1}):
         answer = client.put("/api/crm/agent_tools", json=body, headers=tenant.headers)
         assert answer.status_code == 400 and answer.get_json()["error"] == "invalid_field", body
+
+
+def test_a_payment_link_for_a_services_price_is_made_once_per_call_even_when_whatsapp_cannot_send(db, tenant):
+    from server import appointments
+    from server.db.models import Payment
+
+    with db.scope() as session:
+        session.get(Business, tenant.business_id).payments_enabled = True
+        service = appointments.create_service(
+            session, tenant.business_id, {"name": "צבע", "duration_minutes": 90, "price": "250.00"}
+        )
+        service_id = service.id
+    sid, call_id, customer_id = a_call(db, tenant)
+    settings = make_settings(PAYPAL_CLIENT_ID="id", PAYPAL_CLIENT_SECRET="secret", PAYPAL_WEBHOOK_ID="WH-1")
+    context = ToolContext(
+        business_id=tenant.business_id,
+        channel="call",
+        database=db,
+        settings=settings,
+        customer_id=customer_id,
+        phone="+972501112233",
+        call_sid=sid,
+        call_id=call_id,
+    )
+    box = ToolBox(context, enabled_tools({"send_payment_link": True}, "call"))
+    first = box.run("send_payment_link", f'{{"service_id": {service_id}}}')
+    again = box.run("send_payment_link", f'{{"service_id": {service_id}}}')
+    # No WhatsApp provider is set up here: the link exists, the model is told it was not sent.
+    assert first["sent"] is False and "could not be sent" in first["error"]
+    assert again["payment_id"] == first["payment_id"]
+    with db.scope() as session:
+        payment = session.get(Payment, first["payment_id"])
+        assert (payment.amount_minor, payment.currency, payment.description) == (25000, "ILS", "צבע")
+        assert payment.customer_id == customer_id
+    assert "no such service" in box.run("send_payment_link", '{"service_id": 999999}')["error"]
+    assert (
+        "invalid arguments" in box.run("send_payment_link", f'{{"service_id": {service_id}, "invoice_id": 1}}')["error"]
+    )
+    assert "no open invoice" in box.run("send_payment_link", "{}")["error"]

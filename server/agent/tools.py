@@ -271,8 +271,3 @@ def _validate(tool: Tool, arguments: dict[str, Any]) -> None:
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "arguments"
         raise _Refused(f"invalid arguments for {tool.name}: {where}: {error.message[:300]}")
-
-
-def tool_result_text(result: Mapping[str, Any]) -> str:
-    """A tool's result as the `tool` message's content."""
-    return json.dumps(result, ensure_ascii=False, default=str)
