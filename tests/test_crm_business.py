@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from server.crm.business import feature_on
 from server.db.models import Business, Call
 from testkit.fakes.twilio_webhooks import new_call_sid, signature_header, voice_params
 from tests.conftest import TEST_BASE_URL, add_user, create_tenant
@@ -39,7 +40,7 @@ def test_get_answers_the_callers_own_business(client, tenant, other_tenant):
             "opening_line": "",
             "greeting_enabled": False,
             "timezone": "Asia/Jerusalem",
-            "features": {"wa_auto_reply": False},
+            "features": {"wa_auto_reply": False, "preemptive_generation": True},
             "voice_numbers": [voice],
             "whatsapp_numbers": [whatsapp],
             "transfer_number": None,
@@ -69,7 +70,8 @@ def test_agents_read_but_only_owners_and_admins_change(client, db, tenant):
         ("opening_line", "שלום, הגעתם לסלון דנה"),
         ("greeting_enabled", True),
         ("timezone", "Europe/London"),
-        ("features", {"wa_auto_reply": True}),
+        ("features", {"wa_auto_reply": True, "preemptive_generation": True}),
+        ("features", {"wa_auto_reply": False, "preemptive_generation": False}),  # on by default: off is stored
         ("voice_numbers", ["+97235550001", "+97235550003"]),
         ("whatsapp_numbers", ["+972501112233"]),
     ],
@@ -88,7 +90,7 @@ def test_each_field_changes(client, db, tenant, field, value):
     if field.endswith("_numbers"):
         assert sorted(stored.numbers_of(field.removesuffix("_numbers"))) == value
     elif field == "features":
-        assert stored.feature("wa_auto_reply") is True
+        assert {name: feature_on(stored, name) for name in value} == value
     else:
         assert getattr(stored, field) == value
 
@@ -232,6 +234,7 @@ def test_flags_set_elsewhere_are_kept_and_not_shown(client, db):
     owner = create_tenant(
         db, name="Flags", phone="+97235550201", whatsapp="+97235550202", features={"beta_calendar": True}
     )
-    assert client.get(URL, headers=owner.headers).get_json()["features"] == {"wa_auto_reply": False}
+    shown = client.get(URL, headers=owner.headers).get_json()["features"]
+    assert shown == {"wa_auto_reply": False, "preemptive_generation": True}
     assert patch(client, owner, {"features": {"wa_auto_reply": True}}).status_code == 200
     assert business_row(db, owner.business_id).features == {"beta_calendar": True, "wa_auto_reply": True}

@@ -24,6 +24,7 @@ from server.db.dao_crm import audit
 from server.db.models import Business, BusinessNumber
 from server.errors import DomainError, Problem
 from server.providers.whatsapp_twilio import MESSAGING_SERVICE_SID
+from server.voice import preemptive
 from server.whatsapp import auto_reply
 
 NAME_MAX, INSTRUCTIONS_MAX, OPENING_LINE_MAX, TIMEZONE_MAX = 200, 8000, 500, 64
@@ -31,7 +32,9 @@ TRANSFER_ANNOUNCEMENT_MAX = 300  # read out to the person who answers a transfer
 NUMBERS_MAX = 20  # per kind
 PHONE_MAX = 40  # as typed, before normalising: the limit of validation.phone
 # The flags a business may switch itself. Other keys in `Business.features` are kept as they are.
-FEATURES = (auto_reply.FEATURE,)
+FEATURES = (auto_reply.FEATURE, preemptive.FEATURE)
+# A flag the business never set is off, except these (on unless switched off).
+FEATURE_DEFAULTS = {preemptive.FEATURE: preemptive.FEATURE_DEFAULT}
 NUMBER_FIELDS = {"voice_numbers": "voice", "whatsapp_numbers": "whatsapp"}
 _TEXT_LIMITS = {"name": NAME_MAX, "ai_instructions": INSTRUCTIONS_MAX, "opening_line": OPENING_LINE_MAX}
 _FIELDS = (*_TEXT_LIMITS, "greeting_enabled", "timezone", "features", *NUMBER_FIELDS)
@@ -46,11 +49,15 @@ def business_json(business: Business) -> dict[str, Any]:
         "opening_line": business.opening_line,
         "greeting_enabled": business.greeting_enabled,
         "timezone": business.timezone,
-        "features": {name: business.feature(name) for name in FEATURES},
+        "features": {name: feature_on(business, name) for name in FEATURES},
         **{field: sorted(business.numbers_of(kind)) for field, kind in NUMBER_FIELDS.items()},
         "transfer_number": business.transfer_number,
         "transfer_announcement": business.transfer_announcement or "",
     }
+
+
+def feature_on(business: Business, name: str) -> bool:
+    return business.feature(name, FEATURE_DEFAULTS.get(name, False))
 
 
 def get_business(session: Session, business_id: int) -> dict[str, Any]:
@@ -81,7 +88,7 @@ def update_business(
             )
     business = load_business(session, business_id, for_update=True)
     values = _parse(body)
-    flags = {name: flag for name, flag in values.pop("features", {}).items() if business.feature(name) != flag}
+    flags = {name: flag for name, flag in values.pop("features", {}).items() if feature_on(business, name) != flag}
     if flags:
         values["features"] = {**(business.features or {}), **flags}
     numbers = {field: values.pop(field) for field in NUMBER_FIELDS if field in values}

@@ -229,7 +229,7 @@ def add_call_turn(
     user_text: str,
     agent_text: str,
     interrupted: bool = False,
-    **metrics: Optional[int],
+    **metrics: Any,
 ) -> CallTurn:
     def find() -> CallTurn | None:
         return session.scalar(sa.select(CallTurn).where(CallTurn.call_id == call.id, CallTurn.turn_index == turn_index))

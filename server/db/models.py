@@ -287,6 +287,12 @@ class CallTurn(Base):
     t_first_audio_ms: Mapped[Optional[int]] = mapped_column(Integer)
     interrupted: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = _created()
+    # Preemptive generation (server/voice/preemptive.py): "used" (the reply was written before the
+    # final transcript and kept), "dropped" (a reply written ahead was thrown away) or "none"; how
+    # many were thrown away for this turn and how many characters of reply text they had written.
+    preemptive: Mapped[str] = mapped_column(String(8), default="none", server_default="none")
+    preemptive_dropped: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    preemptive_dropped_chars: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class _Document:

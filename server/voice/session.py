@@ -13,6 +13,10 @@ one gevent hub, so state changes between two blocking calls are atomic; the rule
   turns in a row, or a failure with no apology audio to play, hand the call to voicemail.
 * A reply that ends with the goodbye marker, or whose model called `end_call`, hangs up once it
   has been heard.
+* Preemptive generation (`server/voice/preemptive.py`, per business): once the VAD has heard
+  `PREEMPTIVE_SILENCE_MS` of quiet after an interim transcript, a held turn answers that interim;
+  the final transcript releases it (same meaning-bearing words, nothing else happened) or drops it.
+  The caller speaking again, a changed interim, keypad digits or the call ending drop it too.
 * Each turn gets its own `ToolBox` of the tools the business switched on for calls (the registry
   in `server/agent/tools.py`); a tool's database work runs where the store runs its own.
 """
@@ -36,6 +40,9 @@ from server.providers.base import Transcript, VoiceProviders
 from server.voice.audio import SpeechDetector
 from server.voice.conversation import Exchange, llm_messages, render_transcript, system_prompt
 from server.voice.pacer import OutboundPacer
+from server.voice.preemptive import MAX_ATTEMPTS as PREEMPTIVE_MAX_ATTEMPTS
+from server.voice.preemptive import MAX_SPEECH_SECONDS as PREEMPTIVE_MAX_SPEECH_SECONDS
+from server.voice.preemptive import meaning_words
 from server.voice.protocol import Dtmf, Media, OutboundMessages
 from server.voice.store import CallContext, CallStore
 from server.voice.stt import SpeechInput
@@ -61,6 +68,15 @@ class SessionServices:
     clock: Callable[[], float] = time.monotonic
     jobs: Any = None  # the job queue (server.jobs.JobQueue) the agent's tools hand work to
     app_secret: str = ""  # signs the tokens a tool puts in URLs (a call transfer's)
+
+
+@dataclass
+class Speculation:
+    """A held turn answering an interim transcript, and what it assumed."""
+
+    turn: Turn
+    words: tuple[str, ...]  # the interim's meaning-bearing words
+    history_length: int  # the conversation it was written for
 
 
 class CallSession:
@@ -118,6 +134,18 @@ class CallSession:
         self.hung_up = False
         self.ended = False
         self.end_reason = ""
+        # Preemptive generation: the caller turn being transcribed (its latest interim, when its
+        # words last changed, when it began) and the held turn answering it, if any.
+        self._preemptive = context.business.preemptive_generation
+        self._preemptive_silence = services.settings.preemptive_silence_ms / 1000
+        self._interim = ""
+        self._interim_words: tuple[str, ...] = ()
+        self._interim_changed_at = 0.0
+        self._utterance_started_at: Optional[float] = None
+        self._speculation: Optional[Speculation] = None
+        self._speculative_attempts = 0
+        self._dropped_generations = 0
+        self._dropped_chars = 0
 
     # ---- life cycle ------------------------------------------------------------------------
     def begin(self) -> None:
@@ -143,6 +171,7 @@ class CallSession:
             return
         self.ended = True
         self.end_reason = reason
+        self._drop_speculation("call ended")
         turn, self.turn = self.turn, None
         if turn is not None:
             turn.cancel()
@@ -167,8 +196,11 @@ class CallSession:
     def on_media(self, media: Media) -> None:
         """Every 20 ms per call: keep it small."""
         self.frames_in += 1
-        if self.detector.feed(media.payload, self._clock()):
+        now = self._clock()
+        if self.detector.feed(media.payload, now):
             self._caller_speaking("vad")
+        elif self._interim_words and self._speculation is None:
+            self._maybe_speculate(now)
         self.stt.send(media.payload)
 
     def on_mark(self, name: str) -> None:
@@ -192,13 +224,22 @@ class CallSession:
             return
         if not transcript.is_final:
             self._caller_speaking("interim")
+            self._on_interim(text)
             return
         now = self._clock()
         last_voice = self.detector.last_voice_at
         # The caller stopped speaking at the last loud frame of this utterance (if the VAD heard one).
         speech_ended_at = last_voice if last_voice is not None and last_voice > self._last_final_at else now
         self._last_final_at = now
-        self._answer(text, speech_ended_at, now)
+        speculation, self._speculation = self._speculation, None
+        if speculation is not None and self._confirms(speculation, text):
+            self._adopt(speculation, text, speech_ended_at, now)
+        else:
+            if speculation is not None:
+                self._speculation = speculation
+                self._drop_speculation("final differs")
+            self._answer(text, speech_ended_at, now)
+        self._end_utterance()
 
     def _keypad_entry_done(self) -> None:
         self._dtmf_timer = None
@@ -208,6 +249,8 @@ class CallSession:
 
     # ---- turns -----------------------------------------------------------------------------
     def _caller_speaking(self, source: str) -> None:
+        if self._speculation is not None and source != "interim":  # an interim is judged by its words
+            self._drop_speculation(f"caller spoke ({source})")
         if self.turn is not None and self.pacer.busy:
             self._interrupt(source)
 
@@ -234,6 +277,7 @@ class CallSession:
     def _answer(self, user_text: str, speech_ended_at: float, final_at: float) -> None:
         if self.ended:
             return
+        self._drop_speculation("another turn started")
         if self.turn is not None:
             self._interrupt("final")
         turn = self._new_turn(user_text, speech_ended_at=speech_ended_at, final_at=final_at)
@@ -275,7 +319,108 @@ class CallSession:
         )
         self._next_index += 1
         self.turn = turn
+        self._report_preemption(turn)
         return turn
+
+    # ---- preemptive generation ---------------------------------------------------------------
+    def _on_interim(self, text: str) -> None:
+        if not self._preemptive:
+            return
+        now = self._clock()
+        if self._utterance_started_at is None:
+            self._utterance_started_at = now
+        words = meaning_words(text)
+        if words != self._interim_words:
+            self._interim_changed_at = now
+            if self._speculation is not None:
+                self._drop_speculation("interim changed")
+        self._interim, self._interim_words = text, words
+        if self._speculation is None:
+            self._maybe_speculate(now)
+
+    def _maybe_speculate(self, now: float) -> None:
+        """Answer the latest interim ahead of the final, if the caller has been quiet long enough."""
+        if self.turn is not None or self.ended or self.redirected or self._dtmf_digits:
+            return  # the agent's turn is still on (its exchange isn't in the history yet), or digits pend
+        if self._speculative_attempts >= PREEMPTIVE_MAX_ATTEMPTS or self._utterance_started_at is None:
+            return
+        if now - self._utterance_started_at > PREEMPTIVE_MAX_SPEECH_SECONDS:
+            return
+        last_voice = self.detector.last_voice_at
+        # Quiet since the VAD's last loud frame of this utterance; if it heard none (a soft voice),
+        # since the interim's words last changed.
+        heard = last_voice is not None and last_voice > self._last_final_at
+        quiet_since = last_voice if heard and last_voice is not None else self._interim_changed_at
+        if now - quiet_since < self._preemptive_silence:
+            return
+        self._speculative_attempts += 1
+        turn = Turn(
+            self._next_index,  # taken only if the final confirms it
+            self._interim,
+            speech_ended_at=quiet_since,
+            final_at=now,
+            services=self._turn_services,
+            on_finished=self._turn_finished,
+            held=True,
+        )
+        self._speculation = Speculation(turn, self._interim_words, len(self.history))
+        log_event(
+            log, "preemptive_start", call_sid=self.call_sid, turn_id=turn.index, attempt=self._speculative_attempts
+        )
+        turn.start_reply(llm_messages(self._system_prompt, self.history, self._interim), self._toolbox(turn.index))
+
+    def _confirms(self, speculation: Speculation, final_text: str) -> bool:
+        turn = speculation.turn
+        return (
+            not turn.cancelled
+            and turn.error is None  # a failed try is retried on the final rather than apologised for
+            and self.turn is None
+            and len(self.history) == speculation.history_length
+            and meaning_words(final_text) == speculation.words
+        )
+
+    def _adopt(self, speculation: Speculation, final_text: str, speech_ended_at: float, final_at: float) -> None:
+        """The final said what the held turn answers: it becomes the call's turn and plays now."""
+        turn = speculation.turn
+        turn.user_text = final_text  # the record keeps Google's final wording
+        turn.speech_ended_at, turn.final_at = speech_ended_at, final_at
+        self._next_index += 1
+        self.turn = turn
+        self._report_preemption(turn, used=True)
+        log_event(log, "preemptive_used", call_sid=self.call_sid, turn_id=turn.index, chars_ready=turn.generated_chars)
+        turn.release()
+
+    def _drop_speculation(self, reason: str) -> None:
+        """Throw the held turn away: its greenlets are killed, which closes its LLM stream; its
+        audio was never queued, so the caller hears none of it."""
+        speculation, self._speculation = self._speculation, None
+        if speculation is None:
+            return
+        turn = speculation.turn
+        turn.cancel()
+        self._dropped_generations += 1
+        self._dropped_chars += turn.generated_chars
+        log_event(
+            log,
+            "preemptive_dropped",
+            call_sid=self.call_sid,
+            turn_id=turn.index,
+            reason=reason,
+            llm_chars=turn.generated_chars,
+            tts_chars=turn.synthesized_chars,
+        )
+
+    def _report_preemption(self, turn: Turn, *, used: bool = False) -> None:
+        """The figures of the caller turn just answered go with the agent's turn that answers it."""
+        turn.preemptive = "used" if used else "dropped" if self._dropped_generations else "none"
+        turn.preemptive_dropped = self._dropped_generations
+        turn.preemptive_dropped_chars = self._dropped_chars
+        self._dropped_generations = self._dropped_chars = 0
+
+    def _end_utterance(self) -> None:
+        self._interim, self._interim_words = "", ()
+        self._utterance_started_at = None
+        self._speculative_attempts = 0
 
     def _turn_finished(self, turn: Turn) -> None:
         if self.turn is turn:

@@ -25,6 +25,7 @@ from gevent.threadpool import ThreadPool
 from server.db.dao_crm import add_call_turn, call_by_sid, create_call
 from server.db.engine import Database
 from server.db.models import Business, Call, CallTurn, utcnow
+from server.voice import preemptive
 from server.voice.conversation import Exchange
 
 log = logging.getLogger("agentlocator.voice.store")
@@ -42,6 +43,7 @@ class BusinessProfile:
     opening_line: str
     timezone: str
     agent_tools: Optional[dict[str, Any]] = None  # the tools it switched on or off (server/agent/tools.py)
+    preemptive_generation: bool = preemptive.FEATURE_DEFAULT  # its switch (server/voice/preemptive.py)
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,7 @@ class CallStore:
                 opening_line=business.opening_line,
                 timezone=business.timezone,
                 agent_tools=dict(business.agent_tools) if business.agent_tools else None,
+                preemptive_generation=business.feature(preemptive.FEATURE, preemptive.FEATURE_DEFAULT),
             )
             return CallContext(
                 call_id=call.id,
@@ -142,7 +145,7 @@ class CallStore:
         turn_index: int,
         exchange: Exchange,
         interrupted: bool,
-        metrics: dict[str, Optional[int]],
+        metrics: dict[str, Any],
         transcript: str,
     ) -> None:
         with self._db.scope() as session:

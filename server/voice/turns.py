@@ -5,6 +5,10 @@ Two greenlets per turn: one reads the LLM stream and cuts it into sentences, the
 synthesises each sentence as soon as it is complete and queues its audio, so the first sentence
 plays while the rest is still being written. Cancelling the turn (barge-in, hang-up) kills both.
 
+A turn may be started *held* (preemptive generation, `server/voice/preemptive.py`): it writes and
+synthesises its reply but queues nothing to the pacer, and a tool call waits, until the session
+`release()`s it because the final transcript confirmed the words it answers, or cancels it.
+
 Model tools run inside the LLM stream (`stream_reply(messages, tools)`), each in a greenlet of its
 own that a cancelled turn does not kill, so a barge-in never loses a booking half made or its
 `tool_calls` row. While a tool runs the LLM time limit is paused, and if it takes longer than
@@ -126,6 +130,7 @@ class Turn:
         final_at: float,
         services: TurnServices,
         on_finished: Callable[["Turn"], None],
+        held: bool = False,
     ):
         self.index = index
         self.user_text = user_text
@@ -149,6 +154,18 @@ class Turn:
         self.tool_jobs: list[gevent.Greenlet] = []
         self.filler_played = False
         self._deadline: Optional[gevent.Timeout] = None
+        # Preemptive generation: while held, audio waits here (never in the pacer) and tools wait
+        # for `_released`; `preemptive*` are the figures the session reports for this turn.
+        self.held = held
+        self._held_audio: list[tuple[str, bytes]] = []
+        self._released = Event()
+        if not held:
+            self._released.set()
+        self.generated_chars = 0  # reply text the model has written so far
+        self.synthesized_chars = 0
+        self.preemptive = "none"  # "used": the reply was written ahead; "dropped": one was thrown away
+        self.preemptive_dropped = 0
+        self.preemptive_dropped_chars = 0
 
     # ---- starting --------------------------------------------------------------------------
     def start_reply(self, messages: list[dict[str, Any]], tools: Any = None) -> None:
@@ -174,7 +191,19 @@ class Turn:
 
     def cancel(self) -> None:
         self.cancelled = True
+        self._held_audio.clear()
         self._greenlets.kill(block=False)
+
+    def release(self) -> None:
+        """The final transcript confirmed a held turn: play what is ready, let waiting tools run."""
+        if not self.held or self.cancelled:
+            return
+        self.held = False
+        held, self._held_audio = self._held_audio, []
+        for text, audio in held:
+            self._queue_audio(text, audio)
+        self._released.set()
+        self._maybe_finish()
 
     # ---- state -----------------------------------------------------------------------------
     @property
@@ -186,7 +215,7 @@ class Turn:
     def first_frame_at(self) -> Optional[float]:
         return self.items[0].first_sent_at if self.items else None
 
-    def metrics(self) -> dict[str, Optional[int]]:
+    def metrics(self) -> dict[str, Any]:
         """The turn's timings in ms (defined in README.md, "Turn metrics"); None where a step didn't happen."""
 
         def span(start: Optional[float], end: Optional[float]) -> Optional[int]:
@@ -198,6 +227,9 @@ class Turn:
             "t_tts_ms": span(self.first_sentence_at, self.first_audio_ready_at),
             "t_total_ms": span(self.speech_ended_at, self.reply_done_at),
             "t_first_audio_ms": span(self.speech_ended_at, self.first_frame_at),
+            "preemptive": self.preemptive,
+            "preemptive_dropped": self.preemptive_dropped,
+            "preemptive_dropped_chars": self.preemptive_dropped_chars,
         }
 
     # ---- the two greenlets -----------------------------------------------------------------
@@ -211,6 +243,7 @@ class Turn:
             else:
                 stream = self._services.llm.stream_reply(messages)
             for delta in self._timed(stream):
+                self.generated_chars += len(delta)
                 for sentence in splitter.feed(delta):
                     sentences.put(sentence)
             for sentence in splitter.flush():
@@ -248,6 +281,10 @@ class Turn:
         deadline = self._deadline
         if deadline is not None:
             deadline.cancel()
+        if not self._released.is_set():
+            # Written ahead of the final transcript: no tool runs on words the caller may not have
+            # said. A dropped turn is cancelled while it waits here, so its tool never runs.
+            self._released.wait()
         job = gevent.spawn(toolbox.run, name, arguments_json)
         self.tool_jobs.append(job)
         filler = gevent.spawn_later(FILLER_AFTER_SECONDS, self._play_filler)
@@ -285,8 +322,9 @@ class Turn:
             except ProviderError as exc:
                 error = f"tts: {exc}"
                 break
+            self.synthesized_chars += len(sentence)
             self._queue_audio(sentence, audio)
-        if error is None and not self.items and not self.goodbye:
+        if error is None and not self._has_audio and not self.goodbye:
             error = "llm: empty reply"
         if error is not None:
             writer.kill(block=False)  # a TTS failure ends the turn; stop the LLM too
@@ -301,6 +339,9 @@ class Turn:
             return
         if self.first_audio_ready_at is None:
             self.first_audio_ready_at = self._services.clock()
+        if self.held:
+            self._held_audio.append((text, audio))
+            return
         pacer = self._services.pacer
         item = pacer.item(f"{self.index}.{self._sentence_count}", text, split_frames(audio), self._item_played)
         self._sentence_count += 1
@@ -313,17 +354,21 @@ class Turn:
             self.error = error
             self.goodbye = False
             apology = self._services.phrases.get(APOLOGY_TEXT)
-            if not self.items and apology is not None:
+            if not self._has_audio and apology is not None:
                 self.apologized = True
                 self._queue_audio(APOLOGY_TEXT, apology)
         self.generation_done = True
         self._maybe_finish()
 
+    @property
+    def _has_audio(self) -> bool:
+        return bool(self.items or self._held_audio)
+
     def _item_played(self, _item: PlaybackItem) -> None:
         self._maybe_finish()
 
     def _maybe_finish(self) -> None:
-        if self.finished or self.cancelled or not self.generation_done:
+        if self.finished or self.cancelled or self.held or not self.generation_done:
             return
         if all(item.played for item in self.items):
             self.finished = True

@@ -11,6 +11,12 @@ It speaks the real wire protocol (`google.cloud.speech.v1.Speech/StreamingRecogn
   `final_silence_ms` of silence, or when the client half-closes. Time is audio time (bytes
   received), so results don't depend on pacing.
 
+Like Google, the last interim can already show the whole utterance before the final confirms it
+(which is what preemptive generation answers ahead): with `last_interim_ms` set, every burst's
+last interim, carrying all its words, comes after that much silence (the final still comes after
+`final_silence_ms`). `fake.script(Utterance(final, heard=...))` scripts a last interim that the
+final then corrects (`heard` differs from `final`), sent after `last_interim_ms` (or at once).
+
 `decode` (a function of a burst's first bytes, returning its text or None while too short to
 tell) replaces the script: a load test encodes what each caller says in the audio itself.
 
@@ -110,6 +116,15 @@ def pcm_wav(frames: bytes, *, rate: int = SAMPLE_RATE_HZ, width: int = 2, channe
     return buffer.getvalue()
 
 
+@dataclass(frozen=True)
+class Utterance:
+    """A scripted utterance: its final transcript, and (when Google would first hear it otherwise)
+    the last interim before that final."""
+
+    final: str
+    heard: str | None = None
+
+
 @dataclass
 class StreamRecord:
     config: dict[str, Any]
@@ -126,6 +141,7 @@ class _Listener:
         self.fake = fake
         self.burst: bytearray | None = None  # the start of the current burst of sound
         self.words: list[str] | None = None
+        self.heard: str | None = None  # the scripted last interim of this burst
         self.speech_ms = self.silence_ms = self.last_interim_ms = 0
         self.last_interim = ""
 
@@ -151,6 +167,15 @@ class _Listener:
                         results.append((interim, False))
         elif self.burst is not None:
             self.silence_ms += FRAME_MS
+            after = self.fake.last_interim_ms
+            if after is None and self.heard is not None:
+                after = 0
+            if after is not None and self.silence_ms >= after and self.silence_ms < self.fake.final_silence_ms:
+                words = self._words(final=False)
+                whole = self.heard if self.heard is not None else " ".join(words or [])
+                if whole and whole != self.last_interim:
+                    self.last_interim = whole
+                    results.append((whole, False))
             if self.silence_ms >= self.fake.final_silence_ms:
                 results.extend(self.finish())
         return results
@@ -159,7 +184,7 @@ class _Listener:
         if self.burst is None:
             return []
         words = self._words(final=True) or []
-        self.burst = self.words = None
+        self.burst = self.words = self.heard = None
         return [(" ".join(words), True)]
 
     def _words(self, final: bool) -> list[str] | None:
@@ -167,7 +192,8 @@ class _Listener:
         if self.words is None:
             text = self.fake.decode(bytes(self.burst)) if self.fake.decode else None
             if text is None and (final or not self.fake.decode):
-                text = self.fake.next_utterance()
+                scripted = self.fake.next_scripted()
+                text, self.heard = scripted.final, scripted.heard
             if text is not None:
                 self.words = text.split()
         return self.words
@@ -180,6 +206,7 @@ class FakeSpeech(GrpcFake):
     def __init__(self, **kwargs: Any):
         self.interim_every_ms = 200
         self.final_silence_ms = 300
+        self.last_interim_ms: int | None = None
         self.max_stream_seconds = 305.0
         self.reject_models: set[str] = set()
         self.stall = False
@@ -191,7 +218,7 @@ class FakeSpeech(GrpcFake):
         self._operations: dict[str, dict[str, Any]] = {}
         self._recognize_faults: collections.deque[grpc.StatusCode] = collections.deque()
         self._operation_faults: collections.deque[grpc.StatusCode] = collections.deque()
-        self._script: collections.deque[str] = collections.deque()
+        self._script: collections.deque[str | Utterance] = collections.deque()
         self._default = itertools.cycle(DEFAULT_UTTERANCES)
         self._stream_faults: collections.deque[tuple[str, int, grpc.StatusCode]] = collections.deque()
         super().__init__(**kwargs)
@@ -215,20 +242,31 @@ class FakeSpeech(GrpcFake):
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--interim-every-ms", type=int, default=200)
         parser.add_argument("--final-silence-ms", type=int, default=300)
+        parser.add_argument(
+            "--last-interim-ms",
+            type=int,
+            default=None,
+            help="the whole utterance as an interim after this much silence",
+        )
         parser.add_argument("--decode", help="module:function reading the text of a burst from its audio")
 
     def configure(self, args: argparse.Namespace) -> None:
         self.interim_every_ms, self.final_silence_ms = args.interim_every_ms, args.final_silence_ms
+        self.last_interim_ms = args.last_interim_ms
         self.decode = pkgutil.resolve_name(args.decode) if args.decode else None
 
     # ---- scripting ----------------------------------------------------------------------
-    def script(self, *utterances: str) -> None:
+    def script(self, *utterances: str | Utterance) -> None:
         with self._lock:
             self._script.extend(utterances)
 
-    def next_utterance(self) -> str:
+    def next_scripted(self) -> Utterance:
         with self._lock:
-            return self._script.popleft() if self._script else next(self._default)
+            item = self._script.popleft() if self._script else next(self._default)
+        return item if isinstance(item, Utterance) else Utterance(item)
+
+    def next_utterance(self) -> str:
+        return self.next_scripted().final
 
     def fail_next_stream(self, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE, after_ms: int = 0) -> None:
         with self._lock:

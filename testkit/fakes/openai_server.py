@@ -26,7 +26,8 @@ message answering no call) is refused with 400; the answers are kept in `fake.to
 
 Failure modes: `first_token_delay` (seconds before the first content delta), `token_delay`,
 `stall` (send the role chunk, then nothing until `release()` or stop), `fail_next(status, count)`.
-Every request is recorded in `fake.requests` (path, authorization, JSON body).
+Every request is recorded in `fake.requests` (path, authorization, JSON body); `fake.disconnects`
+counts streams the client closed before their end.
 
 Run standalone: `python -m testkit.fakes.openai_server --port 0` prints `OPENAI_BASE_URL=...`.
 """
@@ -87,6 +88,7 @@ class FakeOpenAI(LocalHTTPFake):
         self.token_delay = 0.0
         self.stall = False
         self.requests: list[dict[str, Any]] = []
+        self.disconnects = 0  # streams the client closed before their end (a cancelled reply)
         self.tool_results: dict[str, Any] = {}
         self._scripted: collections.deque[Reply] = collections.deque()
         self._failures: collections.deque[tuple[int, str]] = collections.deque()
@@ -120,6 +122,7 @@ class FakeOpenAI(LocalHTTPFake):
             self._scripted.clear()
             self._failures.clear()
             self.requests.clear()
+            self.disconnects = 0
             self.tool_results.clear()
         self.reply_fn, self.replies_for = None, {}
         self.first_token_delay = self.token_delay = 0.0
@@ -342,6 +345,8 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
+                with fake._lock:
+                    fake.disconnects += 1
 
         def _send_chunk(self, data: bytes) -> None:
             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")

@@ -38,7 +38,11 @@ async function business(body) {
   const opening = h('textarea', { name: 'opening_line', rows: 2, maxlength: 500 }, b.opening_line || '');
   const greeting = h('input', { type: 'checkbox', name: 'greeting_enabled', checked: !!b.greeting_enabled });
   const features = Object.entries(b.features || {}).map(([key, on]) => ({ key, input: h('input', { type: 'checkbox', name: `feature-${key}`, checked: !!on }) }));
-  const FEATURE_NAMES = { wa_auto_reply: 'מענה אוטומטי של ה-AI בוואטסאפ' };
+  const FEATURE_NAMES = {
+    wa_auto_reply: 'מענה אוטומטי של ה-AI בוואטסאפ',
+    // Writing the reply while the caller's last words are still being transcribed: a faster answer, some extra model tokens.
+    preemptive_generation: 'מענה מהיר בשיחות: ה-AI מתחיל לנסח תשובה עוד לפני סוף התמלול',
+  };
   const transferNumber = h('input', { type: 'tel', name: 'transfer_number', value: b.transfer_number || '', dir: 'ltr', maxlength: 40, autocomplete: 'off' });
   const transferAnnouncement = h('textarea', { name: 'transfer_announcement', rows: 2, maxlength: 300 }, b.transfer_announcement || '');
   const problem = h('div');
