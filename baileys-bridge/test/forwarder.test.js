@@ -109,3 +109,28 @@ test('a full queue drops the oldest events, with a log line', async () => {
   assert.deepEqual(app.requests.map((r) => r.json.id), ['A', 'C', 'D']);
   assert.equal(log.records().filter((r) => r.msg.includes('dropped oldest')).length, 1);
 });
+
+test('the queue is bounded in bytes too: events carrying media push out the oldest', async () => {
+  let release;
+  const gate = new Promise((resolve) => {
+    release = resolve;
+  });
+  app = await startFakeApp(() => 204);
+  const slowFetch = async (...args) => {
+    await gate;
+    return fetch(...args);
+  };
+  const withMedia = (id) => ({ event: 'message', id, text: '', media: { kind: 'image', data: 'x'.repeat(10_000) } });
+  const size = JSON.stringify(withMedia('A')).length;
+  // Room for three such events, the one in flight included.
+  const { forwarder, log } = forwarderTo(app.url, { queueMaxBytes: size * 3 + 10, fetch: slowFetch });
+  for (const id of ['A', 'B', 'C', 'D', 'E']) forwarder.enqueue(withMedia(id));
+  release();
+  await forwarder.whenIdle();
+  assert.deepEqual(app.requests.map((r) => r.json.id), ['A', 'D', 'E']);
+  assert.equal(log.records().filter((r) => r.msg.includes('dropped oldest')).length, 2);
+  // Once drained, the room is back.
+  forwarder.enqueue(withMedia('F'));
+  await forwarder.whenIdle();
+  assert.equal(app.requests.at(-1).json.id, 'F');
+});
