@@ -101,6 +101,7 @@ def test_every_noun_agrees_with_its_number():
         "99:99",
         "12.3.4.5",
         "1/0",
+        "A4",
     ],
 )
 def test_what_is_no_date_or_time_is_still_said_without_digits(written):

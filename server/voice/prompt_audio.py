@@ -27,6 +27,7 @@ import os
 import re
 import struct
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -170,8 +171,10 @@ def queue_prompts(jobs: JobQueue, settings: Settings, texts: Iterable[str]) -> N
     wanted = sorted(set(texts))
     store = PromptAudioStore.for_settings(settings)
     key = hashlib.sha256("\n".join(store.key(text) for text in wanted).encode()).hexdigest()[:32]
+    # Once a day at most: a set whose job failed for good (Google down for hours) is tried again tomorrow.
+    day = datetime.now(timezone.utc).date().isoformat()
     try:
-        jobs.enqueue(JOB_KIND, f"{JOB_KIND}:{key}", wanted)
+        jobs.enqueue(JOB_KIND, f"{JOB_KIND}:{key}:{day}", wanted)
     except DomainError:  # the queue is down (logged): the espeak files play until it is back
         pass
 

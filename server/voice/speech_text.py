@@ -398,8 +398,11 @@ _RULES: tuple[tuple[re.Pattern, Callable[[re.Match], str]], ...] = (
     (_COUNT, _count),
     (_RANGE, _range),
     (_NUMBER, _number),
-    # Digits in odd company ("31/13", "12.3.4.5") still become words, never "digit one digit three".
-    (re.compile(r"(?P<pre>)(?P<n>\d+)"), _number),
+    # Digits in odd company ("31/13", "12.3.4.5", "A4") still become words, never "digit one digit three".
+    (
+        re.compile(r"(?P<pre>(?<=[^\W\d_]))?(?P<n>\d+)"),
+        lambda match: (" " if match["pre"] is not None else "") + _number(match),
+    ),
 )
 
 
