@@ -14,7 +14,8 @@ import pytest
 import sqlalchemy as sa
 
 from server.app_state import services
-from server.db.models import AuditLog, ServiceState
+from server.db.dao_crm import insert_message, upsert_customer, upsert_thread
+from server.db.models import AuditLog, Message, ServiceState
 from server.whatsapp.bridge_state import bridge_state, record_bridge_state
 from tests.conftest import create_tenant
 from tests.test_whatsapp_support import (  # noqa: F401 (fixtures)
@@ -123,6 +124,26 @@ def test_connection_states_are_kept_per_business(wa_app, two):
         assert bridge_state(session, garage.business_id) == "logged_out"
     ready = client.get("/readyz").json
     assert ready["whatsapp_baileys_state"] == "logged_out" and ready["whatsapp_baileys_open"] == "1/2"
+
+
+def test_a_delivery_report_from_one_instance_never_moves_another_business_message(wa_app, two):
+    db, salon, garage = two
+    with db.scope() as session:
+        customer = upsert_customer(session, garage.business_id, phone=CUSTOMER)
+        thread = upsert_thread(session, garage.business_id, customer.id, "whatsapp")
+        sent, _ = insert_message(
+            session, thread, direction="out", body="x", provider="baileys", provider_message_id="3EB0GARAGEOUT"
+        )
+        sent.status = "sent"
+        message_id = sent.id
+    client = wa_app.test_client()
+    report = {"event": "status", "business_id": salon.business_id, "id": "3EB0GARAGEOUT", "status": "read"}
+    assert post_bridge(client, report).status_code == 204  # dropped (logged): the bridge need not retry
+    with db.scope() as session:
+        assert session.get(Message, message_id).status == "sent"
+    assert post_bridge(client, {**report, "business_id": garage.business_id}).status_code == 204
+    with db.scope() as session:
+        assert session.get(Message, message_id).status == "read"
 
 
 def test_the_signature_still_comes_first(wa_app, two):

@@ -29,7 +29,7 @@ from server.jobs import JobQueue
 from server.logs import log_event
 from server.text import storable_fields
 from server.whatsapp.auto_reply import needs_reply
-from server.whatsapp.bridge_routing import event_business_id
+from server.whatsapp.bridge_routing import event_business_id, status_is_for
 from server.whatsapp.bridge_state import record_bridge_state
 from server.whatsapp.inbound import (
     InvalidInbound,
@@ -91,7 +91,8 @@ def receive_bridge_event(session: Session, raw: bytes, jobs: JobQueue) -> Option
         log_event(log, "baileys_connection", business_id=business_id, state=event["state"], qr=event.get("qr", False))
         return None
     if event["event"] == "status":
-        apply_status(session, "baileys", event["id"], event["status"])
+        if status_is_for(session, business_id, event["id"]):
+            apply_status(session, "baileys", event["id"], event["status"])
         return None
     stored = store_inbound(session, baileys_inbound(event, business_id), jobs.context.settings)
     _after_media(session, jobs, stored)
