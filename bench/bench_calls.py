@@ -2,6 +2,7 @@
 
     python -m bench.bench_calls --calls 100 [--turns 4] [--providers scripted|wire-fakes]
                                 [--database-url postgresql://…] [--no-pin] [--tools]
+                                [--preemptive on|off|both] [--stt-final-ms MS] [--llm-first-token-ms MS]
 
 It starts the app under `gunicorn -k gevent -w 1` with providers of fixed latency (STT final
 300 ms after speech, LLM first token 400 ms, TTS 150 ms per sentence), creates a business and N
@@ -12,6 +13,11 @@ speaks `--turns` utterances; every second turn asks for a long answer and interr
 after its first-token delay, the server runs it (a task and a `tool_calls` row written through the
 call's store), and the model answers after a second first-token delay, as the follow-up request of
 a real model would); the tool's own time is the server's, so it shows in server_added_latency.
+
+`--preemptive` sets the business's preemptive generation (on by default, as in the product);
+`both` plays the calls with it off, then as many with it on, and `first_audio_by_preemption`
+reports each half's first audio, how many turns used a reply written ahead and what the dropped
+ones cost. `--stt-final-ms` / `--llm-first-token-ms` change the script (e.g. 500 / 300).
 
 With two or more CPUs the worker is pinned to CPU 0 and this client to CPU 1. Figures (all ms):
 
@@ -40,6 +46,7 @@ monkey.patch_all()
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
+import dataclasses  # noqa: E402
 import gc  # noqa: E402
 import importlib  # noqa: E402
 import json  # noqa: E402
@@ -74,6 +81,7 @@ QUESTIONS = ("מה שעות הפתיחה שלכם מחר", "כמה עולה תס
 LONG_QUESTION = "תספרו לי הכל בבקשה long"
 INTERRUPTION = "רגע סליחה שאלה אחרת"
 TOOL_DIRECTIVE = "tool:take_message"  # the scripted LLM calls this tool first (see --tools)
+PREEMPTIVE_MODES = {"on": (True,), "off": (False,), "both": (False, True)}
 REPLY_GAP_SECONDS = 0.25  # a longer silence between two frames separates two replies
 
 
@@ -117,12 +125,19 @@ class CallResult:
     first_audio_ms: list[float] = field(default_factory=list)
     caller: Optional[TwilioCaller] = None
     error: str = ""
+    preemptive: bool = True  # its business has preemptive generation on
 
 
 def run_call(
-    server_url: str, call_sid: str, business_id: int, turns: int, start_delay: float, tools: bool = False
+    server_url: str,
+    call_sid: str,
+    business_id: int,
+    turns: int,
+    start_delay: float,
+    tools: bool = False,
+    preemptive: bool = True,
 ) -> CallResult:
-    result = CallResult(call_sid)
+    result = CallResult(call_sid, preemptive=preemptive)
     gevent.sleep(start_delay)
     try:
         caller = result.caller = TwilioCaller.dial(
@@ -190,6 +205,30 @@ def _barge_in_turn(caller: TwilioCaller, result: CallResult) -> None:
 
 
 # ---- analysis ---------------------------------------------------------------------------------
+def preemption_figures(results: list[CallResult], turn_records: list[dict]) -> dict[str, dict]:
+    """First audio (server and client side) of the calls with preemptive generation on and off, and
+    what it cost: turns whose reply was written ahead and kept, replies written ahead and dropped."""
+    mode = {r.call_sid: "on" if r.preemptive else "off" for r in results}
+    figures: dict[str, dict] = {}
+    for name in sorted(set(mode.values())):
+        records = [r for r in turn_records if mode.get(r["call_sid"]) == name and r["turn_id"] > 0]
+        served = [
+            r["t_first_audio_ms"] for r in records if r.get("t_first_audio_ms") is not None and not r.get("error")
+        ]
+        figures[name] = {
+            "t_first_audio_ms": spread(served, 50, 95),
+            "t_first_audio_client_ms": spread(
+                [ms for r in results if mode[r.call_sid] == name for ms in r.first_audio_ms], 50, 95
+            ),
+            "turns": {
+                kind: sum(1 for r in records if r.get("preemptive") == kind) for kind in ("used", "dropped", "none")
+            },
+            "dropped_generations": sum(r.get("preemptive_dropped") or 0 for r in records),
+            "dropped_chars": sum(r.get("preemptive_dropped_chars") or 0 for r in records),
+        }
+    return figures
+
+
 def percentile(values: list[float], p: float) -> Optional[float]:
     if not values:
         return None
@@ -257,11 +296,15 @@ def worker_pid(master_pid: int) -> int:
     return int(children[0])
 
 
-def setup_database(url: str, calls: int) -> tuple[int, list[str]]:
+def setup_database(url: str, calls: int, preemptive: bool = True) -> tuple[int, list[str]]:
     database = Database(Settings.from_env({"DATABASE_URL": url}, dotenv=False).sqlalchemy_url)
     run_migrations(database.engine)
     with database.scope() as session:
-        business = Business(name="מספרת הבנץ'", ai_instructions="מספרה לכל המשפחה.")
+        business = Business(
+            name="מספרת הבנץ'",
+            ai_instructions="מספרה לכל המשפחה.",
+            features={"preemptive_generation": preemptive},
+        )
         session.add(business)
         session.flush()
         session.add(
@@ -283,6 +326,7 @@ def setup_database(url: str, calls: int) -> tuple[int, list[str]]:
 
 
 def main() -> None:
+    global BENCH_SCRIPT  # --stt-final-ms and --llm-first-token-ms change the script
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=100)
     parser.add_argument("--turns", type=int, default=4, help="caller utterances per call (every 2nd interrupts)")
@@ -292,6 +336,20 @@ def main() -> None:
     parser.add_argument("--no-pin", action="store_true", help="don't pin server and client to separate CPUs")
     parser.add_argument("--tools", action="store_true", help="the model calls a tool (take_message) in the plain turns")
     parser.add_argument(
+        "--preemptive",
+        choices=sorted(PREEMPTIVE_MODES),
+        default="on",
+        help="preemptive generation of the calls' business; both: the calls with it off, then as many with it on",
+    )
+    parser.add_argument(
+        "--stt-final-ms",
+        type=int,
+        help=f"the final transcript this long after the speech ({BENCH_SCRIPT.stt_final_ms})",
+    )
+    parser.add_argument(
+        "--llm-first-token-ms", type=int, help=f"the model's first token ({BENCH_SCRIPT.llm_first_token_ms})"
+    )
+    parser.add_argument(
         "--server-env",
         action="append",
         default=[],
@@ -299,6 +357,11 @@ def main() -> None:
         help="extra environment for the server (e.g. GEVENT_MONITOR_THREAD_ENABLE=true)",
     )
     args = parser.parse_args()
+    BENCH_SCRIPT = dataclasses.replace(
+        BENCH_SCRIPT,
+        stt_final_ms=args.stt_final_ms or BENCH_SCRIPT.stt_final_ms,
+        llm_first_token_ms=args.llm_first_token_ms or BENCH_SCRIPT.llm_first_token_ms,
+    )
 
     workdir = Path(tempfile.mkdtemp(prefix="agentlocator-bench-"))
     database_url = args.database_url or f"sqlite:///{workdir / 'bench.db'}"
@@ -324,7 +387,7 @@ def main() -> None:
                 os.sched_setaffinity(server.process.pid, {0})
                 os.sched_setaffinity(worker, {0})
                 os.sched_setaffinity(0, {1})
-            business_id, sids = setup_database(database_url, args.calls)
+            phases = [(on, *setup_database(database_url, args.calls, on)) for on in PREEMPTIVE_MODES[args.preemptive]]
             meter = ProcessMeter(worker)
             idle_rss = meter.rss_kb()
             client = ProcessMeter(os.getpid())
@@ -336,19 +399,23 @@ def main() -> None:
             # Every received frame is kept for the analysis; a full collection over hundreds of
             # thousands of them would stall this client (and show up as server jitter).
             gc.disable()
-            jobs = [
-                gevent.spawn(
-                    run_call,
-                    server.url,
-                    sid,
-                    business_id,
-                    args.turns,
-                    args.ramp_seconds * n / max(1, args.calls),
-                    args.tools,
-                )
-                for n, sid in enumerate(sids)
-            ]
-            gevent.joinall(jobs)
+            jobs = []
+            for preemptive, business_id, sids in phases:  # one after the other: each phase's calls at once
+                phase = [
+                    gevent.spawn(
+                        run_call,
+                        server.url,
+                        sid,
+                        business_id,
+                        args.turns,
+                        args.ramp_seconds * n / max(1, args.calls),
+                        args.tools,
+                        preemptive,
+                    )
+                    for n, sid in enumerate(sids)
+                ]
+                gevent.joinall(phase)
+                jobs += phase
             wall = time.monotonic() - wall_start
             cpu = meter.cpu_seconds() - cpu_start
             client_cpu = time.process_time() - client_cpu_start
@@ -452,6 +519,8 @@ def report(
         "server_added_latency_ms": spread(added, 50, 95, 99),
         "t_first_audio_ms": spread(first_audio, 50, 95),
         "t_first_audio_client_ms": spread([ms for r in results for ms in r.first_audio_ms], 50, 95),
+        "preemptive": args.preemptive,
+        "first_audio_by_preemption": preemption_figures(results, turn_records),
         "barge_in_reaction_ms": spread(barge, 50, 95),
         "barge_in_after_stt_ms": spread([ms - BENCH_SCRIPT.stt_interim_ms for ms in barge], 50, 95),
         "worker_cpu_percent": round(100 * cpu / wall, 1),

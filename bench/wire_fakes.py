@@ -2,7 +2,8 @@
 
 The fakes run as child processes (`testkit/fakes/wire_fakes.py`) and are tuned to the benchmark's
 script, so the figures compare with `--providers scripted`: the speech fake finalises after the
-same silence and reads what each caller says from the audio (`decode_speech`), the OpenAI fake
+same silence and reads what each caller says from the audio (`decode_speech`), showing the whole
+utterance as its last interim as soon as the caller stops (what preemptive generation answers), the OpenAI fake
 answers `scripted_reply` with the same token timing, and the TTS fake takes the same time and
 speaks as long per character. What differs is everything the production providers add: gRPC
 streams batched to 100 ms, HTTP streaming and SSE parsing, WAV parsing.
@@ -25,6 +26,8 @@ def provider_env(script: Script) -> Iterator[dict[str, str]]:
             str(script.stt_final_ms),
             "--interim-every-ms",
             str(script.stt_interim_ms),
+            "--last-interim-ms",  # as Google does, the whole utterance as an interim when the caller stops
+            "0",
             "--decode",
             "testkit.fakes.scripted_providers:decode_speech",
         ],

@@ -17,11 +17,11 @@ import sqlalchemy as sa
 
 from server.agent.prompt import opening_line
 from server.db.engine import Database
-from server.db.models import Business, Call, CallTurn
+from server.db.models import Business, Call, CallTurn, ToolCall
 from server.voice.preemptive import meaning_words, same_meaning
 from testkit.fakes.google_speech import FakeSpeech, Utterance, speech
 from testkit.fakes.google_tts import FakeTextToSpeech, payload_for
-from testkit.fakes.openai_server import FakeOpenAI, last_user_text
+from testkit.fakes.openai_server import FakeOpenAI, ToolCalls, last_user_text
 from testkit.fakes.twilio_caller import TwilioCaller
 from testkit.fakes.twilio_phone import Line, new_call_sid, place_call
 from testkit.servers import GunicornServer
@@ -108,6 +108,12 @@ class Live:
             if len(turns) >= count or time.monotonic() > deadline:
                 return turns
             time.sleep(0.05)
+
+    def tool_calls(self, sid: str) -> list[ToolCall]:
+        with self.database.scope() as session:
+            rows = list(session.scalars(sa.select(ToolCall).join(Call).where(Call.call_sid == sid)))
+            session.expunge_all()
+        return rows
 
     def asked(self) -> list[str]:
         """The caller's words of every chat request the model got, in order."""
@@ -261,3 +267,37 @@ def test_switched_off_the_model_is_asked_only_on_the_final(live):
     assert WRONG_FIRST not in [r["text"] for r in live.tts.requests]
     turns = live.turns(sid, 3)
     assert [(t.preemptive, t.preemptive_dropped) for t in turns] == [("none", 0)] * 3
+
+
+def test_a_tool_the_model_calls_ahead_of_the_final_runs_only_once_the_final_confirms_it(live):
+    message = {"reason": "לקוח ביקש שיחזרו אליו"}
+    live.llm.first_token_delay = 0.05  # the tool call is made well before the final
+
+    def model(messages):
+        if messages[-1]["role"] == "tool":
+            return "רשמתי, יחזרו אלייך."
+        said = last_user_text(messages)
+        return "היי." if said == "שלום" else ToolCalls([("take_message", message)])
+
+    live.llm.reply_fn = model
+    live.stt.script("שלום", Utterance(final=QUESTION, heard=MISHEARD), QUESTION)
+    sid, caller, _greeting = live.call(live.on)
+    ask(caller, 400)  # the worker's OpenAI client is connected
+    assert caller.wait_until_quiet(quiet=0.4, timeout=10)
+
+    # Misheard: the model asks for the tool on the interim, the final differs: the tool never ran.
+    ask(caller)
+    assert caller.wait_until_quiet(quiet=0.6, timeout=10)
+    rows = live.tool_calls(sid)
+    assert len(rows) == 1  # the one run for the final, not the one asked for ahead of it
+    asked = live.asked()
+    assert asked[:3] == ["שלום", MISHEARD, QUESTION]
+
+    # Heard right: asked ahead, held until the final confirmed it, then run once.
+    ask(caller)
+    assert caller.wait_until_quiet(quiet=0.6, timeout=10)
+    caller.hang_up()
+    rows = live.tool_calls(sid)
+    assert [(row.name, row.turn_index) for row in rows] == [("take_message", 2), ("take_message", 3)]
+    turns = live.turns(sid, 4)
+    assert [(t.preemptive, t.preemptive_dropped) for t in turns[2:]] == [("dropped", 1), ("used", 0)]

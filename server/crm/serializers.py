@@ -104,6 +104,10 @@ def turn_json(turn: CallTurn) -> dict[str, Any]:
             "t_tts_ms": turn.t_tts_ms,
             "t_total_ms": turn.t_total_ms,
             "t_first_audio_ms": turn.t_first_audio_ms,
+            # Preemptive generation: "used" / "dropped" / "none", replies thrown away and their characters.
+            "preemptive": turn.preemptive or "none",
+            "preemptive_dropped": turn.preemptive_dropped or 0,
+            "preemptive_dropped_chars": turn.preemptive_dropped_chars or 0,
         },
     }
 

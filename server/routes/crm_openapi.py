@@ -96,7 +96,16 @@ _TURN = obj(
         "interrupted": {"type": "boolean"},
         "created_at": DT,
         "metrics": obj(
-            {name: INT_N for name in ("t_audio_ms", "t_nlp_ms", "t_tts_ms", "t_total_ms", "t_first_audio_ms")}
+            {
+                **{name: INT_N for name in ("t_audio_ms", "t_nlp_ms", "t_tts_ms", "t_total_ms", "t_first_audio_ms")},
+                "preemptive": {
+                    "enum": ["used", "dropped", "none"],
+                    "description": "used: the reply was written before the final transcript and kept; dropped: "
+                    "a reply written ahead was thrown away (the caller heard none of it)",
+                },
+                "preemptive_dropped": {**INT, "description": "replies written ahead and thrown away for this turn"},
+                "preemptive_dropped_chars": {**INT, "description": "characters of reply text they had written"},
+            }
         ),
     },
     ["turn_index", "user_text", "agent_text", "interrupted", "metrics"],
