@@ -64,7 +64,7 @@ from sqlalchemy.orm import Session  # noqa: E402
 from bench.bench_calls import ProcessMeter, spread  # noqa: E402
 from bench.call_logs import count_losses, server_records  # noqa: E402
 from server.db.migrate import migration_files  # noqa: E402
-from server.db.models import Business, BusinessNumber, Call, CallTurn, Message, Thread, User  # noqa: E402
+from server.db.models import Business, BusinessNumber, Call, CallTurn, Customer, Message, Thread, User  # noqa: E402
 from server.security.auth import issue_token  # noqa: E402
 from server.security.passwords import hash_password  # noqa: E402
 from testkit.fakes.scripted_providers import speech  # noqa: E402
@@ -606,7 +606,7 @@ def ai_reply_outcome(engine: sa.Engine, deliveries: list[Delivery]) -> dict:
         "replies": sum(answered.values()),
         "answered_twice": sum(1 for n in answered.values() if n > 1),
         "customers_left_unanswered": len(unanswered),
-        "unanswered_message_ids": unanswered[:5],
+        "unanswered_message_ids": unanswered,
         "ok": not unanswered and all(n == 1 for n in answered.values()),
     }
 
@@ -884,6 +884,25 @@ def main() -> None:
                 i.logs("web").count('"event": "whatsapp_webhook_queued"') for i in (a, b)
             )
             results["ai_replies"] = ai_reply_outcome(engine, deliveries)
+            # A reply whose sender was killed mid-send keeps its idempotency key "in use": it is never
+            # sent again (at most once), so it either reached the customer unrecorded or not at all.
+            sent_to = {r.form.get("To", "") for r in twilio.requests_for("Messages")}
+            with engine.connect() as conn:
+                unanswered_senders = conn.execute(
+                    sa.select(Customer.phone)
+                    .join(Thread, Thread.customer_id == Customer.id)
+                    .join(Message, Message.thread_id == Thread.id)
+                    .where(Message.id.in_(results["ai_replies"]["unanswered_message_ids"]))
+                ).scalars()
+                results["ai_replies"]["unanswered_but_a_reply_reached_twilio"] = sum(
+                    1 for number in unanswered_senders if f"whatsapp:{number}" in sent_to
+                )
+            results["ai_replies"]["given_up_as_sent_by_a_killed_worker"] = sum(
+                1
+                for instance in (a, b)
+                for record in json_lines(instance.logs("worker"))
+                if record.get("event") == "wa_auto_reply" and record.get("error") == "idempotency_key_in_use"
+            )
             results["sizing"] = {
                 "calls": args.calls,
                 "web_workers": len(processes["web_worker"]),
