@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from server.db.dao_crm import add_call_turn, create_call, insert_message, upsert_customer, upsert_thread
-from server.db.models import ApiToken, Contract, Deal, Invoice, Payment, Thread, User
+from server.db.models import ApiToken, Contract, Deal, Invoice, Media, Payment, Thread, User
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=timezone.utc)
 
@@ -91,6 +91,7 @@ class SeededBusiness:
     payment_id: int
     agent_user_id: int
     token_id: int
+    media_id: int = 0
 
     def ids(self) -> dict[str, object]:
         """Values for each path parameter of the CRM routes."""
@@ -104,6 +105,7 @@ class SeededBusiness:
             "invoice_id": self.invoice_id,
             "user_id": self.agent_user_id,
             "document_id": {"deals": self.deal_id, "invoices": self.invoice_id, "contracts": self.contract_id},
+            "media_id": self.media_id,
         }
 
 
@@ -174,6 +176,18 @@ def seed_business(db, business_id: int, *, phone: str = "+972501234567", label: 
         session.flush()
         token = ApiToken(user_id=agent.id, token_hash=secrets.token_hex(32), name="seeded")
         session.add(token)
+        # A picture the customer sent that was not kept (no file is needed to test who may ask for it).
+        media = Media(
+            business_id=business_id,
+            message_id=message_id,
+            kind="image",
+            mime_type="image/jpeg",
+            size=20_000_000,
+            status="rejected",
+            error_code="too_large",
+            error_message="the file is larger than the 16777216 bytes kept per item",
+        )
+        session.add(media)
         session.flush()
         return SeededBusiness(
             customer_id,
@@ -187,6 +201,7 @@ def seed_business(db, business_id: int, *, phone: str = "+972501234567", label: 
             payment.id,
             agent.id,
             token.id,
+            media.id,
         )
 
 

@@ -26,8 +26,10 @@ _STREAMS = {"events_api.events"}
 # A read of our own seeded objects that answers something else by design.
 _OWN_GET_STATUS = {
     "console_api.call_recording": 404,  # the seeded call has no recording
-    "console_api.whatsapp_qr": 501,
-}  # WhatsApp through the bridge is off in this app
+    "console_api.whatsapp_qr": 501,  # WhatsApp through the bridge is off in this app
+    "media_api.media_file": 404,  # the seeded media item was not kept: there is no file to answer
+    "media_api.media_download": 404,
+}
 
 
 def crm_requests(app, ids: dict) -> list[tuple[str, str, dict]]:
