@@ -201,7 +201,6 @@ describe('sending', () => {
     const t = await startTestBridge({ config: { sendMinIntervalMs: 80 } });
     try {
       await waitForOpen(t.bridge);
-      const started = Date.now();
       const answers = await Promise.all([
         signedPost(`${t.base}/send`, { business_id: 1, to: '+972501111111', text: '1' }),
         signedPost(`${t.base}/send`, { business_id: 1, to: '+972501111111', text: '2' }),
@@ -210,7 +209,8 @@ describe('sending', () => {
       assert.deepEqual(answers.map((r) => r.status), [200, 200, 200]);
       const at = (text) => t.makeSocket.sent.find((s) => s.content.text === text).at;
       assert.ok(at('2') - at('1') >= 75, `same number spaced, got ${at('2') - at('1')} ms`);
-      assert.ok(at('3') - started < 60, 'another number is not held up');
+      // Measured against the held-up send, not the wall clock: a loaded machine delays everything.
+      assert.ok(at('3') < at('2'), 'another number is not held up behind the spacing');
     } finally {
       await t.stop();
     }
