@@ -269,6 +269,8 @@ const ACTIONS = {
   'business.updated': 'הגדרות העסק עודכנו', 'user.created': 'משתמש נוסף', 'token.created': 'אסימון נוצר',
   'token.revoked': 'אסימון בוטל', 'payment.created': 'תשלום נוצר', 'payment.paid': 'תשלום התקבל',
   'invoice.paid': 'חשבונית שולמה', 'payment_gateway.updated': 'ספק תשלום עודכן',
+  'whatsapp.instance_added': 'חשבון וואטסאפ נוסף לעסק', 'whatsapp.instance_logged_out': 'חשבון הוואטסאפ נותק',
+  'whatsapp.instance_removed': 'חשבון הוואטסאפ הוסר',
 };
 
   'call.transferred': 'שיחה הועברה לנציג', 'call.transfer_answered': 'הנציג ענה לשיחה שהועברה',
