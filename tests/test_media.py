@@ -147,7 +147,13 @@ def test_bridge_image_and_pdf_are_stored_and_served_back_byte_for_byte(client, d
     tail = client.get(f"/api/crm/media/{pdf.id}", headers={**tenant.headers, "Range": "bytes=-10"})
     assert tail.status_code == 206 and tail.data == PDF[-10:]
     beyond = client.get(f"/api/crm/media/{pdf.id}", headers={**tenant.headers, "Range": f"bytes={len(PDF) + 5}-"})
-    assert beyond.status_code == 416
+    assert beyond.status_code == 416 and beyond.headers["Content-Range"] == f"bytes */{len(PDF)}"
+    several = client.get(f"/api/crm/media/{pdf.id}", headers={**tenant.headers, "Range": "bytes=0-1,5-9"})
+    assert several.status_code == 200 and several.data == PDF  # answered whole
+    changed = client.get(
+        f"/api/crm/media/{pdf.id}", headers={**tenant.headers, "Range": "bytes=0-9", "If-Range": '"x"'}
+    )
+    assert changed.status_code == 200 and changed.data == PDF
 
     assert client.get(f"/api/crm/media/{image.id}", headers=other.headers).status_code == 404
     assert client.get(f"/api/crm/media/{image.id}/download", headers=other.headers).status_code == 404
@@ -368,6 +374,13 @@ def test_bad_uploads_are_refused_with_a_reason(client, db, tenant, bridge):
     assert program.status_code == 415 and program.get_json()["field"] == "file"
     unknown = client.post(SEND, headers=tenant.headers, json={"to": CUSTOMER, "media_id": 987654})
     assert unknown.status_code == 404
+    for wrong in ("abc", True, -3, [1]):
+        answer = client.post(SEND, headers=tenant.headers, json={"to": CUSTOMER, "media_id": wrong})
+        assert answer.status_code == 400 and answer.get_json()["field"] == "media_id", wrong
+    post_bridge_media(client, tenant, {"kind": "image", "mimetype": "image/png", "size": 10**8, "error": "too_large"})
+    [refused] = media_rows(db)
+    not_kept = client.post(SEND, headers=tenant.headers, json={"to": CUSTOMER, "media_id": refused.id})
+    assert not_kept.status_code == 409 and not_kept.get_json()["error"] == "media_not_stored"
     assert bridge.accepted == []
 
 

@@ -52,7 +52,12 @@ def file_response(media: Media, *, attachment: bool) -> Response:
     name = media.file_name or f"{media.kind}-{media.id}"
     status, body, headers = 200, data, {"Accept-Ranges": "bytes"}
     wanted = request.range
-    if wanted is not None and request.headers.get("If-Range") in (None, f'"{media.sha256}"'):
+    # One range is what players ask for; several in one request are answered whole, as RFC 9110 allows.
+    if (
+        wanted is not None
+        and len(wanted.ranges) == 1
+        and request.headers.get("If-Range") in (None, f'"{media.sha256}"')
+    ):
         span = wanted.range_for_length(len(data))
         if span is None:
             return Response(

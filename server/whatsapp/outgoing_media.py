@@ -37,9 +37,7 @@ def outgoing_media(
         data, file_name, declared = upload
         media = store_upload(session, settings, business_id, data, file_name=file_name, declared_type=declared)
     elif media_id is not None:
-        if isinstance(media_id, bool) or not isinstance(media_id, int) and not str(media_id).isdigit():
-            raise DomainError(Problem.INVALID, "invalid_field", "media_id must be a media item's id", field="media_id")
-        media = get_media(session, business_id, int(media_id))
+        media = get_media(session, business_id, _media_id(media_id))
         if media.status != STORED:
             raise DomainError(
                 Problem.CONFLICT, "media_not_stored", f"this media item is {media.status}; nothing to send"
@@ -63,3 +61,10 @@ def _outgoing(settings: Settings, app_secret: str, media: Media, data: bytes) ->
 
 def public_media_url(settings: Settings, app_secret: str, media_id: int) -> str:
     return abs_url(settings.base_url, PUBLIC_MEDIA_PATH + media_token(app_secret, media_id))
+
+
+def _media_id(raw: Any) -> int:
+    """A media item's id from a JSON number or a form field's digits."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, str)) or not str(raw).isdigit() or int(raw) < 1:
+        raise DomainError(Problem.INVALID, "invalid_field", "media_id must be a media item's id", field="media_id")
+    return int(raw)
