@@ -57,7 +57,7 @@ def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
     )
 
 
-def media_event(console, customer: str, media: dict, text: str = "") -> None:
+def media_event(console, customer: str, media: dict, text: str = "", name: str = "מיכל") -> None:
     console.bridge_event(
         {
             "event": "message",
@@ -66,7 +66,7 @@ def media_event(console, customer: str, media: dict, text: str = "") -> None:
             "chat": f"{customer.lstrip('+')}@s.whatsapp.net",
             "from": customer,
             "lid": None,
-            "push_name": "מיכל",
+            "push_name": name,
             "text": text,
             "timestamp": int(time.time()),
             "to": BUSINESS_WHATSAPP,
@@ -146,3 +146,30 @@ def test_pictures_voice_notes_documents_and_refused_files_in_a_conversation(page
     page.set_viewport_size({"width": 1280, "height": 1700})  # the whole conversation, without scrolling
     expect(timeline.locator(".media.rejected")).to_be_in_viewport()
     screenshot(page, "conversation-media-all")
+
+
+def test_staff_send_a_picture_from_the_conversation(page, console, tmp_path):
+    customer = new_customer_phone()
+    example = stored(png(40, 40, (20, 120, 200)), "image", "image/png")
+    media_event(console, customer, example, text="יש לכם דוגמה?", name="רונית")
+    picture = png(200, 120, (40, 160, 90))
+    path = tmp_path / "דוגמה.png"
+    path.write_bytes(picture)
+
+    sign_in(page, console)
+    page.locator(".thread-item", has_text="רונית").click()
+    page.get_by_label("תשובה ללקוח").fill("ככה זה נראה")
+    page.get_by_label("צירוף קובץ (תמונה, מסמך, הקלטה)").set_input_files(str(path))
+    page.get_by_role("button", name="שליחה").click()
+    sent = page.locator(".timeline .msg.out figure.media.image img")
+    expect(sent).to_be_visible()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.msg.out figure.media.image img')].some((i) => i.naturalWidth === 200)"
+    )
+    send = [s for s in console.bridge.accepted if s.body.get("media")][-1]
+    assert send.body["text"] == "ככה זה נראה"
+    assert send.body["media"]["kind"] == "image" and send.body["media"]["file_name"] == "דוגמה.png"
+    assert base64.b64decode(send.body["media"]["data"]) == picture
+    assert page.get_by_label("צירוף קובץ (תמונה, מסמך, הקלטה)").input_value() == ""
+    assert axe_violations(page) == []
+    screenshot(page, "conversation-media-sent")

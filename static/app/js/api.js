@@ -43,6 +43,8 @@ const MESSAGES = {
   document_locked: 'המסמך כבר לא בטיוטה: אפשר לשנות רק את ההערות.',
   conflict: 'הנתונים השתנו בינתיים. יש לרענן ולנסות שוב.',
   no_address: 'ללקוח אין מספר טלפון או מזהה וואטסאפ.',
+  media_too_large: 'הקובץ גדול מדי לשליחה בוואטסאפ.',
+  media_not_allowed: 'אי אפשר לשלוח קובץ מהסוג הזה.',
   template_required: 'עברו יותר מ־24 שעות מההודעה האחרונה של הלקוח. לפי כללי וואטסאפ אפשר לשלוח עכשיו רק תבנית הודעה מאושרת; הודעה חופשית תתאפשר שוב אחרי שהלקוח יכתוב.',
   text_too_long: 'ההודעה ארוכה מדי.',
   missing_text: 'יש לכתוב הודעה.',
@@ -117,7 +119,9 @@ export function setUnauthorizedHandler(fn) { onUnauthorized = fn; }
 
 export async function api(method, path, body, { headers = {}, quiet401 = false } = {}) {
   const init = { method, credentials: 'same-origin', headers: { Accept: 'application/json', ...headers } };
-  if (body !== undefined) {
+  if (body instanceof FormData) {
+    init.body = body; // a file upload: the browser writes the multipart boundary itself
+  } else if (body !== undefined) {
     init.headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
   }

@@ -379,20 +379,30 @@ function openConversation(pane, threadId, ctx, users, listChanged) {
     const payLink = h('button', { type: 'button', class: 'ghost', onclick: () => paymentLinkDialog({
       title: 'קישור לתשלום בשיחה', endpoint: `/api/crm/threads/${threadId}/payment-link`, body: { askAmount: true } }) },
     'קישור לתשלום');
+    const file = h('input', { type: 'file', name: 'file' });
     const form = h('form', { class: 'reply' },
-      field('תשובה ללקוח', text), problem, h('div', { class: 'actions' }, send, payLink));
+      field('תשובה ללקוח', text), field('צירוף קובץ (תמונה, מסמך, הקלטה)', file), problem,
+      h('div', { class: 'actions' }, send, payLink));
     text.addEventListener('keydown', (e) => {
       if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) { e.preventDefault(); form.requestSubmit(); }
     });
     form.addEventListener('submit', async (event) => {
       event.preventDefault();
       problem.replaceChildren();
-      if (!text.value.trim()) { problem.append(errorBox('יש לכתוב הודעה.')); text.focus(); return; }
+      const chosen = file.files && file.files[0];
+      if (!text.value.trim() && !chosen) { problem.append(errorBox('יש לכתוב הודעה או לצרף קובץ.')); text.focus(); return; }
       send.disabled = true;
+      let body = { text: text.value };
+      if (chosen) { // the text goes with the file as its caption
+        body = new FormData();
+        body.append('text', text.value);
+        body.append('file', chosen);
+      }
       try {
-        const answer = await post(`/api/crm/threads/${threadId}/messages`, { text: text.value },
+        const answer = await post(`/api/crm/threads/${threadId}/messages`, body,
           { headers: { 'Idempotency-Key': idempotencyKey() } });
         text.value = '';
+        file.value = '';
         if (answer.stored_message && answer.thread_id === threadId) {
           upsert(answer.stored_message);
           renderTimeline();
