@@ -144,6 +144,9 @@ def test_call_detail_has_transcript_turns_metrics_and_voicemail(client, tenant, 
         "t_tts_ms": 90,
         "t_total_ms": 611,
         "t_first_audio_ms": 700,
+        "preemptive": "none",  # a turn stored before preemptive generation, or without it
+        "preemptive_dropped": 0,
+        "preemptive_dropped_chars": 0,
     }
     assert detail["voicemail"] is None
     with db.scope() as session:
