@@ -108,6 +108,9 @@ def test_three_turn_hebrew_call_through_the_real_clients(live_app, fakes):
     server, database, tenant = live_app
     stt, tts, llm, _twilio = fakes
     stt.script(*(said for said, _ in CONVERSATION))
+    # As Google does, the whole utterance is the last interim: each reply, written ahead of the
+    # final (preemptive generation), is kept, so the model is asked once per turn.
+    stt.last_interim_ms = 0
     llm.replies_for.update(dict(CONVERSATION))
     call_sid = new_call_sid()
     line = caller_line(server, tenant)
