@@ -271,10 +271,10 @@ const ACTIONS = {
   'invoice.paid': 'חשבונית שולמה', 'payment_gateway.updated': 'ספק תשלום עודכן',
   'whatsapp.instance_added': 'חשבון וואטסאפ נוסף לעסק', 'whatsapp.instance_logged_out': 'חשבון הוואטסאפ נותק',
   'whatsapp.instance_removed': 'חשבון הוואטסאפ הוסר',
-};
-
   'call.transferred': 'שיחה הועברה לנציג', 'call.transfer_answered': 'הנציג ענה לשיחה שהועברה',
   'call.transfer_unanswered': 'שיחה שהועברה לא נענתה',
+};
+
 async function audit(body) {
   const list = h('div', { class: 'table-wrap' });
   const more = h('div', { class: 'more' });
