@@ -74,7 +74,7 @@ def agent_toolbox(console, sid: str, turn_index: int) -> ToolBox:
 def test_the_owner_switches_the_agents_tools(page, console):
     sign_in(page, console)
     page.goto("/app/settings/tools")
-    expect(page.get_by_role("heading", name="כלים של ה-AI")).to_be_visible()
+    expect(page.get_by_role("heading", name="כלים של ה-AI")).to_be_visible(timeout=20_000)
     payment = page.get_by_label("שליחת קישור לתשלום")
     message = page.get_by_label("השארת הודעה לצוות")
     expect(payment).not_to_be_checked()  # money is opt-in
@@ -85,7 +85,7 @@ def test_the_owner_switches_the_agents_tools(page, console):
     payment.check()
     message.uncheck()
     page.get_by_role("button", name="שמירה").click()
-    expect(page.get_by_text("הכלים נשמרו")).to_be_visible()
+    expect(page.get_by_text("הכלים נשמרו")).to_be_visible(timeout=20_000)
 
     def stored():
         with console.db.scope() as session:
@@ -104,7 +104,7 @@ def test_the_owner_switches_the_agents_tools(page, console):
     page.set_viewport_size({"width": 1280, "height": 900})
     page.get_by_label("השארת הודעה לצוות").check()
     page.get_by_role("button", name="שמירה").click()
-    expect(page.get_by_text("הכלים נשמרו")).to_be_visible()
+    expect(page.get_by_text("הכלים נשמרו")).to_be_visible(timeout=20_000)
 
 
 def test_a_message_the_agent_took_waits_in_the_inbox_until_marked_done(page, console):
@@ -120,7 +120,7 @@ def test_a_message_the_agent_took_waits_in_the_inbox_until_marked_done(page, con
     sign_in(page, console, console.agent_email)  # staff, not only owners, handle the tasks
     tasks = page.get_by_role("region", name="משימות פתוחות")
     task = tasks.get_by_role("listitem").filter(has_text="יעל לוי")
-    expect(task).to_contain_text("רוצה לברר מחיר לתספורת וצבע לחתונה")
+    expect(task).to_contain_text("רוצה לברר מחיר לתספורת וצבע לחתונה", timeout=20_000)
     expect(task).to_contain_text("לחזור: מחר אחרי ארבע")
     expect(task).to_contain_text("מתוך שיחה טלפונית")
     assert axe_violations(page) == []
@@ -156,7 +156,7 @@ def test_a_calls_details_show_the_agents_tool_calls(page, console):
     page.goto(f"/app/calls/{sid}")
     turns = page.get_by_role("region", name="מהלך השיחה")
     calls = turns.locator(".tool-call")
-    expect(calls).to_have_count(2)
+    expect(calls).to_have_count(2, timeout=20_000)
     expect(calls.nth(0)).to_contain_text("פעולה של ה-AI: השארת הודעה לצוות")
     expect(calls.nth(0)).to_contain_text("בוצעה")
     expect(calls.nth(1)).to_contain_text("נכשלה")
