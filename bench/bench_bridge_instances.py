@@ -33,6 +33,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
@@ -68,8 +69,12 @@ def rss_kib(pid: int) -> int:
 
 
 def signed(method: str, url: str, body: dict | None = None) -> requests.Response:
+    """A request to the bridge, signed as the app signs it (`v2`: method, path with query, body)."""
     raw = b"" if body is None else json.dumps(body).encode()
-    headers = {bridge_hmac.HEADER: bridge_hmac.sign(SECRET, raw), "Content-Type": "application/json"}
+    parts = urlsplit(url)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    signature = bridge_hmac.sign_request(SECRET, method, target, raw)
+    headers = {bridge_hmac.HEADER: signature, "Content-Type": "application/json"}
     return requests.request(method, url, data=raw or None, headers=headers, timeout=30)
 
 

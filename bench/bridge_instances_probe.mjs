@@ -10,7 +10,7 @@ import path from 'node:path';
 import { createBridge } from '../baileys-bridge/lib/bridge.js';
 import { loadConfig } from '../baileys-bridge/lib/config.js';
 import { createLogger } from '../baileys-bridge/lib/logger.js';
-import { signatureHeader } from '../baileys-bridge/lib/signing.js';
+import { requestSignatureHeader } from '../baileys-bridge/lib/signing.js';
 import { createFakeSocketFactory } from '../baileys-bridge/test/fakes/fake-socket.js';
 
 const [count, sends] = [Number(process.argv[2] ?? 1), Number(process.argv[3] ?? 5)];
@@ -44,7 +44,7 @@ while (!bridge.instances.list().every((i) => i.status().state === 'open')) await
 for (const instance of bridge.instances.list()) {
   for (let n = 0; n < sends; n += 1) {
     const raw = JSON.stringify({ business_id: instance.businessId, to: '+972501234567', text: `bench ${n}`, idempotency_key: `k${n}` });
-    const res = await fetch(`${base}/send`, { method: 'POST', body: raw, headers: { 'x-bridge-signature': signatureHeader([SECRET], raw, Date.now() / 1000) } });
+    const res = await fetch(`${base}/send`, { method: 'POST', body: raw, headers: { 'x-bridge-signature': requestSignatureHeader([SECRET], { method: 'POST', target: '/send', rawBody: raw }, Date.now() / 1000) } });
     if (res.status !== 200) throw new Error(`send answered ${res.status}`);
   }
 }

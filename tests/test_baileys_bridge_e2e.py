@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import time
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -176,8 +177,14 @@ def test_send_and_receive_through_the_real_bridge(bridge_and_app):
 SALON_WA, GARAGE_WA = "+972500000101", "+972500000202"  # the numbers of the phones that link
 
 
-def _signed_get(url: str) -> requests.Response:
-    return requests.get(url, headers={bridge_hmac.HEADER: bridge_hmac.sign(SECRET, b"")}, timeout=5)
+def _signature(method: str, url: str) -> str:
+    """A `v2` signature as the app makes it, over the method and the path with its query."""
+    parts = urlsplit(url)
+    return bridge_hmac.sign_request(SECRET, method, parts.path + (f"?{parts.query}" if parts.query else ""))
+
+
+def _signed_get(url: str, header: str | None = None) -> requests.Response:
+    return requests.get(url, headers={bridge_hmac.HEADER: header or _signature("GET", url)}, timeout=5)
 
 
 @pytest.fixture
@@ -261,6 +268,21 @@ def test_two_businesses_on_one_bridge(two_businesses):
     assert flask_cli(two_businesses["env"], "whatsapp-instance", "add", "--business-id", str(garage["id"]))[
         "business_id"
     ]
+
+    # A signed request is good for what it names only: the salon's QR request replayed for the
+    # garage, or a signed GET replayed as a DELETE, is refused by the real bridge.
+    for tenant in (salon, garage):
+        wait_for(lambda t=tenant: connection(t)["status"] == "qr")
+    salon_qr_url = f"{bridge}/qr.json?business_id={salon['id']}"
+    salon_qr_signature = _signature("GET", salon_qr_url)
+    replayed = _signed_get(f"{bridge}/qr.json?business_id={garage['id']}", salon_qr_signature)
+    assert replayed.status_code == 401 and replayed.json()["error"] == "unauthorized"
+    assert "qr" not in replayed.json()
+    assert _signed_get(salon_qr_url, salon_qr_signature).status_code == 200
+    as_delete = {bridge_hmac.HEADER: _signature("GET", f"{bridge}/instances/{garage['id']}")}
+    assert requests.delete(f"{bridge}/instances/{garage['id']}", headers=as_delete, timeout=5).status_code == 401
+    listed_by_bridge = _signed_get(f"{bridge}/instances").json()["instances"]
+    assert {i["business_id"] for i in listed_by_bridge} == {salon["id"], garage["id"]}
 
     # Each owner sees a QR code of their own on the console, and links their own phone with it.
     for tenant in (salon, garage):

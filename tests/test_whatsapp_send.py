@@ -204,7 +204,7 @@ def test_the_bridge_checks_the_apps_signature_also_during_rotation(make_app, ten
     client = make_app(**wa_env(WA_SHARED_SECRET="brand-new", WA_SHARED_SECRET_PREVIOUS=bridge.secrets[0])).test_client()
     assert send(client, tenant, {"to": CUSTOMER, "text": "hi", "provider": "baileys"}).status_code == 200
     [sent] = bridge.sends
-    assert sent.signature_ok and sent.headers[bridge_hmac.HEADER].count("v1=") == 2
+    assert sent.signature_ok and sent.headers[bridge_hmac.HEADER].count("v2=") == 2
 
 
 # ---- routing and fallback -------------------------------------------------------------------

@@ -317,7 +317,6 @@ def test_shared_signature_vector_verifies_in_python():
     assert bridge_hmac.sign(vector["secret"], body, at) == vector["header"]
     assert bridge_hmac.verify([vector["secret"]], body, vector["header"], now=at) is None
     assert bridge_hmac.verify([vector["previous_secret"]], body, vector["rotation_header"], now=at) is None
-    assert bridge_hmac.verify([vector["secret"]], b"", vector["empty_body_header"], now=at) is None
     assert bridge_hmac.verify([vector["secret"]], body, vector["header"], now=at + 301) == "stale timestamp"
     assert bridge_hmac.verify([vector["previous_secret"]], body, vector["header"], now=at) is not None
 

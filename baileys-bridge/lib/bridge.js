@@ -7,7 +7,7 @@ import { pairingDigits, parseBusinessId, sendBodyLimit, signingSecrets } from '.
 import { createHttpServer, errorResponse, jsonResponse } from './http-server.js';
 import { createInstanceManager } from './instances.js';
 import { createLogger } from './logger.js';
-import { verifySignature } from './signing.js';
+import { verifyRequestSignature } from './signing.js';
 
 export { WEBHOOK_PATH } from './instance.js';
 
@@ -158,8 +158,8 @@ export function createBridge({
   const server = createHttpServer({
     routes,
     maxBodyBytes: config.maxBodyBytes,
-    verifySignature: (header, rawBody) =>
-      verifySignature({ header, rawBody, secrets, nowSeconds: now() / 1000, toleranceSeconds: config.signatureToleranceSec }),
+    verifySignature: (request) =>
+      verifyRequestSignature({ ...request, secrets, nowSeconds: now() / 1000, toleranceSeconds: config.signatureToleranceSec }),
     logger: logger.child({ component: 'http' }),
   });
 

@@ -83,7 +83,8 @@ function pathMatcher(pattern) {
  * Signed and json routes read the body (at most maxBodyBytes, or the route's own limit); json
  * routes get it parsed. query is the URL's URLSearchParams.
  * A response is { status, contentType, body, headers? }; see jsonResponse().
- * verifySignature(header, rawBody) → { ok, reason } checks signed routes before parsing.
+ * verifySignature({ header, method, target, rawBody }) → { ok, reason } checks signed routes before
+ * parsing; target is the request's path and query as received.
  */
 export function createHttpServer({ routes, maxBodyBytes, verifySignature, logger }) {
   const table = Object.entries(routes).map(([name, route]) => {
@@ -109,7 +110,8 @@ export function createHttpServer({ routes, maxBodyBytes, verifySignature, logger
     }
     const rawBody = route.signed || route.json ? await readBody(req, route.maxBodyBytes ?? maxBodyBytes) : Buffer.alloc(0);
     if (route.signed) {
-      const check = verifySignature(req.headers[SIGNATURE_HEADER], rawBody);
+      // req.url is the target as received, path and query byte for byte: what the app signed.
+      const check = verifySignature({ header: req.headers[SIGNATURE_HEADER], method: req.method, target: req.url, rawBody });
       if (!check.ok) {
         logger.warn({ path, reason: check.reason }, 'rejected request signature');
         return errorResponse(401, 'unauthorized', 'missing, invalid or expired X-Bridge-Signature');

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { createBridge } from '../lib/bridge.js';
 import { loadConfig } from '../lib/config.js';
 import { createLogger } from '../lib/logger.js';
-import { signatureHeader } from '../lib/signing.js';
+import { requestSignatureHeader } from '../lib/signing.js';
 import { createFakeSocketFactory } from './fakes/fake-socket.js';
 
 export const SECRET = 'test-shared-secret';
@@ -129,13 +129,24 @@ export async function startTestBridge({ config: overrides = {}, fake = {}, app, 
   };
 }
 
+/** The request target fetch() sends for url: its path and query, what a v2 signature covers. */
+export function targetOf(url) {
+  const { pathname, search } = new URL(url);
+  return pathname + search;
+}
+
+/** A v2 X-Bridge-Signature for a request to the bridge, as the app makes it. */
+export function signRequest(method, url, rawBody = '', { secrets = [SECRET], nowSeconds = Date.now() / 1000 } = {}) {
+  return requestSignatureHeader(secrets, { method, target: targetOf(url), rawBody }, nowSeconds);
+}
+
 export function signedPost(url, body, { secret = SECRET, nowSeconds = Date.now() / 1000, header } = {}) {
   const raw = typeof body === 'string' ? body : JSON.stringify(body);
   return fetch(url, {
     method: 'POST',
     headers: {
       'content-type': 'application/json',
-      'x-bridge-signature': header ?? signatureHeader([secret], raw, nowSeconds),
+      'x-bridge-signature': header ?? signRequest('POST', url, raw, { secrets: [secret], nowSeconds }),
     },
     body: raw,
   });
@@ -146,12 +157,13 @@ export function waitForOpen(bridge, businessId = BUSINESS) {
 }
 
 /** A signed GET (empty body), e.g. /qr.json or /instances. */
-export function signedGet(url, { secret = SECRET } = {}) {
-  return fetch(url, { headers: { 'x-bridge-signature': signatureHeader([secret], '', Date.now() / 1000) } });
+export function signedGet(url, { secret = SECRET, header } = {}) {
+  return fetch(url, { headers: { 'x-bridge-signature': header ?? signRequest('GET', url, '', { secrets: [secret] }) } });
 }
 
 /** A signed request with any method and a JSON (or empty) body. */
-export function signedRequest(method, url, body = '', { secret = SECRET } = {}) {
+export function signedRequest(method, url, body = '', { secret = SECRET, header } = {}) {
   const raw = typeof body === 'string' ? body : JSON.stringify(body);
-  return fetch(url, { method, headers: { 'content-type': 'application/json', 'x-bridge-signature': signatureHeader([secret], raw, Date.now() / 1000) }, body: method === 'GET' ? undefined : raw });
+  const signature = header ?? signRequest(method, url, method === 'GET' ? '' : raw, { secrets: [secret] });
+  return fetch(url, { method, headers: { 'content-type': 'application/json', 'x-bridge-signature': signature }, body: method === 'GET' ? undefined : raw });
 }

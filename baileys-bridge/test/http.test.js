@@ -2,8 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import jsQR from 'jsqr';
 import { PNG } from 'pngjs';
-import { signatureHeader } from '../lib/signing.js';
-import { delay, SECRET, signedPost, startTestBridge, waitFor, waitForOpen } from './helpers.js';
+import { delay, signedGet, signedPost, signRequest, startTestBridge, waitFor, waitForOpen } from './helpers.js';
 
 const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 
@@ -109,7 +108,7 @@ describe('HTTP API while connected', () => {
     assert.equal((await signedPost(`${t.base}/send`, body, { nowSeconds: Date.now() / 1000 - 301 })).status, 401);
     assert.equal((await signedPost(`${t.base}/send`, body, { nowSeconds: Date.now() / 1000 + 301 })).status, 401);
     // Signed over other bytes than those sent (e.g. re-serialised JSON) is a mismatch.
-    const header = signatureHeader([SECRET], JSON.stringify(body, null, 1), Date.now() / 1000);
+    const header = signRequest('POST', `${t.base}/send`, JSON.stringify(body, null, 1));
     assert.equal((await signedPost(`${t.base}/send`, body, { header })).status, 401);
     assert.equal(t.makeSocket.sent.length, before);
   });
@@ -159,12 +158,11 @@ describe('HTTP API while logging in', () => {
   });
 
   test('GET /qr.json answers the QR string to a signed request only', async () => {
-    const signed = (secret = SECRET) => ({ headers: { 'x-bridge-signature': signatureHeader([secret], '', Date.now() / 1000) } });
-    const res = await fetch(`${t.base}/qr.json?business_id=1`, signed());
+    const res = await signedGet(`${t.base}/qr.json?business_id=1`);
     assert.equal(res.status, 200);
     assert.deepEqual(await res.json(), { qr: QR });
     assert.equal((await fetch(`${t.base}/qr.json?business_id=1`)).status, 401);
-    assert.equal((await fetch(`${t.base}/qr.json?business_id=1`, signed('not-the-secret'))).status, 401);
+    assert.equal((await signedGet(`${t.base}/qr.json?business_id=1`, { secret: 'not-the-secret' })).status, 401);
   });
 
   test('GET /qr.txt renders the QR code for a terminal', async () => {
@@ -186,8 +184,7 @@ describe('HTTP API while logging in', () => {
     t.makeSocket.current().open();
     await waitForOpen(t.bridge);
     assert.equal((await fetch(`${t.base}/qr?business_id=1`)).status, 404, 'the QR code is gone once open');
-    const signed = { headers: { 'x-bridge-signature': signatureHeader([SECRET], '', Date.now() / 1000) } };
-    const qrJson = await fetch(`${t.base}/qr.json?business_id=1`, signed);
+    const qrJson = await signedGet(`${t.base}/qr.json?business_id=1`);
     assert.equal(qrJson.status, 404);
     assert.equal((await qrJson.json()).error, 'no_qr');
     const res = await signedPost(`${t.base}/send`, { business_id: 1, to: '+972501234567', text: 'hi', idempotency_key: 'k-503' });

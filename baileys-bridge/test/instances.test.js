@@ -5,7 +5,8 @@ import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { signedGet, signedPost, signedRequest, startFakeApp, startTestBridge, waitFor, waitForOpen } from './helpers.js';
+import { signatureHeader } from '../lib/signing.js';
+import { memoryLogger, SECRET, signedGet, signedPost, signedRequest, signRequest, startFakeApp, startTestBridge, waitFor, waitForOpen } from './helpers.js';
 
 const A = 101;
 const B = 202;
@@ -194,6 +195,75 @@ describe('the admin endpoints', () => {
     assert.equal(t.status(B).state, 'open');
     assert.equal(t.bridge.instance(9), null, 'nothing added by an unsigned request');
   });
+});
+
+// A captured signed request must not be usable for anything but itself (within the 300 s window).
+describe('a signature covers the method, path and query it was made for', () => {
+  let app;
+  let t;
+  const log = memoryLogger('warn');
+  before(async () => {
+    app = await startFakeApp();
+    t = await startTestBridge({ app, logger: log.logger, config: { instances: [A, B], previousSharedSecret: 'the-old-key' }, fake: { linkByQr: true } });
+    await waitFor(() => t.status(A).qr && t.status(B).qr, { what: 'both QR codes' });
+  });
+  after(async () => {
+    await t.stop();
+    await app.close();
+  });
+
+  test("one business's QR request replayed for another business answers 401", async () => {
+    const header = signRequest('GET', `${t.base}/qr.json?business_id=${A}`);
+    const own = await signedGet(`${t.base}/qr.json?business_id=${A}`, { header });
+    assert.equal(own.status, 200);
+    assert.equal((await own.json()).qr, t.status(A).qr);
+    for (const query of [`business_id=${B}`, `business_id=${B}&business_id=${A}`, `business_id=${A}&business_id=${B}`, `business_id=${A}&x=1`]) {
+      const replayed = await signedGet(`${t.base}/qr.json?${query}`, { header });
+      assert.equal(replayed.status, 401, query);
+      const answer = await replayed.json();
+      assert.equal(answer.error, 'unauthorized');
+      assert.ok(!JSON.stringify(answer).includes(t.status(B).qr), 'no QR code in the refusal');
+    }
+    const ownB = await signedGet(`${t.base}/qr.json?business_id=${B}`);
+    assert.equal(ownB.status, 200, "B's own signed request still works");
+  });
+
+  test('a GET or logout signature replayed as DELETE answers 401 and removes nothing', async () => {
+    const asGet = signRequest('GET', `${t.base}/instances/${A}`);
+    assert.equal((await signedRequest('DELETE', `${t.base}/instances/${A}`, '', { header: asGet })).status, 401);
+    const list = signRequest('GET', `${t.base}/instances`);
+    assert.equal((await signedRequest('DELETE', `${t.base}/instances`, '', { header: list })).status, 405, 'no such route, signed or not');
+    assert.equal((await signedRequest('DELETE', `${t.base}/instances/${A}`, '', { header: list })).status, 401);
+    const logout = signRequest('POST', `${t.base}/instances/${A}/logout`);
+    assert.equal((await signedRequest('DELETE', `${t.base}/instances/${A}`, '', { header: logout })).status, 401);
+    assert.equal((await signedRequest('POST', `${t.base}/instances/${B}/logout`, '', { header: logout })).status, 401, 'nor for another business');
+    const removeA = signRequest('DELETE', `${t.base}/instances/${A}`);
+    assert.equal((await signedRequest('DELETE', `${t.base}/instances/${B}`, '', { header: removeA })).status, 401);
+    assert.deepEqual(t.bridge.instances.list().map((i) => i.businessId), [A, B], 'both instances still there');
+    assert.deepEqual(t.makeSocket.logouts, [], 'nobody was logged out');
+  });
+
+  test('a /send signature does not carry over to another route, and the old body-only scheme is refused', async () => {
+    const body = JSON.stringify({ business_id: A });
+    const send = signRequest('POST', `${t.base}/send`, body);
+    assert.equal((await signedPost(`${t.base}/login`, body, { header: send })).status, 401);
+    assert.equal((await signedPost(`${t.base}/instances`, body, { header: send })).status, 401);
+    const eventStyle = signatureHeader([SECRET], '', Date.now() / 1000); // v1: what the bridge signs its events with
+    assert.equal((await signedGet(`${t.base}/qr.json?business_id=${A}`, { header: eventStyle })).status, 401);
+    assert.equal((await signedGet(`${t.base}/instances`, { header: eventStyle })).status, 401);
+    assert.ok(log.records().some((line) => line.reason === 'wrong_scheme'), 'the log says the scheme is the wrong one');
+  });
+
+  test('during a key rotation a request signed with either key passes', async () => {
+    const url = `${t.base}/qr.json?business_id=${A}`;
+    for (const secrets of [[SECRET], ['the-old-key'], ['a-newer-key', SECRET], [SECRET, 'the-old-key']]) {
+      assert.equal((await signedGet(url, { header: signRequest('GET', url, '', { secrets }) })).status, 200, secrets.join(' + '));
+    }
+    assert.equal((await signedGet(url, { header: signRequest('GET', url, '', { secrets: ['a-newer-key'] }) })).status, 401);
+    const oldKeyForA = signRequest('GET', url, '', { secrets: ['the-old-key'] });
+    assert.equal((await signedGet(`${t.base}/qr.json?business_id=${B}`, { header: oldKeyForA })).status, 401, 'bound under either key');
+  });
+
 });
 
 test('at start: an instance for every business-<id> directory and every WA_INSTANCES id', async () => {

@@ -11,6 +11,8 @@ WhatsApp account, per business.
 
 The QR string links a phone to the business's WhatsApp account, so it is asked for with the
 shared-secret signature and only ever leaves the app drawn as an image for an authenticated owner.
+Signed requests carry a `v2` signature (server/security/bridge_hmac.py) over the method, the path
+with its query and the body, so one business's signed request can't be replayed for another.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any, Optional
+from urllib.parse import urlencode
 
 import requests
 
@@ -111,6 +114,12 @@ def remove_instance(settings: Settings, business_id: int) -> None:
         raise BridgeUnavailable(f"DELETE /instances/{business_id} answered {answer.status_code}")
 
 
+def bridge_secrets(settings: Settings) -> list[str]:
+    """The secrets requests to the bridge are signed with: both while one is rotated, so the app and
+    the bridge can take the new one in either order."""
+    return [s for s in (settings.wa_shared_secret, settings.wa_shared_secret_previous) if s]
+
+
 def _raise_for_unknown(answer: requests.Response, business_id: int) -> None:
     if answer.status_code == 404 and json_object(answer).get("error") == "unknown_instance":
         raise UnknownInstance(f"the bridge has no instance for business {business_id}")
@@ -127,14 +136,15 @@ def _request(
     admin: bool = False,
 ) -> requests.Response:
     raw = b"" if body is None else json.dumps(body).encode("utf-8")
+    # The query is written here, not by `requests`, so that what is signed is what is sent.
+    target = path + ("?" + urlencode(params) if params else "")
     headers = {"Content-Type": "application/json"} if body is not None else {}
     if signed:
-        headers[bridge_hmac.HEADER] = bridge_hmac.sign(settings.wa_shared_secret, raw)
+        headers[bridge_hmac.HEADER] = bridge_hmac.sign_request(bridge_secrets(settings), method, target, raw)
     try:
         return requests.request(
             method,
-            settings.bridge_url + path,
-            params=params,
+            settings.bridge_url + target,
             data=raw or None,
             headers=headers,
             timeout=ADMIN_TIMEOUT_SECONDS if admin else TIMEOUT_SECONDS,

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from server.config import Settings
 from server.db.models import ServiceState, utcnow
+from server.providers.baileys_admin import bridge_secrets
 from server.providers.base import ProviderError
 from server.security import bridge_hmac
 
@@ -157,7 +158,7 @@ def check_bridge(settings: Settings) -> str:
     listed = _http(
         "GET",
         settings.bridge_url + "/instances",
-        headers={bridge_hmac.HEADER: bridge_hmac.sign(settings.wa_shared_secret, b"")},
+        headers={bridge_hmac.HEADER: bridge_hmac.sign_request(bridge_secrets(settings), "GET", "/instances")},
     )
     if listed.status_code == 401:
         raise CheckFailed("wrong shared secret (HTTP 401): WA_SHARED_SECRET differs from the bridge's")

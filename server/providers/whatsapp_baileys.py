@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from typing import Any
 
 import requests
@@ -67,10 +66,8 @@ class BaileysBridge:
         raise OutcomeUnknown(error, detail)
 
     def _signature(self, body: bytes) -> str:
-        """One `v1` per active secret, so the app and the bridge can move to a new secret in either order."""
-        timestamp = int(time.time())
-        headers = [bridge_hmac.sign(secret, body, timestamp) for secret in self.secrets]
-        return ",".join([headers[0]] + [h.split(",", 1)[1] for h in headers[1:]])
+        """One `v2` per active secret, so the app and the bridge can move to a new secret in either order."""
+        return bridge_hmac.sign_request(self.secrets, "POST", "/send", body)
 
 
 def bridge_media(media: OutgoingMedia) -> dict[str, Any]:

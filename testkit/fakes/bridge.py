@@ -9,7 +9,10 @@ any other business gets the fake's default `state` and `qr`, unless `strict` is 
 404 {"error": "unknown_instance"} as on the real bridge. Requests without a business_id are
 answered with the defaults (a bridge of before instances).
 
-    POST /send {"business_id", "to", "text", "idempotency_key", "media"?}, signed over the raw body:
+Signed requests are checked as the real bridge checks them: a `v2` signature over the method, the
+path with its query as received, and the raw body (server/security/bridge_hmac.py).
+
+    POST /send {"business_id", "to", "text", "idempotency_key", "media"?}, signed:
         401 {"error": "unauthorized"} when missing, stale or wrong
         mode "ok"            → 200 {"id": "<wa message id>"}   (the same id again for a repeated idempotency_key)
         mode "not_connected" → 503 {"error": "not_connected"}
@@ -156,7 +159,7 @@ class _Handler(BaseHTTPRequestHandler):
                 },
             )
         if url.path == "/qr.json":
-            verdict = bridge_hmac.verify(fake.secrets, b"", self.headers.get(bridge_hmac.HEADER))
+            verdict = self._verdict(b"")
             with fake._lock:
                 fake.qr_requests.append(
                     RecordedSend({"business_id": business_id}, dict(self.headers.items()), verdict is None)
@@ -180,8 +183,15 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(200, {"instances": listed})
         self._json(404, {"error": "not_found", "message": self.path})
 
+    def _verdict(self, raw: bytes) -> str | None:
+        """The signature check of the real bridge: `v2` over this method, the target as received
+        (path and query, byte for byte) and the raw body. None when it verifies."""
+        return bridge_hmac.verify_request(
+            self.fake.secrets, self.command, self.path, raw, self.headers.get(bridge_hmac.HEADER)
+        )
+
     def _admin_allowed(self, raw: bytes) -> bool:
-        verdict = bridge_hmac.verify(self.fake.secrets, raw, self.headers.get(bridge_hmac.HEADER))
+        verdict = self._verdict(raw)
         with self.fake._lock:
             self.fake.admin_requests.append((self.command, self.path, verdict is None))
         if verdict is not None:
@@ -218,7 +228,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         fake = self.fake
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        verdict = bridge_hmac.verify(fake.secrets, raw, self.headers.get(bridge_hmac.HEADER))
+        verdict = self._verdict(raw)
         try:
             body = json.loads(raw)
         except ValueError:
