@@ -161,7 +161,10 @@ def check_bridge(settings: Settings) -> str:
         headers={bridge_hmac.HEADER: bridge_hmac.sign_request(bridge_secrets(settings), "GET", "/instances")},
     )
     if listed.status_code == 401:
-        raise CheckFailed("wrong shared secret (HTTP 401): WA_SHARED_SECRET differs from the bridge's")
+        raise CheckFailed(
+            "wrong shared secret (HTTP 401): WA_SHARED_SECRET differs from the bridge's, or the bridge runs"
+            " an older release that signs requests another way (restart both from the same release)"
+        )
     if listed.status_code != 200:
         raise CheckFailed(http_reason(listed.status_code))
     instances = [i for i in _json_field(listed, "instances") or [] if isinstance(i, dict)]
