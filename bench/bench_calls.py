@@ -1,7 +1,7 @@
 """Benchmark the live-call engine: N simultaneous calls on one gevent worker, printed as JSON.
 
-    python -m bench.bench_calls --calls 100 [--turns 4] [--providers scripted|wire-fakes]
-                                [--database-url postgresql://…] [--no-pin] [--tools]
+    python -m bench.bench_calls --calls 1,50,100,200 [--turns 4] [--providers scripted|wire-fakes]
+                                [--database-url postgresql://…] [--no-pin] [--tools] [--profile DIR]
                                 [--preemptive on|off|both] [--stt-final-ms MS] [--llm-first-token-ms MS]
 
 It starts the app under `gunicorn -k gevent -w 1` with providers of fixed latency (STT final
@@ -19,6 +19,12 @@ a real model would); the tool's own time is the server's, so it shows in server_
 reports each half's first audio, how many turns used a reply written ahead and what the dropped
 ones cost. `--stt-final-ms` / `--llm-first-token-ms` change the script (e.g. 500 / 300).
 
+`--calls` takes one number or several (`1,50,100,200`): the levels run one after the other on the
+same worker, after one unmeasured warm-up call (the first call of a worker imports the vendor SDKs,
+about a second of CPU), and each level is reported on its own and against the one-call level of
+the same run (`vs_one_call`). `--profile DIR` samples the worker with py-spy for the middle of each
+level (`DIR/level-N.txt`, folded stacks) and adds its top functions to that level's figures.
+
 With two or more CPUs the worker is pinned to CPU 0 and this client to CPU 1. Figures (all ms):
 
 * calls_lost: calls the server never ended cleanly (no `ws_end` line in its log: dropped, or its
@@ -27,6 +33,7 @@ With two or more CPUs the worker is pinned to CPU 0 and this client to CPU 1. Fi
   server, not received by the callers), over the calls that ended cleanly.
 * outbound_interarrival: gaps between consecutive media frames within one reply (p50/p99/max);
   a perfect pacer gives 20 after the first few (which go out early: the pacer's lead).
+  jitter_ms: how far those gaps stray from 20 ms (|gap - 20|, p50/p99).
   playout_underruns: frames that arrived after the caller's playback buffer had run dry mid-reply;
   server_pacer_underruns: the same as the server's pacer saw it (its own lateness only).
 * server_added_latency: the server's `t_first_audio_ms` minus the providers' scripted time for
@@ -35,7 +42,10 @@ With two or more CPUs the worker is pinned to CPU 0 and this client to CPU 1. Fi
   first reply frame received).
 * barge_in_reaction: the interrupting speech's first frame → `clear` received;
   barge_in_after_stt subtracts the scripted STT's interim delay (when the STT reports speech).
-* worker_cpu_percent (of one core) and worker_rss_mb, and both per call.
+* worker_cpu_percent (of one core) and worker_rss_mb, and both per call; cpu_seconds_per_call: the
+  worker's CPU time over the level divided by its calls (the whole call: opening line, turns, end).
+* runqueue_wait_percent: time the worker (and this client) were ready to run but another process had
+  the CPU. On a shared machine a high figure means the latencies measure the machine, not the code.
 """
 
 from __future__ import annotations
@@ -62,6 +72,7 @@ import gevent  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+from bench import profiles  # noqa: E402
 from bench.call_logs import count_losses, server_records  # noqa: E402
 from server.config import Settings  # noqa: E402
 from server.db.dao_crm import create_call  # noqa: E402
@@ -83,6 +94,7 @@ INTERRUPTION = "רגע סליחה שאלה אחרת"
 TOOL_DIRECTIVE = "tool:take_message"  # the scripted LLM calls this tool first (see --tools)
 PREEMPTIVE_MODES = {"on": (True,), "off": (False,), "both": (False, True)}
 REPLY_GAP_SECONDS = 0.25  # a longer silence between two frames separates two replies
+FRAME_GAP_MS = 20.0  # one 20 ms frame after the other: the gap a perfect pacer keeps
 
 
 # ---- providers: how the server under test gets its STT/LLM/TTS ---------------------------------
@@ -328,7 +340,9 @@ def setup_database(url: str, calls: int, preemptive: bool = True) -> tuple[int, 
 def main() -> None:
     global BENCH_SCRIPT  # --stt-final-ms and --llm-first-token-ms change the script
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", type=int, default=100)
+    parser.add_argument(
+        "--calls", type=call_levels, default=[100], help="simultaneous calls, or levels run in turn: 1,50,100,200"
+    )
     parser.add_argument("--turns", type=int, default=4, help="caller utterances per call (every 2nd interrupts)")
     parser.add_argument("--providers", choices=sorted(PROVIDER_MODES), default="scripted")
     parser.add_argument("--database-url", default="", help="default: a fresh SQLite file")
@@ -356,6 +370,8 @@ def main() -> None:
         metavar="NAME=VALUE",
         help="extra environment for the server (e.g. GEVENT_MONITOR_THREAD_ENABLE=true)",
     )
+    parser.add_argument("--profile", type=Path, metavar="DIR", help="sample the worker with py-spy in each level")
+    parser.add_argument("--profile-seconds", type=float, default=20.0, help="how long each level is sampled")
     args = parser.parse_args()
     BENCH_SCRIPT = dataclasses.replace(
         BENCH_SCRIPT,
@@ -387,62 +403,141 @@ def main() -> None:
                 os.sched_setaffinity(server.process.pid, {0})
                 os.sched_setaffinity(worker, {0})
                 os.sched_setaffinity(0, {1})
-            phases = [(on, *setup_database(database_url, args.calls, on)) for on in PREEMPTIVE_MODES[args.preemptive]]
-            meter = ProcessMeter(worker)
-            idle_rss = meter.rss_kb()
-            client = ProcessMeter(os.getpid())
-            client_cpu_start, client_wait_start = time.process_time(), client.runqueue_wait_seconds()
-            cpu_start, wait_start, wall_start = meter.cpu_seconds(), meter.runqueue_wait_seconds(), time.monotonic()
-            sampler = gevent.spawn(lambda: [(meter.rss_kb(), gevent.sleep(0.5)) for _ in iter(int, 1)])
-            loop_lag: list[float] = []
-            lag_probe = gevent.spawn(measure_loop_lag, loop_lag)
             # Every received frame is kept for the analysis; a full collection over hundreds of
             # thousands of them would stall this client (and show up as server jitter).
             gc.disable()
-            jobs = []
-            for preemptive, business_id, sids in phases:  # one after the other: each phase's calls at once
-                phase = [
-                    gevent.spawn(
-                        run_call,
-                        server.url,
-                        sid,
-                        business_id,
-                        args.turns,
-                        args.ramp_seconds * n / max(1, args.calls),
-                        args.tools,
-                        preemptive,
-                    )
-                    for n, sid in enumerate(sids)
-                ]
-                gevent.joinall(phase)
-                jobs += phase
-            wall = time.monotonic() - wall_start
-            cpu = meter.cpu_seconds() - cpu_start
-            client_cpu = time.process_time() - client_cpu_start
-            waits = {
-                "worker": meter.runqueue_wait_seconds() - wait_start,
-                "client": client.runqueue_wait_seconds() - client_wait_start,
-            }
-            sampler.kill()
-            lag_probe.kill()
+            warm_up = run_level(args, server, worker, database_url, 1, profile=False)
+            levels = [run_level(args, server, worker, database_url, calls) for calls in args.calls]
             gevent.sleep(1.0)  # let the server log every ws_end
             log_text = server.logs()
-    figures = report(
-        args,
-        [job.value for job in jobs],
-        log_text,
-        cpu,
-        wall,
-        idle_rss,
-        meter.peak_rss_kb,
-        client_cpu,
-        pin,
-        database_url,
+    figures = [report(args, level, log_text, pin, database_url) for level in levels]
+    one_call = next((f for f in figures if f["calls"] == 1), None)
+    for level in figures:
+        level["vs_one_call"] = against_one_call(level, one_call)
+    output = figures[0] if len(figures) == 1 else {"levels": figures, "summary": [summary_row(f) for f in figures]}
+    output["warm_up_call_cpu_seconds"] = round(warm_up.cpu, 2)
+    print(json.dumps(output, ensure_ascii=False, indent=2))
+
+
+def call_levels(text: str) -> list[int]:
+    """ "100" or "1,50,100,200" → the levels, each at least one call."""
+    levels = [int(part) for part in text.split(",") if part.strip()]
+    if not levels or min(levels) < 1:
+        raise argparse.ArgumentTypeError("--calls takes positive numbers, e.g. 1,50,100,200")
+    return levels
+
+
+@dataclass
+class Level:
+    """One level of the run: its calls, what they did, and what the worker spent on them."""
+
+    calls: int
+    results: list[CallResult]
+    cpu: float
+    wall: float
+    idle_rss_kb: int
+    peak_rss_kb: int
+    client_cpu: float
+    runqueue_wait: dict[str, float]
+    loop_lag: list[float]
+    late_ticks: int
+    profile: Optional[dict] = None
+
+
+def run_level(args, server: GunicornServer, worker: int, database_url: str, calls: int, profile: bool = True) -> Level:
+    phases = [(on, *setup_database(database_url, calls, on)) for on in PREEMPTIVE_MODES[args.preemptive]]
+    meter = ProcessMeter(worker)
+    idle_rss = meter.rss_kb()
+    client = ProcessMeter(os.getpid())
+    client_cpu_start, client_wait_start = time.process_time(), client.runqueue_wait_seconds()
+    cpu_start, wait_start, wall_start = meter.cpu_seconds(), meter.runqueue_wait_seconds(), time.monotonic()
+    sampler = gevent.spawn(lambda: [(meter.rss_kb(), gevent.sleep(0.5)) for _ in iter(int, 1)])
+    loop_lag: list[float] = []
+    lag_probe = gevent.spawn(measure_loop_lag, loop_lag)
+    profiler = gevent.spawn(profile_level, args, worker, calls) if profile and args.profile else None
+    jobs = []
+    for preemptive, business_id, sids in phases:  # one after the other: each phase's calls at once
+        phase = [
+            gevent.spawn(
+                run_call,
+                server.url,
+                sid,
+                business_id,
+                args.turns,
+                args.ramp_seconds * n / max(1, calls),
+                args.tools,
+                preemptive,
+            )
+            for n, sid in enumerate(sids)
+        ]
+        gevent.joinall(phase)
+        jobs += phase
+    wall = time.monotonic() - wall_start
+    cpu = meter.cpu_seconds() - cpu_start
+    client_cpu = time.process_time() - client_cpu_start
+    waits = {
+        "worker": meter.runqueue_wait_seconds() - wait_start,
+        "client": client.runqueue_wait_seconds() - client_wait_start,
+    }
+    sampler.kill()
+    lag_probe.kill()
+    results = [job.value for job in jobs]
+    return Level(
+        calls=calls,
+        results=results,
+        cpu=cpu,
+        wall=wall,
+        idle_rss_kb=idle_rss,
+        peak_rss_kb=meter.peak_rss_kb,
+        client_cpu=client_cpu,
+        runqueue_wait={name: round(100 * seconds / wall, 1) for name, seconds in waits.items()},
+        loop_lag=loop_lag,
+        late_ticks=sum(r.caller.mic_late_ticks for r in results if r.caller),
+        profile=profiler.get() if profiler is not None else None,
     )
-    figures["client_loop_lag_ms"] = spread(loop_lag, 50, 99)
-    # Time spent runnable but without a CPU: other processes on the machine, not this code.
-    figures["runqueue_wait_percent"] = {name: round(100 * seconds / wall, 1) for name, seconds in waits.items()}
-    print(json.dumps(figures, ensure_ascii=False, indent=2))
+
+
+def profile_level(args, worker: int, calls: int) -> Optional[dict]:
+    """py-spy over the middle of the level: from when every call has started, for --profile-seconds."""
+    gevent.sleep(args.ramp_seconds + 2.0)
+    args.profile.mkdir(parents=True, exist_ok=True)
+    path = args.profile / f"level-{calls}.txt"
+    sampler = profiles.record(worker, path, args.profile_seconds)
+    while sampler.poll() is None:  # a blocking wait() would stop this client's callers
+        gevent.sleep(0.2)
+    return profiles.summarise(path) if path.exists() else None
+
+
+def against_one_call(level: dict, one_call: Optional[dict]) -> Optional[dict]:
+    """This level's first audio and CPU per call as a multiple of the one-call level's."""
+    if one_call is None:
+        return None
+
+    def ratio(mine: Optional[float], base: Optional[float]) -> Optional[float]:
+        return round(mine / base, 2) if mine is not None and base else None
+
+    return {
+        "t_first_audio_p50": ratio(level["t_first_audio_ms"]["p50"], one_call["t_first_audio_ms"]["p50"]),
+        "t_first_audio_p95": ratio(level["t_first_audio_ms"]["p95"], one_call["t_first_audio_ms"]["p95"]),
+        "cpu_seconds_per_call": ratio(level["cpu_seconds_per_call"], one_call["cpu_seconds_per_call"]),
+    }
+
+
+def summary_row(level: dict) -> dict:
+    """The figures the targets are stated in, one row per level."""
+    return {
+        "calls": level["calls"],
+        "calls_failed": level["calls_failed"],
+        "calls_lost": level["calls_lost"],
+        "cpu_seconds_per_call": level["cpu_seconds_per_call"],
+        "worker_cpu_percent": level["worker_cpu_percent"],
+        "t_first_audio_p50_p95": [level["t_first_audio_ms"]["p50"], level["t_first_audio_ms"]["p95"]],
+        "frames_lost": level["frames_lost"],
+        "playout_underruns": level["playout_underruns"],
+        "jitter_p99": level["jitter_ms"]["p99"],
+        "server_added_p50_p95_p99": [level["server_added_latency_ms"][p] for p in ("p50", "p95", "p99")],
+        "worker_runqueue_wait_percent": level["runqueue_wait_percent"]["worker"],
+    }
 
 
 def measure_loop_lag(samples: list[float]) -> None:
@@ -453,20 +548,12 @@ def measure_loop_lag(samples: list[float]) -> None:
         samples.append((time.monotonic() - due) * 1000)
 
 
-def report(
-    args,
-    results: list[CallResult],
-    log_text: str,
-    cpu: float,
-    wall: float,
-    idle_rss_kb: int,
-    peak_rss_kb: int,
-    client_cpu: float,
-    pinned: bool,
-    database_url: str,
-) -> dict:
-    ends, turn_records = server_records(log_text)
+def report(args, level: Level, log_text: str, pinned: bool, database_url: str) -> dict:
+    results, cpu, wall = level.results, level.cpu, level.wall
     by_call = {r.call_sid: r for r in results}
+    all_ends, all_turn_records = server_records(log_text)  # the log of every level: keep this one's calls
+    ends = {sid: end for sid, end in all_ends.items() if sid in by_call}
+    turn_records = [record for record in all_turn_records if record["call_sid"] in by_call]
     losses = count_losses(
         [
             (r.call_sid, r.caller.frames_sent if r.caller else 0, len(r.caller.media) if r.caller else 0)
@@ -501,11 +588,13 @@ def report(
     barge = [ms for r in results for ms in r.barge_in_ms]
     errors = [f"{r.call_sid}: {r.error}" for r in results if r.error]
     return {
-        "calls": args.calls,
+        "calls": level.calls,
         "turns_per_call": args.turns,
         "providers": args.providers,
         "tools": args.tools,
-        "tool_calls": sum(1 for line in log_text.splitlines() if '"event": "tool_call"' in line),
+        "tool_calls": sum(
+            1 for line in log_text.splitlines() if '"event": "tool_call"' in line and _call_sid_of(line) in by_call
+        ),
         "database": database_url.split(":", 1)[0],
         "pinned_server_cpu0_client_cpu1": pinned,
         "calls_failed": len(errors),
@@ -514,6 +603,7 @@ def report(
         "lost_calls": losses.lost_calls[:5],
         "frames_lost": {"inbound": losses.inbound_frames, "outbound": losses.outbound_frames},
         "outbound_interarrival_ms": spread(gaps, 50, 99),
+        "jitter_ms": spread([abs(gap - FRAME_GAP_MS) for gap in gaps], 50, 99),
         "playout_underruns": underruns,
         "server_pacer_underruns": sum(end.get("pacer_underruns", 0) for end in ends.values()),
         "server_added_latency_ms": spread(added, 50, 95, 99),
@@ -523,12 +613,16 @@ def report(
         "first_audio_by_preemption": preemption_figures(results, turn_records),
         "barge_in_reaction_ms": spread(barge, 50, 95),
         "barge_in_after_stt_ms": spread([ms - BENCH_SCRIPT.stt_interim_ms for ms in barge], 50, 95),
+        "cpu_seconds_per_call": round(cpu / level.calls, 3),
         "worker_cpu_percent": round(100 * cpu / wall, 1),
-        "worker_cpu_percent_per_call": round(100 * cpu / wall / max(1, args.calls), 3),
-        "worker_rss_mb": round(peak_rss_kb / 1024, 1),
-        "worker_rss_kb_per_call": round((peak_rss_kb - idle_rss_kb) / max(1, args.calls), 1),
-        "client_cpu_percent": round(100 * client_cpu / wall, 1),
-        "client_late_ticks": sum(r.caller.mic_late_ticks for r in results if r.caller),
+        "worker_cpu_percent_per_call": round(100 * cpu / wall / level.calls, 3),
+        "worker_rss_mb": round(level.peak_rss_kb / 1024, 1),
+        "worker_rss_kb_per_call": round((level.peak_rss_kb - level.idle_rss_kb) / level.calls, 1),
+        "client_cpu_percent": round(100 * level.client_cpu / wall, 1),
+        "client_late_ticks": level.late_ticks,
+        "client_loop_lag_ms": spread(level.loop_lag, 50, 99),
+        # Time spent runnable but without a CPU: other processes on the machine, not this code.
+        "runqueue_wait_percent": level.runqueue_wait,
         "wall_seconds": round(wall, 1),
         "script_ms": {
             "stt_final": BENCH_SCRIPT.stt_final_ms,
@@ -537,7 +631,15 @@ def report(
             "llm_token": BENCH_SCRIPT.llm_token_ms,
             "tts": BENCH_SCRIPT.tts_ms,
         },
+        "profile": level.profile,
     }
+
+
+def _call_sid_of(line: str) -> str:
+    try:
+        return json.loads(line).get("call_sid", "")
+    except ValueError:
+        return ""
 
 
 if __name__ == "__main__":

@@ -4,6 +4,10 @@ Twilio sends `connected`, `start`, `media`, `mark`, `dtmf` and `stop` as JSON te
 send `media` (base64 8 kHz μ-law), `mark` and `clear`. Numeric fields (`sequenceNumber`, `chunk`,
 `timestamp`) arrive as strings from Twilio and as numbers from some clones, so both are accepted.
 Anything malformed raises `ProtocolError`; the caller logs it and skips the message.
+
+Every call sends 50 `media` messages a second, so parsing one is kept cheap: orjson (about a fifth
+of `json.loads`' time on these messages; the nesting limit is still checked first) and a plain
+slotted `Media` (a frozen dataclass's `__init__` costs a `object.__setattr__` per field).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import binascii
 import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Union
+
+import orjson
 
 from server import safe_json
 
@@ -41,7 +47,7 @@ class Start:
     media_format: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Media:
     payload: bytes
     track: str
@@ -73,7 +79,8 @@ def parse_message(raw: str | bytes) -> InboundMessage:
     if len(raw) > MAX_MESSAGE_BYTES:
         raise ProtocolError(f"message of {len(raw)} bytes is over the {MAX_MESSAGE_BYTES}-byte limit")
     try:
-        message = safe_json.loads(raw)  # nesting-limited: `[[[[…` would otherwise be a RecursionError
+        safe_json.check_depth(raw)  # `[[[[…` is refused with a clear reason, before any parsing
+        message = orjson.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"not JSON: {exc}") from None
     if not isinstance(message, dict):
