@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
 import gevent
+from gevent.event import Event
 from gevent.pool import Group
 from gevent.queue import Queue
 
