@@ -212,7 +212,7 @@ class Settings:
     barge_in_min_speech_ms: int = env("BARGE_IN_MIN_SPEECH_MS", 240, _positive_int)
     # Quiet the VAD must hear after an interim transcript before the reply is written ahead of the
     # final (preemptive generation, server/voice/preemptive.py; each business can switch it off).
-    preemptive_silence_ms: int = env("PREEMPTIVE_SILENCE_MS", 150, _positive_int)
+    preemptive_silence_ms: int = env("PREEMPTIVE_SILENCE_MS", 120, _positive_int)
 
     # WhatsApp
     enable_wa_twilio: bool = env("ENABLE_WA_TWILIO", False, _bool)
