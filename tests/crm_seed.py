@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from server.db.dao_crm import add_call_turn, create_call, insert_message, upsert_customer, upsert_thread
-from server.db.models import ApiToken, Contract, Deal, Invoice, Media, Payment, Thread, User
+from server.db.models import ApiToken, Contract, Deal, Invoice, Media, Payment, Task, Thread, User
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=timezone.utc)
 
@@ -92,6 +92,7 @@ class SeededBusiness:
     agent_user_id: int
     token_id: int
     media_id: int = 0
+    task_id: int = 0
 
     def ids(self) -> dict[str, object]:
         """Values for each path parameter of the CRM routes."""
@@ -106,6 +107,7 @@ class SeededBusiness:
             "user_id": self.agent_user_id,
             "document_id": {"deals": self.deal_id, "invoices": self.invoice_id, "contracts": self.contract_id},
             "media_id": self.media_id,
+            "task_id": self.task_id,
         }
 
 
@@ -188,6 +190,9 @@ def seed_business(db, business_id: int, *, phone: str = "+972501234567", label: 
             error_message="the file is larger than the 16777216 bytes kept per item",
         )
         session.add(media)
+        # A message the agent took for staff.
+        task = Task(business_id=business_id, customer_id=customer_id, phone=phone, reason="לחזור ללקוח")
+        session.add(task)
         session.flush()
         return SeededBusiness(
             customer_id,
@@ -202,6 +207,7 @@ def seed_business(db, business_id: int, *, phone: str = "+972501234567", label: 
             agent.id,
             token.id,
             media.id,
+            task.id,
         )
 
 

@@ -20,6 +20,7 @@ _BODIES = {
     "crm_api.update_customer": {"name": "x"},
     "crm_api.update_document": {"notes": "x"},
     "crm_api.change_document_status": {"status": "void"},
+    "agent_api.update_task": {"status": "done"},
 }
 # The event stream never ends, so it can't be read to the end here (tests/test_console_events*.py).
 _STREAMS = {"events_api.events"}
@@ -29,6 +30,7 @@ _OWN_GET_STATUS = {
     "console_api.whatsapp_qr": 501,  # WhatsApp through the bridge is off in this app
     "media_api.media_file": 404,  # the seeded media item was not kept: there is no file to answer
     "media_api.media_download": 404,
+    "agent_api.list_tool_calls": 400,  # asked without the call_sid or thread_id it needs
 }
 
 
