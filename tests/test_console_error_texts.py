@@ -16,6 +16,10 @@ NOT_FOR_THE_CONSOLE = {
     "invalid_signature",  # Twilio, PayPal, Tranzila and bridge webhooks
     "invalid_webhook",
     "missing_call_sid",  # Twilio voice callbacks
+    "missing_dial_status",  # Twilio's dial result
+    "unknown_call",  # Twilio's dial result and whisper
+    "unknown_transfer",
+    "unknown_business",  # bridge events
     "notification_rejected",  # payment gateway notifications
     "unavailable",  # a payment notification to come again
     "websocket_required",  # the media stream
