@@ -214,9 +214,13 @@ def test_transcribe_long_recording_in_pieces_and_model_fallback(speech_fake):
     stt = stt_for(speech_fake)
     audio = silence(150_000)  # 2.5 minutes: three recognize calls under the one-minute limit
     assert stt.transcribe(audio, encoding="MULAW", sample_rate_hz=8000) == ""
+    # The fake records every request, refused ones too: phone_call is tried once, with the first
+    # piece, and the process then sends every piece (that one again) to latest_long.
     models = [c["config"]["model"] for c in speech_fake.recognize_calls]
-    assert models == ["latest_long"] * 3  # phone_call was rejected before any audio was accepted
-    assert sum(c["audio_bytes"] for c in speech_fake.recognize_calls) == len(audio)
+    assert models == ["phone_call"] + ["latest_long"] * 3
+    accepted = speech_fake.recognize_calls[1:]
+    assert speech_fake.recognize_calls[0]["audio_bytes"] == accepted[0]["audio_bytes"]
+    assert sum(c["audio_bytes"] for c in accepted) == len(audio)
 
 
 def test_transcribe_rejects_unknown_encoding(speech_fake):
