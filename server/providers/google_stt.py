@@ -133,19 +133,14 @@ def is_model_rejection(exc: google_exceptions.GoogleAPICallError) -> bool:
     return isinstance(exc, google_exceptions.InvalidArgument) and ("model" in text or "enhanced" in text)
 
 
-class GoogleSpeechToText:
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        stream_restart_seconds: float = STREAM_RESTART_SECONDS,
-        stream_restart_grace_seconds: float = STREAM_RESTART_GRACE_SECONDS,
-    ):
+class GoogleSpeechClient:
+    """The Speech client of this process (built on first use, after gunicorn forks) and the model
+    chooser that remembers which of `preferred_model`'s fallbacks Google takes for the language."""
+
+    def __init__(self, settings: Settings, preferred_model: str):
         self.language = settings.stt_language
-        self.stream_restart_seconds = stream_restart_seconds
-        self.stream_restart_grace_seconds = stream_restart_grace_seconds
         self.models = ModelChooser.for_process(
-            settings.google_speech_emulator_host, settings.stt_language, settings.stt_model
+            settings.google_speech_emulator_host, settings.stt_language, preferred_model
         )
         self._client = LazyClient(
             lambda: build_google_client(
@@ -156,6 +151,19 @@ class GoogleSpeechToText:
     @property
     def client(self) -> speech.SpeechClient:
         return self._client.get()
+
+
+class GoogleSpeechToText(GoogleSpeechClient):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        stream_restart_seconds: float = STREAM_RESTART_SECONDS,
+        stream_restart_grace_seconds: float = STREAM_RESTART_GRACE_SECONDS,
+    ):
+        super().__init__(settings, settings.stt_model)
+        self.stream_restart_seconds = stream_restart_seconds
+        self.stream_restart_grace_seconds = stream_restart_grace_seconds
 
     def recognition_config(
         self, model: SpeechModel, encoding: str = "MULAW", sample_rate_hz: int = SAMPLE_RATE_HZ

@@ -23,12 +23,10 @@ import concurrent.futures
 from google.api_core import exceptions as google_exceptions
 from google.api_core.future import polling
 from google.cloud import speech_v1 as speech
-from google.cloud.speech_v1.services.speech.transports import SpeechGrpcTransport
 
 from server.config import Settings
 from server.providers.base import AudioRejected, ProviderError, ProviderTimeout, VoiceNoteTranscriber
-from server.providers.google_credentials import LazyClient, build_google_client
-from server.providers.google_stt import ModelChooser, is_model_rejection
+from server.providers.google_stt import GoogleSpeechClient, is_model_rejection
 from server.providers.ogg_opus import OggError, read_ogg_opus
 
 VOICE_NOTE_MODEL = "latest_long"
@@ -42,22 +40,10 @@ POLL_INITIAL_SECONDS = 0.5
 POLL_MAX_SECONDS = 5.0
 
 
-class GoogleVoiceNoteTranscriber(VoiceNoteTranscriber):
+class GoogleVoiceNoteTranscriber(GoogleSpeechClient, VoiceNoteTranscriber):
     def __init__(self, settings: Settings, *, poll_initial_seconds: float = POLL_INITIAL_SECONDS):
-        self.language = settings.stt_language
+        super().__init__(settings, VOICE_NOTE_MODEL)
         self.poll_initial_seconds = poll_initial_seconds
-        self.models = ModelChooser.for_process(
-            settings.google_speech_emulator_host, settings.stt_language, VOICE_NOTE_MODEL
-        )
-        self._client = LazyClient(
-            lambda: build_google_client(
-                speech.SpeechClient, SpeechGrpcTransport, settings.google_speech_emulator_host, settings
-            )
-        )
-
-    @property
-    def client(self) -> speech.SpeechClient:
-        return self._client.get()
 
     def transcribe(self, ogg_opus: bytes, *, duration_seconds: float | None = None) -> str:
         if len(ogg_opus) > INLINE_MAX_BYTES:

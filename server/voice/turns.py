@@ -39,9 +39,9 @@ from server.voice.speech_text import spoken_text
 log = logging.getLogger("agentlocator.voice.turns")
 
 APOLOGY_TEXT = "סליחה, הייתה לי תקלה קטנה. אפשר לחזור על זה?"
-_END = object()  # end of the sentence queue
 FILLER_TEXT = "רגע, אני בודקת."
 FILLER_AFTER_SECONDS = 0.7  # a tool slower than this would leave the caller in silence
+_END = object()  # end of the sentence queue
 
 
 class PhraseCache:
