@@ -301,4 +301,6 @@ def test_a_tool_the_model_calls_ahead_of_the_final_runs_only_once_the_final_conf
     rows = live.tool_calls(sid)
     assert [(row.name, row.turn_index) for row in rows] == [("take_message", 2), ("take_message", 3)]
     turns = live.turns(sid, 4)
-    assert [(t.preemptive, t.preemptive_dropped) for t in turns[2:]] == [("dropped", 1), ("used", 0)]
+    assert (turns[2].preemptive, turns[2].preemptive_dropped) == ("dropped", 1)
+    # Used; an attempt on an earlier, shorter interim may have been dropped first (timing), never run.
+    assert turns[3].preemptive == "used"

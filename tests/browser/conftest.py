@@ -35,6 +35,9 @@ from testkit.servers import PROJECT_ROOT, GunicornServer
 from tests.conftest import BASE_TEST_ENV, TEST_TWILIO_TOKEN, throwaway_pg_database
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
+# Assertions wait as long as actions do (10 s): on a loaded machine a page that hashes a password or
+# waits on the database takes longer than `expect`'s 5 s default, which is not what the tests test.
+playwright_sync.expect.set_options(timeout=10_000)
 
 AXE = Path(__file__).parent / "vendor" / "axe.min.js"
 SCREENSHOTS = PROJECT_ROOT / "test-output" / "screenshots"
