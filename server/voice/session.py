@@ -231,13 +231,12 @@ class CallSession:
         # The caller stopped speaking at the last loud frame of this utterance (if the VAD heard one).
         speech_ended_at = last_voice if last_voice is not None and last_voice > self._last_final_at else now
         self._last_final_at = now
-        speculation, self._speculation = self._speculation, None
+        speculation = self._speculation
         if speculation is not None and self._confirms(speculation, text):
+            self._speculation = None
             self._adopt(speculation, text, speech_ended_at, now)
         else:
-            if speculation is not None:
-                self._speculation = speculation
-                self._drop_speculation("final differs")
+            self._drop_speculation("final differs")  # nothing to drop without a held turn
             self._answer(text, speech_ended_at, now)
         self._end_utterance()
 

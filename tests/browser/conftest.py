@@ -7,6 +7,7 @@ test makes its own customers, so the tests don't depend on each other's data.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -15,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 import requests
@@ -271,19 +272,40 @@ def browser():
         browser.close()
 
 
-@pytest.fixture
-def page(browser, console):
+@contextlib.contextmanager
+def open_page(browser, console: Console, *, bypass_csp: bool = False) -> Iterator[Any]:
+    """A console page at desktop size, in Hebrew and Israel's time; a JavaScript error in it fails the
+    test. `bypass_csp` lets in the axe-core script a test injects (the console's CSP allows only its
+    own scripts)."""
     context = browser.new_context(
-        viewport={"width": 1280, "height": 900}, locale="he-IL", timezone_id="Asia/Jerusalem", base_url=console.url
+        viewport={"width": 1280, "height": 900},
+        locale="he-IL",
+        timezone_id="Asia/Jerusalem",
+        base_url=console.url,
+        bypass_csp=bypass_csp,
     )
     context.set_default_timeout(10_000)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.errors = errors
-    yield page
-    context.close()
+    try:
+        yield page
+    finally:
+        context.close()
     assert not errors, f"JavaScript errors in the page: {errors}"
+
+
+@pytest.fixture
+def page(browser, console):
+    with open_page(browser, console) as page:
+        yield page
+
+
+@pytest.fixture
+def axe_page(browser, console):
+    """`page`, with the axe-core script the test injects allowed in."""
+    with open_page(browser, console, bypass_csp=True) as page:
+        yield page
 
 
 def sign_in(page, console: Console, email: str | None = None, *, next_path: str = "/app/") -> None:

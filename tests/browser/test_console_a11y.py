@@ -13,7 +13,7 @@ from playwright.sync_api import expect
 
 from server.db.dao_crm import insert_message, upsert_customer, upsert_thread
 from server.db.models import Contract, Deal, Invoice, Thread
-from tests.browser.conftest import WIDTHS, axe_violations, new_customer_phone, screenshot, sign_in
+from tests.browser.conftest import WIDTHS, axe_violations, new_customer_phone, open_page, screenshot, sign_in
 from tests.crm_seed import seed_call
 
 pytestmark = pytest.mark.slow
@@ -107,22 +107,9 @@ def seeded(console):
 
 @pytest.fixture(scope="module")
 def owner_page(browser, console, seeded):
-    # bypass_csp: the page allows only its own scripts, and axe-core is injected by the test.
-    context = browser.new_context(
-        viewport={"width": 1280, "height": 900},
-        locale="he-IL",
-        timezone_id="Asia/Jerusalem",
-        base_url=console.url,
-        bypass_csp=True,
-    )
-    context.set_default_timeout(10_000)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    sign_in(page, console)
-    yield page
-    context.close()
-    assert not errors, errors
+    with open_page(browser, console, bypass_csp=True) as page:  # axe-core is injected by the tests
+        sign_in(page, console)
+        yield page
 
 
 SCREENS = {

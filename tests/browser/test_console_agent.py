@@ -32,23 +32,8 @@ register_all()
 
 
 @pytest.fixture
-def page(browser, console):
-    """The conftest's page, allowing the axe-core script the test injects (the console's CSP allows
-    only its own scripts)."""
-    context = browser.new_context(
-        viewport={"width": 1280, "height": 900},
-        locale="he-IL",
-        timezone_id="Asia/Jerusalem",
-        base_url=console.url,
-        bypass_csp=True,
-    )
-    context.set_default_timeout(10_000)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield page
-    context.close()
-    assert not errors, f"JavaScript errors in the page: {errors}"
+def page(axe_page):
+    return axe_page
 
 
 def agent_toolbox(console, sid: str, turn_index: int) -> ToolBox:

@@ -23,22 +23,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def page(browser, console):
-    """The suite's page, with axe-core allowed in (bypass_csp: the console runs only its own scripts)."""
-    context = browser.new_context(
-        viewport={"width": 1280, "height": 900},
-        locale="he-IL",
-        timezone_id="Asia/Jerusalem",
-        base_url=console.url,
-        bypass_csp=True,
-    )
-    context.set_default_timeout(10_000)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield page
-    context.close()
-    assert errors == []
+def page(axe_page):
+    return axe_page
 
 
 def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:

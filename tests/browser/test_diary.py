@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from server.db.models import Appointment, Customer, OpeningHours, ScheduleException
 from tests.appointments_support import local, next_weekday, set_up_book
-from tests.browser.conftest import WIDTHS, axe_violations, screenshot, sign_in, wait_until
+from tests.browser.conftest import WIDTHS, axe_violations, open_page, screenshot, sign_in, wait_until
 
 SUNDAY = next_weekday(0)
 
@@ -24,22 +24,9 @@ def book(console):
 
 @pytest.fixture
 def owner_page(browser, console, book):
-    # bypass_csp: the page allows only its own scripts, and axe-core is injected by the test.
-    context = browser.new_context(
-        viewport={"width": 1280, "height": 900},
-        locale="he-IL",
-        timezone_id="Asia/Jerusalem",
-        base_url=console.url,
-        bypass_csp=True,
-    )
-    context.set_default_timeout(10_000)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    sign_in(page, console)
-    yield page
-    context.close()
-    assert not errors, errors
+    with open_page(browser, console, bypass_csp=True) as page:  # axe-core is injected by the tests
+        sign_in(page, console)
+        yield page
 
 
 def check_screen(page, name: str) -> None:
