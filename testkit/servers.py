@@ -13,6 +13,8 @@ from pathlib import Path
 
 import requests
 
+from testkit.env import BASE_TEST_ENV
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -41,8 +43,9 @@ class GunicornServer:
     """`with GunicornServer(env) as server:` serves the app at `server.url`; logs go to `server.log_path`.
 
     Its job queue is a file of its own next to the log (unless `env` names one), so servers of
-    different tests never share jobs; `jobs_worker=True` also runs the jobs worker on it
-    (`server.jobs_worker`)."""
+    different tests never share jobs; so is its folder of prompts made in the agent's voice (unless
+    `env` names one other than the test process's), since another test's fake TTS may speak the same
+    text differently. `jobs_worker=True` also runs the jobs worker on it (`server.jobs_worker`)."""
 
     def __init__(
         self,
@@ -62,6 +65,8 @@ class GunicornServer:
             "JOBS_URL": f"sqlite:///{self.log_path.with_name(self.log_path.stem + '-jobs.db')}",
             **env,
         }
+        if env.get("PROMPT_AUDIO_DIR") in (None, BASE_TEST_ENV["PROMPT_AUDIO_DIR"]):
+            self.env["PROMPT_AUDIO_DIR"] = str(self.log_path.with_name(self.log_path.stem + "-prompts"))
         self.workers = workers
         self.extra_args = extra_args
         self.process: subprocess.Popen | None = None

@@ -175,6 +175,10 @@ def test_three_turn_hebrew_call_through_the_real_clients(live_app, fakes):
 def test_tts_failure_and_llm_stall_are_answered_with_the_apology(live_app, fakes):
     server, database, tenant = live_app
     stt, tts, llm, _twilio = fakes
+    # The TTS failure must meet the answer to the final transcript: a reply written ahead of it
+    # (preemptive generation) would take the failure and, by design, be written again on the final.
+    with database.scope() as session:
+        session.get(Business, tenant.business_id).features = {"preemptive_generation": False}
     stt.script("שלום", "אפשר לקבוע תור?", "מחר?")
     llm.replies_for.update({"שלום": "שלום, במה אפשר לעזור?", "אפשר לקבוע תור?": "בטח, לאיזה יום?"})
     caller = place_call(caller_line(server, tenant))
