@@ -25,7 +25,7 @@ about a second of CPU), and each level is reported on its own and against the on
 the same run (`vs_one_call`). `--profile DIR` samples the worker with py-spy for the middle of each
 level (`DIR/level-N.txt`, folded stacks) and adds its top functions to that level's figures.
 
-With two or more CPUs the worker is pinned to CPU 0 and this client to CPU 1. Figures (all ms):
+With two or more CPUs the worker is pinned to CPU 0, and this client and the provider fakes to CPU 1. Figures (all ms):
 
 * calls_lost: calls the server never ended cleanly (no `ws_end` line in its log: dropped, or its
   worker died); their frames can't be counted, so they are lost calls, not "0 frames lost".
@@ -385,6 +385,8 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="agentlocator-bench-"))
     database_url = args.database_url or f"sqlite:///{workdir / 'bench.db'}"
     pin = not args.no_pin and len(os.sched_getaffinity(0)) >= 2
+    if pin:
+        os.sched_setaffinity(0, {1})  # the provider fakes, started next, stay off the worker's CPU
     with provider_mode(args.providers)(BENCH_SCRIPT) as provider_env:
         server = GunicornServer(
             {

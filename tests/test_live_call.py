@@ -164,6 +164,11 @@ def hear_reply(caller: TwilioCaller, turn: int, timeout: float = 8.0) -> None:
     assert caller.wait_until_quiet(0.3, timeout)
 
 
+# ---- the worker -------------------------------------------------------------------------------
+def test_the_worker_loads_the_agent_providers_before_the_first_call(live):
+    assert "agent providers testkit.fakes.scripted_providers:build loaded in" in live.server.logs()
+
+
 # ---- the WebSocket handshake ------------------------------------------------------------------
 def test_handshake_echoes_the_twilio_subprotocol_only_when_offered(live):
     plain = requests.get(live.server.url + "/ws/twilio-media", timeout=5)

@@ -7,6 +7,7 @@ import base64
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import gevent
@@ -30,7 +31,7 @@ from server.voice.protocol import (
     Stop,
     parse_message,
 )
-from server.voice.stt import SpeechInput
+from server.voice.stt import FRAMES_PER_QUIET_REQUEST, SpeechInput
 from server.voice.transport import ConnectionClosed, MediaSocket, text_frame
 from server.voice.turns import APOLOGY_TEXT, PhraseCache, Turn, TurnServices
 from testkit.fakes.scripted_providers import DEFAULT_UTTERANCE, decode_speech, silence, speech
@@ -386,7 +387,7 @@ def speech_input(stt, clock=None, quiet_since=lambda: None):
 
 def test_stt_gets_100_ms_requests_and_a_dead_stream_is_reopened_without_losing_audio():
     stt = FakeSpeechToText()
-    keeper, heard, unavailable, runner = speech_input(stt)
+    keeper, heard, unavailable, runner = speech_input(stt, quiet_since=time.monotonic)  # the caller makes sound
     gevent.sleep(0)
     for n in range(12):
         keeper.send(bytes([n]) * FRAME_BYTES)
@@ -404,6 +405,37 @@ def test_stt_gets_100_ms_requests_and_a_dead_stream_is_reopened_without_losing_a
     keeper.close()
     gevent.sleep(0)
     assert second.closed and runner.dead and not unavailable
+
+
+def test_stt_gets_500_ms_requests_while_the_caller_listens_and_speech_goes_out_at_once():
+    clock = [100.0]
+    last_sound = [None]
+    stt = FakeSpeechToText()
+    keeper, heard, unavailable, runner = speech_input(stt, clock=lambda: clock[0], quiet_since=lambda: last_sound[0])
+    gevent.sleep(0)
+    stream = stt.streams[0]
+    for n in range(30):  # a caller who has not spoken: 500 ms requests
+        keeper.send(bytes([n]) * FRAME_BYTES)
+    assert [len(a) for a in stream.audio] == [25 * FRAME_BYTES]
+    keeper.send(bytes([30]) * FRAME_BYTES)
+    last_sound[0] = clock[0]  # the next frame is loud: everything waiting goes, with it
+    keeper.send(bytes([31]) * FRAME_BYTES)
+    assert [len(a) for a in stream.audio] == [25 * FRAME_BYTES, 7 * FRAME_BYTES]
+    stream.results.put(Transcript("שלום", is_final=False))  # an utterance is open …
+    gevent.sleep(0)
+    clock[0] += 5.0  # … so even long after the last loud frame, requests stay at 100 ms until its final
+    for n in range(32, 37):
+        keeper.send(bytes([n]) * FRAME_BYTES)
+    assert [len(a) for a in stream.audio][-1] == 5 * FRAME_BYTES
+    stream.results.put(Transcript("שלום", is_final=True))
+    gevent.sleep(0)
+    for n in range(37, 47):
+        keeper.send(bytes([n]) * FRAME_BYTES)
+    assert len(stream.audio) == 3  # quiet and nothing open: back to 500 ms, nothing sent yet
+    assert b"".join(stream.audio) == b"".join(bytes([n]) * FRAME_BYTES for n in range(37))  # in order, all of it
+    keeper.close()
+    gevent.sleep(0)
+    assert runner.dead and not unavailable and heard[-1].is_final
 
 
 def test_an_stt_stream_that_raises_is_reopened():
@@ -438,7 +470,7 @@ def test_a_long_lived_stt_stream_is_replaced_during_a_pause():
     keeper, heard, unavailable, runner = speech_input(stt, clock=lambda: now[0], quiet_since=lambda: 0.0)
     gevent.sleep(0)
     now[0] = 241.0
-    for _ in range(5):
+    for _ in range(FRAMES_PER_QUIET_REQUEST):  # one request of a quiet caller
         keeper.send(QUIET)
     gevent.sleep(0.01)
     assert stt.streams[0].closed and len(stt.streams) == 2 and keeper.restarts == 0

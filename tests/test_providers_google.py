@@ -24,7 +24,7 @@ from testkit.fakes.google_speech import FakeSpeech, pcm16, pcm_wav, silence, spe
 from testkit.fakes.google_tts import FakeTextToSpeech, payload_for, wav_container
 from tests.conftest import make_settings
 
-FRAME = 160
+CHUNK = 800  # what the live-call engine sends while the caller talks: five 20 ms frames
 
 
 @pytest.fixture
@@ -70,11 +70,11 @@ class Collector:
         return self.finals
 
 
-def send_frames(stream, audio: bytes, *, pace: float = 0.0) -> None:
-    for start in range(0, len(audio), FRAME):
-        stream.send_audio(audio[start : start + FRAME])
-        if pace:
-            time.sleep(pace)
+def send_frames(stream, audio: bytes, *, real_time: bool = False) -> None:
+    for start in range(0, len(audio), CHUNK):
+        stream.send_audio(audio[start : start + CHUNK])
+        if real_time:
+            time.sleep(CHUNK / 8000)
 
 
 # ---- STT streaming ----------------------------------------------------------------------------
@@ -93,7 +93,18 @@ def test_stream_config_batching_and_transcripts(speech_fake):
     config = record.config["config"]
     assert (config["encoding"], config["sample_rate_hertz"], config["language_code"]) == (3, 8000, "he-IL")  # MULAW
     assert (config["model"], config["use_enhanced"], record.config["interim_results"]) == ("phone_call", True, True)
-    assert record.audio_bytes == len(audio) and record.requests == len(audio) // 800  # 100 ms per request
+    assert record.audio_bytes == len(audio) and record.requests == len(audio) // CHUNK  # a request per chunk
+
+
+def test_a_chunk_above_googles_request_limit_is_split(speech_fake):
+    stream = stt_for(speech_fake).open_stream()
+    Collector(stream)
+    stream.send_audio(silence(4000))  # 32,000 bytes: Google takes at most 25,600 per request
+    deadline = time.monotonic() + 5
+    while (not speech_fake.streams or speech_fake.streams[0].audio_bytes < 32000) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stream.close()
+    assert (speech_fake.streams[0].audio_bytes, speech_fake.streams[0].requests) == (32000, 2)
 
 
 def test_model_fallback_replays_audio_and_is_remembered(speech_fake, caplog):
@@ -139,7 +150,7 @@ def test_stream_restarts_before_the_limit_without_losing_audio(speech_fake):
     stream = stt_for(speech_fake, stream_restart_seconds=1.0, stream_restart_grace_seconds=0.5).open_stream()
     collector = Collector(stream)
     audio = (speech(300) + silence(400)) * 5  # 3.5 s, sent in real time
-    send_frames(stream, audio, pace=0.02)
+    send_frames(stream, audio, real_time=True)
     time.sleep(0.3)
     stream.close()
     assert collector.error is None
@@ -156,7 +167,7 @@ def test_restart_waits_for_the_end_of_an_utterance(speech_fake):
     stream = stt_for(speech_fake, stream_restart_seconds=1.0, stream_restart_grace_seconds=5.0).open_stream()
     collector = Collector(stream)
     audio = silence(500) + speech(1500) + silence(500) + speech(300) + silence(500)
-    send_frames(stream, audio, pace=0.02)
+    send_frames(stream, audio, real_time=True)
     assert collector.wait_for_finals(2) == ["משפט ארוך שנאמר בדיוק בזמן ההחלפה", "ועוד אחד"]
     stream.close()
     streams = speech_fake.streams

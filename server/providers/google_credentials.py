@@ -30,11 +30,13 @@ from server.providers.base import ProviderError
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 
+GRPC_WAIT_THREADS = 64
 _cooperative_lock = threading.Lock()
 
 
 def make_grpc_cooperative() -> None:
     """Switch gRPC to gevent's hub when (and only when) gevent has monkey-patched this process."""
+    import gevent
     from gevent import monkey
 
     cygrpc = importlib.import_module("grpc._cython.cygrpc")  # compiled; grpc's type stubs don't describe it
@@ -44,6 +46,11 @@ def make_grpc_cooperative() -> None:
             import grpc.experimental.gevent as grpc_gevent
 
             grpc_gevent.init_gevent()
+            # In gevent mode gRPC waits for every completion in a thread of the hub's pool: each
+            # channel's poller and each blocking call in flight (a synthesis, a recognition) holds one
+            # while it waits. The pool's default of 10 would queue a busy worker's syntheses.
+            hub_pool = gevent.get_hub().threadpool
+            hub_pool.maxsize = max(hub_pool.maxsize, GRPC_WAIT_THREADS)
 
 
 def google_credentials(settings: Settings) -> Any:

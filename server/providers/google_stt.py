@@ -1,8 +1,9 @@
 """Google Cloud Speech-to-Text v1 behind the `SpeechToText` interface (he-IL, 8 kHz μ-law).
 
 Streaming (live calls):
-- Twilio's 20 ms frames are batched into ~100 ms requests (one gRPC message per frame doubles
-  the CPU cost per call).
+- Each chunk the caller's audio arrives in (the live-call engine batches Twilio's 20 ms frames
+  into 100 ms, or 500 ms while the caller listens) is one request; only a chunk above Google's
+  25,600-byte limit is split.
 - A Google stream may stay open for about 5 minutes, so each stream hands over to a new one after
   `stream_restart_seconds` (about 4 minutes), at the first moment no utterance is in progress, or
   regardless `stream_restart_grace_seconds` later. Audio sits in one buffer that exactly one
@@ -43,7 +44,7 @@ from server.providers.google_credentials import LazyClient, build_google_client
 log = logging.getLogger("agentlocator.providers.google_stt")
 
 SAMPLE_RATE_HZ = 8000
-REQUEST_BYTES = 800  # 100 ms of 8 kHz μ-law: five Twilio frames
+MAX_REQUEST_BYTES = 25600  # Google's limit on the audio of one streaming request
 STREAM_RESTART_SECONDS = 240.0  # Google closes streams at about 5 minutes …
 STREAM_RESTART_GRACE_SECONDS = 30.0  # … so waiting for a pause ends well before that
 STREAM_DEADLINE_MARGIN_SECONDS = 60.0
@@ -369,8 +370,6 @@ class GoogleSpeechStream:
         self.stt = stt
         self.audio = _AudioBuffer()
         self.closed = False
-        self._pending = bytearray()
-        self._pending_lock = threading.Lock()
         self._results: queue.Queue = queue.Queue()
         self._sessions: list[_StreamSession] = []
         self._sessions_lock = threading.Lock()
@@ -380,11 +379,8 @@ class GoogleSpeechStream:
     def send_audio(self, mulaw: bytes) -> None:
         if self.closed:
             return
-        with self._pending_lock:
-            self._pending += mulaw
-            while len(self._pending) >= REQUEST_BYTES:
-                self.audio.put(bytes(self._pending[:REQUEST_BYTES]))
-                del self._pending[:REQUEST_BYTES]
+        for start in range(0, len(mulaw), MAX_REQUEST_BYTES):
+            self.audio.put(mulaw[start : start + MAX_REQUEST_BYTES])
 
     def transcripts(self) -> Iterator[Transcript]:
         while True:

@@ -23,13 +23,15 @@ FAKE_MODULES = ("testkit.fakes.google_speech", "testkit.fakes.google_tts", "test
 
 
 @contextlib.contextmanager
-def wire_fakes(options: dict[str, list[str]] | None = None) -> Iterator[dict[str, str]]:
-    """Start the three fakes on free ports, each with its command-line `options` (keyed by module);
-    yields the settings that point the app at them."""
+def wire_fakes(
+    options: dict[str, list[str]] | None = None, modules: tuple[str, ...] = FAKE_MODULES
+) -> Iterator[dict[str, str]]:
+    """Start the fakes (all three, or those of `modules`) on free ports, each with its command-line
+    `options` (keyed by module); yields the settings that point the app at them."""
     env = {"OPENAI_API_KEY": DEFAULT_API_KEY}
     processes: list[subprocess.Popen] = []
     try:
-        for module in FAKE_MODULES:
+        for module in modules:
             command = [sys.executable, "-m", module, "--port", "0", *(options or {}).get(module, [])]
             process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
             processes.append(process)
