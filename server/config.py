@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Each speech channel's poller holds one of gRPC's 64 waiting threads under gevent
+# (server/providers/google_credentials.py); the rest are for syntheses and recognitions in flight.
+MAX_STT_CHANNELS = 32
 
 
 class ConfigError(ValueError):
@@ -46,6 +49,13 @@ def _positive_int(raw: str) -> int:
     value = int(raw)
     if value <= 0:
         raise ValueError("expected a positive whole number")
+    return value
+
+
+def _channel_count(raw: str) -> int:
+    value = int(raw)
+    if not 1 <= value <= MAX_STT_CHANNELS:
+        raise ValueError(f"expected a whole number from 1 to {MAX_STT_CHANNELS}")
     return value
 
 
@@ -200,6 +210,8 @@ class Settings:
     google_tts_emulator_host: str = env("GOOGLE_TTS_EMULATOR_HOST", "", _host_port)
     stt_language: str = env("STT_LANGUAGE", "he-IL")
     stt_model: str = env("STT_MODEL", "phone_call")
+    # gRPC channels a worker spreads its calls' speech streams over (server/providers/google_stt.py).
+    stt_channels: int = env("STT_CHANNELS", 8, _channel_count)
     tts_voice: str = env("TTS_VOICE", "he-IL-Wavenet-A")
     tts_speaking_rate: float = env("TTS_SPEAKING_RATE", 1.0, _positive_float)
     prompt_audio_dir: str = env("PROMPT_AUDIO_DIR", "")

@@ -32,6 +32,8 @@ def test_defaults_without_any_environment():
         ("PAYPAL_MODE", "prod"),
         ("GOOGLE_SPEECH_EMULATOR_HOST", "localhost"),
         ("MAX_CONTENT_LENGTH", "lots"),
+        ("STT_CHANNELS", "0"),
+        ("STT_CHANNELS", "33"),
     ],
 )
 def test_a_wrong_value_names_the_variable_in_one_line(name, value):

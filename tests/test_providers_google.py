@@ -96,6 +96,21 @@ def test_stream_config_batching_and_transcripts(speech_fake):
     assert record.audio_bytes == len(audio) and record.requests == len(audio) // CHUNK  # a request per chunk
 
 
+def test_streams_take_the_channels_in_turn_each_on_a_connection_of_its_own(speech_fake):
+    stt = stt_for(speech_fake, env={"STT_CHANNELS": "3"})
+    streams = [stt.open_stream() for _ in range(4)]
+    for stream in streams:
+        Collector(stream)
+        stream.send_audio(silence(100))
+    deadline = time.monotonic() + 5
+    while len(speech_fake.streams) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for stream in streams:
+        stream.close()
+    peers = [record.peer for record in speech_fake.streams]
+    assert len(peers) == 4 and len(set(peers)) == 3  # three connections; the fourth stream shares the first's
+
+
 def test_a_chunk_above_googles_request_limit_is_split(speech_fake):
     stream = stt_for(speech_fake).open_stream()
     Collector(stream)

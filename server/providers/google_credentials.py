@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 import json
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import google.auth
 import google.auth.exceptions
@@ -31,6 +31,9 @@ from server.providers.base import ProviderError
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 
 GRPC_WAIT_THREADS = 64
+# gRPC shares one connection among channels to the same address unless told otherwise; a client's
+# channel gets a connection of its own, so several channels spread streams over several connections.
+OWN_CONNECTION = ("grpc.use_local_subchannel_pool", 1)
 _cooperative_lock = threading.Lock()
 
 
@@ -82,8 +85,13 @@ def build_google_client(
     make_grpc_cooperative()
     if emulator_host:
         # A transport instance carries its own channel; GAPIC rejects credentials next to it.
-        return client_class(transport=transport_class(channel=grpc.insecure_channel(emulator_host)))
-    return client_class(credentials=google_credentials(settings))
+        channel = grpc.insecure_channel(emulator_host, options=[OWN_CONNECTION])
+        return client_class(transport=transport_class(channel=channel))
+
+    def channel_of_its_own(*args: Any, options: Sequence[tuple[str, Any]] = (), **kwargs: Any) -> grpc.Channel:
+        return transport_class.create_channel(*args, options=[*options, OWN_CONNECTION], **kwargs)  # type: ignore[attr-defined]
+
+    return client_class(transport=transport_class(credentials=google_credentials(settings), channel=channel_of_its_own))
 
 
 class LazyClient:

@@ -23,6 +23,7 @@ pulling audio from the buffer. `send_audio` never blocks.
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import queue
 import threading
@@ -135,23 +136,34 @@ def is_model_rejection(exc: google_exceptions.GoogleAPICallError) -> bool:
 
 
 class GoogleSpeechClient:
-    """The Speech client of this process (built on first use, after gunicorn forks) and the model
-    chooser that remembers which of `preferred_model`'s fallbacks Google takes for the language."""
+    """The Speech clients of this process (built on first use, after gunicorn forks) and the model
+    chooser that remembers which of `preferred_model`'s fallbacks Google takes for the language.
+
+    `STT_CHANNELS` clients, each on a gRPC channel (and connection) of its own, take the streams in
+    turn. Under gevent a channel hands its completions to the worker one per pass of the hub's
+    loop, and a busy worker's loop is slow: with one channel, fifty calls' 100 ms requests already
+    queue up behind it and their final transcripts arrive seconds late. (Google also serves at
+    most about a hundred streams on one connection.)"""
 
     def __init__(self, settings: Settings, preferred_model: str):
         self.language = settings.stt_language
         self.models = ModelChooser.for_process(
             settings.google_speech_emulator_host, settings.stt_language, preferred_model
         )
-        self._client = LazyClient(
-            lambda: build_google_client(
-                speech.SpeechClient, SpeechGrpcTransport, settings.google_speech_emulator_host, settings
+        clients = [
+            LazyClient(
+                lambda: build_google_client(
+                    speech.SpeechClient, SpeechGrpcTransport, settings.google_speech_emulator_host, settings
+                )
             )
-        )
+            for _ in range(settings.stt_channels)
+        ]
+        self._clients = itertools.cycle(clients)
 
     @property
     def client(self) -> speech.SpeechClient:
-        return self._client.get()
+        """The next client in turn."""
+        return next(self._clients).get()
 
 
 class GoogleSpeechToText(GoogleSpeechClient):
@@ -178,8 +190,7 @@ class GoogleSpeechToText(GoogleSpeechClient):
         )
 
     def open_stream(self) -> "GoogleSpeechStream":
-        self.client  # noqa: B018 - fail here, in the caller, if the client cannot be built
-        return GoogleSpeechStream(self)
+        return GoogleSpeechStream(self, self.client)  # a client that can't be built fails here, in the caller
 
     def transcribe(self, audio: bytes, *, encoding: str, sample_rate_hz: int) -> str:
         """One-shot recognition of a recording, in pieces under Google's one-minute limit."""
@@ -312,7 +323,7 @@ class _StreamSession:
             # for what is the gRPC call, cancel() included).
             self.call = cast(
                 _StreamingCall,
-                stt.client.streaming_recognize(  # type: ignore[call-arg]
+                self.owner.client.streaming_recognize(  # type: ignore[call-arg]
                     config=config,
                     requests=self.requests(),
                     retry=None,
@@ -366,8 +377,9 @@ _END = object()
 
 
 class GoogleSpeechStream:
-    def __init__(self, stt: GoogleSpeechToText):
+    def __init__(self, stt: GoogleSpeechToText, client: speech.SpeechClient):
         self.stt = stt
+        self.client = client  # one channel for the whole call, its hand-overs included
         self.audio = _AudioBuffer()
         self.closed = False
         self._results: queue.Queue = queue.Queue()

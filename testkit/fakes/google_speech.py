@@ -35,7 +35,7 @@ Faults: `reject_models = {"phone_call"}` (INVALID_ARGUMENT "model not supported 
 `stall = True` (read audio, never answer), `fail_next_stream(code, after_ms)` and
 `close_next_stream(after_ms)` (end a stream with an error, or with OK, after that much audio).
 
-Records: `streams` (per stream: config, audio bytes, how it ended), `audio_bytes_total`,
+Records: `streams` (per stream: config, the client's address, audio bytes, how it ended), `audio_bytes_total`,
 `recognize_calls` (config, audio bytes, `method`), `operation_polls`.
 
 Run standalone: `python -m testkit.fakes.google_speech --port 0`.
@@ -128,6 +128,7 @@ class Utterance:
 @dataclass
 class StreamRecord:
     config: dict[str, Any]
+    peer: str = ""  # the client's address and port: one per connection
     audio_bytes: int = 0
     requests: int = 0
     ended: str = "open"
@@ -333,7 +334,7 @@ class FakeSpeech(GrpcFake):
         if first is None or "streaming_config" not in first:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "The first request must carry streaming_config.")
         config = first.streaming_config
-        record = StreamRecord(config=type(config).to_dict(config))
+        record = StreamRecord(config=type(config).to_dict(config), peer=context.peer())
         with self._lock:
             self.streams.append(record)
             fault = self._stream_faults.popleft() if self._stream_faults else None
