@@ -25,15 +25,18 @@ def post_fork(server, worker):
 
 
 def post_worker_init(worker):
-    """Load the agent's providers before the first call: importing the vendor SDKs takes a worker
-    a second or two of CPU, which would otherwise delay the first caller's opening line (and every
-    other call on the worker at that moment). Clients and channels are still made on first use."""
+    """Load the agent's providers before the first call or message: importing the vendor SDKs takes
+    a worker a second or two of CPU, which would otherwise delay the first caller's opening line
+    (and every other call on the worker at that moment). Clients and channels are still made on
+    first use."""
     import time
 
     from server.providers.base import ProviderError
     from server.providers.plugin import load_providers
 
     settings = worker.wsgi.config["SETTINGS"]
+    if not (settings.voice_ai_ready or settings.llm_configured):
+        return  # no agent to answer (calls go to voicemail): nothing to load
     started = time.monotonic()
     try:
         load_providers(settings)

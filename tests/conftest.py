@@ -8,7 +8,6 @@ the reason; under CI (`CI=true`) they fail instead, so a database that vanished 
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import functools
 import os
@@ -32,17 +31,6 @@ from testkit.env import TEST_TWILIO_TOKEN as TEST_TWILIO_TOKEN
 from testkit.pool import AppPool, empty_database, forget_database
 
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql+psycopg2://127.0.0.1:5432/test")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Modules with the most slow tests (servers, browsers) first, the quick ones last.
-
-    pytest-xdist hands out whole modules in the order collected: a long module handed out near
-    the end keeps one worker busy alone after the others have finished, and quick modules fill
-    the gaps at the end instead. The sort is stable, so each module's tests keep their order.
-    """
-    slow_tests = collections.Counter(item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow"))
-    items.sort(key=lambda item: -slow_tests[item.nodeid.split("::")[0]])
 
 
 def running_under_ci() -> bool:

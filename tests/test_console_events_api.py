@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
 import time
 
@@ -104,6 +105,9 @@ class EventListener:
         return None
 
     def close(self) -> None:
+        # Shut the socket down first: closing the response alone waits for the reader thread's
+        # blocked read, which only the server's next heartbeat (15 s) would end.
+        self.response.raw.connection.sock.shutdown(socket.SHUT_RDWR)
         self.response.close()
 
 
