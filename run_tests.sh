@@ -34,7 +34,7 @@ step() {
   fi
 }
 
-pytest=(.venv/bin/python -m pytest -q --durations=15 -n "${PYTEST_WORKERS:-$(($(nproc) + 1))}" --dist loadscope)
+pytest=(.venv/bin/python -m pytest -q --durations=40 -n "${PYTEST_WORKERS:-$(($(nproc) + 1))}" --dist loadscope)
 
 if [ $# -gt 0 ]; then
   step pytest "${pytest[@]}" "$@"
