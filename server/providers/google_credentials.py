@@ -30,7 +30,7 @@ from server.providers.base import ProviderError
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 
-GRPC_WAIT_THREADS = 64
+GRPC_WAIT_THREADS = 64  # gevent's pool threads for gRPC's waits (see make_grpc_cooperative)
 # gRPC shares one connection among channels to the same address unless told otherwise; a client's
 # channel gets a connection of its own, so several channels spread streams over several connections.
 OWN_CONNECTION = ("grpc.use_local_subchannel_pool", 1)
