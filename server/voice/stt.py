@@ -3,8 +3,8 @@
 Audio is sent in ~100 ms requests (5 Twilio frames) while the caller may be talking: one gRPC
 message per 20 ms frame roughly doubles the worker's CPU cost per call (measured on a gevent worker
 against a local gRPC server). While the caller listens (no loud frame for a moment and no utterance
-awaiting its final), requests carry 500 ms: each request costs the worker about half a millisecond
-of CPU under gevent whatever its size, and a caller is quiet most of a call. The first loud frame
+awaiting its final), requests carry 500 ms: each request costs the worker about a third of a
+millisecond of CPU under gevent whatever its size, and a caller is quiet most of a call. The first loud frame
 sends what is waiting at once, so the recogniser hears the start of speech no later than before,
 and an utterance's end (what its final transcript waits for) always goes out in 100 ms requests.
 A stream that ends on its own (a provider error, a dropped connection) is reopened at once, and the
@@ -128,7 +128,7 @@ class SpeechInput:
             return
         stream.send_audio(chunk)
         age = self._clock() - self._opened_at
-        if age > ROTATE_AFTER_SECONDS and (age > ROTATE_BY_SECONDS or self._caller_quiet()):
+        if age > ROTATE_AFTER_SECONDS and (age > ROTATE_BY_SECONDS or self._quiet_for(QUIET_FOR_ROTATION_SECONDS)):
             self._retire(stream)
 
     def _is_closed(self) -> bool:
@@ -146,22 +146,18 @@ class SpeechInput:
     def _open(self) -> SpeechStream:
         stream = self._stt.open_stream()
         self._opened_at = self._clock()
-        replay = list(self._unrecognised)
-        for start in range(0, len(replay), FRAMES_PER_REQUEST):
-            stream.send_audio(b"".join(replay[start : start + FRAMES_PER_REQUEST]))
+        if self._unrecognised:  # at most two seconds: one request (the provider splits above its limit)
+            stream.send_audio(b"".join(self._unrecognised))
         self._stream = stream
         return stream
 
     def _caller_listening(self) -> bool:
         """Quiet for a moment, and no utterance waits for its final: nothing is lost by sending less often."""
-        if self._utterance_open:
-            return False
-        last_sound = self._quiet_since()
-        return last_sound is None or self._clock() - last_sound >= QUIET_BATCHING_AFTER_SECONDS
+        return not self._utterance_open and self._quiet_for(QUIET_BATCHING_AFTER_SECONDS)
 
-    def _caller_quiet(self) -> bool:
+    def _quiet_for(self, seconds: float) -> bool:
         last_sound = self._quiet_since()
-        return last_sound is None or self._clock() - last_sound > QUIET_FOR_ROTATION_SECONDS
+        return last_sound is None or self._clock() - last_sound >= seconds
 
     def _retire(self, stream: SpeechStream) -> None:
         """Replace a long-lived stream: the reader sees it end and opens the next one."""
