@@ -189,10 +189,12 @@ function openConversation(pane, threadId, ctx, users, listChanged) {
     } catch { return []; }  // the conversation still shows without its calls
   }
 
-  let labelsOpen = false;
   let labelsDraft = null;  // labels being typed: a live redraw of the header must not wipe them
   function renderHead() {
     // A live update redraws the header: keep what the person was doing (focus, open labels).
+    // The box's state is read from the element itself: its `toggle` event comes a task later,
+    // so a redraw right after a click would otherwise close the box again.
+    const labelsOpen = Boolean(head.querySelector('details.labels-box')?.open);
     const active = document.activeElement;
     const focused = active && head.contains(active) ? (active.name || active.textContent) : null;
     const statusSel = select(Object.entries(THREAD_STATUS), thread.status, { name: 'thread-status' });
@@ -212,7 +214,7 @@ function openConversation(pane, threadId, ctx, users, listChanged) {
     const labels = h('input', { type: 'text', name: 'labels', value: labelsDraft ?? (thread.labels || []).join(', '),
       placeholder: 'למשל: VIP, החזר', oninput: (e) => { labelsDraft = e.target.value; } });
     const saveLabels = h('button', { type: 'submit', class: 'ghost' }, 'שמירת תוויות');
-    const labelForm = h('details', { class: 'labels-box', open: labelsOpen, ontoggle: (e) => { labelsOpen = e.target.open; } },
+    const labelForm = h('details', { class: 'labels-box', open: labelsOpen },
       h('summary', {}, 'תוויות', ' ', (thread.labels || []).length ? (thread.labels || []).map((l) => statusBadge(l, 'label')) : h('span', { class: 'muted' }, '(אין)')),
       h('form', { class: 'inline', onsubmit: (e) => {
         e.preventDefault();
