@@ -22,8 +22,7 @@ from server.db.migrate import MigrationEnv, run_migrations
 from server.jobs import JobContext, JobQueue
 from server.lifecycle import Lifecycle
 from server.logs import configure_logging
-from server.providers.voice_note_google import voice_note_transcriber
-from server.providers.voicemail_google import voicemail_transcriber
+from server.providers.transcribers import voice_note_transcriber, voicemail_transcriber
 from server.security.secrets_box import SecretsBox
 
 log = logging.getLogger("agentlocator.app")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -116,7 +117,10 @@ class GunicornServer:
         if self.jobs_worker is not None:
             self.jobs_worker.stop()
         if self.process and self.process.poll() is None:
-            self.process.terminate()
+            # Gunicorn's quick shutdown (SIGINT): a test is done with the server, and a graceful stop
+            # (SIGTERM, which tests/test_shutdown.py covers) waits a second or more for each worker
+            # to notice it.
+            self.process.send_signal(signal.SIGINT)
             try:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:

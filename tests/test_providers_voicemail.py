@@ -13,7 +13,8 @@ from server.db.dao_crm import create_call, insert_message
 from server.db.models import Call, Message, Thread
 from server.providers.base import ProviderError
 from server.providers.google_stt import GoogleSpeechToText
-from server.providers.voicemail_google import SpeechVoicemailTranscriber, first_channel, voicemail_transcriber
+from server.providers.transcribers import voicemail_transcriber
+from server.providers.voicemail_google import SpeechVoicemailTranscriber, first_channel
 from server.voice.voicemail import transcribe_voicemail, transcribe_voicemail_later
 from testkit.fakes.google_speech import FakeSpeech, pcm16, pcm_wav, silence, speech
 from testkit.fakes.google_tts import wav_container

@@ -9,7 +9,8 @@ import pytest
 
 from server.providers.base import AudioRejected, ProviderError
 from server.providers.ogg_opus import OggError, read_ogg_opus
-from server.providers.voice_note_google import GoogleVoiceNoteTranscriber, voice_note_transcriber
+from server.providers.transcribers import voice_note_transcriber
+from server.providers.voice_note_google import GoogleVoiceNoteTranscriber
 from testkit.fakes.google_speech import FakeSpeech
 from testkit.voice_notes import FIXTURE, voice_note
 from tests.conftest import make_settings

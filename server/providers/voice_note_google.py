@@ -103,10 +103,3 @@ def _provider_error(exc: google_exceptions.GoogleAPICallError) -> ProviderError:
     if isinstance(exc, google_exceptions.InvalidArgument):
         return AudioRejected(detail)
     return ProviderError(detail)
-
-
-def voice_note_transcriber(settings: Settings) -> VoiceNoteTranscriber | None:
-    """The voice-note transcriber, or None when speech recognition is not configured."""
-    if not settings.speech_configured:
-        return None
-    return GoogleVoiceNoteTranscriber(settings)

@@ -2,15 +2,13 @@
 
 Twilio's recording arrives as a WAV file; its `fmt ` chunk says whether the samples are 16-bit
 PCM (LINEAR16, what Twilio serves) or μ-law, and at which rate, and Google is told exactly that.
-`voicemail_transcriber(settings)` builds it when speech recognition is configured (credentials or
+`server.providers.transcribers` builds it when speech recognition is configured (credentials or
 `GOOGLE_SPEECH_EMULATOR_HOST`); the gRPC channel itself is opened on first use.
 """
 
 from __future__ import annotations
 
-from server.config import Settings
 from server.providers.base import ProviderError, SpeechToText, VoicemailTranscriber
-from server.providers.google_stt import GoogleSpeechToText
 from server.providers.wav import WavError, parse_wav
 
 
@@ -40,10 +38,3 @@ def first_channel(payload: bytes, channels: int, sample_bytes: int) -> bytes:
         return payload
     frame = channels * sample_bytes
     return b"".join(payload[start : start + sample_bytes] for start in range(0, len(payload) - frame + 1, frame))
-
-
-def voicemail_transcriber(settings: Settings) -> VoicemailTranscriber | None:
-    """The voicemail transcriber, or None when speech recognition is not configured."""
-    if not settings.speech_configured:
-        return None
-    return SpeechVoicemailTranscriber(GoogleSpeechToText(settings))
