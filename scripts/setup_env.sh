@@ -13,7 +13,9 @@ ensure_venv() {
   want=$(cat requirements*.txt | sha256sum | cut -d' ' -f1)
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "installing $requirements into .venv" >&2
-    .venv/bin/pip install --disable-pip-version-check -q -r "$requirements"
+    # --no-compile: pip would compile every installed module (a third of the install's time);
+    # Python compiles what is imported, once, on first use.
+    .venv/bin/pip install --disable-pip-version-check --no-compile -q -r "$requirements"
     echo "$want" > "$stamp"
   fi
 }

@@ -113,14 +113,15 @@ class GunicornServer:
         self.stop()
         raise RuntimeError(f"gunicorn did not become healthy:\n{self.logs()[-3000:]}")
 
-    def stop(self) -> None:
+    def stop(self, *, graceful: bool = False) -> None:
+        """Gunicorn's quick shutdown (SIGINT) by default: the test is done with the server, and a
+        graceful stop (SIGTERM) waits a second or more for each worker to notice it. `graceful=True`
+        is for a test that needs what only a drain does (open requests finishing, their access
+        lines written)."""
         if self.jobs_worker is not None:
             self.jobs_worker.stop()
         if self.process and self.process.poll() is None:
-            # Gunicorn's quick shutdown (SIGINT): a test is done with the server, and a graceful stop
-            # (SIGTERM, which tests/test_shutdown.py covers) waits a second or more for each worker
-            # to notice it.
-            self.process.send_signal(signal.SIGINT)
+            self.process.send_signal(signal.SIGTERM if graceful else signal.SIGINT)
             try:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:

@@ -160,6 +160,7 @@ def test_webhooks_on_any_worker_or_instance_reach_one_sse_connection_within_2_se
             assert arrived is not None, f"message {n} never reached the stream"
             latencies.append(arrived - posted)
         listener.close()
+        server.stop(graceful=True)
     # Read once stopped: the stream's access line is written when it ends (the worker's drain ends it).
     logs = server.logs()
     assert "Traceback" not in logs and "Traceback" not in other.logs()

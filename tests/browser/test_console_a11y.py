@@ -1,6 +1,9 @@
 """Every screen of the console at 1280 px and at 360 px: axe-core finds no serious or critical
 violation, nothing is wider than the window, and a screenshot of each is saved under
-test-output/screenshots/ for a person to look at."""
+test-output/screenshots/ for a person to look at.
+
+On PostgreSQL only: what is checked here is the markup and the layout, which no database changes
+(the flows in test_console_flows.py run on both)."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from server.db.models import Contract, Deal, Invoice, Thread
 from tests.browser.conftest import WIDTHS, axe_violations, new_customer_phone, open_page, screenshot, sign_in
 from tests.crm_seed import seed_call
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.parametrize("console", ["postgresql"], indirect=True)]
 
 
 @pytest.fixture(scope="module")
