@@ -42,7 +42,7 @@ def register_cli(app: Flask) -> None:
 
     @app.cli.command("jobs")
     def jobs() -> None:
-        """Background jobs: how many are queued, scheduled, running, retrying and failed."""
+        """Background jobs: how many are queued, scheduled, taken, running, retrying and failed."""
         queue = services(current_app).jobs
         _print({**queue.counts(), "kinds": queue.kinds, "recent_failures": queue.recent_failures()})
 

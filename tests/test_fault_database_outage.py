@@ -11,6 +11,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 import pytest
 import requests
@@ -67,14 +68,15 @@ def post_signed(url: str, path: str, form: dict[str, str]) -> requests.Response:
     return requests.post(url + path, data=form, headers={"X-Twilio-Signature": signature}, timeout=10)
 
 
-def wait_until(predicate, timeout: float, what: str):
+def wait_until(predicate, timeout: float, what: Callable[[], str]):
+    """Wait for `predicate`; on a timeout, fail with `what()`, read then (the state it timed out in)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.25)
-    raise AssertionError(f"not within {timeout} s: {what}")
+    raise AssertionError(f"not within {timeout} s: {what()}")
 
 
 def test_a_database_outage_loses_no_message_and_sends_each_reply_once(tmp_path):
@@ -116,6 +118,7 @@ def test_a_database_outage_loses_no_message_and_sends_each_reply_once(tmp_path):
             pg.stop()
             outage_started = time.monotonic()
             forms = [twilio_form(BUSINESS_WHATSAPP, from_=customer(i), body=f"הודעה מספר {i}") for i in range(MESSAGES)]
+            recipients = {f"whatsapp:{customer(i)}" for i in range(MESSAGES)}
             deliveries = forms + forms[:REDELIVERED]
             pause = (OUTAGE_SECONDS - 5) / len(deliveries)
 
@@ -151,7 +154,11 @@ def test_a_database_outage_loses_no_message_and_sends_each_reply_once(tmp_path):
                 wait_until(
                     lambda: len(twilio.requests_for("Messages")) >= MESSAGES,
                     180,
-                    "every reply sent: " + second_worker.logs()[-2000:],
+                    lambda: (
+                        f"every reply sent: {len(twilio.requests_for('Messages'))} of {MESSAGES}; not answered: "
+                        f"{sorted(recipients - {r.form['To'] for r in twilio.requests_for('Messages')})}\n"
+                        + second_worker.logs()[-4000:]
+                    ),
                 )
                 time.sleep(3)  # anything sent twice would show up now
                 assert '"reason": "lease expired"' in second_worker.logs()
@@ -181,6 +188,6 @@ def test_a_database_outage_loses_no_message_and_sends_each_reply_once(tmp_path):
     print("\ndatabase outage figures:", figures)
     assert len(inbound) == MESSAGES and figures["duplicates_stored"] == 0
     assert sorted(m.body for m in inbound) == sorted(f["Body"] for f in forms)
-    assert set(sends) == {f"whatsapp:{customer(i)}" for i in range(MESSAGES)}
+    assert set(sends) == recipients
     assert figures["most_replies_to_one_customer"] == 1 and len(outbound) == MESSAGES
     assert all(m.status == "sent" for m in outbound)

@@ -83,7 +83,7 @@ def test_a_job_runs_once_per_key(app, db):
     assert CALLS == ["once"]
     run = _run(db, key)
     assert (run.state, run.attempts, run.kind) == ("done", 1, "test_record")
-    assert queue.counts() == {"queued": 0, "scheduled": 0, "running": 0, "retrying": 0, "failed": 0}
+    assert queue.counts() == {"queued": 0, "scheduled": 0, "taken": 0, "running": 0, "retrying": 0, "failed": 0}
 
 
 def test_a_failed_attempt_is_retried_after_its_backoff(app, db):
@@ -205,7 +205,7 @@ def test_the_queue_on_redis(make_app, db):
         pytest.skip("Redis is not running on 127.0.0.1:6379")
     app = make_app(JOBS_URL=url)
     queue, jobs = services(app).jobs, InProcessJobs(app)
-    assert type(queue.huey).__name__ == "RedisHuey"
+    assert type(queue.huey).__name__ == "RedisJobHuey"
     key = f"test:{uuid.uuid4().hex}"
     queue.enqueue("test_record", key, "redis", 1)
     jobs.run_due()

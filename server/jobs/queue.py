@@ -12,12 +12,15 @@ that already ran, or is running on another worker, is a no-op. A failure is retr
 exponential backoff (BACKOFF_BASE × 2ⁿ seconds, capped at BACKOFF_CAP) until the kind's attempts
 run out; then the run is `failed` and counted by `/readyz` and `flask --app main jobs`.
 
-huey has no acknowledgements: a job taken off the queue by a worker that is then killed (SIGKILL,
-a lost machine) is gone from the queue. So a running job holds a lease on its `job_runs` row
-(JOBS_LEASE_SECONDS), renewed by its worker's lease keeper while it runs, and the row keeps the
-job's arguments; every worker's lease keeper, on start and then periodically, queues again the jobs
-whose lease ran out (once more than a lease ago, which leaves live workers time to renew after a
-database outage). The idempotency key keeps a job that did finish from running again.
+huey has no acknowledgements of its own: a task taken off its queue by a consumer that is then
+killed (SIGKILL, a lost machine) would be gone. Two things keep it. The queue's store
+(server/jobs/store.py) keeps each taken task in its consumer's list until huey is done with it, and
+puts back on the queue what a consumer that stopped saying it is alive had taken. And a running job
+holds a lease on its `job_runs` row (JOBS_LEASE_SECONDS), renewed by its worker's lease keeper while
+it runs, and the row keeps the job's arguments; every worker's lease keeper, on start and then
+periodically, queues again the jobs whose lease ran out (once more than a lease ago, which leaves
+live workers time to renew after a database outage). The idempotency key keeps a job that did
+finish from running again.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
 
 import sqlalchemy as sa
-from huey import RedisHuey, SqliteHuey, signals
+from huey import signals
 from huey.exceptions import RetryTask
 
 from server.config import PROJECT_ROOT, Settings
@@ -39,6 +42,7 @@ from server.db.engine import Database, database_unavailable
 from server.db.offhub import OffHub
 from server.errors import DomainError, Problem
 from server.jobs import runs
+from server.jobs.store import RedisJobHuey, SqliteJobHuey
 from server.logs import log_event
 from server.providers.base import VoicemailTranscriber, VoiceNoteTranscriber
 
@@ -111,14 +115,16 @@ def queue_location(settings: Settings) -> str:
     return f"sqlite:///{PROJECT_ROOT / 'instance' / 'jobs.db'}"
 
 
-def build_huey(settings: Settings) -> SqliteHuey | RedisHuey:
+def build_huey(settings: Settings) -> SqliteJobHuey | RedisJobHuey:
     url = queue_location(settings)
     # No result store: nobody waits on a job's return value, and results would pile up.
     if url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///") :])
         path.parent.mkdir(parents=True, exist_ok=True)
-        return SqliteHuey(QUEUE_NAME, filename=str(path), results=False, timeout=settings.sqlite_busy_timeout_seconds)
-    return RedisHuey(QUEUE_NAME, url=url, results=False)
+        return SqliteJobHuey(
+            QUEUE_NAME, filename=str(path), results=False, timeout=settings.sqlite_busy_timeout_seconds
+        )
+    return RedisJobHuey(QUEUE_NAME, url=url, results=False)
 
 
 class JobQueue:
@@ -129,7 +135,7 @@ class JobQueue:
         self.context = context
         # SQLite's C calls would block a gevent hub (and the consumer's dequeue takes an exclusive
         # lock): in a web worker, the queue file is touched from one OS thread, never the hub.
-        self._offhub = OffHub(threads=1) if isinstance(self.huey, SqliteHuey) else None
+        self._offhub = OffHub(threads=1) if isinstance(self.huey, SqliteJobHuey) else None
         self._tasks = {kind.name: self._register(kind) for kind in _KINDS.values()}
         self._database_waits = 0  # tries in a row that found the database unreachable
         self.lease = timedelta(seconds=settings.jobs_lease_seconds)
@@ -160,12 +166,14 @@ class JobQueue:
 
     def counts(self) -> dict[str, int]:
         """Jobs waiting to run now (`queued`), waiting for a time (`scheduled`: delayed jobs and
-        retries), and runs by state (`running`, `retrying`, `failed`)."""
+        retries), in a worker's hands (`taken`: running, or left by a killed worker until they are
+        recovered), and runs by state (`running`, `retrying`, `failed`)."""
         with self.context.database.scope() as session:
             states = runs.state_counts(session)
         return {
             "queued": self._storage(self.huey.pending_count),
             "scheduled": self._storage(self.huey.scheduled_count),
+            "taken": self._storage(self.huey.storage.taken_count),
             "running": states.get("running", 0),
             "retrying": states.get("retrying", 0),
             "failed": states.get("failed", 0),
@@ -184,6 +192,7 @@ class JobQueue:
     def consumer(self, workers: int, shutdown_timeout: float):
         """huey's consumer, in OS threads. SIGTERM lets running jobs finish (up to `shutdown_timeout`),
         as the platform's stop does; a job cut off by a hard stop is queued again."""
+        self.huey.storage.heartbeat()  # alive before its first take: nothing it takes looks abandoned
         return self.huey.create_consumer(
             workers=workers,
             worker_type="thread",
@@ -299,11 +308,25 @@ class JobQueue:
             log_event(log, "job_requeued", logging.WARNING, kind=kind, key=key, reason="lease expired")
         return requeued
 
+    def recover_abandoned(self) -> int:
+        """Say this consumer is alive, and queue again the tasks that consumers silent for three leases
+        had taken off the queue; how many. A job that had claimed its run is back a lease sooner, by
+        `requeue_expired` (its run records why); this is for the jobs killed before their claim."""
+        self.huey.storage.heartbeat()
+        recovered = self.huey.storage.recover_abandoned(3 * self.lease.total_seconds())
+        if recovered:
+            log_event(log, "jobs_recovered", logging.WARNING, count=recovered, reason="consumer lost")
+        return recovered
+
     def keep_leases(self, stop: threading.Event) -> None:
-        """The worker's lease keeper: renew what this process runs and requeue what dead workers left,
-        at once and then every third of a lease, until `stop` is set."""
+        """The worker's lease keeper: say this consumer is alive, renew what it runs, and requeue what
+        dead workers left, at once and then every third of a lease, until `stop` is set."""
         interval = max(self.lease.total_seconds() / 3, 0.1)
         while True:
+            try:
+                self.recover_abandoned()
+            except Exception as exc:  # the queue's store is away: the jobs wait with it
+                log_event(log, "jobs_recovery_failed", logging.WARNING, error=type(exc).__name__)
             try:
                 self.renew_leases()
                 self.requeue_expired()

@@ -223,7 +223,7 @@ def _handler_for(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
         def handle(self) -> None:
             try:
                 super().handle()
-            except ConnectionResetError:  # a client that cut its stream closed the connection: normal
+            except (ConnectionResetError, BrokenPipeError):  # the client cut its stream, or died: normal
                 self.close_connection = True
 
         def do_POST(self) -> None:
