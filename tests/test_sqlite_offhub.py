@@ -120,7 +120,7 @@ def test_a_held_write_lock_leaves_the_gevent_worker_serving(tmp_path):
 def test_readyz_writes_a_heartbeat(client, db):
     response = client.get("/readyz")
     assert response.status_code == 200
-    assert set(response.json["jobs"]) == {"queued", "scheduled", "running", "retrying", "failed"}
+    assert set(response.json["jobs"]) == {"queued", "scheduled", "taken", "running", "retrying", "failed"}
     with db.scope() as session:
         first = session.get(ServiceState, "readyz_heartbeat").updated_at
     time.sleep(0.01)
