@@ -192,7 +192,12 @@ def test_a_final_equal_to_the_last_interim_plays_the_reply_written_ahead_and_soo
 
 def test_a_final_that_differs_drops_the_reply_written_ahead_before_any_of_it_is_heard(live):
     live.llm.replies_for.update({"שלום": "היי.", MISHEARD: WRONG_ANSWER, QUESTION: ANSWER})
-    live.llm.first_token_delay = 0.1  # so the wrong reply's first sentence is synthesised before the final
+    # The final comes after the wrong reply's first sentence is synthesised and before the reply is
+    # all written, each by more than half a second (margins that hold on a loaded machine): the
+    # stream is cut, and none of what waits may be heard.
+    live.llm.first_token_delay = 0.1
+    live.llm.token_delay = 0.05
+    live.stt.final_silence_ms = 1000
     live.stt.script("שלום", Utterance(final=QUESTION, heard=MISHEARD))
     sid, caller, greeting = live.call(live.on)
     ask(caller, 400)  # a first exchange: the worker's OpenAI client is connected
