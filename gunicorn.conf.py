@@ -51,10 +51,13 @@ def _drain_on_exit(worker):
     stop = worker.handle_exit
 
     def handle_exit(sig, frame):
-        from server.app_state import services  # in the worker, once gevent has patched it
-
         app = getattr(worker, "wsgi", None)  # None until the worker has loaded the app
         if app is not None:
+            # Imported only now: a SIGTERM that comes while the worker is still importing the app
+            # would find this module half-initialised (and fail the worker's boot). With no app
+            # yet there is nothing to drain.
+            from server.app_state import services
+
             services(app).lifecycle.start_draining()
         worker.log.info("draining: live calls may finish within %ss", worker.cfg.graceful_timeout)
         stop(sig, frame)

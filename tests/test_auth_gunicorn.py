@@ -82,7 +82,9 @@ def test_healthz_stays_fast_while_logins_are_checked(database_url, tmp_path):
         median, worst = statistics.median(latencies), max(latencies)
         # With scrypt on the hub: a 1.9 s median (each check holds the loop ~120 ms, eight queue up).
         assert median < 0.15, (median, worst, len(statuses))
-        assert len(statuses) >= 8 and set(statuses) == {401}  # the logins were really being checked
+        # The logins were really being checked; on a loaded machine a few may get the documented
+        # "busy, try again" answer (the sign-in flood gives way to the calls' writes), never another.
+        assert statuses.count(401) >= 8 and set(statuses) <= {401, 503}, statuses
 
 
 def test_the_limit_holds_across_workers_and_instances(database_url, tmp_path):
